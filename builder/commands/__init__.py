@@ -1,0 +1,1 @@
+"""Click commands, one module per pipeline stage; registered lazily in builder.cli."""

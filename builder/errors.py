@@ -1,0 +1,76 @@
+"""The one error hierarchy of labbuild.
+
+Library code raises these; ``builder.cli`` renders them in one place
+(text or ``--json``) and maps them to exit code 1. Nothing below the CLI
+prints or exits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where it is and what to do."""
+
+    file: str
+    path: str
+    message: str
+    line: int | None = None
+    hint: str | None = None
+
+    def render(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "line": self.line, "path": self.path,
+                "message": self.message, "hint": self.hint}
+
+
+class LabbuildError(Exception):
+    """Root of every error a user can cause or fix. Rendered by the CLI."""
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.problems: list[Problem] = list(problems or [])
+
+    def render(self) -> str:
+        lines = [p.render() for p in self.problems]
+        lines.append(f"error: {self.message}")
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"ok": False, "error": self.message, "hint": self.hint,
+                "errors": [p.to_json() for p in self.problems]}
+
+
+class BlueprintError(LabbuildError):
+    """Blueprints or lab.toml are invalid (carries every problem found)."""
+
+
+class LockError(LabbuildError):
+    """The lock cannot be made, or is stale or missing."""
+
+
+class RegistryError(LabbuildError):
+    """A registry refused, failed, timed out or sent bytes that do not hash right."""
+
+
+class BundleError(LabbuildError):
+    """A bundle cannot be built, or fails verification."""
+
+
+class InstallError(LabbuildError):
+    """An install, upgrade, rollback or uninstall failed."""
+
+
+class ScaffoldError(LabbuildError):
+    """A new service cannot be scaffolded."""

@@ -1,0 +1,51 @@
+"""Suite-wide fixtures: the Docker policy, a real registry, the repository root."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import sys
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.dockerenv import require_docker, require_tool
+from support.registry import start_registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def docker_engine():
+    """A reachable Docker engine (skip without one; fail under LABBUILD_REQUIRE_DOCKER=1)."""
+    require_docker()
+    import docker
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def registry(tmp_path_factory):
+    """A real Distribution registry on a free 127.0.0.1 port, stopped afterwards."""
+    require_tool("docker-registry")
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def lab_copy(tmp_path) -> Path:
+    """A scratch copy of the shipped lab (blueprints/ and lockfiles/) to change freely."""
+    dst = tmp_path / "lab"
+    dst.mkdir()
+    for part in ("blueprints", "lockfiles"):
+        if (REPO / part).exists():
+            shutil.copytree(REPO / part, dst / part)
+    return dst
