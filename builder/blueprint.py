@@ -29,6 +29,26 @@ DOCKER_SOCKET_RE = re.compile(r"^/(var/)?run/docker\.sock$")
 PUBLIC_BINDS = {"0.0.0.0", "::"}
 
 
+# --------------------------------------------------------------------------- naming
+
+def env_id(service: str) -> str:
+    """``open-webui`` -> ``OPEN_WEBUI``: a service name as an env-variable prefix."""
+    return service.upper().replace("-", "_")
+
+
+def secret_env_key(service: str, name: str) -> str:
+    """The key under which an install's ``.env`` holds ``service``'s secret ``name``.
+
+    Namespaced, so two postgres instances can each have a POSTGRES_PASSWORD.
+    """
+    return f"{env_id(service)}__{name}"
+
+
+def setting_env_key(service: str, key: str) -> str:
+    """The key under which ``lab.env`` holds ``service``'s non-secret setting ``key``."""
+    return f"{env_id(service)}__{key}"
+
+
 # --------------------------------------------------------------------------- models
 
 @dataclass(frozen=True)
