@@ -37,6 +37,7 @@ class BundleFile:
     source: Path | None = None
     executable: bool = False
     order: int = 0               # members sort by (order, arcname): 0 metadata first, 1 big blobs last
+    sha256_hint: str | None = None  # hex digest already known (content-addressed blobs), skips re-hashing
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.source is None):
@@ -50,6 +51,8 @@ class BundleFile:
         return io.BytesIO(self.data) if self.data is not None else open(self.source, "rb")
 
     def sha256(self) -> str:
+        if self.sha256_hint is not None:
+            return self.sha256_hint
         if self.data is not None:
             return hashlib.sha256(self.data).hexdigest()
         h = hashlib.sha256()
