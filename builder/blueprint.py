@@ -649,7 +649,8 @@ def _check_cross(services: dict[str, tuple[Blueprint, _Source]], report: set[str
                 hint="remove one of these depends_on entries")
 
     owners: dict[tuple[int, str], str] = {}
-    for name in sorted(services):
+    # services outside the report first, so a clash is reported on a reported file
+    for name in sorted(services, key=lambda n: (n in report, n)):
         bp, src = services[name]
         for i, p in enumerate(bp.ports):
             if p.host is None:
