@@ -817,14 +817,20 @@ def validate_paths(root: Path, paths: list[Path] | None = None) -> list[Problem]
         out.add(str(root), (), "no lab here: blueprints/lab.toml and blueprints/services/*.toml are missing",
                 hint="run labbuild from the lab repository or pass --root DIR")
         return out.problems
-    sources = _load_sources(files, root, out)
-    services = _validated_blueprints(sources, out)
+    _check_whole_lab(root, out)
+    return _sorted(out.problems)
+
+
+def _check_whole_lab(root: Path, out: _Collector) -> tuple[dict[str, tuple[Blueprint, _Source]], dict | None]:
+    """Read and check every blueprint and lab.toml once; problems go to ``out``."""
+    lab_file, files = lab_paths(root)
+    services = _validated_blueprints(_load_sources(files, root, out), out)
     _check_cross(services, set(services), out)
     lab_src = _read_toml(lab_file, _display(lab_file, root), out)
+    parsed = None
     if lab_src.data is not None:
-        stems = {f.stem for f in files}
-        _parse_lab(lab_src, {s: None for s in stems}, out)
-    return _sorted(out.problems)
+        parsed = _parse_lab(lab_src, {f.stem: None for f in files}, out)
+    return services, parsed
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -839,14 +845,11 @@ def load_lab(root: str | Path) -> Lab:
     if not lab_file.exists():
         raise BlueprintError(f"no lab at {root}: {lab_file} is missing",
                              hint="run labbuild from the lab repository or pass --root DIR")
-    problems = validate_paths(root)
-    if problems:
+    services, parsed = _check_whole_lab(root, out)
+    if out.problems or parsed is None:
+        problems = _sorted(out.problems)
         raise BlueprintError(f"{len(problems)} problem(s) in the blueprints", problems=problems,
                              hint="run `labbuild validate` and fix each line above")
-    services = _validated_blueprints(_load_sources(files, root, out), out)
-    lab_src = _read_toml(lab_file, _display(lab_file, root), out)
-    parsed = _parse_lab(lab_src, services, out)
-    assert parsed is not None and not out.problems
     return Lab(root=root, name=parsed["name"], default_profile=parsed["default_profile"],
                profiles=parsed["profiles"], services={n: bp for n, (bp, _) in sorted(services.items())},
                platforms=tuple(parsed["platforms"]), insecure_registries=tuple(parsed["insecure_registries"]))
