@@ -1,0 +1,287 @@
+#!/bin/sh
+# install.sh — install this Local AI Lab bundle on a host that has only
+# sh, docker (with `docker compose` or a v2 `docker-compose`), sha256sum,
+# tar and the POSIX tools (awk, sed, tr, head). No Python, no network.
+#
+#   sh install.sh --dir DIR [--no-start] [--timeout SECONDS]
+#
+# Run it from the unpacked bundle (tar -xf BUNDLE; cd BUNDLE-DIR). It does
+# what `labbuild install` does:
+#   1. sha256sum -c SHA256SUMS (nothing is touched before it passes)
+#   2. copies the release to DIR/releases/<version>/ and points DIR/current at it
+#      (DIR/previous keeps the release it replaced, for a rollback)
+#   3. docker load of images/ (host platform only) and a check that every
+#      image ID equals the locked config digest
+#   4. generates missing secrets into DIR/.env (mode 0600) from /dev/urandom;
+#      existing values are kept, values are never printed
+#   5. docker compose -p <lab> ... up -d, then waits until every service with a
+#      health probe answers, in dependency order.
+# Exit 0 only when every service is healthy.
+set -eu
+LC_ALL=C
+export LC_ALL
+
+die() { printf 'error: %s\n' "$1" >&2; [ $# -lt 2 ] || printf 'hint: %s\n' "$2" >&2; exit 1; }
+say() { printf '%s\n' "$*" >&2; }
+
+DIR=""
+START=1
+TIMEOUT=300
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dir) [ $# -ge 2 ] || die "--dir needs a value"; DIR=$2; shift 2 ;;
+        --dir=*) DIR=${1#--dir=}; shift ;;
+        --no-start) START=0; shift ;;
+        --timeout) [ $# -ge 2 ] || die "--timeout needs a value"; TIMEOUT=$2; shift 2 ;;
+        --timeout=*) TIMEOUT=${1#--timeout=}; shift ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1" "usage: sh install.sh --dir DIR [--no-start] [--timeout SECONDS]" ;;
+    esac
+done
+[ -n "$DIR" ] || die "--dir DIR is required" "usage: sh install.sh --dir DIR [--no-start] [--timeout SECONDS]"
+case "$TIMEOUT" in ''|*[!0-9]*) die "--timeout must be a number of seconds" ;; esac
+
+BUNDLE=$(cd "$(dirname "$0")" && pwd -P)
+cd "$BUNDLE"
+[ -f manifest.json ] && [ -f SHA256SUMS ] || die "$BUNDLE is not an unpacked bundle (manifest.json or SHA256SUMS missing)" \
+    "unpack the bundle with tar -xf and run install.sh from its top directory"
+
+# ---------------------------------------------------------------- 1. verify
+say "verifying $(wc -l < SHA256SUMS | tr -d ' ') files against SHA256SUMS"
+if ! sha256sum -c SHA256SUMS > "${TMPDIR:-/tmp}/labbuild-verify.$$" 2>&1; then
+    grep -v ': OK$' "${TMPDIR:-/tmp}/labbuild-verify.$$" >&2 || true
+    rm -f "${TMPDIR:-/tmp}/labbuild-verify.$$"
+    die "the bundle does not match its SHA256SUMS: nothing was installed" "copy the bundle again; it is damaged"
+fi
+rm -f "${TMPDIR:-/tmp}/labbuild-verify.$$"
+
+# manifest.json is canonical JSON (sorted keys, one value per line): flatten it
+# to path=value lines once, then read values with mget.
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/labbuild-install.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT INT TERM
+awk '
+function unquote(s) {
+    if (s ~ /^".*"$/) { s = substr(s, 2, length(s) - 2); gsub(/\\"/, "\"", s); gsub(/\\\\/, "\\", s) }
+    return s
+}
+{
+    line = $0; sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line)
+    if (line == "") next
+    if (line ~ /^[\]}],?$/) { depth--; next }
+    key = ""
+    if (depth > 0 && type[depth] == "a") { key = idx[depth]++ }
+    else if (match(line, /^"([^"\\]|\\.)*": /)) { key = unquote(substr(line, 1, RLENGTH - 2)); line = substr(line, RLENGTH + 1) }
+    sub(/,$/, "", line)
+    path = ""
+    for (i = 2; i <= depth; i++) path = path comp[i] "."
+    path = path key
+    if (line == "{" || line == "[") {
+        depth++; comp[depth] = key; type[depth] = (line == "{") ? "o" : "a"; idx[depth] = 0
+        next
+    }
+    print path "=" unquote(line)
+}' manifest.json > "$WORK/manifest.flat"
+
+mget() { awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }' "$WORK/manifest.flat"; }
+mlist() { awk -v k="$1" 'index($0, k ".") == 1 { v = substr($0, length(k) + 2); if (v ~ /^[0-9]+=/) { sub(/^[0-9]+=/, "", v); print v } }' "$WORK/manifest.flat"; }
+
+LAB=$(mget lab)
+VERSION=$(mget version)
+OFFLINE=$(mget offline)
+[ -n "$LAB" ] && [ -n "$VERSION" ] || die "manifest.json has no lab name or version"
+SERVICES=$(sed -n 's/^services\.\([^.]*\)\.image=.*/\1/p' "$WORK/manifest.flat" | sort -u)
+
+# ---------------------------------------------------------------- compose
+if docker compose version >/dev/null 2>&1; then
+    compose() { docker compose "$@"; }
+elif command -v docker-compose >/dev/null 2>&1 && docker-compose version 2>/dev/null | grep -q 'v2\.'; then
+    compose() { docker-compose "$@"; }
+else
+    die "neither 'docker compose' nor a v2 'docker-compose' was found" \
+        "install the Docker Compose v2 plugin (docker-compose-plugin) or a v2 docker-compose binary"
+fi
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer" "start it (systemctl start docker) and check that you may use it"
+
+# ---------------------------------------------------------------- 2. release dir
+mkdir -p "$DIR/releases"
+DIR=$(cd "$DIR" && pwd -P)
+RELEASE="$DIR/releases/$VERSION"
+if [ "$BUNDLE" != "$RELEASE" ]; then
+    if [ -d "$RELEASE" ]; then
+        if ! cmp -s "$RELEASE/SHA256SUMS" SHA256SUMS; then
+            die "$RELEASE already holds a different release $VERSION" "releases are immutable: install a bundle with a new version"
+        fi
+    else
+        say "copying the release to $RELEASE"
+        rm -rf "$RELEASE.partial"
+        mkdir "$RELEASE.partial"
+        for f in * .[!.]*; do
+            [ -e "$f" ] || continue
+            [ "$f" = images ] && continue   # loaded into the engine, not kept twice
+            cp -R "$f" "$RELEASE.partial/"
+        done
+        mv "$RELEASE.partial" "$RELEASE"
+    fi
+fi
+
+# ---------------------------------------------------------------- 3. images
+HOST_PLATFORM=$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}' 2>/dev/null) || die "cannot ask the engine for its platform"
+platform_of() {  # the platform key of service $1 matching the host (linux/arm64 also matches linux/arm64/v8)
+    sed -n "s|^services\.$1\.config_digests\.\($HOST_PLATFORM[^=]*\)=.*|\1|p" "$WORK/manifest.flat" | head -n 1
+}
+if [ -d images ]; then
+    PLAT_FILE=$(printf '%s' "$HOST_PLATFORM" | tr '/' '_')
+    LOADMAN=""
+    for f in images/docker-load/"$PLAT_FILE".json images/docker-load/"$PLAT_FILE"_*.json; do
+        [ -f "$f" ] && { LOADMAN=$f; break; }
+    done
+    [ -n "$LOADMAN" ] || { [ -f images/manifest.json ] && LOADMAN=images/manifest.json; }
+    [ -n "$LOADMAN" ] || die "this bundle has no images for $HOST_PLATFORM" "build it with: labbuild release VERSION --with-images --platform $HOST_PLATFORM"
+    cp "$LOADMAN" "$WORK/manifest.json"
+    grep -o 'blobs/sha256/[0-9a-f]*' "$WORK/manifest.json" | sort -u > "$WORK/blobs"
+    say "loading $(wc -l < "$WORK/blobs" | tr -d ' ') blobs into the engine ($HOST_PLATFORM)"
+    # shellcheck disable=SC2046
+    tar -cf - -C "$WORK" manifest.json -C "$BUNDLE/images" $(cat "$WORK/blobs") | docker load >&2 \
+        || die "docker load failed" "check the engine log and free disk space"
+fi
+for svc in $SERVICES; do
+    image=$(mget "services.$svc.image")
+    plat=$(platform_of "$svc")
+    [ -n "$plat" ] || { [ "$OFFLINE" = true ] && die "$svc: the lock has no $HOST_PLATFORM image for $image"; continue; }
+    want=$(mget "services.$svc.config_digests.$plat")
+    if ! got=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null); then
+        [ "$OFFLINE" = true ] && die "$svc: image $image is not in the engine after loading" "the bundle is incomplete; rebuild it with --with-images"
+        continue   # online bundle: compose pulls it by digest
+    fi
+    [ "$got" = "$want" ] || die "$svc: image $image has ID $got but the lock says $want" \
+        "another image holds this tag; remove it (docker rmi $image) and install again"
+done
+
+# ---------------------------------------------------------------- 4. secrets
+umask 077
+touch "$DIR/.env"
+chmod 600 "$DIR/.env"
+random_chars() {  # $1 alphabet for tr, $2 length
+    tr -dc "$1" < /dev/urandom | head -c "$2"
+}
+if [ -f secrets.env.example ]; then
+    added=0
+    # a secret is a KEY= line; its kind and length come from the comment on that
+    # line or the comment lines just above it ("generate=token length=32", or
+    # free text naming token|password|hex and a number).
+    awk '
+        /^[ \t]*#/ { c = c " " $0; next }
+        /^[A-Za-z_][A-Za-z0-9_.]*=/ {
+            k = $0; sub(/=.*/, "", k); t = c " " $0; c = ""
+            kind = "token"; if (t ~ /password/) kind = "password"; else if (t ~ /hex/) kind = "hex"
+            if (match(t, /generate[ =:]*(token|password|hex)/)) { kind = substr(t, RSTART, RLENGTH); sub(/generate[ =:]*/, "", kind) }
+            len = 32
+            if (match(t, /length[ =:]*[0-9]+/)) { len = substr(t, RSTART, RLENGTH); gsub(/[^0-9]/, "", len) }
+            else if (match(t, /[0-9]+ *(chars|characters)/)) { len = substr(t, RSTART, RLENGTH); gsub(/[^0-9]/, "", len) }
+            print k, kind, len; next
+        }
+        { c = "" }' secrets.env.example > "$WORK/secrets"
+    while read -r key kind len; do
+        grep -q "^$key=" "$DIR/.env" && continue
+        case "$kind" in
+            password) value=$(random_chars 'A-Za-z0-9' "$len") ;;
+            hex) value=$(random_chars '0-9a-f' "$len") ;;
+            *) value=$(random_chars 'A-Za-z0-9_-' "$len") ;;
+        esac
+        printf '%s=%s\n' "$key" "$value" >> "$DIR/.env"
+        added=$((added + 1))
+    done < "$WORK/secrets"
+    say "secrets: $added generated into $DIR/.env (existing values kept)"
+fi
+umask 022
+
+# ---------------------------------------------------------------- switch current
+if [ -L "$DIR/current" ]; then
+    old=$(readlink "$DIR/current")
+    if [ "$old" != "releases/$VERSION" ]; then
+        ln -s "$old" "$DIR/.previous.new" && mv -f "$DIR/.previous.new" "$DIR/previous" 2>/dev/null \
+            || { rm -f "$DIR/previous"; ln -s "$old" "$DIR/previous"; rm -f "$DIR/.previous.new"; }
+    fi
+fi
+rm -f "$DIR/.current.new"
+ln -s "releases/$VERSION" "$DIR/.current.new"
+if ! mv -T "$DIR/.current.new" "$DIR/current" 2>/dev/null; then
+    rm -f "$DIR/current"; mv "$DIR/.current.new" "$DIR/current"
+fi
+rm -f "$DIR/previous.new"
+say "installed $LAB $VERSION into $RELEASE"
+
+[ "$START" = 1 ] || { say "not started (--no-start)"; exit 0; }
+
+# ---------------------------------------------------------------- 5. up + health
+cd "$RELEASE"
+say "starting: docker compose -p $LAB up -d"
+compose -p "$LAB" -f compose.yaml --env-file lab.env --env-file "$DIR/.env" up -d >&2 \
+    || die "docker compose up failed (see above)" "fix the cause, then run install.sh again; stop what runs with: cd $RELEASE && docker compose -p $LAB down"
+
+# dependency order: a service after everything it depends on
+ORDER=""
+left=$SERVICES
+while [ -n "$left" ]; do
+    next=""
+    progressed=0
+    for svc in $left; do
+        ready=1
+        for dep in $(mlist "services.$svc.depends_on"); do
+            case " $ORDER " in *" $dep "*) ;; *) case " $SERVICES " in *" $dep "*) ready=0 ;; esac ;; esac
+        done
+        if [ $ready = 1 ]; then ORDER="$ORDER $svc"; progressed=1; else next="$next $svc"; fi
+    done
+    [ $progressed = 1 ] || { ORDER="$ORDER $next"; break; }
+    left=$next
+done
+
+probe() {  # scheme host_port path accepted-statuses -> 0 when healthy
+    if [ "$1" = tcp ]; then
+        if command -v nc >/dev/null 2>&1; then nc -z -w 2 127.0.0.1 "$2" >/dev/null 2>&1; return; fi
+        rc=0; curl -s -o /dev/null --max-time 2 "telnet://127.0.0.1:$2" </dev/null >/dev/null 2>&1 || rc=$?
+        [ $rc -ne 7 ] && [ $rc -ne 28 ]; return
+    fi
+    if command -v curl >/dev/null 2>&1; then
+        code=$(curl -k -s -o /dev/null -w '%{http_code}' --max-time 5 "$1://127.0.0.1:$2$3" 2>/dev/null) || code=000
+    elif command -v wget >/dev/null 2>&1; then
+        code=$(wget -S -q -O /dev/null -T 5 --no-check-certificate "$1://127.0.0.1:$2$3" 2>&1 | awk '/^ *HTTP\//{c=$2} END{print c+0}')
+    else
+        die "neither curl nor wget is installed: cannot probe health" "install curl, or check the services yourself"
+    fi
+    if [ -n "$4" ]; then
+        for s in $4; do [ "$code" = "$s" ] && return 0; done
+        return 1
+    fi
+    case "$code" in 2??) return 0 ;; esac
+    return 1
+}
+
+deadline=$(( $(date +%s) + TIMEOUT ))
+for svc in $ORDER; do
+    port=$(mget "services.$svc.health.host_port")
+    if [ -z "$port" ] || [ "$port" = null ]; then
+        say "  $svc: no health probe (started)"
+        continue
+    fi
+    scheme=$(mget "services.$svc.health.scheme"); [ -n "$scheme" ] && [ "$scheme" != null ] || scheme=http
+    path=$(mget "services.$svc.health.path"); [ -n "$path" ] && [ "$path" != null ] || path=/
+    statuses=$(mlist "services.$svc.health.status" | tr '\n' ' ')
+    printf '  %s: waiting for %s://127.0.0.1:%s%s ' "$svc" "$scheme" "$port" "$path" >&2
+    until probe "$scheme" "$port" "$path" "$statuses"; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            printf 'FAILED\n' >&2
+            say "error: $svc did not become healthy within ${TIMEOUT}s"
+            say "--- last log lines of $svc:"
+            compose -p "$LAB" -f compose.yaml --env-file lab.env --env-file "$DIR/.env" logs --no-color --tail 20 "$svc" >&2 || true
+            say "--- runbook: $RELEASE/$(mget "services.$svc.runbook")"
+            say "the lab's containers are left running for inspection; stop them with:"
+            say "  cd $RELEASE && docker compose -p $LAB -f compose.yaml --env-file lab.env --env-file $DIR/.env down"
+            exit 1
+        fi
+        printf '.' >&2
+        sleep 1
+    done
+    printf 'healthy\n' >&2
+done
+say "all services of $LAB $VERSION are up"
