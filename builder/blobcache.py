@@ -1,0 +1,214 @@
+"""A content-addressed blob cache: ``$XDG_CACHE_HOME/labbuild/blobs/sha256/<hex>``.
+
+Image bundles are built from here. A blob enters the cache only through
+``BlobCache.fetch`` (or ``put``), which streams the bytes into a ``.partial``
+file while hashing them, and renames the file into place only when the bytes
+hash to the digest and have the expected size. A blob that does not match is
+discarded and fetched again (never kept). An interrupted download leaves its
+``.partial`` file behind; the next fetch re-hashes what is there and asks the
+registry for the rest (HTTP Range), so a multi-GiB pull resumes instead of
+restarting.
+
+Concurrency: one ``flock`` per digest, so threads and processes that want the
+same blob wait for one download instead of racing. Cached blobs are made
+read-only; ``link`` puts one somewhere else by reflink or hard link when the
+filesystem allows, else by copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Callable, ContextManager, Iterable, Iterator
+
+from .errors import RegistryError
+
+DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+# fetch(offset) opens the blob from byte ``offset`` and yields byte chunks.
+Opener = Callable[[int], ContextManager[Iterable[bytes]]]
+
+
+def default_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/labbuild/blobs`` (``~/.cache`` when XDG_CACHE_HOME is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "labbuild" / "blobs"
+
+
+def hex_of(digest: str) -> str:
+    """The hex part of a ``sha256:<hex>`` digest; ValueError for anything else."""
+    m = DIGEST_RE.match(digest)
+    if not m:
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return m.group(1)
+
+
+class BlobCache:
+    """Blobs by digest on local disk, verified on the way in."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_root()
+        self.blobs = self.root / "sha256"
+        self.partials = self.root / "partial"
+
+    # ------------------------------------------------------------------ reading
+
+    def path(self, digest: str) -> Path:
+        """Where the blob ``digest`` lives (whether or not it is there yet)."""
+        return self.blobs / hex_of(digest)
+
+    def has(self, digest: str, size: int | None = None) -> bool:
+        """True when the blob is cached (and has ``size`` bytes, when given)."""
+        try:
+            st = self.path(digest).stat()
+        except FileNotFoundError:
+            return False
+        return size is None or st.st_size == size
+
+    def read(self, digest: str) -> bytes:
+        return self.path(digest).read_bytes()
+
+    # ------------------------------------------------------------------ writing
+
+    def put(self, digest: str, data: bytes) -> Path:
+        """Store bytes already in memory (manifests); RegistryError when they do not hash to ``digest``."""
+        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        if got != digest:
+            raise RegistryError(f"content for {digest} hashes to {got}",
+                                hint="the registry sent wrong bytes; try again or check the registry")
+        if self.has(digest, len(data)):
+            return self.path(digest)
+        with self._locked(digest):
+            if not self.has(digest, len(data)):
+                partial = self._partial(digest)
+                with open(partial, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                self._commit(partial, digest)
+        return self.path(digest)
+
+    def fetch(self, digest: str, size: int | None, opener: Opener, *, retries: int = 3,
+              on_bytes: Callable[[int], None] | None = None, what: str = "") -> tuple[Path, int]:
+        """Make sure ``digest`` is cached, downloading it with ``opener`` when not.
+
+        ``opener(offset)`` must yield the blob's bytes from ``offset`` on.
+        ``on_bytes(n)`` is called for every chunk received (progress).
+        Returns ``(path, downloaded_bytes)``; 0 downloaded means a cache hit.
+        A download whose bytes do not match is discarded and retried up to
+        ``retries`` times, then RegistryError.
+        """
+        if self.has(digest, size):
+            return self.path(digest), 0
+        name = what or digest
+        with self._locked(digest):
+            if self.has(digest, size):  # another thread or process finished it meanwhile
+                return self.path(digest), 0
+            downloaded = 0
+            problem = ""
+            for _attempt in range(retries + 1):
+                partial = self._partial(digest)
+                h = hashlib.sha256()
+                offset = 0
+                if partial.exists():  # resume: re-hash what an earlier run already got
+                    with open(partial, "rb") as fh:
+                        while block := fh.read(1 << 20):
+                            h.update(block)
+                            offset += len(block)
+                    if size is not None and offset > size:
+                        partial.unlink()
+                        h, offset = hashlib.sha256(), 0
+                total = offset
+                try:
+                    with open(partial, "ab") as out, opener(offset) as chunks:
+                        for chunk in chunks:
+                            out.write(chunk)
+                            h.update(chunk)
+                            total += len(chunk)
+                            downloaded += len(chunk)
+                            if on_bytes:
+                                on_bytes(len(chunk))
+                            if size is not None and total > size:
+                                break
+                        out.flush()
+                        os.fsync(out.fileno())
+                except RegistryError as exc:
+                    # keep the partial file: the next attempt (or run) resumes it
+                    problem = exc.message
+                    continue
+                got = "sha256:" + h.hexdigest()
+                if got == digest and (size is None or total == size):
+                    self._commit(partial, digest)
+                    return self.path(digest), downloaded
+                problem = (f"got {total} bytes hashing to {got}" if size is None or total <= size
+                           else f"got more than the expected {size} bytes")
+                partial.unlink(missing_ok=True)  # wrong bytes are never kept
+            raise RegistryError(f"{name}: could not download {digest} intact after {retries + 1} attempts: {problem}",
+                                hint="the registry or the network corrupts data; check the registry and try again")
+
+    # ------------------------------------------------------------------ placing
+
+    def link(self, digest: str, dest: str | os.PathLike) -> str:
+        """Put blob ``digest`` at ``dest`` without copying where possible.
+
+        Tries a reflink (copy-on-write clone), then a hard link, then a copy.
+        Returns "reflink", "hardlink" or "copy".
+        """
+        return link_or_copy(self.path(digest), Path(dest))
+
+    # ------------------------------------------------------------------ internals
+
+    def _partial(self, digest: str) -> Path:
+        self.partials.mkdir(parents=True, exist_ok=True)
+        return self.partials / f"{hex_of(digest)}.partial"
+
+    def _commit(self, partial: Path, digest: str) -> None:
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        os.chmod(partial, 0o444)
+        os.replace(partial, self.path(digest))
+
+    @contextlib.contextmanager
+    def _locked(self, digest: str) -> Iterator[None]:
+        self.partials.mkdir(parents=True, exist_ok=True)
+        lock_path = self.partials / f"{hex_of(digest)}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # the lock file stays: unlinking it would race with waiters
+
+
+def _reflink(src: Path, dst: Path) -> bool:
+    FICLONE = 0x40049409  # linux/fs.h; btrfs, xfs (reflink=1), bcachefs, overlay on those
+    try:
+        with open(src, "rb") as s, open(dst, "wb") as d:
+            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
+        return True
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            dst.unlink()
+        return False
+
+
+def link_or_copy(src: Path, dst: Path) -> str:
+    """Place ``src`` at ``dst`` by reflink, hard link or copy (in that order of preference)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        dst.unlink()
+    if _reflink(src, dst):
+        return "reflink"
+    try:
+        os.link(src, dst)
+        return "hardlink"
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            raise
+    shutil.copyfile(src, dst)
+    return "copy"

@@ -1,0 +1,342 @@
+"""Images in a bundle: fetch the locked closure into ``images/``, and load it back.
+
+Build side (``release --with-images``): ``image_files`` fetches every blob of
+every locked image for the chosen platforms straight from the registries
+(through the blob cache, concurrently, with progress), checks each manifest
+against the lock, and returns the members of ``images/``:
+
+    images/oci-layout                 {"imageLayoutVersion": "1.0.0"}
+    images/index.json                 one descriptor per image (the pinned manifest or
+                                      index), annotated with its name:tag
+    images/manifest.json              docker-load manifest (Config, RepoTags, Layers) for
+                                      the first platform of the bundle
+    images/docker-load/<os>_<arch>[_<variant>].json
+                                      the same for each platform (install picks the host's)
+    images/blobs/sha256/<hex>         every manifest, config and layer blob, once
+
+Metadata sorts first (order 0), blobs last (order 1, with their digest as
+``sha256_hint`` so the archive writer never re-hashes them).
+
+Install side: ``load_images`` streams a docker-load tar built on the fly from
+``images/`` (host platform only, nothing staged on disk) into the engine, and
+``check_image_ids`` proves each loaded image ID is the locked config digest.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .archive import BundleFile
+from .blobcache import BlobCache, hex_of
+from .errors import BundleError, InstallError, RegistryError
+from .fsutil import canonical_json
+from .lockfile import ImageRecord, Lock, PlatformRecord
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+FETCH_WORKERS = 8
+
+
+# --------------------------------------------------------------------------- planning (pure)
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image to ship: its pin and the locked records of the chosen platforms."""
+
+    reference: str                              # name:tag
+    record: ImageRecord
+    platforms: dict[str, PlatformRecord]        # chosen platform -> locked record
+    services: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+def platform_file(platform: str) -> str:
+    """``linux/arm64/v8`` -> ``linux_arm64_v8``: a platform as a file stem."""
+    return platform.replace("/", "_")
+
+
+def _match_platform(wanted: str, available: Iterable[str]) -> str | None:
+    """The locked platform key for ``wanted`` (``linux/arm64`` also matches ``linux/arm64/v8``)."""
+    available = sorted(available)
+    if wanted in available:
+        return wanted
+    return next((p for p in available if p.startswith(wanted + "/")), None)
+
+
+def plan_images(lock: Lock, services: Iterable[str], platforms: Iterable[str]) -> list[PlannedImage]:
+    """Which images and platforms go into ``images/``; BundleError when the lock cannot say.
+
+    Unverified (pins-only) lock entries are refused: their config digests are
+    unknown, so an install could not prove it runs the locked image.
+    """
+    platforms = list(platforms)
+    by_ref: dict[str, PlannedImage] = {}
+    for svc in sorted(services):
+        rec = lock.services.get(svc)
+        if rec is None:
+            raise BundleError(f"service {svc!r} is not in the lock", hint="run `labbuild lock`")
+        if not rec.verified or not rec.platforms:
+            raise BundleError(
+                f"{svc}: the lock entry for {rec.reference} is unverified (pins only): its layers and "
+                "image IDs were never fetched", hint="run `labbuild lock` with the registry reachable, then release again")
+        chosen = {}
+        for p in platforms:
+            key = _match_platform(p, rec.platforms)
+            if key is not None:
+                chosen[key] = rec.platforms[key]
+        if not chosen:
+            raise BundleError(
+                f"{svc}: {rec.reference} has no image for {', '.join(platforms)}",
+                hint="locked platforms: " + ", ".join(sorted(rec.platforms)) + "; choose one with --platform")
+        prior = by_ref.get(rec.reference)
+        if prior is not None:
+            if prior.record.digest != rec.digest:
+                raise BundleError(f"{rec.reference} is locked to two digests ({', '.join(prior.services)} vs {svc})",
+                                  hint="pin every service using this tag to the same digest")
+            by_ref[rec.reference] = PlannedImage(rec.reference, rec, prior.platforms, prior.services + (svc,))
+        else:
+            by_ref[rec.reference] = PlannedImage(rec.reference, rec, chosen, (svc,))
+    return [by_ref[r] for r in sorted(by_ref)]
+
+
+def _blob_path(digest: str) -> str:
+    return f"blobs/sha256/{hex_of(digest)}"
+
+
+def docker_load_manifest(plans: list[PlannedImage], platform: str) -> list[dict[str, Any]]:
+    """The docker-load ``manifest.json`` entries for ``platform`` (images lacking it are left out)."""
+    entries = []
+    for plan in plans:
+        key = _match_platform(platform, plan.platforms)
+        if key is None:
+            continue
+        rec = plan.platforms[key]
+        entries.append({"Config": _blob_path(rec.config), "RepoTags": [plan.reference],
+                        "Layers": [_blob_path(l.digest) for l in rec.layers]})
+    return entries
+
+
+def layout_metadata(plans: list[PlannedImage], platforms: list[str]) -> dict[str, bytes]:
+    """The small files of ``images/`` (arcname relative to images/ -> bytes)."""
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": plan.record.media_type,
+            "digest": plan.record.digest,
+            "size": plan.record.size,
+            "annotations": {REF_NAME: plan.reference, CONTAINERD_NAME: plan.reference},
+        } for plan in plans],
+    }
+    files = {
+        "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}).encode(),
+        "index.json": canonical_json(index).encode(),
+    }
+    shipped = [p for p in platforms if any(_match_platform(p, plan.platforms) for plan in plans)]
+    for p in shipped:
+        files[f"docker-load/{platform_file(p)}.json"] = canonical_json(docker_load_manifest(plans, p)).encode()
+    files["manifest.json"] = files[f"docker-load/{platform_file(shipped[0])}.json"]
+    return files
+
+
+def _blobs_of(plans: list[PlannedImage]) -> dict[str, tuple[int | None, str]]:
+    """Every config and layer digest -> (size, image name to fetch it from)."""
+    blobs: dict[str, tuple[int | None, str]] = {}
+    for plan in plans:
+        for rec in plan.platforms.values():
+            blobs.setdefault(rec.config, (rec.config_size or None, plan.name))
+            for layer in rec.layers:
+                blobs.setdefault(layer.digest, (layer.size, plan.name))
+    return blobs
+
+
+def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
+    """The fetched platform manifest must name exactly the locked config and layers."""
+    rec = plan.platforms[platform]
+    try:
+        m = json.loads(data)
+        config = m["config"]["digest"]
+        layers = [l["digest"] for l in m["layers"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} is malformed ({exc})") from None
+    if config != rec.config or layers != [l.digest for l in rec.layers]:
+        raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} does not match the lock",
+                          hint="the lock is damaged or was edited by hand; run `labbuild lock` again")
+
+
+# --------------------------------------------------------------------------- fetching (network)
+
+def _progress_display(enabled: bool | None):
+    """A rich Progress for downloads: bytes, rate, ETA; disabled when not a TTY."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+    console = Console(stderr=True)
+    show = console.is_terminal if enabled is None else (enabled and console.is_terminal)
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                    disable=not show, transient=False)
+
+
+def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[str] | None = None,
+                progress: Any = None, *, cache: BlobCache | None = None) -> list[BundleFile]:
+    """Fetch the locked images of ``services`` and return the ``images/`` members of a bundle.
+
+    ``platforms``: which platforms to ship (default: the lab's). ``progress``:
+    None = bars when stderr is a TTY, False = quiet, True = bars (still only
+    on a TTY). Blobs come from the cache when there, else from the registries
+    with ``RegistryClient``; nothing is shipped that did not hash right.
+    """
+    from .registry import RegistryClient
+
+    platforms = list(platforms or lab.platforms)
+    plans = plan_images(lock, services, platforms)
+    cache = cache or BlobCache()
+    blobs = _blobs_of(plans)
+    show = progress if isinstance(progress, bool) or progress is None else True
+    with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
+        manifests = _fetch_manifests(client, cache, plans)
+        _fetch_blobs(client, cache, blobs, show)
+    files = [BundleFile(f"images/{name}", data=data) for name, data in layout_metadata(plans, platforms).items()]
+    for digest in sorted(set(blobs) | set(manifests)):
+        files.append(BundleFile(f"images/{_blob_path(digest)}", source=cache.path(digest), order=1,
+                                sha256_hint=hex_of(digest)))
+    return files
+
+
+def _fetch_manifests(client, cache: BlobCache, plans: list[PlannedImage]) -> set[str]:
+    """Fetch (or reuse) every pinned manifest/index and platform manifest; check them against the lock."""
+    digests: set[str] = set()
+
+    def get(name: str, digest: str) -> bytes:
+        if not cache.has(digest):
+            m = client.fetch_manifest(name, digest)
+            cache.put(digest, m.data)  # re-hashes: a registry never gets trusted
+        digests.add(digest)
+        return cache.read(digest)
+
+    for plan in plans:
+        top = get(plan.name, plan.record.digest)
+        if plan.record.media_type in INDEX_TYPES:
+            try:
+                listed = {d["digest"] for d in json.loads(top)["manifests"]}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BundleError(f"{plan.reference}: index {plan.record.digest} is malformed ({exc})") from None
+        else:
+            listed = {plan.record.digest}
+        for platform, rec in sorted(plan.platforms.items()):
+            if rec.manifest not in listed:
+                raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} is not in the pinned "
+                                  f"{plan.record.digest}", hint="the lock is damaged; run `labbuild lock` again")
+            _check_manifest(plan, platform, get(plan.name, rec.manifest))
+    return digests
+
+
+def _fetch_blobs(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None) -> None:
+    missing = {d: v for d, v in blobs.items() if not cache.has(d, v[0])}
+    if not missing:
+        return
+    total = sum(size or 0 for size, _ in missing.values())
+    with _progress_display(show) as bars:
+        task = bars.add_task(f"downloading {len(missing)} blobs", total=total or None)
+
+        def one(item: tuple[str, tuple[int | None, str]]) -> None:
+            digest, (size, name) = item
+            cache.fetch(digest, size, lambda offset: client.open_blob(name, digest, offset=offset),
+                        on_bytes=lambda n: bars.advance(task, n), what=name)
+
+        # biggest first keeps every worker busy until the end
+        order = sorted(missing.items(), key=lambda kv: (-(kv[1][0] or 0), kv[0]))
+        with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+            for future in [pool.submit(one, item) for item in order]:
+                future.result()
+
+
+# --------------------------------------------------------------------------- loading (install side)
+
+def load_plan(images_dir: Path, platform: str) -> tuple[list[dict], list[str]]:
+    """The docker-load entries for ``platform`` and the blob paths they need."""
+    candidates = [images_dir / "docker-load" / f"{platform_file(platform)}.json",
+                  *sorted((images_dir / "docker-load").glob(f"{platform_file(platform)}_*.json"))]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        path = images_dir / "manifest.json"
+        if not path.is_file():
+            raise InstallError(f"{images_dir}: no images for {platform}",
+                               hint=f"build the bundle with --with-images --platform {platform}")
+    try:
+        entries = json.loads(path.read_text("utf-8"))
+        needed = sorted({e["Config"] for e in entries} | {l for e in entries for l in e["Layers"]})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InstallError(f"{path}: not a docker-load manifest ({exc})") from None
+    for rel in needed:
+        if not rel.startswith("blobs/sha256/") or ".." in rel or not (images_dir / rel).is_file():
+            raise InstallError(f"{images_dir}: blob {rel} is missing", hint="the bundle is incomplete; build it again")
+    return entries, needed
+
+
+def docker_load_stream(images_dir: Path, entries: list[dict], blobs: list[str],
+                       chunk: int = 1 << 20, on_bytes=None) -> Iterator[bytes]:
+    """A docker-load tar (manifest.json + the given blobs) generated on the fly, in chunks."""
+    def header(name: str, size: int, directory: bool = False) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = (0, 0o755, 0) if directory else (size, 0o644, 0)
+        info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+        return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+    manifest = json.dumps(entries).encode()
+    yield header("manifest.json", len(manifest)) + manifest + b"\0" * (-len(manifest) % 512)
+    yield header("blobs/", 0, True) + header("blobs/sha256/", 0, True)
+    for rel in blobs:
+        path = images_dir / rel
+        size = path.stat().st_size
+        yield header(rel, size)
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                if on_bytes:
+                    on_bytes(len(block))
+                yield block
+        if size % 512:
+            yield b"\0" * (512 - size % 512)
+    yield b"\0" * 1024
+
+
+def load_images(docker_client, images_dir: Path, platform: str, on_bytes=None) -> list[str]:
+    """Stream ``images_dir``'s images for ``platform`` into the engine; return the loaded tags."""
+    entries, blobs = load_plan(images_dir, platform)
+    stream = docker_load_stream(images_dir, entries, blobs, on_bytes=on_bytes)
+    try:
+        for msg in docker_client.api.load_image(stream, quiet=True):
+            if "errorDetail" in msg or "error" in msg:
+                detail = msg.get("errorDetail", {}).get("message") or msg.get("error")
+                raise InstallError(f"docker load failed: {detail}",
+                                   hint="check free disk space and the engine log (journalctl -u docker)")
+    except InstallError:
+        raise
+    except Exception as exc:  # docker.errors.APIError, requests errors
+        raise InstallError(f"docker load failed: {exc}",
+                           hint="check free disk space and the engine log (journalctl -u docker)") from None
+    return sorted(t for e in entries for t in e["RepoTags"])
+
+
+def host_platform(docker_client) -> str:
+    """The engine's platform, e.g. ``linux/amd64``."""
+    v = docker_client.version()
+    return f"{v.get('Os', 'linux')}/{v.get('Arch', 'amd64')}"
+
+
+def expected_image_id(config_digests: dict[str, str], platform: str) -> str | None:
+    """The locked config digest (= image ID) for ``platform`` from a manifest's service entry."""
+    key = _match_platform(platform, config_digests)
+    return config_digests.get(key) if key else None
