@@ -1,0 +1,334 @@
+"""`labbuild check`: testinfra health checks of every service of an install.
+
+An install (made by ``labbuild install --dir DIR``) is ``DIR/current`` ->
+``DIR/releases/<version>/``, holding the extracted bundle and its
+``manifest.json`` (``lab``, ``version``, ``services``: image, ports, health).
+For every service this runs the checks of the contributor template's test
+(cookiecutter-service/.../test_NAME.py), generated from the manifest:
+
+* ``container``: a container labelled ``com.docker.compose.project=<project>``
+  and ``com.docker.compose.service=<name>`` is running (testinfra ``host.docker``);
+* ``listening``: each published port listens on its bind address (testinfra
+  ``host.socket(...).is_listening``);
+* ``health``: the health probe answers from the host (HTTP status in the
+  accepted set, default 2xx; or a TCP connect).
+
+The checks call testinfra's host API directly rather than generating a
+pytest module and running pytest: the result stays data (one ``Check`` per
+probe, no parsing of pytest output), it costs no interpreter start-up, and
+text and ``--json`` are two views of the same ``CheckReport``. The template
+test cannot import labbuild (plain cookiecutter users have no labbuild), so
+the three checks exist twice, in the same words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InstallError
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+DEFAULT_TIMEOUT = 5.0
+
+
+# --------------------------------------------------------------------------- the install
+
+@dataclass(frozen=True)
+class PublishedPort:
+    name: str
+    container: int
+    host: int
+    bind: str = "127.0.0.1"
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How to ask a service whether it is healthy, from the host."""
+    port: int
+    path: str = "/"
+    scheme: str = "http"
+    status: tuple[int, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    address: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+    def accepts(self, status: int) -> bool:
+        return status in self.status if self.status else 200 <= status < 300
+
+
+@dataclass(frozen=True)
+class InstalledService:
+    name: str
+    image: str
+    ports: tuple[PublishedPort, ...] = ()
+    health: Probe | None = None
+
+
+@dataclass(frozen=True)
+class Installation:
+    """What ``check`` needs to know about an install, read from its manifest."""
+    dir: Path
+    release: Path
+    lab: str
+    version: str
+    project: str
+    services: dict[str, InstalledService]
+
+
+def parse_duration(text: str | None, default: float = DEFAULT_TIMEOUT) -> float:
+    """``"1m30s"`` -> 90.0 (Go-style durations as in blueprints); ``None`` -> ``default``."""
+    if not text:
+        return default
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"([0-9]+)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return default
+    return float(sum(int(n) * units[u] for n, u in parts))
+
+
+def _probe_address(bind: str) -> str:
+    """Where the host reaches a port published on ``bind``."""
+    return "::1" if ":" in bind else "127.0.0.1"
+
+
+def find_manifest(install_dir: Path) -> Path:
+    """``DIR/current/manifest.json`` (or in the bundle's single top directory under current/)."""
+    current = install_dir / "current"
+    if not install_dir.is_dir():
+        raise InstallError(f"{install_dir}: no such directory",
+                           hint="pass the --dir given to `labbuild install`")
+    if not current.exists():
+        raise InstallError(f"{install_dir} is not a labbuild install: {current} is missing",
+                           hint="pass the --dir given to `labbuild install` (it holds current/ and releases/)")
+    direct = current / "manifest.json"
+    if direct.is_file():
+        return direct
+    nested = sorted(p for p in current.glob("*/manifest.json") if p.is_file())
+    if len(nested) == 1:
+        return nested[0]
+    raise InstallError(f"{install_dir} is not a labbuild install: no manifest.json in {current}",
+                       hint="the install is incomplete; re-run `labbuild install BUNDLE --dir DIR`")
+
+
+def _expect(cond: bool, path: Path, key: str, what: str) -> None:
+    if not cond:
+        raise InstallError(f"{path}: {key}: {what}",
+                           hint="the manifest is damaged; re-install the bundle (labbuild install)")
+
+
+def parse_manifest(data: Any, manifest: Path, install_dir: Path, project: str | None = None) -> Installation:
+    """Build an ``Installation`` from a bundle manifest's data (pure; no I/O)."""
+    _expect(isinstance(data, dict), manifest, "(top level)", "expected a JSON object")
+    lab = data.get("lab") or data.get("name")
+    _expect(isinstance(lab, str) and bool(lab), manifest, "lab", "missing lab name")
+    services_raw = data.get("services")
+    _expect(isinstance(services_raw, dict), manifest, "services", "expected an object {name: service}")
+    services: dict[str, InstalledService] = {}
+    for name, raw in sorted(services_raw.items()):
+        _expect(isinstance(raw, dict), manifest, f"services.{name}", "expected an object")
+        ports = []
+        for i, p in enumerate(raw.get("ports") or []):
+            _expect(isinstance(p, dict) and isinstance(p.get("container"), int), manifest,
+                    f"services.{name}.ports[{i}]", "expected {name, container, host, bind, protocol}")
+            if p.get("host") is None:
+                continue  # kept inside the lab network: nothing listens on the host
+            ports.append(PublishedPort(name=str(p.get("name", i)), container=p["container"], host=int(p["host"]),
+                                       bind=str(p.get("bind") or "127.0.0.1"),
+                                       protocol=str(p.get("protocol") or "tcp")))
+        health = raw.get("health")
+        probe = None
+        if health:
+            _expect(isinstance(health, dict), manifest, f"services.{name}.health", "expected an object or null")
+            host_port = health.get("host_port")
+            if host_port is None:  # fall back to the named port's host side
+                host_port = next((p.host for p in ports if p.name == health.get("port")), None)
+            bind = next((p.bind for p in ports if p.host == host_port), "127.0.0.1")
+            if host_port is not None:
+                probe = Probe(port=int(host_port), path=str(health.get("path") or "/"),
+                              scheme=str(health.get("scheme") or "http"),
+                              status=tuple(int(s) for s in health.get("status") or ()),
+                              timeout=parse_duration(health.get("timeout")), address=_probe_address(bind))
+        services[name] = InstalledService(name=name, image=str(raw.get("image", "")), ports=tuple(ports),
+                                          health=probe)
+    return Installation(dir=install_dir, release=manifest.parent, lab=lab, version=str(data.get("version", "")),
+                        project=project or str(data.get("project") or lab), services=services)
+
+
+def read_install(install_dir: str | Path, project: str | None = None) -> Installation:
+    """Read the install at ``install_dir``; InstallError when it is not one."""
+    install_dir = Path(install_dir).expanduser()
+    manifest = find_manifest(install_dir)
+    try:
+        data = json.loads(manifest.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InstallError(f"{manifest}: cannot read: {exc}",
+                           hint="the install is damaged; re-install the bundle (labbuild install)") from None
+    return parse_manifest(data, manifest, install_dir, project)
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class Check:
+    """One probe of one service: ``status`` is pass, fail or skip."""
+    name: str
+    status: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "status": self.status, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    name: str
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    install: Installation
+    services: dict[str, ServiceReport] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.services.values())
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "dir": str(self.install.dir), "lab": self.install.lab,
+                "version": self.install.version, "project": self.install.project,
+                "services": {n: {"ok": s.ok, "checks": [c.to_json() for c in s.checks]}
+                             for n, s in sorted(self.services.items())}}
+
+    def render_table(self) -> str:
+        """A text table: one row per check, then a summary line."""
+        rows = [("SERVICE", "CHECK", "RESULT", "DETAIL")]
+        for name, svc in sorted(self.services.items()):
+            for c in svc.checks:
+                rows.append((name, c.name, c.status.upper(), c.detail))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+        passed = sum(1 for s in self.services.values() if s.ok)
+        lines.append(f"{passed}/{len(self.services)} service(s) pass "
+                     f"({self.install.lab} {self.install.version}, project {self.install.project})")
+        return "\n".join(line.rstrip() for line in lines)
+
+
+# --------------------------------------------------------------------------- the checks (testinfra)
+
+def _container_check(host, project: str, service: str) -> Check:
+    labels = [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"]
+    try:
+        containers = host.docker.get_containers(label=labels)
+        states = {c.name: c.is_running for c in containers}
+    except Exception as exc:  # testinfra raises AssertionError/RuntimeError on a failed docker command
+        lines = str(exc).strip().splitlines()
+        return Check("container", "fail", f"cannot query Docker: {lines[-1] if lines else type(exc).__name__}")
+    if not states:
+        return Check("container", "fail", f"no container of project {project!r} for service {service!r}")
+    running = sorted(n for n, up in states.items() if up)
+    if not running:
+        return Check("container", "fail", "not running: " + ", ".join(sorted(states)))
+    return Check("container", "pass", "running: " + ", ".join(running))
+
+
+def _listening_check(host, port: PublishedPort) -> Check:
+    spec = f"{port.protocol}://{port.bind}:{port.host}"
+    name = f"listening {port.name} {port.bind}:{port.host}/{port.protocol}"
+    try:
+        listening = host.socket(spec).is_listening
+    except Exception as exc:
+        return Check(name, "fail", f"cannot inspect sockets: {exc}")
+    return Check(name, "pass" if listening else "fail",
+                 "listening" if listening else f"nothing listens on {port.bind}:{port.host}")
+
+
+def _health_check(probe: Probe) -> Check:
+    if probe.scheme == "tcp":
+        try:
+            with socket.create_connection((probe.address, probe.port), timeout=probe.timeout):
+                return Check("health", "pass", f"tcp {probe.address}:{probe.port} accepts connections")
+        except OSError as exc:
+            return Check("health", "fail", f"tcp {probe.address}:{probe.port}: {exc.strerror or exc}")
+    import httpx
+    try:
+        with httpx.Client(trust_env=False, verify=False, timeout=probe.timeout) as client:
+            status = client.get(probe.url).status_code
+    except httpx.HTTPError as exc:
+        return Check("health", "fail", f"GET {probe.url}: {type(exc).__name__}: {exc}")
+    accepted = "/".join(map(str, probe.status)) if probe.status else "2xx"
+    if probe.accepts(status):
+        return Check("health", "pass", f"GET {probe.url} -> {status}")
+    return Check("health", "fail", f"GET {probe.url} -> {status}, expected {accepted}")
+
+
+def check_service(host, install: Installation, service: InstalledService) -> ServiceReport:
+    """Run the template's checks for one installed service."""
+    checks = [_container_check(host, install.project, service.name)]
+    checks += [_listening_check(host, p) for p in service.ports]
+    checks.append(_health_check(service.health) if service.health
+                  else Check("health", "skip", "no health probe in the blueprint"))
+    return ServiceReport(service.name, tuple(checks))
+
+
+def local_host():
+    """testinfra's host for this machine (docker CLI and ss/netstat run here)."""
+    import testinfra
+    return testinfra.get_host("local://")
+
+
+def _require_docker_cli(host) -> None:
+    result = host.run("docker version --format '{{.Server.Version}}'")
+    if result.rc != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise InstallError("cannot reach the Docker engine with the docker CLI"
+                           + (f": {detail[-1]}" if detail else ""),
+                           hint="start the engine (systemctl start docker) and check `docker ps` works")
+
+
+def check_install(install_dir: str | Path, *, project: str | None = None, services: list[str] | None = None,
+                  wait: float = 0.0) -> CheckReport:
+    """Check every (or the named) service of the install at ``install_dir``.
+
+    With ``wait`` > 0, failing services are re-checked until they pass or
+    ``wait`` seconds have passed (for use right after install or upgrade).
+    """
+    install = read_install(install_dir, project)
+    wanted = services or sorted(install.services)
+    unknown = [s for s in wanted if s not in install.services]
+    if unknown:
+        raise InstallError(f"not installed in {install.dir}: {', '.join(unknown)}",
+                           hint="installed: " + (", ".join(sorted(install.services)) or "none"))
+    host = local_host()
+    _require_docker_cli(host)
+    deadline = time.monotonic() + wait
+    reports: dict[str, ServiceReport] = {}
+    pending = list(wanted)
+    while True:
+        for name in pending:
+            reports[name] = check_service(host, install, install.services[name])
+        pending = [n for n in pending if not reports[n].ok]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    return CheckReport(install=install, services=dict(sorted(reports.items())))

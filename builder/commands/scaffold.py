@@ -1,0 +1,66 @@
+"""`labbuild new-service` and `labbuild check`: the contributor's and the operator's checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..cli import Output, pass_output
+
+
+@click.command("new-service")
+@click.option("--no-input", is_flag=True, help="Do not prompt: take the template's defaults for unset keys.")
+@click.argument("answers", nargs=-1, metavar="[KEY=VALUE]...")
+@pass_output
+def new_service(out: Output, no_input: bool, answers: tuple[str, ...]) -> None:
+    """Scaffold a service from cookiecutter-service/.
+
+    Prompts for every template variable (or takes KEY=VALUE answers, e.g.
+    service_name=node-red image_name=docker.io/nodered/node-red
+    image_tag=4.0.5 container_port=1880 health_path=/ category=app phase=2),
+    writes blueprints/services/NAME.toml and tests/services/test_NAME.py,
+    validates the blueprint and prints the next steps. Never overwrites.
+    """
+    from ..scaffold import new_service as scaffold, next_steps
+
+    result = scaffold(out.root, answers, no_input=no_input or out.json)
+    created = [str(p) for p in result.to_json(out.root)["created"]]
+    for path in created:
+        out.info(f"created {path}")
+    if result.todo:
+        lines = ", ".join(str(p.line) for p in result.todo)
+        out.info(f"to fill: {len(result.todo)} placeholder(s) in {created[0]} (lines {lines}): "
+                 "the TODO runbook text and the zero digest")
+    steps = "\n".join(f"  {i}. {s}" for i, s in enumerate(next_steps(result, out.root), start=1))
+    out.info(f"next steps:\n{steps}")
+    out.result(result.to_json(out.root), f"{result.service}: scaffolded")
+
+
+@click.command()
+@click.option("--dir", "install_dir", required=True, type=click.Path(path_type=Path),
+              help="The install directory (the --dir given to `labbuild install`).")
+@click.option("--service", "services", multiple=True, help="Check only this service (repeatable).")
+@click.option("--project", help="Compose project name (default: from the install's manifest).")
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Re-check failing services for up to this many seconds.")
+@pass_output
+@click.pass_context
+def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[str, ...],
+          project: str | None, wait: float) -> None:
+    """Testinfra health checks of every service of an install.
+
+    Per service: its container is running, its published ports listen on
+    their bind address, its health probe answers. Exit 1 on any failure —
+    run it after install, after upgrade, or from cron.
+    """
+    from ..checks import check_install
+
+    report = check_install(install_dir, project=project, services=list(services) or None, wait=wait)
+    if out.json:
+        out.result(report.to_json())
+        out.info(report.render_table().splitlines()[-1])
+    else:
+        out.result({}, report.render_table())
+    if not report.ok:
+        ctx.exit(1)
