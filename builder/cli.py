@@ -27,6 +27,8 @@ from .errors import LabbuildError
 COMMANDS: dict[str, str] = {
     "validate": "builder.commands.validate:validate",
     "schema": "builder.commands.validate:schema",
+    "new-service": "builder.commands.scaffold:new_service",
+    "check": "builder.commands.scaffold:check",
 }
 
 
