@@ -1,0 +1,76 @@
+"""`labbuild lock`: record every pinned image's closure in lockfiles/lab.lock.json."""
+
+from __future__ import annotations
+
+import click
+
+from ..cli import Output, pass_output
+
+
+@click.command()
+@click.option("--check", is_flag=True,
+              help="Offline: exit 1 when the lock is missing or stale (for CI).")
+@click.option("--update", is_flag=True,
+              help="Move the pins of SERVICES (all when none) to their tags' current digests, "
+                   "rewrite the blueprints, then lock.")
+@click.option("--offline", is_flag=True,
+              help="Record the pins as they are, unverified, without contacting any registry.")
+@click.option("--refresh", is_flag=True,
+              help="Re-resolve every service, also those whose entry is fresh.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+              help="Talk plain HTTP to this registry (repeatable; adds to lab.toml's insecure_registries).")
+@click.argument("services", nargs=-1)
+@pass_output
+@click.pass_context
+def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bool, refresh: bool,
+         insecure: tuple[str, ...], services: tuple[str, ...]) -> None:
+    """Resolve every pinned image and write lockfiles/lab.lock.json.
+
+    Only new, changed or unverified entries are fetched; when the lock is
+    fresh and verified no registry is contacted. The file is written
+    atomically and only when every service resolved.
+    """
+    from ..lock import check_lock, make_lock, update_pins
+
+    if sum((check, update, offline)) > 1:
+        raise click.UsageError("--check, --update and --offline are mutually exclusive")
+    if services and not update:
+        raise click.UsageError("SERVICES are only accepted with --update")
+    display = "lockfiles/lab.lock.json"
+
+    if check:
+        result = check_lock(out.root)
+        data = result.to_json(display)
+        if not out.json:
+            if result.ok:
+                click.echo(f"{display} is up to date", err=True)
+            elif not result.present:
+                click.echo(f"error: {display} is missing\nhint: run `labbuild lock` and commit it", err=True)
+            else:
+                for name, why in sorted(result.stale.items()):
+                    click.echo(f"stale: {'lab' if name == '*' else repr(name)}: {why}", err=True)
+                click.echo(f"error: {display} is stale for {len(result.stale)} service(s)\n"
+                           f"hint: run `labbuild lock` and commit {display}", err=True)
+        out.result(data)
+        if not result.ok:
+            ctx.exit(1)
+        return
+
+    if update:
+        moved = update_pins(out.root, services, insecure_registries=insecure, progress=out.info)
+        for pin in moved:
+            out.info(pin.render())
+        if not moved:
+            out.info("every pin already matches its tag")
+
+    result = make_lock(out.root, offline=offline, refresh=refresh, insecure_registries=insecure,
+                       progress=out.info)
+    for change in result.changes:
+        out.info(change.render())
+    if not result.written:
+        out.info(f"{display} is up to date")
+    else:
+        unverified = sorted(n for n, r in result.lock.services.items() if not r.verified)
+        out.info(f"wrote {display} ({len(result.lock.services)} service(s)"
+                 + (f", {len(unverified)} unverified" if unverified else "") + ")")
+    out.result(result.to_json(display))

@@ -1,0 +1,401 @@
+"""The lock stage: resolve every blueprint's pin into its content-addressed closure.
+
+``make_lock(root)`` loads the lab, decides *offline* which services need
+resolving (``plan_lock``: new, changed or unverified entries; nothing at all
+when the lock is fresh and verified, so a no-op run makes no request),
+resolves those concurrently through ``builder.registry``, and writes
+``lockfiles/lab.lock.json`` atomically only when every service resolved.
+Unchanged entries are carried over as they are.
+
+``check_lock(root)`` answers "is the lock fresh?" without network.
+``update_pins(root, services)`` moves pins to their tags' current digests
+and rewrites the blueprints (``rewrite_digest`` keeps comments and layout).
+
+Pure parts (``plan_lock``, ``unverified_record``, ``diff_locks``,
+``record_from_manifests``, ``rewrite_digest``) take plain data and are
+tested without a registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .blueprint import Blueprint, Image, Lab, load_lab
+from .errors import LabbuildError, LockError, Problem, RegistryError
+from .fsutil import atomic_write
+from .lockfile import (LOCK_PATH, ImageRecord, LayerRecord, Lock, PlatformRecord, inputs_hash,
+                       read_lock, stale_services, write_lock)
+from .registry import Manifest, RegistryClient
+
+FIX_COMMAND = "labbuild lock"
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class Change:
+    """One service's entry moving from ``old`` to ``new`` (either may be None)."""
+
+    service: str
+    old: ImageRecord | None
+    new: ImageRecord | None
+
+    @property
+    def kind(self) -> str:
+        return "added" if self.old is None else "removed" if self.new is None else "updated"
+
+    def render(self) -> str:
+        if self.new is None:
+            return f"Removed '{self.service}': {_describe(self.old)}"
+        return f"Updated '{self.service}': {_describe(self.old)} -> {_describe(self.new)}"
+
+
+def _describe(rec: ImageRecord | None) -> str:
+    if rec is None:
+        return "(none)"
+    text = f"{rec.reference}@{rec.digest[:19]}"
+    return text if rec.verified else text + " (unverified)"
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """What one ``lock`` run did."""
+
+    lock: Lock
+    path: Path
+    changes: tuple[Change, ...]
+    resolved: tuple[str, ...]         # services fetched from registries in this run
+    written: bool
+
+    def to_json(self, display_path: str) -> dict:
+        changed = {c.service: c.kind for c in self.changes}
+        return {
+            "ok": True,
+            "lockfile": display_path,
+            "written": self.written,
+            "inputs": self.lock.inputs,
+            "services": {
+                name: {"reference": rec.reference, "digest": rec.digest, "verified": rec.verified,
+                       "media_type": rec.media_type, "platforms": sorted(rec.platforms),
+                       "status": changed.get(name, "unchanged")}
+                for name, rec in sorted(self.lock.services.items())
+            },
+            "removed": sorted(c.service for c in self.changes if c.new is None),
+        }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """``lock --check``: ``stale`` maps service (or ``*``) to why; empty means fresh."""
+
+    path: Path
+    present: bool
+    stale: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return self.present and not self.stale
+
+    def to_json(self, display_path: str) -> dict:
+        return {"ok": self.ok, "lockfile": display_path, "present": self.present,
+                "services": dict(sorted(self.stale.items())),
+                "hint": None if self.ok else f"run `{FIX_COMMAND}` and commit {display_path}"}
+
+
+@dataclass(frozen=True)
+class PinUpdate:
+    """``lock --update``: one service's pin before and after re-resolving its tag."""
+
+    service: str
+    reference: str
+    old: str
+    new: str
+
+    def render(self) -> str:
+        return f"Updated '{self.service}': {self.reference}@{self.old[:19]} -> {self.reference}@{self.new[:19]}"
+
+
+# --------------------------------------------------------------------------- pure core
+
+def plan_lock(lab: Lab, previous: Lock | None, *, offline: bool = False, refresh: bool = False) -> list[str]:
+    """Services whose entry must be (re)made: new, changed, or unverified (online).
+
+    Everything when there is no previous lock, when the lab's platforms
+    changed, or with ``refresh``. Offline, unverified entries that still match
+    their pin are kept: there is nothing more to learn without a network.
+    """
+    if previous is None or refresh:
+        return sorted(lab.services)
+    stale = stale_services(lab, previous)
+    if "*" in stale or tuple(sorted(previous.platforms)) != tuple(sorted(lab.platforms)):
+        return sorted(lab.services)
+    todo = {n for n in stale if n in lab.services}
+    if not offline:
+        todo |= {n for n, rec in previous.services.items() if n in lab.services and not rec.verified}
+    return sorted(todo)
+
+
+def unverified_record(image: Image) -> ImageRecord:
+    """The entry ``lock --offline`` records: the pin as written, never fetched."""
+    return ImageRecord(reference=image.reference, digest=image.digest, media_type=None,
+                       verified=False, platforms={}, size=0)
+
+
+def diff_locks(old: Lock | None, new: Lock) -> list[Change]:
+    """Entries added, removed or changed between two locks, sorted by service."""
+    before = old.services if old else {}
+    changes = []
+    for name in sorted(set(before) | set(new.services)):
+        a, b = before.get(name), new.services.get(name)
+        if a != b:
+            changes.append(Change(service=name, old=a, new=b))
+    return changes
+
+
+def platform_key(os_: str, arch: str, variant: str | None) -> str:
+    """``linux``/``arm64``/``v8`` -> ``linux/arm64`` (the normalisation containerd uses)."""
+    if arch == "arm64" and variant in (None, "", "v8"):
+        variant = None
+    return "/".join(p for p in (os_, arch, variant) if p)
+
+
+def platform_record(manifest: Manifest) -> PlatformRecord:
+    """A single-platform manifest's record: manifest, config (= image ID) and layers."""
+    doc = manifest.json()
+    try:
+        config = doc["config"]
+        layers = tuple(LayerRecord(digest=l["digest"], size=int(l["size"]),
+                                   media_type=l.get("mediaType", "")) for l in doc.get("layers", ()))
+        rec = PlatformRecord(manifest=manifest.digest, media_type=manifest.media_type,
+                             config=config["digest"], size=0, layers=layers,
+                             config_media_type=config.get("mediaType", ""),
+                             manifest_size=len(manifest.data), config_size=int(config["size"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LockError(f"manifest {manifest.digest} is malformed ({type(exc).__name__}: {exc})",
+                        hint="the image was pushed with a broken manifest") from None
+    return dataclasses.replace(rec, size=rec.total_size)
+
+
+def index_platforms(index: Manifest, wanted: tuple[str, ...]) -> dict[str, str]:
+    """``{platform: child manifest digest}`` for each of ``wanted`` the index has.
+
+    The first matching entry wins (indexes list the canonical one first);
+    entries without a platform (attestations) are ignored.
+    """
+    found: dict[str, str] = {}
+    for entry in index.json().get("manifests", []):
+        plat = entry.get("platform") or {}
+        if not plat.get("os") or not plat.get("architecture"):
+            continue
+        key = platform_key(plat["os"], plat["architecture"], plat.get("variant"))
+        if key in wanted and key not in found:
+            found[key] = entry["digest"]
+    return found
+
+
+def record_from_manifests(image: Image, top: Manifest, platforms: dict[str, PlatformRecord]) -> ImageRecord:
+    return ImageRecord(reference=image.reference, digest=image.digest, media_type=top.media_type,
+                       verified=True, platforms=dict(sorted(platforms.items())), size=len(top.data))
+
+
+def rewrite_digest(text: str, new_digest: str) -> str:
+    """Set ``[image].digest`` in a blueprint's TOML text, keeping everything else byte for byte."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    item = doc["image"]["digest"]
+    trivia = item.trivia
+    new = tomlkit.string(new_digest)
+    new.trivia.indent, new.trivia.comment_ws, new.trivia.comment, new.trivia.trail = (
+        trivia.indent, trivia.comment_ws, trivia.comment, trivia.trail)
+    doc["image"]["digest"] = new
+    return tomlkit.dumps(doc)
+
+
+# --------------------------------------------------------------------------- network edge
+
+def resolve_image(client: RegistryClient, image: Image, platforms: tuple[str, ...],
+                  pool: ThreadPoolExecutor | None = None) -> ImageRecord:
+    """Fetch and verify the closure of one pin: index -> per-platform manifests.
+
+    An index is expanded to the ``platforms`` it has (at least one must be
+    there); a single-platform image is recorded for its own platform, read
+    from its config. Every manifest and config fetched is hash-verified by
+    the client.
+    """
+    top = client.fetch_manifest(image.name, image.digest)
+    if not top.is_index:
+        config = _config_of(client, image, top)
+        key = platform_key(config.get("os", ""), config.get("architecture", ""), config.get("variant"))
+        if "/" not in key:
+            raise LockError(f"{image.pinned}: the image config names no os/architecture",
+                            hint="rebuild the image with a standard builder")
+        return record_from_manifests(image, top, {key: platform_record(top)})
+    children = index_platforms(top, platforms)
+    if not children:
+        have = sorted({platform_key(e.get("platform", {}).get("os", "?"), e.get("platform", {}).get("architecture", "?"),
+                                    e.get("platform", {}).get("variant"))
+                       for e in top.json().get("manifests", [])})
+        raise LockError(f"{image.pinned}: the index has none of the lab's platforms {', '.join(platforms)}",
+                        hint=f"it has {', '.join(have) or 'no platforms'}; change [lab].platforms or the image")
+    fetch = lambda digest: client.fetch_manifest(image.name, digest)  # noqa: E731
+    manifests = list(pool.map(fetch, children.values())) if pool else [fetch(d) for d in children.values()]
+    records = {}
+    for plat, manifest in zip(children, manifests):
+        if manifest.is_index:
+            raise LockError(f"{image.pinned}: platform {plat} points at another index",
+                            hint="nested indexes are not supported")
+        records[plat] = platform_record(manifest)
+    return record_from_manifests(image, top, records)
+
+
+def _config_of(client: RegistryClient, image: Image, manifest: Manifest) -> dict:
+    digest = manifest.json().get("config", {}).get("digest", "")
+    try:
+        config = json.loads(client.fetch_blob(image.name, digest))
+    except ValueError:
+        raise LockError(f"{image.pinned}: config {digest} is not JSON") from None
+    return config if isinstance(config, dict) else {}
+
+
+def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
+                     max_workers: int = 32) -> dict[str, ImageRecord]:
+    """Resolve ``names`` concurrently; raise one LockError listing every failure."""
+    records: dict[str, ImageRecord] = {}
+    problems: list[Problem] = []
+    if not names:
+        return records
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="lock") as pool, \
+         ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lock-platform") as children:
+        futures = {n: pool.submit(resolve_image, client, lab.services[n].image, lab.platforms, children)
+                   for n in names}
+        for name, fut in futures.items():
+            try:
+                records[name] = fut.result()
+            except LabbuildError as exc:
+                problems.append(_problem(lab.services[name], exc))
+    if problems:
+        raise LockError(f"{len(problems)} of {len(names)} service(s) could not be resolved; "
+                        "the lockfile was not changed", problems=problems,
+                        hint="fix each line above (or run `labbuild lock --offline` to record pins unverified)")
+    return records
+
+
+def _problem(bp: Blueprint, exc: LabbuildError) -> Problem:
+    return Problem(file=bp.path, path="image.digest", message=f"service {bp.name!r}: {exc.message}",
+                   hint=exc.hint)
+
+
+# --------------------------------------------------------------------------- orchestration
+
+def lock_path(root: Path) -> Path:
+    return Path(root) / LOCK_PATH
+
+
+def _previous_lock(path: Path) -> Lock | None:
+    """The current lock, or None when it is missing or unreadable (then it is remade)."""
+    if not path.exists():
+        return None
+    try:
+        return read_lock(path)
+    except LockError:
+        return None
+
+
+def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
+              insecure_registries: tuple[str, ...] = (),
+              client_factory: Callable[..., RegistryClient] = RegistryClient,
+              progress: Callable[[str], None] = lambda _: None) -> LockResult:
+    """Resolve the lab under ``root`` and write its lock when anything changed.
+
+    No registry is contacted when nothing needs resolving (and never with
+    ``offline``). The file is written atomically and only when every service
+    resolved; a failure raises LockError/RegistryError and leaves it untouched.
+    """
+    lab = load_lab(root)
+    path = lock_path(Path(root))
+    previous = _previous_lock(path)
+    todo = plan_lock(lab, previous, offline=offline, refresh=refresh)
+    carried = {n: previous.services[n] for n in lab.services
+               if previous and n in previous.services and n not in todo}
+    if offline:
+        fresh = {n: unverified_record(lab.services[n].image) for n in todo}
+    elif todo:
+        progress(f"resolving {len(todo)} service(s): {', '.join(todo)}")
+        registries = tuple(dict.fromkeys((*lab.insecure_registries, *insecure_registries)))
+        with client_factory(insecure_registries=registries) as client:
+            fresh = resolve_services(lab, todo, client)
+    else:
+        fresh = {}
+    lock = Lock(lab=lab.name, inputs=inputs_hash(lab), platforms=tuple(lab.platforms),
+                services=dict(sorted({**carried, **fresh}.items())))
+    changes = diff_locks(previous, lock)
+    written = _on_disk(path) != lock.dumps()
+    if written:
+        write_lock(path, lock)
+    return LockResult(lock=lock, path=path, changes=tuple(changes), resolved=tuple(todo if not offline else ()),
+                      written=written)
+
+
+def _on_disk(path: Path) -> str | None:
+    try:
+        return path.read_text("utf-8")
+    except OSError:
+        return None
+
+
+def check_lock(root: str | Path) -> CheckResult:
+    """Offline: is ``lockfiles/lab.lock.json`` present and does it match the blueprints?"""
+    lab = load_lab(root)
+    path = lock_path(Path(root))
+    if not path.exists():
+        return CheckResult(path=path, present=False, stale={"*": "no lockfile"})
+    return CheckResult(path=path, present=True, stale=stale_services(lab, read_lock(path)))
+
+
+def update_pins(root: str | Path, services: list[str] | tuple[str, ...] = (), *,
+                insecure_registries: tuple[str, ...] = (),
+                client_factory: Callable[..., RegistryClient] = RegistryClient,
+                progress: Callable[[str], None] = lambda _: None) -> list[PinUpdate]:
+    """Move the pins of ``services`` (all when empty) to their tags' current digests.
+
+    Tags are resolved concurrently; only when all resolved are the changed
+    blueprints rewritten (only their ``digest`` line). Returns the pins that moved.
+    """
+    lab = load_lab(root)
+    unknown = [s for s in services if s not in lab.services]
+    if unknown:
+        raise LockError(f"--update: unknown service(s) {', '.join(unknown)}",
+                        hint="known services: " + ", ".join(sorted(lab.services)))
+    names = sorted(services or lab.services)
+    progress(f"resolving tags of {len(names)} service(s)")
+    registries = tuple(dict.fromkeys((*lab.insecure_registries, *insecure_registries)))
+    problems: list[Problem] = []
+    digests: dict[str, str] = {}
+    with client_factory(insecure_registries=registries) as client, \
+         ThreadPoolExecutor(max_workers=min(32, len(names)), thread_name_prefix="update") as pool:
+        futures = {n: pool.submit(client.resolve_tag, lab.services[n].image.name, lab.services[n].image.tag)
+                   for n in names}
+        for name, fut in futures.items():
+            try:
+                digests[name] = fut.result()
+            except RegistryError as exc:
+                problems.append(dataclasses.replace(_problem(lab.services[name], exc), path="image.tag"))
+    if problems:
+        raise LockError(f"could not resolve the tags of {len(problems)} service(s); no blueprint was changed",
+                        problems=problems, hint="fix each line above")
+    updates = []
+    for name in names:
+        bp = lab.services[name]
+        if digests[name] != bp.image.digest:
+            updates.append(PinUpdate(service=name, reference=bp.image.reference,
+                                     old=bp.image.digest, new=digests[name]))
+    for up in updates:
+        file = Path(root) / lab.services[up.service].path   # absolute paths stay absolute
+        atomic_write(file, rewrite_digest(file.read_text("utf-8"), up.new))
+    return updates
