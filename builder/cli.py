@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "schema": "builder.commands.validate:schema",
     "new-service": "builder.commands.scaffold:new_service",
     "check": "builder.commands.scaffold:check",
+    "lock": "builder.commands.lock:lock",
 }
 
 
