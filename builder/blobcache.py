@@ -31,7 +31,8 @@ from .errors import RegistryError
 
 DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 
-# fetch(offset) opens the blob from byte ``offset`` and yields byte chunks.
+# opener(offset) opens the blob from byte ``offset`` and yields byte chunks; the
+# iterable may say ``range_honoured = False`` when it restarts at byte 0.
 Opener = Callable[[int], ContextManager[Iterable[bytes]]]
 
 
@@ -127,6 +128,11 @@ class BlobCache:
                 total = offset
                 try:
                     with open(partial, "ab") as out, opener(offset) as chunks:
+                        if offset and not getattr(chunks, "range_honoured", True):
+                            # the server ignored the Range: the body starts at byte 0
+                            out.truncate(0)
+                            out.seek(0)
+                            h, total = hashlib.sha256(), 0
                         for chunk in chunks:
                             out.write(chunk)
                             h.update(chunk)

@@ -30,6 +30,10 @@ COMMANDS: dict[str, str] = {
     "new-service": "builder.commands.scaffold:new_service",
     "check": "builder.commands.scaffold:check",
     "lock": "builder.commands.lock:lock",
+    "install": "builder.commands.install:install",
+    "status": "builder.commands.install:status",
+    "rollback": "builder.commands.install:rollback",
+    "uninstall": "builder.commands.install:uninstall",
 }
 
 

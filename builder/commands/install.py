@@ -1,0 +1,107 @@
+"""`labbuild install`, `status`, `rollback` and `uninstall`: thin shells over builder.install."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..cli import Output, pass_output
+
+_dir_option = click.option("--dir", "install_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+                           help="The install directory (holds releases/, current and .env).")
+_timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+                               help="Seconds to wait for every service to be healthy.")
+
+
+def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
+    lines = [f"{verb} {result.lab} {result.version} in {result.dir}"]
+    for name, r in sorted(result.services.items()):
+        lines.append(f"  {name}: {r.state}" + (f" ({r.detail})" if r.detail and r.state != "healthy" else ""))
+    if result.ok:
+        tail = "all services are healthy" if result.started and result.services else (
+            "not started (--no-start)" if not result.started else "started")
+        out.result(result.to_json(), "\n".join(lines + [tail]))
+        return
+    out.result(result.to_json(), "\n".join(lines))
+    click.echo(f"error: {result.failure}", err=True)
+    ctx.exit(1)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@_dir_option
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ed25519 public key: the bundle's signature must verify with it.")
+@click.option("--no-start", is_flag=True, help="Unpack, load images and write secrets, but do not start.")
+@_timeout_option
+@pass_output
+@click.pass_context
+def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, key: Path | None,
+            no_start: bool, timeout: float) -> None:
+    """Install BUNDLE into --dir, or upgrade the lab installed there.
+
+    Verifies the bundle (and its signature with --key) before touching
+    anything, unpacks it into DIR/releases/<version>/, loads its images and
+    checks each image ID against the lock, generates missing secrets into
+    DIR/.env (0600, kept across upgrades), runs `docker compose up -d` and
+    waits until every service answers its health probe. Exit 0 only when
+    all are healthy.
+    """
+    from ..install import install_bundle
+
+    result = install_bundle(bundle, install_dir, key=key, start=not no_start, timeout=timeout, say=out.info)
+    _render_install(ctx, out, result, "installed")
+
+
+@click.command()
+@_dir_option
+@pass_output
+@click.pass_context
+def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
+    """Show the installed lab: each service's container, health and image ID vs the lock.
+
+    Exit 1 when a service is not running, not healthy or runs an image the
+    lock does not name.
+    """
+    from ..install import status as install_status
+
+    result = install_status(install_dir)
+    lines = [f"{result.lab} {result.version} in {result.dir}"
+             + (f" (previous: {result.previous})" if result.previous else "")]
+    for name, s in sorted(result.services.items()):
+        image = "image matches the lock" if s.image_ok else f"IMAGE {s.image_id} IS NOT THE LOCKED {s.locked_id}"
+        lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
+    out.result(result.to_json(), "\n".join(lines))
+    if not result.ok:
+        ctx.exit(1)
+
+
+@click.command()
+@_dir_option
+@click.option("--no-start", is_flag=True, help="Switch back without starting the services.")
+@_timeout_option
+@pass_output
+@click.pass_context
+def rollback(ctx: click.Context, out: Output, install_dir: Path, no_start: bool, timeout: float) -> None:
+    """Return to the previous release (volumes and secrets kept) and wait until it is healthy."""
+    from ..install import rollback as do_rollback
+
+    result = do_rollback(install_dir, start=not no_start, timeout=timeout, say=out.info)
+    _render_install(ctx, out, result, "rolled back to")
+
+
+@click.command()
+@_dir_option
+@click.option("--volumes", is_flag=True, help="Also delete the lab's volumes (its data) and secrets.")
+@pass_output
+def uninstall(out: Output, install_dir: Path, volumes: bool) -> None:
+    """Stop and remove the installed lab: containers, networks, loaded images, releases.
+
+    Volumes and DIR/.env (data and secrets) are kept unless --volumes.
+    """
+    from ..install import uninstall as do_uninstall
+
+    result = do_uninstall(install_dir, volumes=volumes, say=out.info)
+    kept = "volumes and secrets deleted" if volumes else "volumes and DIR/.env kept (use --volumes to delete them)"
+    out.result(result.to_json(), f"uninstalled {result.lab} from {result.dir}; {kept}")
