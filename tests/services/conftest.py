@@ -4,45 +4,42 @@ Every test_*.py here checks a running service (container up, port listening,
 health answering), so the normal suite (`make test`) skips them. Run them
 against a lab you started:
 
-    LAB_LIVE=1 pytest tests/services/                  # the lab runs on this host
-    LAB_INSTALL_DIR=~/local-ai-lab pytest tests/services/   # an install made by labbuild
+    LAB_LIVE=1 pytest tests/services/                      # the lab runs on this host
+    LAB_INSTALL_DIR=~/local-ai-lab pytest tests/services/  # an install made by labbuild
 
-With LAB_INSTALL_DIR, the compose project is taken from the install's
-manifest (so only that install's containers are checked) and every
-service's published port from it (LAB_<SERVICE>_PORT), unless already set.
+With LAB_INSTALL_DIR, the compose project and every service's published
+port are read from the install's manifest (as LAB_COMPOSE_PROJECT and
+LAB_<SERVICE>_PORT, unless already set), so only that install is checked.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from pathlib import Path
 
 import pytest
 
 
-def _install_overrides(install_dir: Path) -> dict[str, str]:
-    """Environment overrides for the generated tests, read from an install's manifest."""
-    manifest_path = install_dir / "current" / "manifest.json"
+def install_overrides(install_dir: str) -> dict[str, str]:
+    """Environment overrides for the generated tests, from an install's manifest."""
+    from builder.blueprint import env_id
+    from builder.checks import read_install
+    from builder.errors import LabbuildError
+
     try:
-        manifest = json.loads(manifest_path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise pytest.UsageError(f"LAB_INSTALL_DIR={install_dir}: cannot read {manifest_path}: {exc}")
-    env = {"LAB_COMPOSE_PROJECT": str(manifest.get("project") or manifest.get("lab", ""))}
-    for name, service in sorted((manifest.get("services") or {}).items()):
-        env_id = re.sub(r"[^A-Z0-9]", "_", name.upper())
-        hosts = [p.get("host") for p in service.get("ports") or [] if p.get("host")]
-        health = service.get("health") or {}
-        port = health.get("host_port") or (hosts[0] if hosts else None)
+        install = read_install(install_dir)
+    except LabbuildError as exc:
+        raise pytest.UsageError(f"LAB_INSTALL_DIR={install_dir}: {exc.message} ({exc.hint})") from None
+    env = {"LAB_COMPOSE_PROJECT": install.project}
+    for name, service in install.services.items():
+        port = service.health.port if service.health else (service.ports[0].host if service.ports else None)
         if port:
-            env[f"LAB_{env_id}_PORT"] = str(port)
+            env[f"LAB_{env_id(name)}_PORT"] = str(port)
     return env
 
 
 # Applied when this conftest loads, i.e. before the test modules here read their settings.
 if os.environ.get("LAB_INSTALL_DIR"):
-    for _key, _value in _install_overrides(Path(os.environ["LAB_INSTALL_DIR"]).expanduser()).items():
+    for _key, _value in install_overrides(os.environ["LAB_INSTALL_DIR"]).items():
         os.environ.setdefault(_key, _value)
 
 
