@@ -12,7 +12,8 @@ match a method and a path substring and fire ``times`` times:
 - ``alter``: flip one byte of the upstream body (same length);
 - ``strip_header``: drop response header ``name``.
 
-``latency`` adds a fixed delay to every request (the benchmark's WAN).
+``latency`` adds a fixed delay to every request (the benchmark's WAN);
+``max_in_flight`` is the most requests it ever served at once.
 With ``bearer=TokenServer``, requests need a valid ``Authorization: Bearer``
 token for the repository's pull scope, as Docker Hub does.
 """
@@ -53,6 +54,8 @@ class FaultProxy:
         self.bearer = bearer
         self.requests: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         proxy = self
 
@@ -63,7 +66,14 @@ class FaultProxy:
                 pass
 
             def _handle(self) -> None:
-                proxy._serve(self)
+                with proxy._lock:
+                    proxy.in_flight += 1
+                    proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+                try:
+                    proxy._serve(self)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
