@@ -288,28 +288,32 @@ class InstallResult:
 
 # --------------------------------------------------------------------------- install
 
-def _unpack(bundle: Path, install_dir: Path, manifest: dict, say: Say) -> Path:
-    """Unpack ``bundle`` into ``DIR/releases/<version>/`` (reusing an identical one)."""
+def _unpack(bundle: Path, install_dir: Path, key, say: Say) -> Path:
+    """Verify ``bundle`` (and its signature), then extract it into a staging directory
+    under ``DIR/releases/``; nothing is created before the verification passes."""
     from .bundle import safe_extract
+    staging = install_dir / "releases" / f".incoming-{os.getpid()}-{_secrets.token_hex(4)}"
+    say(f"verifying {bundle.name}" + (" and its signature" if key else ""))
+    return Path(safe_extract(bundle, staging, key=key))
+
+
+def _place(staged: Path, install_dir: Path, say: Say) -> Path:
+    """Move a staged release to ``DIR/releases/<version>/`` (reusing an identical one)."""
+    manifest = read_manifest(staged)
     version = str(manifest.get("version", ""))
     if not version or "/" in version or version.startswith("."):
-        raise InstallError(f"{bundle}: the manifest names no usable version ({version!r})")
-    releases = install_dir / "releases"
-    releases.mkdir(parents=True, exist_ok=True)
-    final = releases / version
+        shutil.rmtree(staged, ignore_errors=True)
+        raise InstallError(f"the bundle's manifest names no usable version ({version!r})")
+    final = install_dir / "releases" / version
     if final.exists():
-        same = _sums(final) == _bundle_sums(bundle, manifest)
-        if same:
-            say(f"release {version} is already unpacked in {final}")
-            return final
-        raise InstallError(f"{final} already holds a different release {version}",
-                           hint="releases are immutable: build the new bundle with a new version")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=releases))
-    try:
-        top = Path(safe_extract(bundle, staging))
-        os.replace(top, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        same = _sums(final) == _sums(staged)
+        shutil.rmtree(staged, ignore_errors=True)
+        if not same:
+            raise InstallError(f"{final} already holds a different release {version}",
+                               hint="releases are immutable: build the new bundle with a new version")
+        say(f"release {version} is already unpacked in {final}")
+        return final
+    os.replace(staged, final)
     return final
 
 
@@ -318,58 +322,46 @@ def _sums(release: Path) -> str | None:
     return p.read_text("utf-8") if p.exists() else None
 
 
-def _bundle_sums(bundle: Path, manifest: dict) -> str | None:
-    import tarfile
-    with contextlib.suppress(tarfile.TarError, OSError, KeyError, AttributeError):
-        with tarfile.open(bundle) as tar:
-            for member in tar:
-                if member.name.endswith("/SHA256SUMS") and member.name.count("/") == 1:
-                    return tar.extractfile(member).read().decode("utf-8")
-    return None
-
-
 def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *, key: str | os.PathLike | None = None,
                    start: bool = True, timeout: float = DEFAULT_TIMEOUT, say: Say = _quiet,
                    live: bool | None = None) -> InstallResult:
     """Install (or upgrade to) ``bundle`` in ``install_dir``; see the module docstring."""
-    from .bundle import verify_bundle
-
     bundle, install_dir = Path(bundle), Path(install_dir).absolute()
     if not bundle.is_file():
         raise InstallError(f"{bundle}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
-    say(f"verifying {bundle.name}")
-    verdict = verify_bundle(bundle, key=key)
-    if not verdict.ok:
-        raise InstallError(f"{bundle} failed verification: nothing was installed",
-                           hint="; ".join(str(e) for e in verdict.errors[:5]) or "the bundle is damaged")
-    manifest = verdict.manifest if isinstance(verdict.manifest, dict) else None
     client = docker_client()
-    with _dir_lock(install_dir):
-        if manifest is None:
-            raise InstallError(f"{bundle}: verification returned no manifest")
-        release = _unpack(bundle, install_dir, manifest, say)
-        manifest = read_manifest(release)
-        lab, version = manifest["lab"], str(manifest["version"])
-        result = InstallResult(ok=False, dir=install_dir, lab=lab, version=version, release=release,
-                               started=start)
-        from .images import host_platform, load_images
-        platform = host_platform(client)
-        images_dir = release / "images"
-        if images_dir.is_dir():
-            say(f"loading images for {platform} into the engine")
-            result.loaded = load_images(client, images_dir, platform)
-        check_image_ids(client, manifest, platform, required=bool(manifest.get("offline")) or images_dir.is_dir())
-        result.secrets_added = write_secrets(install_dir, release)
-        if result.secrets_added:
-            say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / '.env'}: "
-                + ", ".join(result.secrets_added))
-        previous = activate(install_dir, release)
-        result.previous = previous.name if previous else None
-        say(f"{lab} {version} is the current release in {install_dir}")
-        if not start:
-            result.ok = True
-            return result
-        return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
+    staged = _unpack(bundle, install_dir, key, say)
+    try:
+        with _dir_lock(install_dir):
+            release = _place(staged, install_dir, say)
+            return _install_release(client, install_dir, release, start, timeout, say, live)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
+                     live: bool | None) -> InstallResult:
+    manifest = read_manifest(release)
+    lab, version = manifest["lab"], str(manifest["version"])
+    result = InstallResult(ok=False, dir=install_dir, lab=lab, version=version, release=release, started=start)
+    from .images import host_platform, load_images
+    platform = host_platform(client)
+    images_dir = release / "images"
+    if images_dir.is_dir():
+        say(f"loading images for {platform} into the engine")
+        result.loaded = load_images(client, images_dir, platform)
+    check_image_ids(client, manifest, platform, required=bool(manifest.get("offline")) or images_dir.is_dir())
+    result.secrets_added = write_secrets(install_dir, release)
+    if result.secrets_added:
+        say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / '.env'}: "
+            + ", ".join(result.secrets_added))
+    previous = activate(install_dir, release)
+    result.previous = previous.name if previous else None
+    say(f"{lab} {version} is the current release in {install_dir}")
+    if not start:
+        result.ok = True
+        return result
+    return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
 
 
 def _bring_up(client, install_dir: Path, release: Path, manifest: dict, result: InstallResult, platform: str,
