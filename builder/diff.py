@@ -1,0 +1,136 @@
+"""What changed between two releases: a pure function on two BundleViews.
+
+``diff_bundles(a, b)`` compares manifests and lab.env settings: services
+added/removed, image tag and digest changes, published ports, non-secret
+settings (keys and values), secret *names* (never values: bundles hold
+none), volumes, and every file whose sha256 changed. ``BundleDiff.to_json``
+and ``BundleDiff.render_text`` are two views of the same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bundle import BundleView
+
+
+def _port_specs(service: dict) -> list[str]:
+    out = []
+    for p in service.get("ports", []):
+        host = f"{p.get('bind')}:{p['host']}" if p.get("host") else "internal"
+        out.append(f"{p['name']} {host}->{p['container']}/{p.get('protocol', 'tcp')}")
+    return sorted(out)
+
+
+def _volume_specs(service: dict) -> list[str]:
+    return sorted(f"{v['volume']}:{v['target']}" + (":ro" if v.get("read_only") else "")
+                  for v in service.get("volumes", []))
+
+
+@dataclass
+class BundleDiff:
+    a: dict[str, Any]
+    b: dict[str, Any]
+    services_added: list[str] = field(default_factory=list)
+    services_removed: list[str] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    env: list[dict[str, Any]] = field(default_factory=list)
+    secrets: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    files_added: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not (self.services_added or self.services_removed or self.images or self.ports or self.env
+                    or self.secrets or self.volumes or self.files_added or self.files_removed
+                    or self.files_changed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a, "b": self.b, "identical": self.identical,
+            "services": {"added": self.services_added, "removed": self.services_removed},
+            "images": self.images, "ports": self.ports, "env": self.env, "secrets": self.secrets,
+            "volumes": self.volumes,
+            "files": {"added": self.files_added, "removed": self.files_removed, "changed": self.files_changed},
+        }
+
+    def render_text(self) -> str:
+        head = f"{self.a['name']} -> {self.b['name']}"
+        if self.identical:
+            return head + "\nno differences"
+        lines = [head]
+        for s in self.services_added:
+            lines.append(f"+ service {s}")
+        for s in self.services_removed:
+            lines.append(f"- service {s}")
+        for i in self.images:
+            b, a = i["before"], i["after"]
+            what = []
+            if i["tag_changed"]:
+                what.append(f"{b['image']} -> {a['image']}")
+            if i["digest_changed"]:
+                what.append(f"digest {b['digest'][:19]}… -> {a['digest'][:19]}…")
+            lines.append(f"~ image {i['service']}: " + ", ".join(what))
+        for p in self.ports:
+            lines.append(f"~ ports {p['service']}: {', '.join(p['before']) or 'none'} -> {', '.join(p['after']) or 'none'}")
+        for e in self.env:
+            if e["before"] is None:
+                lines.append(f"+ env {e['key']}={e['after']}")
+            elif e["after"] is None:
+                lines.append(f"- env {e['key']} (was {e['before']})")
+            else:
+                lines.append(f"~ env {e['key']}: {e['before']} -> {e['after']}")
+        for s in self.secrets:
+            for k in s["added"]:
+                lines.append(f"+ secret {k} (generated at install)")
+            for k in s["removed"]:
+                lines.append(f"- secret {k}")
+        for v in self.volumes:
+            lines.append(f"~ volumes {v['service']}: {', '.join(v['before']) or 'none'} -> {', '.join(v['after']) or 'none'}")
+        for f in self.files_added:
+            lines.append(f"+ file {f}")
+        for f in self.files_removed:
+            lines.append(f"- file {f}")
+        for f in self.files_changed:
+            lines.append(f"~ file {f}")
+        return "\n".join(lines)
+
+
+def _identity(view: BundleView) -> dict[str, Any]:
+    m = view.manifest
+    return {"path": view.path, "name": m.get("name"), "version": m.get("version"), "profile": m.get("profile")}
+
+
+def diff_bundles(a: BundleView, b: BundleView) -> BundleDiff:
+    """Everything that differs from release ``a`` to release ``b``."""
+    d = BundleDiff(a=_identity(a), b=_identity(b))
+    sa, sb = a.manifest.get("services", {}), b.manifest.get("services", {})
+    d.services_added = sorted(set(sb) - set(sa))
+    d.services_removed = sorted(set(sa) - set(sb))
+    for name in sorted(set(sa) | set(sb)):
+        x, y = sa.get(name, {}), sb.get(name, {})
+        if name in sa and name in sb and (x["image"], x["digest"]) != (y["image"], y["digest"]):
+            d.images.append({"service": name,
+                             "before": {"image": x["image"], "digest": x["digest"]},
+                             "after": {"image": y["image"], "digest": y["digest"]},
+                             "tag_changed": x["image"] != y["image"], "digest_changed": x["digest"] != y["digest"]})
+        if _port_specs(x) != _port_specs(y):
+            d.ports.append({"service": name, "before": _port_specs(x), "after": _port_specs(y)})
+        if _volume_specs(x) != _volume_specs(y):
+            d.volumes.append({"service": name, "before": _volume_specs(x), "after": _volume_specs(y)})
+        ka, kb = set(x.get("secrets", [])), set(y.get("secrets", []))
+        if ka != kb:
+            d.secrets.append({"service": name, "added": sorted(kb - ka), "removed": sorted(ka - kb)})
+    for key in sorted(set(a.lab_env) | set(b.lab_env)):
+        before, after = a.lab_env.get(key), b.lab_env.get(key)
+        if before != after:
+            d.env.append({"key": key, "before": before, "after": after})
+    fa, fb = a.manifest.get("files", {}), b.manifest.get("files", {})
+    d.files_added = sorted(set(fb) - set(fa))
+    d.files_removed = sorted(set(fa) - set(fb))
+    d.files_changed = sorted(n for n in set(fa) & set(fb) if fa[n].get("sha256") != fb[n].get("sha256"))
+    return d
