@@ -1,0 +1,252 @@
+"""Releases (builder.bundle): contents, reproducibility, immutability, atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from builder import __version__
+from builder.bundle import (bundle_filename, build_release, check_version, next_version, rebuild_release,
+                            safe_extract)
+from builder.errors import BlueprintError, BundleError, LockError
+from builder.lockfile import LOCK_PATH, read_lock, write_lock
+from test_render import SERVICES, compose_config, digest, make_lab
+
+REPO = Path(__file__).resolve().parents[1]
+LABBUILD = str(REPO / ".venv" / "bin" / "labbuild")
+
+
+def run_labbuild(*args: str, cwd: Path | None = None, env: dict | None = None, umask: str | None = None):
+    cmd = [LABBUILD, *args]
+    if umask:
+        cmd = ["sh", "-c", f'umask {umask}; exec "$@"', "sh", *cmd]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_release_writes_every_design_file_and_sha256sum_accepts_it(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    result = build_release(root, "1.0.0", profile="full", out_dir=tmp_path / "dist")
+    assert result.bundle == tmp_path / "dist" / "testlab-full-1.0.0.tar.gz" and not result.noop
+    with tarfile.open(result.bundle) as tar:
+        names = tar.getnames()
+        members = tar.getmembers()
+    top = "testlab-full-1.0.0"
+    assert names[0] == top and all(n == top or n.startswith(top + "/") for n in names)
+    assert all(m.uid == 0 and m.gid == 0 and m.uname == "" and m.mtime == 315532800 for m in members)
+    rel = {n[len(top) + 1:] for n in names if n != top}
+    for f in ("compose.yaml", "lab.env", "secrets.env.example", "lock.json", "manifest.json", "SHA256SUMS",
+              "install.sh", "runbooks/README.md", "runbooks/web.md", "config/web/web.conf",
+              "observability/prometheus/prometheus.yml", "observability/prometheus/rules/lab-alerts.yml",
+              "observability/grafana/dashboards/lab-overview.json"):
+        assert f in rel, f
+    assert not any(n.startswith("images") for n in rel)
+    dest = safe_extract(result.bundle, tmp_path / "x")
+    proc = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=dest, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(": OK") == len([n for n in rel if "." in n.rsplit("/", 1)[-1] or n == "SHA256SUMS"]) - 1
+    assert os.access(dest / "install.sh", os.X_OK)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["format"] == 1 and manifest["name"] == top and manifest["labbuild"] == __version__
+    assert manifest["offline"] is False and manifest["inputs"] == read_lock(root / LOCK_PATH).inputs
+    assert set(manifest["files"]) == {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} \
+        - {"manifest.json", "SHA256SUMS"}
+    web = manifest["services"]["web"]
+    assert web["image"] == "127.0.0.1:5000/lab/web:1.0" and web["digest"] == digest("web") and web["verified"]
+    assert web["config_digests"]["linux/amd64"] == digest(f"{digest('web')}linux/amd64c")
+    assert web["health"]["host_port"] == 18080 and web["health"]["path"] == "/healthz"
+    assert web["secrets"] == ["WEB__API_TOKEN"] and web["runbook"] == "runbooks/web.md"
+    assert manifest["services"]["app"]["depends_on"] == ["db", "web"]
+    assert manifest["services"]["db"]["health"] is None
+    lock = json.loads((dest / "lock.json").read_text())
+    assert sorted(lock["services"]) == sorted(manifest["services"])  # the closure only
+    record = json.loads((root / "lockfiles/releases/full-1.0.0.json").read_text())
+    assert record["sha256"] == result.sha256 and record["tar_sha256"] == result.tar_sha256
+    assert record["with_images"] is False and record["labbuild"] == __version__
+    assert record["lock"] == lock and record["platforms"] == ["linux/amd64", "linux/arm64"]
+    secrets = {k: "x" for s in manifest["services"].values() for k in s["secrets"]}
+    compose_config(dest, secrets, "bt-extracted")
+
+
+def test_unverified_lock_entries_make_an_online_bundle_and_say_so(tmp_path):
+    root = make_lab(tmp_path / "lab", verified=False)
+    result = build_release(root, "0.1.0", out_dir=tmp_path / "dist")
+    dest = safe_extract(result.bundle, tmp_path / "x")
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["services"]["web"]["verified"] is False and manifest["services"]["web"]["config_digests"] == {}
+    assert "pin only" in (dest / "runbooks/web.md").read_text()
+
+
+def _release_in_subprocess(src: Path, root: Path, out: Path, cwd: Path, env_extra: dict, umask: str) -> bytes:
+    shutil.copytree(src, root)
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ["PATH"], **env_extra}
+    proc = run_labbuild("--root", str(root), "release", "2.0.0", "--profile", "full", "--out", str(out),
+                        cwd=cwd, env=env, umask=umask)
+    assert proc.returncode == 0, proc.stderr
+    return (out / "testlab-full-2.0.0.tar.gz").read_bytes()
+
+
+def test_release_bytes_do_not_depend_on_time_zone_umask_locale_home_cwd_or_root(tmp_path):
+    src = make_lab(tmp_path / "src")
+    a = _release_in_subprocess(src, tmp_path / "one" / "lab", tmp_path / "out1", tmp_path / "cwd1",
+                               {"TZ": "UTC", "LC_ALL": "C", "HOME": str(tmp_path / "h1")}, "022")
+    b = _release_in_subprocess(src, tmp_path / "deeper" / "path" / "two", tmp_path / "out2", tmp_path / "c" / "w",
+                               {"TZ": "Pacific/Kiritimati", "LC_ALL": "C.UTF-8", "HOME": str(tmp_path / "h2"),
+                                "LANG": "de_DE.UTF-8", "USER": "nobody"}, "077")
+    assert a == b
+    assert a[:2] == b"\x1f\x8b" and a[4:8] == b"\0\0\0\0"  # gzip header: no mtime
+
+
+def test_source_date_epoch_sets_the_member_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    result = build_release(make_lab(tmp_path / "lab"), "1.0.0", out_dir=tmp_path / "d")
+    with tarfile.open(result.bundle) as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1700000000}
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    again = rebuild_release(tmp_path / "lab", "base-1.0.0", out_dir=tmp_path / "r")
+    assert again.sha256 == result.sha256  # the record keeps the mtime
+
+
+def test_same_version_same_content_is_a_noop_that_says_so(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    first = run_labbuild("--root", str(root), "--json", "release", "1.0.0")
+    assert first.returncode == 0, first.stderr
+    bundle = Path(json.loads(first.stdout)["bundle"])
+    stat = bundle.stat()
+    again = run_labbuild("--root", str(root), "--json", "release", "1.0.0")
+    assert again.returncode == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert data["noop"] is True and data["sha256"] == json.loads(first.stdout)["sha256"]
+    assert "identical content" in again.stderr
+    assert bundle.stat().st_mtime_ns == stat.st_mtime_ns  # not rewritten
+    bundle.unlink()  # dist/ cleaned: the no-op restores the archive, byte for byte
+    restored = build_release(root, "1.0.0")
+    assert restored.noop and restored.restored and restored.sha256 == data["sha256"]
+
+
+def test_same_version_different_content_is_refused_naming_the_change_and_next_version(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    build_release(root, "1.0.0", profile="full", out_dir=tmp_path / "d")
+    build_release(root, "1.0.1", profile="full", out_dir=tmp_path / "d")
+    web = root / "blueprints/services/web.toml"
+    web.write_text(web.read_text().replace('PLAIN = "true"', 'PLAIN = "false"'))
+    proc = run_labbuild("--root", str(root), "release", "1.0.0", "--profile", "full", "--out", str(tmp_path / "d"))
+    assert proc.returncode == 1
+    assert "file changed: lab.env" in proc.stderr and "already exists" in proc.stderr
+    assert "labbuild release 1.0.2" in proc.stderr and "Traceback" not in proc.stderr
+    # the archive of the recorded release is untouched
+    assert rebuild_release(root, "full-1.0.0", out_dir=tmp_path / "r").sha256 == \
+        json.loads((root / "lockfiles/releases/full-1.0.0.json").read_text())["sha256"]
+
+
+def test_rebuild_reproduces_a_past_release_after_the_blueprints_moved_on(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    first = build_release(root, "1.0.0", profile="full", out_dir=tmp_path / "d")
+    make_lab(root, web=SERVICES["web"].replace('tag = "1.0"', 'tag = "1.1"'))  # new pin, new lock
+    assert build_release(root, "1.1.0", profile="full", out_dir=tmp_path / "d").sha256 != first.sha256
+    original = first.bundle.read_bytes()
+    shutil.rmtree(tmp_path / "d")
+    proc = run_labbuild("--root", str(root), "--json", "release", "--rebuild", "full-1.0.0", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sha256"] == first.sha256
+    assert (tmp_path / "r" / first.bundle.name).read_bytes() == original
+    proc = run_labbuild("--root", str(root), "release", "--rebuild", "full-9.9.9")
+    assert proc.returncode == 1 and "full-1.0.0" in proc.stderr  # names the known records
+
+
+def test_rebuild_refuses_a_tampered_record(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    build_release(root, "1.0.0", out_dir=tmp_path / "d")
+    rpath = root / "lockfiles/releases/base-1.0.0.json"
+    record = json.loads(rpath.read_text())
+    record["sources"]["blueprints/services/web.toml"] = record["sources"]["blueprints/services/web.toml"].replace(
+        "18080", "18081")
+    rpath.write_text(json.dumps(record))
+    with pytest.raises(BundleError) as err:
+        rebuild_release(root, "base-1.0.0", out_dir=tmp_path / "r")
+    assert "cannot be reproduced" in err.value.message
+    assert any("compose.yaml" in p.message for p in err.value.problems)
+    assert not (tmp_path / "r" / "testlab-base-1.0.0.tar.gz").exists()
+
+
+def test_stale_lock_bad_version_and_unknown_profile_are_refused_with_the_fix(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    web = root / "blueprints/services/web.toml"
+    web.write_text(web.read_text().replace(digest("web"), digest("web2")))
+    proc = run_labbuild("--root", str(root), "release", "1.0.0")
+    assert proc.returncode == 1 and "labbuild lock" in proc.stderr and "web" in proc.stderr
+    assert not (root / "dist").exists()
+    make_lab(root)
+    for bad in ("1.0", "v1.0.0", "01.0.0", "1.0.0-", "latest"):
+        with pytest.raises(BundleError, match="SemVer"):
+            build_release(root, bad)
+    with pytest.raises(BlueprintError, match="unknown profile"):
+        build_release(root, "1.0.0", profile="nope")
+    (root / LOCK_PATH).unlink()
+    with pytest.raises(LockError, match="no lockfile"):
+        build_release(root, "1.0.0")
+
+
+def test_versions_and_names():
+    for good in ("0.1.0", "1.2.3-rc.1", "1.0.0+build.5", "10.20.30-alpha.beta"):
+        assert check_version(good) == good
+    assert next_version("0.1.0") == "0.1.1"
+    assert next_version("0.1.0", ["0.1.0", "0.1.4"]) == "0.1.5"
+    assert next_version("0.1.0", ["0.1.4", "0.2.0-rc.1"]) == "0.2.0-rc.2"
+    assert next_version("1.0.0-rc.1") == "1.0.0-rc.2"
+    assert bundle_filename("lab", "phase1", "1.0.0", False) == "lab-phase1-1.0.0.tar.gz"
+    assert bundle_filename("lab", "phase1", "1.0.0", True) == "lab-phase1-1.0.0.tar"
+
+
+INTERRUPT = textwrap.dedent('''
+    import os, sys, time
+    import builder.bundle as b
+    real = b.write_tar
+    def slow(out, top, files, **kw):
+        out.write(b"x" * 65536)
+        out.flush()
+        open(sys.argv[3], "w").close()
+        time.sleep(60)
+    b.write_tar = slow
+    b.build_release(sys.argv[1], "1.0.0", out_dir=sys.argv[2])
+''')
+
+
+def test_interrupted_release_leaves_nothing_at_the_final_path_and_the_next_run_succeeds(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    out, ready = tmp_path / "dist", tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT, str(root), str(out), str(ready)])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "release never started writing"
+            time.sleep(0.02)
+        assert any(out.iterdir())  # the partial temp file exists now
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    final = out / "testlab-base-1.0.0.tar.gz"
+    assert not final.exists()
+    assert not (root / "lockfiles/releases/base-1.0.0.json").exists()
+    result = build_release(root, "1.0.0", out_dir=out)
+    assert final.exists() and not result.noop
+    assert run_labbuild("verify", str(final)).returncode == 0
+
+
+def test_with_images_problems_are_errors_not_tracebacks(tmp_path):
+    root = make_lab(tmp_path / "lab", verified=False)
+    proc = run_labbuild("--root", str(root), "release", "1.0.0", "--with-images", "--platform", "linux/s390x")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert "linux/s390x" in proc.stderr
