@@ -9,8 +9,10 @@ against a fake install whose manifest names it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -200,3 +202,60 @@ def test_check_passes_on_a_running_install_and_fails_once_a_service_stops(tmp_pa
     rc = main(["--json", "check", "--dir", str(install), "--service", "api", "--project", lab + "x"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 1 and report["services"]["api"]["checks"][0]["status"] == "fail"
+
+
+@pytest.mark.slow
+def test_contributor_flow_new_service_lock_release_install_test_check(tmp_path, docker_engine, registry):
+    """The CONTRIBUTING.md path end to end: scaffold, pin, release, install, test, check."""
+    from support.oci import busybox_httpd_image, push_image
+
+    with registry.client() as client:
+        digest = push_image(client, "lab/stub", "1.0", busybox_httpd_image(STUB_PORT))
+    lab_name = f"flow{uuid.uuid4().hex[:8]}"
+    lab = tmp_path / "lab"
+    (lab / "blueprints" / "services").mkdir(parents=True)
+    (lab / "blueprints" / "lab.toml").write_text(
+        f'[lab]\nname = "{lab_name}"\ndefault_profile = "base"\nplatforms = ["linux/amd64"]\n'
+        '[profiles.base]\nservices = ["web-stub"]\n')
+    install_dir, port = tmp_path / "inst", free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LAB_")},
+           "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+
+    def labbuild(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "labbuild"), "--root", str(lab), *args], capture_output=True,
+                              text=True, env=env, timeout=180)
+
+    try:
+        steps = [("new-service", "--no-input", "service_name=web-stub", f"image_name={registry.host}/lab/stub",
+                  "image_tag=1.0", f"host_port={port}", "metrics_path=/metrics"),
+                 ("lock", "--update", "web-stub"),
+                 ("release", "1.0.0", "--out", str(tmp_path / "dist"))]
+        for step in steps:
+            result = labbuild(*step)
+            assert result.returncode == 0, (step, result.stderr)
+        assert digest in (lab / "blueprints/services/web-stub.toml").read_text()
+        bundle = tmp_path / "dist" / f"{lab_name}-base-1.0.0.tar.gz"
+        result = labbuild("install", str(bundle), "--dir", str(install_dir), "--timeout", "60")
+        assert result.returncode == 0, result.stderr
+
+        generated = lab / "tests" / "services"
+        shutil.copy(REPO / "tests" / "services" / "conftest.py", generated / "conftest.py")
+        pytest_cmd = [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-o", "addopts=",
+                      "--rootdir", str(lab), str(generated)]
+        live = {**env, "LAB_INSTALL_DIR": str(install_dir), "LAB_CHECK_TIMEOUT": "2"}
+        passing = subprocess.run(pytest_cmd, capture_output=True, text=True, env=live, cwd=lab, timeout=120)
+        assert passing.returncode == 0 and "4 passed" in passing.stdout, passing.stdout + passing.stderr
+        check = labbuild("--json", "check", "--dir", str(install_dir))
+        assert check.returncode == 0 and json.loads(check.stdout)["ok"] is True, check.stdout + check.stderr
+
+        docker_engine.containers.list(filters={"label": f"com.docker.compose.project={lab_name}"})[0].stop(timeout=1)
+        failing = subprocess.run(pytest_cmd, capture_output=True, text=True, env=live, cwd=lab, timeout=120)
+        assert failing.returncode == 1 and "4 failed" in failing.stdout, failing.stdout + failing.stderr
+        assert labbuild("check", "--dir", str(install_dir)).returncode == 1
+    finally:
+        if install_dir.exists():
+            labbuild("uninstall", "--dir", str(install_dir), "--volumes")
+        for c in docker_engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={lab_name}"}):
+            c.remove(force=True)
+        with contextlib.suppress(Exception):  # the pull left a repo@digest reference: drop only that one
+            docker_engine.images.remove(f"{registry.host}/lab/stub@{digest}")
