@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .blueprint import Blueprint, Image, Lab, load_lab
+from .blueprint import Blueprint, Image, Lab, load_lab, locate_lines
 from .errors import LabbuildError, LockError, Problem, RegistryError
 from .fsutil import atomic_write
 from .lockfile import (LOCK_PATH, ImageRecord, LayerRecord, Lock, PlatformRecord, inputs_hash,
@@ -278,7 +278,7 @@ def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
             try:
                 records[name] = fut.result()
             except LabbuildError as exc:
-                problems.append(_problem(lab.services[name], exc))
+                problems.append(_problem(lab.root, lab.services[name], exc))
     if problems:
         raise LockError(f"{len(problems)} of {len(names)} service(s) could not be resolved; "
                         "the lockfile was not changed", problems=problems,
@@ -286,9 +286,14 @@ def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
     return records
 
 
-def _problem(bp: Blueprint, exc: LabbuildError) -> Problem:
-    return Problem(file=bp.path, path="image.digest", message=f"service {bp.name!r}: {exc.message}",
-                   hint=exc.hint)
+def _problem(root: Path, bp: Blueprint, exc: LabbuildError, key: str = "digest") -> Problem:
+    """A failure of one service, pointing at its blueprint's ``[image]`` line."""
+    try:
+        line = locate_lines((Path(root) / bp.path).read_text("utf-8")).get(("image", key))
+    except OSError:
+        line = None
+    return Problem(file=bp.path, path=f"image.{key}", line=line,
+                   message=f"service {bp.name!r}: {exc.message}", hint=exc.hint)
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -385,7 +390,7 @@ def update_pins(root: str | Path, services: list[str] | tuple[str, ...] = (), *,
             try:
                 digests[name] = fut.result()
             except RegistryError as exc:
-                problems.append(dataclasses.replace(_problem(lab.services[name], exc), path="image.tag"))
+                problems.append(_problem(lab.root, lab.services[name], exc, key="tag"))
     if problems:
         raise LockError(f"could not resolve the tags of {len(problems)} service(s); no blueprint was changed",
                         problems=problems, hint="fix each line above")

@@ -29,6 +29,16 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+class QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (resets, aborted retries) are normal here: no tracebacks on stderr."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade", "host"}
 
 
@@ -77,7 +87,7 @@ class FaultProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.request_queue_size = 128
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -15,7 +15,9 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from .faultproxy import QuietServer
 from urllib.parse import parse_qs, urlparse
 
 
@@ -40,7 +42,7 @@ class TokenServer:
             def do_GET(self) -> None:
                 server._serve(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
