@@ -250,3 +250,60 @@ def test_with_images_problems_are_errors_not_tracebacks(tmp_path):
     proc = run_labbuild("--root", str(root), "release", "1.0.0", "--with-images", "--platform", "linux/s390x")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert "linux/s390x" in proc.stderr
+
+
+def test_release_with_images_from_a_real_registry_is_offline_verified_and_reproducible(tmp_path, registry):
+    from support.oci import busybox_httpd_image, make_index, push_index
+    from test_render import compose_config
+    index = make_index([busybox_httpd_image(8080, platform=p) for p in ("linux/amd64", "linux/arm64")])
+    with registry.client() as client:
+        pushed = push_index(client, "lab/web", "1.0", index)
+    root = tmp_path / "lab"
+    (root / "blueprints" / "services").mkdir(parents=True)
+    (root / "blueprints" / "lab.toml").write_text(textwrap.dedent(f'''
+        [lab]
+        name = "imglab"
+        default_profile = "base"
+        insecure_registries = ["{registry.host}"]
+        [profiles.base]
+        services = ["web"]
+    '''))
+    (root / "blueprints" / "services" / "web.toml").write_text(textwrap.dedent(f'''
+        [service]
+        name = "web"
+        description = "busybox httpd"
+        phase = 0
+        category = "app"
+        [image]
+        name = "{registry.host}/lab/web"
+        tag = "1.0"
+        digest = "{pushed}"
+        [[ports]]
+        name = "http"
+        container = 8080
+        host = 18090
+    '''))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.run([LABBUILD, "--root", str(root), "lock"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([LABBUILD, "--root", str(root), "--json", "release", "1.0.0", "--with-images",
+                           "--out", str(tmp_path / "d")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    bundle = Path(json.loads(proc.stdout)["bundle"])
+    assert bundle.name == "imglab-base-1.0.0.tar" and bundle.read_bytes()[257:262] == b"ustar"
+    dest = safe_extract(bundle, tmp_path / "x")
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["offline"] is True
+    assert (dest / "images" / "oci-layout").is_file() and (dest / "images" / "index.json").is_file()
+    for img in index.images:
+        for blob in img.blobs():
+            assert f"images/blobs/sha256/{blob.digest.split(':')[1]}" in manifest["files"]
+    web = compose_config(dest, {}, "bt-images")["services"]["web"]
+    assert web["image"] == f"{registry.host}/lab/web:1.0" and web["pull_policy"] == "never"
+    record = json.loads((root / "lockfiles/releases/base-1.0.0.json").read_text())
+    assert record["with_images"] is True
+    registry.stop()  # a rebuild needs nothing from the network once the blobs are cached
+    proc = subprocess.run([LABBUILD, "--root", str(root), "release", "--rebuild", "base-1.0.0",
+                           "--out", str(tmp_path / "r")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r" / bundle.name).read_bytes() == bundle.read_bytes()
