@@ -18,11 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from support.oci import busybox_httpd_image, make_image, make_index, push_image, push_index, busybox_files
+from support.oci import BUSYBOX, make_image, make_index, push_image, push_index
 from support.registry import Registry, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
+
+
+def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"ok\n"):
+    """busybox httpd on 8080 serving /healthz and /version, under a shell that exits on
+    SIGTERM (a bare httpd as PID 1 ignores it, and every stop would wait 10 s)."""
+    base = {"bin/busybox": (BUSYBOX.read_bytes(), 0o755), "bin/sh": "->busybox", "tmp/.keep": b""}
+    app = {"www/healthz": health, "www/version": version.encode() + b"\n", "data/.keep": b""}
+    if not health:
+        del app["www/healthz"]
+    script = "trap 'exit 0' TERM INT; /bin/busybox httpd -f -p 8080 -h /www & wait"
+    return make_image([base, app], platform=platform, exposed=[8080], cmd=["/bin/sh", "-c", script],
+                      label=f"version={version}")
 
 
 def _path_with_venv() -> str:
@@ -39,6 +51,7 @@ class Service:
     volume: bool = False
     health_path: str = "/healthz"
     multiarch: bool = False
+    broken: bool = False            # serves no /healthz: never healthy
     digest: str = ""
     image_id: str = ""
 
@@ -60,10 +73,10 @@ class AirgapLab:
 
     def push(self, svc: Service) -> None:
         """Build and push ``svc``'s image at its version; remember digest and image ID."""
-        img = busybox_httpd_image(8080, version=svc.version)
+        img = httpd_image(svc.version, health=b"" if svc.broken else b"ok\n")
         with self.registry.client() as client:
             if svc.multiarch:
-                arm = busybox_httpd_image(8080, version=svc.version, platform="linux/arm64")
+                arm = httpd_image(svc.version, platform="linux/arm64")
                 svc.digest = push_index(client, self.repo(svc.name), svc.version, make_index([img, arm]))
             else:
                 svc.digest = push_image(client, self.repo(svc.name), svc.version, img)
