@@ -60,7 +60,7 @@ from . import __version__
 from .archive import BundleFile, _HashingWriter, gzip_writer, source_date_epoch, write_tar
 from .blueprint import Lab, lab_paths, load_lab
 from .errors import BundleError, LockError, Problem
-from .fsutil import atomic_write, canonical_json, sha256_bytes, sha256_file
+from .fsutil import atomic_write, atomic_writer, canonical_json, sha256_bytes, sha256_file
 from .lockfile import LOCK_PATH, Lock, lock_from_json, read_lock, stale_services
 from .render import ReleaseInput, render_text_files, secret_keys, volume_name
 from .signing import SIGNATURE_NAME
@@ -226,56 +226,25 @@ def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
                   accept: Callable[[str, str], None] | None = None) -> tuple[str, str]:
     """Write ``plan`` to ``dest`` atomically; return ``(archive sha256, tar sha256)``.
 
-    The archive is built in a temp file beside ``dest``, fsynced, and renamed
-    only when ``accept(archive_sha, tar_sha)`` (if given) does not raise.
+    The archive is built in a temp file beside ``dest`` (``fsutil.atomic_writer``:
+    fsync, rename) and renamed only when ``accept(archive_sha, tar_sha)`` (if
+    given) does not raise.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            outer = _HashingWriter(raw)
-            if plan.compressed:
-                with gzip_writer(outer) as gz:
-                    tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime)
-            else:
-                tar_sha = write_tar(outer, plan.top, plan.files, mtime=mtime)
-            raw.flush()
-            os.fsync(raw.fileno())
-        archive_sha = outer.hash.hexdigest()
+    with atomic_writer(dest) as fh:
+        archive_sha, tar_sha = _write_tar_stream(plan, fh, mtime)
         if accept:
             accept(archive_sha, tar_sha)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     return archive_sha, tar_sha
 
 
-def archive_hashes(plan: BundlePlan, *, mtime: int) -> tuple[str, str]:
-    """``(archive sha256, tar sha256)`` of ``plan`` without writing it anywhere."""
-    sink = _HashingWriter(_NullWriter())
+def _write_tar_stream(plan: BundlePlan, out, mtime: int) -> tuple[str, str]:
+    outer = _HashingWriter(out)
     if plan.compressed:
-        with gzip_writer(sink) as gz:
+        with gzip_writer(outer) as gz:
             tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime)
     else:
-        tar_sha = write_tar(sink, plan.top, plan.files, mtime=mtime)
-    return sink.hash.hexdigest(), tar_sha
-
-
-class _NullWriter:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def flush(self) -> None:
-        pass
+        tar_sha = write_tar(outer, plan.top, plan.files, mtime=mtime)
+    return outer.hash.hexdigest(), tar_sha
 
 
 # --------------------------------------------------------------------------- releasing

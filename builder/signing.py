@@ -56,32 +56,29 @@ def _read(path: Path, what: str) -> bytes:
         raise BundleError(f"{path}: cannot read {what}: {exc.strerror}") from None
 
 
+def _load_key(path: Path, what: str, load, kind: type, hint: str):
+    data = _read(path, what)
+    try:
+        key = load(data)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{path}: not an unencrypted PEM {what} ({exc})", hint=hint) from None
+    if not isinstance(key, kind):
+        raise BundleError(f"{path}: not an Ed25519 {what}", hint=hint)
+    return key
+
+
 def load_private_key(path: Path):
     """The Ed25519 private key in ``path`` (PEM, PKCS#8)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    data = _read(path, "private key")
-    try:
-        key = _serialization().load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise BundleError(f"{path}: not an unencrypted PEM private key ({exc})",
-                          hint="pass the private key written by `labbuild keygen`") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise BundleError(f"{path}: not an Ed25519 key", hint="create one with `labbuild keygen`")
-    return key
+    return _load_key(path, "private key", lambda d: _serialization().load_pem_private_key(d, password=None),
+                     Ed25519PrivateKey, "pass the private key written by `labbuild keygen`")
 
 
 def load_public_key(path: Path):
     """The Ed25519 public key in ``path`` (PEM)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    data = _read(path, "public key")
-    try:
-        key = _serialization().load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise BundleError(f"{path}: not a PEM public key ({exc})",
-                          hint="pass the .pub file written by `labbuild keygen`") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise BundleError(f"{path}: not an Ed25519 public key", hint="pass the .pub file of `labbuild keygen`")
-    return key
+    return _load_key(path, "public key", _serialization().load_pem_public_key,
+                     Ed25519PublicKey, "pass the .pub file written by `labbuild keygen`")
 
 
 def fingerprint(public_key) -> str:
