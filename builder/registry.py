@@ -293,7 +293,7 @@ class RegistryClient:
 
     def __init__(self, insecure_registries: tuple[str, ...] | list[str] = (), *,
                  timeout: float = 10.0, retries: int = 4, backoff: float = 0.5,
-                 deadline: float = 45.0, per_registry_concurrency: int = 16,
+                 deadline: float = 45.0, per_registry_concurrency: int = 32,
                  credentials: dict[str, tuple[str, str]] | None = None) -> None:
         self.insecure_registries = tuple(insecure_registries)
         self.timeout = timeout
