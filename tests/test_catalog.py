@@ -312,3 +312,17 @@ def test_shared_secrets_have_one_owner_and_are_referenced(lab: Lab) -> None:
     # LiteLLM's master key is generated once, by litellm, and only referenced elsewhere.
     owners = [n for (n, s) in declared if s == "LITELLM_MASTER_KEY"]
     assert owners == ["litellm"]
+
+
+# --------------------------------------------------------------------------- CI of the lab repository
+
+def test_ci_workflow_runs_the_suite_validate_and_lock_check() -> None:
+    import yaml
+
+    wf = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text("utf-8"))
+    runs = [step.get("run", "") for job in wf["jobs"].values() for step in job["steps"]]
+    assert all(job["runs-on"] == "ubuntu-latest" for job in wf["jobs"].values())
+    assert "bash .ci/run" in runs
+    assert ".venv/bin/labbuild validate" in runs
+    assert ".venv/bin/labbuild lock --check" in runs
+    assert "LABBUILD_REQUIRE_DOCKER=1" in (REPO / ".ci" / "run").read_text("utf-8")
