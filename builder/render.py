@@ -16,7 +16,9 @@ What each renderer produces, and the contracts other parts rely on:
     (values live in ``lab.env``), ``NAME: ${SVC__NAME:?...}`` for its
     secrets (values live in the install's ``.env``), and for a setting that
     embeds ``${secret:other.NAME}`` the literal value with each reference
-    replaced by ``${OTHER__NAME}`` and every other ``$`` escaped as ``$$``.
+    replaced by ``${OTHER__NAME}`` and every other ``$`` escaped as ``$$``
+    (such a setting, and one whose key cannot be a compose variable name, e.g.
+    holds a ``.``, is written literally in compose.yaml, not in lab.env).
     Compose is always run as::
 
         docker compose -p <lab> -f compose.yaml --env-file lab.env --env-file <DIR>/.env up -d

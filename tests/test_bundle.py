@@ -254,7 +254,6 @@ def test_with_images_problems_are_errors_not_tracebacks(tmp_path):
 
 def test_release_with_images_from_a_real_registry_is_offline_verified_and_reproducible(tmp_path, registry):
     from support.oci import busybox_httpd_image, make_index, push_index
-    from test_render import compose_config
     index = make_index([busybox_httpd_image(8080, platform=p) for p in ("linux/amd64", "linux/arm64")])
     with registry.client() as client:
         pushed = push_index(client, "lab/web", "1.0", index)
@@ -307,3 +306,28 @@ def test_release_with_images_from_a_real_registry_is_offline_verified_and_reprod
                            "--out", str(tmp_path / "r")], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r" / bundle.name).read_bytes() == bundle.read_bytes()
+
+
+def test_every_profile_of_the_shipped_lab_releases_offline_and_real_tools_accept_it(lab_copy, tmp_path):
+    """The project's main job, on a copy of the shipped catalog (no network: an
+    unverified lock is made with `lock --offline` when none is committed yet)."""
+    import tomllib
+    if not (lab_copy / LOCK_PATH).exists():
+        proc = run_labbuild("--root", str(lab_copy), "lock", "--offline")
+        assert proc.returncode == 0, proc.stderr
+    profiles = tomllib.loads((lab_copy / "blueprints/lab.toml").read_text())["profiles"]
+    promtool = shutil.which("promtool")
+    for profile in sorted(profiles):
+        result = build_release(lab_copy, "0.1.0", profile=profile, out_dir=tmp_path / "dist")
+        dest = safe_extract(result.bundle, tmp_path / "x" / profile)
+        manifest = json.loads((dest / "manifest.json").read_text())
+        secrets = {k: "fake" for s in manifest["services"].values() for k in s["secrets"]}
+        compose_config(dest, secrets, f"shipped-{profile}")
+        if promtool:
+            proc = subprocess.run([promtool, "check", "config", "prometheus.yml"],
+                                  cwd=dest / "observability/prometheus", capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        for page in (dest / "observability/grafana/dashboards").glob("*.json"):
+            doc = json.loads(page.read_text())
+            assert doc["title"] and doc["uid"] and doc["panels"]
+        assert set(manifest["services"]) == {p.stem for p in (dest / "runbooks").glob("*.md")} - {"README"}
