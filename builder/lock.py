@@ -8,8 +8,9 @@ resolves those concurrently through ``builder.registry``, and writes
 Unchanged entries are carried over as they are.
 
 ``check_lock(root)`` answers "is the lock fresh?" without network.
-``update_pins(root, services)`` moves pins to their tags' current digests
-and rewrites the blueprints (``rewrite_digest`` keeps comments and layout).
+``make_lock(root, update=[...])`` first moves pins to their tags' current
+digests and rewrites the blueprints (``rewrite_digest`` keeps comments and
+layout) — after the new pins resolved, so a failure changes no file.
 
 Pure parts (``plan_lock``, ``unverified_record``, ``diff_locks``,
 ``record_from_manifests``, ``rewrite_digest``) take plain data and are
@@ -71,6 +72,7 @@ class LockResult:
     changes: tuple[Change, ...]
     resolved: tuple[str, ...]         # services fetched from registries in this run
     written: bool
+    pins: tuple["PinUpdate", ...] = ()   # --update: pins moved in the blueprints
 
     def to_json(self, display_path: str) -> dict:
         changed = {c.service: c.kind for c in self.changes}
@@ -86,6 +88,7 @@ class LockResult:
                 for name, rec in sorted(self.lock.services.items())
             },
             "removed": sorted(c.service for c in self.changes if c.new is None),
+            "pins": {p.service: {"old": p.old, "new": p.new} for p in self.pins},
         }
 
 
@@ -117,7 +120,7 @@ class PinUpdate:
     new: str
 
     def render(self) -> str:
-        return f"Updated '{self.service}': {self.reference}@{self.old[:19]} -> {self.reference}@{self.new[:19]}"
+        return f"Moved pin of '{self.service}' ({self.reference}): {self.old[:19]} -> {self.new[:19]}"
 
 
 # --------------------------------------------------------------------------- pure core
@@ -302,49 +305,123 @@ def lock_path(root: Path) -> Path:
     return Path(root) / LOCK_PATH
 
 
-def _previous_lock(path: Path) -> Lock | None:
+def _previous_lock(path: Path, progress: Callable[[str], None]) -> Lock | None:
     """The current lock, or None when it is missing or unreadable (then it is remade)."""
     if not path.exists():
         return None
     try:
         return read_lock(path)
-    except LockError:
+    except LockError as exc:
+        progress(f"ignoring the current lock: {exc.message}")
         return None
 
 
+class _LazyClient:
+    """Creates the RegistryClient on first use, so a run that needs no registry opens none."""
+
+    def __init__(self, factory: Callable[..., RegistryClient], insecure_registries: tuple[str, ...]) -> None:
+        self._factory = factory
+        self._insecure = insecure_registries
+        self._client: RegistryClient | None = None
+
+    def get(self) -> RegistryClient:
+        if self._client is None:
+            self._client = self._factory(insecure_registries=self._insecure)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
 def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
+              update: list[str] | tuple[str, ...] | None = None,
               insecure_registries: tuple[str, ...] = (),
               client_factory: Callable[..., RegistryClient] = RegistryClient,
               progress: Callable[[str], None] = lambda _: None) -> LockResult:
     """Resolve the lab under ``root`` and write its lock when anything changed.
 
-    No registry is contacted when nothing needs resolving (and never with
-    ``offline``). The file is written atomically and only when every service
-    resolved; a failure raises LockError/RegistryError and leaves it untouched.
+    With ``update`` (a list of services; empty means all), their tags are
+    re-resolved first and their pins moved (``--update``). No registry is
+    contacted when nothing needs resolving, and never with ``offline``.
+    Everything is resolved in memory before anything is written: then the
+    moved pins' blueprints (only the ``digest`` line), then the lock,
+    atomically. A failure raises LockError/RegistryError and changes no file.
     """
+    if offline and update is not None:
+        raise LockError("--update needs the registries; it cannot run --offline")
     lab = load_lab(root)
     path = lock_path(Path(root))
-    previous = _previous_lock(path)
-    todo = plan_lock(lab, previous, offline=offline, refresh=refresh)
-    carried = {n: previous.services[n] for n in lab.services
-               if previous and n in previous.services and n not in todo}
-    if offline:
-        fresh = {n: unverified_record(lab.services[n].image) for n in todo}
-    elif todo:
-        progress(f"resolving {len(todo)} service(s): {', '.join(todo)}")
-        registries = tuple(dict.fromkeys((*lab.insecure_registries, *insecure_registries)))
-        with client_factory(insecure_registries=registries) as client:
-            fresh = resolve_services(lab, todo, client)
-    else:
-        fresh = {}
+    previous = _previous_lock(path, progress)
+    registries = tuple(dict.fromkeys((*lab.insecure_registries, *insecure_registries)))
+    clients = _LazyClient(client_factory, registries)
+    try:
+        pins: list[PinUpdate] = []
+        if update is not None:
+            pins = resolve_pin_updates(lab, update, clients.get(), progress)
+            lab = with_pins(lab, {p.service: p.new for p in pins})
+        todo = plan_lock(lab, previous, offline=offline, refresh=refresh)
+        carried = {n: previous.services[n] for n in lab.services
+                   if previous and n in previous.services and n not in todo}
+        if offline:
+            fresh = {n: unverified_record(lab.services[n].image) for n in todo}
+        elif todo:
+            progress(f"resolving {len(todo)} service(s): {', '.join(todo)}")
+            fresh = resolve_services(lab, todo, clients.get())
+        else:
+            fresh = {}
+    finally:
+        clients.close()
     lock = Lock(lab=lab.name, inputs=inputs_hash(lab), platforms=tuple(lab.platforms),
                 services=dict(sorted({**carried, **fresh}.items())))
-    changes = diff_locks(previous, lock)
+    for pin in pins:
+        file = Path(root) / lab.services[pin.service].path   # absolute paths stay absolute
+        atomic_write(file, rewrite_digest(file.read_text("utf-8"), pin.new))
     written = _on_disk(path) != lock.dumps()
     if written:
         write_lock(path, lock)
-    return LockResult(lock=lock, path=path, changes=tuple(changes), resolved=tuple(todo if not offline else ()),
-                      written=written)
+    return LockResult(lock=lock, path=path, changes=tuple(diff_locks(previous, lock)),
+                      resolved=() if offline else tuple(todo), written=written, pins=tuple(pins))
+
+
+def with_pins(lab: Lab, digests: dict[str, str]) -> Lab:
+    """``lab`` with the given services' ``[image].digest`` replaced (in memory)."""
+    services = {name: dataclasses.replace(bp, image=dataclasses.replace(bp.image, digest=digests[name]))
+                if name in digests else bp for name, bp in lab.services.items()}
+    return dataclasses.replace(lab, services=services)
+
+
+def resolve_pin_updates(lab: Lab, services: list[str] | tuple[str, ...], client: RegistryClient,
+                        progress: Callable[[str], None] = lambda _: None) -> list[PinUpdate]:
+    """The pins of ``services`` (all when empty) whose tag now points elsewhere.
+
+    Tags are resolved concurrently (HEAD, then GET); any failure raises one
+    LockError naming every service that failed.
+    """
+    unknown = [s for s in services if s not in lab.services]
+    if unknown:
+        raise LockError(f"--update: unknown service(s) {', '.join(unknown)}",
+                        hint="known services: " + ", ".join(sorted(lab.services)))
+    names = sorted(services or lab.services)
+    if not names:
+        return []
+    progress(f"resolving the tags of {len(names)} service(s)")
+    problems: list[Problem] = []
+    digests: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=min(32, len(names)), thread_name_prefix="update") as pool:
+        futures = {n: pool.submit(client.resolve_tag, lab.services[n].image.name, lab.services[n].image.tag)
+                   for n in names}
+        for name, fut in futures.items():
+            try:
+                digests[name] = fut.result()
+            except RegistryError as exc:
+                problems.append(_problem(lab.root, lab.services[name], exc, key="tag"))
+    if problems:
+        raise LockError(f"could not resolve the tags of {len(problems)} service(s); no file was changed",
+                        problems=problems, hint="fix each line above")
+    return [PinUpdate(service=n, reference=lab.services[n].image.reference,
+                      old=lab.services[n].image.digest, new=digests[n])
+            for n in names if digests[n] != lab.services[n].image.digest]
 
 
 def _on_disk(path: Path) -> str | None:
@@ -361,46 +438,3 @@ def check_lock(root: str | Path) -> CheckResult:
     if not path.exists():
         return CheckResult(path=path, present=False, stale={"*": "no lockfile"})
     return CheckResult(path=path, present=True, stale=stale_services(lab, read_lock(path)))
-
-
-def update_pins(root: str | Path, services: list[str] | tuple[str, ...] = (), *,
-                insecure_registries: tuple[str, ...] = (),
-                client_factory: Callable[..., RegistryClient] = RegistryClient,
-                progress: Callable[[str], None] = lambda _: None) -> list[PinUpdate]:
-    """Move the pins of ``services`` (all when empty) to their tags' current digests.
-
-    Tags are resolved concurrently; only when all resolved are the changed
-    blueprints rewritten (only their ``digest`` line). Returns the pins that moved.
-    """
-    lab = load_lab(root)
-    unknown = [s for s in services if s not in lab.services]
-    if unknown:
-        raise LockError(f"--update: unknown service(s) {', '.join(unknown)}",
-                        hint="known services: " + ", ".join(sorted(lab.services)))
-    names = sorted(services or lab.services)
-    progress(f"resolving tags of {len(names)} service(s)")
-    registries = tuple(dict.fromkeys((*lab.insecure_registries, *insecure_registries)))
-    problems: list[Problem] = []
-    digests: dict[str, str] = {}
-    with client_factory(insecure_registries=registries) as client, \
-         ThreadPoolExecutor(max_workers=min(32, len(names)), thread_name_prefix="update") as pool:
-        futures = {n: pool.submit(client.resolve_tag, lab.services[n].image.name, lab.services[n].image.tag)
-                   for n in names}
-        for name, fut in futures.items():
-            try:
-                digests[name] = fut.result()
-            except RegistryError as exc:
-                problems.append(_problem(lab.root, lab.services[name], exc, key="tag"))
-    if problems:
-        raise LockError(f"could not resolve the tags of {len(problems)} service(s); no blueprint was changed",
-                        problems=problems, hint="fix each line above")
-    updates = []
-    for name in names:
-        bp = lab.services[name]
-        if digests[name] != bp.image.digest:
-            updates.append(PinUpdate(service=name, reference=bp.image.reference,
-                                     old=bp.image.digest, new=digests[name]))
-    for up in updates:
-        file = Path(root) / lab.services[up.service].path   # absolute paths stay absolute
-        atomic_write(file, rewrite_digest(file.read_text("utf-8"), up.new))
-    return updates

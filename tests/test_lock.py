@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -269,7 +268,7 @@ def test_update_moves_the_pin_rewriting_only_the_digest_line(lab, images, proxy,
     assert changed == [(f'digest = "{images.docker.digest}"    # keep me',
                         f'digest = "{images.docker_v2.digest}"    # keep me')]
     assert len(before.splitlines()) == len(after.splitlines())
-    assert f"Updated 'web'" in err
+    assert "Updated 'web'" in err and "Moved pin of 'web'" in err
     assert lock_json(lab)["services"]["web"]["digest"] == images.docker_v2.digest
     assert run(lab, "lock", "--check", capsys=capsys)[0] == 0
 
@@ -335,3 +334,20 @@ def test_rewrite_digest_keeps_every_other_byte():
     text = blueprint("svc", "127.0.0.1:5000/a/b", "v1", "sha256:" + "1" * 64).replace("\n[env]", "\n\n[env]")
     out = rewrite_digest(text, "sha256:" + "2" * 64)
     assert out == text.replace("1" * 64, "2" * 64)
+
+
+def test_update_changes_no_file_when_the_new_pin_fails_to_resolve(lab, images, proxy, capsys):
+    assert run(lab, "lock", capsys=capsys)[0] == 0
+    bp = lab / "blueprints" / "services" / "web.toml"
+    before_bp, before_lock = bp.read_bytes(), (lab / "lockfiles" / "lab.lock.json").read_bytes()
+    proxy.add("alter", f"/lab/web/manifests/{images.docker_v2.digest}", times=100)
+    with images.reg.client() as c:
+        oci.push_manifest(c, "lab/web", "v1", images.docker_v2.manifest)
+    try:
+        code, _, err = run(lab, "lock", "--update", capsys=capsys)
+    finally:
+        with images.reg.client() as c:
+            oci.push_manifest(c, "lab/web", "v1", images.docker.manifest)
+    assert code == 1 and "service 'web'" in err and "hash to" in err
+    assert bp.read_bytes() == before_bp
+    assert (lab / "lockfiles" / "lab.lock.json").read_bytes() == before_lock

@@ -30,7 +30,7 @@ def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bo
     fresh and verified no registry is contacted. The file is written
     atomically and only when every service resolved.
     """
-    from ..lock import check_lock, make_lock, update_pins
+    from ..lock import check_lock, make_lock
 
     if sum((check, update, offline)) > 1:
         raise click.UsageError("--check, --update and --offline are mutually exclusive")
@@ -56,15 +56,12 @@ def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bo
             ctx.exit(1)
         return
 
-    if update:
-        moved = update_pins(out.root, services, insecure_registries=insecure, progress=out.info)
-        for pin in moved:
-            out.info(pin.render())
-        if not moved:
-            out.info("every pin already matches its tag")
-
-    result = make_lock(out.root, offline=offline, refresh=refresh, insecure_registries=insecure,
-                       progress=out.info)
+    result = make_lock(out.root, offline=offline, refresh=refresh, update=list(services) if update else None,
+                       insecure_registries=insecure, progress=out.info)
+    for pin in result.pins:
+        out.info(pin.render())
+    if update and not result.pins:
+        out.info("every pin already matches its tag")
     for change in result.changes:
         out.info(change.render())
     if not result.written:
