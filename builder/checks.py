@@ -2,8 +2,8 @@
 
 An install (made by ``labbuild install --dir DIR``) is ``DIR/current`` ->
 ``DIR/releases/<version>/``, holding the extracted bundle and its
-``manifest.json`` (``lab``, ``version``, ``services``: image, ports, health).
-For every service this runs the checks of the contributor template's test
+``manifest.json`` (``lab``, ``version``, ``services``: image, ports, health),
+located and read by ``builder.install``. For every service this runs the checks of the contributor template's test
 (cookiecutter-service/.../test_NAME.py), generated from the manifest:
 
 * ``container``: a container labelled ``com.docker.compose.project=<project>``
@@ -11,7 +11,8 @@ For every service this runs the checks of the contributor template's test
 * ``listening``: each published port listens on its bind address (testinfra
   ``host.socket(...).is_listening``);
 * ``health``: the health probe answers from the host (HTTP status in the
-  accepted set, default 2xx; or a TCP connect).
+  accepted set, default 2xx; or a TCP connect) — the probe ``install`` waits
+  for (``builder.health.probe_once``), asked once.
 
 The checks call testinfra's host API directly rather than generating a
 pytest module and running pytest: the result stays data (one ``Check`` per
@@ -23,19 +24,16 @@ the three checks exist twice, in the same words.
 
 from __future__ import annotations
 
-import json
-import re
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InstallError
+from .health import Probe, probe_once
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
-DEFAULT_TIMEOUT = 5.0
 
 
 # --------------------------------------------------------------------------- the install
@@ -47,25 +45,6 @@ class PublishedPort:
     host: int
     bind: str = "127.0.0.1"
     protocol: str = "tcp"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """How to ask a service whether it is healthy, from the host."""
-    port: int
-    path: str = "/"
-    scheme: str = "http"
-    status: tuple[int, ...] = ()
-    timeout: float = DEFAULT_TIMEOUT
-    address: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
-
-    def accepts(self, status: int) -> bool:
-        return status in self.status if self.status else 200 <= status < 300
 
 
 @dataclass(frozen=True)
@@ -85,41 +64,6 @@ class Installation:
     version: str
     project: str
     services: dict[str, InstalledService]
-
-
-def parse_duration(text: str | None, default: float = DEFAULT_TIMEOUT) -> float:
-    """``"1m30s"`` -> 90.0 (Go-style durations as in blueprints); ``None`` -> ``default``."""
-    if not text:
-        return default
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    parts = re.findall(r"([0-9]+)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return default
-    return float(sum(int(n) * units[u] for n, u in parts))
-
-
-def _probe_address(bind: str) -> str:
-    """Where the host reaches a port published on ``bind``."""
-    return "::1" if ":" in bind else "127.0.0.1"
-
-
-def find_manifest(install_dir: Path) -> Path:
-    """``DIR/current/manifest.json`` (or in the bundle's single top directory under current/)."""
-    current = install_dir / "current"
-    if not install_dir.is_dir():
-        raise InstallError(f"{install_dir}: no such directory",
-                           hint="pass the --dir given to `labbuild install`")
-    if not current.exists():
-        raise InstallError(f"{install_dir} is not a labbuild install: {current} is missing",
-                           hint="pass the --dir given to `labbuild install` (it holds current/ and releases/)")
-    direct = current / "manifest.json"
-    if direct.is_file():
-        return direct
-    nested = sorted(p for p in current.glob("*/manifest.json") if p.is_file())
-    if len(nested) == 1:
-        return nested[0]
-    raise InstallError(f"{install_dir} is not a labbuild install: no manifest.json in {current}",
-                       hint="the install is incomplete; re-run `labbuild install BUNDLE --dir DIR`")
 
 
 def _expect(cond: bool, path: Path, key: str, what: str) -> None:
@@ -148,18 +92,9 @@ def parse_manifest(data: Any, manifest: Path, install_dir: Path, project: str | 
                                        bind=str(p.get("bind") or "127.0.0.1"),
                                        protocol=str(p.get("protocol") or "tcp")))
         health = raw.get("health")
-        probe = None
-        if health:
-            _expect(isinstance(health, dict), manifest, f"services.{name}.health", "expected an object or null")
-            host_port = health.get("host_port")
-            if host_port is None:  # fall back to the named port's host side
-                host_port = next((p.host for p in ports if p.name == health.get("port")), None)
-            bind = next((p.bind for p in ports if p.host == host_port), "127.0.0.1")
-            if host_port is not None:
-                probe = Probe(port=int(host_port), path=str(health.get("path") or "/"),
-                              scheme=str(health.get("scheme") or "http"),
-                              status=tuple(int(s) for s in health.get("status") or ()),
-                              timeout=parse_duration(health.get("timeout")), address=_probe_address(bind))
+        _expect(health is None or isinstance(health, dict), manifest, f"services.{name}.health",
+                "expected an object or null")
+        probe = Probe.from_manifest(name, health)
         services[name] = InstalledService(name=name, image=str(raw.get("image", "")), ports=tuple(ports),
                                           health=probe)
     return Installation(dir=install_dir, release=manifest.parent, lab=lab, version=str(data.get("version", "")),
@@ -167,15 +102,12 @@ def parse_manifest(data: Any, manifest: Path, install_dir: Path, project: str | 
 
 
 def read_install(install_dir: str | Path, project: str | None = None) -> Installation:
-    """Read the install at ``install_dir``; InstallError when it is not one."""
+    """Read the install at ``install_dir`` (its ``current`` release); InstallError when it is not one."""
+    from .install import current_release, read_manifest
+
     install_dir = Path(install_dir).expanduser()
-    manifest = find_manifest(install_dir)
-    try:
-        data = json.loads(manifest.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InstallError(f"{manifest}: cannot read: {exc}",
-                           hint="the install is damaged; re-install the bundle (labbuild install)") from None
-    return parse_manifest(data, manifest, install_dir, project)
+    release = current_release(install_dir)
+    return parse_manifest(read_manifest(release), release / "manifest.json", install_dir, project)
 
 
 # --------------------------------------------------------------------------- results
@@ -264,22 +196,10 @@ def _listening_check(host, port: PublishedPort) -> Check:
 
 
 def _health_check(probe: Probe) -> Check:
-    if probe.scheme == "tcp":
-        try:
-            with socket.create_connection((probe.address, probe.port), timeout=probe.timeout):
-                return Check("health", "pass", f"tcp {probe.address}:{probe.port} accepts connections")
-        except OSError as exc:
-            return Check("health", "fail", f"tcp {probe.address}:{probe.port}: {exc.strerror or exc}")
-    import httpx
-    try:
-        with httpx.Client(trust_env=False, verify=False, timeout=probe.timeout) as client:
-            status = client.get(probe.url).status_code
-    except httpx.HTTPError as exc:
-        return Check("health", "fail", f"GET {probe.url}: {type(exc).__name__}: {exc}")
-    accepted = "/".join(map(str, probe.status)) if probe.status else "2xx"
-    if probe.accepts(status):
-        return Check("health", "pass", f"GET {probe.url} -> {status}")
-    return Check("health", "fail", f"GET {probe.url} -> {status}, expected {accepted}")
+    ok, detail = probe_once(probe)
+    if not ok and probe.status:
+        detail += f" (accepted: {', '.join(map(str, probe.status))})"
+    return Check("health", "pass" if ok else "fail", detail)
 
 
 def check_service(host, install: Installation, service: InstalledService) -> ServiceReport:

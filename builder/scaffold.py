@@ -18,6 +18,7 @@ changes what is rendered or is written outside the lab.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import json
 import re
@@ -111,7 +112,6 @@ def parse_assignments(pairs: Iterable[str], known: list[str]) -> dict[str, str]:
             raise ScaffoldError(f"{pair!r} is not KEY=VALUE",
                                 hint="e.g. labbuild new-service service_name=node-red container_port=1880")
         if key not in known:
-            import difflib
             close = difflib.get_close_matches(key, known, n=1)
             raise ScaffoldError(f"unknown template variable {key!r}",
                                 hint=f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known))

@@ -21,6 +21,8 @@ def new_service(out: Output, no_input: bool, answers: tuple[str, ...]) -> None:
     image_tag=4.0.5 container_port=1880 health_path=/ category=app phase=2),
     writes blueprints/services/NAME.toml and tests/services/test_NAME.py,
     validates the blueprint and prints the next steps. Never overwrites.
+    With --json there are no prompts (as --no-input) and the result is
+    {"ok", "service", "created": [paths], "todo": [placeholders left]}.
     """
     from ..scaffold import new_service as scaffold, next_steps
 

@@ -31,7 +31,7 @@ def install_overrides(install_dir: str) -> dict[str, str]:
         raise pytest.UsageError(f"LAB_INSTALL_DIR={install_dir}: {exc.message} ({exc.hint})") from None
     env = {"LAB_COMPOSE_PROJECT": install.project}
     for name, service in install.services.items():
-        port = service.health.port if service.health else (service.ports[0].host if service.ports else None)
+        port = service.health.host_port if service.health else (service.ports[0].host if service.ports else None)
         if port:
             env[f"LAB_{env_id(name)}_PORT"] = str(port)
     return env
