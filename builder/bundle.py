@@ -223,28 +223,38 @@ def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: 
 # --------------------------------------------------------------------------- writing
 
 def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
-                  accept: Callable[[str, str], None] | None = None) -> tuple[str, str]:
+                  accept: Callable[[str, str], None] | None = None, progress: Any = None) -> tuple[str, str]:
     """Write ``plan`` to ``dest`` atomically; return ``(archive sha256, tar sha256)``.
 
     The archive is built in a temp file beside ``dest`` (``fsutil.atomic_writer``:
     fsync, rename) and renamed only when ``accept(archive_sha, tar_sha)`` (if
-    given) does not raise.
+    given) does not raise. An image bundle shows a packing bar on a TTY
+    (``progress``: None = when stderr is a terminal, False = never).
     """
-    with atomic_writer(dest) as fh:
-        archive_sha, tar_sha = _write_tar_stream(plan, fh, mtime)
+    with _packing_bar(plan, progress) as on_bytes, atomic_writer(dest) as fh:
+        outer = _HashingWriter(fh)
+        if plan.compressed:
+            with gzip_writer(outer) as gz:
+                tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime, progress=on_bytes)
+        else:
+            tar_sha = write_tar(outer, plan.top, plan.files, mtime=mtime, progress=on_bytes)
+        archive_sha = outer.hash.hexdigest()
         if accept:
             accept(archive_sha, tar_sha)
     return archive_sha, tar_sha
 
 
-def _write_tar_stream(plan: BundlePlan, out, mtime: int) -> tuple[str, str]:
-    outer = _HashingWriter(out)
-    if plan.compressed:
-        with gzip_writer(outer) as gz:
-            tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime)
-    else:
-        tar_sha = write_tar(outer, plan.top, plan.files, mtime=mtime)
-    return outer.hash.hexdigest(), tar_sha
+@contextlib.contextmanager
+def _packing_bar(plan: BundlePlan, progress: Any) -> Iterator[Callable[[int], None] | None]:
+    """A rich bar over the bytes packed into an image bundle; nothing for small bundles."""
+    if plan.compressed or progress is False:
+        yield None
+        return
+    from .images import _progress_display
+    total = sum(f.size for f in plan.files)
+    with _progress_display(None if progress is None else bool(progress)) as bars:
+        task = bars.add_task(f"packing {plan.filename}", total=total)
+        yield lambda n: bars.advance(task, n)
 
 
 # --------------------------------------------------------------------------- releasing
@@ -337,9 +347,9 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
     rpath = record_path(root, profile, version)
     record = read_record(rpath) if rpath.exists() else None
     if record is not None:
-        return _release_again(plan, record, rpath, dest, version, profile)
+        return _release_again(plan, record, rpath, dest, version, profile, progress)
     mtime = source_date_epoch()
-    archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime)
+    archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
     write_record(rpath, _record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime,
                                 _lab_sources(root)))
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
@@ -355,7 +365,7 @@ def _load_sign_key(sign_key):
 
 
 def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, version: str,
-                   profile: str) -> ReleaseResult:
+                   profile: str, progress: Any = None) -> ReleaseResult:
     """The record exists: no-op when the content is identical, else refuse."""
     differences = record_differences(record, plan)
     if differences:
@@ -375,7 +385,7 @@ def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, vers
             raise BundleError(f"rebuilt {dest.name} does not match its record (tar sha256 {tar_sha})",
                               hint="the labbuild installation differs from the one that made the release")
 
-    archive_sha, _ = write_archive(plan, dest, mtime=record["mtime"], accept=same_as_record)
+    archive_sha, _ = write_archive(plan, dest, mtime=record["mtime"], accept=same_as_record, progress=progress)
     return ReleaseResult(**{**result, "sha256": archive_sha, "restored": True})
 
 
@@ -491,7 +501,7 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
             raise BundleError(f"rebuilt {plan.filename} has sha256 {archive_sha}, the record says {record['sha256']}",
                               hint="the archive recipe or zlib differs from the one that made the release")
 
-    archive_sha, tar_sha = write_archive(plan, dest, mtime=record["mtime"], accept=reproduced)
+    archive_sha, tar_sha = write_archive(plan, dest, mtime=record["mtime"], accept=reproduced, progress=progress)
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=record["version"],
                          profile=record["profile"], noop=False, record=rpath, signed_by=plan.signed_by,
                          with_images=record["with_images"])
