@@ -329,3 +329,9 @@ def test_check_rejects_an_unknown_service(tmp_path, capsys):
     target = _install_dir(tmp_path, _manifest(web={"image": "r/web:1", "ports": [], "health": None}))
     rc, _, err = _labbuild(capsys, "check", "--dir", str(target), "--service", "wbe")
     assert rc == 1 and "not installed" in err and "installed: web" in err
+
+
+def test_new_service_with_only_a_name_is_valid_in_the_shipped_lab(lab_copy, capsys):
+    """The template's defaults (host port 8080, ...) must not clash with the lab's services."""
+    rc, _, err = _labbuild(capsys, "--root", str(lab_copy), "new-service", "--no-input", "service_name=defaults-only")
+    assert rc == 0, err
