@@ -72,11 +72,12 @@ class Project:
         if check and proc.returncode != 0:
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-12:]
             raise InstallError(f"docker compose {args[0]} failed:\n  " + "\n  ".join(detail),
-                               hint=_hint_for(proc.stderr))
+                               hint=hint_for(proc.stderr))
         return proc
 
-    def up(self, timeout: float = 600) -> None:
-        self.run("up", "-d", "--remove-orphans", timeout=timeout)
+    def up(self, timeout: float = 600) -> subprocess.CompletedProcess:
+        """``up -d``. Compose may exit 0 although a pull failed: callers check the containers."""
+        return self.run("up", "-d", "--remove-orphans", timeout=timeout)
 
     def down(self, volumes: bool = False) -> None:
         self.run("down", "--remove-orphans", *(["-v"] if volumes else []))
@@ -96,10 +97,11 @@ class Project:
         return out
 
 
-def _hint_for(stderr: str) -> str:
+def hint_for(stderr: str) -> str:
+    """What to do about a compose failure, judged from its output."""
     text = stderr.lower()
     if "port is already allocated" in text or "address already in use" in text:
         return "another program uses a host port of this lab: stop it, or change the port and release again"
-    if "no such image" in text or "pull access denied" in text or "not found" in text:
+    if any(w in text for w in ("no such image", "pull access denied", "not found", "pulling", "/v2/")):
         return "an image is missing from the engine: install a bundle built with --with-images, or go online"
     return "read compose's message above; fix the cause and run install again"

@@ -155,7 +155,7 @@ def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, It
                         say(f"  {svc}: healthy ({detail})")
                     break
                 state = container_state(svc) if container_state else None
-                exited_seen = exited_seen + 1 if state in ("exited", "dead", "missing") else 0
+                exited_seen = exited_seen + 1 if state in ("exited", "dead", "missing", "created") else 0
                 if exited_seen >= 3:
                     detail = f"container is {state}; last probe: {detail}"
                 if exited_seen >= 3 or time.monotonic() >= deadline:

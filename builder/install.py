@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .compose import Project
+from .compose import Project, hint_for
 from .errors import InstallError
 from .fsutil import atomic_write
 from .health import HealthResult, Probe, probe_once, wait_healthy
@@ -371,7 +371,17 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: dict, result: 
     project = Project(name=lab, release=release, env_file=install_dir / ".env")
     say(f"starting {lab} {result.version}: docker compose -p {lab} up -d")
     try:
-        project.up(timeout=max(timeout, 120))
+        proc = project.up(timeout=max(timeout, 120))
+        # compose may exit 0 although a pull or a start failed: trust only what runs
+        containers = _containers(client, lab)
+        failed = [f"{svc}: no container" for svc in sorted(manifest.get("services", {})) if svc not in containers]
+        failed += [f"{svc}: {c.status}" + (f" ({c.attrs['State']['Error']})" if c.attrs["State"].get("Error") else "")
+                   for svc, c in sorted(containers.items())
+                   if c.status in ("created", "dead") or (c.status == "exited" and c.attrs["State"].get("Error"))]
+        if failed:
+            detail = [l for l in (proc.stderr.strip() or proc.stdout.strip()).splitlines() if "Error" in l][-6:]
+            raise InstallError("docker compose up failed:\n  " + "\n  ".join(failed + detail),
+                               hint=hint_for(proc.stderr + " ".join(failed)))
     except InstallError as exc:
         running = _running(client, lab)
         left = (f"containers of {lab} running now: {', '.join(running)} (stop them: labbuild uninstall --dir {install_dir})"

@@ -216,8 +216,34 @@ say "installed $LAB $VERSION into $RELEASE"
 # ---------------------------------------------------------------- 5. up + health
 cd "$RELEASE"
 say "starting: docker compose -p $LAB up -d"
-compose -p "$LAB" -f compose.yaml --env-file lab.env --env-file "$DIR/.env" up -d >&2 \
-    || die "docker compose up failed (see above)" "fix the cause, then run install.sh again; stop what runs with: cd $RELEASE && docker compose -p $LAB down"
+up_failed() {
+    running=$(docker ps --filter "label=com.docker.compose.project=$LAB" --format '{{.Label "com.docker.compose.service"}}' | sort | tr '\n' ' ')
+    say "error: docker compose up failed: $1"
+    grep -i 'error' "$WORK/up.log" | tail -n 6 >&2 || true
+    if grep -qi 'address already in use\|port is already allocated' "$WORK/up.log"; then
+        say "hint: another program uses a host port of this lab: stop it, or change the port and release again"
+    fi
+    if [ -n "$running" ]; then
+        say "containers of $LAB running now: $running"
+        say "stop them with: cd $RELEASE && docker compose -p $LAB -f compose.yaml --env-file lab.env --env-file $DIR/.env down"
+    else
+        say "no container of $LAB is running"
+    fi
+    exit 1
+}
+compose -p "$LAB" -f compose.yaml --env-file lab.env --env-file "$DIR/.env" up -d --remove-orphans > "$WORK/up.log" 2>&1 \
+    || { cat "$WORK/up.log" >&2; up_failed "compose exited with an error"; }
+cat "$WORK/up.log" >&2
+# compose can exit 0 although a pull or a start failed: trust only the containers' states
+docker ps -a --filter "label=com.docker.compose.project=$LAB" \
+    --format '{{.Label "com.docker.compose.service"}} {{.State}}' > "$WORK/states"
+for svc in $SERVICES; do
+    state=$(awk -v s="$svc" '$1 == s { print $2; exit }' "$WORK/states")
+    case "$state" in
+        '') up_failed "$svc has no container" ;;
+        created|dead) up_failed "$svc is $state, not running" ;;
+    esac
+done
 
 # dependency order: a service after everything it depends on
 ORDER=""

@@ -25,11 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 
 
-def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"ok\n"):
+def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"ok\n", name: str = "svc"):
     """busybox httpd on 8080 serving /healthz and /version, under a shell that exits on
     SIGTERM (a bare httpd as PID 1 ignores it, and every stop would wait 10 s)."""
     base = {"bin/busybox": (BUSYBOX.read_bytes(), 0o755), "bin/sh": "->busybox", "tmp/.keep": b""}
-    app = {"www/healthz": health, "www/version": version.encode() + b"\n", "data/.keep": b""}
+    app = {"www/healthz": health, "www/version": version.encode() + b"\n", "www/name": name.encode() + b"\n",
+           "data/.keep": b""}
     if not health:
         del app["www/healthz"]
     script = "trap 'exit 0' TERM INT; /bin/busybox httpd -f -p 8080 -h /www & wait"
@@ -73,10 +74,10 @@ class AirgapLab:
 
     def push(self, svc: Service) -> None:
         """Build and push ``svc``'s image at its version; remember digest and image ID."""
-        img = httpd_image(svc.version, health=b"" if svc.broken else b"ok\n")
+        img = httpd_image(svc.version, health=b"" if svc.broken else b"ok\n", name=svc.name)
         with self.registry.client() as client:
             if svc.multiarch:
-                arm = httpd_image(svc.version, platform="linux/arm64")
+                arm = httpd_image(svc.version, platform="linux/arm64", name=svc.name)
                 svc.digest = push_index(client, self.repo(svc.name), svc.version, make_index([img, arm]))
             else:
                 svc.digest = push_image(client, self.repo(svc.name), svc.version, img)
