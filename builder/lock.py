@@ -99,6 +99,7 @@ class CheckResult:
     path: Path
     present: bool
     stale: dict[str, str]
+    unverified: tuple[str, ...] = ()   # fresh entries recorded by --offline
 
     @property
     def ok(self) -> bool:
@@ -106,7 +107,7 @@ class CheckResult:
 
     def to_json(self, display_path: str) -> dict:
         return {"ok": self.ok, "lockfile": display_path, "present": self.present,
-                "services": dict(sorted(self.stale.items())),
+                "services": dict(sorted(self.stale.items())), "unverified": list(self.unverified),
                 "hint": None if self.ok else f"run `{FIX_COMMAND}` and commit {display_path}"}
 
 
@@ -268,9 +269,13 @@ def _config_of(client: RegistryClient, image: Image, manifest: Manifest) -> dict
 
 def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
                      max_workers: int = 32) -> dict[str, ImageRecord]:
-    """Resolve ``names`` concurrently; raise one LockError listing every failure."""
+    """Resolve ``names`` concurrently; raise one LockError listing every failure.
+
+    The error's ``services`` attribute maps each failed service to its message.
+    """
     records: dict[str, ImageRecord] = {}
     problems: list[Problem] = []
+    failed: dict[str, str] = {}
     if not names:
         return records
     with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="lock") as pool, \
@@ -282,10 +287,13 @@ def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
                 records[name] = fut.result()
             except LabbuildError as exc:
                 problems.append(_problem(lab.root, lab.services[name], exc))
+                failed[name] = exc.message
     if problems:
-        raise LockError(f"{len(problems)} of {len(names)} service(s) could not be resolved; "
+        err = LockError(f"{len(problems)} of {len(names)} service(s) could not be resolved; "
                         "the lockfile was not changed", problems=problems,
                         hint="fix each line above (or run `labbuild lock --offline` to record pins unverified)")
+        err.services = {n: failed[n] for n in sorted(failed)}
+        raise err
     return records
 
 
@@ -437,4 +445,6 @@ def check_lock(root: str | Path) -> CheckResult:
     path = lock_path(Path(root))
     if not path.exists():
         return CheckResult(path=path, present=False, stale={"*": "no lockfile"})
-    return CheckResult(path=path, present=True, stale=stale_services(lab, read_lock(path)))
+    lock = read_lock(path)
+    return CheckResult(path=path, present=True, stale=stale_services(lab, lock),
+                       unverified=tuple(sorted(n for n, r in lock.services.items() if not r.verified)))

@@ -97,7 +97,8 @@ def parse_image_name(name: str) -> ImageName:
     ``localhost``.
     """
     if not name or "@" in name or name != name.strip():
-        raise RegistryError(f"{name!r} is not an image name", hint="expected e.g. docker.io/qdrant/qdrant")
+        raise registry_error(f"{name!r} is not an image name", image=name,
+                             hint="expected e.g. docker.io/qdrant/qdrant")
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         host, path = first, rest
@@ -163,7 +164,7 @@ def load_credentials(path: Path | None = None) -> dict[str, tuple[str, str]]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise RegistryError(f"{path}: cannot read Docker credentials ({exc})",
+        raise registry_error(f"{path}: cannot read Docker credentials ({exc})",
                             hint="fix or remove the file, or point DOCKER_CONFIG elsewhere") from None
     creds: dict[str, tuple[str, str]] = {}
     auths = data.get("auths") if isinstance(data, dict) else None
@@ -175,8 +176,9 @@ def load_credentials(path: Path | None = None) -> dict[str, tuple[str, str]]:
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
             except (ValueError, UnicodeDecodeError):
-                raise RegistryError(f"{path}: auths.{key}.auth is not base64 of user:password",
-                                    hint=f"run `docker login {key}` again") from None
+                raise registry_error(f"{path}: auths.{key}.auth is not base64 of user:password",
+                                     registry=_normalise_registry(key),
+                                     hint=f"run `docker login {key}` again") from None
         if user and password is not None:
             creds[_normalise_registry(key)] = (user, password)
     return creds
@@ -234,6 +236,15 @@ class BlobStream:
 
 # --------------------------------------------------------------------------- errors
 
+def registry_error(message: str, *, registry: str | None = None, image: str | None = None,
+                   digest: str | None = None, status: int | None = None,
+                   hint: str | None = None) -> RegistryError:
+    """A RegistryError carrying ``registry``, ``image``, ``digest`` and ``status`` attributes."""
+    err = RegistryError(message, hint=hint)
+    err.registry, err.image, err.digest, err.status = registry, image, digest, status
+    return err
+
+
 class _ErrorFactory:
     """Builds RegistryErrors that name registry, image and digest."""
 
@@ -243,9 +254,8 @@ class _ErrorFactory:
 
     def __call__(self, what: str, *, hint: str | None = None, status: int | None = None) -> RegistryError:
         subject = f"{self.ref}@{self.digest}" if self.digest else str(self.ref)
-        err = RegistryError(f"registry {self.ref.registry}: {subject}: {what}", hint=hint)
-        err.registry, err.image, err.digest, err.status = self.ref.registry, str(self.ref), self.digest, status
-        return err
+        return registry_error(f"registry {self.ref.registry}: {subject}: {what}", registry=self.ref.registry,
+                              image=str(self.ref), digest=self.digest, status=status, hint=hint)
 
 
 def _registry_message(resp: httpx.Response) -> str:

@@ -351,3 +351,13 @@ def test_update_changes_no_file_when_the_new_pin_fails_to_resolve(lab, images, p
     assert code == 1 and "service 'web'" in err and "hash to" in err
     assert bp.read_bytes() == before_bp
     assert (lab / "lockfiles" / "lab.lock.json").read_bytes() == before_lock
+
+
+def test_json_failure_is_one_object_naming_the_failed_services(lab, proxy, capsys):
+    proxy.add("status", "/lab/db/", code=404, times=100)
+    code = main(["--root", str(lab), "--json", "lock"])
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert code == 1 and data["ok"] is False and data["lockfile"] == "lockfiles/lab.lock.json"
+    assert list(data["services"]) == ["db"] and "not found" in data["services"]["db"]
+    assert data["errors"][0]["file"] == "blueprints/services/db.toml" and "Traceback" not in err

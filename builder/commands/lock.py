@@ -30,6 +30,7 @@ def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bo
     fresh and verified no registry is contacted. The file is written
     atomically and only when every service resolved.
     """
+    from ..errors import LockError
     from ..lock import check_lock, make_lock
 
     if sum((check, update, offline)) > 1:
@@ -43,7 +44,9 @@ def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bo
         data = result.to_json(display)
         if not out.json:
             if result.ok:
-                click.echo(f"{display} is up to date", err=True)
+                note = (f" ({len(result.unverified)} entries recorded --offline, unverified)"
+                        if result.unverified else "")
+                click.echo(f"{display} is up to date{note}", err=True)
             elif not result.present:
                 click.echo(f"error: {display} is missing\nhint: run `labbuild lock` and commit it", err=True)
             else:
@@ -56,8 +59,16 @@ def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bo
             ctx.exit(1)
         return
 
-    result = make_lock(out.root, offline=offline, refresh=refresh, update=list(services) if update else None,
-                       insecure_registries=insecure, progress=out.info)
+    try:
+        result = make_lock(out.root, offline=offline, refresh=refresh, update=list(services) if update else None,
+                           insecure_registries=insecure, progress=out.info)
+    except LockError as exc:
+        if not out.json or not hasattr(exc, "services"):
+            raise
+        # one JSON object with the lock contract's keys, naming the failed services
+        out.result({**exc.to_json(), "lockfile": display, "services": exc.services})
+        out.info(exc.render())
+        ctx.exit(1)
     for pin in result.pins:
         out.info(pin.render())
     if update and not result.pins:
