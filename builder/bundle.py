@@ -51,7 +51,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -121,6 +121,120 @@ def record_path(root: Path, profile: str, version: str) -> Path:
     return Path(root) / RECORDS_DIR / f"{profile}-{version}.json"
 
 
+# --------------------------------------------------------------------------- the manifest model
+
+@dataclass(frozen=True)
+class ManifestPort:
+    name: str
+    container: int
+    host: int | None
+    bind: str
+    protocol: str
+
+
+@dataclass(frozen=True)
+class ManifestHealth:
+    port: str
+    host_port: int | None
+    path: str
+    scheme: str
+    status: tuple[int, ...] = ()
+    start_period: str | None = None
+    timeout: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestVolume:
+    name: str
+    volume: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ManifestService:
+    image: str                              # name:tag
+    digest: str                             # the pin
+    verified: bool                          # False: lock entry made by `lock --offline`
+    config_digests: dict[str, str]          # platform -> config digest (= image ID after load)
+    ports: tuple[ManifestPort, ...]
+    health: ManifestHealth | None
+    depends_on: tuple[str, ...]             # effective: [when.X].depends_on included
+    volumes: tuple[ManifestVolume, ...]
+    secrets: tuple[str, ...]                # env keys of the install's .env
+    runbook: str
+    healthcheck: bool = False               # an in-container healthcheck exists
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json, format 1 (see the module docstring)."""
+
+    lab: str
+    name: str
+    version: str
+    profile: str
+    inputs: str
+    labbuild: str
+    offline: bool
+    platforms: tuple[str, ...]
+    services: dict[str, ManifestService]
+    files: dict[str, FileEntry]
+    format: int = BUNDLE_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        def service(s: ManifestService) -> dict[str, Any]:
+            d = asdict(s)
+            d.update(ports=[asdict(p) for p in s.ports], volumes=[asdict(v) for v in s.volumes],
+                     depends_on=list(s.depends_on), secrets=list(s.secrets),
+                     health=None if s.health is None else {**asdict(s.health), "status": list(s.health.status)})
+            return d
+        return {
+            "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
+            "profile": self.profile, "inputs": self.inputs, "labbuild": self.labbuild,
+            "offline": self.offline, "platforms": list(self.platforms),
+            "services": {n: service(s) for n, s in sorted(self.services.items())},
+            "files": {n: asdict(f) for n, f in sorted(self.files.items())},
+        }
+
+    def dumps(self) -> bytes:
+        return canonical_json(self.to_json()).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = MANIFEST) -> "Manifest":
+        """Build a Manifest from parsed JSON; BundleError naming the bad key."""
+        key = "(top level)"
+        try:
+            if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+                raise ValueError(f"not a format-{BUNDLE_FORMAT} manifest")
+            services = {}
+            for name, s in data["services"].items():
+                key = f"services.{name}"
+                health = s.get("health")
+                services[name] = ManifestService(
+                    image=s["image"], digest=s["digest"], verified=bool(s["verified"]),
+                    config_digests=dict(s["config_digests"]),
+                    ports=tuple(ManifestPort(**p) for p in s["ports"]),
+                    health=None if health is None else ManifestHealth(**{**health, "status": tuple(health["status"])}),
+                    depends_on=tuple(s["depends_on"]), volumes=tuple(ManifestVolume(**v) for v in s["volumes"]),
+                    secrets=tuple(s["secrets"]), runbook=s["runbook"], healthcheck=bool(s.get("healthcheck")))
+            key = "files"
+            files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
+            key = "(top level)"
+            return cls(lab=data["lab"], name=data["name"], version=data["version"], profile=data["profile"],
+                       inputs=data["inputs"], labbuild=data["labbuild"], offline=bool(data["offline"]),
+                       platforms=tuple(data["platforms"]), services=services, files=files)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleError(f"{where}: {key}: malformed manifest ({type(exc).__name__}: {exc})",
+                              hint="the bundle is damaged or not a labbuild bundle") from None
+
+
 # --------------------------------------------------------------------------- assembling
 
 @dataclass(frozen=True)
@@ -130,7 +244,7 @@ class BundlePlan:
     top: str
     filename: str
     files: tuple[BundleFile, ...]      # every member, manifest/sums/signature included
-    manifest: dict[str, Any]
+    manifest: Manifest
     manifest_bytes: bytes
     lock: Lock
     compressed: bool
@@ -154,31 +268,27 @@ def install_script() -> bytes | None:
     return res.read_bytes() if res.is_file() else None
 
 
-def manifest_services(ri: ReleaseInput) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
+    """The ``services`` of manifest.json: what install and diff need of each service."""
+    out: dict[str, ManifestService] = {}
     for name in ri.services:
         bp = ri.blueprint(name)
         rec = ri.lock.services[name]
         health = None
         if bp.health:
             h = bp.health
-            health = {"port": h.port, "host_port": bp.port(h.port).host, "path": h.path, "scheme": h.scheme,
-                      "status": list(h.status), "start_period": h.start_period, "timeout": h.timeout}
-        out[name] = {
-            "image": bp.image.reference,
-            "digest": bp.image.digest,
-            "verified": rec.verified,
-            "config_digests": {p: r.config for p, r in sorted(rec.platforms.items())},
-            "ports": [{"name": p.name, "container": p.container, "host": p.host, "bind": p.bind,
-                       "protocol": p.protocol} for p in bp.ports],
-            "health": health,
-            "healthcheck": bp.healthcheck is not None,
-            "depends_on": [d for d in bp.effective_depends_on(ri.services) if d in ri.services],
-            "volumes": [{"name": v.name, "volume": volume_name(name, v.name), "target": v.target,
-                         "read_only": v.read_only} for v in bp.volumes],
-            "secrets": secret_keys(ri, name),
-            "runbook": f"runbooks/{name}.md",
-        }
+            health = ManifestHealth(port=h.port, host_port=bp.port(h.port).host, path=h.path, scheme=h.scheme,
+                                    status=h.status, start_period=h.start_period, timeout=h.timeout)
+        out[name] = ManifestService(
+            image=bp.image.reference, digest=bp.image.digest, verified=rec.verified,
+            config_digests={p: r.config for p, r in sorted(rec.platforms.items())},
+            ports=tuple(ManifestPort(name=p.name, container=p.container, host=p.host, bind=p.bind,
+                                     protocol=p.protocol) for p in bp.ports),
+            health=health, healthcheck=bp.healthcheck is not None,
+            depends_on=tuple(d for d in bp.effective_depends_on(ri.services) if d in ri.services),
+            volumes=tuple(ManifestVolume(name=v.name, volume=volume_name(name, v.name), target=v.target,
+                                         read_only=v.read_only) for v in bp.volumes),
+            secrets=tuple(secret_keys(ri, name)), runbook=f"runbooks/{name}.md")
     return out
 
 
@@ -198,14 +308,12 @@ def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: 
         members.append(BundleFile("install.sh", data=script, executable=True))
     members.extend(image_members)
     hashes = {f.arcname: f.sha256() for f in members}
-    manifest = {
-        "format": BUNDLE_FORMAT, "lab": ri.lab.name, "name": ri.top, "version": ri.version,
-        "profile": ri.profile, "inputs": ri.lock.inputs, "labbuild": ri.labbuild_version,
-        "offline": ri.offline, "platforms": list(platforms),
-        "services": manifest_services(ri),
-        "files": {f.arcname: {"sha256": hashes[f.arcname], "size": f.size} for f in members},
-    }
-    manifest_bytes = canonical_json(manifest).encode("utf-8")
+    manifest = Manifest(
+        lab=ri.lab.name, name=ri.top, version=ri.version, profile=ri.profile, inputs=ri.lock.inputs,
+        labbuild=ri.labbuild_version, offline=ri.offline, platforms=tuple(platforms),
+        services=manifest_services(ri),
+        files={f.arcname: FileEntry(sha256=hashes[f.arcname], size=f.size) for f in members})
+    manifest_bytes = manifest.dumps()
     members.append(BundleFile(MANIFEST, data=manifest_bytes))
     hashes[MANIFEST] = sha256_bytes(manifest_bytes)
     members.append(BundleFile(SUMS, data=render_sums(hashes)))
@@ -392,33 +500,31 @@ def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, vers
 def record_differences(record: dict, plan: BundlePlan) -> list[str]:
     """What makes ``plan`` differ from a recorded release (empty: identical content)."""
     out: list[str] = []
-    old, new = record.get("manifest", {}), plan.manifest
     if record.get("with_images") != (not plan.compressed):
         out.append(f"with_images: recorded {record.get('with_images')}, now {not plan.compressed}")
     if record.get("signed_by") != plan.signed_by:
         out.append(f"signature: recorded {record.get('signed_by') or 'unsigned'}, now {plan.signed_by or 'unsigned'}"
                    + (" (pass the same --sign KEY)" if record.get("signed_by") else ""))
+    old, new = Manifest.from_json(record.get("manifest"), "release record: manifest"), plan.manifest
     for key in ("labbuild", "inputs", "platforms"):
-        if old.get(key) != new.get(key):
-            out.append(f"{key}: {old.get(key)} -> {new.get(key)}")
-    old_svc, new_svc = old.get("services", {}), new["services"]
-    for name in sorted(set(old_svc) - set(new_svc)):
+        if getattr(old, key) != getattr(new, key):
+            out.append(f"{key}: {getattr(old, key)} -> {getattr(new, key)}")
+    for name in sorted(set(old.services) - set(new.services)):
         out.append(f"service removed: {name}")
-    for name in sorted(set(new_svc) - set(old_svc)):
+    for name in sorted(set(new.services) - set(old.services)):
         out.append(f"service added: {name}")
-    for name in sorted(set(old_svc) & set(new_svc)):
-        a, b = old_svc[name], new_svc[name]
-        if (a["image"], a["digest"]) != (b["image"], b["digest"]):
-            out.append(f"{name} image: {a['image']}@{a['digest'][:19]} -> {b['image']}@{b['digest'][:19]}")
-    old_files, new_files = old.get("files", {}), new["files"]
-    for name in sorted(set(old_files) | set(new_files)):
-        if name not in new_files:
+    for name in sorted(set(old.services) & set(new.services)):
+        a, b = old.services[name], new.services[name]
+        if (a.image, a.digest) != (b.image, b.digest):
+            out.append(f"{name} image: {a.image}@{a.digest[:19]} -> {b.image}@{b.digest[:19]}")
+    for name in sorted(set(old.files) | set(new.files)):
+        if name not in new.files:
             out.append(f"file removed: {name}")
-        elif name not in old_files:
+        elif name not in old.files:
             out.append(f"file added: {name}")
-        elif old_files[name] != new_files[name]:
+        elif old.files[name] != new.files[name]:
             out.append(f"file changed: {name}")
-    if not out and sha256_bytes(canonical_json(old).encode()) != plan.manifest_sha256:
+    if not out and old.dumps() != plan.manifest_bytes:
         out.append("manifest.json changed")
     return out
 
@@ -430,7 +536,7 @@ def _record(plan: BundlePlan, lab: str, profile: str, version: str, archive_sha:
         "bundle": plan.filename, "sha256": archive_sha, "tar_sha256": tar_sha,
         "manifest_sha256": plan.manifest_sha256, "labbuild": __version__,
         "with_images": not plan.compressed, "platforms": list(plan.platforms), "mtime": mtime,
-        "signed_by": plan.signed_by, "lock": plan.lock.to_json(), "manifest": plan.manifest,
+        "signed_by": plan.signed_by, "lock": plan.lock.to_json(), "manifest": plan.manifest.to_json(),
         "sources": sources,
     }
 
@@ -643,21 +749,20 @@ def check_contents(files: dict[str, tuple[str, int]], kept: dict[str, bytes], *,
     a scanned archive or on a directory's files alike.
     """
     problems: list[Problem] = []
-    manifest = None
+    manifest, model = None, None
     if MANIFEST not in kept:
         problems.append(Problem(file=MANIFEST, path="", message="missing", hint="not a labbuild bundle?"))
     else:
         try:
             manifest = json.loads(kept[MANIFEST])
-            if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT \
-                    or not isinstance(manifest.get("files"), dict):
-                raise ValueError(f"not a format-{BUNDLE_FORMAT} manifest")
+            model = Manifest.from_json(manifest)
         except (ValueError, UnicodeDecodeError) as exc:
             problems.append(Problem(file=MANIFEST, path="", message=f"unreadable: {exc}"))
-            manifest = None
-    if manifest is not None and top is not None and manifest.get("name") != top:
+        except BundleError as exc:
+            problems.append(Problem(file=MANIFEST, path="", message=exc.message, hint=exc.hint))
+    if model is not None and top is not None and model.name != top:
         problems.append(Problem(file=MANIFEST, path="name",
-                                message=f"names {manifest.get('name')!r} but the top directory is {top!r}"))
+                                message=f"names {model.name!r} but the top directory is {top!r}"))
     if SUMS not in kept:
         problems.append(Problem(file=SUMS, path="", message="missing"))
     else:
@@ -669,13 +774,13 @@ def check_contents(files: dict[str, tuple[str, int]], kept: dict[str, bytes], *,
                 problems.append(Problem(file=rel, path="", message="sha256 differs from SHA256SUMS"))
         for rel in sorted(set(sums) - set(files)):
             problems.append(Problem(file=rel, path="", message="listed in SHA256SUMS but missing"))
-    if manifest is not None:
-        listed = manifest["files"]
+    if model is not None:
+        listed = model.files
         for rel in sorted(set(files) - UNLISTED):
             entry = listed.get(rel)
-            if not isinstance(entry, dict):
+            if entry is None:
                 problems.append(Problem(file=rel, path="", message="present but not listed in manifest.json"))
-            elif entry.get("sha256") != files[rel][0] or entry.get("size") != files[rel][1]:
+            elif (entry.sha256, entry.size) != files[rel]:
                 problems.append(Problem(file=rel, path="", message="sha256 or size differs from manifest.json"))
         for rel in sorted(set(listed) - set(files)):
             problems.append(Problem(file=rel, path="", message="listed in manifest.json but missing"))
@@ -768,7 +873,7 @@ class BundleView:
     """What ``diff`` compares: the manifest and the non-secret settings of one bundle."""
 
     path: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     lab_env: dict[str, str]
 
 
@@ -791,7 +896,7 @@ def read_bundle_view(path: str | Path) -> BundleView:
                               hint="diff only verified bundles; run `labbuild verify`")
         kept = scan.kept
     try:
-        manifest = json.loads(kept[MANIFEST])
+        manifest = Manifest.from_json(json.loads(kept[MANIFEST]), f"{path}: {MANIFEST}")
     except (ValueError, KeyError) as exc:
         raise BundleError(f"{path}: unreadable manifest.json ({exc})") from None
     return BundleView(path=str(path), manifest=manifest,

@@ -12,20 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bundle import BundleView
+from .bundle import BundleView, ManifestService
 
 
-def _port_specs(service: dict) -> list[str]:
-    out = []
-    for p in service.get("ports", []):
-        host = f"{p.get('bind')}:{p['host']}" if p.get("host") else "internal"
-        out.append(f"{p['name']} {host}->{p['container']}/{p.get('protocol', 'tcp')}")
-    return sorted(out)
+def _port_specs(service: ManifestService | None) -> list[str]:
+    ports = service.ports if service else ()
+    return sorted(f"{p.name} {f'{p.bind}:{p.host}' if p.host else 'internal'}->{p.container}/{p.protocol}"
+                  for p in ports)
 
 
-def _volume_specs(service: dict) -> list[str]:
-    return sorted(f"{v['volume']}:{v['target']}" + (":ro" if v.get("read_only") else "")
-                  for v in service.get("volumes", []))
+def _volume_specs(service: ManifestService | None) -> list[str]:
+    volumes = service.volumes if service else ()
+    return sorted(f"{v.volume}:{v.target}" + (":ro" if v.read_only else "") for v in volumes)
 
 
 @dataclass
@@ -102,35 +100,35 @@ class BundleDiff:
 
 def _identity(view: BundleView) -> dict[str, Any]:
     m = view.manifest
-    return {"path": view.path, "name": m.get("name"), "version": m.get("version"), "profile": m.get("profile")}
+    return {"path": view.path, "name": m.name, "version": m.version, "profile": m.profile}
 
 
 def diff_bundles(a: BundleView, b: BundleView) -> BundleDiff:
     """Everything that differs from release ``a`` to release ``b``."""
     d = BundleDiff(a=_identity(a), b=_identity(b))
-    sa, sb = a.manifest.get("services", {}), b.manifest.get("services", {})
+    sa, sb = a.manifest.services, b.manifest.services
     d.services_added = sorted(set(sb) - set(sa))
     d.services_removed = sorted(set(sa) - set(sb))
     for name in sorted(set(sa) | set(sb)):
-        x, y = sa.get(name, {}), sb.get(name, {})
-        if name in sa and name in sb and (x["image"], x["digest"]) != (y["image"], y["digest"]):
+        x, y = sa.get(name), sb.get(name)
+        if x and y and (x.image, x.digest) != (y.image, y.digest):
             d.images.append({"service": name,
-                             "before": {"image": x["image"], "digest": x["digest"]},
-                             "after": {"image": y["image"], "digest": y["digest"]},
-                             "tag_changed": x["image"] != y["image"], "digest_changed": x["digest"] != y["digest"]})
-        if _port_specs(x) != _port_specs(y):
+                             "before": {"image": x.image, "digest": x.digest},
+                             "after": {"image": y.image, "digest": y.digest},
+                             "tag_changed": x.image != y.image, "digest_changed": x.digest != y.digest})
+        if x and y and _port_specs(x) != _port_specs(y):
             d.ports.append({"service": name, "before": _port_specs(x), "after": _port_specs(y)})
-        if _volume_specs(x) != _volume_specs(y):
+        if x and y and _volume_specs(x) != _volume_specs(y):
             d.volumes.append({"service": name, "before": _volume_specs(x), "after": _volume_specs(y)})
-        ka, kb = set(x.get("secrets", [])), set(y.get("secrets", []))
-        if ka != kb:
+        ka, kb = set(x.secrets if x else ()), set(y.secrets if y else ())
+        if x and y and ka != kb:
             d.secrets.append({"service": name, "added": sorted(kb - ka), "removed": sorted(ka - kb)})
     for key in sorted(set(a.lab_env) | set(b.lab_env)):
         before, after = a.lab_env.get(key), b.lab_env.get(key)
         if before != after:
             d.env.append({"key": key, "before": before, "after": after})
-    fa, fb = a.manifest.get("files", {}), b.manifest.get("files", {})
+    fa, fb = a.manifest.files, b.manifest.files
     d.files_added = sorted(set(fb) - set(fa))
     d.files_removed = sorted(set(fa) - set(fb))
-    d.files_changed = sorted(n for n in set(fa) & set(fb) if fa[n].get("sha256") != fb[n].get("sha256"))
+    d.files_changed = sorted(n for n in set(fa) & set(fb) if fa[n].sha256 != fb[n].sha256)
     return d

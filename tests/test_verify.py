@@ -162,3 +162,21 @@ def test_gnu_tar_reads_the_bundle_like_we_do(bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path / TOP, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_manifest_model_round_trips_and_names_a_malformed_key(bundle, tmp_path):
+    import json as _json
+    from builder.bundle import Manifest
+    members = read_members(bundle)
+    raw = next(d for m, d in members if m.name == f"{TOP}/manifest.json")
+    model = Manifest.from_json(_json.loads(raw))
+    assert model.dumps() == raw and model.services["web"].health.host_port == 18080
+    data = _json.loads(raw)
+    del data["services"]["web"]["runbook"]
+    broken = [(m, _json.dumps(data).encode()) if m.name == f"{TOP}/manifest.json" else (m, d) for m, d in members]
+    for m, d in broken:
+        if d is not None:
+            m.size = len(d)
+    result = verify_bundle(write_members(tmp_path / "broken.tar.gz", broken))
+    assert any(e.file == "manifest.json" and "services.web" in e.message for e in result.errors), \
+        [e.render() for e in result.errors]
