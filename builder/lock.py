@@ -130,10 +130,10 @@ def plan_lock(lab: Lab, previous: Lock | None, *, offline: bool = False, refresh
     """Services whose entry must be (re)made: new, changed, or unverified (online).
 
     Everything when there is no previous lock, when the lab's platforms
-    changed, or with ``refresh``. Offline, unverified entries that still match
+    changed, or with ``refresh`` (online). Offline, unverified entries that still match
     their pin are kept: there is nothing more to learn without a network.
     """
-    if previous is None or refresh:
+    if previous is None or (refresh and not offline):
         return sorted(lab.services)
     stale = stale_services(lab, previous)
     if "*" in stale or tuple(sorted(previous.platforms)) != tuple(sorted(lab.platforms)):
