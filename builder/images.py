@@ -177,7 +177,7 @@ def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
 
 # --------------------------------------------------------------------------- fetching (network)
 
-def _progress_display(enabled: bool | None):
+def progress_display(enabled: bool | None):
     """A rich Progress for downloads: bytes, rate, ETA; disabled when not a TTY."""
     from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
@@ -248,7 +248,7 @@ def _fetch_blobs(client, cache: BlobCache, blobs: dict[str, tuple[int | None, st
     if not missing:
         return
     total = sum(size or 0 for size, _ in missing.values())
-    with _progress_display(show) as bars:
+    with progress_display(show) as bars:
         task = bars.add_task(f"downloading {len(missing)} blobs", total=total or None)
 
         def one(item: tuple[str, tuple[int | None, str]]) -> None:
@@ -261,6 +261,9 @@ def _fetch_blobs(client, cache: BlobCache, blobs: dict[str, tuple[int | None, st
         with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
             for future in [pool.submit(one, item) for item in order]:
                 future.result()
+
+
+_progress_display = progress_display  # the name builder.bundle imported first
 
 
 # --------------------------------------------------------------------------- loading (install side)

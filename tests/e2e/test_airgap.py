@@ -16,7 +16,7 @@ import pytest
 from builder.cli import main
 from builder.install import install_bundle, rollback, status, uninstall
 
-from conftest import http_get, two_service_lab
+from labkit import http_get, two_service_lab
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ from builder.cli import main
 from builder.errors import LabbuildError
 from builder.install import install_bundle
 
-from conftest import Service, free_port, two_service_lab
+from labkit import Service, free_port, two_service_lab
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
