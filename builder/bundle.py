@@ -26,7 +26,7 @@ Contracts other parts rely on:
   it to ``dest``, which becomes the bundle's top directory (``dest/compose.yaml``).
   Nothing is written when verification fails; ``dest`` must not exist.
 
-manifest.json (canonical JSON): ``{"format": 1, "lab", "name" (top dir),
+manifest.json (canonical JSON, typed as ``Manifest``): ``{"format": 1, "lab", "name" (top dir),
 "version", "profile", "inputs", "labbuild", "offline", "platforms",
 "services": {name: {"image", "digest", "verified", "config_digests",
 "ports", "health", "depends_on", "volumes", "secrets", "runbook"}},

@@ -146,7 +146,7 @@ def env_file_value(value: str) -> str:
 def parse_env_file(text: str) -> dict[str, str]:
     """Read back a lab.env written by ``render_lab_env`` (the inverse of ``env_file_value``)."""
     out: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): values may hold \x1e, \u2028, ...
         if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
             continue
         key, value = line.split("=", 1)

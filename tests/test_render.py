@@ -479,3 +479,20 @@ def test_runbooks_cover_operations_and_every_service(tmp_path):
 def test_rendering_is_deterministic_and_independent_of_dict_order(tmp_path):
     ri = release_input(make_lab(tmp_path / "lab"))
     assert render_text_files(ri) == render_text_files(release_input(tmp_path / "lab"))
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=40))
+def test_env_file_quoting_round_trips_any_value(value):
+    assert parse_env_file(f"K={env_file_value(value)}\n") == {"K": value}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab$ {}:.\\", max_size=30))
+def test_compose_literals_survive_interpolation(value):
+    from builder.render import _literal
+    # compose turns $$ back into $; nothing else may be interpolated
+    assert _literal(value).replace("$$", "\x00").count("$") == 0
