@@ -10,6 +10,7 @@ clean clone without it, only that check is skipped.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -326,3 +327,49 @@ def test_ci_workflow_runs_the_suite_validate_and_lock_check() -> None:
     assert ".venv/bin/labbuild validate" in runs
     assert ".venv/bin/labbuild lock --check" in runs
     assert "LABBUILD_REQUIRE_DOCKER=1" in (REPO / ".ci" / "run").read_text("utf-8")
+
+
+# --------------------------------------------------------------------------- the catalog as compose
+
+@pytest.mark.parametrize("profile", ["base", "phase1", "phase2", "phase3", "phase4"])
+def test_every_profile_renders_to_a_compose_file_compose_accepts(lab: Lab, profile: str,
+                                                                 tmp_path: Path) -> None:
+    """`docker compose config` (no engine needed) accepts each profile's rendered compose.yaml."""
+    import subprocess
+
+    import yaml
+
+    from builder.compose import find_compose
+    from builder.errors import InstallError
+    from builder.lockfile import Lock
+    from builder.render import (ReleaseInput, render_compose, render_config_files,
+                                render_lab_env, secret_keys)
+
+    try:
+        compose = find_compose()
+    except InstallError as exc:
+        if os.environ.get("LABBUILD_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"LABBUILD_REQUIRE_DOCKER=1 but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    lock = Lock(lab=lab.name, inputs="catalog-test", platforms=lab.platforms, services={})
+    ri = ReleaseInput(lab=lab, lock=lock, profile=profile, version="0.0.0", labbuild_version="test")
+    (tmp_path / "compose.yaml").write_text(render_compose(ri))
+    (tmp_path / "lab.env").write_text(render_lab_env(ri))
+    for rel, text in render_config_files(ri).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    secrets = [k for name in ri.services for k in secret_keys(ri, name)]
+    (tmp_path / "secrets.env").write_text("".join(f"{k}=s3cret-{i}\n" for i, k in enumerate(secrets)))
+    proc = subprocess.run([*compose, "-p", "catalog", "-f", "compose.yaml", "--env-file", "lab.env",
+                           "--env-file", "secrets.env", "config", "--format", "json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert set(services) == set(lab.profile_closure(profile))
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+    if "langfuse" in services:
+        env = services["langfuse"]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql://postgres:s3cret-")
+        assert env["DATABASE_URL"].endswith("@langfuse-db:5432/postgres")
