@@ -358,9 +358,9 @@ def _packing_bar(plan: BundlePlan, progress: Any) -> Iterator[Callable[[int], No
     if plan.compressed or progress is False:
         yield None
         return
-    from .images import _progress_display
+    from .images import progress_display
     total = sum(f.size for f in plan.files)
-    with _progress_display(None if progress is None else bool(progress)) as bars:
+    with progress_display(None if progress is None else bool(progress)) as bars:
         task = bars.add_task(f"packing {plan.filename}", total=total)
         yield lambda n: bars.advance(task, n)
 
