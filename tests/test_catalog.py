@@ -35,7 +35,7 @@ ROADMAP = {
 PARTS = {
     "langfuse": {"langfuse-worker", "langfuse-db", "langfuse-clickhouse", "langfuse-redis", "langfuse-minio"},
     "litellm": {"litellm-db"},
-    "dify": {"dify-api", "dify-worker", "dify-web", "dify-sandbox", "dify-plugin-daemon",
+    "dify": {"dify-api", "dify-worker", "dify-web", "dify-sandbox", "dify-plugin-daemon", "dify-beat",
              "dify-db", "dify-redis", "dify-minio"},
 }
 
@@ -53,7 +53,7 @@ HOST_PORTS = {
 
 # Services without any health signal, each for a stated reason: no published
 # port to probe from the host, and no probe command known to exist in the image.
-NO_HEALTH = {"dify-web", "dify-sandbox", "dify-plugin-daemon"}
+NO_HEALTH = {"dify-web", "dify-sandbox", "dify-plugin-daemon", "dify-beat"}
 
 
 @pytest.fixture(scope="module")
