@@ -50,6 +50,7 @@ import json
 import os
 import random
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -465,6 +466,10 @@ class RegistryClient:
                                                    timeout=max(0.5, min(self.timeout, remaining)))
                 resp = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
+                if _is_tls_failure(exc):   # not transient: retrying cannot help
+                    with self._lock:
+                        self._dead.setdefault(registry, f"TLS failure: {exc}")
+                    raise error(f"TLS handshake failed ({exc})", hint=self._unreachable_hint(registry)) from None
                 problem, delay, status = f"{type(exc).__name__}: {exc}".rstrip(": "), None, None
             else:
                 if resp.status_code not in _RETRY_STATUSES:
@@ -624,6 +629,16 @@ def _media_type(data: bytes, resp: httpx.Response, error: _ErrorFactory) -> str:
     if media not in INDEX_TYPES | MANIFEST_TYPES:
         raise error(f"unsupported manifest media type {media!r}")
     return media
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """Did this transport error come from TLS (e.g. HTTPS spoken to a plain-HTTP registry)?"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _total_size(resp: httpx.Response) -> int | None:

@@ -361,3 +361,49 @@ def test_json_failure_is_one_object_naming_the_failed_services(lab, proxy, capsy
     assert code == 1 and data["ok"] is False and data["lockfile"] == "lockfiles/lab.lock.json"
     assert list(data["services"]) == ["db"] and "not found" in data["services"]["db"]
     assert data["errors"][0]["file"] == "blueprints/services/db.toml" and "Traceback" not in err
+
+
+def _non_loopback_address() -> str | None:
+    """An IPv4 address of this host outside 127.0.0.0/8, when it has one."""
+    import ipaddress
+    import socket
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for addr in out:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            continue
+        if ip.version == 4 and not ip.is_loopback:
+            with socket.socket() as s:
+                try:
+                    s.bind((addr, 0))
+                    return addr
+                except OSError:
+                    continue
+    return None
+
+
+def test_plain_http_to_a_non_loopback_registry_needs_insecure_registry(tmp_path, images, capsys):
+    addr = _non_loopback_address()
+    if addr is None:
+        pytest.skip("this host has no non-loopback IPv4 address")
+    remote = FaultProxy(images.reg.host, bind=addr)
+    try:
+        root = make_lab(tmp_path / "lab", {"db": (f"{remote.host}/lab/db", "v1", images.oci.digest)})
+        start = time.monotonic()
+        code, _, err = run(root, "lock", capsys=capsys)
+        assert code == 1 and "TLS" in err and "--insecure-registry" in err
+        assert time.monotonic() - start < 5       # a TLS failure is not retried
+        code, _, err = run(root, "lock", "--insecure-registry", remote.host, capsys=capsys)
+        assert code == 0, err
+        assert lock_json(root)["services"]["db"]["verified"] is True
+        (root / "blueprints" / "lab.toml").write_text(
+            (root / "blueprints" / "lab.toml").read_text().replace(
+                'default_profile = "all"', f'default_profile = "all"\ninsecure_registries = ["{remote.host}"]'))
+        code, _, err = run(root, "lock", "--refresh", capsys=capsys)
+        assert code == 0, err
+    finally:
+        remote.close()

@@ -13,7 +13,8 @@ match a method and a path substring and fire ``times`` times:
 - ``strip_header``: drop response header ``name``.
 
 ``latency`` adds a fixed delay to every request (the benchmark's WAN);
-``max_in_flight`` is the most requests it ever served at once.
+``max_in_flight`` is the most requests it ever served at once. ``bind``
+picks the listening address (a non-loopback one tests insecure registries).
 With ``bearer=TokenServer``, requests need a valid ``Authorization: Bearer``
 token for the repository's pull scope, as Docker Hub does.
 """
@@ -58,7 +59,7 @@ class Fault:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, latency: float = 0.0, bearer=None) -> None:
+    def __init__(self, upstream: str, *, latency: float = 0.0, bearer=None, bind: str = "127.0.0.1") -> None:
         self.upstream = upstream
         self.latency = latency
         self.bearer = bearer
@@ -87,7 +88,7 @@ class FaultProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer((bind, 0), Handler)
         self.server.daemon_threads = True
         self.server.request_queue_size = 128
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -95,7 +96,7 @@ class FaultProxy:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.server.server_address[0]}:{self.server.server_address[1]}"
 
     def add(self, kind: str, path: str = "", **kw) -> Fault:
         fault = Fault(kind=kind, path=path, **kw)
