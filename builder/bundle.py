@@ -62,7 +62,8 @@ from .blueprint import Lab, lab_paths, load_lab
 from .errors import BundleError, LockError, Problem
 from .fsutil import atomic_write, atomic_writer, canonical_json, sha256_bytes, sha256_file
 from .lockfile import LOCK_PATH, Lock, lock_from_json, read_lock, stale_services
-from .render import ReleaseInput, render_text_files, secret_keys, volume_name
+from .render import (ReleaseInput, bundle_filename, bundle_top,  # noqa: F401 (re-exported)
+                     render_text_files, secret_keys, volume_name)
 from .signing import SIGNATURE_NAME
 
 BUNDLE_FORMAT = 1
@@ -106,15 +107,6 @@ def next_version(version: str, taken: Iterable[str] = ()) -> str:
     if pre:
         return f"{m[1]}.{m[2]}.{m[3]}"
     return f"{m[1]}.{m[2]}.{int(m[3]) + 1}"
-
-
-def bundle_top(lab: str, profile: str, version: str) -> str:
-    return f"{lab}-{profile}-{version}"
-
-
-def bundle_filename(lab: str, profile: str, version: str, with_images: bool) -> str:
-    """The archive's file name: ``.tar`` with images (already compressed), ``.tar.gz`` without."""
-    return bundle_top(lab, profile, version) + (".tar" if with_images else ".tar.gz")
 
 
 def record_path(root: Path, profile: str, version: str) -> Path:
@@ -322,7 +314,7 @@ def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: 
         from .signing import fingerprint, sign
         members.append(BundleFile(SIGNATURE_NAME, data=sign(sign_key, manifest_bytes)))
         signed_by = fingerprint(sign_key.public_key())
-    filename = bundle_filename(ri.lab.name, ri.profile, ri.version, ri.offline)
+    filename = ri.filename
     return BundlePlan(top=ri.top, filename=filename, files=tuple(members), manifest=manifest,
                       manifest_bytes=manifest_bytes, lock=lock, compressed=not ri.offline,
                       platforms=platforms, signed_by=signed_by)
@@ -800,11 +792,37 @@ def check_contents(files: dict[str, tuple[str, int]], kept: dict[str, bytes], *,
     return problems, manifest, signed, checked
 
 
+def scan_directory(path: Path, keep: Iterable[str] = (MANIFEST, SUMS, SIGNATURE_NAME)) -> ScannedBundle:
+    """Like ``scan_bundle``, for an extracted bundle directory (e.g. an installed release)."""
+    keep = set(keep)
+    scan = ScannedBundle(top=path.name)
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            scan.problems.append(Problem(file=rel, path="", message="link or special file refused"))
+        elif p.is_file():
+            scan.files[rel] = (sha256_file(p), p.stat().st_size)
+            if rel in keep:
+                scan.kept[rel] = p.read_bytes()
+    return scan
+
+
 def verify_bundle(path: str | Path, key: str | Path | Any = None) -> VerifyResult:
-    """Verify an archive (see the module docstring). ``key``: a public key or the path of one."""
+    """Verify an archive, or an extracted bundle directory (see the module docstring).
+
+    ``key``: a public key or the path of one. A directory's name need not be
+    the bundle's top directory (installs rename it), so that check is skipped.
+    """
     if isinstance(key, (str, Path)):
         from .signing import load_public_key
         key = load_public_key(Path(key))
+    path = Path(path)
+    if path.is_dir():
+        scan = scan_directory(path)
+        problems, manifest, signed, checked = check_contents(scan.files, scan.kept, top=None, key=key)
+        errors = scan.problems + problems
+        return VerifyResult(ok=not errors, errors=errors, manifest=manifest, signed=signed,
+                            signature_checked=checked, top=scan.top, files=scan.files)
     scan = scan_bundle(path)
     if scan.top is None and not scan.problems:
         scan.problems.append(Problem(file=str(path), path="", message="no top directory in the archive"))

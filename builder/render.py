@@ -76,6 +76,16 @@ DATASOURCE_UID = "lab-prometheus"
 _VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def bundle_top(lab: str, profile: str, version: str) -> str:
+    """The bundle's top directory (and archive stem): ``<lab>-<profile>-<version>``."""
+    return f"{lab}-{profile}-{version}"
+
+
+def bundle_filename(lab: str, profile: str, version: str, with_images: bool) -> str:
+    """The archive's file name: ``.tar`` with images (already compressed), ``.tar.gz`` without."""
+    return bundle_top(lab, profile, version) + (".tar" if with_images else ".tar.gz")
+
+
 @dataclass(frozen=True)
 class ReleaseInput:
     """Everything a bundle's text depends on: the lab, the lock, and where it goes."""
@@ -98,7 +108,11 @@ class ReleaseInput:
     @property
     def top(self) -> str:
         """The bundle's top directory: ``<lab>-<profile>-<version>``."""
-        return f"{self.lab.name}-{self.profile}-{self.version}"
+        return bundle_top(self.lab.name, self.profile, self.version)
+
+    @property
+    def filename(self) -> str:
+        return bundle_filename(self.lab.name, self.profile, self.version, self.offline)
 
     def compose_command(self, args: str = "up -d", env_dir: str = "<DIR>") -> str:
         """The one way compose runs a bundle (see the module docstring)."""
@@ -414,7 +428,7 @@ def render_runbooks(ri: ReleaseInput) -> dict[str, str]:
         rows.append(f"| {name} | {_md_cell(bp.description)} | {url} | [{name}.md]({name}.md) |")
     ollama = "ollama" if "ollama" in ri.services else "<gpu service>"
     text = Template(template_text("runbooks/README.md")).substitute(
-        lab=ri.lab.name, version=ri.version, profile=ri.profile, top=ri.top,
+        lab=ri.lab.name, version=ri.version, profile=ri.profile, top=ri.top, archive=ri.filename,
         services_table="\n".join(rows),
         compose_up=ri.compose_command("up -d", "DIR"),
         compose_ps=ri.compose_command("ps", "DIR"),

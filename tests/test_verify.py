@@ -180,3 +180,14 @@ def test_manifest_model_round_trips_and_names_a_malformed_key(bundle, tmp_path):
     result = verify_bundle(write_members(tmp_path / "broken.tar.gz", broken))
     assert any(e.file == "manifest.json" and "services.web" in e.message for e in result.errors), \
         [e.render() for e in result.errors]
+
+
+def test_an_extracted_bundle_directory_verifies_and_tampering_is_named(bundle, tmp_path):
+    dest = safe_extract(bundle, tmp_path / "installed-1.0.0")
+    assert verify_bundle(dest).ok
+    (dest / "lab.env").write_text((dest / "lab.env").read_text() + "EXTRA='1'\n")
+    (dest / "runbooks" / "link.md").symlink_to("/etc/passwd")
+    errors = {e.file for e in verify_bundle(dest).errors}
+    assert {"lab.env", "runbooks/link.md"} <= errors
+    proc = run_labbuild("verify", str(dest))
+    assert proc.returncode == 1 and "lab.env" in proc.stderr

@@ -64,6 +64,7 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
 def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> None:
     """Check every checksum of BUNDLE (and its signature with --key).
 
+    BUNDLE is an archive or an extracted bundle directory (e.g. DIR/current).
     Every file against SHA256SUMS and manifest.json; unlisted or missing files;
     unsafe members (absolute paths, '..', links, devices, duplicates). Exit 1 on any problem.
     """
