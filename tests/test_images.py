@@ -1,0 +1,166 @@
+"""images/ of a bundle: one OCI layout plus docker-load manifests, fetched from a real registry."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from builder.blobcache import BlobCache
+from builder.blueprint import load_lab
+from builder.errors import BundleError
+from builder.images import (docker_load_stream, image_files, layout_metadata, load_plan, plan_images,
+                            platform_file)
+from builder.lockfile import read_lock
+
+from e2e.labkit import AirgapLab, Service, free_port
+
+
+@pytest.fixture
+def locked_lab(tmp_path, registry, monkeypatch):
+    """web (amd64+arm64 index) and api (amd64), sharing the busybox base layer; locked."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"img-{uuid.uuid4().hex[:8]}")
+    lab.services = {"web": Service("web", free_port(), multiarch=True),
+                    "api": Service("api", free_port(), depends_on=("web",))}
+    for svc in lab.services.values():
+        lab.push(svc)
+    lab.write()
+    lab.lock()
+    return lab, load_lab(lab.root), read_lock(lab.root / "lockfiles" / "lab.lock.json")
+
+
+def write_files(files, dest):
+    for f in files:
+        path = dest / f.arcname
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with f.open() as src, open(path, "wb") as out:
+            shutil.copyfileobj(src, out)
+
+
+def test_layout_holds_every_blob_once_metadata_first(locked_lab, tmp_path):
+    lab, model, lock = locked_lab
+    files = image_files(model, lock, ["api", "web"], progress=False)
+    names = [f.arcname for f in files]
+    assert len(names) == len(set(names))
+    blobs = [f for f in files if "/blobs/" in f.arcname]
+    meta = [f for f in files if "/blobs/" not in f.arcname]
+    assert {f.order for f in blobs} == {1} and {f.order for f in meta} == {0}
+    for f in blobs:   # the hint is the real content hash, so SHA256SUMS can trust it
+        assert f.sha256_hint == f.arcname.rsplit("/", 1)[1]
+        assert f.sha256_hint == __import__("hashlib").sha256(f.source.read_bytes()).hexdigest()
+    expected = set()
+    for svc in ("api", "web"):
+        rec = lock.services[svc]
+        expected.add(rec.digest)
+        for p in rec.platforms.values():
+            expected |= {p.manifest, p.config, *(l.digest for l in p.layers)}
+    assert {"sha256:" + f.sha256_hint for f in blobs} == expected
+    # the busybox base layer is shared by both images and both platforms: stored once
+    web_base = lock.services["web"].platforms["linux/amd64"].layers[0].digest
+    assert web_base == lock.services["api"].platforms["linux/amd64"].layers[0].digest
+    assert sum(1 for f in blobs if f.sha256_hint == web_base.split(":")[1]) == 1
+
+    by_name = {f.arcname: f.data for f in meta}
+    assert json.loads(by_name["images/oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads(by_name["images/index.json"])
+    refs = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+    assert set(refs) == {lock.services["api"].reference, lock.services["web"].reference}
+    for ref, m in refs.items():
+        assert m["annotations"]["io.containerd.image.name"] == ref
+    assert refs[lock.services["web"].reference]["digest"] == lock.services["web"].digest
+    amd = json.loads(by_name["images/docker-load/linux_amd64.json"])
+    arm = json.loads(by_name["images/docker-load/linux_arm64.json"])
+    assert json.loads(by_name["images/manifest.json"]) == amd
+    assert {e["RepoTags"][0] for e in amd} == set(refs)
+    assert [e["RepoTags"][0] for e in arm] == [lock.services["web"].reference]   # api has no arm64
+    web_amd = next(e for e in amd if e["RepoTags"][0] == lock.services["web"].reference)
+    assert web_amd["Config"] == "blobs/sha256/" + lock.services["web"].platforms["linux/amd64"].config.split(":")[1]
+
+
+def test_skopeo_reads_the_layout(locked_lab, tmp_path):
+    skopeo = shutil.which("skopeo")
+    if not skopeo:
+        pytest.skip("skopeo is not installed")
+    lab, model, lock = locked_lab
+    files = image_files(model, lock, ["api", "web"], platforms=["linux/amd64"], progress=False)
+    write_files(files, tmp_path / "bundle")
+    layout = tmp_path / "bundle" / "images"
+    rec = lock.services["api"]
+    out = subprocess.run([skopeo, "inspect", "--config", f"oci:{layout}:{rec.reference}"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    raw = (layout / "blobs" / "sha256" / rec.platforms["linux/amd64"].config.split(":")[1]).read_bytes()
+    assert json.loads(out.stdout) == json.loads(raw)
+
+
+def test_second_release_needs_no_registry(locked_lab):
+    lab, model, lock = locked_lab
+    first = image_files(model, lock, ["api", "web"], progress=False)
+    lab.registry.stop()
+    second = image_files(model, lock, ["api", "web"], progress=False)
+    assert [(f.arcname, f.sha256()) for f in first] == [(f.arcname, f.sha256()) for f in second]
+
+
+def test_cached_blob_is_reused_and_a_damaged_registry_blob_never_enters(locked_lab, tmp_path):
+    lab, model, lock = locked_lab
+    cache = BlobCache(tmp_path / "own-cache")
+    image_files(model, lock, ["api"], platforms=["linux/amd64"], progress=False, cache=cache)
+    layer = lock.services["api"].platforms["linux/amd64"].layers[1].digest
+    assert cache.has(layer)
+    # the registry now serves garbage for a layer not yet cached: refused after retries
+    web_layer = lock.services["web"].platforms["linux/arm64"].layers[1].digest
+    data = next(lab.registry.storage.rglob(f"blobs/sha256/{web_layer[7:9]}/{web_layer[7:]}/data"))
+    data.write_bytes(b"tampered" + data.read_bytes()[8:])
+    from builder.errors import RegistryError
+    with pytest.raises(RegistryError) as exc:
+        image_files(model, lock, ["web"], progress=False, cache=cache)
+    assert web_layer in exc.value.message
+    assert not cache.has(web_layer)
+
+
+def test_unverified_lock_entries_are_refused(locked_lab):
+    _, model, lock = locked_lab
+    pins_only = replace(lock, services={**lock.services,
+                                        "api": replace(lock.services["api"], verified=False, platforms={})})
+    with pytest.raises(BundleError) as exc:
+        plan_images(pins_only, ["api", "web"], ["linux/amd64"])
+    assert "unverified" in exc.value.message and "labbuild lock" in exc.value.hint
+
+
+def test_missing_platform_is_refused(locked_lab):
+    _, _, lock = locked_lab
+    with pytest.raises(BundleError) as exc:
+        plan_images(lock, ["api"], ["linux/arm64"])
+    assert "linux/arm64" in exc.value.message and "linux/amd64" in exc.value.hint
+
+
+def test_platform_file_and_arm64_variant_matching(locked_lab):
+    _, _, lock = locked_lab
+    assert platform_file("linux/arm64/v8") == "linux_arm64_v8"
+    plans = plan_images(lock, ["web"], ["linux/arm64"])
+    files = layout_metadata(plans, ["linux/arm64"])
+    assert "docker-load/linux_arm64.json" in files and files["manifest.json"] == files["docker-load/linux_arm64.json"]
+
+
+def test_docker_load_stream_is_a_tar_of_the_host_platform_only(locked_lab, tmp_path):
+    _, model, lock = locked_lab
+    files = image_files(model, lock, ["api", "web"], progress=False)
+    write_files(files, tmp_path / "b")
+    images = tmp_path / "b" / "images"
+    entries, blobs = load_plan(images, "linux/amd64")
+    data = b"".join(docker_load_stream(images, entries, blobs, chunk=4096))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = [m.name for m in tar.getmembers() if m.isfile()]
+        assert names[0] == "manifest.json"
+        assert json.loads(tar.extractfile("manifest.json").read()) == entries
+        for rel in blobs:
+            assert tar.extractfile(rel).read() == (images / rel).read_bytes()
+    arm_only = lock.services["web"].platforms["linux/arm64"].config
+    assert f"blobs/sha256/{arm_only[7:]}" not in names
