@@ -458,7 +458,7 @@ class RegistryClient:
         while True:
             if registry in self._dead:
                 raise error(f"unreachable ({self._dead[registry]})",
-                            hint=self._unreachable_hint(registry))
+                            hint=self._unreachable_hint(registry, tls=self._dead[registry].startswith("TLS")))
             remaining = deadline - time.monotonic()
             problem: str
             try:
@@ -469,7 +469,7 @@ class RegistryClient:
                 if _is_tls_failure(exc):   # not transient: retrying cannot help
                     with self._lock:
                         self._dead.setdefault(registry, f"TLS failure: {exc}")
-                    raise error(f"TLS handshake failed ({exc})", hint=self._unreachable_hint(registry)) from None
+                    raise error(f"TLS handshake failed ({exc})", hint=self._unreachable_hint(registry, tls=True)) from None
                 problem, delay, status = f"{type(exc).__name__}: {exc}".rstrip(": "), None, None
             else:
                 if resp.status_code not in _RETRY_STATUSES:
@@ -521,12 +521,13 @@ class RegistryClient:
                 self._slots[registry] = threading.BoundedSemaphore(self.per_registry_concurrency)
             return self._slots[registry]
 
-    def _unreachable_hint(self, registry: str) -> str:
+    def _unreachable_hint(self, registry: str, tls: bool = False) -> str:
         scheme = registry_scheme(registry, self.insecure_registries)
-        hint = f"check that {scheme}://{registry}/v2/ answers from this host (network, proxy, DNS)"
-        if scheme == "https" and not is_loopback(registry):
-            hint += "; a plain-HTTP registry must be listed with --insecure-registry or lab.toml insecure_registries"
-        return hint
+        if tls:
+            return (f"if {registry} speaks plain HTTP, list it with --insecure-registry {registry} "
+                    "or in lab.toml's insecure_registries; else check its certificate")
+        return (f"check that {scheme}://{registry}/v2/ answers from this host (network, proxy, DNS), "
+                "or record the pins unverified with `labbuild lock --offline`")
 
     def _status_error(self, resp: httpx.Response, method: str, error: _ErrorFactory) -> RegistryError:
         with contextlib.suppress(httpx.HTTPError):

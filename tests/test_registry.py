@@ -202,6 +202,15 @@ def test_429_waits_for_retry_after(images, proxy):
     assert proxy.count() == 2
 
 
+def test_429_asking_to_wait_beyond_the_deadline_fails_at_once(images, proxy):
+    proxy.add("status", "/manifests/", code=429, retry_after="120")
+    start = time.monotonic()
+    with client() as c, pytest.raises(RegistryError, match="Retry-After 120s") as err:
+        c.fetch_manifest(f"{proxy.host}/kinds/oci", images.oci.digest)
+    assert time.monotonic() - start < 2 and err.value.status == 429
+    assert "rate-limiting" in err.value.hint
+
+
 def test_slow_response_beyond_the_timeout_is_retried(images, proxy):
     proxy.add("delay", "/manifests/", seconds=1.5)
     with client(timeout=0.5) as c:
