@@ -371,12 +371,14 @@ class ReleaseResult:
     restored: bool = False          # noop, but the archive was (re)written at ``bundle``
     signed_by: str | None = None
     with_images: bool = False
+    services: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"bundle": str(self.bundle), "sha256": self.sha256, "tar_sha256": self.tar_sha256,
                 "version": self.version, "profile": self.profile, "noop": self.noop,
                 "record": str(self.record) if self.record else None, "restored": self.restored,
-                "signed_by": self.signed_by, "with_images": self.with_images}
+                "signed_by": self.signed_by, "with_images": self.with_images,
+                "services": list(self.services)}
 
 
 def _image_members(lab: Lab, lock: Lock, services: tuple[str, ...], platforms: tuple[str, ...],
@@ -454,7 +456,7 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
                                 _lab_sources(root)))
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
                          profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
-                         with_images=with_images)
+                         with_images=with_images, services=tuple(plan.manifest.services))
 
 
 def _load_sign_key(sign_key):
@@ -476,7 +478,7 @@ def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, vers
             hint=f"releases are immutable: bump the version, e.g. `labbuild release {next_version(version, taken)}`")
     result = dict(bundle=dest, sha256=record["sha256"], tar_sha256=record["tar_sha256"], version=version,
                   profile=profile, noop=True, record=rpath, signed_by=plan.signed_by,
-                  with_images=record["with_images"])
+                  with_images=record["with_images"], services=tuple(plan.manifest.services))
     if dest.is_file() and sha256_file(dest) == record["sha256"]:
         return ReleaseResult(**result)
 
@@ -602,7 +604,7 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
     archive_sha, tar_sha = write_archive(plan, dest, mtime=record["mtime"], accept=reproduced, progress=progress)
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=record["version"],
                          profile=record["profile"], noop=False, record=rpath, signed_by=plan.signed_by,
-                         with_images=record["with_images"])
+                         with_images=record["with_images"], services=tuple(plan.manifest.services))
 
 
 # --------------------------------------------------------------------------- reading archives

@@ -49,7 +49,9 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
             text = (f"release {result.profile} {result.version} already recorded with identical content: nothing to do"
                     + (f" (archive written to {result.bundle})" if result.restored else f" ({result.bundle})"))
         else:
-            text = f"released {result.bundle}\nsha256 {result.sha256}"
+            size = result.bundle.stat().st_size
+            text = (f"released {result.bundle} ({len(result.services)} services, {size / 1024:.0f} KiB"
+                    + (", signed" if result.signed_by else "") + f")\nsha256 {result.sha256}")
     if out.json:
         out.info(text)
     out.result(result.to_json(), text)
