@@ -407,3 +407,20 @@ def test_plain_http_to_a_non_loopback_registry_needs_insecure_registry(tmp_path,
         assert code == 0, err
     finally:
         remote.close()
+
+
+def test_a_hanging_registry_fails_every_service_within_the_deadline(lab, proxy):
+    import functools
+    from builder.errors import LockError
+    from builder.lock import make_lock
+    from builder.registry import RegistryClient
+
+    proxy.add("delay", "/v2/", seconds=20, times=1000)
+    factory = functools.partial(RegistryClient, timeout=0.5, deadline=2, credentials={})
+    start = time.monotonic()
+    with pytest.raises(LockError) as err:
+        make_lock(lab, client_factory=factory)
+    assert time.monotonic() - start < 6
+    assert sorted(err.value.services) == ["db", "multi", "web"]
+    assert all("unreachable" in m for m in err.value.services.values())
+    assert not (lab / "lockfiles" / "lab.lock.json").exists()
