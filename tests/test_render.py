@@ -496,3 +496,49 @@ def test_compose_literals_survive_interpolation(value):
     from builder.render import _literal
     # compose turns $$ back into $; nothing else may be interpolated
     assert _literal(value).replace("$$", "\x00").count("$") == 0
+
+
+ALERT_TESTS = '''
+rule_files: [rules/lab-alerts.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{job="web",instance="web:8080"}'
+        values: '0x20'
+      - series: 'up{job="db",instance="db:5432"}'
+        values: '1x20'
+      - series: 'node_filesystem_avail_bytes{mountpoint="/",fstype="ext4"}'
+        values: '5x20'
+      - series: 'node_filesystem_size_bytes{mountpoint="/",fstype="ext4"}'
+        values: '100x20'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: TargetDown
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: TargetDown
+        exp_alerts:
+          - exp_labels: {severity: critical, job: web, instance: "web:8080"}
+            exp_annotations:
+              summary: "web is down"
+              description: "Prometheus could not scrape web:8080 for 2 minutes. See runbooks/web.md."
+      - eval_time: 15m
+        alertname: DiskNearlyFull
+        exp_alerts:
+          - exp_labels: {severity: warning, mountpoint: "/", fstype: ext4}
+            exp_annotations:
+              summary: "Less than 10% free on /"
+              description: "Models and volumes fill disks fast. See runbooks/README.md, 'Out of disk'."
+'''
+
+
+def test_alert_rules_fire_when_promtool_replays_a_down_target_and_a_full_disk(tmp_path):
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool is not installed (Debian package prometheus)")
+    ri = release_input(make_lab(tmp_path / "lab"), profile="base")
+    prom = write_tree(tmp_path / "b", render_observability(ri)) / "observability/prometheus"
+    (prom / "alerts.test.yml").write_text(ALERT_TESTS)
+    proc = subprocess.run([promtool, "test", "rules", "alerts.test.yml"], cwd=prom, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
