@@ -67,7 +67,7 @@ function unquote(s) {
 {
     line = $0; sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line)
     if (line == "") next
-    if (line ~ /^[\]}],?$/) { depth--; next }
+    if (line == "}" || line == "}," || line == "]" || line == "],") { depth--; next }
     key = ""
     if (depth > 0 && type[depth] == "a") { key = idx[depth]++ }
     else if (match(line, /^"([^"\\]|\\.)*": /)) { key = unquote(substr(line, 1, RLENGTH - 2)); line = substr(line, RLENGTH + 1) }
@@ -89,7 +89,7 @@ LAB=$(mget lab)
 VERSION=$(mget version)
 OFFLINE=$(mget offline)
 [ -n "$LAB" ] && [ -n "$VERSION" ] || die "manifest.json has no lab name or version"
-SERVICES=$(sed -n 's/^services\.\([^.]*\)\.image=.*/\1/p' "$WORK/manifest.flat" | sort -u)
+SERVICES=$(sed -n 's/^services\.\([^.]*\)\.image=.*/\1/p' "$WORK/manifest.flat" | sort -u | tr '\n' ' ')
 
 # ---------------------------------------------------------------- compose
 if docker compose version >/dev/null 2>&1; then
@@ -144,6 +144,7 @@ if [ -d images ]; then
     tar -cf - -C "$WORK" manifest.json -C "$BUNDLE/images" $(cat "$WORK/blobs") | docker load >&2 \
         || die "docker load failed" "check the engine log and free disk space"
 fi
+checked=0
 for svc in $SERVICES; do
     image=$(mget "services.$svc.image")
     plat=$(platform_of "$svc")
@@ -155,7 +156,9 @@ for svc in $SERVICES; do
     fi
     [ "$got" = "$want" ] || die "$svc: image $image has ID $got but the lock says $want" \
         "another image holds this tag; remove it (docker rmi $image) and install again"
+    checked=$((checked + 1))
 done
+say "image IDs match the lock: $checked of $(echo $SERVICES | wc -w | tr -d ' ') services checked"
 
 # ---------------------------------------------------------------- 4. secrets
 umask 077

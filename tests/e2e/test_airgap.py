@@ -126,6 +126,10 @@ def test_install_sh_under_dash_offline_then_upgrade(airgap, docker_engine, tmp_p
 
     p = run_sh(v1)
     assert p.returncode == 0, p.stderr
+    assert "image IDs match the lock: 2 of 2 services checked" in p.stderr
+    for svc in ("web", "api"):
+        assert f"{svc}: waiting for http://127.0.0.1:{lab.services[svc].port}/healthz" in p.stderr
+    assert p.stderr.index("web: waiting") < p.stderr.index("api: waiting")   # dependency order
     assert http_get(lab.services["web"].port, "/version") == (200, "1\n")
     lock1 = json.loads((target / "current" / "lock.json").read_text())
     assert running_image_ids(docker_engine, lab.name) == {

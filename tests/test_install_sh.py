@@ -1,0 +1,139 @@
+"""install.sh, the POSIX installer, without an engine: syntax under dash and busybox sh, its
+manifest and secrets parsers against the Python ones on a real bundle, and its refusals.
+
+The full install with the engine (load, ID check, compose, health, upgrade) is in
+tests/e2e/test_airgap.py and tests/e2e/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+import uuid
+from importlib import resources
+
+import pytest
+
+from builder.install import secret_specs
+from e2e.labkit import AirgapLab, Service, free_port
+
+SCRIPT = resources.files("builder").joinpath("templates", "install.sh").read_text("utf-8")
+SHELLS = [s for s in (["dash"], ["/bin/busybox", "sh"]) if shutil.which(s[0])]
+
+
+def awk_program(marker: str) -> str:
+    """The awk program of install.sh that reads ``marker`` (its input file name)."""
+    m = re.search(r"awk '\n([^']*)'\s*" + re.escape(marker), SCRIPT)
+    assert m, f"no awk program reading {marker} in install.sh"
+    return m.group(1)
+
+
+def flatten(obj, prefix=""):
+    """What install.sh's flattener should print, computed from the parsed JSON."""
+    out = []
+    if isinstance(obj, dict):
+        if not obj:
+            return [f"{prefix}={{}}"]
+        for k, v in obj.items():
+            out += flatten(v, f"{prefix}.{k}" if prefix else k)
+    elif isinstance(obj, list):
+        if not obj:
+            return [f"{prefix}=[]"]
+        for i, v in enumerate(obj):
+            out += flatten(v, f"{prefix}.{i}")
+    else:
+        out.append(f"{prefix}={json.dumps(obj) if not isinstance(obj, str) else obj}")
+    return out
+
+
+@pytest.fixture
+def bundle_dir(tmp_path, registry, monkeypatch):
+    """An unpacked online bundle of a small lab (no engine needed to build it)."""
+    from builder.bundle import build_release
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
+    lab.services = {"web": Service("web", free_port(), secret=True, volume=True),
+                    "api": Service("api", free_port(), depends_on=("web",))}
+    for svc in lab.services.values():
+        lab.push(svc)
+    lab.write()
+    lab.lock()
+    bundle = build_release(lab.root, "1.0.0", out_dir=tmp_path / "dist", progress=False).bundle
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    return top
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[-1])
+def test_script_parses_in_posix_shells(shell, tmp_path):
+    path = tmp_path / "install.sh"
+    path.write_text(SCRIPT)
+    p = subprocess.run([*shell, "-n", str(path)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_script_uses_no_bashisms():
+    body = "\n".join(l for l in SCRIPT.splitlines() if not l.lstrip().startswith("#"))
+    assert not re.search(r"(^|[\s=(])\$'", body, re.M)   # $'...' quoting
+    for bashism in ("[[", "local ", "<(", "source ", "declare ", "==="):
+        assert bashism not in body, bashism
+    assert not re.search(r"^\s*function\s+\w+\s*(\(\))?\s*\{", body, re.M)  # awk's function f(x) is fine
+
+
+@pytest.mark.parametrize("awk", [["awk"], ["/bin/busybox", "awk"]], ids=["awk", "busybox-awk"])
+def test_manifest_flattener_agrees_with_json(bundle_dir, awk):
+    if not shutil.which(awk[0]):
+        pytest.skip(f"{awk[0]} missing")
+    p = subprocess.run([*awk, awk_program("manifest.json"), str(bundle_dir / "manifest.json")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert p.stdout.splitlines() == flatten(manifest)
+    lines = set(p.stdout.splitlines())
+    port = manifest["services"]["web"]["health"]["host_port"]
+    assert f"services.web.health.host_port={port}" in lines
+    assert "services.api.depends_on.0=web" in lines
+
+
+def test_secret_parser_agrees_with_python(bundle_dir):
+    example = bundle_dir / "secrets.env.example"
+    p = subprocess.run(["awk", awk_program("secrets.env.example"), str(example)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    got = {k: (kind, int(n)) for k, kind, n in (l.split() for l in p.stdout.splitlines())}
+    assert got == secret_specs(example.read_text()) == {
+        "WEB__API_TOKEN": ("token", 24), "WEB__DB_PASSWORD": ("password", 20)}
+
+
+def test_tampered_bundle_is_refused_before_anything_is_touched(bundle_dir, tmp_path):
+    compose = bundle_dir / "compose.yaml"
+    compose.write_text(compose.read_text() + "# sneaky\n")
+    target = tmp_path / "target"
+    p = subprocess.run(["dash", str(bundle_dir / "install.sh"), "--dir", str(target)],
+                       capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "compose.yaml: FAILED" in p.stderr and "nothing was installed" in p.stderr
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--dir DIR is required"),
+    (["--dir"], "--dir needs a value"),
+    (["--dir", "x", "--timeout", "soon"], "--timeout must be a number"),
+    (["--frobnicate"], "unknown argument: --frobnicate"),
+])
+def test_usage_errors(args, message, tmp_path):
+    path = tmp_path / "install.sh"
+    path.write_text(SCRIPT)
+    p = subprocess.run(["dash", str(path), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 1 and message in p.stderr
+
+
+def test_not_a_bundle_directory(tmp_path):
+    path = tmp_path / "install.sh"
+    path.write_text(SCRIPT)
+    p = subprocess.run(["dash", str(path), "--dir", str(tmp_path / "t")], capture_output=True, text=True)
+    assert p.returncode == 1 and "is not an unpacked bundle" in p.stderr
