@@ -418,7 +418,8 @@ def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_imag
 
 def _lab_sources(root: Path) -> dict[str, str]:
     lab_file, files = lab_paths(root)
-    return {p.relative_to(root).as_posix(): p.read_text("utf-8") for p in [lab_file, *files]}
+    # bytes decoded, not read_text(): universal newlines would turn \r\n into \n
+    return {p.relative_to(root).as_posix(): p.read_bytes().decode("utf-8") for p in [lab_file, *files]}
 
 
 def build_release(root: str | Path, version: str, *, profile: str | None = None,
@@ -583,7 +584,7 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
             if ".." in Path(rel).parts or Path(rel).is_absolute():
                 raise BundleError(f"{rpath}: sources: unsafe path {rel!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, "utf-8")
+            target.write_bytes(text.encode("utf-8"))
         lab = load_lab(Path(tmp))
         lock = lock_from_json(record["lock"], str(rpath))
         plan = _plan_release(lab, lock, record["profile"], record["version"],
