@@ -14,10 +14,14 @@ Contracts other parts rely on:
   (fsync, rename: an interrupted release leaves nothing at the final path) and
   records it in ``lockfiles/releases/<profile>-<version>.json``. With images it
   calls ``builder.images.image_files(lab, lock, services, platforms, progress)``.
+  The lock must be fresh (``stale_services``) and the version SemVer 2.0. When
+  the record exists: identical content is a no-op (``noop=True``; the archive
+  is rewritten only when missing at the output path), different content is a
+  BundleError naming each difference and the next free version.
 - ``rebuild_release(root, "<profile>-<version>", ...)`` rebuilds a past release
   from its record alone and refuses unless the sha256 is reproduced.
 - ``verify_bundle(path, key=None) -> VerifyResult(ok, errors, manifest)``: one
-  streaming pass; every member's sha256 against ``SHA256SUMS`` and
+  streaming pass over an archive (or a walk of an extracted bundle directory); every member's sha256 against ``SHA256SUMS`` and
   ``manifest.json``, unlisted or missing files, unsafe members (absolute, ``..``,
   links, devices, duplicates, outside the top directory), and the Ed25519
   signature ``manifest.json.sig`` when a key is given.
@@ -29,7 +33,7 @@ Contracts other parts rely on:
 manifest.json (canonical JSON, typed as ``Manifest``): ``{"format": 1, "lab", "name" (top dir),
 "version", "profile", "inputs", "labbuild", "offline", "platforms",
 "services": {name: {"image", "digest", "verified", "config_digests",
-"ports", "health", "depends_on", "volumes", "secrets", "runbook"}},
+"ports", "health", "healthcheck", "depends_on", "volumes", "secrets", "runbook"}},
 "files": {arcname: {"sha256", "size"}}}``; ``files`` lists every file but
 manifest.json, SHA256SUMS and the signature. SHA256SUMS (``sha256sum -c``
 format) lists every file but itself and the signature.
