@@ -80,6 +80,7 @@ class LockResult:
             "ok": True,
             "lockfile": display_path,
             "written": self.written,
+            "resolved": list(self.resolved),
             "inputs": self.lock.inputs,
             "services": {
                 name: {"reference": rec.reference, "digest": rec.digest, "verified": rec.verified,
