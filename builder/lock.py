@@ -215,7 +215,7 @@ def rewrite_digest(text: str, new_digest: str) -> str:
     doc = tomlkit.parse(text)
     item = doc["image"]["digest"]
     trivia = item.trivia
-    new = tomlkit.string(new_digest)
+    new = tomlkit.string(new_digest, literal=item.as_string().startswith("'"))
     new.trivia.indent, new.trivia.comment_ws, new.trivia.comment, new.trivia.trail = (
         trivia.indent, trivia.comment_ws, trivia.comment, trivia.trail)
     doc["image"]["digest"] = new

@@ -334,6 +334,8 @@ def test_rewrite_digest_keeps_every_other_byte():
     text = blueprint("svc", "127.0.0.1:5000/a/b", "v1", "sha256:" + "1" * 64).replace("\n[env]", "\n\n[env]")
     out = rewrite_digest(text, "sha256:" + "2" * 64)
     assert out == text.replace("1" * 64, "2" * 64)
+    literal = text.replace(f'"sha256:{"1" * 64}"', f"'sha256:{'1' * 64}'")
+    assert rewrite_digest(literal, "sha256:" + "3" * 64) == literal.replace("1" * 64, "3" * 64)
 
 
 def test_update_changes_no_file_when_the_new_pin_fails_to_resolve(lab, images, proxy, capsys):
