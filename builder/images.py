@@ -315,6 +315,80 @@ def docker_load_stream(images_dir: Path, entries: list[dict], blobs: list[str],
     yield b"\0" * 1024
 
 
+def tar_header(name: str, size: int) -> bytes:
+    """A ustar header of a regular file member (what docker load reads)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.type = size, 0o644, 0, tarfile.REGTYPE
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+class StreamingLoad:
+    """``docker load`` fed from another thread: ``put`` tar bytes, then ``finish`` or ``abort``.
+
+    The engine unpacks the whole stream before it imports anything, so an
+    ``abort`` (the stream ends with an error, never with the tar trailer)
+    leaves the engine unchanged. The queue is bounded: memory stays flat.
+    """
+
+    _END = object()
+
+    def __init__(self, docker_client, depth: int = 16) -> None:
+        import queue
+        import threading
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(docker_client,), daemon=True)
+        self._thread.start()
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                yield b"\0" * 1024
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self, docker_client) -> None:
+        try:
+            for msg in docker_client.api.load_image(self._chunks(), quiet=True):
+                if "errorDetail" in msg or "error" in msg:
+                    raise InstallError("docker load failed: "
+                                       + (msg.get("errorDetail", {}).get("message") or msg.get("error")),
+                                       hint="check free disk space and the engine log (journalctl -u docker)")
+        except BaseException as exc:  # handed to the caller in finish()
+            self._error = exc
+            while self._thread.is_alive() and not self._queue.empty():  # unblock a waiting put()
+                self._queue.get_nowait()
+
+    def put(self, data: bytes) -> None:
+        if self._error is None:
+            self._queue.put(data)
+
+    def put_file(self, name: str, size: int, chunks: Iterable[bytes]) -> None:
+        self.put(tar_header(name, size))
+        for chunk in chunks:
+            self.put(chunk)
+        if size % 512:
+            self.put(b"\0" * (512 - size % 512))
+
+    def finish(self) -> None:
+        """End the stream; raise InstallError when the engine refused it."""
+        self.put(self._END)
+        self._thread.join()
+        if isinstance(self._error, InstallError):
+            raise self._error
+        if self._error is not None:
+            raise InstallError(f"docker load failed: {self._error}",
+                               hint="check free disk space and the engine log (journalctl -u docker)")
+
+    def abort(self, reason: BaseException) -> None:
+        """End the stream with an error: the engine discards everything it received."""
+        self.put(reason)
+        self._thread.join()
+
+
 def load_images(docker_client, images_dir: Path, platform: str, on_bytes=None) -> list[str]:
     """Stream ``images_dir``'s images for ``platform`` into the engine; return the loaded tags."""
     entries, blobs = load_plan(images_dir, platform)

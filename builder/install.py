@@ -3,15 +3,18 @@
 An install directory ``DIR`` looks like this::
 
     DIR/releases/<version>/   one unpacked bundle per installed version (compose.yaml,
-                              manifest.json, images/, runbooks/, ...), never changed
+                              manifest.json, runbooks/, images/ metadata, ...), never
+                              changed; image blobs are not kept: the engine holds them
     DIR/current  -> releases/<version>    the active release (symlink, switched atomically)
     DIR/previous -> releases/<version>    the release it replaced (for rollback)
     DIR/.env                  the generated secrets (mode 0600), kept across upgrades
     DIR/.labbuild.lock        serialises installs into the same DIR
 
-``install_bundle`` verifies the bundle (and its signature) before touching
-anything, unpacks it, loads its images (checking each image ID against the
-lock), adds missing secrets, switches ``current``, runs compose and waits
+``install_bundle`` reads the bundle once: it verifies every member (and the
+signature) while streaming the host platform's image blobs into ``docker
+load``, completing the load only when everything verified (else the engine
+keeps nothing and DIR is not touched); then it checks each image ID against
+the lock, adds missing secrets, switches ``current``, runs compose and waits
 until every service is healthy. Installing a newer bundle into the same DIR
 is an upgrade: volumes (same compose project, same volume names) and secrets
 stay, compose recreates only the services whose definition changed.
@@ -288,13 +291,107 @@ class InstallResult:
 
 # --------------------------------------------------------------------------- install
 
-def _unpack(bundle: Path, install_dir: Path, key, say: Say) -> Path:
-    """Verify ``bundle`` (and its signature), then extract it into a staging directory
-    under ``DIR/releases/``; nothing is created before the verification passes."""
-    from .bundle import safe_extract
-    staging = install_dir / "releases" / f".incoming-{os.getpid()}-{_secrets.token_hex(4)}"
+SMALL_FILE_LIMIT = 64 << 20
+
+
+@dataclass
+class _Unpacked:
+    """What one pass over a bundle produced: its verified small files, the images it loaded."""
+
+    staged: Path
+    loaded: list[str]
+
+
+def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Say) -> _Unpacked:
+    """Verify ``bundle`` and load its images in ONE streaming pass; stage its other files.
+
+    Every member is hashed and checked against manifest.json, SHA256SUMS and
+    the signature (``check_contents``). Image blobs for ``platform`` are fed to
+    ``docker load`` while they are hashed; the stream is completed only when
+    the whole bundle verified, else aborted so the engine keeps nothing. The
+    small files are held in memory and written (to a staging directory under
+    DIR/releases/) only after verification; blobs are not kept on disk (the
+    engine holds them). Nothing in DIR exists before the bundle verified.
+    """
+    import hashlib
+
+    from .bundle import MANIFEST, SIGNATURE_NAME, SUMS, ScannedBundle, _walk, check_contents
+    from .errors import BundleError, Problem
+    from .images import StreamingLoad, platform_file, tar_header
+
+    if isinstance(key, (str, Path)):
+        from .signing import load_public_key
+        key = load_public_key(Path(key))
+    scan = ScannedBundle()
+    small: dict[str, bytes] = {}
+    state: dict[str, Any] = {"plan": None, "load": None}
+    wanted_manifest = f"images/docker-load/{platform_file(platform)}.json"
+
+    def load_plan() -> set[str]:
+        """At the first blob: which blobs the host platform needs (from the docker-load manifest)."""
+        if state["plan"] is None:
+            raw = small.get(wanted_manifest) or next(
+                (small[n] for n in sorted(small) if n.startswith(wanted_manifest[:-5] + "_")), None) \
+                or small.get("images/manifest.json")
+            if raw is None:
+                raise InstallError(f"{bundle.name} holds no images for {platform}",
+                                   hint=f"build it with --with-images --platform {platform}")
+            try:
+                entries = json.loads(raw)
+                state["tags"] = sorted(t for e in entries for t in e["RepoTags"])
+                state["plan"] = {e["Config"] for e in entries} | {l for e in entries for l in e["Layers"]}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InstallError(f"{bundle.name}: images/ has a malformed docker-load manifest ({exc})") from None
+            state["load"] = StreamingLoad(client)
+            state["load"].put(tar_header("manifest.json", len(raw)) + raw + b"\0" * (-len(raw) % 512))
+            say(f"loading images for {platform} into the engine while verifying")
+        return state["plan"]
+
+    def on_file(rel: str, member, tar) -> None:
+        fh = tar.extractfile(member)
+        h, size = hashlib.sha256(), 0
+        if rel.startswith("images/blobs/"):
+            inner = rel[len("images/"):]
+            load = state["load"] if inner in load_plan() else None
+            if load is not None:
+                load.put(tar_header(inner, member.size))
+            while block := fh.read(1 << 20):
+                h.update(block)
+                size += len(block)
+                if load is not None:
+                    load.put(block)
+            if load is not None and size % 512:
+                load.put(b"\0" * (512 - size % 512))
+        else:
+            if member.size > SMALL_FILE_LIMIT:
+                scan.problems.append(Problem(file=rel, path="", message=f"{member.size} bytes: too big for a bundle file"))
+                return
+            data = fh.read()
+            h.update(data)
+            size = len(data)
+            small[rel] = data
+        scan.files[rel] = (h.hexdigest(), size)
+
     say(f"verifying {bundle.name}" + (" and its signature" if key else ""))
-    return Path(safe_extract(bundle, staging, key=key))
+    try:
+        _walk(bundle, scan, on_file)
+        kept = {n: small[n] for n in (MANIFEST, SUMS, SIGNATURE_NAME) if n in small}
+        problems, manifest, _signed, _checked = check_contents(scan.files, kept, top=scan.top, key=key)
+        problems = scan.problems + problems
+        if problems:
+            raise BundleError(f"{bundle} failed verification: nothing was installed", problems=problems,
+                              hint="do not install it; copy or rebuild the bundle")
+    except BaseException as exc:
+        if state["load"] is not None:
+            state["load"].abort(exc if isinstance(exc, Exception) else InstallError("interrupted"))
+        raise
+    if state["load"] is not None:
+        state["load"].finish()
+    staging = install_dir / "releases" / f".incoming-{os.getpid()}-{_secrets.token_hex(4)}"
+    for rel, data in sorted(small.items()):
+        mode = 0o755 if rel == "install.sh" else 0o644
+        atomic_write(staging / rel, data, mode=mode)
+    return _Unpacked(staging, state.get("tags", []))
 
 
 def _place(staged: Path, install_dir: Path, say: Say) -> Path:
@@ -330,27 +427,25 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
     if not bundle.is_file():
         raise InstallError(f"{bundle}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
     client = docker_client()
-    staged = _unpack(bundle, install_dir, key, say)
+    from .images import host_platform
+    platform = host_platform(client)
+    unpacked = _unpack(bundle, install_dir, key, client, platform, say)
     try:
         with _dir_lock(install_dir):
-            release = _place(staged, install_dir, say)
-            return _install_release(client, install_dir, release, start, timeout, say, live)
+            release = _place(unpacked.staged, install_dir, say)
+            return _install_release(client, install_dir, release, start, timeout, say, live, platform,
+                                    unpacked.loaded)
     finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(unpacked.staged, ignore_errors=True)
 
 
 def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
-                     live: bool | None) -> InstallResult:
+                     live: bool | None, platform: str, loaded: list[str]) -> InstallResult:
     manifest = read_manifest(release)
     lab, version = manifest["lab"], str(manifest["version"])
-    result = InstallResult(ok=False, dir=install_dir, lab=lab, version=version, release=release, started=start)
-    from .images import host_platform, load_images
-    platform = host_platform(client)
-    images_dir = release / "images"
-    if images_dir.is_dir():
-        say(f"loading images for {platform} into the engine")
-        result.loaded = load_images(client, images_dir, platform)
-    check_image_ids(client, manifest, platform, required=bool(manifest.get("offline")) or images_dir.is_dir())
+    result = InstallResult(ok=False, dir=install_dir, lab=lab, version=version, release=release, started=start,
+                           loaded=loaded)
+    check_image_ids(client, manifest, platform, required=bool(manifest.get("offline")) or bool(loaded))
     result.secrets_added = write_secrets(install_dir, release)
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / '.env'}: "
@@ -444,19 +539,17 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
     client = docker_client()
     with _dir_lock(install_dir):
         manifest = read_manifest(previous)
-        from .images import host_platform, load_images
+        from .images import host_platform
         platform = host_platform(client)
         result = InstallResult(ok=False, dir=install_dir, lab=manifest["lab"], version=str(manifest["version"]),
                                release=previous, started=start)
-        images_dir = previous / "images"
         try:
-            check_image_ids(client, manifest, platform, required=True)
-        except InstallError:
-            if not images_dir.is_dir():
-                raise
-            say(f"reloading the images of {result.version}")
-            result.loaded = load_images(client, images_dir, platform)
-            check_image_ids(client, manifest, platform, required=True)
+            check_image_ids(client, manifest, platform, required=bool(manifest.get("offline")))
+        except InstallError as exc:
+            # releases keep no copy of the image blobs (the engine holds them)
+            raise InstallError(f"cannot roll back to {result.version}: {exc.message}",
+                               hint=f"its images are gone from the engine: install its bundle again "
+                                    f"(labbuild install BUNDLE --dir {install_dir})") from None
         result.secrets_added = write_secrets(install_dir, previous)
         activate(install_dir, previous)
         result.previous = current.name

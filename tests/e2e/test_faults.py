@@ -52,6 +52,8 @@ def test_corrupted_blob_is_refused_before_anything_is_touched(airgap, docker_eng
     assert hexd in err and "sha256" in err
     assert not target.exists()                       # nothing touched
     assert not lab_containers(docker_engine, lab.name)
+    for ref in lab.refs:                             # the load streamed alongside was aborted
+        assert not docker_engine.images.list(name=ref)
 
     # install.sh refuses the same bundle, and says why
     unpack = tmp_path / "unpack"
