@@ -24,10 +24,13 @@ Install side: ``load_images`` streams a docker-load tar built on the fly from
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -177,8 +180,11 @@ def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
 
 # --------------------------------------------------------------------------- fetching (network)
 
-def progress_display(enabled: bool | None):
-    """A rich Progress for downloads: bytes, rate, ETA; disabled when not a TTY."""
+_shared_progress: dict[str, Any] = {"bars": None, "users": 0}
+_shared_lock = threading.Lock()
+
+
+def _new_progress(enabled: bool | None):
     from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                TimeRemainingColumn, TransferSpeedColumn)
@@ -189,6 +195,64 @@ def progress_display(enabled: bool | None):
                     disable=not show, transient=False)
 
 
+def _acquire_progress(enabled: bool | None):
+    with _shared_lock:
+        if _shared_progress["bars"] is None:
+            _shared_progress["bars"] = _new_progress(enabled)
+            _shared_progress["bars"].start()
+        _shared_progress["users"] += 1
+        return _shared_progress["bars"]
+
+
+def _release_progress() -> None:
+    with _shared_lock:
+        _shared_progress["users"] -= 1
+        if _shared_progress["users"] == 0 and _shared_progress["bars"] is not None:
+            _shared_progress["bars"].stop()
+            _shared_progress["bars"] = None
+
+
+@contextlib.contextmanager
+def progress_display(enabled: bool | None) -> Iterator[Any]:
+    """A rich Progress (bytes, rate, ETA), disabled when stderr is not a TTY.
+
+    One display is shared by everyone using it at the same time (rich allows
+    a single live display): the download bars and the bundle's packing bar
+    show together while downloads and packing overlap.
+    """
+    bars = _acquire_progress(enabled)
+    try:
+        yield bars
+    finally:
+        _release_progress()
+
+
+@dataclass(frozen=True)
+class PendingBlob(BundleFile):
+    """A blob still downloading into the cache: ``size`` is known from the lock,
+    ``open`` waits until the bytes are in the cache and verified (or raises
+    the download's error). Lets the archive writer pack while downloads run."""
+
+    ready: Future | None = field(default=None, compare=False, repr=False)
+    known_size: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.known_size
+
+    def open(self):
+        if self.ready is not None:
+            self.ready.result()
+        return super().open()
+
+
+def wait_for_downloads(files: Iterable[BundleFile]) -> None:
+    """Block until every ``PendingBlob`` among ``files`` is cached (raise its error if any)."""
+    for f in files:
+        if isinstance(f, PendingBlob) and f.ready is not None:
+            f.ready.result()
+
+
 def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[str] | None = None,
                 progress: Any = None, *, cache: BlobCache | None = None) -> list[BundleFile]:
     """Fetch the locked images of ``services`` and return the ``images/`` members of a bundle.
@@ -197,6 +261,12 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     None = bars when stderr is a TTY, False = quiet, True = bars (still only
     on a TTY). Blobs come from the cache when there, else from the registries
     with ``RegistryClient``; nothing is shipped that did not hash right.
+
+    Manifests and configs are fetched before this returns; layers missing
+    from the cache keep downloading in the background (in archive order,
+    ``FETCH_WORKERS`` at a time) and come back as ``PendingBlob`` members, so
+    the archive writer packs blob N while blobs N+1.. download. A failed
+    download fails the member's ``open`` and so the release (atomically).
     """
     from .registry import RegistryClient
 
@@ -205,14 +275,88 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     cache = cache or BlobCache()
     blobs = _blobs_of(plans)
     show = progress if isinstance(progress, bool) or progress is None else True
-    with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
+    client = RegistryClient(insecure_registries=tuple(lab.insecure_registries))
+    try:
         manifests = _fetch_manifests(client, cache, plans)
-        _fetch_blobs(client, cache, blobs, show)
-    files = [BundleFile(f"images/{name}", data=data) for name, data in layout_metadata(plans, platforms).items()]
+        configs = {d: v for d, v in blobs.items() if _is_config(plans, d)}
+        _download(client, cache, configs, show, background=False)
+        pending = _download(client, cache, {d: v for d, v in blobs.items() if d not in configs}, show,
+                            background=True)
+    except BaseException:
+        client.close()
+        raise
+    files: list[BundleFile] = [BundleFile(f"images/{name}", data=data)
+                               for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | set(manifests)):
-        files.append(BundleFile(f"images/{_blob_path(digest)}", source=cache.path(digest), order=1,
-                                sha256_hint=hex_of(digest)))
+        arcname, source = f"images/{_blob_path(digest)}", cache.path(digest)
+        if digest in pending:
+            files.append(PendingBlob(arcname, source=source, order=1, sha256_hint=hex_of(digest),
+                                     ready=pending[digest], known_size=blobs[digest][0]))
+        else:
+            files.append(BundleFile(arcname, source=source, order=1, sha256_hint=hex_of(digest)))
     return files
+
+
+def _is_config(plans: list[PlannedImage], digest: str) -> bool:
+    return any(rec.config == digest for plan in plans for rec in plan.platforms.values())
+
+
+def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None, *,
+              background: bool) -> dict[str, Future]:
+    """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, in digest (= archive) order.
+
+    Returns a future per blob. In the background the workers are daemon
+    threads (an aborted release does not wait for them; a half-fetched blob
+    resumes next time) and ``client`` is closed when the last one ends; else
+    this waits and raises the first error.
+    """
+    missing = sorted(d for d, (size, _) in blobs.items() if not cache.has(d, size))
+    if not missing:
+        if background:
+            client.close()
+        return {}
+    futures = {d: Future() for d in missing}
+    jobs: "queue.Queue[str]" = queue.Queue()
+    for d in missing:
+        jobs.put(d)
+    bars = _acquire_progress(show)
+    task = bars.add_task(f"downloading {len(missing)} blobs",
+                         total=sum(blobs[d][0] or 0 for d in missing) or None)
+    left = [len(missing)]
+    left_lock = threading.Lock()
+
+    def finished() -> None:
+        with left_lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            _release_progress()
+            if background:
+                client.close()
+
+    def worker() -> None:
+        while True:
+            try:
+                digest = jobs.get_nowait()
+            except queue.Empty:
+                return
+            size, name = blobs[digest]
+            future = futures[digest]
+            try:
+                cache.fetch(digest, size, lambda offset: client.open_blob(name, digest, offset=offset),
+                            on_bytes=lambda n: bars.advance(task, n), what=name)
+                future.set_result(cache.path(digest))
+            except BaseException as exc:  # delivered to whoever opens the blob
+                future.set_exception(exc)
+            finally:
+                finished()
+
+    for _ in range(min(FETCH_WORKERS, len(missing))):
+        threading.Thread(target=worker, daemon=True, name="labbuild-fetch").start()
+    if not background:
+        for d in missing:
+            futures[d].result()
+    return futures
 
 
 def _fetch_manifests(client, cache: BlobCache, plans: list[PlannedImage]) -> set[str]:
@@ -241,26 +385,6 @@ def _fetch_manifests(client, cache: BlobCache, plans: list[PlannedImage]) -> set
                                   f"{plan.record.digest}", hint="the lock is damaged; run `labbuild lock` again")
             _check_manifest(plan, platform, get(plan.name, rec.manifest))
     return digests
-
-
-def _fetch_blobs(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None) -> None:
-    missing = {d: v for d, v in blobs.items() if not cache.has(d, v[0])}
-    if not missing:
-        return
-    total = sum(size or 0 for size, _ in missing.values())
-    with progress_display(show) as bars:
-        task = bars.add_task(f"downloading {len(missing)} blobs", total=total or None)
-
-        def one(item: tuple[str, tuple[int | None, str]]) -> None:
-            digest, (size, name) = item
-            cache.fetch(digest, size, lambda offset: client.open_blob(name, digest, offset=offset),
-                        on_bytes=lambda n: bars.advance(task, n), what=name)
-
-        # biggest first keeps every worker busy until the end
-        order = sorted(missing.items(), key=lambda kv: (-(kv[1][0] or 0), kv[0]))
-        with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
-            for future in [pool.submit(one, item) for item in order]:
-                future.result()
 
 
 _progress_display = progress_display  # the name builder.bundle imported first

@@ -15,8 +15,8 @@ import pytest
 from builder.blobcache import BlobCache
 from builder.blueprint import load_lab
 from builder.errors import BundleError
-from builder.images import (docker_load_stream, image_files, layout_metadata, load_plan, plan_images,
-                            platform_file)
+from builder.images import (PendingBlob, docker_load_stream, image_files, layout_metadata, load_plan,
+                            plan_images, platform_file, wait_for_downloads)
 from builder.lockfile import read_lock
 
 from e2e.labkit import AirgapLab, Service, free_port
@@ -47,6 +47,8 @@ def write_files(files, dest):
 def test_layout_holds_every_blob_once_metadata_first(locked_lab, tmp_path):
     lab, model, lock = locked_lab
     files = image_files(model, lock, ["api", "web"], progress=False)
+    assert any(isinstance(f, PendingBlob) for f in files)   # layers download while the bundle packs
+    wait_for_downloads(files)
     names = [f.arcname for f in files]
     assert len(names) == len(set(names))
     blobs = [f for f in files if "/blobs/" in f.arcname]
@@ -103,15 +105,17 @@ def test_skopeo_reads_the_layout(locked_lab, tmp_path):
 def test_second_release_needs_no_registry(locked_lab):
     lab, model, lock = locked_lab
     first = image_files(model, lock, ["api", "web"], progress=False)
+    wait_for_downloads(first)
     lab.registry.stop()
     second = image_files(model, lock, ["api", "web"], progress=False)
+    assert not any(isinstance(f, PendingBlob) for f in second)
     assert [(f.arcname, f.sha256()) for f in first] == [(f.arcname, f.sha256()) for f in second]
 
 
 def test_cached_blob_is_reused_and_a_damaged_registry_blob_never_enters(locked_lab, tmp_path):
     lab, model, lock = locked_lab
     cache = BlobCache(tmp_path / "own-cache")
-    image_files(model, lock, ["api"], platforms=["linux/amd64"], progress=False, cache=cache)
+    wait_for_downloads(image_files(model, lock, ["api"], platforms=["linux/amd64"], progress=False, cache=cache))
     layer = lock.services["api"].platforms["linux/amd64"].layers[1].digest
     assert cache.has(layer)
     # the registry now serves garbage for a layer not yet cached: refused after retries
@@ -120,7 +124,7 @@ def test_cached_blob_is_reused_and_a_damaged_registry_blob_never_enters(locked_l
     data.write_bytes(b"tampered" + data.read_bytes()[8:])
     from builder.errors import RegistryError
     with pytest.raises(RegistryError) as exc:
-        image_files(model, lock, ["web"], progress=False, cache=cache)
+        wait_for_downloads(image_files(model, lock, ["web"], progress=False, cache=cache))
     assert web_layer in exc.value.message
     assert not cache.has(web_layer)
 
@@ -164,3 +168,19 @@ def test_docker_load_stream_is_a_tar_of_the_host_platform_only(locked_lab, tmp_p
             assert tar.extractfile(rel).read() == (images / rel).read_bytes()
     arm_only = lock.services["web"].platforms["linux/arm64"].config
     assert f"blobs/sha256/{arm_only[7:]}" not in names
+
+
+def test_release_fails_atomically_when_a_background_download_fails(locked_lab, tmp_path):
+    """The writer packs while layers download; a layer that never hashes right aborts the release."""
+    from builder.bundle import build_release
+    from builder.errors import RegistryError
+    lab, _, lock = locked_lab
+    layer = lock.services["api"].platforms["linux/amd64"].layers[1].digest
+    data = next(lab.registry.storage.rglob(f"blobs/sha256/{layer[7:9]}/{layer[7:]}/data"))
+    data.write_bytes(b"tampered" + data.read_bytes()[8:])
+    out = tmp_path / "dist"
+    with pytest.raises(RegistryError) as exc:
+        build_release(lab.root, "1.0.0", with_images=True, out_dir=out, progress=False)
+    assert layer in exc.value.message
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert not list(out.glob(".*partial")) if out.exists() else True
