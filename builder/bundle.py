@@ -29,6 +29,9 @@ Contracts other parts rely on:
   extracts into a temp dir beside ``dest`` (re-hashing every file) and renames
   it to ``dest``, which becomes the bundle's top directory (``dest/compose.yaml``).
   Nothing is written when verification fails; ``dest`` must not exist.
+- ``walk_bundle(path, scan, on_file)`` + ``check_contents(files, kept, top=, key=)``:
+  the streaming pass and the pure checks behind ``verify_bundle``, for stages
+  that consume the members while verifying (install feeds ``docker load``).
 
 manifest.json (canonical JSON, typed as ``Manifest``): ``{"format": 1, "lab", "name" (top dir),
 "version", "profile", "inputs", "labbuild", "offline", "platforms",
@@ -661,8 +664,15 @@ def _open_stream(path: Path) -> Iterator[tarfile.TarFile]:
         yield tar
 
 
-def _walk(path: Path, scan: ScannedBundle, on_file: Callable[[str, tarfile.TarInfo, tarfile.TarFile], None]) -> None:
-    """Stream every member, record unsafe ones in ``scan.problems`` and hand safe files to ``on_file``."""
+def walk_bundle(path: Path, scan: ScannedBundle,
+                on_file: Callable[[str, tarfile.TarInfo, tarfile.TarFile], None]) -> None:
+    """Stream every member once: record unsafe ones in ``scan.problems`` (and skip
+    them), set ``scan.top``, and hand each safe regular file to
+    ``on_file(rel_path, member, tar)``, which must read it before returning.
+
+    With ``check_contents`` this is the one-pass verification other stages
+    build on (install loads images while it verifies).
+    """
     seen: set[str] = set()
     with _open_stream(path) as tar:
         try:
@@ -687,6 +697,9 @@ def _walk(path: Path, scan: ScannedBundle, on_file: Callable[[str, tarfile.TarIn
                                          hint="copy the bundle again"))
 
 
+_walk = walk_bundle  # the name builder.install imported first
+
+
 def scan_bundle(path: str | Path, keep: Iterable[str] = (MANIFEST, SUMS, SIGNATURE_NAME)) -> ScannedBundle:
     """Hash every member of the archive in one pass, keeping the bytes of the files in ``keep``."""
     import hashlib
@@ -705,7 +718,7 @@ def scan_bundle(path: str | Path, keep: Iterable[str] = (MANIFEST, SUMS, SIGNATU
         if buf is not None:
             scan.kept[rel] = buf.getvalue()
 
-    _walk(Path(path), scan, on_file)
+    walk_bundle(Path(path), scan, on_file)
     return scan
 
 
@@ -876,7 +889,7 @@ def safe_extract(bundle_path: str | Path, dest: str | Path, key=None) -> Path:
             changed.append(rel)
 
     try:
-        _walk(bundle_path, scan, on_file)
+        walk_bundle(bundle_path, scan, on_file)
         if scan.problems or changed or scan.top != verified.top:
             raise BundleError(f"{bundle_path} changed while it was being extracted",
                               problems=scan.problems + [Problem(file=r, path="", message="changed") for r in changed],
