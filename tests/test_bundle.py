@@ -331,3 +331,14 @@ def test_every_profile_of_the_shipped_lab_releases_offline_and_real_tools_accept
             doc = json.loads(page.read_text())
             assert doc["title"] and doc["uid"] and doc["panels"]
         assert set(manifest["services"]) == {p.stem for p in (dest / "runbooks").glob("*.md")} - {"README"}
+        # the offline variant (image: name:tag, pull_policy: never) of the same profile
+        from builder.blueprint import load_lab
+        from builder.render import ReleaseInput, render_text_files
+        ri = ReleaseInput(lab=load_lab(lab_copy), lock=read_lock(lab_copy / LOCK_PATH), profile=profile,
+                          version="0.1.0", labbuild_version=__version__, offline=True)
+        offline = tmp_path / "offline" / profile
+        for name, text in render_text_files(ri).items():
+            (offline / name).parent.mkdir(parents=True, exist_ok=True)
+            (offline / name).write_text(text)
+        services = compose_config(offline, secrets, f"shipped-off-{profile}")["services"]
+        assert all(s["pull_policy"] == "never" and "@" not in s["image"] for s in services.values())
