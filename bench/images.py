@@ -212,6 +212,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gib", type=float, default=1.0, help="unique GiB of layers (default 1.0)")
     ap.add_argument("--keep", action="store_true", help="keep the bench directory's outputs")
+    ap.add_argument("--release-only", action="store_true", help="skip the install measurements")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     env_path = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -273,6 +274,9 @@ def main() -> None:
         gz_size += len(comp.flush())
         gz_s = time.perf_counter() - t
 
+        if args.release_only:
+            print(f"skopeo {skopeo_s:.2f}s; cold {cold_s / skopeo_s:.2f}x; warm {warm_s / skopeo_s:.2f}x")
+            return
         # ---- install --no-start vs raw docker load, alternating, best of 2
         raw = WORK / "raw-load.tar"
         extract = WORK / "raw-extract"

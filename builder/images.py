@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import tarfile
 import threading
@@ -45,7 +46,7 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
-FETCH_WORKERS = 8
+FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or 4  # concurrent blob downloads
 
 
 # --------------------------------------------------------------------------- planning (pure)

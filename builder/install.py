@@ -661,8 +661,9 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
         project.down(volumes=volumes)
         removed: list[str] = []
         releases = [p for p in (install_dir / "releases").iterdir() if p.is_dir() and not p.name.startswith(".")]
-        refs = sorted({e["image"] for r in releases if (r / "images").is_dir()
-                       for e in _safe_manifest(r).get("services", {}).values()})
+        manifests = [_safe_manifest(r) for r in releases]
+        refs = sorted({e["image"] for m in manifests if m.get("offline")   # images this install loaded
+                       for e in m.get("services", {}).values()})
         for ref in refs:
             with contextlib.suppress(docker.errors.ImageNotFound):
                 try:
