@@ -280,9 +280,9 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     try:
         manifests = _fetch_manifests(client, cache, plans)
         configs = {d: v for d, v in blobs.items() if _is_config(plans, d)}
-        _download(client, cache, configs, show, background=False)
+        _download(client, cache, configs, show, background=False, what="image configs")
         pending = _download(client, cache, {d: v for d, v in blobs.items() if d not in configs}, show,
-                            background=True)
+                            background=True, what="layers")
     except BaseException:
         client.close()
         raise
@@ -303,7 +303,7 @@ def _is_config(plans: list[PlannedImage], digest: str) -> bool:
 
 
 def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None, *,
-              background: bool) -> dict[str, Future]:
+              background: bool, what: str = "blobs") -> dict[str, Future]:
     """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, in digest (= archive) order.
 
     Returns a future per blob. In the background the workers are daemon
@@ -321,7 +321,7 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     for d in missing:
         jobs.put(d)
     bars = _acquire_progress(show)
-    task = bars.add_task(f"downloading {len(missing)} blobs",
+    task = bars.add_task(f"downloading {len(missing)} {what}",
                          total=sum(blobs[d][0] or 0 for d in missing) or None)
     left = [len(missing)]
     left_lock = threading.Lock()

@@ -344,7 +344,7 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
                 raise InstallError(f"{bundle.name}: images/ has a malformed docker-load manifest ({exc})") from None
             state["load"] = StreamingLoad(client)
             state["load"].put(tar_header("manifest.json", len(raw)) + raw + b"\0" * (-len(raw) % 512))
-            say(f"loading images for {platform} into the engine while verifying")
+            say(f"loading the images for {platform} into the engine while verifying")
         return state["plan"]
 
     def on_file(rel: str, member, tar) -> None:
@@ -358,6 +358,7 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
             while block := fh.read(1 << 20):
                 h.update(block)
                 size += len(block)
+                state["advance"](len(block))
                 if load is not None:
                     load.put(block)
             if load is not None and size % 512:
@@ -373,8 +374,12 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
         scan.files[rel] = (h.hexdigest(), size)
 
     say(f"verifying {bundle.name}" + (" and its signature" if key else ""))
+    from .images import progress_display
     try:
-        _walk(bundle, scan, on_file)
+        with progress_display(None) as bars:
+            task = bars.add_task(f"verifying {bundle.name}", total=bundle.stat().st_size)
+            state["advance"] = lambda n: bars.advance(task, n)
+            _walk(bundle, scan, on_file)
         kept = {n: small[n] for n in (MANIFEST, SUMS, SIGNATURE_NAME) if n in small}
         problems, manifest, _signed, _checked = check_contents(scan.files, kept, top=scan.top, key=key)
         problems = scan.problems + problems
