@@ -271,8 +271,10 @@ def compose_service(ri: ReleaseInput, name: str) -> dict[str, Any]:
     if res and res.gpus is not None:
         svc["deploy"] = {"resources": {"reservations": {"devices": [
             {"driver": "nvidia", "count": res.gpus, "capabilities": ["gpu"]}]}}}
+    # no version label: it would change every service's definition on every upgrade, and
+    # compose would recreate all of them instead of only the changed ones (issue 5)
     svc["labels"] = {f"{LABEL_PREFIX}.lab": ri.lab.name, f"{LABEL_PREFIX}.profile": ri.profile,
-                     f"{LABEL_PREFIX}.service": name, f"{LABEL_PREFIX}.version": ri.version}
+                     f"{LABEL_PREFIX}.service": name}
     svc["networks"] = [NETWORK]
     return svc
 

@@ -333,7 +333,7 @@ def test_compose_is_accepted_by_docker_compose_and_wires_env_secrets_and_deps(tm
     assert app["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert app["mem_limit"] == "2147483648" and app["cpus"] == 1.5 and app["user"] == "1000:1000"
     assert web["labels"] == {"org.local-ai-lab.lab": "testlab", "org.local-ai-lab.profile": "full",
-                             "org.local-ai-lab.service": "web", "org.local-ai-lab.version": "1.0.0"}
+                             "org.local-ai-lab.service": "web"}   # no version: upgrades recreate only changes
     assert web["healthcheck"]["test"][0] == "CMD" and web["restart"] == "unless-stopped"
     assert set(cfg["volumes"]) == {"web_data", "db_pgdata", "prometheus_tsdb"}
     assert list(cfg["networks"]) == ["lab"] and all(list(s["networks"]) == ["lab"] for s in svcs.values())

@@ -83,6 +83,9 @@ def test_offline_install_upgrade_rollback_keep_data_and_secrets(airgap, docker_e
     assert exec_in(docker_engine, lab.name, "web", "cat /data/note").strip() == "precious"
     assert env.read_text() == secrets_v1
     assert running_image_ids(docker_engine, lab.name)["web"] == lab.services["web"].image_id
+    api_after = docker_engine.containers.list(
+        filters={"label": [f"com.docker.compose.project={lab.name}", "com.docker.compose.service=api"]})[0].id
+    assert api_after == api_container   # api's definition did not change: compose left it alone
     st = status(target)
     assert st.ok and st.version == "1.1.0" and all(s.image_ok for s in st.services.values())
 
