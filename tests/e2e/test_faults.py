@@ -178,3 +178,20 @@ def test_service_that_never_gets_healthy(airgap, docker_engine, tmp_path, capsys
     assert p.returncode == 1
     assert "sick did not become healthy" in p.stderr and "runbooks/sick.md" in p.stderr
     assert "left running" in p.stderr
+
+
+def test_signed_bundle_installs_only_with_its_key(airgap, docker_engine, tmp_path, capsys):
+    from builder.signing import generate_keypair
+    lab = two_service_lab(airgap, multiarch_web=False)
+    generate_keypair(tmp_path / "lab.key", tmp_path / "lab.pub")
+    generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
+    bundle = lab.release("1.0.0", sign_key=tmp_path / "lab.key")
+    lab.offline(docker_engine)
+    target = tmp_path / "inst"
+    assert main(["install", str(bundle), "--dir", str(target), "--key", str(tmp_path / "other.pub")]) == 1
+    assert "signature does not match" in capsys.readouterr().err
+    assert not target.exists()
+    for ref in lab.refs:
+        assert not docker_engine.images.list(name=ref)
+    assert main(["install", str(bundle), "--dir", str(target), "--key", str(tmp_path / "lab.pub"),
+                 "--timeout", "30"]) == 0
