@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 import http.client
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 _DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h)")

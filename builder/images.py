@@ -17,9 +17,10 @@ against the lock, and returns the members of ``images/``:
 Metadata sorts first (order 0), blobs last (order 1, with their digest as
 ``sha256_hint`` so the archive writer never re-hashes them).
 
-Install side: ``load_images`` streams a docker-load tar built on the fly from
-``images/`` (host platform only, nothing staged on disk) into the engine, and
-``check_image_ids`` proves each loaded image ID is the locked config digest.
+Install side: ``StreamingLoad`` feeds ``docker load`` a tar generated on the fly
+(the host platform's docker-load manifest and blobs, read straight from the
+bundle archive while it is verified; see ``builder.install``), and
+``expected_image_id`` gives the locked config digest each image ID must equal.
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ import tarfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .archive import BundleFile
 from .blobcache import BlobCache, hex_of
-from .errors import BundleError, InstallError, RegistryError
+from .errors import BundleError, InstallError
 from .fsutil import canonical_json
 from .lockfile import ImageRecord, Lock, PlatformRecord
 
@@ -393,53 +393,6 @@ _progress_display = progress_display  # the name builder.bundle imported first
 
 # --------------------------------------------------------------------------- loading (install side)
 
-def load_plan(images_dir: Path, platform: str) -> tuple[list[dict], list[str]]:
-    """The docker-load entries for ``platform`` and the blob paths they need."""
-    candidates = [images_dir / "docker-load" / f"{platform_file(platform)}.json",
-                  *sorted((images_dir / "docker-load").glob(f"{platform_file(platform)}_*.json"))]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        path = images_dir / "manifest.json"
-        if not path.is_file():
-            raise InstallError(f"{images_dir}: no images for {platform}",
-                               hint=f"build the bundle with --with-images --platform {platform}")
-    try:
-        entries = json.loads(path.read_text("utf-8"))
-        needed = sorted({e["Config"] for e in entries} | {l for e in entries for l in e["Layers"]})
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InstallError(f"{path}: not a docker-load manifest ({exc})") from None
-    for rel in needed:
-        if not rel.startswith("blobs/sha256/") or ".." in rel or not (images_dir / rel).is_file():
-            raise InstallError(f"{images_dir}: blob {rel} is missing", hint="the bundle is incomplete; build it again")
-    return entries, needed
-
-
-def docker_load_stream(images_dir: Path, entries: list[dict], blobs: list[str],
-                       chunk: int = 1 << 20, on_bytes=None) -> Iterator[bytes]:
-    """A docker-load tar (manifest.json + the given blobs) generated on the fly, in chunks."""
-    def header(name: str, size: int, directory: bool = False) -> bytes:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = (0, 0o755, 0) if directory else (size, 0o644, 0)
-        info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-        return info.tobuf(format=tarfile.USTAR_FORMAT)
-
-    manifest = json.dumps(entries).encode()
-    yield header("manifest.json", len(manifest)) + manifest + b"\0" * (-len(manifest) % 512)
-    yield header("blobs/", 0, True) + header("blobs/sha256/", 0, True)
-    for rel in blobs:
-        path = images_dir / rel
-        size = path.stat().st_size
-        yield header(rel, size)
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                if on_bytes:
-                    on_bytes(len(block))
-                yield block
-        if size % 512:
-            yield b"\0" * (512 - size % 512)
-    yield b"\0" * 1024
-
-
 def tar_header(name: str, size: int) -> bytes:
     """A ustar header of a regular file member (what docker load reads)."""
     info = tarfile.TarInfo(name)
@@ -512,24 +465,6 @@ class StreamingLoad:
         """End the stream with an error: the engine discards everything it received."""
         self.put(reason)
         self._thread.join()
-
-
-def load_images(docker_client, images_dir: Path, platform: str, on_bytes=None) -> list[str]:
-    """Stream ``images_dir``'s images for ``platform`` into the engine; return the loaded tags."""
-    entries, blobs = load_plan(images_dir, platform)
-    stream = docker_load_stream(images_dir, entries, blobs, on_bytes=on_bytes)
-    try:
-        for msg in docker_client.api.load_image(stream, quiet=True):
-            if "errorDetail" in msg or "error" in msg:
-                detail = msg.get("errorDetail", {}).get("message") or msg.get("error")
-                raise InstallError(f"docker load failed: {detail}",
-                                   hint="check free disk space and the engine log (journalctl -u docker)")
-    except InstallError:
-        raise
-    except Exception as exc:  # docker.errors.APIError, requests errors
-        raise InstallError(f"docker load failed: {exc}",
-                           hint="check free disk space and the engine log (journalctl -u docker)") from None
-    return sorted(t for e in entries for t in e["RepoTags"])
 
 
 def host_platform(docker_client) -> str:

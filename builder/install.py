@@ -36,7 +36,6 @@ import re
 import secrets as _secrets
 import shutil
 import string
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator

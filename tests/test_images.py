@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
-import tarfile
 import uuid
 from dataclasses import replace
 
@@ -15,8 +13,8 @@ import pytest
 from builder.blobcache import BlobCache
 from builder.blueprint import load_lab
 from builder.errors import BundleError
-from builder.images import (PendingBlob, docker_load_stream, image_files, layout_metadata, load_plan,
-                            plan_images, platform_file, wait_for_downloads)
+from builder.images import (PendingBlob, image_files, layout_metadata, plan_images, platform_file,
+                            wait_for_downloads)
 from builder.lockfile import read_lock
 
 from e2e.labkit import AirgapLab, Service, free_port
@@ -151,23 +149,6 @@ def test_platform_file_and_arm64_variant_matching(locked_lab):
     plans = plan_images(lock, ["web"], ["linux/arm64"])
     files = layout_metadata(plans, ["linux/arm64"])
     assert "docker-load/linux_arm64.json" in files and files["manifest.json"] == files["docker-load/linux_arm64.json"]
-
-
-def test_docker_load_stream_is_a_tar_of_the_host_platform_only(locked_lab, tmp_path):
-    _, model, lock = locked_lab
-    files = image_files(model, lock, ["api", "web"], progress=False)
-    write_files(files, tmp_path / "b")
-    images = tmp_path / "b" / "images"
-    entries, blobs = load_plan(images, "linux/amd64")
-    data = b"".join(docker_load_stream(images, entries, blobs, chunk=4096))
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        names = [m.name for m in tar.getmembers() if m.isfile()]
-        assert names[0] == "manifest.json"
-        assert json.loads(tar.extractfile("manifest.json").read()) == entries
-        for rel in blobs:
-            assert tar.extractfile(rel).read() == (images / rel).read_bytes()
-    arm_only = lock.services["web"].platforms["linux/arm64"].config
-    assert f"blobs/sha256/{arm_only[7:]}" not in names
 
 
 def test_release_fails_atomically_when_a_background_download_fails(locked_lab, tmp_path):

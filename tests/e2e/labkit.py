@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -8,7 +8,6 @@ that came out of the bundle, and must be exactly the locked image.
 from __future__ import annotations
 
 import json
-import os
 import stat
 
 import pytest
