@@ -199,19 +199,19 @@ fi
 umask 022
 
 # ---------------------------------------------------------------- switch current
+point() {  # point DIR/$1 at $2 (relative), replacing the link in one rename where mv -T exists
+    rm -f "$DIR/.$1.new"
+    ln -s "$2" "$DIR/.$1.new"
+    if ! mv -T "$DIR/.$1.new" "$DIR/$1" 2>/dev/null; then
+        rm -f "$DIR/$1"
+        mv "$DIR/.$1.new" "$DIR/$1"
+    fi
+}
 if [ -L "$DIR/current" ]; then
     old=$(readlink "$DIR/current")
-    if [ "$old" != "releases/$VERSION" ]; then
-        ln -s "$old" "$DIR/.previous.new" && mv -f "$DIR/.previous.new" "$DIR/previous" 2>/dev/null \
-            || { rm -f "$DIR/previous"; ln -s "$old" "$DIR/previous"; rm -f "$DIR/.previous.new"; }
-    fi
+    [ "$old" = "releases/$VERSION" ] || point previous "$old"
 fi
-rm -f "$DIR/.current.new"
-ln -s "releases/$VERSION" "$DIR/.current.new"
-if ! mv -T "$DIR/.current.new" "$DIR/current" 2>/dev/null; then
-    rm -f "$DIR/current"; mv "$DIR/.current.new" "$DIR/current"
-fi
-rm -f "$DIR/previous.new"
+point current "releases/$VERSION"
 say "installed $LAB $VERSION into $RELEASE"
 
 [ "$START" = 1 ] || { say "not started (--no-start)"; exit 0; }

@@ -119,9 +119,10 @@ def test_install_sh_under_dash_offline_then_upgrade(airgap, docker_engine, tmp_p
 
     def run_sh(bundle):
         unpack = tmp_path / f"unpack-{bundle.stem}"
-        unpack.mkdir()
-        with tarfile.open(bundle) as tar:
-            tar.extractall(unpack, filter="data")
+        if not unpack.exists():
+            unpack.mkdir()
+            with tarfile.open(bundle) as tar:
+                tar.extractall(unpack, filter="data")
         (top,) = unpack.iterdir()
         return subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60"],
                               capture_output=True, text=True, cwd=tmp_path)
@@ -150,6 +151,14 @@ def test_install_sh_under_dash_offline_then_upgrade(airgap, docker_engine, tmp_p
     assert http_get(lab.services["web"].port, "/version") == (200, "2\n")
     assert exec_in(docker_engine, lab.name, "web", "cat /data/note").strip() == "kept"
     assert env.read_text() == secrets
+    assert (target / "previous").resolve().name == "1.0.0"
+    # installing 1.0.0 again with install.sh moves the links, never into a release dir
+    p = run_sh(v1)
+    assert p.returncode == 0, p.stderr
+    assert (target / "current").resolve().name == "1.0.0" and (target / "previous").resolve().name == "1.1.0"
+    assert not [x for x in (target / "releases").rglob(".*.new")]
+    p = run_sh(v2)
+    assert p.returncode == 0, p.stderr
     assert (target / "previous").resolve().name == "1.0.0"
     # the Python side understands an install.sh install
     st = status(target)
