@@ -314,7 +314,7 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
     """
     import hashlib
 
-    from .bundle import MANIFEST, SIGNATURE_NAME, SUMS, ScannedBundle, _walk, check_contents
+    from .bundle import MANIFEST, SIGNATURE_NAME, SUMS, ScannedBundle, check_contents, walk_bundle
     from .errors import BundleError, Problem
     from .images import StreamingLoad, platform_file, tar_header
 
@@ -378,7 +378,7 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
         with progress_display(None) as bars:
             task = bars.add_task(f"verifying {bundle.name}", total=bundle.stat().st_size)
             state["advance"] = lambda n: bars.advance(task, n)
-            _walk(bundle, scan, on_file)
+            walk_bundle(bundle, scan, on_file)
         kept = {n: small[n] for n in (MANIFEST, SUMS, SIGNATURE_NAME) if n in small}
         problems, manifest, _signed, _checked = check_contents(scan.files, kept, top=scan.top, key=key)
         problems = scan.problems + problems
