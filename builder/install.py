@@ -323,6 +323,7 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
         key = load_public_key(Path(key))
     scan = ScannedBundle()
     small: dict[str, bytes] = {}
+    modes: dict[str, int] = {}
     state: dict[str, Any] = {"plan": None, "load": None}
     wanted_manifest = f"images/docker-load/{platform_file(platform)}.json"
 
@@ -369,7 +370,9 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
             data = fh.read()
             h.update(data)
             size = len(data)
+            state["advance"](size)
             small[rel] = data
+            modes[rel] = 0o755 if member.mode & 0o111 else 0o644
         scan.files[rel] = (h.hexdigest(), size)
 
     say(f"verifying {bundle.name}" + (" and its signature" if key else ""))
@@ -393,8 +396,7 @@ def _unpack(bundle: Path, install_dir: Path, key, client, platform: str, say: Sa
         state["load"].finish()
     staging = install_dir / "releases" / f".incoming-{os.getpid()}-{_secrets.token_hex(4)}"
     for rel, data in sorted(small.items()):
-        mode = 0o755 if rel == "install.sh" else 0o644
-        atomic_write(staging / rel, data, mode=mode)
+        atomic_write(staging / rel, data, mode=modes[rel])
     return _Unpacked(staging, state.get("tags", []))
 
 
