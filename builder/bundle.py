@@ -339,13 +339,13 @@ def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
     (``progress``: None = when stderr is a terminal, False = never).
     """
     with _packing_bar(plan, progress) as on_bytes, atomic_writer(dest) as fh:
-        outer = _HashingWriter(fh)
         if plan.compressed:
+            outer = _HashingWriter(fh)
             with gzip_writer(outer) as gz:
                 tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime, progress=on_bytes)
-        else:
-            tar_sha = write_tar(outer, plan.top, plan.files, mtime=mtime, progress=on_bytes)
-        archive_sha = outer.hash.hexdigest()
+            archive_sha = outer.hash.hexdigest()
+        else:  # the archive is the tar stream: hash its (GiB of image) bytes once, not twice
+            tar_sha = archive_sha = write_tar(fh, plan.top, plan.files, mtime=mtime, progress=on_bytes)
         if accept:
             accept(archive_sha, tar_sha)
     return archive_sha, tar_sha
