@@ -46,7 +46,8 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
-FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or 4  # concurrent blob downloads
+# concurrent blob downloads: one per CPU (2..8); more only adds contention on a small host
+FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or min(8, max(2, os.cpu_count() or 2))
 
 
 # --------------------------------------------------------------------------- planning (pure)
