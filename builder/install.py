@@ -449,6 +449,10 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
                      live: bool | None, platform: str, loaded: list[str]) -> InstallResult:
     manifest = read_manifest(release)
     lab, version = manifest["lab"], str(manifest["version"])
+    installed = _release_link(install_dir, "current")
+    if installed is not None and (other := _safe_manifest(installed).get("lab")) not in (None, lab):
+        raise InstallError(f"{install_dir} holds the lab {other!r}, this bundle is the lab {lab!r}",
+                           hint="install each lab into its own --dir")
     result = InstallResult(ok=False, dir=install_dir, lab=lab, version=version, release=release, started=start,
                            loaded=loaded)
     check_image_ids(client, manifest, platform, required=bool(manifest.get("offline")) or bool(loaded))
