@@ -438,6 +438,11 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
     unpacked = _unpack(bundle, install_dir, key, client, platform, say)
     try:
         with _dir_lock(install_dir):
+            lab = read_manifest(unpacked.staged).get("lab")
+            installed = _release_link(install_dir, "current")
+            if installed is not None and (other := _safe_manifest(installed).get("lab")) not in (None, lab):
+                raise InstallError(f"{install_dir} holds the lab {other!r}, this bundle is the lab {lab!r}",
+                                   hint="install each lab into its own --dir")
             release = _place(unpacked.staged, install_dir, say)
             return _install_release(client, install_dir, release, start, timeout, say, live, platform,
                                     unpacked.loaded)
@@ -449,10 +454,6 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
                      live: bool | None, platform: str, loaded: list[str]) -> InstallResult:
     manifest = read_manifest(release)
     lab, version = manifest["lab"], str(manifest["version"])
-    installed = _release_link(install_dir, "current")
-    if installed is not None and (other := _safe_manifest(installed).get("lab")) not in (None, lab):
-        raise InstallError(f"{install_dir} holds the lab {other!r}, this bundle is the lab {lab!r}",
-                           hint="install each lab into its own --dir")
     result = InstallResult(ok=False, dir=install_dir, lab=lab, version=version, release=release, started=start,
                            loaded=loaded)
     check_image_ids(client, manifest, platform, required=bool(manifest.get("offline")) or bool(loaded))
