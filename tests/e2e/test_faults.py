@@ -195,3 +195,17 @@ def test_signed_bundle_installs_only_with_its_key(airgap, docker_engine, tmp_pat
         assert not docker_engine.images.list(name=ref)
     assert main(["install", str(bundle), "--dir", str(target), "--key", str(tmp_path / "lab.pub"),
                  "--timeout", "30"]) == 0
+
+
+def test_another_lab_in_the_same_dir_is_refused(airgap, docker_engine, tmp_path):
+    lab = two_service_lab(airgap, multiarch_web=False)
+    bundle = lab.release("1.0.0")
+    lab.offline(docker_engine)
+    target = tmp_path / "inst"
+    assert install_bundle(bundle, target, start=False).ok
+    installed = target / "releases" / "1.0.0" / "manifest.json"
+    installed.write_text(installed.read_text().replace(f'"lab": "{lab.name}"', '"lab": "someone-else"'))
+    with pytest.raises(LabbuildError) as exc:
+        install_bundle(bundle, target, start=False)
+    assert "someone-else" in exc.value.message and "own --dir" in exc.value.hint
+    assert sorted(p.name for p in (target / "releases").iterdir()) == ["1.0.0"]
