@@ -27,8 +27,6 @@ from .errors import LabbuildError
 COMMANDS: dict[str, str] = {
     "validate": "builder.commands.validate:validate",
     "schema": "builder.commands.validate:schema",
-    "new-service": "builder.commands.scaffold:new_service",
-    "check": "builder.commands.scaffold:check",
     "lock": "builder.commands.lock:lock",
     "release": "builder.commands.release:release",
     "verify": "builder.commands.release:verify",
@@ -38,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "status": "builder.commands.install:status",
     "rollback": "builder.commands.install:rollback",
     "uninstall": "builder.commands.install:uninstall",
+    "check": "builder.commands.scaffold:check",
+    "new-service": "builder.commands.scaffold:new_service",
 }
 
 
