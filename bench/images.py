@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from support.oci import upload_blob  # noqa: E402
 from support.registry import start_registry  # noqa: E402
 
 import httpx  # noqa: E402
@@ -89,20 +90,11 @@ def make_layer(path: Path, size: int) -> dict:
 
 
 def push_blob(client: httpx.Client, repo: str, digest: str, path: Path | None = None, data: bytes | None = None) -> None:
-    if client.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
+    if path is None:
+        upload_blob(client, repo, digest, data)
         return
-    r = client.post(f"/v2/{repo}/blobs/uploads/")
-    r.raise_for_status()
-    loc = r.headers["Location"]
-    sep = "&" if "?" in loc else "?"
-    if path is not None:
-        with open(path, "rb") as fh:
-            r = client.put(f"{loc}{sep}digest={digest}", content=iter(lambda: fh.read(4 * MiB), b""),
-                           headers={"Content-Type": "application/octet-stream"})
-    else:
-        r = client.put(f"{loc}{sep}digest={digest}", content=data,
-                       headers={"Content-Type": "application/octet-stream"})
-    r.raise_for_status()
+    with open(path, "rb") as fh:
+        upload_blob(client, repo, digest, iter(lambda: fh.read(4 * MiB), b""))
 
 
 def build_images(gib: float) -> dict[str, list[dict]]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
+from .fsutil import sha256_bytes, sha256_file
+
 DEFAULT_MTIME = 315532800  # 1980-01-01T00:00:00Z: a constant, and valid in zip-era tools too
 
 
@@ -54,12 +56,8 @@ class BundleFile:
         if self.sha256_hint is not None:
             return self.sha256_hint
         if self.data is not None:
-            return hashlib.sha256(self.data).hexdigest()
-        h = hashlib.sha256()
-        with self.open() as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-        return h.hexdigest()
+            return sha256_bytes(self.data)
+        return sha256_file(self.source)
 
 
 class _HashingWriter:

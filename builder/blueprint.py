@@ -805,9 +805,9 @@ def validate_paths(root: Path, paths: list[Path] | None = None) -> list[Problem]
     if paths:
         given = [Path(p) for p in paths]
         sources = _load_sources(given, root, out)
-        given_stems = {p.resolve() for p in given}
+        given_resolved = {p.resolve() for p in given}
         context_out = _Collector()
-        context = _load_sources([f for f in files if f.resolve() not in given_stems], root, context_out)
+        context = _load_sources([f for f in files if f.resolve() not in given_resolved], root, context_out)
         ctx = _validated_blueprints(context, context_out)
         mine = _validated_blueprints(sources, out)
         merged = {**ctx, **mine}

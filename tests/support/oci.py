@@ -202,16 +202,21 @@ def busybox_httpd_image(port: int = 8080, *, version: str = "1", docker: bool = 
                       label=f"version={version}")
 
 
-def push_blob(client: httpx.Client, repo: str, blob: Blob) -> None:
-    if client.head(f"/v2/{repo}/blobs/{blob.digest}").status_code == 200:
+def upload_blob(client: httpx.Client, repo: str, digest: str, content) -> None:
+    """Monolithic upload of ``content`` (bytes or an iterator of chunks) unless present."""
+    if client.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
         return
     r = client.post(f"/v2/{repo}/blobs/uploads/")
     r.raise_for_status()
     location = r.headers["Location"]
     sep = "&" if "?" in location else "?"
-    r = client.put(f"{location}{sep}digest={blob.digest}", content=blob.data,
+    r = client.put(f"{location}{sep}digest={digest}", content=content,
                    headers={"Content-Type": "application/octet-stream"})
     r.raise_for_status()
+
+
+def push_blob(client: httpx.Client, repo: str, blob: Blob) -> None:
+    upload_blob(client, repo, blob.digest, blob.data)
 
 
 def push_manifest(client: httpx.Client, repo: str, ref: str, blob: Blob) -> None:
