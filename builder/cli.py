@@ -36,7 +36,7 @@ COMMANDS: dict[str, str] = {
     "status": "builder.commands.install:status",
     "rollback": "builder.commands.install:rollback",
     "uninstall": "builder.commands.install:uninstall",
-    "check": "builder.commands.scaffold:check",
+    "check": "builder.commands.install:check",
     "new-service": "builder.commands.scaffold:new_service",
 }
 

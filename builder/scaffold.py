@@ -30,6 +30,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterable
 
+from cookiecutter.exceptions import CookiecutterException
+from cookiecutter.generate import generate_context, generate_files
+from cookiecutter.prompt import prompt_for_config
+
+from .blueprint import validate_paths
 from .errors import Problem, ScaffoldError
 from .fsutil import atomic_write
 
@@ -161,8 +166,6 @@ def placeholders(path: Path, display: str | None = None) -> list[Problem]:
 
 def _collect_answers(template: Path, given: dict[str, str], no_input: bool) -> dict:
     """Cookiecutter's full context for the run: defaults, ``given``, then the prompts."""
-    from cookiecutter.generate import generate_context
-    from cookiecutter.prompt import prompt_for_config
 
     context = generate_context(context_file=str(template / "cookiecutter.json"),
                                extra_context=dict(given))
@@ -172,7 +175,6 @@ def _collect_answers(template: Path, given: dict[str, str], no_input: bool) -> d
 
 
 def _render(template: Path, context: dict, out_dir: Path) -> Path:
-    from cookiecutter.generate import generate_files
 
     context["cookiecutter"].update(_template=str(template), _output_dir=str(out_dir),
                                    _repo_dir=str(template), _checkout=None)
@@ -196,7 +198,6 @@ def new_service(root: Path, pairs: Iterable[str] = (), *, no_input: bool = False
     validates the blueprint against the lab, and removes both again when it
     is invalid. Never overwrites an existing service.
     """
-    from cookiecutter.exceptions import CookiecutterException
 
     root = Path(root)
     template = template or find_template(root)
@@ -223,7 +224,6 @@ def new_service(root: Path, pairs: Iterable[str] = (), *, no_input: bool = False
         raise ScaffoldError(str(exc), hint="see the choices with `labbuild new-service --help`") from None
 
     blueprint = created[0]
-    from .blueprint import validate_paths
     invalid = validate_paths(root, [blueprint])
     if invalid:
         for path in created:

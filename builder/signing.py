@@ -7,7 +7,7 @@ every other file, so one signature covers the whole bundle.
 Formats (contract):
 - private key: PEM, PKCS#8, unencrypted, written with mode 0600 by ``keygen``;
 - public key: PEM, SubjectPublicKeyInfo;
-- signature: ``manifest.json.sig`` in the bundle, the raw 64-byte Ed25519
+- signature: ``manifest.json.sig`` in the bundle (``builder.bundle.layout.SIGNATURE``), the raw 64-byte Ed25519
   signature (so ``openssl pkeyutl -verify -rawin`` can check it too).
 Ed25519 is deterministic: the same key and manifest give the same
 signature, so signed releases stay reproducible.
@@ -20,9 +20,6 @@ from pathlib import Path
 
 from .errors import BundleError
 from .fsutil import atomic_write
-
-SIGNATURE_NAME = "manifest.json.sig"
-
 
 def _serialization():
     from cryptography.hazmat.primitives import serialization

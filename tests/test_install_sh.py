@@ -17,7 +17,7 @@ from importlib import resources
 
 import pytest
 
-from builder.install import secret_specs
+from builder.install.secrets import secret_specs
 from e2e.labkit import AirgapLab, Service, free_port
 
 SCRIPT = resources.files("builder").joinpath("templates", "install.sh").read_text("utf-8")
@@ -52,7 +52,7 @@ def flatten(obj, prefix=""):
 @pytest.fixture
 def bundle_dir(tmp_path, registry, monkeypatch):
     """An unpacked online bundle of a small lab (no engine needed to build it)."""
-    from builder.bundle import build_release
+    from builder.bundle.release import build_release
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
     lab.services = {"web": Service("web", free_port(), secret=True, volume=True),

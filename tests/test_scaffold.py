@@ -22,10 +22,7 @@ from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
 from builder.blueprint import blueprint_schema, validate_paths
-from builder.checks import parse_manifest, read_install
-from builder.health import Probe
 from builder.cli import main
-from builder.errors import InstallError
 from builder.scaffold import answer_problems, find_template, placeholders
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,69 +263,6 @@ def test_shipped_blueprints_hold_no_template_placeholders(repo_root):
     leftovers = [p.render() for f in sorted((repo_root / "blueprints/services").glob("*.toml"))
                  for p in placeholders(f, str(f.relative_to(repo_root)))]
     assert leftovers == []
-
-
-# --------------------------------------------------------------------------- labbuild check (no engine)
-
-def _manifest(**services) -> dict:
-    return {"lab": "lab-x", "version": "1.2.0", "profile": "base", "services": services}
-
-
-def test_parse_manifest_reads_ports_and_health():
-    data = _manifest(web={"image": "r/web:1", "ports": [
-        {"name": "http", "container": 80, "host": 8081, "bind": "127.0.0.1", "protocol": "tcp"},
-        {"name": "internal", "container": 9000, "host": None, "bind": "127.0.0.1", "protocol": "tcp"},
-        {"name": "v6", "container": 81, "host": 8082, "bind": "::1", "protocol": "tcp"}],
-        "health": {"port": "v6", "host_port": 8082, "path": "/ready", "scheme": "http", "status": [200, 204],
-                   "start_period": "30s", "timeout": "1m30s"}},
-        worker={"image": "r/worker:1", "ports": [], "health": None})
-    inst = parse_manifest(data, Path("/i/current/manifest.json"), Path("/i"))
-    assert inst.project == "lab-x" and inst.version == "1.2.0"
-    web = inst.services["web"]
-    assert [(p.name, p.host, p.bind) for p in web.ports] == [("http", 8081, "127.0.0.1"), ("v6", 8082, "::1")]
-    assert web.health == Probe(service="web", host_port=8082, path="/ready", scheme="http", status=(200, 204),
-                               start_period=30.0, request_timeout=30.0)
-    assert inst.services["worker"].health is None and inst.services["worker"].ports == ()
-    assert parse_manifest({**data, "project": "other"}, Path("m"), Path("/i")).project == "other"
-    assert parse_manifest(data, Path("m"), Path("/i"), project="cli").project == "cli"
-
-
-def _install_dir(tmp_path: Path, manifest) -> Path:
-    release = tmp_path / "inst" / "releases" / "1.2.0"
-    release.mkdir(parents=True)
-    (release / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
-    (tmp_path / "inst" / "current").symlink_to("releases/1.2.0")
-    return tmp_path / "inst"
-
-
-@pytest.mark.parametrize("case,message", [
-    ("missing", "holds no installed lab"),
-    ("empty", "holds no installed lab"),
-    ("no-manifest", "manifest.json is missing"),
-    ("bad-json", "not valid JSON"),
-    ("no-services", "services: expected an object"),
-])
-def test_check_refuses_what_is_not_an_install(tmp_path, capsys, case, message):
-    if case == "missing":
-        target = tmp_path / "nope"
-    elif case == "empty":
-        target = tmp_path
-    elif case == "no-manifest":
-        (tmp_path / "inst" / "releases" / "1").mkdir(parents=True)
-        (tmp_path / "inst" / "current").symlink_to("releases/1")
-        target = tmp_path / "inst"
-    else:
-        target = _install_dir(tmp_path, "{not json" if case == "bad-json" else {"lab": "x"})
-    with pytest.raises(InstallError, match=message):
-        read_install(target)
-    rc, out, err = _labbuild(capsys, "--json", "check", "--dir", str(target))
-    assert rc == 1 and json.loads(out)["ok"] is False and "Traceback" not in err
-
-
-def test_check_rejects_an_unknown_service(tmp_path, capsys):
-    target = _install_dir(tmp_path, _manifest(web={"image": "r/web:1", "ports": [], "health": None}))
-    rc, _, err = _labbuild(capsys, "check", "--dir", str(target), "--service", "wbe")
-    assert rc == 1 and "not installed" in err and "installed: web" in err
 
 
 def test_new_service_with_only_a_name_is_valid_in_the_shipped_lab(lab_copy, capsys):

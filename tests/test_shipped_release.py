@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from builder.bundle import build_release
+from builder.bundle.release import build_release
 from builder.fsutil import sha256_file
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.bundle import build_release, rebuild_release, safe_extract, verify_bundle
+from builder.bundle.release import build_release, rebuild_release
+from builder.bundle.verify import safe_extract, verify_bundle
 from builder.errors import BundleError
 from builder.signing import generate_keypair, load_private_key
-from test_bundle import run_labbuild
+from test_bundle_release import run_labbuild
 from test_render import make_lab
-from test_verify import TOP, flipped
+from test_bundle_verify import TOP, flipped
 
 
 @pytest.fixture(scope="module")

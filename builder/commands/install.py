@@ -1,4 +1,4 @@
-"""`labbuild install`, `status`, `rollback` and `uninstall`: thin shells over builder.install."""
+"""`labbuild install`, `status`, `rollback`, `uninstall` and `check`: thin shells over builder.install."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     waits until every service answers its health probe. Exit 0 only when
     all are healthy.
     """
-    from ..install import install_bundle
+    from ..install.apply import install_bundle
 
     result = install_bundle(bundle, install_dir, key=key, start=not no_start, timeout=timeout, say=out.info)
     _render_install(ctx, out, result, "installed")
@@ -64,7 +64,7 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
     Exit 1 when a service is not running, not healthy or runs an image the
     lock does not name.
     """
-    from ..install import status as install_status
+    from ..install.status import status as install_status
 
     result = install_status(install_dir)
     lines = [f"{result.lab} {result.version} in {result.dir}"
@@ -85,7 +85,7 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, out: Output, install_dir: Path, no_start: bool, timeout: float) -> None:
     """Return to the previous release (volumes and secrets kept) and wait until it is healthy."""
-    from ..install import rollback as do_rollback
+    from ..install.apply import rollback as do_rollback
 
     result = do_rollback(install_dir, start=not no_start, timeout=timeout, say=out.info)
     _render_install(ctx, out, result, "rolled back to")
@@ -100,8 +100,37 @@ def uninstall(out: Output, install_dir: Path, volumes: bool) -> None:
 
     Volumes and DIR/.env (data and secrets) are kept unless --volumes.
     """
-    from ..install import uninstall as do_uninstall
+    from ..install.apply import uninstall as do_uninstall
 
     result = do_uninstall(install_dir, volumes=volumes, say=out.info)
     kept = "volumes and secrets deleted" if volumes else "volumes and DIR/.env kept (use --volumes to delete them)"
     out.result(result.to_json(), f"uninstalled {result.lab} from {result.dir}; {kept}")
+
+
+@click.command()
+@click.option("--dir", "install_dir", required=True, type=click.Path(path_type=Path),
+              help="The install directory (the --dir given to `labbuild install`).")
+@click.option("--service", "services", multiple=True, help="Check only this service (repeatable).")
+@click.option("--project", help="Compose project name (default: from the install's manifest).")
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Re-check failing services for up to this many seconds.")
+@pass_output
+@click.pass_context
+def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[str, ...],
+          project: str | None, wait: float) -> None:
+    """Testinfra health checks of every service of an install.
+
+    Per service: its container is running, its published ports listen on
+    their bind address, its health probe answers. Exit 1 on any failure —
+    run it after install, after upgrade, or from cron.
+    """
+    from ..install.check import check_install
+
+    report = check_install(install_dir, project=project, services=list(services) or None, wait=wait)
+    if out.json:
+        out.result(report.to_json())
+        out.info(report.render_table().splitlines()[-1])
+    else:
+        out.result({}, report.render_table())
+    if not report.ok:
+        ctx.exit(1)

@@ -1,5 +1,5 @@
-"""`labbuild release`, `verify`, `diff` and `keygen`: thin shells over builder.bundle,
-builder.diff and builder.signing."""
+"""`labbuild release`, `verify`, `diff` and `keygen`: thin shells over builder.bundle
+(release, verify, diff) and builder.signing."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
     version again with identical content is a no-op; with different content it
     is refused: bump the version. The lock must be fresh (`labbuild lock`).
     """
-    from ..bundle import build_release, rebuild_release
+    from ..bundle.release import build_release, rebuild_release
 
     if rebuild:
         if version or profile or with_images or platforms:
@@ -70,7 +70,7 @@ def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> N
     Every file against SHA256SUMS and manifest.json; unlisted or missing files;
     unsafe members (absolute paths, '..', links, devices, duplicates). Exit 1 on any problem.
     """
-    from ..bundle import verify_bundle
+    from ..bundle.verify import verify_bundle
 
     result = verify_bundle(bundle, key)
     for problem in result.errors:
@@ -99,8 +99,7 @@ def diff(out: Output, bundle_a: Path, bundle_b: Path) -> None:
 
     Either may be an archive or an extracted bundle directory. Never shows secret values.
     """
-    from ..bundle import read_bundle_view
-    from ..diff import diff_bundles
+    from ..bundle.diff import diff_bundles, read_bundle_view
 
     result = diff_bundles(read_bundle_view(bundle_a), read_bundle_view(bundle_b))
     out.result(result.to_json(), result.render_text())

@@ -1,4 +1,4 @@
-"""`labbuild new-service` and `labbuild check`: the contributor's and the operator's checks."""
+"""`labbuild new-service`: scaffold a service for contributors (builder.scaffold)."""
 
 from __future__ import annotations
 
@@ -37,32 +37,3 @@ def new_service(out: Output, no_input: bool, answers: tuple[str, ...]) -> None:
     steps = "\n".join(f"  {i}. {s}" for i, s in enumerate(next_steps(result, out.root), start=1))
     out.info(f"next steps:\n{steps}")
     out.result(result.to_json(out.root), f"{result.service}: scaffolded")
-
-
-@click.command()
-@click.option("--dir", "install_dir", required=True, type=click.Path(path_type=Path),
-              help="The install directory (the --dir given to `labbuild install`).")
-@click.option("--service", "services", multiple=True, help="Check only this service (repeatable).")
-@click.option("--project", help="Compose project name (default: from the install's manifest).")
-@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
-              help="Re-check failing services for up to this many seconds.")
-@pass_output
-@click.pass_context
-def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[str, ...],
-          project: str | None, wait: float) -> None:
-    """Testinfra health checks of every service of an install.
-
-    Per service: its container is running, its published ports listen on
-    their bind address, its health probe answers. Exit 1 on any failure —
-    run it after install, after upgrade, or from cron.
-    """
-    from ..checks import check_install
-
-    report = check_install(install_dir, project=project, services=list(services) or None, wait=wait)
-    if out.json:
-        out.result(report.to_json())
-        out.info(report.render_table().splitlines()[-1])
-    else:
-        out.result({}, report.render_table())
-    if not report.ok:
-        ctx.exit(1)

@@ -106,7 +106,7 @@ class AirgapLab:
         make_lock(self.root)
 
     def release(self, version: str, **kw) -> Path:
-        from builder.bundle import build_release
+        from builder.bundle.release import build_release
         result = build_release(self.root, version, with_images=True, out_dir=self.root / "dist",
                                progress=False, **kw)
         return Path(result.bundle)

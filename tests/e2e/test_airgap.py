@@ -13,7 +13,8 @@ import stat
 import pytest
 
 from builder.cli import main
-from builder.install import install_bundle, rollback, status, uninstall
+from builder.install.apply import install_bundle, rollback, uninstall
+from builder.install.status import status
 
 from labkit import http_get, two_service_lab
 

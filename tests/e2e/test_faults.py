@@ -11,7 +11,7 @@ import pytest
 
 from builder.cli import main
 from builder.errors import LabbuildError
-from builder.install import install_bundle
+from builder.install.apply import install_bundle
 
 from labkit import Service, free_port, two_service_lab
 
@@ -69,7 +69,7 @@ def test_corrupted_blob_is_refused_before_anything_is_touched(airgap, docker_eng
 
 def test_missing_image_online_bundle_offline_host(airgap, docker_engine, tmp_path, capsys):
     """A bundle without images on a host without the images or a registry: compose cannot pull."""
-    from builder.bundle import build_release
+    from builder.bundle.release import build_release
     lab = two_service_lab(airgap, multiarch_web=False)
     online = build_release(lab.root, "1.0.0", out_dir=tmp_path / "dist", progress=False).bundle
     lab.offline(docker_engine)
@@ -84,7 +84,7 @@ def test_missing_image_online_bundle_offline_host(airgap, docker_engine, tmp_pat
 
 def test_image_with_the_locked_tag_but_another_id_stops_the_install(airgap, docker_engine, tmp_path):
     """Someone tagged a different image as name:tag: install names it and starts nothing."""
-    from builder.bundle import build_release
+    from builder.bundle.release import build_release
     lab = two_service_lab(airgap, multiarch_web=False)
     online = build_release(lab.root, "1.0.0", out_dir=tmp_path / "dist", progress=False).bundle
     impostor = tmp_path / "impostor.tar"

@@ -161,7 +161,12 @@ def test_rendered_test_checks_a_container_named_by_override(tmp_path, run_stub):
 def _fake_install(tmp_path: Path, lab: str, services: dict) -> Path:
     release = tmp_path / "inst" / "releases" / "1.0.0"
     release.mkdir(parents=True)
-    manifest = {"lab": lab, "version": "1.0.0", "profile": "base", "services": services}
+    manifest = {"format": 1, "lab": lab, "name": f"{lab}-base-1.0.0", "version": "1.0.0", "profile": "base",
+                "inputs": "sha256:" + "0" * 64, "labbuild": "0.1.0", "offline": False, "platforms": [],
+                "files": {},
+                "services": {name: {"digest": "sha256:" + "0" * 64, "verified": False, "config_digests": {},
+                                    "depends_on": [], "volumes": [], "secrets": [], "runbook": f"runbooks/{name}.md",
+                                    **svc} for name, svc in services.items()}}
     (release / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "inst" / "current").symlink_to("releases/1.0.0")
     return tmp_path / "inst"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from builder.bundle import build_release, read_bundle_view, safe_extract
-from builder.diff import diff_bundles
-from test_bundle import run_labbuild
+from builder.bundle.diff import diff_bundles, read_bundle_view
+from builder.bundle.release import build_release
+from builder.bundle.verify import safe_extract
+from test_bundle_release import run_labbuild
 from test_render import SERVICES, digest, make_lab
 
 

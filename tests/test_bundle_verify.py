@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.bundle import build_release, safe_extract, verify_bundle
+from builder.bundle.release import build_release
+from builder.bundle.verify import safe_extract, verify_bundle
 from builder.errors import BundleError
-from test_bundle import run_labbuild
+from test_bundle_release import run_labbuild
 from test_render import make_lab
 
 TOP = "testlab-full-1.0.0"
@@ -58,7 +59,7 @@ def flipped(bundle: Path, out: Path, rel: str, offset: int = 0) -> Path:
 def test_a_fresh_bundle_verifies_and_extracts(bundle, tmp_path):
     result = verify_bundle(bundle)
     assert result.ok, [e.render() for e in result.errors]
-    assert result.manifest["name"] == TOP and not result.signed
+    assert result.manifest.name == TOP and not result.signed
     dest = safe_extract(bundle, tmp_path / "out" / "release")
     assert (dest / "compose.yaml").is_file() and (dest / "install.sh").stat().st_mode & 0o777 == 0o755
     assert (dest / "lab.env").stat().st_mode & 0o777 == 0o644
@@ -166,7 +167,7 @@ def test_gnu_tar_reads_the_bundle_like_we_do(bundle, tmp_path):
 
 def test_manifest_model_round_trips_and_names_a_malformed_key(bundle, tmp_path):
     import json as _json
-    from builder.bundle import Manifest
+    from builder.bundle.layout import Manifest
     members = read_members(bundle)
     raw = next(d for m, d in members if m.name == f"{TOP}/manifest.json")
     model = Manifest.from_json(_json.loads(raw))

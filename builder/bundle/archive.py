@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
-from .fsutil import sha256_bytes, sha256_file
+from ..fsutil import sha256_bytes, sha256_file
 
 DEFAULT_MTIME = 315532800  # 1980-01-01T00:00:00Z: a constant, and valid in zip-era tools too
 
@@ -60,7 +60,7 @@ class BundleFile:
         return sha256_file(self.source)
 
 
-class _HashingWriter:
+class HashingWriter:
     """A write-only file object that hashes what passes through to ``inner``."""
 
     def __init__(self, inner: BinaryIO) -> None:
@@ -99,7 +99,7 @@ def write_tar(out: BinaryIO, top: str, files: Iterable[BundleFile], *, mtime: in
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"duplicate bundle members: {', '.join(dup)}")
-    hashing = _HashingWriter(out)
+    hashing = HashingWriter(out)
     entries: list[tuple[tuple, str, BundleFile | None]] = []
     for d in _dirs_of(names):
         order = min(f.order for f in files if f.arcname.startswith(d + "/"))

@@ -13,8 +13,8 @@ import pytest
 from builder.blobcache import BlobCache
 from builder.blueprint import load_lab
 from builder.errors import BundleError
-from builder.images import (PendingBlob, image_files, layout_metadata, plan_images, platform_file,
-                            wait_for_downloads)
+from builder.bundle.fetch import PendingBlob, image_files, layout_metadata, plan_images, wait_for_downloads
+from builder.platforms import platform_file
 from builder.lockfile import read_lock
 
 from e2e.labkit import AirgapLab, Service, free_port
@@ -153,7 +153,7 @@ def test_platform_file_and_arm64_variant_matching(locked_lab):
 
 def test_release_fails_atomically_when_a_background_download_fails(locked_lab, tmp_path):
     """The writer packs while layers download; a layer that never hashes right aborts the release."""
-    from builder.bundle import build_release
+    from builder.bundle.release import build_release
     from builder.errors import RegistryError
     lab, _, lock = locked_lab
     layer = lock.services["api"].platforms["linux/amd64"].layers[1].digest

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from builder import __version__
-from builder.bundle import (bundle_filename, build_release, check_version, next_version, rebuild_release,
-                            safe_extract)
+from builder.bundle.layout import bundle_filename
+from builder.bundle.release import build_release, check_version, next_version, rebuild_release
+from builder.bundle.verify import safe_extract
 from builder.errors import BlueprintError, BundleError, LockError
 from builder.lockfile import LOCK_PATH, read_lock, write_lock
 from test_render import SERVICES, compose_config, digest, make_lab
@@ -210,15 +211,16 @@ def test_versions_and_names():
 
 INTERRUPT = textwrap.dedent('''
     import os, sys, time
-    import builder.bundle as b
-    real = b.write_tar
+    import builder.bundle.pack as pack
+    import builder.bundle.release as release
+    real = pack.write_tar
     def slow(out, top, files, **kw):
         out.write(b"x" * 65536)
         out.flush()
         open(sys.argv[3], "w").close()
         time.sleep(60)
-    b.write_tar = slow
-    b.build_release(sys.argv[1], "1.0.0", out_dir=sys.argv[2])
+    pack.write_tar = slow
+    release.build_release(sys.argv[1], "1.0.0", out_dir=sys.argv[2])
 ''')
 
 

@@ -2,8 +2,7 @@
 
 An install (made by ``labbuild install --dir DIR``) is ``DIR/current`` ->
 ``DIR/releases/<version>/``, holding the extracted bundle and its
-``manifest.json`` (``lab``, ``version``, ``services``: image, ports, health),
-located and read by ``builder.install``. For every service this runs the checks of the contributor template's test
+``manifest.json``, located and read by ``builder.install.state``. For every service this runs the checks of the contributor template's test
 (cookiecutter-service/.../test_NAME.py), generated from the manifest:
 
 * ``container``: a container labelled ``com.docker.compose.project=<project>``
@@ -29,29 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InstallError
-from .health import Probe, probe_once
+import testinfra
 
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
+from ..bundle.layout import Manifest, ManifestPort
+from ..errors import InstallError
+from .compose import PROJECT_LABEL, SERVICE_LABEL
+from .health import Probe, probe_once
+from .state import current_release, read_manifest
 
 
 # --------------------------------------------------------------------------- the install
 
 @dataclass(frozen=True)
-class PublishedPort:
-    name: str
-    container: int
-    host: int
-    bind: str = "127.0.0.1"
-    protocol: str = "tcp"
-
-
-@dataclass(frozen=True)
 class InstalledService:
     name: str
     image: str
-    ports: tuple[PublishedPort, ...] = ()
+    ports: tuple[ManifestPort, ...] = ()     # published on the host only
     health: Probe | None = None
 
 
@@ -66,48 +58,21 @@ class Installation:
     services: dict[str, InstalledService]
 
 
-def _expect(cond: bool, path: Path, key: str, what: str) -> None:
-    if not cond:
-        raise InstallError(f"{path}: {key}: {what}",
-                           hint="the manifest is damaged; re-install the bundle (labbuild install)")
-
-
-def parse_manifest(data: Any, manifest: Path, install_dir: Path, project: str | None = None) -> Installation:
-    """Build an ``Installation`` from a bundle manifest's data (pure; no I/O)."""
-    _expect(isinstance(data, dict), manifest, "(top level)", "expected a JSON object")
-    lab = data.get("lab") or data.get("name")
-    _expect(isinstance(lab, str) and bool(lab), manifest, "lab", "missing lab name")
-    services_raw = data.get("services")
-    _expect(isinstance(services_raw, dict), manifest, "services", "expected an object {name: service}")
-    services: dict[str, InstalledService] = {}
-    for name, raw in sorted(services_raw.items()):
-        _expect(isinstance(raw, dict), manifest, f"services.{name}", "expected an object")
-        ports = []
-        for i, p in enumerate(raw.get("ports") or []):
-            _expect(isinstance(p, dict) and isinstance(p.get("container"), int), manifest,
-                    f"services.{name}.ports[{i}]", "expected {name, container, host, bind, protocol}")
-            if p.get("host") is None:
-                continue  # kept inside the lab network: nothing listens on the host
-            ports.append(PublishedPort(name=str(p.get("name", i)), container=p["container"], host=int(p["host"]),
-                                       bind=str(p.get("bind") or "127.0.0.1"),
-                                       protocol=str(p.get("protocol") or "tcp")))
-        health = raw.get("health")
-        _expect(health is None or isinstance(health, dict), manifest, f"services.{name}.health",
-                "expected an object or null")
-        probe = Probe.from_manifest(name, health)
-        services[name] = InstalledService(name=name, image=str(raw.get("image", "")), ports=tuple(ports),
-                                          health=probe)
-    return Installation(dir=install_dir, release=manifest.parent, lab=lab, version=str(data.get("version", "")),
-                        project=project or str(data.get("project") or lab), services=services)
+def installation(manifest: Manifest, release: Path, install_dir: Path, project: str | None = None) -> Installation:
+    """An ``Installation`` from a release's manifest (pure; no I/O)."""
+    services = {name: InstalledService(name=name, image=s.image,
+                                       ports=tuple(p for p in s.ports if p.host is not None),
+                                       health=Probe.from_health(name, s.health))
+                for name, s in sorted(manifest.services.items())}
+    return Installation(dir=install_dir, release=release, lab=manifest.lab, version=manifest.version,
+                        project=project or manifest.lab, services=services)
 
 
 def read_install(install_dir: str | Path, project: str | None = None) -> Installation:
     """Read the install at ``install_dir`` (its ``current`` release); InstallError when it is not one."""
-    from .install import current_release, read_manifest
-
     install_dir = Path(install_dir).expanduser()
     release = current_release(install_dir)
-    return parse_manifest(read_manifest(release), release / "manifest.json", install_dir, project)
+    return installation(read_manifest(release), release, install_dir, project)
 
 
 # --------------------------------------------------------------------------- results
@@ -184,7 +149,7 @@ def _container_check(host, project: str, service: str) -> Check:
     return Check("container", "pass", "running: " + ", ".join(running))
 
 
-def _listening_check(host, port: PublishedPort) -> Check:
+def _listening_check(host, port: ManifestPort) -> Check:
     spec = f"{port.protocol}://{port.bind}:{port.host}"
     name = f"listening {port.name} {port.bind}:{port.host}/{port.protocol}"
     try:
@@ -213,7 +178,6 @@ def check_service(host, install: Installation, service: InstalledService) -> Ser
 
 def local_host():
     """testinfra's host for this machine (docker CLI and ss/netstat run here)."""
-    import testinfra
     return testinfra.get_host("local://")
 
 

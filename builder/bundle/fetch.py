@@ -1,6 +1,6 @@
-"""Images in a bundle: fetch the locked closure into ``images/``, and load it back.
+"""Images in a bundle (build side): fetch the locked closure into ``images/``.
 
-Build side (``release --with-images``): ``image_files`` fetches every blob of
+``release --with-images`` calls ``image_files``, which fetches every blob of
 every locked image for the chosen platforms straight from the registries
 (through the blob cache, concurrently, with progress), checks each manifest
 against the lock, and returns the members of ``images/``:
@@ -17,10 +17,8 @@ against the lock, and returns the members of ``images/``:
 Metadata sorts first (order 0), blobs last (order 1, with their digest as
 ``sha256_hint`` so the archive writer never re-hashes them).
 
-Install side: ``StreamingLoad`` feeds ``docker load`` a tar generated on the fly
-(the host platform's docker-load manifest and blobs, read straight from the
-bundle archive while it is verified; see ``builder.install``), and
-``expected_image_id`` gives the locked config digest each image ID must equal.
+The file names come from ``builder.bundle.layout``; the install side reads
+them back in ``builder.install.unpack``.
 """
 
 from __future__ import annotations
@@ -35,11 +33,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from .. import progress as shared_progress
+from ..blobcache import BlobCache, hex_of
+from ..errors import BundleError
+from ..fsutil import canonical_json
+from ..lockfile import ImageRecord, Lock, PlatformRecord
+from ..platforms import match_platform
+from ..registry import RegistryClient
 from .archive import BundleFile
-from .blobcache import BlobCache, hex_of
-from .errors import BundleError, InstallError
-from .fsutil import canonical_json
-from .lockfile import ImageRecord, Lock, PlatformRecord
+from .layout import DOCKER_LOAD_DEFAULT, IMAGES_DIR, docker_load_manifest as docker_load_name
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -66,19 +68,6 @@ class PlannedImage:
         return self.record.name
 
 
-def platform_file(platform: str) -> str:
-    """``linux/arm64/v8`` -> ``linux_arm64_v8``: a platform as a file stem."""
-    return platform.replace("/", "_")
-
-
-def _match_platform(wanted: str, available: Iterable[str]) -> str | None:
-    """The locked platform key for ``wanted`` (``linux/arm64`` also matches ``linux/arm64/v8``)."""
-    available = sorted(available)
-    if wanted in available:
-        return wanted
-    return next((p for p in available if p.startswith(wanted + "/")), None)
-
-
 def plan_images(lock: Lock, services: Iterable[str], platforms: Iterable[str]) -> list[PlannedImage]:
     """Which images and platforms go into ``images/``; BundleError when the lock cannot say.
 
@@ -97,7 +86,7 @@ def plan_images(lock: Lock, services: Iterable[str], platforms: Iterable[str]) -
                 "image IDs were never fetched", hint="run `labbuild lock` with the registry reachable, then release again")
         chosen = {}
         for p in platforms:
-            key = _match_platform(p, rec.platforms)
+            key = match_platform(p, rec.platforms)
             if key is not None:
                 chosen[key] = rec.platforms[key]
         if not chosen:
@@ -123,13 +112,17 @@ def docker_load_manifest(plans: list[PlannedImage], platform: str) -> list[dict[
     """The docker-load ``manifest.json`` entries for ``platform`` (images lacking it are left out)."""
     entries = []
     for plan in plans:
-        key = _match_platform(platform, plan.platforms)
+        key = match_platform(platform, plan.platforms)
         if key is None:
             continue
         rec = plan.platforms[key]
         entries.append({"Config": _blob_path(rec.config), "RepoTags": [plan.reference],
                         "Layers": [_blob_path(l.digest) for l in rec.layers]})
     return entries
+
+
+def _inside_images(arcname: str) -> str:
+    return arcname.removeprefix(IMAGES_DIR + "/")
 
 
 def layout_metadata(plans: list[PlannedImage], platforms: list[str]) -> dict[str, bytes]:
@@ -148,10 +141,10 @@ def layout_metadata(plans: list[PlannedImage], platforms: list[str]) -> dict[str
         "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}).encode(),
         "index.json": canonical_json(index).encode(),
     }
-    shipped = [p for p in platforms if any(_match_platform(p, plan.platforms) for plan in plans)]
+    shipped = [p for p in platforms if any(match_platform(p, plan.platforms) for plan in plans)]
     for p in shipped:
-        files[f"docker-load/{platform_file(p)}.json"] = canonical_json(docker_load_manifest(plans, p)).encode()
-    files["manifest.json"] = files[f"docker-load/{platform_file(shipped[0])}.json"]
+        files[_inside_images(docker_load_name(p))] = canonical_json(docker_load_manifest(plans, p)).encode()
+    files[_inside_images(DOCKER_LOAD_DEFAULT)] = files[_inside_images(docker_load_name(shipped[0]))]
     return files
 
 
@@ -181,53 +174,6 @@ def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------- fetching (network)
-
-_shared_progress: dict[str, Any] = {"bars": None, "users": 0}
-_shared_lock = threading.Lock()
-
-
-def _new_progress(enabled: bool | None):
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
-    console = Console(stderr=True)
-    show = console.is_terminal if enabled is None else (enabled and console.is_terminal)
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                    disable=not show, transient=False)
-
-
-def _acquire_progress(enabled: bool | None):
-    with _shared_lock:
-        if _shared_progress["bars"] is None:
-            _shared_progress["bars"] = _new_progress(enabled)
-            _shared_progress["bars"].start()
-        _shared_progress["users"] += 1
-        return _shared_progress["bars"]
-
-
-def _release_progress() -> None:
-    with _shared_lock:
-        _shared_progress["users"] -= 1
-        if _shared_progress["users"] == 0 and _shared_progress["bars"] is not None:
-            _shared_progress["bars"].stop()
-            _shared_progress["bars"] = None
-
-
-@contextlib.contextmanager
-def progress_display(enabled: bool | None) -> Iterator[Any]:
-    """A rich Progress (bytes, rate, ETA), disabled when stderr is not a TTY.
-
-    One display is shared by everyone using it at the same time (rich allows
-    a single live display): the download bars and the bundle's packing bar
-    show together while downloads and packing overlap.
-    """
-    bars = _acquire_progress(enabled)
-    try:
-        yield bars
-    finally:
-        _release_progress()
-
 
 @dataclass(frozen=True)
 class PendingBlob(BundleFile):
@@ -270,8 +216,6 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     the archive writer packs blob N while blobs N+1.. download. A failed
     download fails the member's ``open`` and so the release (atomically).
     """
-    from .registry import RegistryClient
-
     platforms = list(platforms or lab.platforms)
     plans = plan_images(lock, services, platforms)
     cache = cache or BlobCache()
@@ -287,10 +231,10 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     except BaseException:
         client.close()
         raise
-    files: list[BundleFile] = [BundleFile(f"images/{name}", data=data)
+    files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | set(manifests)):
-        arcname, source = f"images/{_blob_path(digest)}", cache.path(digest)
+        arcname, source = f"{IMAGES_DIR}/{_blob_path(digest)}", cache.path(digest)
         if digest in pending:
             files.append(PendingBlob(arcname, source=source, order=1, sha256_hint=hex_of(digest),
                                      ready=pending[digest], known_size=blobs[digest][0]))
@@ -321,7 +265,7 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     jobs: "queue.Queue[str]" = queue.Queue()
     for d in missing:
         jobs.put(d)
-    bars = _acquire_progress(show)
+    bars = shared_progress.acquire(show)
     task = bars.add_task(f"downloading {len(missing)} {what}",
                          total=sum(blobs[d][0] or 0 for d in missing) or None)
     left = [len(missing)]
@@ -332,7 +276,7 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
             left[0] -= 1
             last = left[0] == 0
         if last:
-            _release_progress()
+            shared_progress.release()
             if background:
                 client.close()
 
@@ -389,92 +333,3 @@ def _fetch_manifests(client, cache: BlobCache, plans: list[PlannedImage]) -> set
     return digests
 
 
-_progress_display = progress_display  # the name builder.bundle imported first
-
-
-# --------------------------------------------------------------------------- loading (install side)
-
-def tar_header(name: str, size: int) -> bytes:
-    """A ustar header of a regular file member (what docker load reads)."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime, info.type = size, 0o644, 0, tarfile.REGTYPE
-    return info.tobuf(format=tarfile.USTAR_FORMAT)
-
-
-class StreamingLoad:
-    """``docker load`` fed from another thread: ``put`` tar bytes, then ``finish`` or ``abort``.
-
-    The engine unpacks the whole stream before it imports anything, so an
-    ``abort`` (the stream ends with an error, never with the tar trailer)
-    leaves the engine unchanged. The queue is bounded: memory stays flat.
-    """
-
-    _END = object()
-
-    def __init__(self, docker_client, depth: int = 16) -> None:
-        import queue
-        import threading
-        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(docker_client,), daemon=True)
-        self._thread.start()
-
-    def _chunks(self) -> Iterator[bytes]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                yield b"\0" * 1024
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def _run(self, docker_client) -> None:
-        try:
-            for msg in docker_client.api.load_image(self._chunks(), quiet=True):
-                if "errorDetail" in msg or "error" in msg:
-                    raise InstallError("docker load failed: "
-                                       + (msg.get("errorDetail", {}).get("message") or msg.get("error")),
-                                       hint="check free disk space and the engine log (journalctl -u docker)")
-        except BaseException as exc:  # handed to the caller in finish()
-            self._error = exc
-            while self._thread.is_alive() and not self._queue.empty():  # unblock a waiting put()
-                self._queue.get_nowait()
-
-    def put(self, data: bytes) -> None:
-        if self._error is None:
-            self._queue.put(data)
-
-    def put_file(self, name: str, size: int, chunks: Iterable[bytes]) -> None:
-        self.put(tar_header(name, size))
-        for chunk in chunks:
-            self.put(chunk)
-        if size % 512:
-            self.put(b"\0" * (512 - size % 512))
-
-    def finish(self) -> None:
-        """End the stream; raise InstallError when the engine refused it."""
-        self.put(self._END)
-        self._thread.join()
-        if isinstance(self._error, InstallError):
-            raise self._error
-        if self._error is not None:
-            raise InstallError(f"docker load failed: {self._error}",
-                               hint="check free disk space and the engine log (journalctl -u docker)")
-
-    def abort(self, reason: BaseException) -> None:
-        """End the stream with an error: the engine discards everything it received."""
-        self.put(reason)
-        self._thread.join()
-
-
-def host_platform(docker_client) -> str:
-    """The engine's platform, e.g. ``linux/amd64``."""
-    v = docker_client.version()
-    return f"{v.get('Os', 'linux')}/{v.get('Arch', 'amd64')}"
-
-
-def expected_image_id(config_digests: dict[str, str], platform: str) -> str | None:
-    """The locked config digest (= image ID) for ``platform`` from a manifest's service entry."""
-    key = _match_platform(platform, config_digests)
-    return config_digests.get(key) if key else None

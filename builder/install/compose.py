@@ -20,7 +20,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InstallError
+from ..bundle.layout import COMPOSE_FILE, LAB_ENV
+from ..errors import InstallError
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
 
 
 def _is_v2(cmd: list[str]) -> bool:
@@ -56,7 +60,7 @@ class Project:
     env_file: Path
 
     def argv(self, *args: str) -> list[str]:
-        cmd = [*find_compose(), "-p", self.name, "-f", "compose.yaml", "--env-file", "lab.env"]
+        cmd = [*find_compose(), "-p", self.name, "-f", COMPOSE_FILE, "--env-file", LAB_ENV]
         if self.env_file.exists():
             cmd += ["--env-file", str(self.env_file)]
         return cmd + list(args)

@@ -1,7 +1,7 @@
 """Host-side health probes of an installed lab, in dependency order.
 
-Each service's ``[health]`` (rendered into the bundle's manifest.json as
-``{"port","host_port","path","scheme","status","start_period","timeout"}``)
+Each service's ``[health]`` (rendered into the bundle's manifest.json, read as
+``builder.bundle.layout.ManifestHealth``)
 is probed from the host through its published 127.0.0.1 port: HTTP(S) wants
 one of ``status`` (default any 2xx), ``tcp`` wants a connection. Services are
 probed one after another in dependency order (they all start together, so
@@ -19,6 +19,11 @@ import time
 import http.client
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ..bundle.layout import ManifestHealth
 
 _DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -44,13 +49,14 @@ class Probe:
     request_timeout: float = 5.0
 
     @classmethod
-    def from_manifest(cls, service: str, health: Mapping | None) -> "Probe | None":
-        if not health or health.get("host_port") is None:
+    def from_health(cls, service: str, health: ManifestHealth | None) -> "Probe | None":
+        """The probe of a service's manifest ``health`` entry; None when it has no host-side probe."""
+        if health is None or health.host_port is None:
             return None
-        return cls(service=service, host_port=int(health["host_port"]), scheme=health.get("scheme") or "http",
-                   path=health.get("path") or "/", status=tuple(health.get("status") or ()),
-                   start_period=parse_duration(health.get("start_period"), 0.0),
-                   request_timeout=min(parse_duration(health.get("timeout"), 5.0), 30.0))
+        return cls(service=service, host_port=int(health.host_port), scheme=health.scheme or "http",
+                   path=health.path or "/", status=tuple(health.status),
+                   start_period=parse_duration(health.start_period, 0.0),
+                   request_timeout=min(parse_duration(health.timeout, 5.0), 30.0))
 
     @property
     def url(self) -> str:
@@ -119,9 +125,6 @@ def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, It
     waiting out the timeout. Returns a result per service; stops probing at
     the first unhealthy one (its dependents and the rest are ``skipped``).
     """
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     console = Console(stderr=True)
     show = console.is_terminal if live is None else (live and console.is_terminal)
     order = dependency_order(depends_on)

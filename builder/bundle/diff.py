@@ -1,5 +1,8 @@
 """What changed between two releases: a pure function on two BundleViews.
 
+``read_bundle_view(path)`` reads what diff compares from a verified archive
+or an extracted bundle directory (through ``builder.bundle.verify``).
+
 ``diff_bundles(a, b)`` compares manifests and lab.env settings: services
 added/removed, image tag and digest changes, published ports, non-secret
 settings (keys and values), secret *names* (never values: bundles hold
@@ -10,9 +13,43 @@ and ``BundleDiff.render_text`` are two views of the same result.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .bundle import BundleView, ManifestService
+from ..errors import BundleError
+from ..render import parse_env_file
+from .layout import LAB_ENV, MANIFEST, TRUST_FILES, Manifest, ManifestService
+from .verify import read_verified
+
+
+@dataclass(frozen=True)
+class BundleView:
+    """What ``diff`` compares: the manifest and the non-secret settings of one bundle."""
+
+    path: str
+    manifest: Manifest
+    lab_env: dict[str, str]
+
+
+def read_bundle_view(path: str | Path) -> BundleView:
+    """A verified archive, or an extracted bundle directory, as a BundleView."""
+    path = Path(path)
+    if path.is_dir():
+        kept = {}
+        for name in (MANIFEST, LAB_ENV):
+            try:
+                kept[name] = (path / name).read_bytes()
+            except FileNotFoundError:
+                raise BundleError(f"{path}: no {name}", hint="pass a bundle archive or an extracted bundle") from None
+        manifest = Manifest.loads(kept[MANIFEST], f"{path}: {MANIFEST}")
+    else:
+        result = read_verified(path, keep=lambda rel: rel in TRUST_FILES or rel == LAB_ENV)
+        if not result.ok:
+            raise BundleError(f"{path}: bundle failed verification", problems=result.errors,
+                              hint="diff only verified bundles; run `labbuild verify`")
+        kept, manifest = result.contents, result.manifest
+    return BundleView(path=str(path), manifest=manifest,
+                      lab_env=parse_env_file(kept.get(LAB_ENV, b"").decode("utf-8", "replace")))
 
 
 def _port_specs(service: ManifestService | None) -> list[str]:

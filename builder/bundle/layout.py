@@ -1,0 +1,239 @@
+"""The bundle format, format 1: every file name, the ``manifest.json`` model and
+its one reader and writer, the ``SHA256SUMS`` format, and the version grammar.
+
+Both sides meet here and only here: the build side (``pack``, ``release``,
+``fetch``) writes what this module names, the read side (``reader``,
+``verify``, ``diff``) and the install side (``builder.install``) read it
+through this module. A format change is an edit to this file.
+
+A bundle is one archive holding one top directory ``<lab>-<profile>-<version>/``::
+
+    compose.yaml  lab.env  secrets.env.example  lock.json  install.sh
+    manifest.json       this model (canonical JSON)
+    SHA256SUMS          ``sha256sum -c`` format, every file but itself and the signature
+    manifest.json.sig   with ``release --sign``
+    runbooks/<service>.md, runbooks/README.md, observability/...
+    images/             with ``--with-images``: OCI layout + docker-load manifests
+
+manifest.json: ``{"format": 1, "lab", "name" (top dir), "version", "profile",
+"inputs", "labbuild", "offline", "platforms", "services": {name: {"image",
+"digest", "verified", "config_digests", "ports", "health", "healthcheck",
+"depends_on", "volumes", "secrets", "runbook"}}, "files": {arcname: {"sha256",
+"size"}}}``; ``files`` lists every file but manifest.json, SHA256SUMS and the
+signature.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import BundleError, Problem
+from ..fsutil import canonical_json
+from ..platforms import platform_file
+
+BUNDLE_FORMAT = 1
+
+# --------------------------------------------------------------------------- file names
+
+COMPOSE_FILE = "compose.yaml"
+LAB_ENV = "lab.env"
+SECRETS_EXAMPLE = "secrets.env.example"
+LOCK_FILE = "lock.json"
+INSTALL_SCRIPT = "install.sh"
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+SIGNATURE = "manifest.json.sig"
+UNSUMMED = frozenset({SUMS, SIGNATURE})             # not in SHA256SUMS
+UNLISTED = frozenset({MANIFEST, SUMS, SIGNATURE})   # not in manifest["files"]
+TRUST_FILES = (MANIFEST, SUMS, SIGNATURE)           # what verification reads of a bundle
+
+IMAGES_DIR = "images"
+IMAGE_BLOBS_PREFIX = "images/blobs/"
+DOCKER_LOAD_DEFAULT = "images/manifest.json"        # docker-load manifest of the first platform
+
+
+def runbook_path(service: str) -> str:
+    """Where a service's runbook lives in a bundle."""
+    return f"runbooks/{service}.md"
+
+
+def docker_load_manifest(platform: str) -> str:
+    """The docker-load manifest of ``platform`` in a bundle."""
+    return f"images/docker-load/{platform_file(platform)}.json"
+
+
+def bundle_top(lab: str, profile: str, version: str) -> str:
+    """The bundle's top directory: ``<lab>-<profile>-<version>``."""
+    return f"{lab}-{profile}-{version}"
+
+
+def bundle_filename(lab: str, profile: str, version: str, with_images: bool) -> str:
+    """``<top>.tar.gz``; ``<top>.tar`` for image bundles (layers are compressed already)."""
+    return bundle_top(lab, profile, version) + (".tar" if with_images else ".tar.gz")
+
+
+# --------------------------------------------------------------------------- versions
+
+SEMVER_RE = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?")
+
+
+def is_version(version: str) -> bool:
+    """SemVer 2.0, matched in full (a trailing newline is not a version)."""
+    return isinstance(version, str) and SEMVER_RE.fullmatch(version) is not None
+
+
+# --------------------------------------------------------------------------- SHA256SUMS
+
+def render_sums(files: dict[str, str]) -> bytes:
+    """SHA256SUMS text (``sha256sum -c`` format) from ``{arcname: sha256 hex}``."""
+    return "".join(f"{h}  {n}\n" for n, h in sorted(files.items(), key=lambda kv: kv[0].encode())).encode()
+
+
+def parse_sums(data: bytes, problems: list[Problem]) -> dict[str, str]:
+    """``{arcname: sha256 hex}`` from SHA256SUMS; each bad line becomes a Problem."""
+    sums: dict[str, str] = {}
+    for no, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+        if not m:
+            problems.append(Problem(file=SUMS, path="", line=no, message="malformed line"))
+            continue
+        if m[2] in sums:
+            problems.append(Problem(file=SUMS, path="", line=no, message=f"{m[2]} listed twice"))
+        sums[m[2]] = m[1]
+    return sums
+
+
+# --------------------------------------------------------------------------- the manifest model
+
+@dataclass(frozen=True)
+class ManifestPort:
+    name: str
+    container: int
+    host: int | None
+    bind: str
+    protocol: str
+
+
+@dataclass(frozen=True)
+class ManifestHealth:
+    port: str
+    host_port: int | None
+    path: str
+    scheme: str
+    status: tuple[int, ...] = ()
+    start_period: str | None = None
+    timeout: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestVolume:
+    name: str
+    volume: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ManifestService:
+    image: str                              # name:tag
+    digest: str                             # the pin
+    verified: bool                          # False: lock entry made by `lock --offline`
+    config_digests: dict[str, str]          # platform -> config digest (= image ID after load)
+    ports: tuple[ManifestPort, ...]
+    health: ManifestHealth | None
+    depends_on: tuple[str, ...]             # effective: [when.X].depends_on included
+    volumes: tuple[ManifestVolume, ...]
+    secrets: tuple[str, ...]                # env keys of the install's .env
+    runbook: str
+    healthcheck: bool = False               # an in-container healthcheck exists
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json, format 1 (see the module docstring)."""
+
+    lab: str
+    name: str
+    version: str
+    profile: str
+    inputs: str
+    labbuild: str
+    offline: bool
+    platforms: tuple[str, ...]
+    services: dict[str, ManifestService]
+    files: dict[str, FileEntry]
+    format: int = BUNDLE_FORMAT
+
+    @property
+    def secret_keys(self) -> list[str]:
+        """Every env key of the install's .env that some service needs."""
+        return sorted({k for s in self.services.values() for k in s.secrets})
+
+    def to_json(self) -> dict[str, Any]:
+        def service(s: ManifestService) -> dict[str, Any]:
+            d = asdict(s)
+            d.update(ports=[asdict(p) for p in s.ports], volumes=[asdict(v) for v in s.volumes],
+                     depends_on=list(s.depends_on), secrets=list(s.secrets),
+                     health=None if s.health is None else {**asdict(s.health), "status": list(s.health.status)})
+            return d
+        return {
+            "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
+            "profile": self.profile, "inputs": self.inputs, "labbuild": self.labbuild,
+            "offline": self.offline, "platforms": list(self.platforms),
+            "services": {n: service(s) for n, s in sorted(self.services.items())},
+            "files": {n: asdict(f) for n, f in sorted(self.files.items())},
+        }
+
+    def dumps(self) -> bytes:
+        """The canonical bytes of manifest.json."""
+        return canonical_json(self.to_json()).encode("utf-8")
+
+    @classmethod
+    def loads(cls, raw: bytes, where: str = MANIFEST) -> "Manifest":
+        """Parse manifest.json's bytes; BundleError naming the file and the bad key."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{where}: not valid JSON ({exc})",
+                              hint="the bundle is damaged or not a labbuild bundle") from None
+        return cls.from_json(data, where)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = MANIFEST) -> "Manifest":
+        """Build a Manifest from parsed JSON; BundleError naming the bad key."""
+        key = "(top level)"
+        try:
+            if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+                raise ValueError(f"not a format-{BUNDLE_FORMAT} manifest")
+            services = {}
+            for name, s in data["services"].items():
+                key = f"services.{name}"
+                health = s.get("health")
+                services[name] = ManifestService(
+                    image=s["image"], digest=s["digest"], verified=bool(s["verified"]),
+                    config_digests=dict(s["config_digests"]),
+                    ports=tuple(ManifestPort(**p) for p in s["ports"]),
+                    health=None if health is None else ManifestHealth(**{**health, "status": tuple(health["status"])}),
+                    depends_on=tuple(s["depends_on"]), volumes=tuple(ManifestVolume(**v) for v in s["volumes"]),
+                    secrets=tuple(s["secrets"]), runbook=s["runbook"], healthcheck=bool(s.get("healthcheck")))
+            key = "files"
+            files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
+            key = "(top level)"
+            return cls(lab=data["lab"], name=data["name"], version=data["version"], profile=data["profile"],
+                       inputs=data["inputs"], labbuild=data["labbuild"], offline=bool(data["offline"]),
+                       platforms=tuple(data["platforms"]), services=services, files=files)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleError(f"{where}: {key}: malformed manifest ({type(exc).__name__}: {exc})",
+                              hint="the bundle is damaged or not a labbuild bundle") from None

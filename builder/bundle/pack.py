@@ -1,0 +1,144 @@
+"""Packing a release: decide every member of the archive, then write it reproducibly.
+
+``plan_bundle(ri, platforms=, image_members=, sign_key=) -> BundlePlan``
+renders every file of the bundle (``builder.render``), its ``manifest.json``,
+``SHA256SUMS`` and, with a key, the signature — all before a byte is
+written. ``write_archive(plan, dest, mtime=)`` writes it atomically (temp
+file beside ``dest``, fsync, rename) with the byte recipe of
+``builder.bundle.archive``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ..fsutil import atomic_writer, sha256_bytes
+from ..lockfile import Lock
+from ..progress import progress_display
+from ..render import ReleaseInput, render_text_files, secret_keys, volume_name
+from ..signing import fingerprint, sign
+from .archive import BundleFile, HashingWriter, gzip_writer, write_tar
+from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, SIGNATURE, SUMS, FileEntry, Manifest, ManifestHealth,
+                     ManifestPort, ManifestService, ManifestVolume, render_sums, runbook_path)
+
+
+@dataclass(frozen=True)
+class BundlePlan:
+    """Everything one archive holds, decided before a byte is written."""
+
+    top: str
+    filename: str
+    files: tuple[BundleFile, ...]      # every member, manifest/sums/signature included
+    manifest: Manifest
+    manifest_bytes: bytes
+    lock: Lock
+    compressed: bool
+    platforms: tuple[str, ...]
+    signed_by: str | None
+
+    @property
+    def manifest_sha256(self) -> str:
+        return sha256_bytes(self.manifest_bytes)
+
+
+def closure_lock(lock: Lock, services: Iterable[str]) -> Lock:
+    """The lock restricted to ``services``: what a bundle's lock.json holds."""
+    services = set(services)
+    return replace(lock, services={n: r for n, r in sorted(lock.services.items()) if n in services})
+
+
+def install_script() -> bytes | None:
+    """builder/templates/install.sh, when this labbuild ships one."""
+    res = resources.files("builder").joinpath("templates", INSTALL_SCRIPT)
+    return res.read_bytes() if res.is_file() else None
+
+
+def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
+    """The ``services`` of manifest.json: what install and diff need of each service."""
+    out: dict[str, ManifestService] = {}
+    for name in ri.services:
+        bp = ri.blueprint(name)
+        rec = ri.lock.services[name]
+        health = None
+        if bp.health:
+            h = bp.health
+            health = ManifestHealth(port=h.port, host_port=bp.port(h.port).host, path=h.path, scheme=h.scheme,
+                                    status=h.status, start_period=h.start_period, timeout=h.timeout)
+        out[name] = ManifestService(
+            image=bp.image.reference, digest=bp.image.digest, verified=rec.verified,
+            config_digests={p: r.config for p, r in sorted(rec.platforms.items())},
+            ports=tuple(ManifestPort(name=p.name, container=p.container, host=p.host, bind=p.bind,
+                                     protocol=p.protocol) for p in bp.ports),
+            health=health, healthcheck=bp.healthcheck is not None,
+            depends_on=tuple(d for d in bp.effective_depends_on(ri.services) if d in ri.services),
+            volumes=tuple(ManifestVolume(name=v.name, volume=volume_name(name, v.name), target=v.target,
+                                         read_only=v.read_only) for v in bp.volumes),
+            secrets=tuple(secret_keys(ri, name)), runbook=runbook_path(name))
+    return out
+
+
+def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: Iterable[BundleFile] = (),
+                sign_key=None) -> BundlePlan:
+    """Render every file of the bundle, its manifest, SHA256SUMS and (with a key) its signature."""
+    lock = closure_lock(ri.lock, ri.services)
+    members = [BundleFile(n, data=t.encode("utf-8")) for n, t in render_text_files(ri).items()]
+    members.append(BundleFile(LOCK_FILE, data=lock.dumps().encode("utf-8")))
+    script = install_script()
+    if script is not None:
+        members.append(BundleFile(INSTALL_SCRIPT, data=script, executable=True))
+    members.extend(image_members)
+    hashes = {f.arcname: f.sha256() for f in members}
+    manifest = Manifest(
+        lab=ri.lab.name, name=ri.top, version=ri.version, profile=ri.profile, inputs=ri.lock.inputs,
+        labbuild=ri.labbuild_version, offline=ri.offline, platforms=tuple(platforms),
+        services=manifest_services(ri),
+        files={f.arcname: FileEntry(sha256=hashes[f.arcname], size=f.size) for f in members})
+    manifest_bytes = manifest.dumps()
+    members.append(BundleFile(MANIFEST, data=manifest_bytes))
+    hashes[MANIFEST] = sha256_bytes(manifest_bytes)
+    members.append(BundleFile(SUMS, data=render_sums(hashes)))
+    signed_by = None
+    if sign_key is not None:
+        members.append(BundleFile(SIGNATURE, data=sign(sign_key, manifest_bytes)))
+        signed_by = fingerprint(sign_key.public_key())
+    return BundlePlan(top=ri.top, filename=ri.filename, files=tuple(members), manifest=manifest,
+                      manifest_bytes=manifest_bytes, lock=lock, compressed=not ri.offline,
+                      platforms=platforms, signed_by=signed_by)
+
+
+def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
+                  accept: Callable[[str, str], None] | None = None, progress: Any = None) -> tuple[str, str]:
+    """Write ``plan`` to ``dest`` atomically; return ``(archive sha256, tar sha256)``.
+
+    The archive is built in a temp file beside ``dest`` (``fsutil.atomic_writer``:
+    fsync, rename) and renamed only when ``accept(archive_sha, tar_sha)`` (if
+    given) does not raise. An image bundle shows a packing bar on a TTY
+    (``progress``: None = when stderr is a terminal, False = never).
+    """
+    with _packing_bar(plan, progress) as on_bytes, atomic_writer(dest) as fh:
+        if plan.compressed:
+            outer = HashingWriter(fh)
+            with gzip_writer(outer) as gz:
+                tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime, progress=on_bytes)
+            archive_sha = outer.hash.hexdigest()
+        else:  # the archive is the tar stream: hash its (GiB of image) bytes once, not twice
+            tar_sha = archive_sha = write_tar(fh, plan.top, plan.files, mtime=mtime, progress=on_bytes)
+        if accept:
+            accept(archive_sha, tar_sha)
+    return archive_sha, tar_sha
+
+
+@contextlib.contextmanager
+def _packing_bar(plan: BundlePlan, progress: Any) -> Iterator[Callable[[int], None] | None]:
+    """A rich bar over the bytes packed into an image bundle; nothing for small bundles."""
+    if plan.compressed or progress is False:
+        yield None
+        return
+    total = sum(f.size for f in plan.files)
+    with progress_display(None if progress is None else bool(progress)) as bars:
+        task = bars.add_task(f"packing {plan.filename}", total=total)
+        yield lambda n: bars.advance(task, n)

@@ -1,0 +1,159 @@
+"""Reading bundle archives: one streaming walk, one hashing reader.
+
+``walk_bundle`` streams every member of an archive once (gzip or plain tar),
+refuses unsafe members (absolute paths, ``..``, links, devices, duplicates,
+anything outside the top directory) and hands each safe regular file to a
+callback. ``read_member`` is the one loop that hashes a member while it is
+read, optionally keeping its bytes or passing each block on (to a file,
+to ``docker load``). ``scan_directory`` does the same for an extracted bundle
+directory. Verification (``builder.bundle.verify``) is built on these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+from ..errors import BundleError, Problem
+from ..fsutil import sha256_file
+
+BLOCK = 1 << 20
+
+
+@dataclass
+class ScannedBundle:
+    """What one pass over an archive (or a directory) found."""
+
+    top: str | None = None
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)   # rel path -> (sha256, size)
+    kept: dict[str, bytes] = field(default_factory=dict)              # bytes of the files asked for
+    modes: dict[str, int] = field(default_factory=dict)               # rel path -> 0o644 | 0o755
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReadMember:
+    sha256: str
+    size: int
+    data: bytes | None
+
+
+def read_member(fh: BinaryIO, *, keep: bool = False, sink: Callable[[bytes], object] | None = None,
+                on_bytes: Callable[[int], None] | None = None) -> ReadMember:
+    """Read ``fh`` to its end, hashing it; keep the bytes and/or pass each block to ``sink``."""
+    h, size, parts = hashlib.sha256(), 0, [] if keep else None
+    while block := fh.read(BLOCK):
+        h.update(block)
+        size += len(block)
+        if parts is not None:
+            parts.append(block)
+        if sink is not None:
+            sink(block)
+        if on_bytes is not None:
+            on_bytes(len(block))
+    return ReadMember(h.hexdigest(), size, b"".join(parts) if parts is not None else None)
+
+
+def member_problem(name: str, member: tarfile.TarInfo, top: str | None) -> str | None:
+    """Why ``member`` must not be extracted, or None."""
+    if not name or name.startswith("/") or re.match(r"^[A-Za-z]:", name) or "\\" in name:
+        return "absolute or non-POSIX path refused"
+    parts = name.rstrip("/").split("/")
+    if any(p in ("..", "") for p in parts) or any(p == "." for p in parts):
+        return "path with '..', '.' or empty components refused"
+    if top is not None and parts[0] != top:
+        return f"outside the bundle's top directory {top}/"
+    if member.issym() or member.islnk():
+        return f"link to {member.linkname!r} refused (bundles hold regular files and directories only)"
+    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+        return "device or fifo refused"
+    if not (member.isreg() or member.isdir()):
+        return f"member type {member.type!r} refused"
+    if member.isdir() and len(parts) == 1:
+        return None
+    if member.isreg() and len(parts) == 1:
+        return "file outside the bundle's top directory"
+    return None
+
+
+@contextlib.contextmanager
+def open_archive(path: Path) -> Iterator[tarfile.TarFile]:
+    """The archive as a forward-only tar stream; BundleError when it is not one."""
+    try:
+        tar = tarfile.open(path, mode="r|*")
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such bundle", hint="check the path") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory, not a bundle archive") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise BundleError(f"{path}: not a readable bundle archive ({exc})",
+                          hint="a bundle is the .tar.gz or .tar written by `labbuild release`") from None
+    with tar:
+        yield tar
+
+
+def walk_bundle(path: Path, scan: ScannedBundle,
+                on_file: Callable[[str, tarfile.TarInfo, BinaryIO], None]) -> None:
+    """Stream every member once: record unsafe ones in ``scan.problems`` (and skip
+    them), set ``scan.top``, and hand each safe regular file to
+    ``on_file(rel_path, member, fileobj)``, which must read it before returning.
+    """
+    seen: set[str] = set()
+    with open_archive(path) as tar:
+        try:
+            for member in tar:
+                name = member.name
+                norm = name.rstrip("/")
+                if scan.top is None and norm and "/" not in norm and member.isdir():
+                    scan.top = norm
+                why = member_problem(name, member, scan.top)
+                if why is None and norm in seen:
+                    why = "duplicate member name refused"
+                seen.add(norm)
+                rel = norm.split("/", 1)[1] if "/" in norm else ""
+                if why:
+                    scan.problems.append(Problem(file=rel or name, path="", message=why))
+                    continue
+                if member.isreg():
+                    scan.modes[rel] = 0o755 if member.mode & 0o111 else 0o644
+                    on_file(rel, member, tar.extractfile(member))
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            scan.problems.append(Problem(file=str(path), path="",
+                                         message=f"archive is corrupt or truncated ({exc})",
+                                         hint="copy the bundle again"))
+
+
+def scan_bundle(path: str | Path, keep: Iterable[str]) -> ScannedBundle:
+    """Hash every member of the archive in one pass, keeping the bytes of the files in ``keep``."""
+    keep = set(keep)
+    scan = ScannedBundle()
+
+    def on_file(rel: str, member: tarfile.TarInfo, fh: BinaryIO) -> None:
+        read = read_member(fh, keep=rel in keep)
+        scan.files[rel] = (read.sha256, read.size)
+        if read.data is not None:
+            scan.kept[rel] = read.data
+
+    walk_bundle(Path(path), scan, on_file)
+    return scan
+
+
+def scan_directory(path: Path, keep: Iterable[str]) -> ScannedBundle:
+    """Like ``scan_bundle``, for an extracted bundle directory (e.g. an installed release)."""
+    keep = set(keep)
+    scan = ScannedBundle(top=path.name)
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            scan.problems.append(Problem(file=rel, path="", message="link or special file refused"))
+        elif p.is_file():
+            scan.files[rel] = (sha256_file(p), p.stat().st_size)
+            if rel in keep:
+                scan.kept[rel] = p.read_bytes()
+    return scan

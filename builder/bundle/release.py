@@ -1,0 +1,244 @@
+"""Releases: build, record and rebuild the immutable bundle of a profile.
+
+- ``build_release(root, version, *, profile=None, out_dir=None, with_images=False,
+  platforms=None, sign_key=None, progress=None) -> ReleaseResult`` — renders the
+  profile's closure, writes the archive into a temp file beside the output
+  (fsync, rename: an interrupted release leaves nothing at the final path) and
+  records it in ``lockfiles/releases/<profile>-<version>.json``. With images it
+  calls ``builder.bundle.fetch.image_files``. The lock must be fresh
+  (``stale_services``) and the version SemVer 2.0. When the record exists:
+  identical content is a no-op (``noop=True``; the archive is rewritten only
+  when missing at the output path), different content is a BundleError naming
+  each difference and the next free version.
+- ``rebuild_release(root, "<profile>-<version>", ...)`` rebuilds a past release
+  from its record alone and refuses unless the sha256 is reproduced.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import __version__
+from ..blueprint import Lab, lab_paths, load_lab
+from ..errors import BundleError, LockError, Problem
+from ..fsutil import sha256_file
+from ..lockfile import LOCK_PATH, Lock, lock_from_json, read_lock, stale_services
+from ..render import ReleaseInput
+from ..signing import load_private_key
+from .archive import BundleFile, source_date_epoch
+from .fetch import image_files
+from .layout import SEMVER_RE, is_version
+from .pack import BundlePlan, plan_bundle, write_archive
+from .record import RECORDS_DIR, make_record, read_record, record_differences, record_path, write_record
+
+
+def check_version(version: str) -> str:
+    """``version`` when it is SemVer 2.0, else a BundleError saying what a version looks like."""
+    if not is_version(version):
+        raise BundleError(f"{version!r} is not a SemVer 2.0 version",
+                          hint="use MAJOR.MINOR.PATCH, e.g. 0.1.0 or 1.2.0-rc.1")
+    return version
+
+
+def _semver_key(version: str) -> tuple:
+    m = SEMVER_RE.fullmatch(version)
+    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[4]
+    pre_key = (1,) if pre is None else (0, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")])
+    return (major, minor, patch, pre_key)
+
+
+def next_version(version: str, taken: Iterable[str] = ()) -> str:
+    """The next free patch version after ``version`` and every taken one (prereleases count up)."""
+    versions = [v for v in {version, *taken} if is_version(v)]
+    top = max(versions, key=_semver_key)
+    m = SEMVER_RE.fullmatch(top)
+    pre = m[4]
+    if pre and (num := re.search(r"(\d+)$", pre)):
+        return f"{m[1]}.{m[2]}.{m[3]}-{pre[:num.start()]}{int(num[1]) + 1}"
+    if pre:
+        return f"{m[1]}.{m[2]}.{m[3]}"
+    return f"{m[1]}.{m[2]}.{int(m[3]) + 1}"
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    bundle: Path
+    sha256: str
+    tar_sha256: str
+    version: str
+    profile: str
+    noop: bool
+    record: Path | None = None
+    restored: bool = False          # noop, but the archive was (re)written at ``bundle``
+    signed_by: str | None = None
+    with_images: bool = False
+    services: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle), "sha256": self.sha256, "tar_sha256": self.tar_sha256,
+                "version": self.version, "profile": self.profile, "noop": self.noop,
+                "record": str(self.record) if self.record else None, "restored": self.restored,
+                "signed_by": self.signed_by, "with_images": self.with_images,
+                "services": list(self.services)}
+
+
+def _image_members(lab: Lab, lock: Lock, services: tuple[str, ...], platforms: tuple[str, ...],
+                   progress: Any) -> list[BundleFile]:
+    return list(image_files(lab, lock, services, platforms, progress))
+
+
+def _platforms(lab: Lab, lock: Lock, platforms: Iterable[str] | None) -> tuple[str, ...]:
+    if not platforms:
+        return tuple(sorted(lock.platforms))
+    chosen = tuple(sorted(set(platforms)))
+    unknown = [p for p in chosen if p not in lock.platforms]
+    if unknown:
+        raise BundleError(f"platform {', '.join(unknown)} is not in the lock",
+                          hint="locked platforms: " + ", ".join(sorted(lock.platforms)))
+    return chosen
+
+
+def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_images: bool,
+                  platforms: Iterable[str] | None, sign_key, progress) -> BundlePlan:
+    ri = ReleaseInput(lab=lab, lock=lock, profile=profile, version=version,
+                      labbuild_version=__version__, offline=with_images)
+    missing = [s for s in ri.services if s not in lock.services]
+    if missing:
+        raise LockError(f"not in the lock: {', '.join(missing)}", hint="run `labbuild lock`")
+    chosen = _platforms(lab, lock, platforms)
+    images = _image_members(lab, ri.lock, ri.services, chosen, progress) if with_images else []
+    return plan_bundle(ri, platforms=chosen, image_members=images, sign_key=sign_key)
+
+
+def _lab_sources(root: Path) -> dict[str, str]:
+    lab_file, files = lab_paths(root)
+    # bytes decoded, not read_text(): universal newlines would turn \r\n into \n
+    return {p.relative_to(root).as_posix(): p.read_bytes().decode("utf-8") for p in [lab_file, *files]}
+
+
+def build_release(root: str | Path, version: str, *, profile: str | None = None,
+                  out_dir: str | Path | None = None, with_images: bool = False,
+                  platforms: Iterable[str] | None = None, sign_key: str | Path | None = None,
+                  progress: Any = None) -> ReleaseResult:
+    """Build, write and record release ``version`` of ``profile`` (see the module docstring).
+
+    Same profile+version with identical content: a no-op (the archive is
+    rewritten only when missing at the output path). Different content:
+    BundleError naming what differs and the next free version.
+    """
+    root = Path(root)
+    check_version(version)
+    lab = load_lab(root)
+    profile = profile or lab.default_profile
+    lab.profile_closure(profile)  # unknown profile -> BlueprintError listing the known ones
+    lock = read_lock(root / LOCK_PATH)
+    stale = stale_services(lab, lock)
+    if stale:
+        raise LockError("the lock is stale: " + "; ".join(f"{n}: {why}" for n, why in stale.items()),
+                        hint="run `labbuild lock` (and commit lockfiles/lab.lock.json), then release again")
+    key = _load_sign_key(sign_key)
+    plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
+                         sign_key=key, progress=progress)
+    out = Path(out_dir) if out_dir is not None else root / "dist"
+    dest = out / plan.filename
+    rpath = record_path(root, profile, version)
+    record = read_record(rpath) if rpath.exists() else None
+    if record is not None:
+        return _release_again(plan, record, rpath, dest, version, profile, progress)
+    mtime = source_date_epoch()
+    archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
+    write_record(rpath, make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime,
+                                _lab_sources(root)))
+    return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
+                         profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
+                         with_images=with_images, services=tuple(plan.manifest.services))
+
+
+def _load_sign_key(sign_key):
+    return None if sign_key is None else load_private_key(Path(sign_key))
+
+
+def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, version: str,
+                   profile: str, progress: Any = None) -> ReleaseResult:
+    """The record exists: no-op when the content is identical, else refuse."""
+    differences = record_differences(record, plan)
+    if differences:
+        taken = [p.stem[len(profile) + 1:] for p in rpath.parent.glob(f"{profile}-*.json")]
+        raise BundleError(
+            f"release {profile} {version} already exists ({rpath}) with different content",
+            problems=[Problem(file=str(rpath), path="", message=d) for d in differences],
+            hint=f"releases are immutable: bump the version, e.g. `labbuild release {next_version(version, taken)}`")
+    result = dict(bundle=dest, sha256=record["sha256"], tar_sha256=record["tar_sha256"], version=version,
+                  profile=profile, noop=True, record=rpath, signed_by=plan.signed_by,
+                  with_images=record["with_images"], services=tuple(plan.manifest.services))
+    if dest.is_file() and sha256_file(dest) == record["sha256"]:
+        return ReleaseResult(**result)
+
+    def same_as_record(archive_sha: str, tar_sha: str) -> None:
+        if tar_sha != record["tar_sha256"]:
+            raise BundleError(f"rebuilt {dest.name} does not match its record (tar sha256 {tar_sha})",
+                              hint="the labbuild installation differs from the one that made the release")
+
+    archive_sha, _ = write_archive(plan, dest, mtime=record["mtime"], accept=same_as_record, progress=progress)
+    return ReleaseResult(**{**result, "sha256": archive_sha, "restored": True})
+
+
+
+
+
+
+def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None = None,
+                    sign_key: str | Path | None = None, progress: Any = None) -> ReleaseResult:
+    """Rebuild release ``<profile>-<version>`` from its record; refuse unless the sha256 matches.
+
+    Uses only the record: the blueprints' text, the frozen lock, the mtime and
+    the options it was made with. The current blueprints and lock are not read.
+    """
+    root = Path(root)
+    rpath = root / RECORDS_DIR / f"{spec}.json"
+    if not rpath.exists():
+        known = sorted(p.stem for p in (root / RECORDS_DIR).glob("*.json"))
+        raise BundleError(f"no release record {rpath}",
+                          hint="recorded releases: " + (", ".join(known) or "none"))
+    record = read_record(rpath)
+    if record["labbuild"] != __version__:
+        raise BundleError(f"{rpath.name} was made by labbuild {record['labbuild']}, this is {__version__}",
+                          hint=f"install labbuild {record['labbuild']} to reproduce it byte for byte")
+    key = _load_sign_key(sign_key)
+    if record.get("signed_by") and key is None:
+        raise BundleError(f"{rpath.name} was signed by {record['signed_by']}",
+                          hint="pass --sign with the same private key")
+    with tempfile.TemporaryDirectory(prefix="labbuild-rebuild-") as tmp:
+        for rel, text in record["sources"].items():
+            target = Path(tmp) / rel
+            if ".." in Path(rel).parts or Path(rel).is_absolute():
+                raise BundleError(f"{rpath}: sources: unsafe path {rel!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text.encode("utf-8"))
+        lab = load_lab(Path(tmp))
+        lock = lock_from_json(record["lock"], str(rpath))
+        plan = _plan_release(lab, lock, record["profile"], record["version"],
+                             with_images=record["with_images"], platforms=record["platforms"],
+                             sign_key=key, progress=progress)
+    differences = record_differences(record, plan)
+    if differences:
+        raise BundleError(f"{rpath.name} cannot be reproduced", hint="see the differences above",
+                          problems=[Problem(file=str(rpath), path="", message=d) for d in differences])
+    out = Path(out_dir) if out_dir is not None else root / "dist"
+    dest = out / plan.filename
+
+    def reproduced(archive_sha: str, tar_sha: str) -> None:
+        if tar_sha != record["tar_sha256"] or archive_sha != record["sha256"]:
+            raise BundleError(f"rebuilt {plan.filename} has sha256 {archive_sha}, the record says {record['sha256']}",
+                              hint="the archive recipe or zlib differs from the one that made the release")
+
+    archive_sha, tar_sha = write_archive(plan, dest, mtime=record["mtime"], accept=reproduced, progress=progress)
+    return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=record["version"],
+                         profile=record["profile"], noop=False, record=rpath, signed_by=plan.signed_by,
+                         with_images=record["with_images"], services=tuple(plan.manifest.services))
+
+

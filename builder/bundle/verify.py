@@ -1,0 +1,245 @@
+"""Verifying bundles: one typed verdict, one verify-while-reading pass, one safe extract.
+
+``read_verified(path, keep=..., stream=...)`` is the single pass every
+consumer builds on: it walks the archive once (``reader.walk_bundle``),
+hashes every member, keeps the bytes of the small files asked for, hands
+image blobs to ``stream`` (install feeds ``docker load``; ``safe_extract``
+writes files) and then checks everything against ``SHA256SUMS``,
+``manifest.json`` and, with a key, the signature (``check_contents``).
+Callers that consumed blobs while reading must discard what they made when
+the verdict is not ok — nothing is trusted before the whole archive checked.
+
+- ``verify_bundle(path, key=None) -> VerifyResult``: an archive or an
+  extracted bundle directory; never raises for a bad bundle.
+- ``unpack(path, key=None, stream=None, on_bytes=None) -> VerifyResult``: every small file in
+  memory (``.contents``), BundleError when anything is wrong.
+- ``safe_extract(path, dest, key=None) -> dest``: ``dest`` becomes the bundle's
+  top directory, written only when the bundle verified.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Protocol
+
+from ..errors import BundleError, Problem
+from ..signing import load_public_key, signature_valid
+from .layout import (IMAGE_BLOBS_PREFIX, MANIFEST, SIGNATURE, SUMS, TRUST_FILES, UNLISTED, UNSUMMED, Manifest,
+                     parse_sums)
+from .reader import ScannedBundle, read_member, scan_directory, walk_bundle
+
+SMALL_FILE_LIMIT = 64 << 20   # a non-blob file larger than this is not a bundle file
+
+
+class BlobStream(Protocol):
+    """Where an image blob's bytes go while they are verified."""
+
+    def write(self, block: bytes) -> object: ...
+
+    def close(self) -> None: ...
+
+
+# stream(rel, size, scan so far) -> a BlobStream, or None to only hash the blob
+StreamFactory = Callable[[str, int, ScannedBundle], "BlobStream | None"]
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    errors: list[Problem]
+    manifest: Manifest | None
+    signed: bool = False
+    signature_checked: bool = False
+    top: str | None = None
+    files: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)   # the small files kept
+    modes: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"ok": self.ok, "errors": [e.to_json() for e in self.errors], "signed": self.signed,
+                "signature_checked": self.signature_checked, "name": self.top,
+                "version": m.version if m else None, "profile": m.profile if m else None}
+
+
+def check_contents(files: dict[str, tuple[str, int]], kept: dict[str, bytes], *, top: str | None,
+                   key=None) -> tuple[list[Problem], Manifest | None, bool, bool]:
+    """Check hashed ``files`` against SHA256SUMS, the manifest and the signature.
+
+    Returns ``(problems, manifest, signed, signature_checked)``. Pure: works on
+    a scanned archive or on a directory's files alike.
+    """
+    problems: list[Problem] = []
+    model = None
+    if MANIFEST not in kept:
+        problems.append(Problem(file=MANIFEST, path="", message="missing", hint="not a labbuild bundle?"))
+    else:
+        try:
+            model = Manifest.loads(kept[MANIFEST])
+        except BundleError as exc:
+            problems.append(Problem(file=MANIFEST, path="", message=exc.message, hint=exc.hint))
+    if model is not None and top is not None and model.name != top:
+        problems.append(Problem(file=MANIFEST, path="name",
+                                message=f"names {model.name!r} but the top directory is {top!r}"))
+    if SUMS not in kept:
+        problems.append(Problem(file=SUMS, path="", message="missing"))
+    else:
+        sums = parse_sums(kept[SUMS], problems)
+        for rel in sorted(set(files) - UNSUMMED):
+            if rel not in sums:
+                problems.append(Problem(file=rel, path="", message="present but not listed in SHA256SUMS"))
+            elif sums[rel] != files[rel][0]:
+                problems.append(Problem(file=rel, path="", message="sha256 differs from SHA256SUMS"))
+        for rel in sorted(set(sums) - set(files)):
+            problems.append(Problem(file=rel, path="", message="listed in SHA256SUMS but missing"))
+    if model is not None:
+        listed = model.files
+        for rel in sorted(set(files) - UNLISTED):
+            entry = listed.get(rel)
+            if entry is None:
+                problems.append(Problem(file=rel, path="", message="present but not listed in manifest.json"))
+            elif (entry.sha256, entry.size) != files[rel]:
+                problems.append(Problem(file=rel, path="", message="sha256 or size differs from manifest.json"))
+        for rel in sorted(set(listed) - set(files)):
+            problems.append(Problem(file=rel, path="", message="listed in manifest.json but missing"))
+    signed = SIGNATURE in kept
+    checked = False
+    if key is not None:
+        if not signed:
+            problems.append(Problem(file=SIGNATURE, path="", message="bundle is not signed",
+                                    hint="ask for a bundle made with `labbuild release --sign KEY`"))
+        elif MANIFEST in kept and signature_valid(key, kept[SIGNATURE], kept[MANIFEST]):
+            checked = True
+        else:
+            problems.append(Problem(file=SIGNATURE, path="",
+                                    message="signature does not match manifest.json for this key",
+                                    hint="the bundle was altered, or signed with another key"))
+    return problems, model, signed, checked
+
+
+def _public_key(key):
+    return load_public_key(Path(key)) if isinstance(key, (str, Path)) else key
+
+
+def _verdict(scan: ScannedBundle, key, *, top: str | None) -> VerifyResult:
+    problems, manifest, signed, checked = check_contents(scan.files, scan.kept, top=top, key=key)
+    errors = scan.problems + problems
+    return VerifyResult(ok=not errors, errors=errors, manifest=manifest, signed=signed, signature_checked=checked,
+                        top=scan.top, files=scan.files, contents=scan.kept, modes=scan.modes)
+
+
+def read_verified(path: Path, *, key=None, keep: Callable[[str], bool] = TRUST_FILES.__contains__,
+                  stream: StreamFactory | None = None,
+                  on_bytes: Callable[[int], None] | None = None) -> VerifyResult:
+    """The one verify-while-reading pass over an archive (see the module docstring)."""
+    key = _public_key(key)
+    scan = ScannedBundle()
+
+    def on_file(rel: str, member: tarfile.TarInfo, fh: BinaryIO) -> None:
+        if rel.startswith(IMAGE_BLOBS_PREFIX):
+            sink = stream(rel, member.size, scan) if stream is not None else None
+            read = read_member(fh, sink=sink.write if sink is not None else None, on_bytes=on_bytes)
+            if sink is not None:
+                sink.close()
+        else:
+            wanted = keep(rel)
+            if wanted and member.size > SMALL_FILE_LIMIT:
+                scan.problems.append(Problem(file=rel, path="",
+                                             message=f"{member.size} bytes: too big for a bundle file"))
+                return
+            read = read_member(fh, keep=wanted, on_bytes=on_bytes)
+            if read.data is not None:
+                scan.kept[rel] = read.data
+        scan.files[rel] = (read.sha256, read.size)
+
+    walk_bundle(Path(path), scan, on_file)
+    if scan.top is None and not scan.problems:
+        scan.problems.append(Problem(file=str(path), path="", message="no top directory in the archive"))
+    return _verdict(scan, key, top=scan.top)
+
+
+def verify_bundle(path: str | Path, key: str | Path | Any = None) -> VerifyResult:
+    """Verify an archive, or an extracted bundle directory.
+
+    ``key``: a public key or the path of one. A directory's name need not be
+    the bundle's top directory (installs rename it), so that check is skipped.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _verdict(scan_directory(path, TRUST_FILES), _public_key(key), top=None)
+    return read_verified(path, key=key)
+
+
+def _raise_unless_ok(path: Path, result: VerifyResult, message: str) -> VerifyResult:
+    if not result.ok:
+        raise BundleError(f"{path} {message} ({len(result.errors)} problem(s))", problems=result.errors,
+                          hint="do not install it; copy or rebuild the bundle")
+    return result
+
+
+def require_verified(path: str | Path, key=None) -> VerifyResult:
+    """``verify_bundle``, raising BundleError listing every problem when it fails."""
+    return _raise_unless_ok(Path(path), verify_bundle(path, key), "failed verification")
+
+
+def unpack(path: str | Path, *, key=None, stream: StreamFactory | None = None,
+           on_bytes: Callable[[int], None] | None = None) -> VerifyResult:
+    """Verify the archive, keeping every small file in memory; BundleError when anything is wrong."""
+    result = read_verified(Path(path), key=key, keep=lambda rel: True, stream=stream, on_bytes=on_bytes)
+    return _raise_unless_ok(Path(path), result, "failed verification: nothing was installed")
+
+
+class _FileStream:
+    def __init__(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(target, "xb")
+
+    def write(self, block: bytes) -> object:
+        return self._fh.write(block)
+
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+def write_tree(root: Path, contents: dict[str, bytes], modes: dict[str, int]) -> None:
+    """Write verified small files under ``root`` (fsynced, with their bundle modes)."""
+    for rel, data in sorted(contents.items()):
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(target, modes.get(rel, 0o644))
+
+
+def safe_extract(bundle_path: str | Path, dest: str | Path, key=None) -> Path:
+    """Verify while extracting into a temp dir beside ``dest``, then rename it to ``dest``
+    (the bundle's top directory: ``dest/compose.yaml``). ``dest`` must not exist;
+    nothing appears there unless the whole bundle verified."""
+    bundle_path, dest = Path(bundle_path), Path(dest)
+    if dest.exists() or dest.is_symlink():
+        raise BundleError(f"{dest} already exists", hint="extract into a new directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        result = unpack(bundle_path, key=key, stream=lambda rel, size, scan: _FileStream(tmp / rel))
+        write_tree(tmp, result.contents, result.modes)
+        for rel in result.files:
+            if rel.startswith(IMAGE_BLOBS_PREFIX):
+                os.chmod(tmp / rel, result.modes.get(rel, 0o644))
+        for d in sorted(p for p in tmp.rglob("*") if p.is_dir()):
+            os.chmod(d, 0o755)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest

@@ -1,0 +1,244 @@
+"""Install, upgrade, roll back and remove a lab on a host.
+
+``install_bundle`` reads the bundle once (``unpack``): it verifies every
+member (and the signature) while streaming the host platform's image blobs
+into ``docker load``, completing the load only when everything verified
+(else the engine keeps nothing and DIR is not touched); then it checks each
+image ID against the lock, adds missing secrets, switches ``current``, runs
+compose and waits until every service is healthy. Installing a newer bundle
+into the same DIR is an upgrade: volumes (same compose project, same volume
+names) and secrets stay, compose recreates only the services whose
+definition changed. ``rollback`` swaps ``current`` and ``previous`` and
+brings that release up. The install dir's layout is ``builder.install.state``.
+
+Every function returns data (``InstallResult``/``UninstallResult``); the CLI
+renders it. Failures a user must act on raise ``InstallError`` (or return a
+result with ``ok=False`` when services are up but unhealthy, so the result
+can still name each service's state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from ..bundle.layout import SECRETS_EXAMPLE, Manifest
+from ..errors import InstallError
+from .compose import Project, hint_for
+from .engine import check_image_ids, check_running_images, containers, docker_client, host_platform, running
+from .health import HealthResult, Probe, wait_healthy
+from .secrets import write_secrets
+from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
+                    place, quiet, read_manifest, release_link, safe_manifest)
+from .unpack import unpack_bundle
+
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass
+class InstallResult:
+    ok: bool
+    dir: Path
+    lab: str
+    version: str
+    release: Path
+    previous: str | None = None
+    started: bool = True
+    loaded: list[str] = field(default_factory=list)
+    secrets_added: list[str] = field(default_factory=list)
+    services: dict[str, HealthResult] = field(default_factory=dict)
+    failure: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
+                "release": str(self.release), "previous": self.previous, "started": self.started,
+                "images_loaded": self.loaded, "secrets_added": self.secrets_added,
+                "services": {s: r.state for s, r in sorted(self.services.items())},
+                "details": {s: r.detail for s, r in sorted(self.services.items())},
+                "error": self.failure}
+
+
+def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[str]:
+    example = release / SECRETS_EXAMPLE
+    text = example.read_text("utf-8") if example.exists() else ""
+    return write_secrets(install_dir, text, manifest.secret_keys)
+
+
+def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *, key: str | os.PathLike | None = None,
+                   start: bool = True, timeout: float = DEFAULT_TIMEOUT, say: Say = quiet,
+                   live: bool | None = None) -> InstallResult:
+    """Install (or upgrade to) ``bundle`` in ``install_dir``; see the module docstring."""
+    bundle, install_dir = Path(bundle), Path(install_dir).absolute()
+    if not bundle.is_file():
+        raise InstallError(f"{bundle}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
+    client = docker_client()
+    platform = host_platform(client)
+    unpacked = unpack_bundle(bundle, install_dir, key, client, platform, say)
+    try:
+        with dir_lock(install_dir):
+            lab = unpacked.manifest.lab
+            installed = release_link(install_dir, "current")
+            other = safe_manifest(installed) if installed is not None else None
+            if other is not None and other.lab != lab:
+                raise InstallError(f"{install_dir} holds the lab {other.lab!r}, this bundle is the lab {lab!r}",
+                                   hint="install each lab into its own --dir")
+            release = place(unpacked.staged, install_dir, say)
+            return _install_release(client, install_dir, release, start, timeout, say, live, platform,
+                                    unpacked.loaded)
+    finally:
+        shutil.rmtree(unpacked.staged, ignore_errors=True)
+
+
+def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
+                     live: bool | None, platform: str, loaded: list[str]) -> InstallResult:
+    manifest = read_manifest(release)
+    result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version, release=release,
+                           started=start, loaded=loaded)
+    check_image_ids(client, manifest, platform, required=manifest.offline or bool(loaded))
+    result.secrets_added = _add_secrets(install_dir, release, manifest)
+    if result.secrets_added:
+        say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
+            + ", ".join(result.secrets_added))
+    previous = activate(install_dir, release)
+    result.previous = previous.name if previous else None
+    say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
+    if not start:
+        result.ok = True
+        return result
+    return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
+
+
+def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, result: InstallResult, platform: str,
+              timeout: float, say: Say, live: bool | None) -> InstallResult:
+    """compose up, then the image-ID check of what runs, then health; fill ``result``."""
+    lab = manifest.lab
+    project = Project(name=lab, release=release, env_file=install_dir / ENV_FILE)
+    say(f"starting {lab} {result.version}: docker compose -p {lab} up -d")
+    try:
+        proc = project.up(timeout=max(timeout, 120))
+        # compose may exit 0 although a pull or a start failed: trust only what runs
+        found = containers(client, lab)
+        failed = [f"{svc}: no container" for svc in sorted(manifest.services) if svc not in found]
+        failed += [f"{svc}: {c.status}" + (f" ({c.attrs['State']['Error']})" if c.attrs["State"].get("Error") else "")
+                   for svc, c in sorted(found.items())
+                   if c.status in ("created", "dead") or (c.status == "exited" and c.attrs["State"].get("Error"))]
+        if failed:
+            detail = [line for line in (proc.stderr.strip() or proc.stdout.strip()).splitlines() if "Error" in line][-6:]
+            raise InstallError("docker compose up failed:\n  " + "\n  ".join(failed + detail),
+                               hint=hint_for(proc.stderr + " ".join(failed)))
+    except InstallError as exc:
+        up = running(client, lab)
+        left = (f"containers of {lab} running now: {', '.join(up)} (stop them: labbuild uninstall --dir {install_dir})"
+                if up else f"no container of {lab} is running")
+        raise InstallError(f"{exc.message}\n{left}", hint=exc.hint) from None
+    check_running_images(client, manifest, platform)
+    probes = {s: Probe.from_health(s, e.health) for s, e in manifest.services.items()}
+    depends = {s: list(e.depends_on) for s, e in manifest.services.items()}
+
+    def state(svc: str) -> str | None:
+        c = containers(client, lab).get(svc)
+        return "missing" if c is None else c.status
+
+    result.services = wait_healthy(probes, depends, timeout, container_state=state, say=say, live=live)
+    bad = [r for r in result.services.values() if r.state == "unhealthy"]
+    result.ok = not bad
+    if bad:
+        r = bad[0]
+        logs = project.logs(r.service, tail=20) or "(no log output)"
+        runbook = release / manifest.services[r.service].runbook
+        result.failure = (f"{r.service} is not healthy: {r.detail}\n"
+                          f"last log lines of {r.service}:\n  " + "\n  ".join(logs.splitlines()[-20:]) +
+                          f"\nrunbook: {runbook}\n"
+                          f"{lab} {result.version} is installed but unhealthy; its containers are left running "
+                          f"for inspection. Roll back: labbuild rollback --dir {install_dir}; "
+                          f"remove: labbuild uninstall --dir {install_dir}")
+    return result
+
+
+def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT, start: bool = True,
+             say: Say = quiet, live: bool | None = None) -> InstallResult:
+    """Make the previous release current again and bring it up (volumes and secrets kept)."""
+    install_dir = Path(install_dir).absolute()
+    current = current_release(install_dir)
+    previous = release_link(install_dir, "previous")
+    if previous is None or previous == current:
+        raise InstallError(f"{install_dir} has no previous release to roll back to",
+                           hint="installed releases: " + ", ".join(p.name for p in installed_releases(install_dir)))
+    client = docker_client()
+    with dir_lock(install_dir):
+        manifest = read_manifest(previous)
+        platform = host_platform(client)
+        result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version,
+                               release=previous, started=start)
+        try:
+            check_image_ids(client, manifest, platform, required=manifest.offline)
+        except InstallError as exc:
+            # releases keep no copy of the image blobs (the engine holds them)
+            raise InstallError(f"cannot roll back to {result.version}: {exc.message}",
+                               hint=f"its images are gone from the engine: install its bundle again "
+                                    f"(labbuild install BUNDLE --dir {install_dir})") from None
+        result.secrets_added = _add_secrets(install_dir, previous, manifest)
+        activate(install_dir, previous)
+        result.previous = current.name
+        say(f"rolled back {install_dir} from {current.name} to {previous.name}")
+        if not start:
+            result.ok = True
+            return result
+        return _bring_up(client, install_dir, previous, manifest, result, platform, timeout, say, live)
+
+
+@dataclass
+class UninstallResult:
+    dir: Path
+    lab: str
+    volumes_removed: bool
+    images_removed: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "dir": str(self.dir), "lab": self.lab, "volumes_removed": self.volumes_removed,
+                "images_removed": self.images_removed}
+
+
+def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say = quiet) -> UninstallResult:
+    """Stop and remove the lab's containers and networks (and volumes with ``volumes``),
+    remove the images its bundles loaded, and the install directory's releases.
+
+    ``DIR/.env`` (the secrets) is kept unless ``volumes``: the data in the
+    volumes may need them.
+    """
+    install_dir = Path(install_dir).absolute()
+    release = current_release(install_dir)
+    lab = read_manifest(release).lab
+    client = docker_client()
+    with dir_lock(install_dir):
+        project = Project(name=lab, release=release, env_file=install_dir / ENV_FILE)
+        say(f"stopping {lab}: docker compose -p {lab} down" + (" -v" if volumes else ""))
+        project.down(volumes=volumes)
+        removed: list[str] = []
+        manifests = [m for r in installed_releases(install_dir) if (m := safe_manifest(r)) is not None]
+        refs = sorted({e.image for m in manifests if m.offline   # images this install loaded
+                       for e in m.services.values()})
+        for ref in refs:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                try:
+                    client.images.remove(ref)
+                    removed.append(ref)
+                except docker.errors.APIError as exc:  # still used by another container: keep it
+                    say(f"kept image {ref}: {exc.explanation or exc}")
+        for name in ("current", "previous"):
+            with contextlib.suppress(FileNotFoundError):
+                (install_dir / name).unlink()
+        shutil.rmtree(install_dir / RELEASES, ignore_errors=True)
+        if volumes:
+            with contextlib.suppress(FileNotFoundError):
+                (install_dir / ENV_FILE).unlink()
+    with contextlib.suppress(OSError):
+        (install_dir / LOCK_NAME).unlink()
+        install_dir.rmdir()
+    return UninstallResult(install_dir, lab, volumes, removed)

@@ -1,0 +1,96 @@
+"""Secrets on the target: generated at install into ``DIR/.env`` (0600), kept across upgrades.
+
+A bundle names its secrets, never their values: ``secrets.env.example``
+holds one ``KEY=`` line per secret with its kind and length in the comment
+above it, and manifest.json lists each service's keys. Existing lines of
+``DIR/.env`` (values, comments, operator overrides) are never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets as _random
+import string
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..fsutil import atomic_write
+from .state import ENV_FILE
+
+ALPHABETS = {
+    "token": string.ascii_letters + string.digits + "-_",
+    "password": string.ascii_letters + string.digits,
+    "hex": "0123456789abcdef",
+}
+_ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
+
+
+def secret_specs(example: str) -> dict[str, tuple[str, int]]:
+    """``{KEY: (kind, length)}`` from a bundle's secrets.env.example.
+
+    Each ``KEY=`` line takes its kind and length from the comment lines just
+    above it (``# svc: generate=token length=32``); token/32 when unsaid.
+    """
+    specs: dict[str, tuple[str, int]] = {}
+    comment = ""
+    for line in example.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment += " " + stripped
+            continue
+        m = _ENV_LINE_RE.match(line)
+        if m:
+            text = comment + " " + line
+            kind = re.search(r"generate[ =:]*(token|password|hex)", text)
+            length = re.search(r"length[ =:]*([0-9]+)", text)
+            specs[m.group(1)] = (kind.group(1) if kind else "token", int(length.group(1)) if length else 32)
+        comment = ""
+    return specs
+
+
+def generate_secret(kind: str, length: int) -> str:
+    """A random value of ``kind`` (token | password | hex) and ``length`` characters."""
+    alphabet = ALPHABETS.get(kind, ALPHABETS["token"])
+    return "".join(_random.choice(alphabet) for _ in range(length))
+
+
+def env_keys(text: str) -> set[str]:
+    """Keys assigned in a .env file's text."""
+    return {m.group(1) for line in text.splitlines() if (m := _ENV_LINE_RE.match(line))}
+
+
+def merge_secrets(existing: str, wanted: dict[str, tuple[str, int]],
+                  generate: Callable[[str, int], str] = generate_secret) -> tuple[str, list[str]]:
+    """``existing`` .env text plus a generated line for every wanted key it lacks.
+
+    Existing lines (values, comments, overrides) are kept verbatim. Returns
+    the new text and the keys added (never the values).
+    """
+    have = env_keys(existing)
+    added = [k for k in sorted(wanted) if k not in have]
+    if not added:
+        return existing, []
+    text = existing if not existing or existing.endswith("\n") else existing + "\n"
+    for key in added:
+        text += f"{key}={generate(*wanted[key])}\n"
+    return text, added
+
+
+def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ()) -> list[str]:
+    """Add the missing secrets to ``DIR/.env`` (0600); return the keys added.
+
+    ``example``: the release's secrets.env.example text; ``required``: every
+    key the manifest's services name (token/32 when the example does not say).
+    """
+    env_path = install_dir / ENV_FILE
+    existing = env_path.read_text("utf-8") if env_path.exists() else ""
+    wanted = secret_specs(example)
+    for key in required:
+        wanted.setdefault(key, ("token", 32))
+    text, added = merge_secrets(existing, wanted)
+    if added or not env_path.exists():
+        atomic_write(env_path, text, mode=0o600)
+    else:
+        os.chmod(env_path, 0o600)
+    return added

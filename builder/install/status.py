@@ -1,0 +1,82 @@
+"""`labbuild status`: each service of the current release — container state, one
+health probe, and its image ID against the lock."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..platforms import expected_image_id
+from .engine import containers, docker_client, host_platform
+from .health import Probe, probe_once
+from .state import current_release, read_manifest, release_link
+
+
+@dataclass
+class ServiceStatus:
+    service: str
+    state: str              # running, exited, restarting, missing, ...
+    health: str             # healthy | unhealthy | no-probe | not-running
+    image: str
+    image_id: str | None
+    locked_id: str | None
+    detail: str = ""
+
+    @property
+    def image_ok(self) -> bool:
+        return self.locked_id is None or self.image_id == self.locked_id
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "running" and self.health in ("healthy", "no-probe") and self.image_ok
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "health": self.health, "image": self.image, "image_id": self.image_id,
+                "locked_id": self.locked_id, "image_matches_lock": self.image_ok, "detail": self.detail}
+
+
+@dataclass
+class StatusResult:
+    dir: Path
+    lab: str
+    version: str
+    previous: str | None
+    services: dict[str, ServiceStatus]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.services.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
+                "previous": self.previous,
+                "services": {n: s.to_json() for n, s in sorted(self.services.items())}}
+
+
+def status(install_dir: str | os.PathLike) -> StatusResult:
+    """Every service of the current release: container state, one health probe, image ID vs lock."""
+    install_dir = Path(install_dir).absolute()
+    release = current_release(install_dir)
+    manifest = read_manifest(release)
+    client = docker_client()
+    platform = host_platform(client)
+    found = containers(client, manifest.lab)
+    previous = release_link(install_dir, "previous")
+    out: dict[str, ServiceStatus] = {}
+    for svc, entry in sorted(manifest.services.items()):
+        c = found.get(svc)
+        locked = expected_image_id(entry.config_digests, platform)
+        state = c.status if c is not None else "missing"
+        probe = Probe.from_health(svc, entry.health)
+        if state != "running":
+            health, detail = "not-running", ""
+        elif probe is None:
+            health, detail = "no-probe", ""
+        else:
+            ok, detail = probe_once(probe)
+            health = "healthy" if ok else "unhealthy"
+        out[svc] = ServiceStatus(svc, state, health, entry.image, c.attrs.get("Image") if c is not None else None,
+                                 locked, detail)
+    return StatusResult(install_dir, manifest.lab, manifest.version, previous.name if previous else None, out)

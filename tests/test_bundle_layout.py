@@ -1,0 +1,44 @@
+"""builder.bundle.layout: the one home of the bundle format (names, SHA256SUMS, versions)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from builder.bundle.layout import (DOCKER_LOAD_DEFAULT, bundle_filename, bundle_top, docker_load_manifest,
+                                   is_version, parse_sums, render_sums, runbook_path)
+from builder.errors import Problem
+
+
+def test_sums_render_in_byte_order_and_sha256sum_reads_them(tmp_path):
+    files = {"b.txt": b"b\n", "a/z.txt": b"z\n", "B.txt": b"B\n"}
+    import hashlib
+    hashes = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    text = render_sums(hashes)
+    assert [line.split("  ")[1] for line in text.decode().splitlines()] == ["B.txt", "a/z.txt", "b.txt"]
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "SHA256SUMS").write_bytes(text)
+    proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    problems: list[Problem] = []
+    assert parse_sums(text, problems) == hashes and problems == []
+
+
+def test_parse_sums_names_malformed_and_repeated_lines():
+    problems: list[Problem] = []
+    h = "a" * 64
+    parse_sums(f"{h}  x\nnot a line\n{h} *x\n".encode(), problems)
+    assert [(p.line, p.message) for p in problems] == [(2, "malformed line"), (3, "x listed twice")]
+
+
+def test_file_names_have_one_home():
+    assert bundle_top("lab", "base", "1.0.0") == "lab-base-1.0.0"
+    assert bundle_filename("lab", "base", "1.0.0", True) == "lab-base-1.0.0.tar"
+    assert runbook_path("qdrant") == "runbooks/qdrant.md"
+    assert docker_load_manifest("linux/arm64/v8") == "images/docker-load/linux_arm64_v8.json"
+    assert DOCKER_LOAD_DEFAULT == "images/manifest.json"
+
+
+def test_versions_match_in_full():
+    assert is_version("1.2.3-rc.1+b.5") and not is_version("1.2.3\n") and not is_version("01.2.3")
