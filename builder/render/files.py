@@ -1,0 +1,27 @@
+"""Every rendered text file of a bundle, by arcname."""
+
+from __future__ import annotations
+
+from .compose import render_compose
+from .envfile import render_lab_env, render_secrets_example
+from .observability import render_observability
+from .release import COMPOSE_FILE, ReleaseInput
+from .runbooks import render_runbooks
+
+
+def render_config_files(ri: ReleaseInput) -> dict[str, str]:
+    """``config/<svc>/<name>`` for every ``[[files]]`` entry."""
+    return {f"config/{n}/{f.name}": f.content for n in ri.services for f in ri.blueprint(n).files}
+
+
+def render_text_files(ri: ReleaseInput) -> dict[str, str]:
+    """Every rendered text file of a bundle, by arcname (no lock, manifest, sums, install.sh)."""
+    files = {
+        COMPOSE_FILE: render_compose(ri),
+        "lab.env": render_lab_env(ri),
+        "secrets.env.example": render_secrets_example(ri),
+    }
+    files.update(render_config_files(ri))
+    files.update(render_runbooks(ri))
+    files.update(render_observability(ri))
+    return dict(sorted(files.items()))

@@ -1,0 +1,70 @@
+"""A release's coordinates: what every renderer reads, and the names it gives.
+
+``ReleaseInput`` bundles the lab, the lock, the profile and the version;
+``bundle_top``/``bundle_filename`` name the archive and its top directory,
+``volume_name`` a service's named volume, ``secret_keys`` its install-time
+secrets in ``DIR/.env``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..blueprint import Blueprint, Lab, secret_env_key
+from ..lockfile import Lock
+
+COMPOSE_FILE = "compose.yaml"
+
+
+def bundle_top(lab: str, profile: str, version: str) -> str:
+    """The bundle's top directory (and archive stem): ``<lab>-<profile>-<version>``."""
+    return f"{lab}-{profile}-{version}"
+
+
+def bundle_filename(lab: str, profile: str, version: str, with_images: bool) -> str:
+    """The archive's file name: ``.tar`` with images (already compressed), ``.tar.gz`` without."""
+    return bundle_top(lab, profile, version) + (".tar" if with_images else ".tar.gz")
+
+
+@dataclass(frozen=True)
+class ReleaseInput:
+    """Everything a bundle's text depends on: the lab, the lock, and where it goes."""
+
+    lab: Lab
+    lock: Lock
+    profile: str
+    version: str
+    labbuild_version: str
+    offline: bool = False
+
+    @cached_property
+    def services(self) -> tuple[str, ...]:
+        """The profile's closure, sorted."""
+        return tuple(self.lab.profile_closure(self.profile))
+
+    def blueprint(self, name: str) -> Blueprint:
+        return self.lab.services[name]
+
+    @property
+    def top(self) -> str:
+        """The bundle's top directory: ``<lab>-<profile>-<version>``."""
+        return bundle_top(self.lab.name, self.profile, self.version)
+
+    @property
+    def filename(self) -> str:
+        return bundle_filename(self.lab.name, self.profile, self.version, self.offline)
+
+    def compose_command(self, args: str = "up -d", env_dir: str = "<DIR>") -> str:
+        """The one way compose runs a bundle (see the module docstring)."""
+        return (f"docker compose -p {self.lab.name} -f {COMPOSE_FILE} --env-file lab.env "
+                f"--env-file {env_dir}/.env {args}")
+
+
+def volume_name(service: str, name: str) -> str:
+    return f"{service}_{name}"
+
+
+def secret_keys(ri: ReleaseInput, name: str) -> list[str]:
+    return [secret_env_key(name, s.name) for s in ri.blueprint(name).secrets]
+
