@@ -79,6 +79,7 @@ def index_platforms(index: ImageManifest, wanted: tuple[str, ...]) -> dict[str, 
 
 
 def record_from_manifests(image: Image, top: ImageManifest, platforms: dict[str, PlatformRecord]) -> ImageRecord:
+    """The verified lock entry of ``image`` from its top manifest and per-platform records."""
     return ImageRecord(reference=image.reference, digest=image.digest, media_type=top.media_type,
                        verified=True, platforms=dict(sorted(platforms.items())), size=len(top.data))
 

@@ -40,6 +40,7 @@ def _str_list(src: Source, path: tuple, value: Any, out: Collector) -> tuple[str
 
 
 def parse_lab(src: Source, services: dict[str, Any], out: Collector) -> dict | None:
+    """lab.toml's checked fields (name, default_profile, profiles, platforms, insecure_registries), or None."""
     d = src.data
     if not _check_keys(src, (), d, _LAB_KEYS, out):
         return None

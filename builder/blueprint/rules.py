@@ -27,6 +27,7 @@ def _is_fully_qualified(name: str) -> bool:
 
 
 def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
+    """The rules one blueprint must satisfy on its own."""
     stem = src.path.stem
     if bp.name != stem and src.path.suffix == ".toml":
         out.add(src, ("service", "name"), f"name {bp.name!r} differs from the file stem {stem!r}",
@@ -89,6 +90,7 @@ def _check_env(env: dict[str, str], path: tuple, src: Source, out: Collector) ->
 
 
 def find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str] | None:
+    """The first cycle of ``graph`` as ``[a, b, ..., a]`` (sorted, deterministic), or None."""
     state: dict[str, int] = {}
     stack: list[str] = []
 

@@ -56,6 +56,7 @@ def _deref(schema: dict, node: dict) -> dict:
 
 
 def schema_problems(src: Source, out: Collector) -> None:
+    """Every schema violation of ``src.data``, as problems with readable messages and hints."""
     errors = sorted(_validator().iter_errors(src.data), key=lambda e: [str(p) for p in e.absolute_path])
     for err in errors:
         path = tuple(err.absolute_path)

@@ -92,6 +92,7 @@ def _line_for(lines: dict[tuple, int], path: tuple) -> int | None:
 
 
 def dotted_path(path: Iterable) -> str:
+    """``("ports", 0, "host")`` -> ``ports[0].host``: a key path as problems show it."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -100,6 +101,8 @@ def dotted_path(path: Iterable) -> str:
 
 @dataclass
 class Source:
+    """One TOML file: where it is, how problems name it, its data (None when unreadable) and lines."""
+
     path: Path
     display: str
     data: dict | None = None
@@ -107,6 +110,8 @@ class Source:
 
 
 class Collector:
+    """Where every check reports: problems pointing at a file, key path and line."""
+
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
@@ -121,6 +126,7 @@ class Collector:
 
 
 def display_name(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` when it is inside, else as given: how problems name a file."""
     if root is not None:
         try:
             return str(path.resolve().relative_to(root.resolve()))
@@ -130,6 +136,7 @@ def display_name(path: Path, root: Path | None) -> str:
 
 
 def read_toml(path: Path, display: str, out: Collector) -> Source:
+    """Read and parse one file; every way it can fail becomes a problem in ``out``, never an exception."""
     src = Source(path=path, display=display)
     try:
         raw = path.read_bytes()

@@ -41,6 +41,7 @@ def registry_message(resp: httpx.Response) -> str:
 
 
 def retry_after(resp: httpx.Response) -> float | None:
+    """Seconds the ``Retry-After`` header asks to wait (delta or HTTP date), or None."""
     value = resp.headers.get("Retry-After")
     if not value:
         return None
@@ -66,6 +67,7 @@ def is_tls_failure(exc: BaseException) -> bool:
 
 
 def total_size(resp: httpx.Response) -> int | None:
+    """The whole blob's size from ``Content-Range`` (or a 200's ``Content-Length``), or None."""
     rng = resp.headers.get("Content-Range", "")
     if "/" in rng and rng.rsplit("/", 1)[1].isdigit():
         return int(rng.rsplit("/", 1)[1])

@@ -62,9 +62,11 @@ class ReleaseInput:
 
 
 def volume_name(service: str, name: str) -> str:
+    """The named volume ``<service>_<name>`` (compose prefixes it with the project name)."""
     return f"{service}_{name}"
 
 
 def secret_keys(ri: ReleaseInput, name: str) -> list[str]:
+    """The ``DIR/.env`` keys of service ``name``'s secrets."""
     return [secret_env_key(name, s.name) for s in ri.blueprint(name).secrets]
 

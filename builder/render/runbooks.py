@@ -16,6 +16,7 @@ def _md_cell(text: Any) -> str:
 
 
 def service_url(bp: Blueprint, port: Port) -> str:
+    """``host:port`` where the host reaches a published port (loopback of its bind family)."""
     host = "127.0.0.1" if port.bind in ("127.0.0.1", "0.0.0.0") else "[::1]"
     return f"{host}:{port.host}"
 

@@ -15,6 +15,7 @@ def template_text(name: str) -> str:
 
 
 def dump_yaml(data: Any) -> str:
+    """YAML in the order given (no key sorting), never wrapped: the same data, the same bytes."""
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True,
                           width=4096)
 
