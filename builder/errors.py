@@ -57,11 +57,35 @@ class BlueprintError(LabbuildError):
 
 
 class LockError(LabbuildError):
-    """The lock cannot be made, or is stale or missing."""
+    """The lock cannot be made, or is stale or missing.
+
+    ``services`` maps each service that could not be resolved to why (empty
+    when the error is not about resolving services).
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 problems: list[Problem] | None = None,
+                 services: dict[str, str] | None = None) -> None:
+        super().__init__(message, hint=hint, problems=problems)
+        self.services: dict[str, str] = dict(services or {})
 
 
 class RegistryError(LabbuildError):
-    """A registry refused, failed, timed out or sent bytes that do not hash right."""
+    """A registry refused, failed, timed out or sent bytes that do not hash right.
+
+    ``registry`` (host[:port]), ``image`` and ``digest`` name what was asked
+    for, ``status`` the HTTP status; each is None when unknown.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 problems: list[Problem] | None = None, registry: str | None = None,
+                 image: str | None = None, digest: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message, hint=hint, problems=problems)
+        self.registry = registry
+        self.image = image
+        self.digest = digest
+        self.status = status
 
 
 class BundleError(LabbuildError):

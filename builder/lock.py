@@ -3,7 +3,7 @@
 ``make_lock(root)`` loads the lab, decides *offline* which services need
 resolving (``plan_lock``: new, changed or unverified entries; nothing at all
 when the lock is fresh and verified, so a no-op run makes no request),
-resolves those concurrently through ``builder.registry``, and writes
+resolves those concurrently (``builder.resolve``, through ``builder.registry``), and writes
 ``lockfiles/lab.lock.json`` atomically only when every service resolved.
 Unchanged entries are carried over as they are.
 
@@ -13,25 +13,23 @@ digests and rewrites the blueprints (``rewrite_digest`` keeps comments and
 layout) — after the new pins resolved, so a failure changes no file.
 
 Pure parts (``plan_lock``, ``unverified_record``, ``diff_locks``,
-``record_from_manifests``, ``rewrite_digest``) take plain data and are
-tested without a registry.
+``rewrite_digest``, ``with_pins``) take plain data and are tested without a
+registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .blueprint import Blueprint, Image, Lab, load_lab, locate_lines
-from .errors import LabbuildError, LockError, Problem, RegistryError
+from .blueprint import Image, Lab, load_lab
+from .errors import LockError
 from .fsutil import atomic_write
-from .lockfile import (LOCK_PATH, ImageRecord, LayerRecord, Lock, PlatformRecord, inputs_hash,
-                       read_lock, stale_services, write_lock)
-from .registry import Manifest, RegistryClient
+from .lockfile import LOCK_PATH, ImageRecord, Lock, inputs_hash, read_lock, stale_services, write_lock
+from .registry import RegistryClient
+from .resolve import PinUpdate, resolve_pin_updates, resolve_services
 
 FIX_COMMAND = "labbuild lock"
 
@@ -72,7 +70,7 @@ class LockResult:
     changes: tuple[Change, ...]
     resolved: tuple[str, ...]         # services fetched from registries in this run
     written: bool
-    pins: tuple["PinUpdate", ...] = ()   # --update: pins moved in the blueprints
+    pins: tuple[PinUpdate, ...] = ()   # --update: pins moved in the blueprints
 
     def to_json(self, display_path: str) -> dict:
         changed = {c.service: c.kind for c in self.changes}
@@ -112,19 +110,6 @@ class CheckResult:
                 "hint": None if self.ok else f"run `{FIX_COMMAND}` and commit {display_path}"}
 
 
-@dataclass(frozen=True)
-class PinUpdate:
-    """``lock --update``: one service's pin before and after re-resolving its tag."""
-
-    service: str
-    reference: str
-    old: str
-    new: str
-
-    def render(self) -> str:
-        return f"Moved pin of '{self.service}' ({self.reference}): {self.old[:19]} -> {self.new[:19]}"
-
-
 # --------------------------------------------------------------------------- pure core
 
 def plan_lock(lab: Lab, previous: Lock | None, *, offline: bool = False, refresh: bool = False) -> list[str]:
@@ -162,54 +147,10 @@ def diff_locks(old: Lock | None, new: Lock) -> list[Change]:
     return changes
 
 
-def platform_key(os_: str, arch: str, variant: str | None) -> str:
-    """``linux``/``arm64``/``v8`` -> ``linux/arm64`` (the normalisation containerd uses)."""
-    if arch == "arm64" and variant in (None, "", "v8"):
-        variant = None
-    return "/".join(p for p in (os_, arch, variant) if p)
-
-
-def platform_record(manifest: Manifest) -> PlatformRecord:
-    """A single-platform manifest's record: manifest, config (= image ID) and layers."""
-    doc = manifest.json()
-    try:
-        config = doc["config"]
-        layers = tuple(LayerRecord(digest=l["digest"], size=int(l["size"]),
-                                   media_type=l.get("mediaType", "")) for l in doc.get("layers", ()))
-        rec = PlatformRecord(manifest=manifest.digest, media_type=manifest.media_type,
-                             config=config["digest"], size=0, layers=layers,
-                             config_media_type=config.get("mediaType", ""),
-                             manifest_size=len(manifest.data), config_size=int(config["size"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LockError(f"manifest {manifest.digest} is malformed ({type(exc).__name__}: {exc})",
-                        hint="the image was pushed with a broken manifest") from None
-    return dataclasses.replace(rec, size=rec.total_size)
-
-
-def index_platforms(index: Manifest, wanted: tuple[str, ...]) -> dict[str, str]:
-    """``{platform: child manifest digest}`` for each of ``wanted`` the index has.
-
-    The first matching entry wins (indexes list the canonical one first);
-    entries without a platform (attestations) are ignored.
-    """
-    found: dict[str, str] = {}
-    for entry in index.json().get("manifests", []):
-        plat = entry.get("platform") or {}
-        if not plat.get("os") or not plat.get("architecture"):
-            continue
-        key = platform_key(plat["os"], plat["architecture"], plat.get("variant"))
-        if key in wanted and key not in found:
-            found[key] = entry["digest"]
-    return found
-
-
-def record_from_manifests(image: Image, top: Manifest, platforms: dict[str, PlatformRecord]) -> ImageRecord:
-    return ImageRecord(reference=image.reference, digest=image.digest, media_type=top.media_type,
-                       verified=True, platforms=dict(sorted(platforms.items())), size=len(top.data))
-
-
 def rewrite_digest(text: str, new_digest: str) -> str:
     """Set ``[image].digest`` in a blueprint's TOML text, keeping everything else byte for byte."""
+    # Lazy: tomlkit (~50 ms) is needed only by --update; `lock --check`, run by CI on
+    # every pull request, never pays for it.
     import tomlkit
 
     doc = tomlkit.parse(text)
@@ -220,92 +161,6 @@ def rewrite_digest(text: str, new_digest: str) -> str:
         trivia.indent, trivia.comment_ws, trivia.comment, trivia.trail)
     doc["image"]["digest"] = new
     return tomlkit.dumps(doc)
-
-
-# --------------------------------------------------------------------------- network edge
-
-def resolve_image(client: RegistryClient, image: Image, platforms: tuple[str, ...],
-                  pool: ThreadPoolExecutor | None = None) -> ImageRecord:
-    """Fetch and verify the closure of one pin: index -> per-platform manifests.
-
-    An index is expanded to the ``platforms`` it has (at least one must be
-    there); a single-platform image is recorded for its own platform, read
-    from its config. Every manifest and config fetched is hash-verified by
-    the client.
-    """
-    top = client.fetch_manifest(image.name, image.digest)
-    if not top.is_index:
-        config = _config_of(client, image, top)
-        key = platform_key(config.get("os", ""), config.get("architecture", ""), config.get("variant"))
-        if "/" not in key:
-            raise LockError(f"{image.pinned}: the image config names no os/architecture",
-                            hint="rebuild the image with a standard builder")
-        return record_from_manifests(image, top, {key: platform_record(top)})
-    children = index_platforms(top, platforms)
-    if not children:
-        have = sorted({platform_key(e.get("platform", {}).get("os", "?"), e.get("platform", {}).get("architecture", "?"),
-                                    e.get("platform", {}).get("variant"))
-                       for e in top.json().get("manifests", [])})
-        raise LockError(f"{image.pinned}: the index has none of the lab's platforms {', '.join(platforms)}",
-                        hint=f"it has {', '.join(have) or 'no platforms'}; change [lab].platforms or the image")
-    fetch = lambda digest: client.fetch_manifest(image.name, digest)  # noqa: E731
-    manifests = list(pool.map(fetch, children.values())) if pool else [fetch(d) for d in children.values()]
-    records = {}
-    for plat, manifest in zip(children, manifests):
-        if manifest.is_index:
-            raise LockError(f"{image.pinned}: platform {plat} points at another index",
-                            hint="nested indexes are not supported")
-        records[plat] = platform_record(manifest)
-    return record_from_manifests(image, top, records)
-
-
-def _config_of(client: RegistryClient, image: Image, manifest: Manifest) -> dict:
-    digest = manifest.json().get("config", {}).get("digest", "")
-    try:
-        config = json.loads(client.fetch_blob(image.name, digest))
-    except ValueError:
-        raise LockError(f"{image.pinned}: config {digest} is not JSON") from None
-    return config if isinstance(config, dict) else {}
-
-
-def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
-                     max_workers: int = 32) -> dict[str, ImageRecord]:
-    """Resolve ``names`` concurrently; raise one LockError listing every failure.
-
-    The error's ``services`` attribute maps each failed service to its message.
-    """
-    records: dict[str, ImageRecord] = {}
-    problems: list[Problem] = []
-    failed: dict[str, str] = {}
-    if not names:
-        return records
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="lock") as pool, \
-         ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lock-platform") as children:
-        futures = {n: pool.submit(resolve_image, client, lab.services[n].image, lab.platforms, children)
-                   for n in names}
-        for name, fut in futures.items():
-            try:
-                records[name] = fut.result()
-            except LabbuildError as exc:
-                problems.append(_problem(lab.root, lab.services[name], exc))
-                failed[name] = exc.message
-    if problems:
-        err = LockError(f"{len(problems)} of {len(names)} service(s) could not be resolved; "
-                        "the lockfile was not changed", problems=problems,
-                        hint="fix each line above (or run `labbuild lock --offline` to record pins unverified)")
-        err.services = {n: failed[n] for n in sorted(failed)}
-        raise err
-    return records
-
-
-def _problem(root: Path, bp: Blueprint, exc: LabbuildError, key: str = "digest") -> Problem:
-    """A failure of one service, pointing at its blueprint's ``[image]`` line."""
-    try:
-        line = locate_lines((Path(root) / bp.path).read_text("utf-8")).get(("image", key))
-    except OSError:
-        line = None
-    return Problem(file=bp.path, path=f"image.{key}", line=line,
-                   message=f"service {bp.name!r}: {exc.message}", hint=exc.hint)
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -398,39 +253,6 @@ def with_pins(lab: Lab, digests: dict[str, str]) -> Lab:
     services = {name: dataclasses.replace(bp, image=dataclasses.replace(bp.image, digest=digests[name]))
                 if name in digests else bp for name, bp in lab.services.items()}
     return dataclasses.replace(lab, services=services)
-
-
-def resolve_pin_updates(lab: Lab, services: list[str] | tuple[str, ...], client: RegistryClient,
-                        progress: Callable[[str], None] = lambda _: None) -> list[PinUpdate]:
-    """The pins of ``services`` (all when empty) whose tag now points elsewhere.
-
-    Tags are resolved concurrently (HEAD, then GET); any failure raises one
-    LockError naming every service that failed.
-    """
-    unknown = [s for s in services if s not in lab.services]
-    if unknown:
-        raise LockError(f"--update: unknown service(s) {', '.join(unknown)}",
-                        hint="known services: " + ", ".join(sorted(lab.services)))
-    names = sorted(services or lab.services)
-    if not names:
-        return []
-    progress(f"resolving the tags of {len(names)} service(s)")
-    problems: list[Problem] = []
-    digests: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=min(32, len(names)), thread_name_prefix="update") as pool:
-        futures = {n: pool.submit(client.resolve_tag, lab.services[n].image.name, lab.services[n].image.tag)
-                   for n in names}
-        for name, fut in futures.items():
-            try:
-                digests[name] = fut.result()
-            except RegistryError as exc:
-                problems.append(_problem(lab.root, lab.services[name], exc, key="tag"))
-    if problems:
-        raise LockError(f"could not resolve the tags of {len(problems)} service(s); no file was changed",
-                        problems=problems, hint="fix each line above")
-    return [PinUpdate(service=n, reference=lab.services[n].image.reference,
-                      old=lab.services[n].image.digest, new=digests[n])
-            for n in names if digests[n] != lab.services[n].image.digest]
 
 
 def _on_disk(path: Path) -> str | None:

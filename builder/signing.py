@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from .errors import BundleError
 from .fsutil import atomic_write
-
-def _serialization():
-    from cryptography.hazmat.primitives import serialization
-    return serialization
 
 
 def generate_keypair(private_path: Path, public_path: Path, *, force: bool = False) -> str:
@@ -31,14 +31,12 @@ def generate_keypair(private_path: Path, public_path: Path, *, force: bool = Fal
 
     Refuses to overwrite existing files unless ``force``.
     """
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    ser = _serialization()
     for path in (private_path, public_path):
         if path.exists() and not force:
             raise BundleError(f"{path} already exists", hint="pick another --out path, or pass --force")
     key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
-    public_pem = key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     atomic_write(private_path, private_pem, mode=0o600)
     atomic_write(public_path, public_pem, mode=0o644)
     return fingerprint(key.public_key())
@@ -66,22 +64,19 @@ def _load_key(path: Path, what: str, load, kind: type, hint: str):
 
 def load_private_key(path: Path):
     """The Ed25519 private key in ``path`` (PEM, PKCS#8)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    return _load_key(path, "private key", lambda d: _serialization().load_pem_private_key(d, password=None),
+    return _load_key(path, "private key", lambda d: serialization.load_pem_private_key(d, password=None),
                      Ed25519PrivateKey, "pass the private key written by `labbuild keygen`")
 
 
 def load_public_key(path: Path):
     """The Ed25519 public key in ``path`` (PEM)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    return _load_key(path, "public key", _serialization().load_pem_public_key,
+    return _load_key(path, "public key", serialization.load_pem_public_key,
                      Ed25519PublicKey, "pass the .pub file written by `labbuild keygen`")
 
 
 def fingerprint(public_key) -> str:
     """``sha256:<hex>`` of the raw 32-byte public key: how records name a signer."""
-    ser = _serialization()
-    raw = public_key.public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -91,7 +86,6 @@ def sign(private_key, data: bytes) -> bytes:
 
 
 def signature_valid(public_key, signature: bytes, data: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
     try:
         public_key.verify(signature, data)
         return True

@@ -493,9 +493,9 @@ def test_env_file_quoting_round_trips_any_value(value):
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet="ab$ {}:.\\", max_size=30))
 def test_compose_literals_survive_interpolation(value):
-    from builder.render import _literal
+    from builder.render.envfile import compose_literal
     # compose turns $$ back into $; nothing else may be interpolated
-    assert _literal(value).replace("$$", "\x00").count("$") == 0
+    assert compose_literal(value).replace("$$", "\x00").count("$") == 0
 
 
 ALERT_TESTS = '''

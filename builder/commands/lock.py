@@ -63,7 +63,7 @@ def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bo
         result = make_lock(out.root, offline=offline, refresh=refresh, update=list(services) if update else None,
                            insecure_registries=insecure, progress=out.info)
     except LockError as exc:
-        if not out.json or not hasattr(exc, "services"):
+        if not out.json or not exc.services:
             raise
         # one JSON object with the lock contract's keys, naming the failed services
         out.result({**exc.to_json(), "lockfile": display, "services": exc.services})

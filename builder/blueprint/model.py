@@ -1,0 +1,278 @@
+"""The typed blueprint and lab models, and the names derived from them.
+
+Built once from schema-valid TOML (``build_blueprint``); everything
+downstream (lock, render, bundle, install) reads these frozen objects, never
+raw dicts. Also the naming rules other stages share: ``env_id``,
+``secret_env_key``, ``setting_env_key`` and the ``${secret:svc.NAME}``
+reference syntax (``SECRET_REF_RE``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import BlueprintError
+
+DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+SECRET_REF_RE = re.compile(r"\$\{secret:([a-z][a-z0-9-]{1,40})\.([A-Za-z_][A-Za-z0-9_.]*)\}")
+
+
+# --------------------------------------------------------------------------- naming
+
+def env_id(service: str) -> str:
+    """``open-webui`` -> ``OPEN_WEBUI``: a service name as an env-variable prefix."""
+    return service.upper().replace("-", "_")
+
+
+def secret_env_key(service: str, name: str) -> str:
+    """The key under which an install's ``.env`` holds ``service``'s secret ``name``.
+
+    Namespaced, so two postgres instances can each have a POSTGRES_PASSWORD.
+    """
+    return f"{env_id(service)}__{name}"
+
+
+def setting_env_key(service: str, key: str) -> str:
+    """The key under which ``lab.env`` holds ``service``'s non-secret setting ``key``."""
+    return f"{env_id(service)}__{key}"
+
+
+# --------------------------------------------------------------------------- models
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    tag: str
+    digest: str
+
+    @property
+    def reference(self) -> str:
+        """``name:tag`` — what humans and the lock call the image."""
+        return f"{self.name}:{self.tag}"
+
+    @property
+    def pinned(self) -> str:
+        """``name:tag@digest`` — what an online compose file pulls."""
+        return f"{self.name}:{self.tag}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    container: int
+    host: int | None = None
+    protocol: str = "tcp"
+    bind: str = "127.0.0.1"
+    expose_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str
+    generate: str
+    length: int = 32
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str
+    target: str
+    read_only: bool = True
+    docker_socket_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    name: str
+    target: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Health:
+    port: str
+    path: str = "/"
+    scheme: str = "http"
+    status: tuple[int, ...] = ()
+    start_period: str | None = None
+    timeout: str | None = None
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]
+    interval: str | None = None
+    timeout: str | None = None
+    retries: int | None = None
+    start_period: str | None = None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    port: str
+    path: str = "/metrics"
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: str | None = None
+    cpus: float | None = None
+    gpus: str | int | None = None
+
+
+@dataclass(frozen=True)
+class When:
+    """Wiring that applies only when ``other`` is in the same profile."""
+    other: str
+    env: dict[str, str] = field(default_factory=dict)
+    depends_on: bool = False
+
+
+@dataclass(frozen=True)
+class RunbookEntry:
+    title: str
+    symptom: str
+    fix: str
+    cause: str | None = None
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """One validated service blueprint."""
+
+    name: str
+    description: str
+    phase: int
+    category: str
+    image: Image
+    path: str
+    depends_on: tuple[str, ...] = ()
+    docs: str | None = None
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    user: str | None = None
+    restart: str = "unless-stopped"
+    privileged: bool = False
+    privileged_reason: str | None = None
+    ports: tuple[Port, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[Secret, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    binds: tuple[Bind, ...] = ()
+    files: tuple[ConfigFile, ...] = ()
+    health: Health | None = None
+    healthcheck: Healthcheck | None = None
+    metrics: Metrics | None = None
+    resources: Resources | None = None
+    when: tuple[When, ...] = ()
+    runbook: tuple[RunbookEntry, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def port(self, name: str) -> Port:
+        return next(p for p in self.ports if p.name == name)
+
+    def active_when(self, present: Iterable[str]) -> tuple[When, ...]:
+        """The ``[when.X]`` blocks whose X is among ``present``."""
+        present = set(present)
+        return tuple(w for w in self.when if w.other in present)
+
+    def effective_depends_on(self, present: Iterable[str]) -> tuple[str, ...]:
+        extra = [w.other for w in self.active_when(present) if w.depends_on]
+        return tuple(sorted(set(self.depends_on) | set(extra)))
+
+    def effective_env(self, present: Iterable[str]) -> dict[str, str]:
+        env = dict(self.env)
+        for w in self.active_when(present):
+            env.update(w.env)
+        return dict(sorted(env.items()))
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    services: tuple[str, ...] = ()
+    extends: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The lab: lab.toml plus every blueprint, validated together."""
+
+    root: Path
+    name: str
+    default_profile: str
+    profiles: dict[str, Profile]
+    services: dict[str, Blueprint]
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+    insecure_registries: tuple[str, ...] = ()
+
+    def profile_closure(self, profile: str) -> list[str]:
+        """Sorted services of ``profile``: its own, its parents', and all depends_on."""
+        if profile not in self.profiles:
+            raise BlueprintError(
+                f"unknown profile {profile!r}",
+                hint="known profiles: " + ", ".join(sorted(self.profiles)))
+        names: set[str] = set()
+        seen: set[str] = set()
+        stack = [profile]
+        while stack:
+            p = stack.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            names.update(self.profiles[p].services)
+            stack.extend(self.profiles[p].extends)
+        queue = list(names)
+        while queue:
+            for dep in self.services[queue.pop()].depends_on:
+                if dep not in names:
+                    names.add(dep)
+                    queue.append(dep)
+        # conditional depends_on never adds services: it only orders present ones
+        return sorted(names)
+
+
+# --------------------------------------------------------------------------- models from data
+
+def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
+    """The typed Blueprint of one schema-valid TOML document read from ``path``."""
+    s = d["service"]
+    return Blueprint(
+        name=s["name"], description=s["description"], phase=s["phase"], category=s["category"],
+        image=Image(**d["image"]), path=path,
+        depends_on=tuple(s.get("depends_on", ())), docs=s.get("docs"),
+        command=tuple(s["command"]) if "command" in s else None,
+        entrypoint=tuple(s["entrypoint"]) if "entrypoint" in s else None,
+        user=s.get("user"), restart=s.get("restart", "unless-stopped"),
+        privileged=s.get("privileged", False), privileged_reason=s.get("privileged_reason"),
+        ports=tuple(Port(**p) for p in d.get("ports", ())),
+        env=dict(d.get("env", {})),
+        secrets=tuple(Secret(name=k, **v) for k, v in sorted(d.get("secrets", {}).items())),
+        volumes=tuple(Volume(**v) for v in d.get("volumes", ())),
+        binds=tuple(Bind(**b) for b in d.get("binds", ())),
+        files=tuple(ConfigFile(**f) for f in d.get("files", ())),
+        health=Health(**{**d["health"], "status": tuple(d["health"].get("status", ()))})
+        if "health" in d else None,
+        healthcheck=Healthcheck(**{**d["healthcheck"], "test": tuple(d["healthcheck"]["test"])})
+        if "healthcheck" in d else None,
+        metrics=Metrics(**d["metrics"]) if "metrics" in d else None,
+        resources=Resources(**d["resources"]) if "resources" in d else None,
+        when=tuple(When(other=k, env=dict(v.get("env", {})), depends_on=v.get("depends_on", False))
+                   for k, v in sorted(d.get("when", {}).items())),
+        runbook=tuple(RunbookEntry(**r) for r in d.get("runbook", ())),
+        raw=d,
+    )
+

@@ -1,0 +1,181 @@
+"""The semantic rules of DESIGN.md that the schema cannot express.
+
+``check_service_local`` checks one blueprint on its own (name = file stem,
+fully qualified image, unique ports/volumes/mounts, opt-ins for public
+binds, the docker socket and privileged mode, no secret-looking settings);
+``check_cross`` checks what spans services (depends_on targets, phases and
+cycles, host-port clashes, ``${secret:...}`` references). Both report to a
+``Collector``; neither raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from .model import SECRET_REF_RE, Blueprint
+from .source import Collector, Source
+
+SECRET_KEY_RE = re.compile(r"(_KEY|_TOKEN|_PASSWORD|_SECRET)$|^(KEY|TOKEN|PASSWORD|SECRET)$", re.I)
+DOCKER_SOCKET_RE = re.compile(r"^/(var/)?run/docker\.sock$")
+PUBLIC_BINDS = {"0.0.0.0", "::"}
+
+
+def _is_fully_qualified(name: str) -> bool:
+    host = name.split("/", 1)[0]
+    return "." in host or ":" in host or host == "localhost"
+
+
+def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
+    """The rules one blueprint must satisfy on its own."""
+    stem = src.path.stem
+    if bp.name != stem and src.path.suffix == ".toml":
+        out.add(src, ("service", "name"), f"name {bp.name!r} differs from the file stem {stem!r}",
+                hint=f"rename the file to {bp.name}.toml or set name = {stem!r}")
+    if not _is_fully_qualified(bp.image.name):
+        out.add(src, ("image", "name"), f"{bp.image.name!r} is not fully qualified",
+                hint=f"name the registry, e.g. docker.io/{bp.image.name}"
+                + ("" if "/" in bp.image.name else f" or docker.io/library/{bp.image.name}"))
+    for kind, items, key in (("port", bp.ports, "ports"), ("volume", bp.volumes, "volumes")):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.name in seen:
+                out.add(src, (key, i, "name"), f"duplicate {kind} name {item.name!r}",
+                        hint=f"also used by {key}[{seen[item.name]}]")
+            seen.setdefault(item.name, i)
+    seen_c: dict[tuple, int] = {}
+    for i, p in enumerate(bp.ports):
+        if (p.container, p.protocol) in seen_c:
+            out.add(src, ("ports", i, "container"), f"container port {p.container}/{p.protocol} listed twice")
+        seen_c.setdefault((p.container, p.protocol), i)
+        if p.bind in PUBLIC_BINDS and not p.expose_reason:
+            out.add(src, ("ports", i, "bind"), f"bind = {p.bind!r} publishes on every interface",
+                    hint='add expose_reason = "..." saying why, or drop bind to keep 127.0.0.1')
+    targets: dict[str, str] = {}
+    for key, items in (("volumes", bp.volumes), ("binds", bp.binds), ("files", bp.files)):
+        for i, item in enumerate(items):
+            if item.target in targets:
+                out.add(src, (key, i, "target"), f"{item.target} is mounted twice",
+                        hint=f"also mounted by {targets[item.target]}")
+            targets.setdefault(item.target, f"{key}[{i}]")
+    for i, b in enumerate(bp.binds):
+        if DOCKER_SOCKET_RE.match(b.source) and not b.docker_socket_reason:
+            out.add(src, ("binds", i, "source"), "mounting the docker socket gives root on the host",
+                    hint='add docker_socket_reason = "..." to opt in explicitly')
+    if bp.privileged and not bp.privileged_reason:
+        out.add(src, ("service", "privileged"), "a privileged container needs an explicit opt-in",
+                hint='add privileged_reason = "..." to [service]')
+    names = {p.name for p in bp.ports}
+    for section in ("health", "metrics"):
+        obj = getattr(bp, section)
+        if obj is not None and obj.port not in names:
+            out.add(src, (section, "port"), f"no port named {obj.port!r}",
+                    hint="ports of this service: " + (", ".join(sorted(names)) or "none"))
+    if bp.health is not None and bp.health.port in names and bp.port(bp.health.port).host is None:
+        out.add(src, ("health", "port"), f"port {bp.health.port!r} has no host port to probe from",
+                hint="set host = ... on that port, or remove [health]")
+    _check_env(bp.env, ("env",), src, out)
+    for w in bp.when:
+        _check_env(w.env, ("when", w.other, "env"), src, out)
+        if w.other == bp.name:
+            out.add(src, ("when", w.other), "a service cannot be conditional on itself")
+
+
+def _check_env(env: dict[str, str], path: tuple, src: Source, out: Collector) -> None:
+    for key, value in env.items():
+        if SECRET_KEY_RE.search(key) and not SECRET_REF_RE.fullmatch(value):
+            out.add(src, path + (key,), f"{key} looks like a secret and must not be a plain setting",
+                    hint=f"declare it as [secrets.{key}] (generated at install), or set it to "
+                         "${secret:SERVICE.NAME} to reuse another service's secret")
+
+
+def find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str] | None:
+    """The first cycle of ``graph`` as ``[a, b, ..., a]`` (sorted, deterministic), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (cycle := visit(n)):
+            return cycle
+    return None
+
+
+def check_cross(services: dict[str, tuple[Blueprint, Source]], report: set[str],
+                 out: Collector) -> None:
+    """Rules that span services: names, depends_on, ports, secret references."""
+    known = sorted(services)
+
+    def suggest(name: str) -> str:
+        close = difflib.get_close_matches(name, known, n=1)
+        return f"did you mean {close[0]!r}?" if close else "known services: " + ", ".join(known)
+
+    for name in sorted(report):
+        bp, src = services[name]
+        for i, dep in enumerate(bp.depends_on):
+            if dep not in services:
+                out.add(src, ("service", "depends_on", i), f"unknown service {dep!r}", hint=suggest(dep))
+            elif dep == name:
+                out.add(src, ("service", "depends_on", i), "a service cannot depend on itself")
+            elif services[dep][0].phase > bp.phase:
+                out.add(src, ("service", "depends_on", i),
+                        f"{dep!r} is in phase {services[dep][0].phase}, later than this service's phase {bp.phase}",
+                        hint="depend only on services of the same or an earlier phase")
+        for w in bp.when:
+            if w.other not in services:
+                out.add(src, ("when", w.other), f"unknown service {w.other!r}", hint=suggest(w.other))
+        _check_secret_refs(bp, src, services, out)
+
+    graph = {n: tuple(d for d in bp.depends_on) for n, (bp, _) in services.items()}
+    cycle = find_cycle(graph)
+    if cycle and any(c in report for c in cycle):
+        first = next(c for c in cycle if c in report)
+        bp, src = services[first]
+        out.add(src, ("service", "depends_on"), "dependency cycle: " + " -> ".join(cycle),
+                hint="remove one of these depends_on entries")
+
+    owners: dict[tuple[int, str], str] = {}
+    # services outside the report first, so a clash is reported on a reported file
+    for name in sorted(services, key=lambda n: (n in report, n)):
+        bp, src = services[name]
+        for i, p in enumerate(bp.ports):
+            if p.host is None:
+                continue
+            key = (p.host, p.protocol)
+            if key in owners and (name in report or owners[key] in report):
+                out.add(src, ("ports", i, "host"), f"host port {p.host}/{p.protocol} is also used by {owners[key]!r}",
+                        hint="pick a free host port; two services of a lab cannot share one")
+            owners.setdefault(key, name)
+
+
+def _check_secret_refs(bp: Blueprint, src: Source, services: dict, out: Collector) -> None:
+    def check(env: dict[str, str], path: tuple, allowed: set[str]) -> None:
+        for key, value in env.items():
+            for m in SECRET_REF_RE.finditer(value):
+                svc, secret = m.group(1), m.group(2)
+                if svc not in services:
+                    out.add(src, path + (key,), f"secret reference to unknown service {svc!r}")
+                elif svc not in allowed:
+                    out.add(src, path + (key,), f"secret reference to {svc!r}, which may be absent",
+                            hint=f"add {svc!r} to depends_on, or move the setting to [when.{svc}.env]")
+                elif secret not in {s.name for s in services[svc][0].secrets}:
+                    out.add(src, path + (key,), f"{svc!r} declares no secret {secret!r}",
+                            hint=f"declare [secrets.{secret}] in {svc}.toml")
+    base = {bp.name, *bp.depends_on}
+    check(bp.env, ("env",), base)
+    for w in bp.when:
+        check(w.env, ("when", w.other, "env"), base | {w.other})
+

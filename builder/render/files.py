@@ -1,0 +1,28 @@
+"""Every rendered text file of a bundle, by arcname."""
+
+from __future__ import annotations
+
+from .compose import render_compose
+from .envfile import render_lab_env, render_secrets_example
+from .observability import render_observability
+from ..bundle.layout import COMPOSE_FILE, LAB_ENV, SECRETS_EXAMPLE
+from .release import ReleaseInput
+from .runbooks import render_runbooks
+
+
+def render_config_files(ri: ReleaseInput) -> dict[str, str]:
+    """``config/<svc>/<name>`` for every ``[[files]]`` entry."""
+    return {f"config/{n}/{f.name}": f.content for n in ri.services for f in ri.blueprint(n).files}
+
+
+def render_text_files(ri: ReleaseInput) -> dict[str, str]:
+    """Every rendered text file of a bundle, by arcname (no lock, manifest, sums, install.sh)."""
+    files = {
+        COMPOSE_FILE: render_compose(ri),
+        LAB_ENV: render_lab_env(ri),
+        SECRETS_EXAMPLE: render_secrets_example(ri),
+    }
+    files.update(render_config_files(ri))
+    files.update(render_runbooks(ri))
+    files.update(render_observability(ri))
+    return dict(sorted(files.items()))

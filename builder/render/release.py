@@ -1,0 +1,60 @@
+"""A release's coordinates: what every renderer reads, and the names it gives.
+
+``ReleaseInput`` bundles the lab, the lock, the profile and the version
+(the archive's names come from ``builder.bundle.layout``);
+``volume_name`` a service's named volume, ``secret_keys`` its install-time
+secrets in ``DIR/.env``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..blueprint import Blueprint, Lab, secret_env_key
+from ..bundle.layout import COMPOSE_FILE, LAB_ENV, bundle_filename, bundle_top
+from ..lockfile import Lock
+
+@dataclass(frozen=True)
+class ReleaseInput:
+    """Everything a bundle's text depends on: the lab, the lock, and where it goes."""
+
+    lab: Lab
+    lock: Lock
+    profile: str
+    version: str
+    labbuild_version: str
+    offline: bool = False
+
+    @cached_property
+    def services(self) -> tuple[str, ...]:
+        """The profile's closure, sorted."""
+        return tuple(self.lab.profile_closure(self.profile))
+
+    def blueprint(self, name: str) -> Blueprint:
+        return self.lab.services[name]
+
+    @property
+    def top(self) -> str:
+        """The bundle's top directory: ``<lab>-<profile>-<version>``."""
+        return bundle_top(self.lab.name, self.profile, self.version)
+
+    @property
+    def filename(self) -> str:
+        return bundle_filename(self.lab.name, self.profile, self.version, self.offline)
+
+    def compose_command(self, args: str = "up -d", env_dir: str = "<DIR>") -> str:
+        """The one way compose runs a bundle (see the module docstring)."""
+        return (f"docker compose -p {self.lab.name} -f {COMPOSE_FILE} --env-file {LAB_ENV} "
+                f"--env-file {env_dir}/.env {args}")
+
+
+def volume_name(service: str, name: str) -> str:
+    """The named volume ``<service>_<name>`` (compose prefixes it with the project name)."""
+    return f"{service}_{name}"
+
+
+def secret_keys(ri: ReleaseInput, name: str) -> list[str]:
+    """The ``DIR/.env`` keys of service ``name``'s secrets."""
+    return [secret_env_key(name, s.name) for s in ri.blueprint(name).secrets]
+

@@ -1,0 +1,111 @@
+"""``runbooks/``: the lab's README (install, upgrade, rollback, air-gap,
+troubleshooting, from a package-data template) and one page per service."""
+
+from __future__ import annotations
+
+from string import Template
+from typing import Any
+
+from ..blueprint import Blueprint, Port, secret_env_key
+from ..bundle.layout import runbook_path
+from .release import ReleaseInput, volume_name
+from .text import template_text
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def service_url(bp: Blueprint, port: Port) -> str:
+    """``host:port`` where the host reaches a published port (loopback of its bind family)."""
+    host = "127.0.0.1" if port.bind in ("127.0.0.1", "0.0.0.0") else "[::1]"
+    return f"{host}:{port.host}"
+
+
+def render_service_runbook(ri: ReleaseInput, name: str) -> str:
+    """runbooks/<svc>.md: what the service is, where it listens, what it keeps, how to fix it."""
+    bp = ri.blueprint(name)
+    rec = ri.lock.services.get(name)
+    out = [f"# {name}", "", bp.description, "",
+           f"- Image: `{bp.image.pinned}`",
+           f"- Phase {bp.phase}, category {bp.category}"]
+    if rec is not None and not rec.verified:
+        out.append("- Lock entry: pin only (not verified against the registry; `labbuild lock` verifies it)")
+    if bp.docs:
+        out.append(f"- Documentation: {bp.docs}")
+    deps = bp.effective_depends_on(ri.services)
+    if deps:
+        out.append("- Starts after: " + ", ".join(f"[{d}]({d}.md)" for d in deps))
+    out.append("")
+    if bp.ports:
+        out += ["## Ports", "", "| name | container | host | protocol |", "|---|---|---|---|"]
+        for p in bp.ports:
+            host = service_url(bp, p) if p.host else "internal only"
+            out.append(f"| {p.name} | {p.container} | {host} | {p.protocol} |")
+        out.append("")
+    if bp.volumes or bp.binds or bp.files:
+        out += ["## Data", ""]
+        for v in bp.volumes:
+            out.append(f"- volume `{ri.lab.name}_{volume_name(name, v.name)}` at `{v.target}`"
+                       + (" (read-only)" if v.read_only else ""))
+        for b in bp.binds:
+            out.append(f"- host path `{b.source}` at `{b.target}`" + (" (read-only)" if b.read_only else ""))
+        for f in bp.files:
+            out.append(f"- config file `config/{name}/{f.name}` at `{f.target}` (read-only)")
+        out.append("")
+    if bp.secrets:
+        out += ["## Secrets", "", "Generated at install into `DIR/.env`; never in the bundle.", ""]
+        for s in bp.secrets:
+            out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}` ({s.generate}, {s.length} characters)")
+        out.append("")
+    out += ["## Health", ""]
+    if bp.health:
+        h = bp.health
+        port = bp.port(h.port)
+        target = f"{h.scheme}://{service_url(bp, port)}{h.path if h.scheme != 'tcp' else ''}"
+        out.append(f"- Probe from the host: `{target}`"
+                   + (f" (statuses {', '.join(map(str, h.status))})" if h.status else "")
+                   + (f", start period {h.start_period}" if h.start_period else ""))
+    else:
+        out.append("- No health endpoint: the install checks only that the container runs.")
+    if bp.healthcheck:
+        out.append(f"- Container healthcheck: `{' '.join(bp.healthcheck.test)}`")
+    if bp.metrics:
+        out.append(f"- Metrics: `{name}:{bp.port(bp.metrics.port).container}{bp.metrics.path}` (scraped by Prometheus)")
+    out += ["", "## Logs and restart", "", "```sh",
+            "cd DIR/current",
+            ri.compose_command(f"logs --tail 100 {name}", "DIR"),
+            ri.compose_command(f"restart {name}", "DIR"), "```", ""]
+    if bp.runbook:
+        out += ["## Known problems", ""]
+        for entry in bp.runbook:
+            out += [f"### {entry.title}", "", f"**Symptom:** {entry.symptom}", ""]
+            if entry.cause:
+                out += [f"**Cause:** {entry.cause}", ""]
+            out += [f"**Fix:** {entry.fix}", ""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def render_runbooks(ri: ReleaseInput) -> dict[str, str]:
+    """runbooks/README.md (install, upgrade, rollback, air-gap, troubleshooting) + one page per service."""
+    rows = ["| service | description | open | runbook |", "|---|---|---|---|"]
+    for name in ri.services:
+        bp = ri.blueprint(name)
+        web = next((p for p in bp.ports if p.host), None)
+        url = f"http://{service_url(bp, web)}" if web else "—"
+        rows.append(f"| {name} | {_md_cell(bp.description)} | {url} | [{name}.md]({name}.md) |")
+    ollama = "ollama" if "ollama" in ri.services else "<gpu service>"
+    text = Template(template_text("runbooks/README.md")).substitute(
+        lab=ri.lab.name, version=ri.version, profile=ri.profile, top=ri.top, archive=ri.filename,
+        services_table="\n".join(rows),
+        compose_up=ri.compose_command("up -d", "DIR"),
+        compose_ps=ri.compose_command("ps", "DIR"),
+        compose_logs=ri.compose_command("logs --tail 200 SERVICE", "DIR"),
+        compose_events=ri.compose_command("ps -a", "DIR"),
+        ollama=ollama,
+    )
+    pages = {"runbooks/README.md": text}
+    for name in ri.services:
+        pages[runbook_path(name)] = render_service_runbook(ri, name)
+    return pages
+
