@@ -101,14 +101,21 @@ def main(argv: list[str] | None = None) -> int:
         _render_error(exc, as_json)
         return 1
     except click.exceptions.Abort:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": "aborted", "errors": [], "hint": None}, indent=2))
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
+        if as_json:  # the contract: exactly one JSON object on stdout, usage errors included
+            click.echo(json.dumps({"ok": False, "error": exc.format_message(), "usage": True, "errors": [],
+                                   "hint": "see --help"}, sort_keys=True, indent=2))
         exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": "interrupted", "errors": [], "hint": None}, indent=2))
         click.echo("interrupted", err=True)
         return 130
     except OSError as exc:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, BinaryIO
@@ -51,6 +52,23 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) 
         data = data.encode("utf-8")
     with atomic_writer(path, mode) as fh:
         fh.write(data)
+
+
+class CapExceeded(ValueError):
+    """A file is larger than labbuild will read (see ``builder.limits``), or not a regular file."""
+
+
+def read_capped(path: str | os.PathLike, cap: int) -> bytes:
+    """The bytes of regular file ``path``; CapExceeded when it is larger than ``cap``
+    bytes or not a regular file (a device such as /dev/zero never ends)."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise CapExceeded(f"{path} is not a regular file")
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise CapExceeded(f"{path} is larger than {cap} bytes, the limit for this kind of file")
+    return data
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -14,9 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import names
 from .blueprint import Lab
 from .errors import LockError
-from .fsutil import atomic_write, canonical_json
+from .fsutil import CapExceeded, atomic_write, canonical_json, read_capped
+from .limits import MAX_LOCK_BYTES
+from .typecheck import field_problems
 
 LOCK_FORMAT = 1
 LOCK_PATH = Path("lockfiles") / "lab.lock.json"
@@ -96,7 +99,10 @@ def _image_to_json(r: ImageRecord) -> dict[str, Any]:
 def lock_from_json(data: Any, where: str = "lock") -> Lock:
     """Build a Lock from parsed JSON; raise LockError naming the bad key."""
     try:
-        if data.get("format") != LOCK_FORMAT:
+        if not isinstance(data, dict) or data.get("format") != LOCK_FORMAT:
+            if not isinstance(data, dict):
+                raise LockError(f"{where}: not a lockfile (expected a JSON object)",
+                                hint="regenerate it with `labbuild lock`")
             raise LockError(f"{where}: unsupported lock format {data.get('format')!r}",
                             hint=f"this labbuild reads format {LOCK_FORMAT}; run `labbuild lock`")
         services = {}
@@ -104,22 +110,44 @@ def lock_from_json(data: Any, where: str = "lock") -> Lock:
             plats = {p: PlatformRecord(**{**rec, "layers": tuple(LayerRecord(**l) for l in rec["layers"])})
                      for p, rec in s.get("platforms", {}).items()}
             services[name] = ImageRecord(**{**s, "platforms": plats})
-        return Lock(lab=data["lab"], inputs=data["inputs"], platforms=tuple(data["platforms"]),
+        lock = Lock(lab=data["lab"], inputs=data["inputs"], platforms=tuple(data["platforms"]),
                     services=services, format=data["format"])
     except LockError:
         raise
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
         raise LockError(f"{where}: malformed lock ({type(exc).__name__}: {exc})",
                         hint="regenerate it with `labbuild lock`") from None
+    problems = field_problems(lock) + _grammar_problems(lock)
+    if problems:
+        raise LockError(f"{where}: malformed lock: {problems[0]}"
+                        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                        hint="regenerate it with `labbuild lock`")
+    return lock
+
+
+def _grammar_problems(lock: Lock) -> list[str]:
+    """Names and digests of a lock that later reach files, paths and commands."""
+    out = [f"platforms[{i}]: {names.problem('platform', p)}" for i, p in enumerate(lock.platforms)
+           if not names.is_valid("platform", p)]
+    for svc, rec in lock.services.items():
+        if not names.is_valid("service", svc):
+            out.append(f"services: {names.problem('service', svc)}")
+        digests = [("digest", rec.digest)] + [
+            (f"platforms.{p}.{what}", d) for p, pr in rec.platforms.items()
+            for what, d in [("manifest", pr.manifest), ("config", pr.config)] + [
+                (f"layers[{i}]", layer.digest) for i, layer in enumerate(pr.layers)]]
+        out += [f"services.{svc}.{key}: {names.problem('digest', d)}" for key, d in digests
+                if not names.is_valid("digest", d)]
+    return out
 
 
 def read_lock(path: str | Path) -> Lock:
     path = Path(path)
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(read_capped(path, MAX_LOCK_BYTES))
     except FileNotFoundError:
         raise LockError(f"{path}: no lockfile", hint="run `labbuild lock` to create it") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, CapExceeded) as exc:
         raise LockError(f"{path}: not valid JSON ({exc})", hint="regenerate it with `labbuild lock`") from None
     return lock_from_json(data, str(path))
 

@@ -8,9 +8,9 @@ naming blueprints that exist, ``extends`` without cycles, a known
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any
 
+from .. import names
 from .model import DEFAULT_PLATFORMS, Profile
 from .rules import find_cycle
 from .source import Collector, Source
@@ -51,15 +51,19 @@ def parse_lab(src: Source, services: dict[str, Any], out: Collector) -> dict | N
     if not _check_keys(src, ("lab",), lab, _LAB_LAB_KEYS, out):
         return None
     name = lab.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,62}", name):
-        out.add(src, ("lab", "name"), "lab name must be lower-case letters, digits and hyphens",
-                hint='e.g. name = "local-ai-lab"')
+    if not names.is_valid("lab", name):
+        out.add(src, ("lab", "name"), "lab name must be lower-case letters, digits and single hyphens",
+                hint=names.describe("lab") + ' e.g. name = "local-ai-lab"')
     profiles_raw = d.get("profiles", {})
     profiles: dict[str, Profile] = {}
     if not isinstance(profiles_raw, dict) or not profiles_raw:
         out.add(src, ("profiles",), "at least one [profiles.NAME] is required")
         profiles_raw = {}
     for pname, p in profiles_raw.items():
+        if not names.is_valid("profile", pname):
+            out.add(src, ("profiles", pname), names.problem("profile", pname),
+                    hint="profile names become file and directory names: e.g. [profiles.phase1]")
+            continue
         if not _check_keys(src, ("profiles", pname), p, _PROFILE_KEYS, out):
             continue
         svcs = _str_list(src, ("profiles", pname, "services"), p.get("services", []), out)
@@ -88,7 +92,7 @@ def parse_lab(src: Source, services: dict[str, Any], out: Collector) -> dict | N
                 hint="known profiles: " + ", ".join(sorted(profiles)))
     platforms = _str_list(src, ("lab", "platforms"), lab.get("platforms", list(DEFAULT_PLATFORMS)), out)
     for i, plat in enumerate(platforms):
-        if not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", plat):
+        if not names.is_valid("platform", plat):
             out.add(src, ("lab", "platforms", i), f"{plat!r} is not a platform", hint="e.g. linux/amd64")
     insecure = _str_list(src, ("lab", "insecure_registries"), lab.get("insecure_registries", []), out)
     return {"name": name, "default_profile": default, "profiles": profiles,

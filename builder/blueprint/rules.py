@@ -11,14 +11,22 @@ cycles, host-port clashes, ``${secret:...}`` references). Both report to a
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 
-from .model import SECRET_REF_RE, Blueprint
+from .model import SECRET_REF_RE, Blueprint, secret_env_key, setting_env_key
 from .source import Collector, Source
 
 SECRET_KEY_RE = re.compile(r"(_KEY|_TOKEN|_PASSWORD|_SECRET)$|^(KEY|TOKEN|PASSWORD|SECRET)$", re.I)
-DOCKER_SOCKET_RE = re.compile(r"^/(var/)?run/docker\.sock$")
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 PUBLIC_BINDS = {"0.0.0.0", "::"}
+
+
+def exposes_docker_socket(source: str) -> bool:
+    """Whether a host path is a docker socket or a directory above one, once normalised
+    (``/var/run/./docker.sock``, ``//var/run/docker.sock`` and ``/var/run`` all count)."""
+    path = "/" + posixpath.normpath("/" + source).lstrip("/")
+    return any(sock == path or sock.startswith(path.rstrip("/") + "/") for sock in DOCKER_SOCKETS)
 
 
 def _is_fully_qualified(name: str) -> bool:
@@ -36,7 +44,8 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
         out.add(src, ("image", "name"), f"{bp.image.name!r} is not fully qualified",
                 hint=f"name the registry, e.g. docker.io/{bp.image.name}"
                 + ("" if "/" in bp.image.name else f" or docker.io/library/{bp.image.name}"))
-    for kind, items, key in (("port", bp.ports, "ports"), ("volume", bp.volumes, "volumes")):
+    for kind, items, key in (("port", bp.ports, "ports"), ("volume", bp.volumes, "volumes"),
+                             ("file", bp.files, "files")):
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             if item.name in seen:
@@ -59,8 +68,9 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
                         hint=f"also mounted by {targets[item.target]}")
             targets.setdefault(item.target, f"{key}[{i}]")
     for i, b in enumerate(bp.binds):
-        if DOCKER_SOCKET_RE.match(b.source) and not b.docker_socket_reason:
-            out.add(src, ("binds", i, "source"), "mounting the docker socket gives root on the host",
+        if exposes_docker_socket(b.source) and not b.docker_socket_reason:
+            out.add(src, ("binds", i, "source"),
+                    f"{b.source} is or holds the docker socket: mounting it gives root on the host",
                     hint='add docker_socket_reason = "..." to opt in explicitly')
     if bp.privileged and not bp.privileged_reason:
         out.add(src, ("service", "privileged"), "a privileged container needs an explicit opt-in",
@@ -147,6 +157,8 @@ def check_cross(services: dict[str, tuple[Blueprint, Source]], report: set[str],
         out.add(src, ("service", "depends_on"), "dependency cycle: " + " -> ".join(cycle),
                 hint="remove one of these depends_on entries")
 
+    _check_namespaced_keys(services, report, out)
+
     owners: dict[tuple[int, str], str] = {}
     # services outside the report first, so a clash is reported on a reported file
     for name in sorted(services, key=lambda n: (n in report, n)):
@@ -179,3 +191,24 @@ def _check_secret_refs(bp: Blueprint, src: Source, services: dict, out: Collecto
     for w in bp.when:
         check(w.env, ("when", w.other, "env"), base | {w.other})
 
+
+
+def _check_namespaced_keys(services: dict[str, tuple[Blueprint, Source]], report: set[str],
+                           out: Collector) -> None:
+    """Every ``SERVICE__KEY`` of lab.env and DIR/.env must name one setting or secret only.
+
+    The service grammar (no ``--``, no trailing ``-``) already keeps them apart;
+    this is the check that proves it for the lab at hand.
+    """
+    owners: dict[str, str] = {}
+    for name in sorted(services, key=lambda n: (n in report, n)):
+        bp, src = services[name]
+        keys = [(("env", k), setting_env_key(name, k)) for k in bp.env]
+        keys += [(("when", w.other, "env", k), setting_env_key(name, k)) for w in bp.when for k in w.env]
+        keys += [(("secrets", s.name), secret_env_key(name, s.name)) for s in bp.secrets]
+        for path, flat in keys:
+            owner = owners.setdefault(flat, f"{name}.{'.'.join(map(str, path))}")
+            if owner != f"{name}.{'.'.join(map(str, path))}" and not owner.startswith(f"{name}."):
+                if name in report:
+                    out.add(src, path, f"becomes {flat}, which {owner} also becomes",
+                            hint="rename the key or the service so each SERVICE__KEY is unique")

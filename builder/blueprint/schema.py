@@ -15,6 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Iterable
 
+from ..names import pattern_fullmatch
 from .source import Collector, Source, dotted_path
 
 
@@ -26,10 +27,23 @@ def blueprint_schema() -> dict:
 
 @cache
 def _validator():
+    """Draft 2020-12 with two strictnesses Python's defaults lack: ``pattern`` ends
+    like ECMA 262 (``$`` does not match before a trailing newline) and an
+    ``integer`` is never a float (TOML ``1880.0`` would render an invalid port)."""
     # Lazy: jsonschema costs ~150 ms to import, and most commands that import
     # builder.blueprint (for the typed Lab) never validate (see bench/startup.py).
-    from jsonschema import Draft202012Validator
-    return Draft202012Validator(blueprint_schema())
+    from jsonschema import Draft202012Validator, ValidationError, validators
+
+    def pattern(validator, value, instance, schema):
+        if validator.is_type(instance, "string") and not re.search(pattern_fullmatch(value), instance):
+            yield ValidationError(f"{instance!r} does not match {value!r}")
+
+    def is_integer(checker, instance) -> bool:
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", is_integer)
+    strict = validators.extend(Draft202012Validator, validators={"pattern": pattern}, type_checker=checker)
+    return strict(blueprint_schema())
 
 
 def _schema_at(path: Iterable) -> dict:

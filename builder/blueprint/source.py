@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import Problem
+from ..fsutil import CapExceeded, read_capped
+from ..limits import MAX_BLUEPRINT_BYTES, MAX_NESTING
+from ..typecheck import too_deep
 
 
 _HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -139,12 +142,16 @@ def read_toml(path: Path, display: str, out: Collector) -> Source:
     """Read and parse one file; every way it can fail becomes a problem in ``out``, never an exception."""
     src = Source(path=path, display=display)
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path, MAX_BLUEPRINT_BYTES)
     except FileNotFoundError:
         out.add(display, (), "file not found", hint="check the path")
         return src
     except IsADirectoryError:
         out.add(display, (), "is a directory, not a TOML file")
+        return src
+    except CapExceeded as exc:
+        out.add(display, (), str(exc).replace(str(path), "file", 1),
+                hint=f"a blueprint is a small TOML text file (at most {MAX_BLUEPRINT_BYTES} bytes)")
         return src
     except OSError as exc:
         out.add(display, (), f"cannot read: {exc.strerror}")
@@ -163,7 +170,10 @@ def read_toml(path: Path, display: str, out: Collector) -> Source:
                 line=line)
         return src
     try:
-        src.data = tomllib.loads(text)
+        data = tomllib.loads(text)
+    except RecursionError:
+        out.add(display, (), "tables or arrays nested too deeply", hint=f"at most {MAX_NESTING} levels")
+        return src
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
@@ -173,6 +183,10 @@ def read_toml(path: Path, display: str, out: Collector) -> Source:
         out.add(display, (), f"TOML syntax error{col}: {clean}", line=line,
                 hint="fix the TOML syntax (https://toml.io)")
         return src
+    if too_deep(data, MAX_NESTING):
+        out.add(display, (), "tables or arrays nested too deeply", hint=f"at most {MAX_NESTING} levels")
+        return src
+    src.data = data
     src.lines = locate_lines(text)
     return src
 

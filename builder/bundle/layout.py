@@ -32,7 +32,10 @@ from typing import Any
 
 from ..errors import BundleError, Problem
 from ..fsutil import canonical_json
+from .. import names
+from ..limits import MAX_MANIFEST_BYTES, MAX_MEMBERS, MAX_PROBLEMS, MAX_SUMS_BYTES
 from ..platforms import platform_file
+from ..typecheck import field_problems
 
 BUNDLE_FORMAT = 1
 
@@ -77,15 +80,9 @@ def bundle_filename(lab: str, profile: str, version: str, with_images: bool) -> 
 
 # --------------------------------------------------------------------------- versions
 
-SEMVER_RE = re.compile(
-    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?")
-
-
-def is_version(version: str) -> bool:
-    """SemVer 2.0, matched in full (a trailing newline is not a version)."""
-    return isinstance(version, str) and SEMVER_RE.fullmatch(version) is not None
+def is_version(version: object) -> bool:
+    """SemVer 2.0 (the ``version`` grammar of ``builder.names``), matched in full."""
+    return names.is_valid("version", version)
 
 
 # --------------------------------------------------------------------------- SHA256SUMS
@@ -95,18 +92,73 @@ def render_sums(files: dict[str, str]) -> bytes:
     return "".join(f"{h}  {n}\n" for n, h in sorted(files.items(), key=lambda kv: kv[0].encode())).encode()
 
 
+_SUMS_LINE = re.compile(r"([0-9a-f]{64}) [ *]([^\x00-\x1f\x7f]+)")
+
+
 def parse_sums(data: bytes, problems: list[Problem]) -> dict[str, str]:
-    """``{arcname: sha256 hex}`` from SHA256SUMS; each bad line becomes a Problem."""
+    """``{arcname: sha256 hex}`` from SHA256SUMS; each bad line becomes a Problem.
+
+    Bounded: past ``MAX_SUMS_BYTES`` the file is refused whole, and after
+    ``MAX_PROBLEMS`` malformed lines the rest are counted, not listed.
+    """
     sums: dict[str, str] = {}
-    for no, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
-        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+    if len(data) > MAX_SUMS_BYTES:
+        problems.append(Problem(file=SUMS, path="", message=f"{len(data)} bytes: larger than a bundle's "
+                                f"SHA256SUMS may be ({MAX_SUMS_BYTES})", hint="the bundle is damaged"))
+        return sums
+    count = data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
+    if count > MAX_MEMBERS:
+        problems.append(Problem(file=SUMS, path="", message=f"{count} lines: more than a bundle has "
+                                f"members ({MAX_MEMBERS})", hint="the bundle is damaged"))
+        return sums
+    bad = 0
+    lines = data.decode("utf-8", "replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()                             # the final newline ends the file
+    for no, line in enumerate(lines, start=1):
+        m = _SUMS_LINE.fullmatch(line)
         if not m:
-            problems.append(Problem(file=SUMS, path="", line=no, message="malformed line"))
+            bad += 1
+            if bad <= MAX_PROBLEMS:
+                problems.append(Problem(file=SUMS, path="", line=no, message="malformed line"))
             continue
         if m[2] in sums:
             problems.append(Problem(file=SUMS, path="", line=no, message=f"{m[2]} listed twice"))
         sums[m[2]] = m[1]
+    if bad > MAX_PROBLEMS:
+        problems.append(Problem(file=SUMS, path="", message=f"and {bad - MAX_PROBLEMS} more malformed lines"))
     return sums
+
+
+def manifest_grammar_problems(m: "Manifest") -> list[str]:
+    """Names in a manifest that reach paths, env files and commands on the target, checked in full."""
+    out = []
+    for kind, key, value in (("lab", "lab", m.lab), ("profile", "profile", m.profile),
+                             ("version", "version", m.version)):
+        if not names.is_valid(kind, value):
+            out.append(f"{key}: {names.problem(kind, value)}")
+    top = bundle_top(m.lab, m.profile, m.version)
+    if not out and not (m.name == top or (m.name.startswith(top + "-") and re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", m.name))):
+        out.append(f"name: {m.name!r} is not the bundle's top directory {top!r}")
+    out += [f"platforms: {names.problem('platform', p)}" for p in m.platforms if not names.is_valid("platform", p)]
+    for svc, s in m.services.items():
+        if not names.is_valid("service", svc):
+            out.append(f"services: {names.problem('service', svc)}")
+        out += [f"services.{svc}.secrets: {names.problem('env_key', k)}" for k in s.secrets
+                if not names.is_valid("env_key", k)]
+        out += [f"services.{svc}.volumes: {v.volume!r} is not a volume name" for v in s.volumes
+                if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", v.volume)]
+        if not names.is_valid("digest", s.digest):
+            out.append(f"services.{svc}.digest: {names.problem('digest', s.digest)}")
+    out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
+    return out
+
+
+def safe_relative(rel: str) -> bool:
+    """A bundle-relative POSIX path with no empty, '.', '..' parts, backslashes or control characters."""
+    parts = rel.split("/")
+    return bool(rel) and not any(p in ("", ".", "..") for p in parts) and "\\" not in rel \
+        and not re.search(r"[\x00-\x1f\x7f]", rel)
 
 
 # --------------------------------------------------------------------------- the manifest model
@@ -203,10 +255,13 @@ class Manifest:
     @classmethod
     def loads(cls, raw: bytes, where: str = MANIFEST) -> "Manifest":
         """Parse manifest.json's bytes; BundleError naming the file and the bad key."""
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{where}: {len(raw)} bytes, more than a manifest may have ({MAX_MANIFEST_BYTES})",
+                              hint="the bundle is damaged or not a labbuild bundle")
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{where}: not valid JSON ({exc})",
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise BundleError(f"{where}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})",
                               hint="the bundle is damaged or not a labbuild bundle") from None
         return cls.from_json(data, where)
 
@@ -231,9 +286,15 @@ class Manifest:
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "(top level)"
-            return cls(lab=data["lab"], name=data["name"], version=data["version"], profile=data["profile"],
+            manifest = cls(lab=data["lab"], name=data["name"], version=data["version"], profile=data["profile"],
                        inputs=data["inputs"], labbuild=data["labbuild"], offline=bool(data["offline"]),
                        platforms=tuple(data["platforms"]), services=services, files=files)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BundleError(f"{where}: {key}: malformed manifest ({type(exc).__name__}: {exc})",
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise BundleError(f"{where}: {key}: malformed manifest ({type(exc).__name__}: {str(exc)[:200]})",
                               hint="the bundle is damaged or not a labbuild bundle") from None
+        problems = field_problems(manifest) + manifest_grammar_problems(manifest)
+        if problems:
+            raise BundleError(f"{where}: {problems[0]}: malformed manifest"
+                              + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+                              hint="the bundle is damaged or not a labbuild bundle")
+        return manifest

@@ -22,6 +22,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ..errors import BundleError, Problem
 from ..fsutil import sha256_file
+from ..limits import MAX_MEMBERS
 
 BLOCK = 1 << 20
 
@@ -107,7 +108,11 @@ def walk_bundle(path: Path, scan: ScannedBundle,
     seen: set[str] = set()
     with open_archive(path) as tar:
         try:
-            for member in tar:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    scan.problems.append(Problem(file=str(path), path="", message=f"more than {MAX_MEMBERS} members",
+                                                 hint="not a labbuild bundle"))
+                    return
                 name = member.name
                 norm = name.rstrip("/")
                 if scan.top is None and norm and "/" not in norm and member.isdir():

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from .. import names
 from ..errors import BundleError
-from ..fsutil import atomic_write, canonical_json
-from .layout import Manifest
+from ..fsutil import atomic_write, canonical_json, read_capped
+from ..limits import MAX_RECORD_BYTES
+from .layout import Manifest, safe_relative
 from .pack import BundlePlan
 
 RECORD_FORMAT = 1
@@ -27,7 +29,19 @@ REQUIRED = frozenset({"format", "profile", "version", "sha256", "tar_sha256", "l
 
 
 def record_path(root: Path, profile: str, version: str) -> Path:
-    return Path(root) / RECORDS_DIR / f"{profile}-{version}.json"
+    """``ROOT/lockfiles/releases/<profile>-<version>.json``, for a valid profile and version only."""
+    for kind, value in (("profile", profile), ("version", version)):
+        if not names.is_valid(kind, value):
+            raise BundleError(names.problem(kind, value))
+    return names.inside(Path(root) / RECORDS_DIR, f"{profile}-{version}.json")
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``<profile>-<version>`` -> ``(profile, version)``; BundleError when it is not one."""
+    for i, ch in enumerate(spec):
+        if ch == "-" and names.is_valid("profile", spec[:i]) and names.is_valid("version", spec[i + 1:]):
+            return spec[:i], spec[i + 1:]
+    raise BundleError(f"{spec!r} is not PROFILE-VERSION", hint="e.g. --rebuild phase1-0.1.0")
 
 
 def make_record(plan: BundlePlan, lab: str, profile: str, version: str, archive_sha: str, tar_sha: str,
@@ -44,18 +58,51 @@ def make_record(plan: BundlePlan, lab: str, profile: str, version: str, archive_
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """A release record; BundleError when it is unreadable or not format 1."""
+    """A release record; BundleError naming the key when it is unreadable, not format 1,
+    or holds a field of the wrong type or grammar (records are trusted by ``--rebuild``)."""
     try:
-        data = json.loads(Path(path).read_text("utf-8"))
+        data = json.loads(read_capped(path, MAX_RECORD_BYTES))
     except FileNotFoundError:
         raise BundleError(f"{path}: no such release record",
                           hint="records live in lockfiles/releases/<profile>-<version>.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})", hint="restore it from version control") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{path}: not a readable release record ({type(exc).__name__}: {str(exc)[:200]})",
+                          hint="restore it from version control") from None
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT or not REQUIRED <= set(data):
         raise BundleError(f"{path}: not a format-{RECORD_FORMAT} release record",
                           hint="restore it from version control")
+    for key, problem in _field_problems(data):
+        raise BundleError(f"{path}: {key}: {problem}", hint="restore it from version control")
     return data
+
+
+def _field_problems(data: dict[str, Any]):
+    """``(key, problem)`` for every record field that later reaches a path, a file or a check."""
+    for kind, key in (("profile", "profile"), ("version", "version")):
+        if not names.is_valid(kind, data[key]):
+            yield key, names.problem(kind, data[key])
+    for key, ok in (("sha256", _is_hex(data["sha256"])), ("tar_sha256", _is_hex(data["tar_sha256"])),
+                    ("mtime", isinstance(data["mtime"], int) and not isinstance(data["mtime"], bool)
+                     and 0 <= data["mtime"] < 1 << 33),
+                    ("with_images", isinstance(data["with_images"], bool)),
+                    ("labbuild", isinstance(data["labbuild"], str)),
+                    ("signed_by", data.get("signed_by") is None or isinstance(data["signed_by"], str)),
+                    ("platforms", isinstance(data["platforms"], list)
+                     and all(names.is_valid("platform", p) for p in data["platforms"])),
+                    ("sources", isinstance(data["sources"], dict)
+                     and all(isinstance(k, str) and isinstance(v, str) for k, v in data["sources"].items())),
+                    ("lock", isinstance(data["lock"], dict)), ("manifest", isinstance(data["manifest"], dict))):
+        if not ok:
+            yield key, "missing or of the wrong type"
+    if isinstance(data["sources"], dict):
+        for rel in data["sources"]:
+            if not (isinstance(rel, str) and safe_relative(rel) and rel.startswith("blueprints/")
+                    and rel.endswith(".toml")):
+                yield f"sources.{rel}", "not a blueprints/*.toml path"
+
+
+def _is_hex(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

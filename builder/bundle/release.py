@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .. import __version__
+from .. import __version__, names
 from ..blueprint import Lab, lab_paths, load_lab
 from ..errors import BundleError, LockError, Problem
 from ..fsutil import sha256_file
@@ -31,9 +31,9 @@ from ..render import ReleaseInput
 from ..signing import load_private_key
 from .archive import BundleFile, source_date_epoch
 from .fetch import image_files
-from .layout import SEMVER_RE, is_version
+from .layout import is_version
 from .pack import BundlePlan, plan_bundle, write_archive
-from .record import RECORDS_DIR, make_record, read_record, record_differences, record_path, write_record
+from .record import RECORDS_DIR, make_record, read_record, record_differences, record_path, split_spec, write_record
 
 
 def check_version(version: str) -> str:
@@ -44,9 +44,14 @@ def check_version(version: str) -> str:
     return version
 
 
+def _semver(version: str) -> re.Match:
+    """The SemVer groups of a valid version: 1-3 major.minor.patch, 5 the prerelease."""
+    return names.grammar("version")[0].fullmatch(version)
+
+
 def _semver_key(version: str) -> tuple:
-    m = SEMVER_RE.fullmatch(version)
-    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[4]
+    m = _semver(version)
+    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[5]
     pre_key = (1,) if pre is None else (0, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")])
     return (major, minor, patch, pre_key)
 
@@ -55,8 +60,8 @@ def next_version(version: str, taken: Iterable[str] = ()) -> str:
     """The next free patch version after ``version`` and every taken one (prereleases count up)."""
     versions = [v for v in {version, *taken} if is_version(v)]
     top = max(versions, key=_semver_key)
-    m = SEMVER_RE.fullmatch(top)
-    pre = m[4]
+    m = _semver(top)
+    pre = m[5]
     if pre and (num := re.search(r"(\d+)$", pre)):
         return f"{m[1]}.{m[2]}.{m[3]}-{pre[:num.start()]}{int(num[1]) + 1}"
     if pre:
@@ -144,7 +149,7 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
     plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
                          sign_key=key, progress=progress)
     out = Path(out_dir) if out_dir is not None else root / "dist"
-    dest = out / plan.filename
+    dest = names.inside(out, plan.filename)
     rpath = record_path(root, profile, version)
     record = read_record(rpath) if rpath.exists() else None
     if record is not None:
@@ -199,12 +204,16 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
     the options it was made with. The current blueprints and lock are not read.
     """
     root = Path(root)
-    rpath = root / RECORDS_DIR / f"{spec}.json"
+    profile, version = split_spec(spec)
+    rpath = record_path(root, profile, version)
     if not rpath.exists():
         known = sorted(p.stem for p in (root / RECORDS_DIR).glob("*.json"))
         raise BundleError(f"no release record {rpath}",
                           hint="recorded releases: " + (", ".join(known) or "none"))
     record = read_record(rpath)
+    if (record["profile"], record["version"]) != (profile, version):
+        raise BundleError(f"{rpath}: records {record['profile']}-{record['version']}, not {spec}",
+                          hint="restore it from version control")
     if record["labbuild"] != __version__:
         raise BundleError(f"{rpath.name} was made by labbuild {record['labbuild']}, this is {__version__}",
                           hint=f"install labbuild {record['labbuild']} to reproduce it byte for byte")
@@ -214,9 +223,7 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
                           hint="pass --sign with the same private key")
     with tempfile.TemporaryDirectory(prefix="labbuild-rebuild-") as tmp:
         for rel, text in record["sources"].items():
-            target = Path(tmp) / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
-                raise BundleError(f"{rpath}: sources: unsafe path {rel!r}")
+            target = names.inside(Path(tmp), rel)   # read_record admits only blueprints/*.toml paths
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(text.encode("utf-8"))
         lab = load_lab(Path(tmp))
@@ -229,7 +236,7 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
         raise BundleError(f"{rpath.name} cannot be reproduced", hint="see the differences above",
                           problems=[Problem(file=str(rpath), path="", message=d) for d in differences])
     out = Path(out_dir) if out_dir is not None else root / "dist"
-    dest = out / plan.filename
+    dest = names.inside(out, plan.filename)
 
     def reproduced(archive_sha: str, tar_sha: str) -> None:
         if tar_sha != record["tar_sha256"] or archive_sha != record["sha256"]:

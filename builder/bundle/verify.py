@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Protocol
 
 from ..errors import BundleError, Problem
+from ..limits import MAX_PROBLEMS, MAX_SMALL_FILE_BYTES
 from ..signing import load_public_key, signature_valid
 from .layout import (IMAGE_BLOBS_PREFIX, MANIFEST, SIGNATURE, SUMS, TRUST_FILES, UNLISTED, UNSUMMED, Manifest,
                      parse_sums)
 from .reader import ScannedBundle, read_member, scan_directory, walk_bundle
 
-SMALL_FILE_LIMIT = 64 << 20   # a non-blob file larger than this is not a bundle file
+SMALL_FILE_LIMIT = MAX_SMALL_FILE_BYTES   # a non-blob file larger than this is not a bundle file
 
 
 class BlobStream(Protocol):
@@ -126,9 +127,17 @@ def _public_key(key):
     return load_public_key(Path(key)) if isinstance(key, (str, Path)) else key
 
 
+def _capped(errors: list[Problem]) -> list[Problem]:
+    """At most ``MAX_PROBLEMS`` problems, then one that counts the rest."""
+    if len(errors) <= MAX_PROBLEMS:
+        return errors
+    return errors[:MAX_PROBLEMS] + [Problem(file="(bundle)", path="",
+                                            message=f"and {len(errors) - MAX_PROBLEMS} more problems")]
+
+
 def _verdict(scan: ScannedBundle, key, *, top: str | None) -> VerifyResult:
     problems, manifest, signed, checked = check_contents(scan.files, scan.kept, top=top, key=key)
-    errors = scan.problems + problems
+    errors = _capped(scan.problems + problems)
     return VerifyResult(ok=not errors, errors=errors, manifest=manifest, signed=signed, signature_checked=checked,
                         top=scan.top, files=scan.files, contents=scan.kept, modes=scan.modes)
 

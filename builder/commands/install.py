@@ -7,10 +7,11 @@ from pathlib import Path
 import click
 
 from ..cli import Output, pass_output
+from .params import Seconds
 
 _dir_option = click.option("--dir", "install_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                            help="The install directory (holds releases/, current and .env).")
-_timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+_timeout_option = click.option("--timeout", type=Seconds(min=1), default=300, show_default=True,
                                help="Seconds to wait for every service to be healthy.")
 
 
@@ -112,7 +113,7 @@ def uninstall(out: Output, install_dir: Path, volumes: bool) -> None:
               help="The install directory (the --dir given to `labbuild install`).")
 @click.option("--service", "services", multiple=True, help="Check only this service (repeatable).")
 @click.option("--project", help="Compose project name (default: from the install's manifest).")
-@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+@click.option("--wait", type=Seconds(min=0), default=0, show_default=True,
               help="Re-check failing services for up to this many seconds.")
 @pass_output
 @click.pass_context

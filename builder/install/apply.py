@@ -35,7 +35,7 @@ from .engine import check_image_ids, check_running_images, containers, docker_cl
 from .health import HealthResult, Probe, wait_healthy
 from .secrets import write_secrets
 from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
-                    place, quiet, read_manifest, release_link, safe_manifest)
+                    place, preflight, quiet, read_manifest, release_link, safe_manifest, stage)
 from .unpack import unpack_bundle
 
 DEFAULT_TIMEOUT = 300.0
@@ -77,22 +77,26 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
     bundle, install_dir = Path(bundle), Path(install_dir).absolute()
     if not bundle.is_file():
         raise InstallError(f"{bundle}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
+    preflight(install_dir)
     client = docker_client()
     platform = host_platform(client)
-    unpacked = unpack_bundle(bundle, install_dir, key, client, platform, say)
-    try:
-        with dir_lock(install_dir):
-            lab = unpacked.manifest.lab
-            installed = release_link(install_dir, "current")
-            other = safe_manifest(installed) if installed is not None else None
-            if other is not None and other.lab != lab:
-                raise InstallError(f"{install_dir} holds the lab {other.lab!r}, this bundle is the lab {lab!r}",
-                                   hint="install each lab into its own --dir")
-            release = place(unpacked.staged, install_dir, say)
-            return _install_release(client, install_dir, release, start, timeout, say, live, platform,
-                                    unpacked.loaded)
-    finally:
-        shutil.rmtree(unpacked.staged, ignore_errors=True)
+    unpacked = unpack_bundle(bundle, key, client, platform, say)
+    manifest = unpacked.manifest
+    with dir_lock(install_dir):
+        preflight(install_dir)
+        installed = release_link(install_dir, "current")
+        other = safe_manifest(installed) if installed is not None else None
+        if other is not None and other.lab != manifest.lab:
+            raise InstallError(f"{install_dir} holds the lab {other.lab!r}, this bundle is the lab {manifest.lab!r}",
+                               hint="install each lab into its own --dir")
+        check_image_ids(client, manifest, platform, required=manifest.offline or bool(unpacked.loaded))
+        staged = stage(install_dir, unpacked.contents, unpacked.modes)   # the first change to DIR
+        try:
+            release = place(staged, install_dir, say)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return _install_release(client, install_dir, release, start, timeout, say, live, platform,
+                                unpacked.loaded)
 
 
 def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
@@ -100,7 +104,6 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     manifest = read_manifest(release)
     result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version, release=release,
                            started=start, loaded=loaded)
-    check_image_ids(client, manifest, platform, required=manifest.offline or bool(loaded))
     result.secrets_added = _add_secrets(install_dir, release, manifest)
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
@@ -165,6 +168,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
              say: Say = quiet, live: bool | None = None) -> InstallResult:
     """Make the previous release current again and bring it up (volumes and secrets kept)."""
     install_dir = Path(install_dir).absolute()
+    preflight(install_dir)
     current = current_release(install_dir)
     previous = release_link(install_dir, "previous")
     if previous is None or previous == current:
@@ -213,6 +217,7 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
     volumes may need them.
     """
     install_dir = Path(install_dir).absolute()
+    preflight(install_dir)
     release = current_release(install_dir)
     lab = read_manifest(release).lab
     client = docker_client()

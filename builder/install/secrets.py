@@ -15,7 +15,9 @@ import string
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..fsutil import atomic_write
+from ..errors import InstallError
+from ..fsutil import CapExceeded, atomic_write, read_capped
+from ..limits import MAX_ENV_BYTES
 from .state import ENV_FILE
 
 ALPHABETS = {
@@ -84,7 +86,10 @@ def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ())
     key the manifest's services name (token/32 when the example does not say).
     """
     env_path = install_dir / ENV_FILE
-    existing = env_path.read_text("utf-8") if env_path.exists() else ""
+    try:
+        existing = read_capped(env_path, MAX_ENV_BYTES).decode("utf-8") if env_path.exists() else ""
+    except (CapExceeded, UnicodeDecodeError) as exc:
+        raise InstallError(f"{env_path}: {exc}", hint="DIR/.env holds KEY=value lines of text; fix or move it") from None
     wanted = secret_specs(example)
     for key in required:
         wanted.setdefault(key, ("token", 32))

@@ -64,8 +64,48 @@ def release_link(install_dir: Path, name: str) -> Path | None:
     link = install_dir / name
     if not link.is_symlink():
         return None
-    target = (install_dir / os.readlink(link)).resolve()
+    try:
+        target = (install_dir / os.readlink(link)).resolve()
+    except (OSError, RuntimeError) as exc:   # a symlink loop, or unreadable
+        raise InstallError(f"{link}: cannot follow ({exc})",
+                           hint=f"{link} must be a link to releases/<version>: remove it and install again") from None
     return target if target.is_dir() else None
+
+
+def preflight(install_dir: Path) -> None:
+    """Refuse an install dir whose labbuild-owned names are not what labbuild made.
+
+    Read-only: it runs before anything in DIR is changed. ``current`` and
+    ``previous`` must be links to ``releases/<version>``, ``.env`` a regular
+    file, ``releases`` a directory — never links out of DIR (a user's file
+    named ``current`` is theirs: labbuild does not replace it).
+    """
+    if install_dir.exists() and not install_dir.is_dir():
+        raise InstallError(f"{install_dir} is not a directory", hint="pass a directory as --dir")
+    for name in ("current", "previous"):
+        link = install_dir / name
+        if link.is_symlink():
+            target = os.readlink(link)
+            parts = target.split("/")
+            if len(parts) != 2 or parts[0] != RELEASES or not is_version(parts[1]):
+                raise InstallError(f"{link} points to {target!r}, not to {RELEASES}/<version>",
+                                   hint=f"it was not made by labbuild: move it away, then install again")
+            release_link(install_dir, name)           # refuses loops
+        elif link.exists():
+            raise InstallError(f"{link} exists and is not a link made by labbuild",
+                               hint=f"move it out of {install_dir}; labbuild keeps its release links there")
+    env = install_dir / ENV_FILE
+    if env.is_symlink() or (env.exists() and not env.is_file()):
+        raise InstallError(f"{env} is not a regular file",
+                           hint="labbuild writes the secrets there itself (mode 0600) and never follows a link; "
+                                "replace it with the file's content")
+    for name in (RELEASES, LOCK_NAME):
+        path = install_dir / name
+        if path.is_symlink():
+            raise InstallError(f"{path} is a link", hint=f"labbuild never follows links out of {install_dir}: "
+                                                         f"replace it with a real {'directory' if name == RELEASES else 'file'}")
+    if (install_dir / RELEASES).exists() and not (install_dir / RELEASES).is_dir():
+        raise InstallError(f"{install_dir / RELEASES} is not a directory", hint="move it away")
 
 
 def current_release(install_dir: Path) -> Path:
@@ -107,7 +147,11 @@ def activate(install_dir: Path, release: Path) -> Path | None:
 def dir_lock(install_dir: Path) -> Iterator[None]:
     """Hold ``DIR/.labbuild.lock`` for the block; InstallError when another command holds it."""
     install_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(install_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(install_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise InstallError(f"{install_dir / LOCK_NAME}: cannot open ({exc.strerror})",
+                           hint="it must be a regular file (labbuild never follows a link there)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -123,7 +167,11 @@ def stage(install_dir: Path, contents: dict[str, bytes], modes: dict[str, int]) 
     """Write a verified bundle's small files into a staging dir under ``DIR/releases/``."""
     staging = install_dir / RELEASES / f".incoming-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir(parents=True)
-    write_tree(staging, contents, modes)
+    try:
+        write_tree(staging, contents, modes)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 
@@ -134,10 +182,7 @@ def _sums(release: Path) -> bytes | None:
 
 def place(staged: Path, install_dir: Path, say: Say) -> Path:
     """Move a staged release to ``DIR/releases/<version>/`` (reusing an identical one)."""
-    version = read_manifest(staged).version
-    if not is_version(version):
-        shutil.rmtree(staged, ignore_errors=True)
-        raise InstallError(f"the bundle's manifest names no usable version ({version!r})")
+    version = read_manifest(staged).version        # a valid version: the one manifest reader checks it
     final = install_dir / RELEASES / version
     if final.exists():
         same = _sums(final) == _sums(staged)

@@ -4,9 +4,9 @@ Built on ``builder.bundle.verify.unpack``: every member is hashed and checked
 against manifest.json, SHA256SUMS and the signature. Image blobs for the
 host platform are fed to ``docker load`` while they are hashed; the load is
 completed only when the whole bundle verified, else aborted so the engine
-keeps nothing. The small files are held in memory and written to a staging
-directory under ``DIR/releases/`` only after verification; blobs are not kept
-on disk (the engine holds them). Nothing in DIR exists before the bundle verified.
+keeps nothing. The small files are held in memory (``builder.limits`` caps
+them) and the caller stages them into the install dir only after its own
+checks; blobs are not kept on disk (the engine holds them).
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from ..bundle.reader import ScannedBundle
 from ..errors import InstallError
 from ..progress import progress_display
 from .engine import StreamingLoad, tar_header
-from .state import Say, stage
+from .state import Say
 
 
 @dataclass
 class Unpacked:
-    """What one pass over a bundle produced: its staged small files, its manifest, the images it loaded."""
+    """What one pass over a bundle produced: its verified small files (in memory), its manifest,
+    the images it loaded. Nothing is written to the install dir until ``stage`` is called."""
 
-    staged: Path
+    contents: dict[str, bytes]
+    modes: dict[str, int]
     manifest: Manifest
     loaded: list[str]
 
@@ -97,8 +99,8 @@ class _ImageLoader:
             self.load.finish()
 
 
-def unpack_bundle(bundle: Path, install_dir: Path, key, client, platform: str, say: Say) -> Unpacked:
-    """Verify ``bundle`` while loading its images, then stage its small files (see the module docstring)."""
+def unpack_bundle(bundle: Path, key, client, platform: str, say: Say) -> Unpacked:
+    """Verify ``bundle`` while loading its images; keep its small files (see the module docstring)."""
     loader = _ImageLoader(client, platform, bundle.name, say)
     say(f"verifying {bundle.name}" + (" and its signature" if key else ""))
     try:
@@ -110,4 +112,4 @@ def unpack_bundle(bundle: Path, install_dir: Path, key, client, platform: str, s
         loader.abort(exc)
         raise
     loader.finish()
-    return Unpacked(stage(install_dir, result.contents, result.modes), result.manifest, loader.tags)
+    return Unpacked(result.contents, result.modes, result.manifest, loader.tags)
