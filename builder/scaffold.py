@@ -107,6 +107,9 @@ def public_keys(variables: dict) -> list[str]:
     return [k for k in variables if not k.startswith("_")]
 
 
+_JINJA = re.compile(r"\{[{%#]|[}%#]\}")
+
+
 def parse_assignments(pairs: Iterable[str], known: list[str]) -> dict[str, str]:
     """``["service_name=foo", ...]`` -> ``{"service_name": "foo"}``, refusing unknown keys."""
     answers: dict[str, str] = {}
@@ -120,6 +123,9 @@ def parse_assignments(pairs: Iterable[str], known: list[str]) -> dict[str, str]:
             close = difflib.get_close_matches(key, known, n=1)
             raise ScaffoldError(f"unknown template variable {key!r}",
                                 hint=f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known))
+        if _JINJA.search(value):
+            raise ScaffoldError(f"{key}: {value!r} holds template syntax ({{{{ }}}}, {{% %}} or {{# #}})",
+                                hint="answers are data, never templates: write the value without those delimiters")
         answers[key] = value
     return answers
 

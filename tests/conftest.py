@@ -49,3 +49,13 @@ def lab_copy(tmp_path) -> Path:
         if (REPO / part).exists():
             shutil.copytree(REPO / part, dst / part)
     return dst
+
+
+def pytest_collection_modifyitems(config, items):
+    """Nightly fuzz rounds run only when asked for (`-m nightly`)."""
+    if "nightly" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="nightly fuzz round: run with `pytest -m nightly`")
+    for item in items:
+        if "nightly" in item.keywords:
+            item.add_marker(skip)

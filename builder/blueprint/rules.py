@@ -14,6 +14,7 @@ import difflib
 import posixpath
 import re
 
+from ..escape import env_value_problem
 from .model import SECRET_REF_RE, Blueprint, secret_env_key, setting_env_key
 from .source import Collector, Source
 
@@ -93,6 +94,10 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
 
 def _check_env(env: dict[str, str], path: tuple, src: Source, out: Collector) -> None:
     for key, value in env.items():
+        why = env_value_problem(value)
+        if why:
+            out.add(src, path + (key,), f"the value {why}",
+                    hint="put multi-line or binary content into a [[files]] entry and point the setting at it")
         if SECRET_KEY_RE.search(key) and not SECRET_REF_RE.fullmatch(value):
             out.add(src, path + (key,), f"{key} looks like a secret and must not be a plain setting",
                     hint=f"declare it as [secrets.{key}] (generated at install), or set it to "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError
-from ..render import parse_env_file
+from ..escape import parse_env_file
 from .layout import LAB_ENV, MANIFEST, TRUST_FILES, Manifest, ManifestService
 from .verify import read_verified
 

@@ -42,11 +42,12 @@ What each renderer produces, and the contracts other parts rely on:
 from __future__ import annotations
 
 from .compose import LABEL_PREFIX, NETWORK, compose_service, port_spec, render_compose, service_environment
-from .envfile import (env_file_value, lab_settings, parse_env_file, render_lab_env,
-                      render_secrets_example)
+from ..bundle.layout import COMPOSE_FILE, bundle_filename, bundle_top
+from ..escape import parse_env_file
+from .envfile import env_file_value, lab_settings, render_lab_env, render_secrets_example
 from .files import render_config_files, render_text_files
 from .observability import render_observability, scrape_targets
-from .release import COMPOSE_FILE, ReleaseInput, bundle_filename, bundle_top, secret_keys, volume_name
+from .release import ReleaseInput, secret_keys, volume_name
 from .runbooks import render_runbooks, render_service_runbook
 
 __all__ = [

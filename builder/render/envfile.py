@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from ..blueprint import SECRET_REF_RE, secret_env_key, setting_env_key
+from ..escape import env_value
 from .release import ReleaseInput
 
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,27 +42,9 @@ def inline_setting(key: str, value: str, service: str) -> bool:
 
 
 def env_file_value(value: str) -> str:
-    """Quote ``value`` for lab.env so compose and POSIX sh both read it literally."""
-    if "'" not in value and "\n" not in value:
-        return f"'{value}'"
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-               .replace("\n", "\\n"))
-    return f'"{escaped}"'
-
-
-def parse_env_file(text: str) -> dict[str, str]:
-    """Read back a lab.env written by ``render_lab_env`` (the inverse of ``env_file_value``)."""
-    out: dict[str, str] = {}
-    for line in text.split("\n"):  # not splitlines(): values may hold \x1e, \u2028, ...
-        if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        if len(value) >= 2 and value[0] == value[-1] == "'":
-            value = value[1:-1]
-        elif len(value) >= 2 and value[0] == value[-1] == '"':
-            value = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], value[1:-1])
-        out[key.strip()] = value
-    return out
+    """Quote ``value`` for lab.env so compose and POSIX sh both read it literally
+    (``builder.escape.env_value``; ``validate`` refuses what it cannot carry)."""
+    return env_value(value)
 
 
 def lab_settings(ri: ReleaseInput) -> dict[str, str]:

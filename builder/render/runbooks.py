@@ -8,12 +8,21 @@ from typing import Any
 
 from ..blueprint import Blueprint, Port, secret_env_key
 from ..bundle.layout import runbook_path
+from ..escape import markdown_block, markdown_text
+from ..limits import LIMITS, MiB
 from .release import ReleaseInput, volume_name
 from .text import template_text
 
 
 def _md_cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return markdown_text(str(text))
+
+
+def limits_list() -> str:
+    """``builder.limits`` as a Markdown list, for the runbook README."""
+    def size(n: int) -> str:
+        return f"{n // MiB} MiB" if n >= MiB and n % MiB == 0 else f"{n:,}"
+    return "\n".join(f"- {what}: {size(n)}" for what, n in LIMITS.items())
 
 
 def service_url(bp: Blueprint, port: Port) -> str:
@@ -26,7 +35,7 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
     """runbooks/<svc>.md: what the service is, where it listens, what it keeps, how to fix it."""
     bp = ri.blueprint(name)
     rec = ri.lock.services.get(name)
-    out = [f"# {name}", "", bp.description, "",
+    out = [f"# {name}", "", markdown_text(bp.description), "",
            f"- Image: `{bp.image.pinned}`",
            f"- Phase {bp.phase}, category {bp.category}"]
     if rec is not None and not rec.verified:
@@ -79,10 +88,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
     if bp.runbook:
         out += ["## Known problems", ""]
         for entry in bp.runbook:
-            out += [f"### {entry.title}", "", f"**Symptom:** {entry.symptom}", ""]
+            out += [f"### {markdown_text(entry.title)}", "", f"**Symptom:** {markdown_block(entry.symptom)}", ""]
             if entry.cause:
-                out += [f"**Cause:** {entry.cause}", ""]
-            out += [f"**Fix:** {entry.fix}", ""]
+                out += [f"**Cause:** {markdown_block(entry.cause)}", ""]
+            out += [f"**Fix:** {markdown_block(entry.fix)}", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -103,6 +112,7 @@ def render_runbooks(ri: ReleaseInput) -> dict[str, str]:
         compose_logs=ri.compose_command("logs --tail 200 SERVICE", "DIR"),
         compose_events=ri.compose_command("ps -a", "DIR"),
         ollama=ollama,
+        limits=limits_list(),
     )
     pages = {"runbooks/README.md": text}
     for name in ri.services:

@@ -15,7 +15,11 @@ def template_text(name: str) -> str:
 
 
 def dump_yaml(data: Any) -> str:
-    """YAML in the order given (no key sorting), never wrapped: the same data, the same bytes."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True,
+    """YAML in the order given (no key sorting), never wrapped: the same data, the same bytes.
+
+    Non-ASCII is written as escapes: with ``allow_unicode`` PyYAML emits U+0085 (NEL)
+    unquoted and reads it back as a line break (tests/test_escape.py found it).
+    """
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=False,
                           width=4096)
 

@@ -89,7 +89,23 @@ LAB=$(mget lab)
 VERSION=$(mget version)
 OFFLINE=$(mget offline)
 [ -n "$LAB" ] && [ -n "$VERSION" ] || die "manifest.json has no lab name or version"
+# The identifier grammars of builder/names.py (tests/test_names.py keeps them equal):
+# names that reach paths and commands are checked in full before anything is used.
+GRAMMAR_NAME='[a-z][a-z0-9]*(-[a-z0-9]+)*'
+GRAMMAR_SERVICE_LENGTH='.{2,41}'
+GRAMMAR_LAB_LENGTH='.{2,63}'
+GRAMMAR_VERSION='(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-((0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?(\+([0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*))?'
+valid() {  # $1 ERE, $2 value: one line matching in full
+    case "$2" in *"
+"*) return 1 ;; esac
+    printf '%s\n' "$2" | grep -Eqx -- "$1"
+}
+valid "$GRAMMAR_NAME" "$LAB" && valid "$GRAMMAR_LAB_LENGTH" "$LAB" || die "manifest.json names an unusable lab: $LAB" "the bundle is damaged or not a labbuild bundle"
+valid "$GRAMMAR_VERSION" "$VERSION" || die "manifest.json names an unusable version: $VERSION" "the bundle is damaged or not a labbuild bundle"
 SERVICES=$(sed -n 's/^services\.\([^.]*\)\.image=.*/\1/p' "$WORK/manifest.flat" | sort -u | tr '\n' ' ')
+for svc in $SERVICES; do
+    valid "$GRAMMAR_NAME" "$svc" && valid "$GRAMMAR_SERVICE_LENGTH" "$svc" || die "manifest.json names an unusable service: $svc" "the bundle is damaged or not a labbuild bundle"
+done
 
 # ---------------------------------------------------------------- compose
 if docker compose version >/dev/null 2>&1; then

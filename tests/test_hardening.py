@@ -1,0 +1,114 @@
+"""Issue 10's classes that need a real bundle or engine: bounded work from tiny input (3),
+and an install dir that is never changed before every check passed (12). The text-file
+classes are in tests/corpus/ (tests/test_corpus.py)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builder.bundle import reader
+from builder.bundle.reader import ScannedBundle, walk_bundle
+from builder.bundle.release import build_release
+from builder.limits import MAX_PROBLEMS
+from builder.render.runbooks import limits_list
+from test_bundle_release import run_labbuild
+from test_render import make_lab
+
+VENV_LABBUILD = Path(sys.executable).with_name("labbuild")
+
+
+def _tar_gz(path: Path, members: dict[str, bytes], top: str = "lab-base-1.0.0") -> Path:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(top)
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(raw.getvalue(), 9))
+    return path
+
+
+def _peak_rss_mib(*argv: str) -> tuple[int, float, str]:
+    """Run argv in a child; its exit code, peak RSS (MiB) and output."""
+    code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+            "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024);"
+            "print(p.stdout + p.stderr)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True).stdout
+    head, _, text = out.partition("\n")
+    rc, rss = head.split()
+    return int(rc), float(rss), text
+
+
+@pytest.mark.parametrize("member,data", [
+    ("SHA256SUMS", b"\n" * (8 << 20)),                                    # 8 MiB of newlines
+    ("SHA256SUMS", b"x\n" * (2 << 20)),                                   # millions of malformed lines
+    ("manifest.json", b"[" * (8 << 20)),                                  # nested beyond any parser
+    ("manifest.json", b'{"format": 1, "services": {' + b'"a": 1, ' * (1 << 20) + b'"z": 1}}'),
+])
+def test_a_tiny_bundle_cannot_make_verify_use_much_memory(tmp_path, member, data):
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", {member: data})
+    assert bomb.stat().st_size <= 10 * 1024 * 1.5, bomb.stat().st_size
+    rc, rss, text = _peak_rss_mib(str(VENV_LABBUILD), "verify", str(bomb))
+    assert rc == 1 and "Traceback" not in text and member in text, text
+    assert rss <= 100, f"{rss:.0f} MiB"
+
+
+def test_problems_reported_are_capped(tmp_path):
+    bomb = _tar_gz(tmp_path / "lines.tar.gz", {"SHA256SUMS": b"x\n" * 5000})
+    proc = run_labbuild("--json", "verify", str(bomb))
+    errors = json.loads(proc.stdout)["errors"]
+    assert proc.returncode == 1 and len(errors) == MAX_PROBLEMS + 1
+    assert errors[-1]["message"].startswith("and ") and "more" in errors[-1]["message"]
+
+
+def test_archive_members_are_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(reader, "MAX_MEMBERS", 3)
+    bomb = _tar_gz(tmp_path / "many.tar.gz", {f"f{i}": b"" for i in range(10)})
+    scan = ScannedBundle()
+    walk_bundle(bomb, scan, lambda rel, m, fh: None)
+    assert any("more than 3 members" in p.message for p in scan.problems)
+
+
+def test_the_runbook_states_every_limit(tmp_path):
+    lab = make_lab(tmp_path / "lab")
+    bundle = build_release(lab, "1.0.0", profile="full", out_dir=tmp_path / "dist").bundle
+    with tarfile.open(bundle) as tar:
+        readme = tar.extractfile("testlab-full-1.0.0/runbooks/README.md").read().decode()
+    assert limits_list() in readme
+
+
+def test_a_bad_bundle_leaves_the_install_dir_untouched(tmp_path, docker_engine):
+    lab = make_lab(tmp_path / "lab")
+    bundle = build_release(lab, "1.0.0", profile="full", out_dir=tmp_path / "dist").bundle
+    members = []
+    with tarfile.open(bundle) as tar:
+        for m in tar.getmembers():
+            data = tar.extractfile(m).read() if m.isreg() else None
+            if m.name.endswith("/lab.env"):
+                data = data.replace(b"true", b"TRUE")
+            members.append((m, data))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for m, data in members:
+            tar.addfile(m, io.BytesIO(data) if data is not None else None)
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(gzip.compress(raw.getvalue()))
+    target = tmp_path / "inst"
+    proc = run_labbuild("install", str(bad), "--dir", str(target))
+    assert proc.returncode == 1 and "lab.env" in proc.stderr and "Traceback" not in proc.stderr
+    assert not target.exists(), sorted(p.name for p in target.rglob("*"))
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    proc = run_labbuild("install", str(bad), "--dir", str(target))
+    assert proc.returncode == 1 and sorted(p.name for p in target.iterdir()) == ["notes.txt"]

@@ -1,0 +1,75 @@
+"""builder.names: one grammar per identifier, matched in full, shared by the schema,
+the loaders and install.sh."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import names
+from builder.blueprint import blueprint_schema
+
+INSTALL_SH = Path(__file__).resolve().parents[1] / "builder" / "templates" / "install.sh"
+
+SAMPLES = {
+    "service": (["ab", "open-webui", "n8n", "a1-b2"], ["a", "ab-", "-ab", "zz--q", "Ab", "a_b", "ab\n", "a" * 42]),
+    "profile": (["base", "phase1", "x-y"], ["x\n---\nservices: []", "../../../escaped", "Phase1", "a--b", ""]),
+    "version": (["0.1.0", "1.2.3-rc.1", "1.0.0+build.5", "10.20.30-alpha.beta"],
+                ["1.0.0\n", "01.0.0", "1.0", "0/../../../../X", "1.0.0-", "v1.0.0"]),
+    "tag": (["v1.12.4", "3.7.13", "lab-4.6.3"], ["v1\n", "", ".hidden", "a b"]),
+    "digest": (["sha256:" + "0" * 64], ["sha256:" + "0" * 64 + "\n", "sha256:" + "A" * 64, "md5:00"]),
+    "env_key": (["QDRANT__SERVICE__API_KEY", "_X", "a.b"], ["KEY\n", "1KEY", "A-B", ""]),
+    "file_name": (["web.conf", "a_b-c.1"], ["a/b", "..", ".hidden", "x\n"]),
+    "container_path": (["/data", "/var/lib/postgresql/data"], ["/data:ro", "data", "/a\nb"]),
+    "line": (["Where to get it: Zero Trust > Tunnels"], ["a\nb", "tab\there"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_grammars_match_in_full(kind):
+    good, bad = SAMPLES[kind]
+    assert [v for v in good if not names.is_valid(kind, v)] == []
+    assert [v for v in bad if names.is_valid(kind, v)] == []
+    assert names.problem(kind, bad[0]) and names.problem(kind, good[0]) is None
+
+
+def test_the_grammars_are_the_schema_s_defs():
+    defs = blueprint_schema()["$defs"]
+    for kind, key in names.KINDS.items():
+        assert names.grammar(kind)[0].pattern == defs[key]["pattern"]
+
+
+def test_schema_patterns_end_like_ecma_262():
+    assert re.search(names.pattern_fullmatch("^a$"), "a") and not re.search(names.pattern_fullmatch("^a$"), "a\n")
+    assert names.pattern_fullmatch("^/") == "^/" and names.pattern_fullmatch("^a\\$") == "^a\\$"
+
+
+def test_inside_refuses_paths_leaving_the_root(tmp_path):
+    assert names.inside(tmp_path, "a", "b.json") == (tmp_path / "a" / "b.json").resolve()
+    for bad in ("../x", "a/../../x", "/etc/passwd"):
+        with pytest.raises(ValueError):
+            names.inside(tmp_path, bad)
+
+
+def _sh_grammar(name: str) -> str:
+    m = re.search(rf"^{name}='([^']*)'$", INSTALL_SH.read_text(), re.M)
+    assert m, f"{name} is not in install.sh"
+    return m[1]
+
+
+@pytest.mark.parametrize("kind,variables", [("service", ("GRAMMAR_NAME", "GRAMMAR_SERVICE_LENGTH")),
+                                            ("lab", ("GRAMMAR_NAME", "GRAMMAR_LAB_LENGTH")),
+                                            ("version", ("GRAMMAR_VERSION", "GRAMMAR_VERSION"))])
+def test_install_sh_checks_the_same_grammars_under_dash(kind, variables, tmp_path):
+    """install.sh cannot read the schema: its EREs, run as install.sh runs them, must agree with names.py."""
+    pattern, length = (_sh_grammar(v) for v in variables)
+    values = [v for pair in SAMPLES.get(kind, SAMPLES["service"]) for v in pair] + ["abc\ndef", "x y", "a" * 50]
+    script = ("valid() { case \"$2\" in *\"\n\"*) return 1 ;; esac; printf '%s\\n' \"$2\" | grep -Eqx -- \"$1\"; }\n"
+              'for v in "$@"; do if valid "$P" "$v" && valid "$L" "$v"; then echo 1; else echo 0; fi; done')
+    out = subprocess.run(["dash", "-c", script, "sh", *values], capture_output=True, text=True,
+                         env={"P": pattern, "L": length, "PATH": "/usr/bin:/bin"}, check=True).stdout.split()
+    expected = ["1" if names.is_valid(kind, v) else "0" for v in values]
+    assert out == expected, list(zip(values, out, expected))
