@@ -73,3 +73,15 @@ def test_install_sh_checks_the_same_grammars_under_dash(kind, variables, tmp_pat
                          env={"P": pattern, "L": length, "PATH": "/usr/bin:/bin"}, check=True).stdout.split()
     expected = ["1" if names.is_valid(kind, v) else "0" for v in values]
     assert out == expected, list(zip(values, out, expected))
+
+
+def test_the_template_hook_checks_the_same_service_grammar():
+    """Plain cookiecutter users have no labbuild: the hook's own regexes must agree with names.py."""
+    import importlib.util
+    hook = Path(__file__).resolve().parents[1] / "cookiecutter-service" / "hooks" / "pre_gen_project.py"
+    spec = importlib.util.spec_from_file_location("pre_gen_hook", hook)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for kind, regex in (("service", module.NAME_RE), ("tag", module.TAG_RE), ("digest", module.DIGEST_RE)):
+        for value in [v for pair in SAMPLES[kind] for v in pair]:
+            assert (regex.fullmatch(value) is not None) == names.is_valid(kind, value), (kind, value)

@@ -486,7 +486,12 @@ from hypothesis import given, settings, strategies as st
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=40))
-def test_env_file_quoting_round_trips_any_value(value):
+def test_env_file_quoting_round_trips_any_value_or_refuses_it(value):
+    from builder.escape import env_value_problem
+    if env_value_problem(value):
+        with pytest.raises(ValueError):
+            env_file_value(value)
+        return
     assert parse_env_file(f"K={env_file_value(value)}\n") == {"K": value}
 
 

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .. import names
 from ..bundle.layout import MANIFEST, SUMS, Manifest, is_version
 from ..bundle.verify import write_tree
 from ..errors import BundleError, InstallError
@@ -183,7 +184,7 @@ def _sums(release: Path) -> bytes | None:
 def place(staged: Path, install_dir: Path, say: Say) -> Path:
     """Move a staged release to ``DIR/releases/<version>/`` (reusing an identical one)."""
     version = read_manifest(staged).version        # a valid version: the one manifest reader checks it
-    final = install_dir / RELEASES / version
+    final = names.inside(install_dir / RELEASES, version)
     if final.exists():
         same = _sums(final) == _sums(staged)
         shutil.rmtree(staged, ignore_errors=True)

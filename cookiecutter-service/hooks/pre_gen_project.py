@@ -14,7 +14,8 @@ import json
 import re
 import sys
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
+NAME_RE = re.compile(r"^(?=.{2,41}$)[a-z][a-z0-9]*(-[a-z0-9]+)*$")   # builder/names.py: service
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # registry host (with a dot, a port, or localhost) / path components
@@ -36,12 +37,14 @@ def _port_problem(key: str, value: str, *, optional: bool) -> str | None:
 
 def answer_problems(answers: dict) -> list[str]:
     """Every problem with the template answers, as ``key: message`` lines (empty: all good)."""
+    out: list[str] = [f"{k}: {v!r} holds a newline or another control character (answers are one line)"
+                      for k, v in answers.items() if not k.startswith("_") and CONTROL_RE.search(str(v))]
     a = {k: str(v).strip() for k, v in answers.items() if not k.startswith("_")}
-    out: list[str] = []
     name = a.get("service_name", "")
     if not NAME_RE.fullmatch(name):
         out.append(f"service_name: {name!r} must match " + NAME_RE.pattern + " "
-                   "(lower-case letters, digits, hyphens; starts with a letter; e.g. node-red)")
+                   "(lower-case letters, digits, single hyphens; starts with a letter, ends with a letter "
+                   "or digit; 2 to 41 characters; e.g. node-red)")
     if not a.get("description"):
         out.append("description: must not be empty (one line: what the service does)")
     if a.get("category", "app") not in CATEGORIES:
@@ -49,7 +52,7 @@ def answer_problems(answers: dict) -> list[str]:
     if a.get("phase", "1") not in PHASES:
         out.append(f"phase: {a.get('phase')!r} is unknown; pick one of {', '.join(PHASES)} (0 = base stack)")
     docs = a.get("docs", "")
-    if docs and not re.match(r"^https?://", docs):
+    if docs and not re.fullmatch(r"https?://[^\s<>`]+", docs):
         out.append(f"docs: {docs!r} must be an http(s):// URL, or empty")
     image = a.get("image_name", "")
     if not IMAGE_RE.fullmatch(image):
