@@ -204,7 +204,8 @@ def test_another_lab_in_the_same_dir_is_refused(airgap, docker_engine, tmp_path)
     target = tmp_path / "inst"
     assert install_bundle(bundle, target, start=False).ok
     installed = target / "releases" / "1.0.0" / "manifest.json"
-    installed.write_text(installed.read_text().replace(f'"lab": "{lab.name}"', '"lab": "someone-else"'))
+    installed.write_text(installed.read_text().replace(f'"lab": "{lab.name}"', '"lab": "someone-else"')
+                         .replace(f'"name": "{lab.name}-', '"name": "someone-else-'))
     with pytest.raises(LabbuildError) as exc:
         install_bundle(bundle, target, start=False)
     assert "someone-else" in exc.value.message and "own --dir" in exc.value.hint
