@@ -19,7 +19,7 @@ from .blueprint import Lab
 from .errors import LockError
 from .fsutil import CapExceeded, atomic_write, canonical_json, read_capped
 from .limits import MAX_LOCK_BYTES
-from .typecheck import field_problems
+from .typecheck import field_problems, summarize
 
 LOCK_FORMAT = 1
 LOCK_PATH = Path("lockfiles") / "lab.lock.json"
@@ -119,9 +119,7 @@ def lock_from_json(data: Any, where: str = "lock") -> Lock:
                         hint="regenerate it with `labbuild lock`") from None
     problems = field_problems(lock) + _grammar_problems(lock)
     if problems:
-        raise LockError(f"{where}: malformed lock: {problems[0]}"
-                        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-                        hint="regenerate it with `labbuild lock`")
+        raise LockError(f"{where}: malformed lock: {summarize(problems)}", hint="regenerate it with `labbuild lock`")
     return lock
 
 

@@ -35,7 +35,7 @@ from ..fsutil import canonical_json
 from .. import names
 from ..limits import MAX_MANIFEST_BYTES, MAX_MEMBERS, MAX_PROBLEMS, MAX_SUMS_BYTES
 from ..platforms import platform_file
-from ..typecheck import field_problems
+from ..typecheck import field_problems, summarize
 
 BUNDLE_FORMAT = 1
 
@@ -294,7 +294,6 @@ class Manifest:
                               hint="the bundle is damaged or not a labbuild bundle") from None
         problems = field_problems(manifest) + manifest_grammar_problems(manifest)
         if problems:
-            raise BundleError(f"{where}: {problems[0]}: malformed manifest"
-                              + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+            raise BundleError(f"{where}: malformed manifest: {summarize(problems)}",
                               hint="the bundle is damaged or not a labbuild bundle")
         return manifest
