@@ -5,11 +5,12 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 
 from builder.bundle.layout import ManifestHealth
-from builder.install.health import Probe, dependency_order, parse_duration, probe_once, wait_healthy
+from builder.install.health import Probe, budget, dependency_order, parse_duration, probe_once, wait_healthy
 
 
 def test_dependency_order_puts_dependencies_first():
@@ -78,3 +79,128 @@ def test_probe_from_manifest():
                                               status=(200, 401), start_period="1m", timeout="3s"))
     assert (p.host_port, p.path, p.status, p.start_period, p.request_timeout) == (6333, "/healthz", (200, 401), 60, 3)
     assert Probe.from_health("w", None) is None
+
+
+class SlowServer:
+    """A real HTTP server on 127.0.0.1 that answers 503 until ``ready_after`` seconds after
+    ``arm()``, then 200; it records when each request arrived."""
+
+    def __init__(self, ready_after: float) -> None:
+        self.ready_after, self.armed, self.hits = ready_after, None, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                now = time.monotonic()
+                outer.hits.append(now)
+                ready = outer.armed is not None and now - outer.armed >= outer.ready_after
+                self.send_response(200 if ready else 503)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def arm(self) -> None:
+        self.armed = time.monotonic()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slow_servers():
+    made: list[SlowServer] = []
+
+    def make(ready_after: float) -> SlowServer:
+        made.append(SlowServer(ready_after))
+        return made[-1]
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_budget_is_the_larger_of_timeout_and_start_period():
+    assert budget(Probe("s", 1, start_period=600), 300) == 600
+    assert budget(Probe("s", 1, start_period=60), 300) == 300
+    assert budget(Probe("s", 1), 5) == 5
+
+
+def test_a_slow_service_within_its_start_period_passes(slow_servers):
+    """Healthy only after the --timeout deadline, but within its own start_period."""
+    slow = slow_servers(1.5)
+    slow.arm()
+    probes = {"webui": Probe("webui", slow.port, start_period=4)}
+    results = wait_healthy(probes, {"webui": []}, timeout=0.5, live=False, interval=0.1)
+    assert results["webui"].state == "healthy"
+    assert 1.4 <= results["webui"].seconds < 4
+
+
+def test_the_same_slow_service_without_a_start_period_fails_after_the_timeout(slow_servers):
+    slow = slow_servers(3)
+    slow.arm()
+    results = wait_healthy({"webui": Probe("webui", slow.port)}, {"webui": []}, timeout=0.5, live=False,
+                           interval=0.1)
+    assert results["webui"].state == "unhealthy"
+    assert "(--timeout 0s)" in results["webui"].detail
+    assert "503" in results["webui"].detail and results["webui"].seconds < 2
+
+
+def test_independent_slow_services_take_the_max_not_the_sum(slow_servers):
+    a, b = slow_servers(1.5), slow_servers(1.5)
+    a.arm()
+    b.arm()
+    began = time.monotonic()
+    results = wait_healthy({"a": Probe("a", a.port), "b": Probe("b", b.port)}, {"a": [], "b": []},
+                           timeout=2.5, live=False, interval=0.1)
+    took = time.monotonic() - began
+    assert {r.state for r in results.values()} == {"healthy"}
+    assert took < 2.5, f"{took:.1f}s: awaited one after the other"
+
+
+def test_timeout_bounds_each_service_not_the_lab(slow_servers):
+    """A chain db <- api, api ready 1 s after db turned healthy (as a dependent container starts
+    after its dependency), each within --timeout 1.6 s: the lab takes more than the timeout and
+    both are healthy."""
+    db, api = slow_servers(1.0), slow_servers(1.0)
+    handler = db.server.RequestHandlerClass
+    original = handler.do_GET
+
+    def do_get(request):
+        original(request)
+        if api.armed is None and time.monotonic() - db.armed >= db.ready_after:
+            api.arm()
+    handler.do_GET = do_get
+    db.arm()
+    lines: list[str] = []
+    results = wait_healthy({"db": Probe("db", db.port), "api": Probe("api", api.port)}, {"db": [], "api": ["db"]},
+                           timeout=1.6, container_state=lambda svc: "running", say=lines.append, live=False,
+                           interval=0.1)
+    assert results["db"].state == "healthy" and results["api"].state == "healthy", results
+    assert results["db"].seconds + results["api"].seconds > 1.6
+    assert any(line.startswith("  db: healthy") for line in lines)
+
+
+def test_a_dependent_is_probed_only_once_its_dependency_is_healthy(slow_servers):
+    db, api = slow_servers(1.0), slow_servers(0)
+    db.arm()
+    api.arm()
+    results = wait_healthy({"db": Probe("db", db.port), "api": Probe("api", api.port)},
+                           {"db": [], "api": ["db"]}, timeout=5, live=False, interval=0.1)
+    assert results["api"].state == "healthy"
+    db_healthy_at = db.hits[-1]
+    assert api.hits and min(api.hits) >= db_healthy_at
+
+
+def test_a_failed_service_skips_its_dependents_but_not_independent_services(slow_servers, http_server):
+    slow = slow_servers(0.8)
+    slow.arm()
+    probes = {"db": Probe("db", http_server, path="/missing"), "api": Probe("api", http_server, path="/ok"),
+              "other": Probe("other", slow.port)}
+    results = wait_healthy(probes, {"db": [], "api": ["db"], "other": []}, timeout=1.5, live=False, interval=0.1)
+    assert {s: r.state for s, r in results.items()} == {"db": "unhealthy", "api": "skipped", "other": "healthy"}
+    assert "db is not healthy" in results["api"].detail

@@ -1,12 +1,20 @@
-"""Host-side health probes of an installed lab, in dependency order.
+"""Host-side health probes of an installed lab, awaited concurrently in dependency order.
 
 Each service's ``[health]`` (rendered into the bundle's manifest.json, read as
 ``builder.bundle.layout.ManifestHealth``)
 is probed from the host through its published 127.0.0.1 port: HTTP(S) wants
-one of ``status`` (default any 2xx), ``tcp`` wants a connection. Services are
-probed one after another in dependency order (they all start together, so
-waiting in order costs no extra time), a service only once everything it
-depends on is healthy. A live rich display shows each one's state; without a
+one of ``status`` (default any 2xx), ``tcp`` wants a connection.
+
+Timing (issue 11): a service is probed only once every service it depends on
+is healthy (or has no probe); from that moment it has its own budget of
+``max(timeout, start_period)`` seconds -- ``--timeout`` bounds one service,
+never the whole lab, and a service whose blueprint says its first start takes
+longer (``[health] start_period``, e.g. a model download) gets that long.
+Independent services are awaited at the same time, so the lab takes as long
+as its slowest dependency chain, not the sum of its services. A service that
+fails makes its dependents ``skipped``; services that do not depend on it are
+still awaited. Image pulls happen before (``builder.install.pull``) and count
+against no budget. A live rich display shows each one's state; without a
 terminal, one line per service goes to ``say``.
 """
 
@@ -15,8 +23,10 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import threading
 import time
 import http.client
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -114,61 +124,101 @@ def probe_once(probe: Probe) -> tuple[bool, str]:
     return ok, f"{probe.url} answered {status}"
 
 
+def budget(probe: Probe, timeout: float) -> float:
+    """Seconds a service may take to become healthy once its dependencies are: ``max(timeout, start_period)``."""
+    return max(timeout, probe.start_period)
+
+
+def _await_one(probe: Probe, timeout: float, container_state: Callable[[str], str | None] | None,
+               interval: float) -> HealthResult:
+    """Probe one service until healthy, its budget is spent, or its container stays exited."""
+    svc, started = probe.service, time.monotonic()
+    limit = budget(probe, timeout)
+    deadline, exited_seen = started + limit, 0
+    while True:
+        ok, detail = probe_once(probe)
+        if ok:
+            return HealthResult(svc, "healthy", detail, time.monotonic() - started)
+        state = container_state(svc) if container_state else None
+        exited_seen = exited_seen + 1 if state in ("exited", "dead", "missing", "created") else 0
+        if exited_seen >= 3:
+            return HealthResult(svc, "unhealthy", f"container is {state}; last probe: {detail}",
+                                time.monotonic() - started)
+        if time.monotonic() >= deadline:
+            why = (f"its start_period {probe.start_period:.0f}s" if probe.start_period > timeout
+                   else f"--timeout {timeout:.0f}s")
+            return HealthResult(svc, "unhealthy", f"not healthy after {limit:.0f}s ({why}); last probe: {detail}",
+                                time.monotonic() - started)
+        time.sleep(interval)
+
+
 def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, Iterable[str]], timeout: float, *,
                  container_state: Callable[[str], str | None] | None = None,
                  say: Callable[[str], None] | None = None, live: bool | None = None,
                  interval: float = 0.5) -> dict[str, HealthResult]:
-    """Probe every service in dependency order until healthy or ``timeout`` seconds pass.
+    """Await every service (see the module docstring for the timing); a result per service.
 
     ``container_state(service)`` (optional) returns the container's state
     (running, exited, ...) so a container that exited fails fast instead of
-    waiting out the timeout. Returns a result per service; stops probing at
-    the first unhealthy one (its dependents and the rest are ``skipped``).
+    waiting out its budget. A service whose dependency failed is ``skipped``.
     """
     console = Console(stderr=True)
     show = console.is_terminal if live is None else (live and console.is_terminal)
     order = dependency_order(depends_on)
+    deps = {s: [d for d in depends_on.get(s, ()) if d in depends_on and d != s] for s in order}
     results: dict[str, HealthResult] = {}
-    deadline = time.monotonic() + timeout
+    lock = threading.Lock()
+
+    def tell(svc: str, text: str, task_text: str) -> None:
+        bars.update(tasks[svc], description=f"{svc}: {task_text}", completed=1)
+        if say and not show:
+            with lock:
+                say(f"  {svc}: {text}")
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, disable=not show, transient=False) as bars:
-        tasks = {s: bars.add_task(f"{s}: waiting", total=1) for s in order}
-        failed = False
-        for svc in order:
+                  console=console, disable=not show, transient=False) as bars, \
+            ThreadPoolExecutor(max_workers=max(1, min(32, len(order))), thread_name_prefix="health") as pool:
+        tasks = {s: bars.add_task(f"{s}: waiting for {', '.join(deps[s])}" if deps[s] else f"{s}: waiting",
+                                  total=1) for s in order}
+        pending = list(order)
+        running: dict[Future, str] = {}
+
+        def start(svc: str) -> None:
+            pending.remove(svc)
             probe = probes.get(svc)
-            if failed:
-                results[svc] = HealthResult(svc, "skipped", "not checked: an earlier service failed")
-                bars.update(tasks[svc], description=f"{svc}: not checked", completed=1)
-                continue
             if probe is None:
                 results[svc] = HealthResult(svc, "no-probe", "no [health] probe; started")
-                bars.update(tasks[svc], description=f"{svc}: started (no health probe)", completed=1)
-                if say and not show:
-                    say(f"  {svc}: started (no health probe)")
+                tell(svc, "started (no health probe)", "started (no health probe)")
+                return
+            long = f" (start_period {probe.start_period:.0f}s)" if probe.start_period > timeout else ""
+            bars.update(tasks[svc], description=f"{svc}: probing {probe.url}{long}")
+            running[pool.submit(_await_one, probe, timeout, container_state, interval)] = svc
+
+        while pending or running:
+            changed = True
+            while changed:          # start (or skip) every service whose dependencies are settled
+                changed = False
+                for svc in list(pending):
+                    failed = [d for d in deps[svc] if d in results and not results[d].ok]
+                    if failed:
+                        pending.remove(svc)
+                        results[svc] = HealthResult(svc, "skipped",
+                                                    f"not checked: {', '.join(failed)} is not healthy")
+                        tell(svc, results[svc].detail, "not checked")
+                        changed = True
+                    elif all(d in results for d in deps[svc]):
+                        start(svc)
+                        changed = True
+            if pending and not running:   # a cycle (validate forbids them): keep going rather than hang
+                start(pending[0])
+            if not running:
                 continue
-            started = time.monotonic()
-            bars.update(tasks[svc], description=f"{svc}: probing {probe.url}")
-            detail, exited_seen = "", 0
-            while True:
-                ok, detail = probe_once(probe)
-                if ok:
-                    results[svc] = HealthResult(svc, "healthy", detail, time.monotonic() - started)
-                    bars.update(tasks[svc], description=f"{svc}: healthy", completed=1)
-                    if say and not show:
-                        say(f"  {svc}: healthy ({detail})")
-                    break
-                state = container_state(svc) if container_state else None
-                exited_seen = exited_seen + 1 if state in ("exited", "dead", "missing", "created") else 0
-                if exited_seen >= 3:
-                    detail = f"container is {state}; last probe: {detail}"
-                if exited_seen >= 3 or time.monotonic() >= deadline:
-                    if exited_seen < 3:
-                        detail = f"not healthy after {timeout:.0f}s; last probe: {detail}"
-                    results[svc] = HealthResult(svc, "unhealthy", detail, time.monotonic() - started)
-                    bars.update(tasks[svc], description=f"{svc}: UNHEALTHY", completed=1)
-                    if say and not show:
-                        say(f"  {svc}: UNHEALTHY ({detail})")
-                    failed = True
-                    break
-                time.sleep(interval)
-    return results
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                svc = running.pop(future)
+                r = results[svc] = future.result()
+                if r.ok:
+                    tell(svc, f"healthy ({r.detail}, {r.seconds:.1f}s)", "healthy")
+                else:
+                    tell(svc, f"UNHEALTHY ({r.detail})", "UNHEALTHY")
+    return {s: results[s] for s in order}
