@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "builder.commands.install:rollback",
     "uninstall": "builder.commands.install:uninstall",
     "check": "builder.commands.install:check",
+    "doctor": "builder.commands.install:doctor",
     "new-service": "builder.commands.scaffold:new_service",
 }
 

@@ -279,11 +279,12 @@ def compose_bin() -> str:
     return found
 
 
-def compose_config(bundle_dir: Path, secrets: dict[str, str], project: str) -> dict:
+def compose_config(bundle_dir: Path, secrets: dict[str, str], project: str,
+                   files: tuple[str, ...] = ("compose.yaml",)) -> dict:
     """`docker compose config` of an extracted bundle dir with fake secrets: the parsed result."""
     env = bundle_dir.parent / f"{project}.env"
     env.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
-    proc = subprocess.run([compose_bin(), "-p", project, "-f", "compose.yaml", "--env-file", "lab.env",
+    proc = subprocess.run([compose_bin(), "-p", project, *(a for f in files for a in ("-f", f)), "--env-file", "lab.env",
                            "--env-file", str(env), "config", "--format", "json"],
                           cwd=bundle_dir, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -330,7 +331,11 @@ def test_compose_is_accepted_by_docker_compose_and_wires_env_secrets_and_deps(tm
     assert {v["target"]: v["type"] for v in web["volumes"]} == {"/data": "volume", "/etc/web.conf": "bind"}
     conf = next(v for v in web["volumes"] if v["target"] == "/etc/web.conf")
     assert conf["read_only"] and conf["source"] == str(out / "config/web/web.conf")
-    assert app["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "deploy" not in app          # the GPU reservation lives in compose.gpu.yaml (install --gpu)
+    gpu = compose_config(out, fake_secrets(ri), f"rt-{os.getpid()}", files=("compose.yaml", "compose.gpu.yaml"))
+    assert gpu["services"]["app"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert [s for s, v in gpu["services"].items() if "deploy" in v] == ["app"]
+    assert gpu["services"]["app"]["image"] == app["image"]
     assert app["mem_limit"] == "2147483648" and app["cpus"] == 1.5 and app["user"] == "1000:1000"
     assert web["labels"] == {"org.local-ai-lab.lab": "testlab", "org.local-ai-lab.profile": "full",
                              "org.local-ai-lab.service": "web"}   # no version: upgrades recreate only changes
@@ -468,12 +473,16 @@ def test_runbooks_cover_operations_and_every_service(tmp_path):
                     "port is already taken", "keeps restarting", "Out of disk", "GPU not visible",
                     "unhealthy after an upgrade"):
         assert heading.lower() in readme.lower(), heading
-    assert "docker compose -p testlab -f compose.yaml --env-file lab.env --env-file DIR/.env up -d" in readme
+    assert "cd DIR && docker compose ps" in readme and "docker compose exec SERVICE sh" in readme
+    assert "--env-file" not in readme and " -p " not in readme      # plain compose in DIR (issue 11)
     assert "A web app \\| with a pipe" in readme
     web = pages["runbooks/web.md"]
     for text in ("18080", "127.0.0.1:18080", "testlab_web_data", "WEB__API_TOKEN", "/healthz",
-                 "Web answers 502", "the app is still starting", "https://example.org/web"):
+                 "Web answers 502", "the app is still starting", "https://example.org/web",
+                 "cd DIR && docker compose ps", "docker compose logs --tail 100 -f web", "docker compose restart web",
+                 "docker compose exec web sh"):
         assert text in web, text
+    assert "--env-file" not in web
 
 
 def test_rendering_is_deterministic_and_independent_of_dict_order(tmp_path):
@@ -547,3 +556,10 @@ def test_alert_rules_fire_when_promtool_replays_a_down_target_and_a_full_disk(tm
     (prom / "alerts.test.yml").write_text(ALERT_TESTS)
     proc = subprocess.run([promtool, "test", "rules", "alerts.test.yml"], cwd=prom, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_lab_without_gpu_services_gets_no_gpu_override(tmp_path):
+    files = render_text_files(release_input(make_lab(tmp_path / "lab")))
+    assert "compose.gpu.yaml" in files and "count: all" in files["compose.gpu.yaml"]   # app has gpus = "all"
+    plain = make_lab(tmp_path / "plain", app=SERVICES["app"].replace("gpus = \"all\"", ""))
+    assert "compose.gpu.yaml" not in render_text_files(release_input(plain))

@@ -18,7 +18,8 @@ A bundle is one archive holding one top directory ``<lab>-<profile>-<version>/``
 manifest.json: ``{"format": 1, "lab", "name" (top dir), "version", "profile",
 "inputs", "labbuild", "offline", "platforms", "services": {name: {"image",
 "digest", "verified", "config_digests", "ports", "health", "healthcheck",
-"depends_on", "volumes", "secrets", "runbook"}}, "files": {arcname: {"sha256",
+"depends_on", "volumes", "secrets", "runbook", and when set "memory", "gpus"}},
+"files": {arcname: {"sha256",
 "size"}}}``; ``files`` lists every file but manifest.json, SHA256SUMS and the
 signature.
 """
@@ -42,6 +43,7 @@ BUNDLE_FORMAT = 1
 # --------------------------------------------------------------------------- file names
 
 COMPOSE_FILE = "compose.yaml"
+COMPOSE_GPU_FILE = "compose.gpu.yaml"      # only in bundles with a [resources] gpus service
 LAB_ENV = "lab.env"
 SECRETS_EXAMPLE = "secrets.env.example"
 LOCK_FILE = "lock.json"
@@ -204,6 +206,8 @@ class ManifestService:
     secrets: tuple[str, ...]                # env keys of the install's .env
     runbook: str
     healthcheck: bool = False               # an in-container healthcheck exists
+    memory: str | None = None               # [resources] memory (omitted from the JSON when None)
+    gpus: str | int | None = None           # [resources] gpus: reserved only with `install --gpu` (idem)
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,9 @@ class Manifest:
             d.update(ports=[asdict(p) for p in s.ports], volumes=[asdict(v) for v in s.volumes],
                      depends_on=list(s.depends_on), secrets=list(s.secrets),
                      health=None if s.health is None else {**asdict(s.health), "status": list(s.health.status)})
+            for optional in ("memory", "gpus"):   # absent unless set: other bundles stay byte-identical
+                if d[optional] is None:
+                    del d[optional]
             return d
         return {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -282,7 +289,8 @@ class Manifest:
                     ports=tuple(ManifestPort(**p) for p in s["ports"]),
                     health=None if health is None else ManifestHealth(**{**health, "status": tuple(health["status"])}),
                     depends_on=tuple(s["depends_on"]), volumes=tuple(ManifestVolume(**v) for v in s["volumes"]),
-                    secrets=tuple(s["secrets"]), runbook=s["runbook"], healthcheck=bool(s.get("healthcheck")))
+                    secrets=tuple(s["secrets"]), runbook=s["runbook"], healthcheck=bool(s.get("healthcheck")),
+                    memory=s.get("memory"), gpus=s.get("gpus"))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "(top level)"

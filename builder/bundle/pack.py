@@ -77,7 +77,9 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             depends_on=tuple(d for d in bp.effective_depends_on(ri.services) if d in ri.services),
             volumes=tuple(ManifestVolume(name=v.name, volume=volume_name(name, v.name), target=v.target,
                                          read_only=v.read_only) for v in bp.volumes),
-            secrets=tuple(secret_keys(ri, name)), runbook=runbook_path(name))
+            secrets=tuple(secret_keys(ri, name)), runbook=runbook_path(name),
+            memory=bp.resources.memory if bp.resources else None,
+            gpus=bp.resources.gpus if bp.resources else None)
     return out
 
 

@@ -12,7 +12,13 @@ from .params import Seconds
 _dir_option = click.option("--dir", "install_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                            help="The install directory (holds releases/, current and .env).")
 _timeout_option = click.option("--timeout", type=Seconds(min=1), default=300, show_default=True,
-                               help="Seconds to wait for every service to be healthy.")
+                               help="Seconds each service may take to become healthy once its dependencies "
+                                    "are (a service whose [health] start_period is longer gets that long); "
+                                    "image pulls are not counted.")
+_gpu_option = click.option("--gpu/--no-gpu", default=None,
+                           help="Turn the GPU reservations of the bundle's services with [resources] gpus on "
+                                "(needs the NVIDIA runtime; refused without it) or off. Default: as installed "
+                                "before (off for a new install).")
 
 
 def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
@@ -36,22 +42,27 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
               help="Ed25519 public key: the bundle's signature must verify with it.")
 @click.option("--no-start", is_flag=True, help="Unpack, load images and write secrets, but do not start.")
 @_timeout_option
+@_gpu_option
 @pass_output
 @click.pass_context
 def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, key: Path | None,
-            no_start: bool, timeout: float) -> None:
+            no_start: bool, timeout: float, gpu: bool | None) -> None:
     """Install BUNDLE into --dir, or upgrade the lab installed there.
 
-    Verifies the bundle (and its signature with --key) before touching
-    anything, unpacks it into DIR/releases/<version>/, loads its images and
+    Runs `labbuild doctor` first and stops before touching anything when
+    the host is not ready. Verifies the bundle (and its signature with --key)
+    before touching anything, unpacks it into DIR/releases/<version>/, loads its images and
     checks each image ID against the lock, generates missing secrets into
-    DIR/.env (0600, kept across upgrades), runs `docker compose up -d` and
-    waits until every service answers its health probe. Exit 0 only when
-    all are healthy.
+    DIR/.env (0600, kept across upgrades), writes DIR/compose.yaml (so
+    `cd DIR && docker compose ps|logs|restart|exec` work with no flags),
+    pulls an online bundle's images, runs `docker compose up -d` and waits
+    until every service answers its health probe. Exit 0 only when all are
+    healthy.
     """
     from ..install.apply import install_bundle
 
-    result = install_bundle(bundle, install_dir, key=key, start=not no_start, timeout=timeout, say=out.info)
+    result = install_bundle(bundle, install_dir, key=key, start=not no_start, timeout=timeout, say=out.info,
+                            gpu=gpu)
     _render_install(ctx, out, result, "installed")
 
 
@@ -133,5 +144,29 @@ def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[st
         out.info(report.render_table().splitlines()[-1])
     else:
         out.result({}, report.render_table())
+    if not report.ok:
+        ctx.exit(1)
+
+
+@click.command()
+@click.argument("bundle", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--dir", "install_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The install directory (checked for writing; without BUNDLE, its current release is checked).")
+@click.option("--gpu", is_flag=True, help="Also require the NVIDIA runtime for the bundle's GPU services.")
+@pass_output
+@click.pass_context
+def doctor(ctx: click.Context, out: Output, bundle: Path | None, install_dir: Path | None, gpu: bool) -> None:
+    """Offline preflight of this host for BUNDLE (what `install` runs first).
+
+    Checks the engine and its version, compose v2, every host port of the
+    bundle (naming the process that holds a taken one), disk space for the
+    images, memory against the services' limits, the NVIDIA runtime with
+    --gpu, and that --dir is writable. Exit 1 when a check fails; each
+    failure names its fix.
+    """
+    from ..install.doctor import doctor as run_doctor
+
+    report = run_doctor(bundle, install_dir, gpu=gpu)
+    out.result(report.to_json(), report.render_table())
     if not report.ok:
         ctx.exit(1)

@@ -30,12 +30,14 @@ import docker
 
 from ..bundle.layout import SECRETS_EXAMPLE, Manifest
 from ..errors import InstallError
-from .compose import Project, hint_for
+from .compose import Project, hint_for, wrapper_gpu, write_wrapper
+from .doctor import gpu_services, preflight_bundle
 from .engine import check_image_ids, check_running_images, containers, docker_client, host_platform, running
-from .health import HealthResult, Probe, wait_healthy
+from .health import HealthResult, Probe, budget, wait_healthy
+from .pull import pull_images
 from .secrets import write_secrets
 from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
-                    place, preflight, quiet, read_manifest, release_link, safe_manifest, stage)
+                    place, preflight, quiet, read_manifest, release_link, safe_manifest, stage, WRAPPER)
 from .unpack import unpack_bundle
 
 DEFAULT_TIMEOUT = 300.0
@@ -72,12 +74,18 @@ def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[s
 
 def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *, key: str | os.PathLike | None = None,
                    start: bool = True, timeout: float = DEFAULT_TIMEOUT, say: Say = quiet,
-                   live: bool | None = None) -> InstallResult:
-    """Install (or upgrade to) ``bundle`` in ``install_dir``; see the module docstring."""
+                   live: bool | None = None, gpu: bool | None = None) -> InstallResult:
+    """Install (or upgrade to) ``bundle`` in ``install_dir``; see the module docstring.
+
+    ``gpu``: turn the bundle's GPU reservations on (True) or off (False);
+    None keeps what the install had (off for a new install).
+    """
     bundle, install_dir = Path(bundle), Path(install_dir).absolute()
     if not bundle.is_file():
         raise InstallError(f"{bundle}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
+    gpu = wrapper_gpu(install_dir) if gpu is None else gpu
     preflight(install_dir)
+    preflight_bundle(bundle, install_dir, gpu=gpu, say=say)   # doctor: before anything is touched
     client = docker_client()
     platform = host_platform(client)
     unpacked = unpack_bundle(bundle, key, client, platform, say)
@@ -96,11 +104,11 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         return _install_release(client, install_dir, release, start, timeout, say, live, platform,
-                                unpacked.loaded)
+                                unpacked.loaded, gpu)
 
 
 def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
-                     live: bool | None, platform: str, loaded: list[str]) -> InstallResult:
+                     live: bool | None, platform: str, loaded: list[str], gpu: bool) -> InstallResult:
     manifest = read_manifest(release)
     result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version, release=release,
                            started=start, loaded=loaded)
@@ -108,7 +116,7 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
-    previous = activate(install_dir, release)
+    previous = _switch(install_dir, release, manifest, gpu, say)
     result.previous = previous.name if previous else None
     say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
     if not start:
@@ -117,14 +125,28 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
 
 
+def _switch(install_dir: Path, release: Path, manifest: Manifest, gpu: bool, say: Say) -> Path | None:
+    """Make ``release`` current and point DIR/compose.yaml at it; return what was current."""
+    gpu = gpu and bool(gpu_services(manifest))
+    previous = activate(install_dir, release)
+    write_wrapper(install_dir, manifest.lab, release, gpu)
+    if gpu:
+        say("GPU reservations on for: " + ", ".join(gpu_services(manifest)))
+    return previous
+
+
 def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, result: InstallResult, platform: str,
               timeout: float, say: Say, live: bool | None) -> InstallResult:
     """compose up, then the image-ID check of what runs, then health; fill ``result``."""
     lab = manifest.lab
-    project = Project(name=lab, release=release, env_file=install_dir / ENV_FILE)
-    say(f"starting {lab} {result.version}: docker compose -p {lab} up -d")
+    project = Project(name=lab, install_dir=install_dir)
+    if not manifest.offline:
+        pull_images(client, manifest, say=say, live=live)   # before up: no health budget includes it
+    probes = {s: Probe.from_health(s, e.health) for s, e in manifest.services.items()}
+    say(f"starting {lab} {result.version}: cd {install_dir} && docker compose up -d")
     try:
-        proc = project.up(timeout=max(timeout, 120))
+        # compose itself waits for in-container healthchecks of dependencies: allow every budget
+        proc = project.up(timeout=120 + sum(budget(p, timeout) if p else timeout for p in probes.values()))
         # compose may exit 0 although a pull or a start failed: trust only what runs
         found = containers(client, lab)
         failed = [f"{svc}: no container" for svc in sorted(manifest.services) if svc not in found]
@@ -141,7 +163,6 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
                 if up else f"no container of {lab} is running")
         raise InstallError(f"{exc.message}\n{left}", hint=exc.hint) from None
     check_running_images(client, manifest, platform)
-    probes = {s: Probe.from_health(s, e.health) for s, e in manifest.services.items()}
     depends = {s: list(e.depends_on) for s, e in manifest.services.items()}
 
     def state(svc: str) -> str | None:
@@ -188,7 +209,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
                                hint=f"its images are gone from the engine: install its bundle again "
                                     f"(labbuild install BUNDLE --dir {install_dir})") from None
         result.secrets_added = _add_secrets(install_dir, previous, manifest)
-        activate(install_dir, previous)
+        _switch(install_dir, previous, manifest, wrapper_gpu(install_dir), say)
         result.previous = current.name
         say(f"rolled back {install_dir} from {current.name} to {previous.name}")
         if not start:
@@ -222,8 +243,10 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
     lab = read_manifest(release).lab
     client = docker_client()
     with dir_lock(install_dir):
-        project = Project(name=lab, release=release, env_file=install_dir / ENV_FILE)
-        say(f"stopping {lab}: docker compose -p {lab} down" + (" -v" if volumes else ""))
+        project = Project(name=lab, install_dir=install_dir)
+        if not (install_dir / WRAPPER).exists():   # installed by an older labbuild
+            write_wrapper(install_dir, lab, release, False)
+        say(f"stopping {lab}: cd {install_dir} && docker compose down" + (" -v" if volumes else ""))
         project.down(volumes=volumes)
         removed: list[str] = []
         manifests = [m for r in installed_releases(install_dir) if (m := safe_manifest(r)) is not None]
@@ -236,7 +259,7 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
                     removed.append(ref)
                 except docker.errors.APIError as exc:  # still used by another container: keep it
                     say(f"kept image {ref}: {exc.explanation or exc}")
-        for name in ("current", "previous"):
+        for name in ("current", "previous", WRAPPER):
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / name).unlink()
         shutil.rmtree(install_dir / RELEASES, ignore_errors=True)

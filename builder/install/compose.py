@@ -1,27 +1,45 @@
-"""Find and run Docker Compose v2 for an installed release.
+"""Find and run Docker Compose v2 for an install, the way an operator does: ``cd DIR && docker compose ARGS``.
 
-Every call has the same shape, from the release directory:
+``DIR/compose.yaml`` is labbuild's own small file (never the operator's,
+rewritten atomically whenever ``current`` switches)::
 
-    docker compose -p <lab> -f compose.yaml --env-file lab.env --env-file <DIR>/.env ARGS...
+    name: <lab>
+    include:
+      - path: ["releases/<version>/compose.yaml"(, "releases/<version>/compose.gpu.yaml")]
+        env_file: ["releases/<version>/lab.env", ".env"]
 
-so the project name (and therefore containers, networks and volumes) stays the
-same across upgrades and rollbacks. ``find_compose`` prefers the ``docker
-compose`` plugin and falls back to a v2 ``docker-compose`` on PATH or beside
-the running Python (a venv's bin/).
+so plain ``docker compose ps`` / ``logs -f SERVICE`` / ``restart SERVICE`` /
+``exec SERVICE sh`` in DIR find the project name (same across upgrades and
+rollbacks: containers, networks and volumes are kept), the active release's
+compose file, its non-secret defaults and the secrets, with no flags; an
+operator's line in ``DIR/.env`` wins over ``lab.env`` (the later file). The
+path names the release directory itself, not ``current/``: bind mounts of a
+release's config files then change path when the release changes, so compose
+recreates exactly the services whose files changed. Compose's ``include``
+with several paths needs compose >= 2.24 (``doctor`` checks it). labbuild runs
+compose the same way (cwd DIR, no -p/-f/--env-file) with the caller's
+``COMPOSE_*`` variables removed, so one way to run compose exists.
+
+``find_compose`` prefers the ``docker compose`` plugin and falls back to a v2
+``docker-compose`` on PATH or beside the running Python (a venv's bin/).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.layout import COMPOSE_FILE, LAB_ENV
+from ..bundle.layout import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV
 from ..errors import InstallError
+from ..fsutil import atomic_write
+from .state import ENV_FILE, WRAPPER, WRAPPER_HEAD
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -51,25 +69,68 @@ def find_compose() -> tuple[str, ...]:
                             "or a v2 docker-compose binary on PATH")
 
 
+MIN_VERSION = (2, 24)                 # include with several paths
+_GPU_MARK = "# labbuild: gpu=on"
+_OWN_VARS = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_ENV_FILES", "COMPOSE_PROFILES",
+             "COMPOSE_DISABLE_ENV_FILE", "COMPOSE_PATH_SEPARATOR")
+
+
+def compose_version() -> tuple[int, ...] | None:
+    """The version of ``find_compose()`` as a tuple, e.g. (2, 40, 3); None when it does not say."""
+    try:
+        out = subprocess.run([*find_compose(), "version", "--short"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out.stdout)
+    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+
+
+def render_wrapper(lab: str, release_rel: str, gpu: bool) -> str:
+    """The text of ``DIR/compose.yaml`` for ``release_rel`` (``releases/<version>``), every value JSON-quoted."""
+    paths = [f"{release_rel}/{COMPOSE_FILE}"] + ([f"{release_rel}/{COMPOSE_GPU_FILE}"] if gpu else [])
+    return (f"{WRAPPER_HEAD} on every install, upgrade and rollback; do not edit (put your\n"
+            "# settings into .env, which wins over the release's lab.env). Run: docker compose ps\n"
+            + (_GPU_MARK + "\n" if gpu else "")
+            + f"name: {json.dumps(lab)}\n"
+            "include:\n"
+            f"  - path: {json.dumps(paths)}\n"
+            f"    env_file: {json.dumps([f'{release_rel}/{LAB_ENV}', ENV_FILE])}\n")
+
+
+def write_wrapper(install_dir: Path, lab: str, release: Path, gpu: bool) -> None:
+    """Point ``DIR/compose.yaml`` at ``release`` (atomically); GPU override included when ``gpu``."""
+    rel = os.path.relpath(release.resolve(), install_dir.resolve())
+    atomic_write(install_dir / WRAPPER, render_wrapper(lab, Path(rel).as_posix(), gpu), mode=0o644)
+
+
+def wrapper_gpu(install_dir: Path) -> bool:
+    """Whether the install's ``DIR/compose.yaml`` turns the GPU reservations on."""
+    try:
+        return _GPU_MARK in (install_dir / WRAPPER).read_text("utf-8").splitlines()
+    except OSError:
+        return False
+
+
+def compose_env() -> dict[str, str]:
+    """The caller's environment without the ``COMPOSE_*`` variables that would redirect compose."""
+    return {k: v for k, v in os.environ.items() if k not in _OWN_VARS}
+
+
 @dataclass(frozen=True)
 class Project:
-    """One lab's compose project: its name, the active release dir and the install's .env."""
+    """One lab's compose project, run from the install dir (``name`` is for messages and labels)."""
 
     name: str
-    release: Path
-    env_file: Path
+    install_dir: Path
 
     def argv(self, *args: str) -> list[str]:
-        cmd = [*find_compose(), "-p", self.name, "-f", COMPOSE_FILE, "--env-file", LAB_ENV]
-        if self.env_file.exists():
-            cmd += ["--env-file", str(self.env_file)]
-        return cmd + list(args)
+        return [*find_compose(), *args]
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run compose with ``args``; InstallError with compose's own message when it fails."""
         try:
-            proc = subprocess.run(self.argv(*args), cwd=self.release, capture_output=True, text=True,
-                                  timeout=timeout)
+            proc = subprocess.run(self.argv(*args), cwd=self.install_dir, capture_output=True, text=True,
+                                  timeout=timeout, env=compose_env())
         except subprocess.TimeoutExpired:
             raise InstallError(f"docker compose {' '.join(args)} did not finish within {timeout:.0f}s",
                                hint="check the engine (docker info) and try again") from None

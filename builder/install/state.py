@@ -5,7 +5,10 @@
                               changed; image blobs are not kept: the engine holds them
     DIR/current  -> releases/<version>    the active release (symlink, switched atomically)
     DIR/previous -> releases/<version>    the release it replaced (for rollback)
-    DIR/.env                  the generated secrets (mode 0600), kept across upgrades
+    DIR/.env                  the generated secrets (mode 0600), kept across upgrades; the
+                              operator's overrides of lab.env go here too
+    DIR/compose.yaml          labbuild's pointer at the current release for plain `docker compose`
+                              in DIR (builder.install.compose), rewritten with `current`
     DIR/.labbuild.lock        serialises labbuild commands on the same DIR
 
 A release's ``manifest.json`` is read through ``builder.bundle.layout.Manifest``,
@@ -30,6 +33,8 @@ from ..errors import BundleError, InstallError
 Say = Callable[[str], None]
 RELEASES = "releases"
 ENV_FILE = ".env"
+WRAPPER = "compose.yaml"
+WRAPPER_HEAD = "# Written by labbuild"       # first words of DIR/compose.yaml: labbuild's, not the operator's
 LOCK_NAME = ".labbuild.lock"
 
 
@@ -95,6 +100,12 @@ def preflight(install_dir: Path) -> None:
         elif link.exists():
             raise InstallError(f"{link} exists and is not a link made by labbuild",
                                hint=f"move it out of {install_dir}; labbuild keeps its release links there")
+    wrapper = install_dir / WRAPPER
+    if wrapper.is_symlink() or (wrapper.exists() and (not wrapper.is_file() or not wrapper.read_bytes().startswith(
+            WRAPPER_HEAD.encode()))):
+        raise InstallError(f"{wrapper} exists and was not written by labbuild",
+                           hint=f"move it out of {install_dir}: labbuild writes its own compose.yaml there "
+                                "so that plain `docker compose` works in the install dir")
     env = install_dir / ENV_FILE
     if env.is_symlink() or (env.exists() and not env.is_file()):
         raise InstallError(f"{env} is not a regular file",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .compose import render_compose
+from .compose import render_compose, render_compose_gpu
 from .envfile import render_lab_env, render_secrets_example
 from .observability import render_observability
-from ..bundle.layout import COMPOSE_FILE, LAB_ENV, SECRETS_EXAMPLE
+from ..bundle.layout import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV, SECRETS_EXAMPLE
 from .release import ReleaseInput
 from .runbooks import render_runbooks
 
@@ -22,6 +22,9 @@ def render_text_files(ri: ReleaseInput) -> dict[str, str]:
         LAB_ENV: render_lab_env(ri),
         SECRETS_EXAMPLE: render_secrets_example(ri),
     }
+    gpu = render_compose_gpu(ri)
+    if gpu is not None:
+        files[COMPOSE_GPU_FILE] = gpu
     files.update(render_config_files(ri))
     files.update(render_runbooks(ri))
     files.update(render_observability(ri))

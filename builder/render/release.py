@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..blueprint import Blueprint, Lab, secret_env_key
-from ..bundle.layout import COMPOSE_FILE, LAB_ENV, bundle_filename, bundle_top
+from ..bundle.layout import COMPOSE_FILE, bundle_filename, bundle_top
 from ..lockfile import Lock
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ class ReleaseInput:
     def filename(self) -> str:
         return bundle_filename(self.lab.name, self.profile, self.version, self.offline)
 
-    def compose_command(self, args: str = "up -d", env_dir: str = "<DIR>") -> str:
-        """The one way compose runs a bundle (see the module docstring)."""
-        return (f"docker compose -p {self.lab.name} -f {COMPOSE_FILE} --env-file {LAB_ENV} "
-                f"--env-file {env_dir}/.env {args}")
+    def compose_command(self, args: str = "up -d", install_dir: str = "<DIR>") -> str:
+        """The one way compose runs an installed lab: plain ``docker compose`` in the install dir,
+        whose compose.yaml (written by install) names the project, the release and both env files."""
+        return f"cd {install_dir} && docker compose {args}"
 
 
 def volume_name(service: str, name: str) -> str:

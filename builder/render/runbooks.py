@@ -82,9 +82,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
     if bp.metrics:
         out.append(f"- Metrics: `{name}:{bp.port(bp.metrics.port).container}{bp.metrics.path}` (scraped by Prometheus)")
     out += ["", "## Logs and restart", "", "```sh",
-            "cd DIR/current",
-            ri.compose_command(f"logs --tail 100 {name}", "DIR"),
-            ri.compose_command(f"restart {name}", "DIR"), "```", ""]
+            ri.compose_command("ps", "DIR"),
+            f"docker compose logs --tail 100 -f {name}",
+            f"docker compose restart {name}",
+            f"docker compose exec {name} sh      # a shell inside it, when the image has one", "```", ""]
     if bp.runbook:
         out += ["## Known problems", ""]
         for entry in bp.runbook:

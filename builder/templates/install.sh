@@ -14,7 +14,7 @@
 #      image ID equals the locked config digest
 #   4. generates missing secrets into DIR/.env (mode 0600) from /dev/urandom;
 #      existing values are kept, values are never printed
-#   5. docker compose -p <lab> ... up -d, then waits until every service with a
+#   5. writes DIR/compose.yaml, runs docker compose up -d in DIR, then waits until every service with a
 #      health probe answers, in dependency order.
 # Exit 0 only when every service is healthy.
 set -eu
@@ -228,13 +228,23 @@ if [ -L "$DIR/current" ]; then
     [ "$old" = "releases/$VERSION" ] || point previous "$old"
 fi
 point current "releases/$VERSION"
+# DIR/compose.yaml: plain `docker compose` in DIR finds this release (same file as labbuild writes)
+case "$LAB$VERSION" in *[!A-Za-z0-9.+-]*) die "manifest.json: unexpected characters in lab or version" ;; esac
+{
+    printf '# Written by labbuild on every install, upgrade and rollback; do not edit (put your\n'
+    printf "# settings into .env, which wins over the release's lab.env). Run: docker compose ps\n"
+    printf 'name: "%s"\ninclude:\n' "$LAB"
+    printf '  - path: ["releases/%s/compose.yaml"]\n' "$VERSION"
+    printf '    env_file: ["releases/%s/lab.env", ".env"]\n' "$VERSION"
+} > "$DIR/.compose.yaml.new" && mv -f "$DIR/.compose.yaml.new" "$DIR/compose.yaml"
 say "installed $LAB $VERSION into $RELEASE"
 
 [ "$START" = 1 ] || { say "not started (--no-start)"; exit 0; }
 
 # ---------------------------------------------------------------- 5. up + health
-cd "$RELEASE"
-say "starting: docker compose -p $LAB up -d"
+cd "$DIR"
+unset COMPOSE_FILE COMPOSE_PROJECT_NAME COMPOSE_ENV_FILES COMPOSE_PROFILES   # DIR/compose.yaml decides
+say "starting: cd $DIR && docker compose up -d"
 up_failed() {
     running=$(docker ps --filter "label=com.docker.compose.project=$LAB" --format '{{.Label "com.docker.compose.service"}}' | sort | tr '\n' ' ')
     say "error: docker compose up failed: $1"
@@ -244,13 +254,13 @@ up_failed() {
     fi
     if [ -n "$running" ]; then
         say "containers of $LAB running now: $running"
-        say "stop them with: cd $RELEASE && docker compose -p $LAB -f compose.yaml --env-file lab.env --env-file $DIR/.env down"
+        say "stop them with: cd $DIR && docker compose down"
     else
         say "no container of $LAB is running"
     fi
     exit 1
 }
-compose -p "$LAB" -f compose.yaml --env-file lab.env --env-file "$DIR/.env" up -d --remove-orphans > "$WORK/up.log" 2>&1 \
+compose up -d --remove-orphans > "$WORK/up.log" 2>&1 \
     || { cat "$WORK/up.log" >&2; up_failed "compose exited with an error"; }
 cat "$WORK/up.log" >&2
 # compose can exit 0 although a pull or a start failed: trust only the containers' states
@@ -318,10 +328,10 @@ for svc in $ORDER; do
             printf 'FAILED\n' >&2
             say "error: $svc did not become healthy within ${TIMEOUT}s"
             say "--- last log lines of $svc:"
-            compose -p "$LAB" -f compose.yaml --env-file lab.env --env-file "$DIR/.env" logs --no-color --tail 20 "$svc" >&2 || true
+            compose logs --no-color --tail 20 "$svc" >&2 || true
             say "--- runbook: $RELEASE/$(mget "services.$svc.runbook")"
             say "the lab's containers are left running for inspection; stop them with:"
-            say "  cd $RELEASE && docker compose -p $LAB -f compose.yaml --env-file lab.env --env-file $DIR/.env down"
+            say "  cd $DIR && docker compose down"
             exit 1
         fi
         printf '.' >&2

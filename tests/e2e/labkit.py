@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 
 
-def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"ok\n", name: str = "svc"):
+def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"ok\n", name: str = "svc",
+                start_delay: int = 0):
     """busybox httpd on 8080 serving /healthz and /version, under a shell that exits on
     SIGTERM (a bare httpd as PID 1 ignores it, and every stop would wait 10 s)."""
     base = {"bin/busybox": (BUSYBOX.read_bytes(), 0o755), "bin/sh": "->busybox", "tmp/.keep": b""}
@@ -30,7 +31,8 @@ def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"o
            "data/.keep": b""}
     if not health:
         del app["www/healthz"]
-    script = "trap 'exit 0' TERM INT; /bin/busybox httpd -f -p 8080 -h /www & wait"
+    delay = f"/bin/busybox sleep {start_delay} & wait; " if start_delay else ""
+    script = f"trap 'exit 0' TERM INT; {delay}/bin/busybox httpd -f -p 8080 -h /www & wait"
     return make_image([base, app], platform=platform, exposed=[8080], cmd=["/bin/sh", "-c", script],
                       label=f"version={version}")
 
@@ -50,6 +52,8 @@ class Service:
     health_path: str = "/healthz"
     multiarch: bool = False
     broken: bool = False            # serves no /healthz: never healthy
+    start_delay: int = 0            # seconds before httpd starts (a slow first start)
+    start_period: str = ""          # [health] start_period
     digest: str = ""
     image_id: str = ""
 
@@ -71,7 +75,8 @@ class AirgapLab:
 
     def push(self, svc: Service) -> None:
         """Build and push ``svc``'s image at its version; remember digest and image ID."""
-        img = httpd_image(svc.version, health=b"" if svc.broken else b"ok\n", name=svc.name)
+        img = httpd_image(svc.version, health=b"" if svc.broken else b"ok\n", name=svc.name,
+                          start_delay=svc.start_delay)
         with self.registry.client() as client:
             if svc.multiarch:
                 arm = httpd_image(svc.version, platform="linux/arm64", name=svc.name)
@@ -93,7 +98,8 @@ class AirgapLab:
                     + f'[image]\nname = "{self.image_name(svc.name)}"\ntag = "{svc.version}"\n'
                       f'digest = "{svc.digest}"\n\n'
                     + f'[[ports]]\nname = "http"\ncontainer = 8080\nhost = {svc.port}\n\n'
-                    + f'[health]\nport = "http"\npath = "{svc.health_path}"\n')
+                    + f'[health]\nport = "http"\npath = "{svc.health_path}"\n'
+                    + (f'start_period = "{svc.start_period}"\n' if svc.start_period else ""))
             if svc.secret:
                 text += '\n[secrets.API_TOKEN]\ngenerate = "token"\nlength = 24\n'
                 text += '\n[secrets.DB_PASSWORD]\ngenerate = "password"\nlength = 20\n'
@@ -119,11 +125,10 @@ class AirgapLab:
                 engine.images.remove(ref, force=True)
 
     def compose(self, install_dir: Path, *args: str) -> subprocess.CompletedProcess:
-        release = (install_dir / "current").resolve()
-        cmd = ["docker-compose", "-p", self.name, "-f", "compose.yaml", "--env-file", "lab.env",
-               "--env-file", str(install_dir / ".env"), *args]
-        return subprocess.run(cmd, cwd=release, capture_output=True, text=True,
-                              env={**os.environ, "PATH": path_with_venv()})
+        """``cd DIR && docker-compose ARGS`` as an operator types it: no flags, no COMPOSE_* variables."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+        return subprocess.run(["docker-compose", *args], cwd=install_dir, capture_output=True, text=True,
+                              env={**env, "PATH": path_with_venv()})
 
     def cleanup(self, engine) -> None:
         for c in engine.containers.list(all=True, filters={"label": f"com.docker.compose.project={self.name}"}):
