@@ -151,3 +151,22 @@ def test_gpu_is_refused_clearly_without_the_nvidia_runtime(airgap, docker_engine
     assert (tmp_path / "inst" / "current" / "compose.gpu.yaml").is_file()
     config = subprocess.run(["docker-compose", "config"], cwd=tmp_path / "inst", capture_output=True, text=True)
     assert "nvidia" not in config.stdout and "gpu" in config.stdout
+
+
+def test_an_online_bundle_pulls_each_image_before_up_outside_any_health_budget(airgap, docker_engine, tmp_path):
+    from builder.bundle.release import build_release
+    from labkit import two_service_lab
+    lab = two_service_lab(airgap, multiarch_web=False)
+    online = build_release(lab.root, "1.0.0", out_dir=tmp_path / "dist", progress=False).bundle
+    # the registry stays up; the engine has never held this lab's repositories by digest
+    lines: list[str] = []
+    result = install_bundle(online, tmp_path / "inst", timeout=20, say=lines.append, live=False)
+    assert result.ok, result.failure
+    text = "\n".join(lines)
+    assert "pulling 2 image(s) before starting" in text
+    for svc in ("web", "api"):
+        assert f"pulled {lab.image_name(svc)}@{lab.services[svc].digest}" in text
+    assert text.index("pulled") < text.index("docker compose up -d")
+    again: list[str] = []
+    assert install_bundle(online, tmp_path / "inst", timeout=20, say=again.append, live=False).ok
+    assert not any("pulling" in line for line in again)   # present by digest: nothing to pull
