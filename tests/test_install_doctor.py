@@ -25,12 +25,12 @@ def manifest(services, files=None) -> Manifest:
 
 
 def test_optional_manifest_fields_round_trip_and_stay_out_of_the_json_when_unset():
-    m = manifest({"a": service(memory="2g", gpus="all"), "b": service()})
+    m = manifest({"gpu-svc": service(memory="2g", gpus="all"), "plain": service()})
     data = m.to_json()
-    assert data["services"]["a"]["memory"] == "2g" and data["services"]["a"]["gpus"] == "all"
-    assert "memory" not in data["services"]["b"] and "gpus" not in data["services"]["b"]
+    assert data["services"]["gpu-svc"]["memory"] == "2g" and data["services"]["gpu-svc"]["gpus"] == "all"
+    assert "memory" not in data["services"]["plain"] and "gpus" not in data["services"]["plain"]
     assert Manifest.loads(m.dumps()) == m
-    assert gpu_services(m) == ["a"]
+    assert gpu_services(m) == ["gpu-svc"]
 
 
 def test_a_taken_port_is_named_with_its_process_and_a_free_one_passes():
