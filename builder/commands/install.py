@@ -10,7 +10,7 @@ from ..cli import Output, pass_output
 from .params import Seconds
 
 _dir_option = click.option("--dir", "install_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-                           help="The install directory (holds releases/, current and .env).")
+                           help="The install directory (holds releases/, current, .env and compose.yaml).")
 _timeout_option = click.option("--timeout", type=Seconds(min=1), default=300, show_default=True,
                                help="Seconds each service may take to become healthy once its dependencies "
                                     "are (a service whose [health] start_period is longer gets that long); "
