@@ -28,20 +28,21 @@ def env_value_problem(value: str) -> str | None:
     if _CONTROL.search(value):
         return ("contains a newline or another control character, which an env file cannot carry "
                 "so that both compose and sh read it back")
-    if "'" in value and "`" in value:
-        return ("holds both ' and `: compose and sh disagree on a double-quoted backtick, and single "
-                "quotes cannot hold '")
+    if ("'" in value or "\\" in value) and "`" in value:
+        return ("holds ' or \\ together with `: single quotes cannot carry ' (and compose reads a backslash "
+                "in them as an escape), and compose and sh disagree on a double-quoted backtick")
     return None
 
 
 def env_value(value: str) -> str:
     """``value`` quoted for an env file: single quotes (literal for both compose and sh), or,
-    when it holds ``'``, double quotes with ``\\``, ``"`` and ``$`` escaped (both unescape
-    those alike). ValueError for what ``env_value_problem`` refuses."""
+    when it holds ``'`` or a backslash (compose treats ``\\`` in single quotes as an escape),
+    double quotes with ``\\``, ``"`` and ``$`` escaped (both unescape those alike).
+    ValueError for what ``env_value_problem`` refuses."""
     problem = env_value_problem(value)
     if problem:
         raise ValueError(f"{value!r} {problem}")
-    if "'" not in value:
+    if "'" not in value and "\\" not in value:
         return f"'{value}'"
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
