@@ -18,9 +18,12 @@ A bundle is one archive holding one top directory ``<lab>-<profile>-<version>/``
 manifest.json: ``{"format": 1, "lab", "name" (top dir), "version", "profile",
 "inputs", "labbuild", "offline", "platforms", "services": {name: {"image",
 "digest", "verified", "config_digests", "ports", "health", "healthcheck",
-"depends_on", "volumes", "secrets", "runbook"}}, "files": {arcname: {"sha256",
-"size"}}}``; ``files`` lists every file but manifest.json, SHA256SUMS and the
-signature.
+"depends_on", "volumes", "secrets", "runbook"[, "optional", "supplied"]}}, "files":
+{arcname: {"sha256", "size"}}}``; ``files`` lists every file but manifest.json,
+SHA256SUMS and the signature. ``optional`` (true: started only once its
+supplied secrets exist, never fails an install) and ``supplied`` (``[{"key",
+"description"}]``: operator-supplied secrets, never generated, not in
+``secrets``) appear only when set.
 """
 
 from __future__ import annotations
@@ -192,6 +195,13 @@ class ManifestVolume:
 
 
 @dataclass(frozen=True)
+class ManifestSupplied:
+    """An operator-supplied secret: its key in the install's .env and where to get it."""
+    key: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -204,6 +214,8 @@ class ManifestService:
     secrets: tuple[str, ...]                # env keys of the install's .env
     runbook: str
     healthcheck: bool = False               # an in-container healthcheck exists
+    optional: bool = False                  # started only once its supplied secrets exist; never fails install
+    supplied: tuple[ManifestSupplied, ...] = ()   # operator-supplied secrets (not in ``secrets``)
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,13 @@ class Manifest:
             d.update(ports=[asdict(p) for p in s.ports], volumes=[asdict(v) for v in s.volumes],
                      depends_on=list(s.depends_on), secrets=list(s.secrets),
                      health=None if s.health is None else {**asdict(s.health), "status": list(s.health.status)})
+            # optional fields: omitted at their default, so bundles that use neither stay byte-identical
+            if not s.optional:
+                del d["optional"]
+            if s.supplied:
+                d["supplied"] = [asdict(x) for x in s.supplied]
+            else:
+                del d["supplied"]
             return d
         return {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -282,7 +301,10 @@ class Manifest:
                     ports=tuple(ManifestPort(**p) for p in s["ports"]),
                     health=None if health is None else ManifestHealth(**{**health, "status": tuple(health["status"])}),
                     depends_on=tuple(s["depends_on"]), volumes=tuple(ManifestVolume(**v) for v in s["volumes"]),
-                    secrets=tuple(s["secrets"]), runbook=s["runbook"], healthcheck=bool(s.get("healthcheck")))
+                    secrets=tuple(s["secrets"]), runbook=s["runbook"], healthcheck=bool(s.get("healthcheck")),
+                    optional=bool(s.get("optional", False)),
+                    supplied=tuple(ManifestSupplied(key=x["key"], description=str(x.get("description", "")))
+                                   for x in s.get("supplied", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "(top level)"

@@ -20,7 +20,9 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
     for name, r in sorted(result.services.items()):
         lines.append(f"  {name}: {r.state}" + (f" ({r.detail})" if r.detail and r.state != "healthy" else ""))
     if result.ok:
-        tail = "all services are healthy" if result.started and result.services else (
+        waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
+        tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))
+                if waiting else "all services are healthy") if result.started and result.services else (
             "not started (--no-start)" if not result.started else "started")
         out.result(result.to_json(), "\n".join(lines + [tail]))
         return
@@ -72,6 +74,9 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
              + (f" (previous: {result.previous})" if result.previous else "")]
     for name, s in sorted(result.services.items()):
         image = "image matches the lock" if s.image_ok else f"IMAGE {s.image_id} IS NOT THE LOCKED {s.locked_id}"
+        if s.health == "not-started":
+            lines.append(f"  {name}: not started: {s.detail} (optional; add it to {result.dir}/.env and run install again)")
+            continue
         lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
     out.result(result.to_json(), "\n".join(lines))
     if not result.ok:

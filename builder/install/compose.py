@@ -58,9 +58,12 @@ class Project:
     name: str
     release: Path
     env_file: Path
+    profiles: tuple[str, ...] = ()      # compose profiles to enable: the optional services to start
 
     def argv(self, *args: str) -> list[str]:
         cmd = [*find_compose(), "-p", self.name, "-f", COMPOSE_FILE, "--env-file", LAB_ENV]
+        for profile in self.profiles:
+            cmd += ["--profile", profile]
         if self.env_file.exists():
             cmd += ["--env-file", str(self.env_file)]
         return cmd + list(args)
