@@ -9,6 +9,7 @@ that always starts depends on one that is ``optional`` in its profile.
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,10 @@ def check_optional(src: Source, profiles: dict[str, Profile], services: dict[str
     if not all(p.name in profiles for p in profiles.values()) or find_cycle(
             {n: p.extends for n, p in profiles.items()}):
         return
-    lab = Lab(root=Path("."), name="check", default_profile=next(iter(profiles), ""), profiles=profiles,
+    known = {n: replace(p, services=tuple(s for s in p.services if s in services),
+                        optional=tuple(s for s in p.optional if s in services))
+             for n, p in profiles.items()}   # unknown names are reported by parse_lab
+    lab = Lab(root=Path("."), name="check", default_profile=next(iter(known), ""), profiles=known,
               services=services)
     for pname in sorted(profiles):
         try:
@@ -127,6 +131,8 @@ def check_optional(src: Source, profiles: dict[str, Profile], services: dict[str
             if name in optional:
                 continue
             for dep in services[name].effective_depends_on(closure):
+                if dep not in services:
+                    continue
                 if dep in optional:
                     out.add(src, ("profiles", pname, "optional"),
                             f"{dep!r} is optional in profile {pname!r} but {name!r} depends on it",

@@ -49,7 +49,12 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     checks each image ID against the lock, generates missing secrets into
     DIR/.env (0600, kept across upgrades), runs `docker compose up -d` and
     waits until every service answers its health probe. Exit 0 only when
-    all are healthy.
+    all are healthy, optional services aside.
+
+    Operator-supplied secrets are never generated: when one of a required
+    service is missing from DIR/.env, install stops first (nothing loaded
+    or written) naming the key. An optional service without its supplied
+    secret is installed but not started; add the key and install again.
     """
     from ..install.apply import install_bundle
 
@@ -65,7 +70,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
     """Show the installed lab: each service's container, health and image ID vs the lock.
 
     Exit 1 when a service is not running, not healthy or runs an image the
-    lock does not name.
+    lock does not name. An optional service waiting for its supplied secret
+    shows as `not started: needs KEY` and is not a failure.
     """
     from ..install.status import status as install_status
 
@@ -128,7 +134,8 @@ def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[st
 
     Per service: its container is running, its published ports listen on
     their bind address, its health probe answers. Exit 1 on any failure —
-    run it after install, after upgrade, or from cron.
+    run it after install, after upgrade, or from cron. An optional service
+    waiting for its supplied secret is skipped with `not started: needs KEY`.
     """
     from ..install.check import check_install
 
