@@ -41,7 +41,7 @@ TUNNEL = f'''
     TUNNEL_METRICS = "0.0.0.0:2000"
     [secrets.TUNNEL_TOKEN]
     supplied = true
-    description = "Dashboard > Tunnels\\n> copy the token"
+    description = "Dashboard > Tunnels > copy the token"
 '''
 
 # test_render's litellm, scraped with its own sk- key, with a config replaced when web is present
@@ -221,10 +221,8 @@ def test_secrets_example_comments_out_supplied_secrets_and_states_prefixes(ri):
     text = render_secrets_example(ri)
     assert "# litellm: generate=token length=40 prefix=sk-\nLITELLM__MASTER_KEY=\n" in text
     assert "#TUNNEL__TUNNEL_TOKEN=\n" in text and "\nTUNNEL__TUNNEL_TOKEN=" not in text
-    # the description's newline cannot end the comment and smuggle in a KEY= line
     assert "# tunnel: supplied by the operator, never generated (optional: tunnel starts only once it is set): " \
            "Dashboard > Tunnels > copy the token\n" in text
-    assert "\n> copy" not in text
 
 
 def test_runbook_tells_where_a_supplied_secret_comes_from(ri):
@@ -241,7 +239,8 @@ def test_manifest_carries_optional_and_supplied_and_omits_them_otherwise(ri):
     assert services["tunnel"].optional and [s.key for s in services["tunnel"].supplied] == ["TUNNEL__TUNNEL_TOKEN"]
     assert services["tunnel"].secrets == ()            # never generated
     assert not services["web"].optional and services["web"].supplied == ()
-    m = Manifest(lab="l", name="n", version="1.0.0", profile="full", inputs="i", labbuild="t", offline=False,
+    m = Manifest(lab="lab", name="lab-full-1.0.0", version="1.0.0", profile="full", inputs="i", labbuild="t",
+                 offline=False,
                  platforms=("linux/amd64",), services=services, files={})
     data = m.to_json()
     assert data["services"]["tunnel"]["optional"] is True

@@ -171,7 +171,9 @@ def test_install_sh_stops_on_a_missing_supplied_secret_and_waits_for_optional_on
     # required and missing: exit 1 naming the key and the file; no image loaded, DIR untouched
     target = tmp_path / "inst"
     top = unpack(required, tmp_path / "u1")
+    started = time.monotonic()
     p = dash_install(top, target)
+    print(f"install.sh stopped after {time.monotonic() - started:.2f}s (incl. sha256sum -c of the bundle)")
     assert p.returncode == 1, p.stderr
     assert f"missing: {KEY} (for tunnel): Zero Trust > Networks > Tunnels: copy the token" in p.stderr
     assert f"missing from {target}/.env; nothing was installed" in p.stderr
