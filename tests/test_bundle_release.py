@@ -21,7 +21,7 @@ from builder.bundle.release import build_release, check_version, next_version, r
 from builder.bundle.verify import safe_extract
 from builder.errors import BlueprintError, BundleError, LockError
 from builder.lockfile import LOCK_PATH, read_lock, write_lock
-from test_render import SERVICES, compose_config, digest, make_lab
+from test_render import SERVICES, compose_config, digest, make_lab, promtool_check_config
 
 REPO = Path(__file__).resolve().parents[1]
 LABBUILD = str(REPO / ".venv" / "bin" / "labbuild")
@@ -327,8 +327,7 @@ def test_every_profile_of_the_shipped_lab_releases_offline_and_real_tools_accept
         secrets = {k: "fake" for s in manifest["services"].values() for k in s["secrets"]}
         compose_config(dest, secrets, f"shipped-{profile}")
         if promtool:
-            proc = subprocess.run([promtool, "check", "config", "prometheus.yml"],
-                                  cwd=dest / "observability/prometheus", capture_output=True, text=True)
+            proc = promtool_check_config(promtool, dest / "observability/prometheus")
             assert proc.returncode == 0, proc.stdout + proc.stderr
         for page in (dest / "observability/grafana/dashboards").glob("*.json"):
             doc = json.loads(page.read_text())

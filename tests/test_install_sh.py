@@ -17,7 +17,7 @@ from importlib import resources
 
 import pytest
 
-from builder.install.secrets import secret_specs
+from builder.install.secrets import secret_prefixes, secret_specs
 from e2e.labkit import AirgapLab, Service, free_port
 
 SCRIPT = resources.files("builder").joinpath("templates", "install.sh").read_text("utf-8")
@@ -103,9 +103,26 @@ def test_secret_parser_agrees_with_python(bundle_dir):
     example = bundle_dir / "secrets.env.example"
     p = subprocess.run(["awk", awk_program("secrets.env.example"), str(example)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    got = {k: (kind, int(n)) for k, kind, n in (l.split() for l in p.stdout.splitlines())}
+    got = {k: (kind, int(n)) for k, kind, n, _ in (l.split() for l in p.stdout.splitlines())}
     assert got == secret_specs(example.read_text()) == {
         "WEB__API_TOKEN": ("token", 24), "WEB__DB_PASSWORD": ("password", 20)}
+
+
+def test_secret_parser_reads_prefixes_and_skips_supplied_secrets_like_python(tmp_path):
+    example = tmp_path / "secrets.env.example"
+    example.write_text("# litellm: generate=token length=48 prefix=sk-: admin key (length 5 is not it)\n"
+                       "LITELLM__LITELLM_MASTER_KEY=\n\n"
+                       "# langfuse: generate=hex length=32 prefix=pk-lf-\nLANGFUSE__PUBLIC=\n\n"
+                       "# db: generate=password length=20\nDB__PASSWORD=\n\n"
+                       "# cloudflared: supplied by the operator, never generated: Zero Trust\n"
+                       "#CLOUDFLARED__TUNNEL_TOKEN=\n")
+    p = subprocess.run(["awk", awk_program("secrets.env.example"), str(example)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    got = {k: (kind, int(n), pre) for k, kind, n, pre in (l.split() for l in p.stdout.splitlines())}
+    assert got == {"LITELLM__LITELLM_MASTER_KEY": ("token", 48, "sk-"), "LANGFUSE__PUBLIC": ("hex", 32, "pk-lf-"),
+                   "DB__PASSWORD": ("password", 20, "-")}
+    specs, prefixes = secret_specs(example.read_text()), secret_prefixes(example.read_text())
+    assert {k: (kind, n, prefixes.get(k, "-")) for k, (kind, n) in specs.items()} == got
 
 
 def test_tampered_bundle_is_refused_before_anything_is_touched(bundle_dir, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import BlueprintError, Problem
-from .labfile import parse_lab
+from .labfile import check_optional, parse_lab
 from .model import Blueprint, Lab, build_blueprint
 from .rules import check_cross, check_service_local
 from .schema import schema_problems
@@ -85,6 +85,8 @@ def _check_whole_lab(root: Path, out: Collector) -> tuple[dict[str, tuple[Bluepr
     parsed = None
     if lab_src.data is not None:
         parsed = parse_lab(lab_src, {f.stem: None for f in files}, out)
+        if parsed is not None and len(services) == len(files):
+            check_optional(lab_src, parsed["profiles"], {n: bp for n, (bp, _) in services.items()}, out)
     return services, parsed
 
 

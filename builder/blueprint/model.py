@@ -71,10 +71,14 @@ class Port:
 
 @dataclass(frozen=True)
 class Secret:
+    """A secret: generated at install (``generate``, ``length`` random characters after
+    ``prefix``), or ``supplied`` by the operator (never generated; ``generate`` is None)."""
     name: str
-    generate: str
+    generate: str | None = None
     length: int = 32
     description: str = ""
+    prefix: str = ""
+    supplied: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,13 @@ class Metrics:
     port: str
     path: str = "/metrics"
     params: dict[str, str] = field(default_factory=dict)
+    bearer_secret: str | None = None      # ${secret:SERVICE.NAME}: scrape with that bearer token
+
+    @property
+    def bearer_ref(self) -> tuple[str, str] | None:
+        """``(service, secret name)`` of ``bearer_secret``, or None."""
+        m = SECRET_REF_RE.fullmatch(self.bearer_secret or "")
+        return (m.group(1), m.group(2)) if m else None
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class When:
     other: str
     env: dict[str, str] = field(default_factory=dict)
     depends_on: bool = False
+    files: tuple["ConfigFile", ...] = ()   # each replaces the [[files]] entry of the same name
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,11 @@ class Blueprint:
     runbook: tuple[RunbookEntry, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def supplied_secrets(self) -> tuple[Secret, ...]:
+        """The secrets the operator supplies (never generated)."""
+        return tuple(s for s in self.secrets if s.supplied)
+
     def port(self, name: str) -> Port:
         return next(p for p in self.ports if p.name == name)
 
@@ -191,6 +208,13 @@ class Blueprint:
     def effective_depends_on(self, present: Iterable[str]) -> tuple[str, ...]:
         extra = [w.other for w in self.active_when(present) if w.depends_on]
         return tuple(sorted(set(self.depends_on) | set(extra)))
+
+    def effective_files(self, present: Iterable[str]) -> tuple[ConfigFile, ...]:
+        """``[[files]]`` with each active ``[[when.X.files]]`` entry in place of the one of the same name."""
+        files = {f.name: f for f in self.files}
+        for w in self.active_when(present):
+            files.update({f.name: f for f in w.files})
+        return tuple(files[f.name] for f in self.files)
 
     def effective_env(self, present: Iterable[str]) -> dict[str, str]:
         env = dict(self.env)
@@ -205,6 +229,7 @@ class Profile:
     services: tuple[str, ...] = ()
     extends: tuple[str, ...] = ()
     description: str = ""
+    optional: tuple[str, ...] = ()    # installed, started only once their supplied secrets exist
 
 
 @dataclass(frozen=True)
@@ -219,13 +244,13 @@ class Lab:
     platforms: tuple[str, ...] = DEFAULT_PLATFORMS
     insecure_registries: tuple[str, ...] = ()
 
-    def profile_closure(self, profile: str) -> list[str]:
-        """Sorted services of ``profile``: its own, its parents', and all depends_on."""
+    def _profile_chain(self, profile: str) -> list[Profile]:
+        """``profile`` and every profile it extends, transitively (each once)."""
         if profile not in self.profiles:
             raise BlueprintError(
                 f"unknown profile {profile!r}",
                 hint="known profiles: " + ", ".join(sorted(self.profiles)))
-        names: set[str] = set()
+        out: list[Profile] = []
         seen: set[str] = set()
         stack = [profile]
         while stack:
@@ -233,8 +258,20 @@ class Lab:
             if p in seen:
                 continue
             seen.add(p)
-            names.update(self.profiles[p].services)
+            out.append(self.profiles[p])
             stack.extend(self.profiles[p].extends)
+        return out
+
+    def optional_services(self, profile: str) -> tuple[str, ...]:
+        """Sorted services ``optional`` in ``profile`` or a profile it extends."""
+        return tuple(sorted({s for p in self._profile_chain(profile) for s in p.optional}))
+
+    def profile_closure(self, profile: str) -> list[str]:
+        """Sorted services of ``profile``: its own and optional ones, its parents', and all depends_on."""
+        names: set[str] = set()
+        for p in self._profile_chain(profile):
+            names.update(p.services)
+            names.update(p.optional)
         queue = list(names)
         while queue:
             for dep in self.services[queue.pop()].depends_on:
@@ -270,7 +307,8 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
         if "healthcheck" in d else None,
         metrics=Metrics(**d["metrics"]) if "metrics" in d else None,
         resources=Resources(**d["resources"]) if "resources" in d else None,
-        when=tuple(When(other=k, env=dict(v.get("env", {})), depends_on=v.get("depends_on", False))
+        when=tuple(When(other=k, env=dict(v.get("env", {})), depends_on=v.get("depends_on", False),
+                        files=tuple(ConfigFile(**f) for f in v.get("files", ())))
                    for k, v in sorted(d.get("when", {}).items())),
         runbook=tuple(RunbookEntry(**r) for r in d.get("runbook", ())),
         raw=d,

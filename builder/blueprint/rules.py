@@ -86,8 +86,17 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
         out.add(src, ("health", "port"), f"port {bp.health.port!r} has no host port to probe from",
                 hint="set host = ... on that port, or remove [health]")
     _check_env(bp.env, ("env",), src, out)
+    base_files = {f.name: f for f in bp.files}
     for w in bp.when:
         _check_env(w.env, ("when", w.other, "env"), src, out)
+        for i, f in enumerate(w.files):
+            if f.name not in base_files:
+                out.add(src, ("when", w.other, "files", i, "name"), f"no [[files]] entry named {f.name!r} to replace",
+                        hint="a [[when.X.files]] entry replaces the [[files]] entry of the same name; declare that first")
+            elif f.target != base_files[f.name].target:
+                out.add(src, ("when", w.other, "files", i, "target"),
+                        f"target {f.target} differs from the replaced file's {base_files[f.name].target}",
+                        hint="a replacement is mounted where the file it replaces is")
         if w.other == bp.name:
             out.add(src, ("when", w.other), "a service cannot be conditional on itself")
 
@@ -193,6 +202,8 @@ def _check_secret_refs(bp: Blueprint, src: Source, services: dict, out: Collecto
                             hint=f"declare [secrets.{secret}] in {svc}.toml")
     base = {bp.name, *bp.depends_on}
     check(bp.env, ("env",), base)
+    if bp.metrics is not None and bp.metrics.bearer_secret:
+        check({"bearer_secret": bp.metrics.bearer_secret}, ("metrics",), base)
     for w in bp.when:
         check(w.env, ("when", w.other, "env"), base | {w.other})
 

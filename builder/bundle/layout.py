@@ -18,10 +18,12 @@ A bundle is one archive holding one top directory ``<lab>-<profile>-<version>/``
 manifest.json: ``{"format": 1, "lab", "name" (top dir), "version", "profile",
 "inputs", "labbuild", "offline", "platforms", "services": {name: {"image",
 "digest", "verified", "config_digests", "ports", "health", "healthcheck",
-"depends_on", "volumes", "secrets", "runbook", and when set "memory", "gpus"}},
-"files": {arcname: {"sha256",
-"size"}}}``; ``files`` lists every file but manifest.json, SHA256SUMS and the
-signature.
+"depends_on", "volumes", "secrets", "runbook"[, "memory", "gpus", "optional", "supplied"]}},
+"files": {arcname: {"sha256", "size"}}}``; ``files`` lists every file but manifest.json,
+SHA256SUMS and the signature. Optional fields appear only when set: ``memory`` and ``gpus``
+(``[resources]``; GPUs are reserved only with ``install --gpu``), ``optional`` (true: started
+only once its supplied secrets exist, never fails an install) and ``supplied`` (``[{"key",
+"description"}]``: operator-supplied secrets, never generated, not in ``secrets``).
 """
 
 from __future__ import annotations
@@ -194,6 +196,13 @@ class ManifestVolume:
 
 
 @dataclass(frozen=True)
+class ManifestSupplied:
+    """An operator-supplied secret: its key in the install's .env and where to get it."""
+    key: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -208,6 +217,8 @@ class ManifestService:
     healthcheck: bool = False               # an in-container healthcheck exists
     memory: str | None = None               # [resources] memory (omitted from the JSON when None)
     gpus: str | int | None = None           # [resources] gpus: reserved only with `install --gpu` (idem)
+    optional: bool = False                  # started only once its supplied secrets exist; never fails install
+    supplied: tuple[ManifestSupplied, ...] = ()   # operator-supplied secrets (not in ``secrets``)
 
 
 @dataclass(frozen=True)
@@ -246,6 +257,13 @@ class Manifest:
             for optional in ("memory", "gpus"):   # absent unless set: other bundles stay byte-identical
                 if d[optional] is None:
                     del d[optional]
+            # optional fields: omitted at their default, so bundles that use neither stay byte-identical
+            if not s.optional:
+                del d["optional"]
+            if s.supplied:
+                d["supplied"] = [asdict(x) for x in s.supplied]
+            else:
+                del d["supplied"]
             return d
         return {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -290,7 +308,10 @@ class Manifest:
                     health=None if health is None else ManifestHealth(**{**health, "status": tuple(health["status"])}),
                     depends_on=tuple(s["depends_on"]), volumes=tuple(ManifestVolume(**v) for v in s["volumes"]),
                     secrets=tuple(s["secrets"]), runbook=s["runbook"], healthcheck=bool(s.get("healthcheck")),
-                    memory=s.get("memory"), gpus=s.get("gpus"))
+                    memory=s.get("memory"), gpus=s.get("gpus"),
+                    optional=bool(s.get("optional", False)),
+                    supplied=tuple(ManifestSupplied(key=x["key"], description=str(x.get("description", "")))
+                                   for x in s.get("supplied", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "(top level)"

@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterable, Iterator
 from ..fsutil import atomic_writer, sha256_bytes
 from ..lockfile import Lock
 from ..progress import progress_display
-from ..render import ReleaseInput, render_text_files, secret_keys, volume_name
+from ..render import ReleaseInput, comment_text, render_text_files, secret_keys, supplied_keys, volume_name
 from ..signing import fingerprint, sign
 from .archive import BundleFile, HashingWriter, gzip_writer, write_tar
 from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, SIGNATURE, SUMS, FileEntry, Manifest, ManifestHealth,
+                     ManifestSupplied,
                      ManifestPort, ManifestService, ManifestVolume, render_sums, runbook_path)
 
 
@@ -79,7 +80,9 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
                                          read_only=v.read_only) for v in bp.volumes),
             secrets=tuple(secret_keys(ri, name)), runbook=runbook_path(name),
             memory=bp.resources.memory if bp.resources else None,
-            gpus=bp.resources.gpus if bp.resources else None)
+            gpus=bp.resources.gpus if bp.resources else None,
+            optional=name in ri.optional,
+            supplied=tuple(ManifestSupplied(key=k, description=comment_text(d)) for k, d in supplied_keys(ri, name)))
     return out
 
 

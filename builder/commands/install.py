@@ -26,7 +26,9 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
     for name, r in sorted(result.services.items()):
         lines.append(f"  {name}: {r.state}" + (f" ({r.detail})" if r.detail and r.state != "healthy" else ""))
     if result.ok:
-        tail = "all services are healthy" if result.started and result.services else (
+        waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
+        tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))
+                if waiting else "all services are healthy") if result.started and result.services else (
             "not started (--no-start)" if not result.started else "started")
         out.result(result.to_json(), "\n".join(lines + [tail]))
         return
@@ -57,7 +59,12 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     `cd DIR && docker compose ps|logs|restart|exec` work with no flags),
     pulls an online bundle's images, runs `docker compose up -d` and waits
     until every service answers its health probe. Exit 0 only when all are
-    healthy.
+    healthy, optional services aside.
+
+    Operator-supplied secrets are never generated: when one of a required
+    service is missing from DIR/.env, install stops first (nothing loaded
+    or written) naming the key. An optional service without its supplied
+    secret is installed but not started; add the key and install again.
     """
     from ..install.apply import install_bundle
 
@@ -74,7 +81,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
     """Show the installed lab: each service's container, health and image ID vs the lock.
 
     Exit 1 when a service is not running, not healthy or runs an image the
-    lock does not name.
+    lock does not name. An optional service waiting for its supplied secret
+    shows as `not started: needs KEY` and is not a failure.
     """
     from ..install.status import status as install_status
 
@@ -83,6 +91,9 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
              + (f" (previous: {result.previous})" if result.previous else "")]
     for name, s in sorted(result.services.items()):
         image = "image matches the lock" if s.image_ok else f"IMAGE {s.image_id} IS NOT THE LOCKED {s.locked_id}"
+        if s.health == "not-started":
+            lines.append(f"  {name}: not started: {s.detail} (optional; add it to {result.dir}/.env and run install again)")
+            continue
         lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
     out.result(result.to_json(), "\n".join(lines))
     if not result.ok:
@@ -134,7 +145,8 @@ def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[st
 
     Per service: its container is running, its published ports listen on
     their bind address, its health probe answers. Exit 1 on any failure —
-    run it after install, after upgrade, or from cron.
+    run it after install, after upgrade, or from cron. An optional service
+    waiting for its supplied secret is skipped with `not started: needs KEY`.
     """
     from ..install.check import check_install
 

@@ -34,6 +34,7 @@ from .compose import Project, hint_for, wrapper_gpu, write_wrapper
 from .doctor import gpu_services, preflight_bundle
 from .engine import check_image_ids, check_running_images, containers, docker_client, host_platform, running
 from .health import HealthResult, Probe, budget, wait_healthy
+from .inputs import check_supplied, not_started_detail, peek_manifest, read_env, startable_optional, waiting_optional
 from .pull import pull_images
 from .secrets import write_secrets
 from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
@@ -86,6 +87,8 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
     gpu = wrapper_gpu(install_dir) if gpu is None else gpu
     preflight(install_dir)
     preflight_bundle(bundle, install_dir, gpu=gpu, say=say)   # doctor: before anything is touched
+    if (peeked := peek_manifest(bundle)) is not None:
+        check_supplied(peeked, install_dir)   # before any image load or file in DIR
     client = docker_client()
     platform = host_platform(client)
     unpacked = unpack_bundle(bundle, key, client, platform, say)
@@ -98,6 +101,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
             raise InstallError(f"{install_dir} holds the lab {other.lab!r}, this bundle is the lab {manifest.lab!r}",
                                hint="install each lab into its own --dir")
         check_image_ids(client, manifest, platform, required=manifest.offline or bool(unpacked.loaded))
+        check_supplied(manifest, install_dir)   # the verified manifest decides
         staged = stage(install_dir, unpacked.contents, unpacked.modes)   # the first change to DIR
         try:
             release = place(staged, install_dir, say)
@@ -139,7 +143,11 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
               timeout: float, say: Say, live: bool | None) -> InstallResult:
     """compose up, then the image-ID check of what runs, then health; fill ``result``."""
     lab = manifest.lab
-    project = Project(name=lab, install_dir=install_dir)
+    env_text = read_env(install_dir)
+    waiting = waiting_optional(manifest, env_text)
+    project = Project(name=lab, install_dir=install_dir, profiles=tuple(startable_optional(manifest, env_text)))
+    for svc, keys in sorted(waiting.items()):
+        say(f"{svc} is optional and not started: {not_started_detail(keys)} in {install_dir / ENV_FILE}")
     if not manifest.offline:
         pull_images(client, manifest, say=say, live=live)   # before up: no health budget includes it
     probes = {s: Probe.from_health(s, e.health) for s, e in manifest.services.items()}
@@ -149,7 +157,8 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         proc = project.up(timeout=120 + sum(budget(p, timeout) if p else timeout for p in probes.values()))
         # compose may exit 0 although a pull or a start failed: trust only what runs
         found = containers(client, lab)
-        failed = [f"{svc}: no container" for svc in sorted(manifest.services) if svc not in found]
+        failed = [f"{svc}: no container" for svc in sorted(manifest.services) if svc not in found
+                  and svc not in waiting]
         failed += [f"{svc}: {c.status}" + (f" ({c.attrs['State']['Error']})" if c.attrs["State"].get("Error") else "")
                    for svc, c in sorted(found.items())
                    if c.status in ("created", "dead") or (c.status == "exited" and c.attrs["State"].get("Error"))]
@@ -169,8 +178,18 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         c = containers(client, lab).get(svc)
         return "missing" if c is None else c.status
 
-    result.services = wait_healthy(probes, depends, timeout, container_state=state, say=say, live=live)
-    bad = [r for r in result.services.values() if r.state == "unhealthy"]
+    # required services first; then the started optional ones, whose health never fails the install
+    optional = {s for s, e in manifest.services.items() if e.optional}
+    result.services = wait_healthy({s: p for s, p in probes.items() if s not in optional},
+                                   {s: d for s, d in depends.items() if s not in optional},
+                                   timeout, container_state=state, say=say, live=live)
+    started_optional = {s: d for s, d in depends.items() if s in optional and s not in waiting}
+    if started_optional:
+        result.services.update(wait_healthy({s: probes[s] for s in started_optional}, started_optional, timeout,
+                                            container_state=state, say=say, live=live))
+    for svc, keys in waiting.items():
+        result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
+    bad = [r for r in result.services.values() if r.state == "unhealthy" and r.service not in optional]
     result.ok = not bad
     if bad:
         r = bad[0]
@@ -208,6 +227,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
             raise InstallError(f"cannot roll back to {result.version}: {exc.message}",
                                hint=f"its images are gone from the engine: install its bundle again "
                                     f"(labbuild install BUNDLE --dir {install_dir})") from None
+        check_supplied(manifest, install_dir)
         result.secrets_added = _add_secrets(install_dir, previous, manifest)
         _switch(install_dir, previous, manifest, wrapper_gpu(install_dir), say)
         result.previous = current.name

@@ -34,6 +34,7 @@ from ..bundle.layout import Manifest, ManifestPort
 from ..errors import InstallError
 from .compose import PROJECT_LABEL, SERVICE_LABEL
 from .health import Probe, probe_once
+from .inputs import not_started_detail, read_env, waiting_optional
 from .state import current_release, read_manifest
 
 
@@ -56,23 +57,26 @@ class Installation:
     version: str
     project: str
     services: dict[str, InstalledService]
+    waiting: dict[str, list[str]] = field(default_factory=dict)   # optional service -> missing supplied keys
 
 
-def installation(manifest: Manifest, release: Path, install_dir: Path, project: str | None = None) -> Installation:
-    """An ``Installation`` from a release's manifest (pure; no I/O)."""
+def installation(manifest: Manifest, release: Path, install_dir: Path, project: str | None = None,
+                 env_text: str = "") -> Installation:
+    """An ``Installation`` from a release's manifest and the install's .env text (pure; no I/O)."""
     services = {name: InstalledService(name=name, image=s.image,
                                        ports=tuple(p for p in s.ports if p.host is not None),
                                        health=Probe.from_health(name, s.health))
                 for name, s in sorted(manifest.services.items())}
     return Installation(dir=install_dir, release=release, lab=manifest.lab, version=manifest.version,
-                        project=project or manifest.lab, services=services)
+                        project=project or manifest.lab, services=services,
+                        waiting=waiting_optional(manifest, env_text))
 
 
 def read_install(install_dir: str | Path, project: str | None = None) -> Installation:
     """Read the install at ``install_dir`` (its ``current`` release); InstallError when it is not one."""
     install_dir = Path(install_dir).expanduser()
     release = current_release(install_dir)
-    return installation(read_manifest(release), release, install_dir, project)
+    return installation(read_manifest(release), release, install_dir, project, read_env(install_dir))
 
 
 # --------------------------------------------------------------------------- results
@@ -170,6 +174,10 @@ def _health_check(probe: Probe) -> Check:
 def check_service(host, install: Installation, service: InstalledService) -> ServiceReport:
     """Run the template's checks for one installed service."""
     checks = [_container_check(host, install.project, service.name)]
+    if service.name in install.waiting and checks[0].status == "fail":
+        # optional and waiting for its supplied secrets: reported, not a failure
+        return ServiceReport(service.name, (Check("container", "skip",
+                                                  "not started: " + not_started_detail(install.waiting[service.name])),))
     checks += [_listening_check(host, p) for p in service.ports]
     checks.append(_health_check(service.health) if service.health
                   else Check("health", "skip", "no health probe in the blueprint"))

@@ -122,9 +122,11 @@ class Project:
 
     name: str
     install_dir: Path
+    profiles: tuple[str, ...] = ()      # compose profiles to enable: the optional services to start
 
     def argv(self, *args: str) -> list[str]:
-        return [*find_compose(), *args]
+        profiles = [flag for p in self.profiles for flag in ("--profile", p)]
+        return [*find_compose(), *profiles, *args]
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         """Run compose with ``args``; InstallError with compose's own message when it fails."""

@@ -1,8 +1,10 @@
 """Secrets on the target: generated at install into ``DIR/.env`` (0600), kept across upgrades.
 
 A bundle names its secrets, never their values: ``secrets.env.example``
-holds one ``KEY=`` line per secret with its kind and length in the comment
-above it, and manifest.json lists each service's keys. Existing lines of
+holds one ``KEY=`` line per secret with its kind, length and optional prefix
+in the comment above it, and manifest.json lists each service's keys.
+Operator-supplied secrets are never generated (they are commented out in the
+example and listed apart in the manifest; ``builder.install.inputs`` checks them). Existing lines of
 ``DIR/.env`` (values, comments, operator overrides) are never changed.
 """
 
@@ -13,7 +15,7 @@ import re
 import secrets as _random
 import string
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..errors import InstallError
 from ..fsutil import CapExceeded, atomic_write, read_capped
@@ -26,6 +28,21 @@ ALPHABETS = {
     "hex": "0123456789abcdef",
 }
 _ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
+_PREFIX_RE = re.compile(r"\bprefix=([A-Za-z0-9][A-Za-z0-9_-]{0,15})(?=[\s:]|$)")
+
+
+def _keys_with_comments(example: str) -> Iterator[tuple[str, str]]:
+    """``(KEY, the comment lines just above it + the line)`` for each ``KEY=`` line of an example."""
+    comment = ""
+    for line in example.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment += " " + stripped
+            continue
+        m = _ENV_LINE_RE.match(line)
+        if m:
+            yield m.group(1), comment + " " + line
+        comment = ""
 
 
 def secret_specs(example: str) -> dict[str, tuple[str, int]]:
@@ -35,20 +52,20 @@ def secret_specs(example: str) -> dict[str, tuple[str, int]]:
     above it (``# svc: generate=token length=32``); token/32 when unsaid.
     """
     specs: dict[str, tuple[str, int]] = {}
-    comment = ""
-    for line in example.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            comment += " " + stripped
-            continue
-        m = _ENV_LINE_RE.match(line)
-        if m:
-            text = comment + " " + line
-            kind = re.search(r"generate[ =:]*(token|password|hex)", text)
-            length = re.search(r"length[ =:]*([0-9]+)", text)
-            specs[m.group(1)] = (kind.group(1) if kind else "token", int(length.group(1)) if length else 32)
-        comment = ""
+    for key, text in _keys_with_comments(example):
+        kind = re.search(r"generate[ =:]*(token|password|hex)", text)
+        length = re.search(r"length[ =:]*([0-9]+)", text)
+        specs[key] = (kind.group(1) if kind else "token", int(length.group(1)) if length else 32)
     return specs
+
+
+def secret_prefixes(example: str) -> dict[str, str]:
+    """``{KEY: prefix}`` for the secrets whose comment says ``prefix=P`` (``# svc: ... prefix=sk-``).
+
+    The prefix is fixed text the consuming service demands (LiteLLM's ``sk-``);
+    ``length`` counts only the random characters after it.
+    """
+    return {key: p.group(1) for key, text in _keys_with_comments(example) if (p := _PREFIX_RE.search(text))}
 
 
 def generate_secret(kind: str, length: int) -> str:
@@ -63,19 +80,22 @@ def env_keys(text: str) -> set[str]:
 
 
 def merge_secrets(existing: str, wanted: dict[str, tuple[str, int]],
-                  generate: Callable[[str, int], str] = generate_secret) -> tuple[str, list[str]]:
+                  generate: Callable[[str, int], str] = generate_secret,
+                  prefixes: dict[str, str] | None = None) -> tuple[str, list[str]]:
     """``existing`` .env text plus a generated line for every wanted key it lacks.
 
-    Existing lines (values, comments, overrides) are kept verbatim. Returns
-    the new text and the keys added (never the values).
+    Existing lines (values, comments, overrides) are kept verbatim; a key's
+    value starts with its ``prefixes`` entry. Returns the new text and the
+    keys added (never the values).
     """
+    prefixes = prefixes or {}
     have = env_keys(existing)
     added = [k for k in sorted(wanted) if k not in have]
     if not added:
         return existing, []
     text = existing if not existing or existing.endswith("\n") else existing + "\n"
     for key in added:
-        text += f"{key}={generate(*wanted[key])}\n"
+        text += f"{key}={prefixes.get(key, '')}{generate(*wanted[key])}\n"
     return text, added
 
 
@@ -93,7 +113,7 @@ def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ())
     wanted = secret_specs(example)
     for key in required:
         wanted.setdefault(key, ("token", 32))
-    text, added = merge_secrets(existing, wanted)
+    text, added = merge_secrets(existing, wanted, prefixes=secret_prefixes(example))
     if added or not env_path.exists():
         atomic_write(env_path, text, mode=0o600)
     else:

@@ -1,5 +1,6 @@
 """`labbuild status`: each service of the current release — container state, one
-health probe, and its image ID against the lock."""
+health probe, and its image ID against the lock. An optional service waiting for
+its supplied secrets shows as ``not started: needs KEY`` and is not a failure."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from typing import Any
 from ..platforms import expected_image_id
 from .engine import containers, docker_client, host_platform
 from .health import Probe, probe_once
+from .inputs import not_started_detail, read_env, waiting_optional
 from .state import current_release, read_manifest, release_link
 
 
 @dataclass
 class ServiceStatus:
     service: str
-    state: str              # running, exited, restarting, missing, ...
-    health: str             # healthy | unhealthy | no-probe | not-running
+    state: str              # running, exited, restarting, missing, not started, ...
+    health: str             # healthy | unhealthy | no-probe | not-running | not-started (optional, inputs missing)
     image: str
     image_id: str | None
     locked_id: str | None
@@ -30,6 +32,8 @@ class ServiceStatus:
 
     @property
     def ok(self) -> bool:
+        if self.health == "not-started":     # optional and waiting for its supplied secrets: not a failure
+            return True
         return self.state == "running" and self.health in ("healthy", "no-probe") and self.image_ok
 
     def to_json(self) -> dict[str, Any]:
@@ -64,13 +68,16 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
     platform = host_platform(client)
     found = containers(client, manifest.lab)
     previous = release_link(install_dir, "previous")
+    waiting = waiting_optional(manifest, read_env(install_dir))
     out: dict[str, ServiceStatus] = {}
     for svc, entry in sorted(manifest.services.items()):
         c = found.get(svc)
         locked = expected_image_id(entry.config_digests, platform)
         state = c.status if c is not None else "missing"
         probe = Probe.from_health(svc, entry.health)
-        if state != "running":
+        if svc in waiting and state != "running":
+            state, health, detail = "not started", "not-started", not_started_detail(waiting[svc])
+        elif state != "running":
             health, detail = "not-running", ""
         elif probe is None:
             health, detail = "no-probe", ""

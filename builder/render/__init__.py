@@ -30,7 +30,12 @@ What each renderer produces, and the contracts other parts rely on:
     holding a quote or a newline is double-quoted with ``\\ " $`` escaped.
 
 ``render_secrets_example`` -> ``secrets.env.example``
-    Per secret: a comment (service, generate kind, length) and ``SVC__NAME=``.
+    Per generated secret: a comment (service, generate kind, length, prefix)
+    and ``SVC__NAME=``; per operator-supplied secret a commented ``#SVC__NAME=``
+    under a comment saying where to get it (never generated).
+    Optional services (``optional`` in the profile) carry ``profiles:
+    [<service>]``: install starts them by naming the profile once their
+    supplied secrets exist.
 
 ``render_config_files`` -> ``config/<svc>/<name>`` (the blueprints' ``[[files]]``,
     mounted read-only). ``render_runbooks`` -> ``runbooks/README.md`` and
@@ -44,16 +49,16 @@ from __future__ import annotations
 from .compose import LABEL_PREFIX, NETWORK, compose_service, port_spec, render_compose, service_environment
 from ..bundle.layout import COMPOSE_FILE, bundle_filename, bundle_top
 from ..escape import parse_env_file
-from .envfile import env_file_value, lab_settings, render_lab_env, render_secrets_example
+from .envfile import comment_text, env_file_value, lab_settings, render_lab_env, render_secrets_example
 from .files import render_config_files, render_text_files
 from .observability import render_observability, scrape_targets
-from .release import ReleaseInput, secret_keys, volume_name
+from .release import ReleaseInput, secret_keys, supplied_keys, volume_name
 from .runbooks import render_runbooks, render_service_runbook
 
 __all__ = [
-    "COMPOSE_FILE", "LABEL_PREFIX", "NETWORK", "ReleaseInput", "bundle_filename", "bundle_top",
+    "COMPOSE_FILE", "LABEL_PREFIX", "comment_text", "NETWORK", "ReleaseInput", "bundle_filename", "bundle_top",
     "compose_service", "env_file_value", "lab_settings", "parse_env_file", "port_spec",
     "render_compose", "render_config_files", "render_lab_env", "render_observability",
     "render_runbooks", "render_secrets_example", "render_service_runbook", "render_text_files",
-    "scrape_targets", "secret_keys", "service_environment", "volume_name",
+    "scrape_targets", "secret_keys", "supplied_keys", "service_environment", "volume_name",
 ]

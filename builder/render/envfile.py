@@ -76,15 +76,37 @@ def render_lab_env(ri: ReleaseInput) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comment_text(text: str) -> str:
+    """``text`` on one comment line: every run of whitespace (newlines too) becomes one space."""
+    return " ".join(text.split())
+
+
 def render_secrets_example(ri: ReleaseInput) -> str:
-    """secrets.env.example: the name of every secret install generates, never a value."""
+    """secrets.env.example: the name of every secret, never a value.
+
+    A generated secret is a ``KEY=`` line under ``# svc: generate=KIND
+    length=N [prefix=P]``. A supplied one (the operator puts it into
+    DIR/.env; install never generates it) is a commented ``#KEY=`` line, so
+    no parser generates it, under ``# svc: supplied ...: where to get it``.
+    """
     lines = [f"# Secrets of {ri.top}. `labbuild install` (or install.sh) generates each",
              "# one into DIR/.env (mode 0600) and keeps it across upgrades. No values here."]
+    supplied: list[str] = []
     for name in ri.services:
         for s in ri.blueprint(name).secrets:
+            desc = f": {comment_text(s.description)}" if s.description else ""
+            if s.supplied:
+                when = (f"optional: {name} starts only once it is set" if name in ri.optional
+                        else "install stops until it is set")
+                supplied += ["", f"# {name}: supplied by the operator, never generated ({when}){desc}",
+                             f"#{secret_env_key(name, s.name)}="]
+                continue
+            prefix = f" prefix={s.prefix}" if s.prefix else ""
             lines.append("")
-            desc = f": {s.description}" if s.description else ""
-            lines.append(f"# {name}: generate={s.generate} length={s.length}{desc}")
+            lines.append(f"# {name}: generate={s.generate} length={s.length}{prefix}{desc}")
             lines.append(f"{secret_env_key(name, s.name)}=")
+    if supplied:
+        lines += ["", "# Operator-supplied secrets: only their issuer can make them. Put each one",
+                  "# into DIR/.env yourself (uncommented, KEY=value) before `labbuild install`."] + supplied
     return "\n".join(lines) + "\n"
 

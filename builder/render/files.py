@@ -12,7 +12,8 @@ from .runbooks import render_runbooks
 
 def render_config_files(ri: ReleaseInput) -> dict[str, str]:
     """``config/<svc>/<name>`` for every ``[[files]]`` entry."""
-    return {f"config/{n}/{f.name}": f.content for n in ri.services for f in ri.blueprint(n).files}
+    return {f"config/{n}/{f.name}": f.content for n in ri.services
+            for f in ri.blueprint(n).effective_files(ri.services)}
 
 
 def render_text_files(ri: ReleaseInput) -> dict[str, str]:

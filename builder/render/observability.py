@@ -1,11 +1,19 @@
 """``observability/``: Prometheus config and alert rules, Grafana
-provisioning and dashboards, and where compose mounts them."""
+provisioning and dashboards, and where compose mounts them.
+
+A ``[metrics] bearer_secret`` becomes ``authorization: {type: Bearer,
+credentials_file: /etc/prometheus/secrets/<service>}`` in prometheus.yml;
+``render_compose`` provides that file as a compose secret whose value compose
+reads from the install's ``.env`` at start (``BearerSecret``). No credential is
+ever written into prometheus.yml or any other file of the bundle."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from ..blueprint import secret_env_key
 from .release import ReleaseInput
 from .runbooks import service_url
 from .text import dump_yaml, template_text
@@ -22,13 +30,43 @@ GRAFANA_MOUNTS = (
     (f"{GRAFANA_DIR}/provisioning/dashboards", "/etc/grafana/provisioning/dashboards"),
     (f"{GRAFANA_DIR}/dashboards", "/var/lib/grafana/dashboards/local-ai-lab"),
 )
+PROM_SECRETS_DIR = "/etc/prometheus/secrets"   # scrape credentials, provided by compose at start
+PROM_UID = "65534"                              # the prometheus image runs as nobody
 DATASOURCE_UID = "lab-prometheus"
 EXPORTERS = ("cadvisor", "node-exporter")
 
 
-def scrape_targets(ri: ReleaseInput) -> list[dict[str, Any]]:
-    """``[{service, target, path, params}]`` for every service Prometheus scrapes."""
+@dataclass(frozen=True)
+class BearerSecret:
+    """A scrape credential: the install's .env key compose reads, and where prometheus finds it."""
+
+    service: str        # the scraped service
+    env_key: str        # DIR/.env key of the referenced secret
+
+    @property
+    def compose_name(self) -> str:
+        return f"{self.service.replace('-', '_')}_metrics_bearer"
+
+    @property
+    def target(self) -> str:
+        return f"{PROM_SECRETS_DIR}/{self.service}"
+
+
+def bearer_secrets(ri: ReleaseInput) -> list[BearerSecret]:
+    """Every scraped service whose ``[metrics]`` names a ``bearer_secret``, sorted."""
     out = []
+    for name in ri.services:
+        ref = ri.blueprint(name).metrics.bearer_ref if ri.blueprint(name).metrics else None
+        if ref is not None:
+            out.append(BearerSecret(service=name, env_key=secret_env_key(*ref)))
+    return out
+
+
+def scrape_targets(ri: ReleaseInput) -> list[dict[str, Any]]:
+    """``[{service, target, path, params, bearer}]`` for every service Prometheus scrapes
+    (``bearer``: the credentials file in the prometheus container, or None)."""
+    out = []
+    bearer = {b.service: b.target for b in bearer_secrets(ri)}
     for name in ri.services:
         bp = ri.blueprint(name)
         if bp.metrics:
@@ -38,7 +76,7 @@ def scrape_targets(ri: ReleaseInput) -> list[dict[str, Any]]:
         else:
             continue
         out.append({"service": name, "target": f"{name}:{port.container}", "path": path,
-                    "params": params})
+                    "params": params, "bearer": bearer.get(name)})
     return out
 
 
@@ -48,6 +86,8 @@ def render_prometheus(ri: ReleaseInput) -> str:
         job: dict[str, Any] = {"job_name": t["service"], "metrics_path": t["path"]}
         if t["params"]:
             job["params"] = {k: [v] for k, v in sorted(t["params"].items())}
+        if t["bearer"]:
+            job["authorization"] = {"type": "Bearer", "credentials_file": t["bearer"]}
         job["static_configs"] = [{"targets": [t["target"]], "labels": {"service": t["service"]}}]
         jobs.append(job)
     doc = {

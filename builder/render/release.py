@@ -3,7 +3,7 @@
 ``ReleaseInput`` bundles the lab, the lock, the profile and the version
 (the archive's names come from ``builder.bundle.layout``);
 ``volume_name`` a service's named volume, ``secret_keys`` its install-time
-secrets in ``DIR/.env``.
+secrets in ``DIR/.env``, ``supplied_keys`` the ones the operator puts there.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ class ReleaseInput:
         """The profile's closure, sorted."""
         return tuple(self.lab.profile_closure(self.profile))
 
+    @cached_property
+    def optional(self) -> tuple[str, ...]:
+        """Services optional in the profile: installed, started only once their supplied secrets exist."""
+        return self.lab.optional_services(self.profile)
+
     def blueprint(self, name: str) -> Blueprint:
         return self.lab.services[name]
 
@@ -55,6 +60,11 @@ def volume_name(service: str, name: str) -> str:
 
 
 def secret_keys(ri: ReleaseInput, name: str) -> list[str]:
-    """The ``DIR/.env`` keys of service ``name``'s secrets."""
-    return [secret_env_key(name, s.name) for s in ri.blueprint(name).secrets]
+    """The ``DIR/.env`` keys of service ``name``'s generated secrets (install writes them)."""
+    return [secret_env_key(name, s.name) for s in ri.blueprint(name).secrets if not s.supplied]
+
+
+def supplied_keys(ri: ReleaseInput, name: str) -> list[tuple[str, str]]:
+    """``(DIR/.env key, description)`` of service ``name``'s operator-supplied secrets."""
+    return [(secret_env_key(name, s.name), s.description) for s in ri.blueprint(name).supplied_secrets]
 

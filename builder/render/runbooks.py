@@ -63,9 +63,19 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
             out.append(f"- config file `config/{name}/{f.name}` at `{f.target}` (read-only)")
         out.append("")
     if bp.secrets:
-        out += ["## Secrets", "", "Generated at install into `DIR/.env`; never in the bundle.", ""]
+        head = ("Kept in `DIR/.env`; never in the bundle." if bp.supplied_secrets
+                else "Generated at install into `DIR/.env`; never in the bundle.")
+        out += ["## Secrets", "", head, ""]
         for s in bp.secrets:
-            out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}` ({s.generate}, {s.length} characters)")
+            if s.supplied:
+                started = (f"`{name}` is installed but only started once it is set: add it, then run install again"
+                           if name in ri.optional else "install stops until it is set")
+                out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}`: supplied by you, never generated "
+                           f"({started}). Where to get it: {_md_cell(s.description)}")
+            else:
+                prefix = f", starts with `{s.prefix}`" if s.prefix else ""
+                out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}` ({s.generate}, {s.length} characters"
+                           f"{prefix})")
         out.append("")
     out += ["## Health", ""]
     if bp.health:

@@ -13,10 +13,13 @@
 #   3. docker load of images/ (host platform only) and a check that every
 #      image ID equals the locked config digest
 #   4. generates missing secrets into DIR/.env (mode 0600) from /dev/urandom;
-#      existing values are kept, values are never printed
+#      existing values are kept, values are never printed. Operator-supplied
+#      secrets are never generated: when one of a required service is missing
+#      from DIR/.env it stops before step 2, naming the key; an optional
+#      service without its supplied secret is installed but not started
 #   5. writes DIR/compose.yaml, runs docker compose up -d in DIR, then waits until every service with a
 #      health probe answers, in dependency order.
-# Exit 0 only when every service is healthy.
+# Exit 0 only when every service that is not optional is healthy.
 set -eu
 LC_ALL=C
 export LC_ALL
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
         --no-start) START=0; shift ;;
         --timeout) [ $# -ge 2 ] || die "--timeout needs a value"; TIMEOUT=$2; shift 2 ;;
         --timeout=*) TIMEOUT=${1#--timeout=}; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" "usage: sh install.sh --dir DIR [--no-start] [--timeout SECONDS]" ;;
     esac
 done
@@ -105,6 +108,45 @@ valid "$GRAMMAR_VERSION" "$VERSION" || die "manifest.json names an unusable vers
 SERVICES=$(sed -n 's/^services\.\([^.]*\)\.image=.*/\1/p' "$WORK/manifest.flat" | sort -u | tr '\n' ' ')
 for svc in $SERVICES; do
     valid "$GRAMMAR_NAME" "$svc" && valid "$GRAMMAR_SERVICE_LENGTH" "$svc" || die "manifest.json names an unusable service: $svc" "the bundle is damaged or not a labbuild bundle"
+done
+
+# ---------------------------------------------------------------- 1b. operator-supplied secrets
+# Secrets only a third party can issue (manifest: services.S.supplied) are never
+# generated. Missing for a service that is not optional: stop now, before
+# anything is loaded or written. Missing for an optional service: install it,
+# but do not start it (WAITING) until the key is in DIR/.env.
+env_has() {  # KEY -> 0 when DIR/.env assigns it a non-empty value
+    [ -f "$DIR/.env" ] || return 1
+    awk -v k="$1" '
+        { line = $0; sub(/^[ \t]*(export[ \t]+)?/, "", line)
+          if (index(line, k) != 1) next
+          rest = substr(line, length(k) + 1); sub(/^[ \t]*/, "", rest)
+          if (substr(rest, 1, 1) != "=") next
+          v = substr(rest, 2); gsub(/[ \t\r'"'"'"]/, "", v)
+          if (v != "") { found = 1; exit } }
+        END { exit found ? 0 : 1 }' "$DIR/.env"
+}
+sed -n 's/^services\.\([^.]*\)\.supplied\.\([0-9]*\)\.key=\([A-Za-z_][A-Za-z0-9_]*\)$/\1 \2 \3/p' \
+    "$WORK/manifest.flat" > "$WORK/supplied"
+WAITING=""
+missing=0
+while read -r svc idx key; do
+    env_has "$key" && continue
+    if [ "$(mget "services.$svc.optional")" = true ]; then
+        case " $WAITING " in *" $svc "*) ;; *) WAITING="$WAITING $svc" ;; esac
+        say "$svc is optional and not started: needs $key in $DIR/.env"
+    else
+        say "missing: $key (for $svc): $(mget "services.$svc.supplied.$idx.description")"
+        missing=$((missing + 1))
+    fi
+done < "$WORK/supplied"
+[ "$missing" = 0 ] || die "$missing operator-supplied secret(s) missing from $DIR/.env; nothing was installed" \
+    "add each KEY=value line named above to $DIR/.env (install never generates them), then run install.sh again"
+PROFILES=""
+for svc in $SERVICES; do
+    [ "$(mget "services.$svc.optional")" = true ] || continue
+    case " $WAITING " in *" $svc "*) continue ;; esac
+    PROFILES="$PROFILES --profile $svc"
 done
 
 # ---------------------------------------------------------------- compose
@@ -197,17 +239,20 @@ if [ -f secrets.env.example ]; then
             len = 32
             if (match(t, /length[ =:]*[0-9]+/)) { len = substr(t, RSTART, RLENGTH); gsub(/[^0-9]/, "", len) }
             else if (match(t, /[0-9]+ *(chars|characters)/)) { len = substr(t, RSTART, RLENGTH); gsub(/[^0-9]/, "", len) }
-            print k, kind, len; next
+            pre = "-"   # "prefix=sk-": fixed text before the random part (length counts only that part)
+            if (match(t, /prefix=[A-Za-z0-9][A-Za-z0-9_-]*/)) { pre = substr(t, RSTART + 7, RLENGTH - 7) }
+            print k, kind, len, pre; next
         }
         { c = "" }' secrets.env.example > "$WORK/secrets"
-    while read -r key kind len; do
+    while read -r key kind len pre; do
         grep -q "^$key=" "$DIR/.env" && continue
+        [ "$pre" != "-" ] || pre=""
         case "$kind" in
             password) value=$(random_chars 'A-Za-z0-9' "$len") ;;
             hex) value=$(random_chars '0-9a-f' "$len") ;;
             *) value=$(random_chars 'A-Za-z0-9_-' "$len") ;;
         esac
-        printf '%s=%s\n' "$key" "$value" >> "$DIR/.env"
+        printf '%s=%s%s\n' "$key" "$pre" "$value" >> "$DIR/.env"
         added=$((added + 1))
     done < "$WORK/secrets"
     say "secrets: $added generated into $DIR/.env (existing values kept)"
@@ -260,13 +305,15 @@ up_failed() {
     fi
     exit 1
 }
-compose up -d --remove-orphans > "$WORK/up.log" 2>&1 \
+# shellcheck disable=SC2086  # PROFILES: "--profile SERVICE" words of the optional services to start
+compose $PROFILES up -d --remove-orphans > "$WORK/up.log" 2>&1 \
     || { cat "$WORK/up.log" >&2; up_failed "compose exited with an error"; }
 cat "$WORK/up.log" >&2
 # compose can exit 0 although a pull or a start failed: trust only the containers' states
 docker ps -a --filter "label=com.docker.compose.project=$LAB" \
     --format '{{.Label "com.docker.compose.service"}} {{.State}}' > "$WORK/states"
 for svc in $SERVICES; do
+    case " $WAITING " in *" $svc "*) continue ;; esac
     state=$(awk -v s="$svc" '$1 == s { print $2; exit }' "$WORK/states")
     case "$state" in
         '') up_failed "$svc has no container" ;;
@@ -314,6 +361,8 @@ probe() {  # scheme host_port path accepted-statuses -> 0 when healthy
 
 deadline=$(( $(date +%s) + TIMEOUT ))
 for svc in $ORDER; do
+    case " $WAITING " in *" $svc "*) say "  $svc: not started: optional, needs its supplied secret (see above)"; continue ;; esac
+    optional=$(mget "services.$svc.optional")
     port=$(mget "services.$svc.health.host_port")
     if [ -z "$port" ] || [ "$port" = null ]; then
         say "  $svc: no health probe (started)"
@@ -324,6 +373,10 @@ for svc in $ORDER; do
     statuses=$(mlist "services.$svc.health.status" | tr '\n' ' ')
     printf '  %s: waiting for %s://127.0.0.1:%s%s ' "$svc" "$scheme" "$port" "$path" >&2
     until probe "$scheme" "$port" "$path" "$statuses"; do
+        if [ "$(date +%s)" -ge "$deadline" ] && [ "$optional" = true ]; then
+            printf 'not healthy (optional: does not fail the install)\n' >&2
+            continue 2
+        fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             printf 'FAILED\n' >&2
             say "error: $svc did not become healthy within ${TIMEOUT}s"

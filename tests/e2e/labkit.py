@@ -56,6 +56,7 @@ class Service:
     start_period: str = ""          # [health] start_period
     digest: str = ""
     image_id: str = ""
+    extra: str = ""                 # more blueprint TOML, appended as is
 
 
 @dataclass
@@ -66,6 +67,7 @@ class AirgapLab:
     services: dict[str, Service] = field(default_factory=dict)
     refs: set[str] = field(default_factory=set)
     install_dirs: list[Path] = field(default_factory=list)
+    optional: list[str] = field(default_factory=list)   # the profile's optional services
 
     def repo(self, svc: str) -> str:
         return f"{self.name}/{svc}"
@@ -91,7 +93,8 @@ class AirgapLab:
         (self.root / "blueprints" / "lab.toml").write_text(
             f'[lab]\nname = "{self.name}"\ndefault_profile = "all"\n'
             f'platforms = ["linux/amd64", "linux/arm64"]\n\n'
-            f'[profiles.all]\nservices = {sorted(self.services)!r}\n'.replace("'", '"'))
+            f'[profiles.all]\nservices = {sorted(set(self.services) - set(self.optional))!r}\n'
+            .replace("'", '"') + (f'optional = {sorted(self.optional)!r}\n'.replace("'", '"') if self.optional else ""))
         for svc in self.services.values():
             text = (f'[service]\nname = "{svc.name}"\ndescription = "test service {svc.name}"\n'
                     f'phase = 0\ncategory = "app"\ndepends_on = {list(svc.depends_on)!r}\n\n'.replace("'", '"')
@@ -105,6 +108,7 @@ class AirgapLab:
                 text += '\n[secrets.DB_PASSWORD]\ngenerate = "password"\nlength = 20\n'
             if svc.volume:
                 text += '\n[[volumes]]\nname = "data"\ntarget = "/data"\n'
+            text += svc.extra
             (self.root / "blueprints" / "services" / f"{svc.name}.toml").write_text(text)
 
     def lock(self) -> None:
