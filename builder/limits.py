@@ -19,6 +19,8 @@ MAX_MEMBERS = 200_000              # members of a bundle archive
 MAX_PROBLEMS = 200                 # problems reported by one verification (the rest are counted)
 MAX_ENV_BYTES = 1 * MiB            # an install's DIR/.env
 MAX_NESTING = 64                   # depth of nested tables/arrays in TOML and JSON inputs
+MAX_SBOM_METADATA_BYTES = 64 * MiB # one package-metadata file read from an image layer for its SBOM
+                                   # (build side only; not in LIMITS: the runbook lists what install reads)
 
 LIMITS = {
     "blueprint or lab.toml": MAX_BLUEPRINT_BYTES,
