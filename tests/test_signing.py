@@ -1,7 +1,9 @@
-"""Ed25519 signing: keygen, release --sign, verify --key (good, wrong key, tampered, unsigned)."""
+"""Signing: keygen (ECDSA P-256 by default), release --sign, verify --key (good, wrong key,
+tampered, unsigned), cross-checked with openssl; old Ed25519 bundles still verify."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import stat
@@ -13,7 +15,8 @@ import pytest
 from builder.bundle.release import build_release, rebuild_release
 from builder.bundle.verify import safe_extract, verify_bundle
 from builder.errors import BundleError
-from builder.signing import generate_keypair, load_private_key
+from builder.signing import (ECDSA_P256, ED25519, fingerprint, generate_keypair, key_type_of, load_private_key,
+                             load_public_key, public_key_der, raw_signature, sign, signature_valid)
 from test_bundle_release import run_labbuild
 from test_render import make_lab
 from test_bundle_verify import TOP, flipped
@@ -57,15 +60,104 @@ def test_good_signature_verifies(signed, keys):
     assert unchecked.ok and unchecked.signed and not unchecked.signature_checked
 
 
-def test_openssl_agrees_with_the_signature(signed, keys, tmp_path):
+def _openssl() -> str:
     openssl = shutil.which("openssl")
     if not openssl:
         pytest.skip("openssl is not installed: the cross-check with an independent tool is skipped")
+    return openssl
+
+
+def openssl_dgst_verifies(pub: Path, sig_b64_file: Path, data_file: Path, tmp_path: Path) -> bool:
+    """`openssl dgst -sha256 -verify PUB -signature <(base64 -d SIG) DATA`, as the issue spells it."""
+    der = tmp_path / "sig.der"
+    der.write_bytes(base64.b64decode(sig_b64_file.read_bytes()))
+    proc = subprocess.run([_openssl(), "dgst", "-sha256", "-verify", str(pub), "-signature", str(der),
+                           str(data_file)], capture_output=True, text=True)
+    return proc.returncode == 0 and "Verified OK" in proc.stdout
+
+
+def test_keygen_makes_ecdsa_p256_keys_by_default(keys):
+    private, public, _ = keys
+    assert key_type_of(load_private_key(private)) == ECDSA_P256 == key_type_of(load_public_key(public))
+    proc = subprocess.run([_openssl(), "pkey", "-pubin", "-in", str(public), "-noout", "-text"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "prime256v1" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_openssl_agrees_with_the_signature(signed, keys, tmp_path):
     dest = safe_extract(signed, tmp_path / "x", key=keys[1])
-    proc = subprocess.run([openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(keys[1]), "-rawin",
+    assert openssl_dgst_verifies(keys[1], dest / "manifest.json.sig", dest / "manifest.json", tmp_path)
+    (dest / "manifest.json").write_bytes((dest / "manifest.json").read_bytes() + b" ")
+    assert not openssl_dgst_verifies(keys[1], dest / "manifest.json.sig", dest / "manifest.json", tmp_path)
+
+
+def test_labbuild_accepts_a_signature_openssl_made(keys, tmp_path):
+    data = tmp_path / "manifest.json"
+    data.write_bytes(b'{"made": "by openssl"}\n')
+    der = tmp_path / "sig.der"
+    proc = subprocess.run([_openssl(), "dgst", "-sha256", "-sign", str(keys[0]), "-out", str(der), str(data)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    pub = load_public_key(keys[1])
+    assert signature_valid(pub, base64.b64encode(der.read_bytes()), data.read_bytes())
+    assert signature_valid(pub, der.read_bytes(), data.read_bytes())  # DER as is, too
+    assert not signature_valid(pub, base64.b64encode(der.read_bytes()), data.read_bytes() + b"x")
+
+
+def test_ecdsa_signatures_are_deterministic_base64_der(keys):
+    key = load_private_key(keys[0])
+    first, again = sign(key, b"manifest bytes"), sign(key, b"manifest bytes")
+    assert first == again and first != sign(key, b"other bytes")
+    assert base64.b64decode(first, validate=True)[0] == 0x30  # a DER SEQUENCE
+    assert not first.endswith(b"\n")
+
+
+def test_fingerprints_are_stable_definitions(keys, old_pub):
+    import hashlib
+    pub = load_public_key(keys[1])
+    assert fingerprint(pub) == "sha256:" + hashlib.sha256(public_key_der(pub)).hexdigest()
+    assert fingerprint(load_public_key(old_pub)) == OLD_FINGERPRINT  # Ed25519: the raw key, as before
+
+
+# Written by the Ed25519-only labbuild (before ECDSA): its key, a message, its signature, its fingerprint.
+OLD_PUB_PEM = b"""-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAeFZHSi3DyTxHVN+4DNz8wW/HoXeTrkc3RPCjpoENS/I=
+-----END PUBLIC KEY-----
+"""
+OLD_MESSAGE = b'{"name": "testlab-full-1.0.0"}\n'
+OLD_SIGNATURE = base64.b64decode("3FPz0+J35J7aNdtR7QRgx8yEzV7wbZcDZMTVtvMrbAf+UNMNsvnaC4xPR/ZifanbyaZG0ck77pbkInjfhph8CQ==")
+OLD_FINGERPRINT = "sha256:d30646189e2705ab266bfb51b1a5cad91adadbffccc0f46cf03ebe10450e0c3e"
+
+
+@pytest.fixture
+def old_pub(tmp_path) -> Path:
+    path = tmp_path / "old.pub"
+    path.write_bytes(OLD_PUB_PEM)
+    return path
+
+
+def test_old_ed25519_signatures_still_verify(old_pub):
+    pub = load_public_key(old_pub)
+    assert key_type_of(pub) == ED25519
+    assert signature_valid(pub, OLD_SIGNATURE, OLD_MESSAGE)
+    assert signature_valid(pub, base64.b64encode(OLD_SIGNATURE), OLD_MESSAGE)  # cosign's base64 form
+    assert not signature_valid(pub, OLD_SIGNATURE, OLD_MESSAGE + b" ")
+
+
+def test_an_ed25519_signed_bundle_verifies_and_keeps_the_old_raw_signature(tmp_path, old_pub):
+    private, public = tmp_path / "ed.key", tmp_path / "ed.pub"
+    generate_keypair(private, public, key_type=ED25519)
+    key = load_private_key(private)
+    assert len(sign(key, b"x")) == 64 and sign(key, b"x") == raw_signature(key, b"x")
+    result = build_release(make_lab(tmp_path / "lab"), "1.0.0", out_dir=tmp_path / "d", sign_key=private)
+    check = verify_bundle(result.bundle, public)
+    assert check.ok and check.signature_checked
+    dest = safe_extract(result.bundle, tmp_path / "x", key=public)
+    proc = subprocess.run([_openssl(), "pkeyutl", "-verify", "-pubin", "-inkey", str(public), "-rawin",
                            "-in", str(dest / "manifest.json"), "-sigfile", str(dest / "manifest.json.sig")],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "Success" in proc.stdout, proc.stdout + proc.stderr
+    assert not verify_bundle(result.bundle, old_pub).ok  # another Ed25519 key
 
 
 def test_wrong_key_fails(signed, keys):
