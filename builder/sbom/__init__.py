@@ -1,0 +1,61 @@
+"""SBOMs of shipped images: CycloneDX 1.6 documents of the packages in an image's layers.
+
+The pipeline, one module each:
+- ``layers``: stream the layer tarballs lowest first, apply OCI whiteouts,
+  keep only the small metadata files package managers leave behind;
+- ``packages``: turn those files into packages (dpkg, apk, Python, Node),
+  each with its purl and the layer it came from;
+- ``cyclonedx``: render the deterministic CycloneDX 1.6 JSON with
+  cyclonedx-python-lib, and validate documents with its strict validator.
+
+``generate_sbom`` runs the whole pipeline for one image and platform;
+``sbom_path`` is where a bundle keeps the document.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .cyclonedx import ImageSubject, components_of, render_cyclonedx, sbom_serial, validation_problem
+from .layers import Layer, read_layers
+from .packages import OS_RELEASE, Distro, Package, is_metadata_path, packages_from, parse_os_release
+
+__all__ = ["ImageScan", "ImageSubject", "Layer", "Package", "components_of", "generate_sbom", "render_cyclonedx",
+           "sbom_path", "sbom_serial", "scan_image", "validation_problem"]
+
+SBOM_DIR = "sbom"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class ImageScan:
+    """The packages of one image, and what could not be read (skipped files)."""
+
+    packages: list[Package] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def scan_image(layers: Iterable[Layer]) -> ImageScan:
+    """The packages installed in the image made of ``layers`` (lowest first), whiteouts applied."""
+    merged = read_layers(layers, is_metadata_path)
+    release = next((merged.files[p] for p in OS_RELEASE if p in merged.files), None)
+    distro = parse_os_release(release.data) if release else Distro()
+    packages = [pkg for path, f in sorted(merged.files.items()) if path not in OS_RELEASE
+                for pkg in packages_from(path, f.data, f.layer, distro)]
+    return ImageScan(packages=sorted(set(packages)), warnings=merged.warnings)
+
+
+def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, labbuild_version: str) -> bytes:
+    """The CycloneDX 1.6 JSON bytes for ``image`` built from ``layers`` (lowest first)."""
+    return render_cyclonedx(image, scan_image(layers).packages, epoch=epoch, labbuild_version=labbuild_version)
+
+
+def sbom_path(name: str, platform: str) -> str:
+    """Where a bundle keeps an image's SBOM: ``sbom/<name>_<os>-<arch>[-<variant>].cdx.json``.
+
+    ``name`` is the service (or any image name; characters outside
+    ``[A-Za-z0-9._-]`` become ``-``).
+    """
+    return f"{SBOM_DIR}/{_UNSAFE.sub('-', name)}_{_UNSAFE.sub('-', platform)}.cdx.json"

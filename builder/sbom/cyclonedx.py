@@ -1,0 +1,114 @@
+"""CycloneDX 1.6 JSON of an image's packages, through cyclonedx-python-lib (no serialiser of our own).
+
+Deterministic by construction, so bundles stay reproducible:
+- ``serialNumber``: ``urn:uuid:`` uuid5 of the image digest and platform
+  (``sbom_serial``), not a random uuid4;
+- ``metadata.timestamp``: the build epoch given (SOURCE_DATE_EPOCH style);
+- every ``bom-ref`` is set explicitly (the library would otherwise invent
+  random ones): the purl, made unique with ``#<metadata file>`` when two
+  components share one;
+- components sorted (the library's sorted sets), properties sorted.
+
+The document: ``metadata.component`` is the image (type ``container``, purl
+``pkg:oci/…``, its platform as a property); ``metadata.tools`` names labbuild;
+each package a ``library`` component with its purl and the properties
+``labbuild:layer`` (digest of the layer its metadata came from) and
+``labbuild:source`` (the metadata file); the image depends on every package.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable
+
+from .packages import Package
+
+SBOM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:local-ai-lab:labbuild:sbom")
+LAYER_PROPERTY = "labbuild:layer"
+SOURCE_PROPERTY = "labbuild:source"
+PLATFORM_PROPERTY = "labbuild:platform"
+
+
+@dataclass(frozen=True)
+class ImageSubject:
+    """The image an SBOM describes."""
+
+    name: str          # repository, e.g. "docker.io/qdrant/qdrant"
+    digest: str        # the platform manifest digest, "sha256:<hex>"
+    platform: str      # "linux/amd64"
+    tag: str | None = None
+
+
+def sbom_serial(digest: str, platform: str) -> uuid.UUID:
+    """The SBOM's serial number: a function of the image digest and platform only."""
+    return uuid.uuid5(SBOM_NAMESPACE, f"{digest} {platform}")
+
+
+def _image_purl(image: ImageSubject) -> str:
+    from packageurl import PackageURL
+    last = image.name.rpartition("/")[2]
+    os_, _, arch = image.platform.partition("/")
+    qualifiers = {"repository_url": image.name}
+    if arch:
+        qualifiers["arch"] = arch
+    if image.tag:
+        qualifiers["tag"] = image.tag
+    return PackageURL(type="oci", name=last.lower(), version=image.digest, qualifiers=qualifiers).to_string()
+
+
+def _bom_refs(packages: list[Package]) -> list[str]:
+    shared = Counter(p.purl for p in packages)
+    return [p.purl if shared[p.purl] == 1 else f"{p.purl}#{p.source}" for p in packages]
+
+
+def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch: int,
+                     labbuild_version: str) -> bytes:
+    """The CycloneDX 1.6 JSON document (bytes, trailing newline) of ``packages`` in ``image``."""
+    from cyclonedx.model import Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.tool import ToolRepository
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    ordered = sorted(set(packages))
+    root = Component(type=ComponentType.CONTAINER, name=image.name, version=image.digest,
+                     bom_ref=_image_purl(image), purl=PackageURL.from_string(_image_purl(image)),
+                     properties=[Property(name=PLATFORM_PROPERTY, value=image.platform)])
+    tool = Component(type=ComponentType.APPLICATION, name="labbuild", version=labbuild_version,
+                     bom_ref=f"labbuild@{labbuild_version}")
+    components = [
+        Component(type=ComponentType.LIBRARY, name=p.name, version=p.version, group=p.group, bom_ref=ref,
+                  purl=PackageURL.from_string(p.purl),
+                  properties=[Property(name=LAYER_PROPERTY, value=p.layer),
+                              Property(name=SOURCE_PROPERTY, value=p.source)])
+        for p, ref in zip(ordered, _bom_refs(ordered))]
+    bom = Bom(serial_number=sbom_serial(image.digest, image.platform), components=components,
+              metadata=BomMetaData(component=root, tools=ToolRepository(components=[tool]),
+                                   timestamp=_dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)))
+    bom.register_dependency(root, components)
+    return JsonV1Dot6(bom).output_as_string(indent=2).encode("utf-8") + b"\n"
+
+
+def validation_problem(document: bytes) -> str | None:
+    """None when ``document`` passes cyclonedx-python-lib's strict CycloneDX 1.6 JSON validator, else why not."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(document.decode("utf-8"))
+    return None if error is None else str(error)
+
+
+def components_of(document: bytes) -> list[dict]:
+    """The components of a CycloneDX JSON document, as ``{name, version, purl, layer, source}`` rows."""
+    doc = json.loads(document)
+    rows = []
+    for c in doc.get("components", []):
+        props = {p.get("name"): p.get("value") for p in c.get("properties", [])}
+        name = f"{c['group']}/{c['name']}" if c.get("group") else c.get("name")
+        rows.append({"name": name, "version": c.get("version"), "purl": c.get("purl"),
+                     "layer": props.get(LAYER_PROPERTY), "source": props.get(SOURCE_PROPERTY)})
+    return rows

@@ -1,0 +1,267 @@
+"""SBOMs: packages read from layer tarballs with OCI whiteouts applied, rendered as CycloneDX 1.6
+that cyclonedx-python-lib's strict validator accepts, byte-identical run to run."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from builder.errors import BundleError
+from builder.sbom import (ImageSubject, Layer, components_of, generate_sbom, sbom_path, sbom_serial, scan_image,
+                          validation_problem)
+from builder.sbom import layers as layers_module
+from builder.sbom.packages import is_metadata_path, packages_from
+
+DPKG_STATUS = b"""Package: base-files
+Status: install ok installed
+Architecture: amd64
+Version: 12.4+deb12u5
+Description: Debian base system miscellaneous files
+
+Package: libssl3
+Status: install ok installed
+Architecture: amd64
+Source: openssl
+Version: 3.0.11-1~deb12u2
+Description: Secure Sockets Layer toolkit
+ shared libraries
+
+Package: removed-tool
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 1.0-1
+"""
+DISTROLESS_TZDATA = b"""Package: tzdata
+Version: 2024a-0+deb12u1
+Architecture: all
+Maintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>
+"""
+APK_INSTALLED = b"""C:Q1abc=
+P:musl
+V:1.2.4-r2
+A:x86_64
+T:the musl c library
+o:musl
+
+C:Q1def=
+P:busybox
+V:1.36.1-r15
+A:x86_64
+o:busybox
+"""
+OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+
+
+def py_metadata(name: str, version: str) -> bytes:
+    return f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: x\n\nLong description\n".encode()
+
+
+def npm(name: str, version: str) -> bytes:
+    return json.dumps({"name": name, "version": version, "main": "index.js"}).encode()
+
+
+def write_layer(path: Path, entries: list[tuple[str, bytes | None]], *, gz: bool) -> Layer:
+    """A layer tarball: (name, bytes) are files, (name, None) directories (or whiteout markers when named so)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None and not name.rsplit("/", 1)[-1].startswith(".wh."):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
+    blob = gzip.compress(buf.getvalue(), mtime=0) if gz else buf.getvalue()
+    path.write_bytes(blob)
+    return Layer(digest="sha256:" + hashlib.sha256(blob).hexdigest(), path=path)
+
+
+SITE = "usr/lib/python3.11/site-packages"
+
+
+@pytest.fixture
+def image_layers(tmp_path) -> list[Layer]:
+    base = write_layer(tmp_path / "l1.tar.gz", [
+        ("./etc/", None),
+        ("./etc/os-release", OS_RELEASE),
+        ("./var/lib/dpkg/status", DPKG_STATUS),
+        ("./var/lib/dpkg/status.d/tzdata", DISTROLESS_TZDATA),
+        ("./var/lib/dpkg/status.d/tzdata.md5sums", b"d41d8cd98f00b204e9800998ecf8427e  usr/share/zoneinfo/UTC\n"),
+        ("./lib/apk/db/installed", APK_INSTALLED),
+        (f"./{SITE}/requests-2.31.0.dist-info/METADATA", py_metadata("requests", "2.31.0")),
+        (f"./{SITE}/Typing_Extensions-4.9.0.dist-info/METADATA", py_metadata("Typing_Extensions", "4.9.0")),
+        (f"./{SITE}/Flask-3.0.0.egg-info/PKG-INFO", py_metadata("Flask", "3.0.0")),
+        ("./app/node_modules/express/package.json", npm("express", "4.18.2")),
+        ("./app/node_modules/express/lib/package.json", b'{"type": "commonjs"}'),  # no name: not a package
+        ("./app/node_modules/@babel/core/package.json", npm("@babel/core", "7.23.9")),
+        ("./app/node_modules/express/node_modules/debug/package.json", npm("debug", "2.6.9")),
+        ("./opt/old/node_modules/left-pad/package.json", npm("left-pad", "1.3.0")),
+        ("./srv/thing/node_modules/is-odd/package.json", npm("is-odd", "3.0.1")),
+        ("./usr/bin/tool", b"\x7fELF" + bytes(4096)),
+    ], gz=True)
+    upper = write_layer(tmp_path / "l2.tar", [
+        # whiteout: requests was uninstalled in this layer
+        (f"{SITE}/.wh.requests-2.31.0.dist-info", None),
+        # opaque directory: everything below opt/old from lower layers vanishes, this layer's entries stay
+        ("opt/old/.wh..wh..opq", None),
+        ("opt/old/node_modules/lodash/package.json", npm("lodash", "4.17.21")),
+        # a plain file replaces the directory srv/thing: what was under it is gone
+        ("srv/thing", b"now a file"),
+        # an upgrade: the same path written again
+        ("app/node_modules/express/package.json", npm("express", "4.19.2")),
+    ], gz=False)
+    return [base, upper]
+
+
+def expected(base: str, upper: str) -> list[tuple]:
+    deb = "?arch={}&distro=debian-12"
+    return sorted([
+        ("deb", "base-files", "12.4+deb12u5", "pkg:deb/debian/base-files@12.4%2Bdeb12u5" + deb.format("amd64"), base),
+        ("deb", "libssl3", "3.0.11-1~deb12u2", "pkg:deb/debian/libssl3@3.0.11-1~deb12u2" + deb.format("amd64"), base),
+        ("deb", "tzdata", "2024a-0+deb12u1", "pkg:deb/debian/tzdata@2024a-0%2Bdeb12u1" + deb.format("all"), base),
+        ("apk", "musl", "1.2.4-r2", "pkg:apk/debian/musl@1.2.4-r2?arch=x86_64&distro=debian-12", base),
+        ("apk", "busybox", "1.36.1-r15", "pkg:apk/debian/busybox@1.36.1-r15?arch=x86_64&distro=debian-12", base),
+        ("pypi", "Typing_Extensions", "4.9.0", "pkg:pypi/typing-extensions@4.9.0", base),
+        ("pypi", "Flask", "3.0.0", "pkg:pypi/flask@3.0.0", base),
+        ("npm", "core", "7.23.9", "pkg:npm/%40babel/core@7.23.9", base),
+        ("npm", "debug", "2.6.9", "pkg:npm/debug@2.6.9", base),
+        ("npm", "express", "4.19.2", "pkg:npm/express@4.19.2", upper),
+        ("npm", "lodash", "4.17.21", "pkg:npm/lodash@4.17.21", upper),
+    ])
+
+
+def test_the_image_yields_exactly_its_packages_with_whiteouts_applied(image_layers):
+    scan = scan_image(image_layers)
+    got = sorted((p.ecosystem, p.name, p.version, p.purl, p.layer) for p in scan.packages)
+    assert got == expected(image_layers[0].digest, image_layers[1].digest)
+    assert scan.warnings == []
+
+
+IMAGE = ImageSubject(name="docker.io/library/demo", digest="sha256:" + "1" * 64, platform="linux/amd64", tag="1.0")
+
+
+def test_the_cyclonedx_document_is_strictly_valid_and_names_each_layer(image_layers):
+    doc = generate_sbom(IMAGE, image_layers, epoch=1767225600, labbuild_version="0.1.0")
+    assert validation_problem(doc) is None
+    data = json.loads(doc)
+    assert data["bomFormat"] == "CycloneDX" and data["specVersion"] == "1.6"
+    assert data["serialNumber"] == f"urn:uuid:{sbom_serial(IMAGE.digest, IMAGE.platform)}"
+    assert data["metadata"]["timestamp"].startswith("2026-01-01T00:00:00")
+    assert data["metadata"]["component"]["type"] == "container"
+    assert data["metadata"]["component"]["purl"].startswith("pkg:oci/demo@sha256:" + "1" * 64 + "?arch=amd64")
+    rows = {(r["name"], r["version"]): r for r in components_of(doc)}
+    assert rows[("@babel/core", "7.23.9")]["purl"] == "pkg:npm/%40babel/core@7.23.9"
+    assert rows[("express", "4.19.2")]["layer"] == image_layers[1].digest
+    assert rows[("libssl3", "3.0.11-1~deb12u2")] == {
+        "name": "libssl3", "version": "3.0.11-1~deb12u2", "layer": image_layers[0].digest,
+        "source": "var/lib/dpkg/status",
+        "purl": "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64&distro=debian-12"}
+    assert len(rows) == len(expected("", ""))
+    (dep,) = [d for d in data["dependencies"] if d["ref"] == data["metadata"]["component"]["bom-ref"]]
+    assert len(dep["dependsOn"]) == len(rows)
+
+
+def test_the_strict_validator_is_not_a_rubber_stamp(image_layers):
+    data = json.loads(generate_sbom(IMAGE, image_layers, epoch=0, labbuild_version="0.1.0"))
+    data["components"][0]["type"] = "gadget"
+    assert validation_problem(json.dumps(data).encode()) is not None
+
+
+def test_same_input_gives_identical_bytes(image_layers, tmp_path):
+    first = generate_sbom(IMAGE, image_layers, epoch=1767225600, labbuild_version="0.1.0")
+    assert first == generate_sbom(IMAGE, image_layers, epoch=1767225600, labbuild_version="0.1.0")
+    assert first.endswith(b"}\n")
+    other = generate_sbom(ImageSubject(IMAGE.name, IMAGE.digest, "linux/arm64"), image_layers, epoch=1767225600,
+                          labbuild_version="0.1.0")
+    assert json.loads(other)["serialNumber"] != json.loads(first)["serialNumber"]
+
+
+def test_an_image_without_package_metadata_has_an_empty_valid_sbom(tmp_path):
+    layer = write_layer(tmp_path / "l.tar", [("bin/busybox", b"\x7fELF")], gz=False)
+    doc = generate_sbom(IMAGE, [layer], epoch=0, labbuild_version="0.1.0")
+    assert validation_problem(doc) is None and components_of(doc) == []
+
+
+def test_the_same_package_twice_gets_unique_bom_refs(tmp_path):
+    layer = write_layer(tmp_path / "l.tar", [("a/node_modules/ms/package.json", npm("ms", "2.1.3")),
+                                             ("b/node_modules/ms/package.json", npm("ms", "2.1.3"))], gz=False)
+    doc = generate_sbom(IMAGE, [layer], epoch=0, labbuild_version="0.1.0")
+    assert validation_problem(doc) is None
+    refs = [c["bom-ref"] for c in json.loads(doc)["components"]]
+    assert sorted(refs) == ["pkg:npm/ms@2.1.3#a/node_modules/ms/package.json",
+                            "pkg:npm/ms@2.1.3#b/node_modules/ms/package.json"]
+
+
+def test_an_oversized_metadata_file_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(layers_module, "MAX_METADATA_BYTES", 64)
+    layer = write_layer(tmp_path / "l.tar", [("var/lib/dpkg/status", DPKG_STATUS)], gz=False)
+    scan = scan_image([layer])
+    assert scan.packages == [] and "var/lib/dpkg/status" in scan.warnings[0] and "cap" in scan.warnings[0]
+
+
+@pytest.mark.parametrize("blob, message", [(b"not a tarball at all" * 10, "not a tar archive"),
+                                           (b"\x28\xb5\x2f\xfd" + bytes(60), "zstd")])
+def test_unreadable_layers_are_clear_errors(tmp_path, blob, message):
+    (tmp_path / "bad").write_bytes(blob)
+    with pytest.raises(BundleError, match=message):
+        scan_image([Layer(digest="sha256:" + "0" * 64, path=tmp_path / "bad")])
+
+
+def test_a_truncated_gzip_layer_is_a_clear_error(tmp_path):
+    layer = write_layer(tmp_path / "l.tar.gz", [("var/lib/dpkg/status", DPKG_STATUS), ("big", bytes(200000))], gz=True)
+    (tmp_path / "cut.tar.gz").write_bytes(layer.path.read_bytes()[:300])
+    with pytest.raises(BundleError, match="corrupt or truncated"):
+        scan_image([Layer(digest=layer.digest, path=tmp_path / "cut.tar.gz")])
+
+
+@pytest.mark.parametrize("path, wanted", [
+    ("var/lib/dpkg/status", True), ("var/lib/dpkg/status-old", False),
+    ("var/lib/dpkg/status.d/libc6", True), ("var/lib/dpkg/status.d/libc6.md5sums", False),
+    ("lib/apk/db/installed", True),
+    ("usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA", True),
+    ("usr/lib/python3/dist-packages/six-1.16.0.dist-info/RECORD", False),
+    ("usr/lib/python3/dist-packages/six-1.16.0.egg-info", True),
+    ("usr/lib/python3/dist-packages/six.egg-info/PKG-INFO", True),
+    ("node_modules/@scope/pkg/package.json", True), ("node_modules/.bin/package.json", False),
+    ("node_modules/pkg/dist/package.json", False), ("package.json", False),
+])
+def test_which_files_are_read(path, wanted):
+    assert is_metadata_path(path) is wanted
+
+
+def test_a_single_file_egg_info_is_a_package():
+    (pkg,) = packages_from("usr/lib/python3/dist-packages/zope.interface-5.0.egg-info",
+                           py_metadata("zope.interface", "5.0"), "sha256:x")
+    assert pkg.purl == "pkg:pypi/zope-interface@5.0"
+
+
+def test_sbom_paths_are_safe_file_names():
+    assert sbom_path("qdrant", "linux/amd64") == "sbom/qdrant_linux-amd64.cdx.json"
+    assert sbom_path("docker.io/x/y", "linux/arm/v7") == "sbom/docker.io-x-y_linux-arm-v7.cdx.json"
+    assert isinstance(sbom_serial("sha256:" + "1" * 64, "linux/amd64"), uuid.UUID)
+
+
+def test_a_corrupted_gzip_layer_fails_its_crc_check(tmp_path):
+    layer = write_layer(tmp_path / "l.tar.gz", [("var/lib/dpkg/status", DPKG_STATUS)], gz=True)
+    blob = bytearray(layer.path.read_bytes())
+    blob[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    (tmp_path / "bad.tar.gz").write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match="corrupt or truncated|not a tar archive"):
+        scan_image([Layer(digest=layer.digest, path=tmp_path / "bad.tar.gz")])
+
+
+def test_a_multi_member_gzip_layer_is_read_whole(tmp_path):
+    plain = write_layer(tmp_path / "p.tar", [("a/node_modules/x/package.json", npm("x", "1.0.0")),
+                                             ("b/node_modules/y/package.json", npm("y", "2.0.0"))], gz=False)
+    data = plain.path.read_bytes()
+    (tmp_path / "m.tar.gz").write_bytes(gzip.compress(data[:700], mtime=0) + gzip.compress(data[700:], mtime=0))
+    scan = scan_image([Layer(digest=plain.digest, path=tmp_path / "m.tar.gz")])
+    assert [p.name for p in scan.packages] == ["x", "y"]
