@@ -265,3 +265,10 @@ def test_a_multi_member_gzip_layer_is_read_whole(tmp_path):
     (tmp_path / "m.tar.gz").write_bytes(gzip.compress(data[:700], mtime=0) + gzip.compress(data[700:], mtime=0))
     scan = scan_image([Layer(digest=plain.digest, path=tmp_path / "m.tar.gz")])
     assert [p.name for p in scan.packages] == ["x", "y"]
+
+
+def test_the_fast_dependency_registration_changes_no_byte(image_layers, monkeypatch):
+    from builder.sbom import cyclonedx
+    fast = generate_sbom(IMAGE, image_layers, epoch=0, labbuild_version="0.1.0")
+    monkeypatch.setattr(cyclonedx, "_index_dependency_registration", lambda bom: None)
+    assert generate_sbom(IMAGE, image_layers, epoch=0, labbuild_version="0.1.0") == fast

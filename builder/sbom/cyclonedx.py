@@ -71,6 +71,7 @@ def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch:
     from cyclonedx.model import Property
     from cyclonedx.model.bom import Bom, BomMetaData
     from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.model.dependency import Dependency
     from cyclonedx.model.tool import ToolRepository
     from cyclonedx.output.json import JsonV1Dot6
     from packageurl import PackageURL
@@ -87,11 +88,35 @@ def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch:
                   properties=[Property(name=LAYER_PROPERTY, value=p.layer),
                               Property(name=SOURCE_PROPERTY, value=p.source)])
         for p, ref in zip(ordered, _bom_refs(ordered))]
+    # The graph built directly: Bom.register_dependency searches linearly, O(n^2) for n packages.
+    dependencies = [Dependency(ref=root.bom_ref, dependencies=[Dependency(ref=c.bom_ref) for c in components])]
+    dependencies += [Dependency(ref=c.bom_ref) for c in components]
     bom = Bom(serial_number=sbom_serial(image.digest, image.platform), components=components,
+              dependencies=dependencies,
               metadata=BomMetaData(component=root, tools=ToolRepository(components=[tool]),
                                    timestamp=_dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)))
-    bom.register_dependency(root, components)
+    _index_dependency_registration(bom)
     return JsonV1Dot6(bom).output_as_string(indent=2).encode("utf-8") + b"\n"
+
+
+def _index_dependency_registration(bom) -> None:
+    """Make ``bom.register_dependency`` O(1) for targets already in the graph.
+
+    The serializer's ``Bom.validate`` registers every component once more,
+    each time by a linear search of the graph: O(n^2), seconds for the
+    thousand packages of a large image. Every target here is already
+    registered, so the search can be a set lookup; anything else still
+    takes the library's path.
+    """
+    known = {d.ref for d in bom.dependencies}
+    register = bom.register_dependency
+
+    def register_dependency(target, depends_on=None) -> None:
+        if depends_on or target.bom_ref not in known:
+            register(target, depends_on)
+            known.update(d.ref for d in bom.dependencies)
+
+    bom.register_dependency = register_dependency
 
 
 def validation_problem(document: bytes) -> str | None:
