@@ -272,3 +272,27 @@ def test_the_fast_dependency_registration_changes_no_byte(image_layers, monkeypa
     fast = generate_sbom(IMAGE, image_layers, epoch=0, labbuild_version="0.1.0")
     monkeypatch.setattr(cyclonedx, "_index_dependency_registration", lambda bom: None)
     assert generate_sbom(IMAGE, image_layers, epoch=0, labbuild_version="0.1.0") == fast
+
+
+def test_a_hard_link_to_metadata_counts_and_a_symlink_replaces_it(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = npm("ms", "2.1.3")
+        info = tarfile.TarInfo("a/node_modules/ms/package.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("b/node_modules/ms/package.json")
+        link.type, link.linkname = tarfile.LNKTYPE, "a/node_modules/ms/package.json"
+        tar.addfile(link)
+    (tmp_path / "l1.tar").write_bytes(buf.getvalue())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        sym = tarfile.TarInfo("a/node_modules/ms/package.json")
+        sym.type, sym.linkname = tarfile.SYMTYPE, "/dev/null"
+        tar.addfile(sym)
+    (tmp_path / "l2.tar").write_bytes(buf.getvalue())
+    lower = Layer(digest="sha256:" + "1" * 64, path=tmp_path / "l1.tar")
+    assert [p.source for p in scan_image([lower]).packages] == ["a/node_modules/ms/package.json",
+                                                               "b/node_modules/ms/package.json"]
+    upper = Layer(digest="sha256:" + "2" * 64, path=tmp_path / "l2.tar")
+    assert [p.source for p in scan_image([lower, upper]).packages] == ["b/node_modules/ms/package.json"]

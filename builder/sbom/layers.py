@@ -3,9 +3,8 @@
 An OCI image is an ordered list of layer tarballs (gzip or plain), lowest
 first. Each layer changes the filesystem of those below it:
 
-- a regular file (or link, or directory) at a path replaces what lower
-  layers had there — a non-directory also hides everything lower layers
-  had *under* that path;
+- a file or link at a path replaces what lower layers had there, and hides
+  everything they had *under* that path; a directory merges with theirs;
 - ``D/.wh.NAME`` deletes ``D/NAME`` (and all below it) from lower layers;
 - ``D/.wh..wh..opq`` (opaque directory) hides everything lower layers had
   under ``D``; entries of the same layer stay.
@@ -227,11 +226,16 @@ def _scan_layer(layer: Layer, wanted: Callable[[str], bool], lower: dict[str, La
                     if not member.isdir():
                         changes.replace(path)
                     changes.added.pop(path, None)
-                    if member.isfile() and wanted(path):
-                        if member.size > MAX_METADATA_BYTES:
-                            warnings.append(f"layer {layer.digest}: {path} is {member.size} bytes, "
-                                            f"over the {MAX_METADATA_BYTES}-byte cap: skipped")
-                            continue
+                    if not wanted(path):
+                        continue
+                    if member.islnk():   # a hard link to a file this layer holds: same content
+                        target = changes.added.get(normalise(member.linkname))
+                        if target is not None:
+                            changes.added[path] = LayerFile(path=path, data=target.data, layer=layer.digest)
+                    elif member.isfile() and member.size > MAX_METADATA_BYTES:
+                        warnings.append(f"layer {layer.digest}: {path} is {member.size} bytes, "
+                                        f"over the {MAX_METADATA_BYTES}-byte cap: skipped")
+                    elif member.isfile():
                         data = tar.extractfile(member).read()
                         changes.added[path] = LayerFile(path=path, data=data, layer=layer.digest)
         except (tarfile.TarError, EOFError, OSError, _InflateError) as exc:
