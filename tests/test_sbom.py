@@ -244,8 +244,8 @@ def test_a_single_file_egg_info_is_a_package():
 
 
 def test_sbom_paths_are_safe_file_names():
-    assert sbom_path("qdrant", "linux/amd64") == "sbom/qdrant_linux-amd64.cdx.json"
-    assert sbom_path("docker.io/x/y", "linux/arm/v7") == "sbom/docker.io-x-y_linux-arm-v7.cdx.json"
+    assert sbom_path("qdrant", "linux/amd64") == "sbom/qdrant_linux_amd64.cdx.json"
+    assert sbom_path("docker.io/x/y", "linux/arm/v7") == "sbom/docker.io-x-y_linux_arm_v7.cdx.json"
     assert isinstance(sbom_serial("sha256:" + "1" * 64, "linux/amd64"), uuid.UUID)
 
 

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..platforms import platform_file
 from .cyclonedx import ImageSubject, components_of, render_cyclonedx, sbom_serial, validation_problem
 from .layers import Layer, read_layers
 from .packages import OS_RELEASE, Distro, Package, is_metadata_path, packages_from, parse_os_release
@@ -53,9 +54,10 @@ def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, l
 
 
 def sbom_path(name: str, platform: str) -> str:
-    """Where a bundle keeps an image's SBOM: ``sbom/<name>_<os>-<arch>[-<variant>].cdx.json``.
+    """Where a bundle keeps an image's SBOM: ``sbom/<name>_<os>_<arch>[_<variant>].cdx.json``.
 
     ``name`` is the service (or any image name; characters outside
-    ``[A-Za-z0-9._-]`` become ``-``).
+    ``[A-Za-z0-9._-]`` become ``-``); the platform is spelt as in the
+    bundle's other per-platform files (``builder.platforms.platform_file``).
     """
-    return f"{SBOM_DIR}/{_UNSAFE.sub('-', name)}_{_UNSAFE.sub('-', platform)}.cdx.json"
+    return f"{SBOM_DIR}/{_UNSAFE.sub('-', name)}_{platform_file(platform)}.cdx.json"

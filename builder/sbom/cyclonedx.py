@@ -25,6 +25,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
+from cyclonedx.model import Property
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.dependency import Dependency
+from cyclonedx.model.tool import ToolRepository
+from cyclonedx.output.json import JsonV1Dot6
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
+
 from .packages import Package
 
 SBOM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:local-ai-lab:labbuild:sbom")
@@ -49,7 +59,6 @@ def sbom_serial(digest: str, platform: str) -> uuid.UUID:
 
 
 def _image_purl(image: ImageSubject) -> str:
-    from packageurl import PackageURL
     last = image.name.rpartition("/")[2]
     os_, _, arch = image.platform.partition("/")
     qualifiers = {"repository_url": image.name}
@@ -68,13 +77,6 @@ def _bom_refs(packages: list[Package]) -> list[str]:
 def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch: int,
                      labbuild_version: str) -> bytes:
     """The CycloneDX 1.6 JSON document (bytes, trailing newline) of ``packages`` in ``image``."""
-    from cyclonedx.model import Property
-    from cyclonedx.model.bom import Bom, BomMetaData
-    from cyclonedx.model.component import Component, ComponentType
-    from cyclonedx.model.dependency import Dependency
-    from cyclonedx.model.tool import ToolRepository
-    from cyclonedx.output.json import JsonV1Dot6
-    from packageurl import PackageURL
 
     ordered = sorted(set(packages))
     root = Component(type=ComponentType.CONTAINER, name=image.name, version=image.digest,
@@ -121,8 +123,6 @@ def _index_dependency_registration(bom) -> None:
 
 def validation_problem(document: bytes) -> str | None:
     """None when ``document`` passes cyclonedx-python-lib's strict CycloneDX 1.6 JSON validator, else why not."""
-    from cyclonedx.schema import SchemaVersion
-    from cyclonedx.validation.json import JsonStrictValidator
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(document.decode("utf-8"))
     return None if error is None else str(error)
 

@@ -24,6 +24,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from debian.deb822 import Deb822
 from packageurl import PackageURL
 
 DPKG_STATUS = "var/lib/dpkg/status"
@@ -93,7 +94,6 @@ def _qualifiers(arch: str | None, distro: Distro) -> dict[str, str]:
 
 def dpkg_packages(data: bytes, source: str, layer: str, distro: Distro = Distro()) -> list[Package]:
     """Installed packages of a dpkg status file (or one distroless status.d entry)."""
-    from debian.deb822 import Deb822
     namespace = distro.id or "debian"
     found = []
     for para in Deb822.iter_paragraphs(data.decode("utf-8", "replace").splitlines(keepends=True)):
