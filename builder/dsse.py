@@ -84,7 +84,7 @@ def parse_envelope(raw: bytes, name: str = "DSSE envelope") -> Envelope:
     """Parse envelope bytes; ``BundleError`` (prefixed with ``name``) when malformed."""
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{name}: not JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("payloadType"), str):
         raise BundleError(f"{name}: not a DSSE envelope (payloadType is missing)")

@@ -150,7 +150,7 @@ def read_provenance(raw: bytes, public_key: PublicKey | None = None) -> Provenan
                               hint="the provenance was altered, or signed with another key")
     try:
         statement = json.loads(envelope.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{PROVENANCE_NAME}: payload is not JSON ({exc})") from None
     _check_statement(statement)
     return Provenance(statement=statement, signed=bool(envelope.signatures), signature_checked=checked is not None,

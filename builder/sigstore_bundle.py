@@ -87,7 +87,7 @@ def parse_message_bundle(raw: bytes) -> MessageBundle:
     """Parse a v0.3 message-signature bundle with a public-key hint; ``BundleError`` when it is not one."""
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{SIGSTORE_BUNDLE_NAME}: not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("mediaType") != MEDIA_TYPE:
         raise BundleError(f"{SIGSTORE_BUNDLE_NAME}: mediaType is not {MEDIA_TYPE}")

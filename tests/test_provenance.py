@@ -149,3 +149,10 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(BundleError, match="not a full commit id"):
         provenance_statement(SUBJECTS, BuildInfo(lab="l", profile="p", version="1", inputs="x", git_commit="HEAD"),
                              labbuild_version="0.1.0")
+
+
+def test_a_hostile_payload_is_a_clear_error():
+    from builder.dsse import IN_TOTO_PAYLOAD_TYPE, unsigned_envelope
+    raw = unsigned_envelope(IN_TOTO_PAYLOAD_TYPE, b"[" * 100_000 + b"]" * 100_000).render()
+    with pytest.raises(BundleError, match="payload is not JSON"):
+        read_provenance(raw)

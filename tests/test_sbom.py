@@ -201,7 +201,7 @@ def test_the_same_package_twice_gets_unique_bom_refs(tmp_path):
 
 
 def test_an_oversized_metadata_file_is_skipped_with_a_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(layers_module, "MAX_METADATA_BYTES", 64)
+    monkeypatch.setattr(layers_module, "MAX_SBOM_METADATA_BYTES", 64)
     layer = write_layer(tmp_path / "l.tar", [("var/lib/dpkg/status", DPKG_STATUS)], gz=False)
     scan = scan_image([layer])
     assert scan.packages == [] and "var/lib/dpkg/status" in scan.warnings[0] and "cap" in scan.warnings[0]
@@ -235,6 +235,10 @@ def test_a_truncated_gzip_layer_is_a_clear_error(tmp_path):
 ])
 def test_which_files_are_read(path, wanted):
     assert is_metadata_path(path) is wanted
+
+
+def test_a_hostile_package_json_is_no_package_and_no_crash():
+    assert packages_from("node_modules/x/package.json", b"[" * 100_000 + b"]" * 100_000, "sha256:x") == []
 
 
 def test_a_single_file_egg_info_is_a_package():

@@ -35,6 +35,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
+from ..errors import BundleError
 from .packages import Package
 
 SBOM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:local-ai-lab:labbuild:sbom")
@@ -129,9 +130,13 @@ def validation_problem(document: bytes) -> str | None:
 
 def components_of(document: bytes) -> list[dict]:
     """The components of a CycloneDX JSON document, as ``{name, version, purl, layer, source}`` rows."""
-    doc = json.loads(document)
+    try:
+        doc = json.loads(document)
+        listed = doc.get("components", [])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError) as exc:
+        raise BundleError(f"not a CycloneDX JSON document ({exc})") from None
     rows = []
-    for c in doc.get("components", []):
+    for c in listed:
         props = {p.get("name"): p.get("value") for p in c.get("properties", [])}
         name = f"{c['group']}/{c['name']}" if c.get("group") else c.get("name")
         rows.append({"name": name, "version": c.get("version"), "purl": c.get("purl"),

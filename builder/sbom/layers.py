@@ -11,7 +11,7 @@ first. Each layer changes the filesystem of those below it:
 
 ``read_layers`` streams each layer once, front to back, never holding one in
 memory: only the files a ``wanted`` predicate selects are read, each up to a
-size cap (``MAX_METADATA_BYTES``); a bigger one is skipped with a warning.
+size cap (``MAX_SBOM_METADATA_BYTES``); a bigger one is skipped with a warning.
 Whiteouts and replacements are applied to what lower layers contributed once
 a layer has been read completely, so their order inside a tarball does not
 matter. The result names, for every wanted file that survives, its content
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ..errors import BundleError
+from ..limits import MAX_SBOM_METADATA_BYTES
 
 try:  # ISA-L inflates gzip 1.5-3x faster than zlib; same API, same checks (CRC32, size)
     from isal.isal_zlib import decompressobj as _decompressobj, error as _InflateError
@@ -37,7 +38,6 @@ except ImportError:  # pragma: no cover - isal is a dependency, but a wheel may 
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-MAX_METADATA_BYTES = 64 << 20    # dpkg status of a large image is a few MiB; nothing wanted is bigger
 _CHUNK = 1 << 20                 # compressed bytes read at a time
 _GZIP_WBITS = zlib.MAX_WBITS | 16
 
@@ -232,9 +232,9 @@ def _scan_layer(layer: Layer, wanted: Callable[[str], bool], lower: dict[str, La
                         target = changes.added.get(normalise(member.linkname))
                         if target is not None:
                             changes.added[path] = LayerFile(path=path, data=target.data, layer=layer.digest)
-                    elif member.isfile() and member.size > MAX_METADATA_BYTES:
+                    elif member.isfile() and member.size > MAX_SBOM_METADATA_BYTES:
                         warnings.append(f"layer {layer.digest}: {path} is {member.size} bytes, "
-                                        f"over the {MAX_METADATA_BYTES}-byte cap: skipped")
+                                        f"over the {MAX_SBOM_METADATA_BYTES}-byte cap: skipped")
                     elif member.isfile():
                         data = tar.extractfile(member).read()
                         changes.added[path] = LayerFile(path=path, data=data, layer=layer.digest)

@@ -141,7 +141,7 @@ def node_packages(data: bytes, source: str, layer: str) -> list[Package]:
     """The package a ``node_modules/…/package.json`` describes (none without name and version)."""
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return []
     name, version = (doc.get("name"), doc.get("version")) if isinstance(doc, dict) else (None, None)
     if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
