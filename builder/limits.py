@@ -20,6 +20,7 @@ MAX_PROBLEMS = 200                 # problems reported by one verification (the 
 MAX_ENV_BYTES = 1 * MiB            # an install's DIR/.env
 MAX_NESTING = 64                   # depth of nested tables/arrays in TOML and JSON inputs
 MAX_SBOM_METADATA_BYTES = 64 * MiB # one package-metadata file read from an image layer for its SBOM
+                                   # (build side only; not in LIMITS: the runbook lists what install reads)
 
 LIMITS = {
     "blueprint or lab.toml": MAX_BLUEPRINT_BYTES,
@@ -32,5 +33,4 @@ LIMITS = {
     "problems reported per verification": MAX_PROBLEMS,
     "install DIR/.env": MAX_ENV_BYTES,
     "nesting depth of TOML/JSON input": MAX_NESTING,
-    "package metadata file in an image layer (SBOM)": MAX_SBOM_METADATA_BYTES,
 }
