@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "verify": "builder.commands.release:verify",
     "diff": "builder.commands.release:diff",
     "keygen": "builder.commands.release:keygen",
+    "sbom": "builder.commands.release:sbom",
     "install": "builder.commands.install:install",
     "status": "builder.commands.install:status",
     "rollback": "builder.commands.install:rollback",

@@ -46,7 +46,7 @@ def test_release_writes_every_design_file_and_sha256sum_accepts_it(tmp_path):
     assert all(m.uid == 0 and m.gid == 0 and m.uname == "" and m.mtime == 315532800 for m in members)
     rel = {n[len(top) + 1:] for n in names if n != top}
     for f in ("compose.yaml", "lab.env", "secrets.env.example", "lock.json", "manifest.json", "SHA256SUMS",
-              "install.sh", "runbooks/README.md", "runbooks/web.md", "config/web/web.conf",
+              "provenance.intoto.json", "install.sh", "runbooks/README.md", "runbooks/web.md", "config/web/web.conf",
               "observability/prometheus/prometheus.yml", "observability/prometheus/rules/lab-alerts.yml",
               "observability/grafana/dashboards/lab-overview.json"):
         assert f in rel, f
@@ -60,7 +60,7 @@ def test_release_writes_every_design_file_and_sha256sum_accepts_it(tmp_path):
     assert manifest["format"] == 1 and manifest["name"] == top and manifest["labbuild"] == __version__
     assert manifest["offline"] is False and manifest["inputs"] == read_lock(root / LOCK_PATH).inputs
     assert set(manifest["files"]) == {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} \
-        - {"manifest.json", "SHA256SUMS"}
+        - {"manifest.json", "SHA256SUMS", "provenance.intoto.json"}
     web = manifest["services"]["web"]
     assert web["image"] == "127.0.0.1:5000/lab/web:1.0" and web["digest"] == digest("web") and web["verified"]
     assert web["config_digests"]["linux/amd64"] == digest(f"{digest('web')}linux/amd64c")

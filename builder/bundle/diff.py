@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import BundleError
 from ..escape import parse_env_file
-from .layout import LAB_ENV, MANIFEST, TRUST_FILES, Manifest, ManifestService
+from .inventory import ImageInventory, inventory_of, package_changes
+from .layout import LAB_ENV, MANIFEST, SBOM_DIR, TRUST_FILES, Manifest, ManifestService
 from .verify import read_verified
 
 
@@ -29,6 +30,7 @@ class BundleView:
     path: str
     manifest: Manifest
     lab_env: dict[str, str]
+    inventory: tuple[ImageInventory, ...] = ()     # the SBOMs' components (image bundles)
 
 
 def read_bundle_view(path: str | Path) -> BundleView:
@@ -41,15 +43,19 @@ def read_bundle_view(path: str | Path) -> BundleView:
                 kept[name] = (path / name).read_bytes()
             except FileNotFoundError:
                 raise BundleError(f"{path}: no {name}", hint="pass a bundle archive or an extracted bundle") from None
+        for sbom in sorted((path / SBOM_DIR).glob("*.cdx.json")):
+            kept[f"{SBOM_DIR}/{sbom.name}"] = sbom.read_bytes()
         manifest = Manifest.loads(kept[MANIFEST], f"{path}: {MANIFEST}")
     else:
-        result = read_verified(path, keep=lambda rel: rel in TRUST_FILES or rel == LAB_ENV)
+        result = read_verified(path, keep=lambda rel: rel in TRUST_FILES or rel == LAB_ENV
+                               or rel.startswith(SBOM_DIR + "/"))
         if not result.ok:
             raise BundleError(f"{path}: bundle failed verification", problems=result.errors,
                               hint="diff only verified bundles; run `labbuild verify`")
         kept, manifest = result.contents, result.manifest
     return BundleView(path=str(path), manifest=manifest,
-                      lab_env=parse_env_file(kept.get(LAB_ENV, b"").decode("utf-8", "replace")))
+                      lab_env=parse_env_file(kept.get(LAB_ENV, b"").decode("utf-8", "replace")),
+                      inventory=tuple(inventory_of(kept)))
 
 
 def _port_specs(service: ManifestService | None) -> list[str]:
@@ -77,12 +83,13 @@ class BundleDiff:
     files_added: list[str] = field(default_factory=list)
     files_removed: list[str] = field(default_factory=list)
     files_changed: list[str] = field(default_factory=list)
+    packages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
         return not (self.services_added or self.services_removed or self.images or self.ports or self.env
                     or self.secrets or self.volumes or self.files_added or self.files_removed
-                    or self.files_changed)
+                    or self.files_changed or self.packages)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +98,7 @@ class BundleDiff:
             "images": self.images, "ports": self.ports, "env": self.env, "secrets": self.secrets,
             "volumes": self.volumes,
             "files": {"added": self.files_added, "removed": self.files_removed, "changed": self.files_changed},
+            "packages": self.packages,
         }
 
     def render_text(self) -> str:
@@ -132,6 +140,10 @@ class BundleDiff:
             lines.append(f"- file {f}")
         for f in self.files_changed:
             lines.append(f"~ file {f}")
+        for p in self.packages:
+            sign = "+" if p["before"] is None else "-" if p["after"] is None else "~"
+            lines.append(f"{sign} package {p['service']}: {p['package']} "
+                         f"{p['before'] or ''}{' -> ' if p['before'] and p['after'] else ''}{p['after'] or ''}")
         return "\n".join(lines)
 
 
@@ -168,4 +180,5 @@ def diff_bundles(a: BundleView, b: BundleView) -> BundleDiff:
     d.files_added = sorted(set(fb) - set(fa))
     d.files_removed = sorted(set(fa) - set(fb))
     d.files_changed = sorted(n for n in set(fa) & set(fb) if fa[n].sha256 != fb[n].sha256)
+    d.packages = package_changes(list(a.inventory), list(b.inventory))
     return d

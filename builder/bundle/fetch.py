@@ -243,6 +243,19 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     return files
 
 
+def fetch_to_cache(lab, lock: Lock, services: Iterable[str], platforms: Iterable[str], progress: Any = None, *,
+                   cache: BlobCache | None = None) -> list[PlannedImage]:
+    """Fetch every manifest, config and layer of the locked images into the blob cache (and wait);
+    return the plans. For what reads the layers without shipping them (``release --sbom``)."""
+    plans = plan_images(lock, services, list(platforms))
+    cache = cache or BlobCache()
+    show = progress if isinstance(progress, bool) or progress is None else True
+    with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
+        _fetch_manifests(client, cache, plans)
+        _download(client, cache, _blobs_of(plans), show, background=False, what="image blobs")
+    return plans
+
+
 def _is_config(plans: list[PlannedImage], digest: str) -> bool:
     return any(rec.config == digest for plan in plans for rec in plan.platforms.values())
 

@@ -11,7 +11,10 @@ A bundle is one archive holding one top directory ``<lab>-<profile>-<version>/``
     compose.yaml  lab.env  secrets.env.example  lock.json  install.sh
     manifest.json       this model (canonical JSON)
     SHA256SUMS          ``sha256sum -c`` format, every file but itself and the signature
-    manifest.json.sig   with ``release --sign``
+    manifest.json.sig   with ``release --sign``: base64 DER ECDSA-P256/SHA-256 over manifest.json
+    manifest.json.sigstore.json   the same signature as a Sigstore bundle v0.3
+    provenance.intoto.json        DSSE envelope of an SLSA Provenance v1 statement (signed with --sign)
+    sbom/<service>_<os>_<arch>.cdx.json   image bundles: CycloneDX 1.6 per image and platform
     runbooks/<service>.md, runbooks/README.md, observability/...
     images/             with ``--with-images``: OCI layout + docker-load manifests
 
@@ -28,6 +31,7 @@ only once its supplied secrets exist, never fails an install) and ``supplied`` (
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -53,9 +57,12 @@ INSTALL_SCRIPT = "install.sh"
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SIGNATURE = "manifest.json.sig"
-UNSUMMED = frozenset({SUMS, SIGNATURE})             # not in SHA256SUMS
-UNLISTED = frozenset({MANIFEST, SUMS, SIGNATURE})   # not in manifest["files"]
-TRUST_FILES = (MANIFEST, SUMS, SIGNATURE)           # what verification reads of a bundle
+SIGSTORE = "manifest.json.sigstore.json"            # the same signature as a Sigstore bundle (v0.3)
+PROVENANCE = "provenance.intoto.json"               # DSSE: in-toto Statement v1, SLSA Provenance v1
+SBOM_DIR = "sbom"                                   # image bundles: one CycloneDX 1.6 document per image and platform
+UNSUMMED = frozenset({SUMS, SIGNATURE, SIGSTORE})   # not in SHA256SUMS (made from manifest.json after it)
+UNLISTED = frozenset({MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE})   # not in manifest["files"]
+TRUST_FILES = (MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE)           # what verification reads of a bundle
 
 IMAGES_DIR = "images"
 IMAGE_BLOBS_PREFIX = "images/blobs/"
@@ -326,3 +333,11 @@ class Manifest:
             raise BundleError(f"{where}: malformed manifest: {summarize(problems)}",
                               hint="the bundle is damaged or not a labbuild bundle")
         return manifest
+
+
+def provenance_subjects(manifest: Manifest, manifest_bytes: bytes) -> dict[str, str]:
+    """What a release's provenance vouches for: manifest.json (which covers every file) and each image pin."""
+    subjects = {MANIFEST: hashlib.sha256(manifest_bytes).hexdigest()}
+    for service in manifest.services.values():
+        subjects[service.image] = service.digest
+    return subjects

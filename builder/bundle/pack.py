@@ -1,9 +1,9 @@
 """Packing a release: decide every member of the archive, then write it reproducibly.
 
-``plan_bundle(ri, platforms=, image_members=, sign_key=) -> BundlePlan``
+``plan_bundle(ri, platforms=, image_members=, sign_key=, sources=, epoch=) -> BundlePlan``
 renders every file of the bundle (``builder.render``), its ``manifest.json``,
-``SHA256SUMS`` and, with a key, the signature — all before a byte is
-written. ``write_archive(plan, dest, mtime=)`` writes it atomically (temp
+``provenance.intoto.json``, ``SHA256SUMS`` and, with a key, the signature and
+its Sigstore bundle — all before a byte is written. ``write_archive(plan, dest, mtime=)`` writes it atomically (temp
 file beside ``dest``, fsync, rename) with the byte recipe of
 ``builder.bundle.archive``.
 """
@@ -14,17 +14,19 @@ import contextlib
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..fsutil import atomic_writer, sha256_bytes
 from ..lockfile import Lock
 from ..progress import progress_display
+from ..provenance import BuildInfo, provenance_statement, render_provenance
 from ..render import ReleaseInput, comment_text, render_text_files, secret_keys, supplied_keys, volume_name
 from ..signing import fingerprint, sign
-from .archive import BundleFile, HashingWriter, gzip_writer, write_tar
-from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, SIGNATURE, SUMS, FileEntry, Manifest, ManifestHealth,
-                     ManifestSupplied,
-                     ManifestPort, ManifestService, ManifestVolume, render_sums, runbook_path)
+from ..sigstore_bundle import render_message_bundle
+from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, gzip_writer, write_tar
+from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, FileEntry, Manifest,
+                     ManifestHealth, ManifestPort, ManifestService, ManifestSupplied, ManifestVolume,
+                     provenance_subjects, render_sums, runbook_path)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,12 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
 
 
 def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: Iterable[BundleFile] = (),
-                sign_key=None) -> BundlePlan:
-    """Render every file of the bundle, its manifest, SHA256SUMS and (with a key) its signature."""
+                sign_key=None, sources: Mapping[str, str] | None = None, epoch: int = DEFAULT_MTIME) -> BundlePlan:
+    """Render every file of the bundle, its manifest, provenance, SHA256SUMS and (with a key) the signatures.
+
+    ``sources``: the lab's source files (path -> text) the provenance names by
+    sha256; ``epoch``: the build epoch it records (the archive mtime).
+    """
     lock = closure_lock(ri.lock, ri.services)
     members = [BundleFile(n, data=t.encode("utf-8")) for n, t in render_text_files(ri).items()]
     members.append(BundleFile(LOCK_FILE, data=lock.dumps().encode("utf-8")))
@@ -105,10 +111,19 @@ def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: 
     manifest_bytes = manifest.dumps()
     members.append(BundleFile(MANIFEST, data=manifest_bytes))
     hashes[MANIFEST] = sha256_bytes(manifest_bytes)
+    build = BuildInfo(lab=ri.lab.name, profile=ri.profile, version=ri.version, inputs=ri.lock.inputs,
+                      sources={path: sha256_bytes(text.encode("utf-8")) for path, text in (sources or {}).items()},
+                      build_epoch=epoch)
+    statement = provenance_statement(provenance_subjects(manifest, manifest_bytes), build,
+                                     labbuild_version=ri.labbuild_version)
+    provenance = render_provenance(statement, sign_key)
+    members.append(BundleFile(PROVENANCE, data=provenance))
+    hashes[PROVENANCE] = sha256_bytes(provenance)
     members.append(BundleFile(SUMS, data=render_sums(hashes)))
     signed_by = None
     if sign_key is not None:
         members.append(BundleFile(SIGNATURE, data=sign(sign_key, manifest_bytes)))
+        members.append(BundleFile(SIGSTORE, data=render_message_bundle(sign_key, manifest_bytes)))
         signed_by = fingerprint(sign_key.public_key())
     return BundlePlan(top=ri.top, filename=ri.filename, files=tuple(members), manifest=manifest,
                       manifest_bytes=manifest_bytes, lock=lock, compressed=not ri.offline,

@@ -45,9 +45,15 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def make_record(plan: BundlePlan, lab: str, profile: str, version: str, archive_sha: str, tar_sha: str,
-                mtime: int, sources: dict[str, str]) -> dict[str, Any]:
-    """The record of a release just written."""
-    return {
+                mtime: int, sources: dict[str, str], *, sbom: bool = False,
+                git_commit: str | None = None) -> dict[str, Any]:
+    """The record of a release just written (``git_commit``: the lab repository's HEAD, for the record only)."""
+    extra: dict[str, Any] = {}
+    if sbom:
+        extra["sbom"] = True
+    if git_commit:
+        extra["git_commit"] = git_commit
+    return {**extra,
         "format": RECORD_FORMAT, "lab": lab, "profile": profile, "version": version,
         "bundle": plan.filename, "sha256": archive_sha, "tar_sha256": tar_sha,
         "manifest_sha256": plan.manifest_sha256, "labbuild": __version__,

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,11 @@ from ..lockfile import LOCK_PATH, Lock, lock_from_json, read_lock, stale_service
 from ..render import ReleaseInput
 from ..signing import load_private_key
 from .archive import BundleFile, source_date_epoch
-from .fetch import image_files
+from .fetch import fetch_to_cache, image_files, plan_images, wait_for_downloads
 from .layout import is_version
 from .pack import BundlePlan, plan_bundle, write_archive
 from .record import RECORDS_DIR, make_record, read_record, record_differences, record_path, split_spec, write_record
+from .sboms import sbom_members
 
 
 def check_version(version: str) -> str:
@@ -108,15 +110,39 @@ def _platforms(lab: Lab, lock: Lock, platforms: Iterable[str] | None) -> tuple[s
 
 
 def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_images: bool,
-                  platforms: Iterable[str] | None, sign_key, progress) -> BundlePlan:
+                  platforms: Iterable[str] | None, sign_key, progress, sources: dict[str, str], epoch: int,
+                  sbom: bool = False) -> BundlePlan:
+    """Everything a release holds. Image bundles (and ``sbom``) carry an SBOM per image and
+    platform, made from the layers in the blob cache once they are all there."""
     ri = ReleaseInput(lab=lab, lock=lock, profile=profile, version=version,
                       labbuild_version=__version__, offline=with_images)
     missing = [s for s in ri.services if s not in lock.services]
     if missing:
         raise LockError(f"not in the lock: {', '.join(missing)}", hint="run `labbuild lock`")
     chosen = _platforms(lab, lock, platforms)
-    images = _image_members(lab, ri.lock, ri.services, chosen, progress) if with_images else []
-    return plan_bundle(ri, platforms=chosen, image_members=images, sign_key=sign_key)
+    members: list[BundleFile] = []
+    if with_images:
+        members = _image_members(lab, ri.lock, ri.services, chosen, progress)
+        wait_for_downloads(members)
+        plans = plan_images(ri.lock, ri.services, chosen)
+    elif sbom:
+        plans = fetch_to_cache(lab, ri.lock, ri.services, chosen, progress)
+    if with_images or sbom:
+        members += sbom_members(plans, epoch=epoch)
+    return plan_bundle(ri, platforms=chosen, image_members=members, sign_key=sign_key, sources=sources,
+                       epoch=epoch)
+
+
+def git_commit(root: Path) -> str | None:
+    """The lab repository's HEAD commit, when ``root`` is a git checkout (recorded in the release
+    record, not in the bundle: the bundle's bytes depend only on the lab's content)."""
+    try:
+        proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = proc.stdout.strip()
+    return commit if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit) else None
 
 
 def _lab_sources(root: Path) -> dict[str, str]:
@@ -128,8 +154,10 @@ def _lab_sources(root: Path) -> dict[str, str]:
 def build_release(root: str | Path, version: str, *, profile: str | None = None,
                   out_dir: str | Path | None = None, with_images: bool = False,
                   platforms: Iterable[str] | None = None, sign_key: str | Path | None = None,
-                  progress: Any = None) -> ReleaseResult:
+                  progress: Any = None, sbom: bool = False) -> ReleaseResult:
     """Build, write and record release ``version`` of ``profile`` (see the module docstring).
+
+    ``sbom``: without images, fetch the layers anyway to ship ``sbom/`` (image bundles always do).
 
     Same profile+version with identical content: a no-op (the archive is
     rewritten only when missing at the output path). Different content:
@@ -146,18 +174,19 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         raise LockError("the lock is stale: " + "; ".join(f"{n}: {why}" for n, why in stale.items()),
                         hint="run `labbuild lock` (and commit lockfiles/lab.lock.json), then release again")
     key = _load_sign_key(sign_key)
-    plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
-                         sign_key=key, progress=progress)
-    out = Path(out_dir) if out_dir is not None else root / "dist"
-    dest = names.inside(out, plan.filename)
     rpath = record_path(root, profile, version)
     record = read_record(rpath) if rpath.exists() else None
+    mtime = record["mtime"] if record is not None else source_date_epoch()
+    sources = _lab_sources(root)
+    plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
+                         sign_key=key, progress=progress, sources=sources, epoch=mtime, sbom=sbom)
+    out = Path(out_dir) if out_dir is not None else root / "dist"
+    dest = names.inside(out, plan.filename)
     if record is not None:
         return _release_again(plan, record, rpath, dest, version, profile, progress)
-    mtime = source_date_epoch()
     archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
-    write_record(rpath, make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime,
-                                _lab_sources(root)))
+    write_record(rpath, make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime, sources,
+                                    sbom=sbom, git_commit=git_commit(root)))
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
                          profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
                          with_images=with_images, services=tuple(plan.manifest.services))
@@ -230,7 +259,8 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
         lock = lock_from_json(record["lock"], str(rpath))
         plan = _plan_release(lab, lock, record["profile"], record["version"],
                              with_images=record["with_images"], platforms=record["platforms"],
-                             sign_key=key, progress=progress)
+                             sign_key=key, progress=progress, sources=record["sources"], epoch=record["mtime"],
+                             sbom=bool(record.get("sbom")))
     differences = record_differences(record, plan)
     if differences:
         raise BundleError(f"{rpath.name} cannot be reproduced", hint="see the differences above",

@@ -29,9 +29,11 @@ from typing import Any, BinaryIO, Callable, Iterable, Protocol
 
 from ..errors import BundleError, Problem
 from ..limits import MAX_PROBLEMS, MAX_SMALL_FILE_BYTES
+from ..provenance import read_provenance, subject_problems
 from ..signing import load_public_key, signature_valid
-from .layout import (IMAGE_BLOBS_PREFIX, MANIFEST, SIGNATURE, SUMS, TRUST_FILES, UNLISTED, UNSUMMED, Manifest,
-                     parse_sums)
+from ..sigstore_bundle import parse_message_bundle, verify_message_bundle
+from .layout import (IMAGE_BLOBS_PREFIX, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, TRUST_FILES, UNLISTED,
+                     UNSUMMED, Manifest, parse_sums, provenance_subjects)
 from .reader import ScannedBundle, read_member, scan_directory, walk_bundle
 
 SMALL_FILE_LIMIT = MAX_SMALL_FILE_BYTES   # a non-blob file larger than this is not a bundle file
@@ -60,11 +62,12 @@ class VerifyResult:
     files: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
     contents: dict[str, bytes] = field(default_factory=dict, repr=False)   # the small files kept
     modes: dict[str, int] = field(default_factory=dict, repr=False)
+    provenance: str = "absent"              # signed | unsigned | absent (bundles before labbuild 0.2)
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
         return {"ok": self.ok, "errors": [e.to_json() for e in self.errors], "signed": self.signed,
-                "signature_checked": self.signature_checked, "name": self.top,
+                "signature_checked": self.signature_checked, "name": self.top, "provenance": self.provenance,
                 "version": m.version if m else None, "profile": m.profile if m else None}
 
 
@@ -120,7 +123,33 @@ def check_contents(files: dict[str, tuple[str, int]], kept: dict[str, bytes], *,
             problems.append(Problem(file=SIGNATURE, path="",
                                     message="signature does not match manifest.json for this key",
                                     hint="the bundle was altered, or signed with another key"))
+    if SIGSTORE in kept and MANIFEST in kept:
+        problems += _sigstore_problems(kept[SIGSTORE], kept[MANIFEST], key)
+    if PROVENANCE in kept and model is not None:
+        problems += _provenance_problems(kept[PROVENANCE], model, kept[MANIFEST], key)
     return problems, model, signed, checked
+
+
+def _sigstore_problems(raw: bytes, manifest: bytes, key) -> list[Problem]:
+    """The Sigstore bundle must be well formed, name manifest.json's digest, and (with a key) verify."""
+    try:
+        if key is not None:
+            verify_message_bundle(raw, manifest, key)
+        else:
+            parse_message_bundle(raw)
+    except BundleError as exc:
+        return [Problem(file=SIGSTORE, path="", message=exc.message, hint=exc.hint)]
+    return []
+
+
+def _provenance_problems(raw: bytes, manifest: Manifest, manifest_bytes: bytes, key) -> list[Problem]:
+    """The provenance must be a well-formed envelope whose subjects are this bundle; with a key, signed by it."""
+    try:
+        provenance = read_provenance(raw, key)
+    except BundleError as exc:
+        return [Problem(file=PROVENANCE, path="", message=exc.message, hint=exc.hint)]
+    return [Problem(file=PROVENANCE, path="subject", message=m, hint="the provenance is not this bundle's")
+            for m in subject_problems(provenance, provenance_subjects(manifest, manifest_bytes))]
 
 
 def _public_key(key):
@@ -139,7 +168,17 @@ def _verdict(scan: ScannedBundle, key, *, top: str | None) -> VerifyResult:
     problems, manifest, signed, checked = check_contents(scan.files, scan.kept, top=top, key=key)
     errors = _capped(scan.problems + problems)
     return VerifyResult(ok=not errors, errors=errors, manifest=manifest, signed=signed, signature_checked=checked,
-                        top=scan.top, files=scan.files, contents=scan.kept, modes=scan.modes)
+                        top=scan.top, files=scan.files, contents=scan.kept, modes=scan.modes,
+                        provenance=_provenance_state(scan.kept.get(PROVENANCE)))
+
+
+def _provenance_state(raw: bytes | None) -> str:
+    if raw is None:
+        return "absent"
+    try:
+        return "signed" if read_provenance(raw).signed else "unsigned"
+    except BundleError:
+        return "unreadable"
 
 
 def read_verified(path: Path, *, key=None, keep: Callable[[str], bool] = TRUST_FILES.__contains__,

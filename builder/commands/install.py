@@ -41,7 +41,7 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @_dir_option
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Ed25519 public key: the bundle's signature must verify with it.")
+              help="Public key (.pub from `labbuild keygen`): the bundle's signature and provenance must verify with it.")
 @click.option("--no-start", is_flag=True, help="Unpack, load images and write secrets, but do not start.")
 @_timeout_option
 @_gpu_option

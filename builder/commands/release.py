@@ -19,12 +19,15 @@ from ..cli import Output, pass_output
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (default: ROOT/dist).")
 @click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Sign manifest.json with this Ed25519 private key (from `labbuild keygen`).")
+              help="Sign with this private key (from `labbuild keygen`): manifest.json.sig (cosign/openssl), "
+                   "manifest.json.sigstore.json and the provenance.")
+@click.option("--sbom", is_flag=True,
+              help="Without --with-images: fetch the layers anyway to ship sbom/ (image bundles always do).")
 @click.option("--rebuild", metavar="PROFILE-VERSION",
               help="Rebuild a recorded release from lockfiles/releases/ and check its sha256.")
 @pass_output
 def release(out: Output, version: str | None, profile: str | None, with_images: bool,
-            platforms: tuple[str, ...], out_dir: Path | None, sign_key: Path | None,
+            platforms: tuple[str, ...], out_dir: Path | None, sign_key: Path | None, sbom: bool,
             rebuild: str | None) -> None:
     """Build the immutable, reproducible bundle VERSION (SemVer) of a profile.
 
@@ -32,11 +35,13 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
     it in lockfiles/releases/<profile>-<VERSION>.json. Releasing the same
     version again with identical content is a no-op; with different content it
     is refused: bump the version. The lock must be fresh (`labbuild lock`).
+    Every bundle carries provenance.intoto.json (SLSA Provenance v1, signed with
+    --sign); image bundles carry one CycloneDX SBOM per image and platform.
     """
     from ..bundle.release import build_release, rebuild_release
 
     if rebuild:
-        if version or profile or with_images or platforms:
+        if version or profile or with_images or platforms or sbom:
             raise click.UsageError("--rebuild takes only --out and --sign: the rest comes from the record")
         result = rebuild_release(out.root, rebuild, out_dir=out_dir, sign_key=sign_key)
         text = f"reproduced {result.bundle} (sha256 {result.sha256})"
@@ -44,7 +49,7 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
         if not version:
             raise click.UsageError("VERSION is required (or --rebuild PROFILE-VERSION)")
         result = build_release(out.root, version, profile=profile, out_dir=out_dir, with_images=with_images,
-                               platforms=platforms or None, sign_key=sign_key)
+                               platforms=platforms or None, sign_key=sign_key, sbom=sbom)
         if result.noop:
             text = (f"release {result.profile} {result.version} already recorded with identical content: nothing to do"
                     + (f" (archive written to {result.bundle})" if result.restored else f" ({result.bundle})"))
@@ -60,7 +65,8 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Ed25519 public key: the bundle must carry a valid signature by it.")
+              help="Public key (.pub from `labbuild keygen`): the bundle's signature, Sigstore bundle and "
+                   "provenance must verify with it.")
 @pass_output
 @click.pass_context
 def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> None:
@@ -78,7 +84,9 @@ def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> N
     if result.ok:
         sig = ("signature valid" if result.signature_checked
                else "signed (pass --key PUB to check the signature)" if result.signed else "unsigned")
-        text = f"{bundle}: OK, {len(result.files)} files verified, {sig}"
+        prov = {"signed": "provenance signed" + (" and checked" if result.signature_checked else ""),
+                "unsigned": "provenance unsigned", "absent": "no provenance (made before labbuild 0.2)"}
+        text = f"{bundle}: OK, {len(result.files)} files verified, {sig}, {prov.get(result.provenance, '')}"
     else:
         text = f"{bundle}: FAILED, {len(result.errors)} problem(s)"
     if out.json:
@@ -110,15 +118,42 @@ def diff(out: Output, bundle_a: Path, bundle_b: Path) -> None:
               default=Path("labbuild-signing.key"), show_default=True,
               help="Private key path (mode 0600); the public key goes beside it with .pub.")
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@click.option("--type", "key_type", type=click.Choice(["ecdsa-p256", "ed25519"]), default="ecdsa-p256",
+              show_default=True, help="ECDSA P-256 is what cosign and openssl check by default.")
 @pass_output
-def keygen(out: Output, private: Path, force: bool) -> None:
-    """Create an Ed25519 key pair for `release --sign` and `verify --key`.
+def keygen(out: Output, private: Path, force: bool, key_type: str) -> None:
+    """Create a key pair for `release --sign` and `verify --key` (ECDSA P-256 by default).
 
     Keep the private key off the air-gapped host; carry only the .pub file.
+    `cosign verify-blob --key K.pub --signature manifest.json.sig manifest.json`
+    and `openssl dgst -sha256 -verify K.pub` check bundles signed with it.
     """
     from ..signing import generate_keypair
 
     public = private.with_name(private.name.removesuffix(".key") + ".pub")
-    fp = generate_keypair(private, public, force=force)
+    fp = generate_keypair(private, public, force=force, key_type=key_type)
     text = f"private key {private} (keep it secret)\npublic key  {public}\nfingerprint {fp}"
     out.result({"private_key": str(private), "public_key": str(public), "fingerprint": fp}, text)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--service", help="Only this service's images.")
+@pass_output
+def sbom(out: Output, bundle: Path, service: str | None) -> None:
+    """List the software components (CycloneDX SBOMs under sbom/) of a verified bundle.
+
+    One document per image and platform: OS packages (dpkg, apk), Python and
+    Node packages, each with its purl and the layer it comes from.
+    """
+    from ..bundle.inventory import read_inventory
+
+    inventories = read_inventory(bundle, service)
+    lines = []
+    for inv in inventories:
+        lines.append(f"{inv.service} ({inv.platform}): {len(inv.components)} components")
+        lines += [f"  {c['name']} {c['version'] or ''}  {c['purl'] or ''}".rstrip() for c in inv.components]
+    if not inventories:
+        lines.append(f"{bundle}: no SBOMs (release with --with-images or --sbom to ship them)")
+    out.result({"ok": True, "bundle": str(bundle), "images": [i.to_json() for i in inventories]},
+               "\n".join(lines))

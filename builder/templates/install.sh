@@ -3,11 +3,13 @@
 # sh, docker (with `docker compose` or a v2 `docker-compose`), sha256sum,
 # tar and the POSIX tools (awk, sed, tr, head). No Python, no network.
 #
-#   sh install.sh --dir DIR [--no-start] [--timeout SECONDS]
+#   sh install.sh --dir DIR [--key PUB] [--no-start] [--timeout SECONDS]
 #
 # Run it from the unpacked bundle (tar -xf BUNDLE; cd BUNDLE-DIR). It does
 # what `labbuild install` does:
-#   1. sha256sum -c SHA256SUMS (nothing is touched before it passes)
+#   1. sha256sum -c SHA256SUMS, and with --key the signature manifest.json.sig
+#      (openssl; manifest.json lists the sha256 of every file) — nothing is
+#      touched before both pass
 #   2. copies the release to DIR/releases/<version>/ and points DIR/current at it
 #      (DIR/previous keeps the release it replaced, for a rollback)
 #   3. docker load of images/ (host platform only) and a check that every
@@ -28,22 +30,26 @@ die() { printf 'error: %s\n' "$1" >&2; [ $# -lt 2 ] || printf 'hint: %s\n' "$2" 
 say() { printf '%s\n' "$*" >&2; }
 
 DIR=""
+KEY=""
 START=1
 TIMEOUT=300
 while [ $# -gt 0 ]; do
     case "$1" in
         --dir) [ $# -ge 2 ] || die "--dir needs a value"; DIR=$2; shift 2 ;;
         --dir=*) DIR=${1#--dir=}; shift ;;
+        --key) [ $# -ge 2 ] || die "--key needs a value"; KEY=$2; shift 2 ;;
+        --key=*) KEY=${1#--key=}; shift ;;
         --no-start) START=0; shift ;;
         --timeout) [ $# -ge 2 ] || die "--timeout needs a value"; TIMEOUT=$2; shift 2 ;;
         --timeout=*) TIMEOUT=${1#--timeout=}; shift ;;
         -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $1" "usage: sh install.sh --dir DIR [--no-start] [--timeout SECONDS]" ;;
+        *) die "unknown argument: $1" "usage: sh install.sh --dir DIR [--key PUB] [--no-start] [--timeout SECONDS]" ;;
     esac
 done
-[ -n "$DIR" ] || die "--dir DIR is required" "usage: sh install.sh --dir DIR [--no-start] [--timeout SECONDS]"
+[ -n "$DIR" ] || die "--dir DIR is required" "usage: sh install.sh --dir DIR [--key PUB] [--no-start] [--timeout SECONDS]"
 case "$TIMEOUT" in ''|*[!0-9]*) die "--timeout must be a number of seconds" ;; esac
 
+case "$KEY" in ""|/*) ;; *) KEY="$(pwd)/$KEY" ;; esac
 BUNDLE=$(cd "$(dirname "$0")" && pwd -P)
 cd "$BUNDLE"
 [ -f manifest.json ] && [ -f SHA256SUMS ] || die "$BUNDLE is not an unpacked bundle (manifest.json or SHA256SUMS missing)" \
@@ -57,6 +63,29 @@ if ! sha256sum -c SHA256SUMS > "${TMPDIR:-/tmp}/labbuild-verify.$$" 2>&1; then
     die "the bundle does not match its SHA256SUMS: nothing was installed" "copy the bundle again; it is damaged"
 fi
 rm -f "${TMPDIR:-/tmp}/labbuild-verify.$$"
+if [ -n "$KEY" ]; then
+    [ -f "$KEY" ] || die "--key $KEY: no such file" "pass the .pub file written by labbuild keygen"
+    command -v openssl >/dev/null 2>&1 || die "--key needs openssl to check the signature, and it is not installed" \
+        "install openssl, or check the bundle elsewhere with: labbuild verify BUNDLE --key PUB"
+    [ -f manifest.json.sig ] || die "the bundle is not signed (no manifest.json.sig): nothing was installed" \
+        "ask for a bundle made with labbuild release --sign KEY"
+    SIG="${TMPDIR:-/tmp}/labbuild-sig.$$"
+    if openssl pkey -pubin -in "$KEY" -noout -text 2>/dev/null | head -n 1 | grep -qi ed25519; then
+        # bundles signed before labbuild 0.2: a raw 64-byte Ed25519 signature
+        cp manifest.json.sig "$SIG"
+        openssl pkeyutl -verify -pubin -inkey "$KEY" -rawin -in manifest.json -sigfile "$SIG" >/dev/null 2>&1 \
+            || { rm -f "$SIG"; die "manifest.json.sig does not verify with $KEY: nothing was installed" \
+                 "the bundle was altered, or signed with another key"; }
+    else
+        # base64 of a DER ECDSA signature over manifest.json with SHA-256 (what cosign verify-blob checks)
+        openssl base64 -d -A -in manifest.json.sig -out "$SIG" 2>/dev/null \
+            && openssl dgst -sha256 -verify "$KEY" -signature "$SIG" manifest.json >/dev/null 2>&1 \
+            || { rm -f "$SIG"; die "manifest.json.sig does not verify with $KEY: nothing was installed" \
+                 "the bundle was altered, or signed with another key"; }
+    fi
+    rm -f "$SIG"
+    say "signature of manifest.json verified with $KEY"
+fi
 
 # manifest.json is canonical JSON (sorted keys, one value per line): flatten it
 # to path=value lines once, then read values with mget.
