@@ -329,7 +329,9 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
             memory=kube_memory(res["memory"]) if res["memory"] else None,
             cpus=format(float(res["cpus"]), "g") if res["cpus"] else None,
             gpus=None if gpus is None else (1 if gpus == "all" else int(gpus)),
-            probe=_probe(m, c), depends_on=tuple(m["depends_on"]), scrape=scrapes.get(name))
+            probe=_probe(m, c), scrape=scrapes.get(name),
+            # "wiring": the [when.X] partners, once manifest.json records them (a format-1 optional field)
+            depends_on=tuple(sorted(set(m["depends_on"]) | set(m.get("wiring", ())))))
     files = {n: b for n, b in members.items()
              if n.startswith(("config/", "observability/", "runbooks/"))}
     edges = network_edges(services, files)
