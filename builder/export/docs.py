@@ -130,6 +130,10 @@ def render_readme(lab: ChartLab) -> str:
         "metrics port, DNS is allowed, and an exposed service accepts its Ingress port.",
         "",
     ]
+    named_users = sorted(f"{s.name} (`{s.user}`)" for s in lab.services.values() if s.user)
+    if named_users:
+        lines += ["Users given by name run as the image's default user (Kubernetes takes numeric IDs only): "
+                  + ", ".join(named_users) + ".", ""]
     if hosts:
         lines += [f"Host paths: {', '.join(hosts)} mount paths of the node they run on (as in compose); "
                   "they need a namespace that allows hostPath volumes.", ""]

@@ -146,9 +146,6 @@ class ChartLab:
     files: dict[str, bytes]                     # bundle files the chart mounts or ships
     edges: dict[str, dict[str, tuple[str, ...]]]   # client -> {server: port names it may connect to}
 
-    def secret_owner(self, ref: SecretRef) -> ChartService:
-        return self.services[ref.service]
-
 
 # --------------------------------------------------------------------------- reading
 
