@@ -14,6 +14,7 @@ import yaml
 
 from builder.blueprint import SECRET_KEY_RE, load_lab
 from builder.bundle import build_release, safe_extract
+from builder.errors import BundleError
 from builder.export.helm import export_helm
 from builder.export.model import ChartService
 from builder.export.objects import kube_escape
@@ -350,6 +351,13 @@ def test_a_bundle_and_its_profile_give_the_same_chart(lab_copy, tmp_path):
     extracted = safe_extract(result.bundle, tmp_path / "x")
     export_helm(tmp_path / "dir", bundle=extracted)
     assert _tree(tmp_path / "dir") == _tree(from_profile)
+    # only a verified bundle is exported
+    compose = extracted / "compose.yaml"
+    compose.write_text(compose.read_text().replace("open-webui", "open-webul"))
+    with pytest.raises(BundleError, match="failed verification") as err:
+        export_helm(tmp_path / "tampered", bundle=extracted)
+    assert any(p.file == "compose.yaml" for p in err.value.problems)
+    assert not (tmp_path / "tampered").exists()
 
 
 # --------------------------------------------------------------------------- the command line

@@ -37,8 +37,9 @@ def _dns(text: str, limit: int = 63) -> str:
     return slug
 
 
-def _cm_key(path: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.rsplit("/", 1)[-1])
+def _cm_key(path: str, whole: bool = True) -> str:
+    """A ConfigMap key: the whole bundle path (unique within a service), or its file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", path if whole else path.rsplit("/", 1)[-1])
 
 
 def kube_escape(text: str) -> str:
@@ -96,7 +97,7 @@ def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, 
         names.update({m.name: name for m in singles})
     for m in (m for m in svc.mounts if m.kind == "dir"):
         name = _dns(f"{svc.name}-{m.name.replace('observability/', '')}")
-        data = {_cm_key(p): Raw(f'{{{{ $.Files.Get "{FILES_DIR}/{p}" | toJson }}}}')
+        data = {_cm_key(p, whole=False): Raw(f'{{{{ $.Files.Get "{FILES_DIR}/{p}" | toJson }}}}')
                 for p in lab.files if p.startswith(m.name + "/") and "/" not in p[len(m.name) + 1:]}
         docs.append(document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(lab, svc.name, name),
                               "data": data}))

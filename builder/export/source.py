@@ -18,6 +18,7 @@ from .. import __version__
 from ..blueprint import load_lab
 from ..bundle import check_version, plan_bundle, verify_bundle
 from ..errors import BundleError, LockError
+from ..fsutil import sha256_bytes
 from ..lockfile import LOCK_PATH, read_lock, stale_services
 from ..render import ReleaseInput
 
@@ -42,15 +43,17 @@ def bundle_members(path: str | Path) -> dict[str, bytes]:
                           problems=result.errors, hint="export only verified bundles; copy or rebuild it")
     members: dict[str, bytes] = {}
     if path.is_dir():
-        for rel in sorted(result.files):
-            if _wanted(rel):
-                members[rel] = (path / rel).read_bytes()
-        return members
-    with tarfile.open(path) as tar:
-        for member in tar:
-            rel = member.name.partition("/")[2]
-            if member.isfile() and _wanted(rel) and rel in result.files:
-                members[rel] = tar.extractfile(member).read()
+        members = {rel: (path / rel).read_bytes() for rel in sorted(result.files) if _wanted(rel)}
+    else:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                rel = member.name.partition("/")[2]
+                if member.isfile() and _wanted(rel) and rel in result.files:
+                    members[rel] = tar.extractfile(member).read()
+    changed = sorted(rel for rel, data in members.items() if sha256_bytes(data) != result.files[rel][0])
+    if changed:
+        raise BundleError(f"{path} changed while it was being read: {', '.join(changed)}",
+                          hint="copy the bundle again and retry")
     return members
 
 
