@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from builder.blueprint import SECRET_KEY_RE, load_lab
-from builder.bundle import build_release, safe_extract
+from builder.bundle.release import build_release
+from builder.bundle.verify import safe_extract
 from builder.errors import BundleError
 from builder.export.helm import export_helm
 from builder.export.model import ChartService

@@ -11,19 +11,21 @@ bundle's top directory):
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 from .. import __version__
 from ..blueprint import load_lab
-from ..bundle import check_version, plan_bundle, verify_bundle
+from ..bundle.layout import COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, TRUST_FILES
+from ..bundle.pack import plan_bundle
+from ..bundle.release import check_version
+from ..bundle.verify import read_verified, require_verified
 from ..errors import BundleError, LockError
 from ..fsutil import sha256_bytes
 from ..lockfile import LOCK_PATH, read_lock, stale_services
 from ..render import ReleaseInput
 
 # The members a chart is made of (images/, sbom/, install.sh, ... are not read).
-WANTED_FILES = ("compose.yaml", "lab.env", "manifest.json", "secrets.env.example")
+WANTED_FILES = (COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE)
 WANTED_DIRS = ("config/", "observability/", "runbooks/")
 
 
@@ -33,23 +35,17 @@ def _wanted(rel: str) -> bool:
 
 def bundle_members(path: str | Path) -> dict[str, bytes]:
     """The chart's members of a verified bundle archive or extracted bundle directory."""
-    # The lead's builder/bundle/reader.py will take this over: keep it one function.
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such bundle", hint="pass a bundle made by `labbuild release`")
-    result = verify_bundle(path)
-    if not result.ok:
-        raise BundleError(f"{path}: bundle failed verification ({len(result.errors)} problem(s))",
-                          problems=result.errors, hint="export only verified bundles; copy or rebuild it")
-    members: dict[str, bytes] = {}
-    if path.is_dir():
-        members = {rel: (path / rel).read_bytes() for rel in sorted(result.files) if _wanted(rel)}
-    else:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                rel = member.name.partition("/")[2]
-                if member.isfile() and _wanted(rel) and rel in result.files:
-                    members[rel] = tar.extractfile(member).read()
+    if not path.is_dir():  # one verify-while-reading pass keeps the members
+        result = read_verified(path, keep=lambda rel: rel in TRUST_FILES or _wanted(rel))
+        if not result.ok:
+            raise BundleError(f"{path}: bundle failed verification ({len(result.errors)} problem(s))",
+                              problems=result.errors, hint="export only verified bundles; copy or rebuild it")
+        return {rel: data for rel, data in sorted(result.contents.items()) if _wanted(rel)}
+    result = require_verified(path)
+    members = {rel: (path / rel).read_bytes() for rel in sorted(result.files) if _wanted(rel)}
     changed = sorted(rel for rel, data in members.items() if sha256_bytes(data) != result.files[rel][0])
     if changed:
         raise BundleError(f"{path} changed while it was being read: {', '.join(changed)}",
