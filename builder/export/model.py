@@ -28,8 +28,9 @@ import yaml
 from ..blueprint import env_id
 from ..errors import BundleError
 from ..render import parse_env_file
+from ..render.observability import PROM_DIR
 
-PROMETHEUS_CONFIG = "observability/prometheus/prometheus.yml"
+PROMETHEUS_CONFIG = f"{PROM_DIR}/prometheus.yml"
 # ${VAR}, ${VAR:?message} and the escape $$ — the only forms render_compose writes.
 _COMPOSE_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::\?[^}]*)?\}")
 _SECRET_COMMENT = re.compile(r"^# ([a-z][a-z0-9-]*): generate=(\w+) length=(\d+)(?:: (.*))?$")
