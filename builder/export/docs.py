@@ -73,7 +73,9 @@ def render_readme(lab: ChartLab) -> str:
         "```",
         "",
         "A rollback keeps the data in the PersistentVolumeClaims: a release whose migrations changed a "
-        "database one way needs the data restored from a backup as well (see the service's runbook).",
+        "database one way needs the data restored from a backup as well (see the service's runbook). "
+        "Volume sizes and classes are fixed at the first install (a StatefulSet's claim templates cannot "
+        "change): grow a claim with `kubectl edit pvc` where its storage class allows expansion.",
         "",
         "## Air-gapped clusters: mirror first",
         "",
