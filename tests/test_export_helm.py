@@ -234,8 +234,8 @@ def test_network_policy_denies_by_default_and_allows_exactly_the_declared_edges(
 
 
 @pytest.mark.xfail(strict=True, reason="a bundle does not record which [when.X] blocks were active: weaviate's "
-                   "[when.ollama] sets only module names (no address, no depends_on); manifest.json needs a "
-                   "per-service `wiring` list, which builder.export.model already reads when present")
+                   "[when.ollama] sets only module names (no address, no depends_on); manifest.json would need "
+                   "to record each service's active [when] partners")
 def test_every_active_when_block_is_an_edge(rendered):
     edges, present = _edges(rendered), closure("phase4")
     missing = {(n, w.other) for n in present for w in LAB.services[n].active_when(present)

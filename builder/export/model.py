@@ -20,12 +20,13 @@ Prometheus config. Pure: no disk, no network.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 import yaml
 
 from ..blueprint import env_id
+from ..bundle.layout import (COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, Manifest, ManifestService,
+                             ManifestVolume, runbook_path)
 from ..errors import BundleError
 from ..render import parse_env_file
 from ..render.observability import PROM_DIR
@@ -150,11 +151,15 @@ class ChartLab:
 
 # --------------------------------------------------------------------------- reading
 
-def _text(members: dict[str, bytes], name: str) -> str:
+def _member(members: dict[str, bytes], name: str) -> bytes:
     try:
-        return members[name].decode("utf-8")
+        return members[name]
     except KeyError:
         raise BundleError(f"the bundle has no {name}", hint="is it a labbuild bundle of this format?") from None
+
+
+def _text(members: dict[str, bytes], name: str) -> str:
+    return _member(members, name).decode("utf-8")
 
 
 def _seconds(duration: str | None) -> float | None:
@@ -230,7 +235,7 @@ def _secrets(text: str) -> dict[str, list[tuple[str, Secret]]]:
     return out
 
 
-def _mounts(spec: list[str], volumes: dict[str, dict], members: dict[str, bytes]) -> tuple[Mount, ...]:
+def _mounts(spec: list[str], volumes: dict[str, ManifestVolume], members: dict[str, bytes]) -> tuple[Mount, ...]:
     out = []
     for entry in spec:
         read_only = entry.endswith(":ro")
@@ -247,19 +252,17 @@ def _mounts(spec: list[str], volumes: dict[str, dict], members: dict[str, bytes]
             out.append(Mount("host", _unescape(source), _unescape(target), read_only))
         else:
             vol = volumes[source]
-            out.append(Mount("volume", vol["name"], vol["target"], bool(vol.get("read_only"))))
+            out.append(Mount("volume", vol.name, vol.target, vol.read_only))
     return tuple(out)
 
 
-def _probe(manifest_svc: dict, compose_svc: dict) -> Probe | None:
-    health = manifest_svc.get("health")
+def _probe(manifest_svc: ManifestService, compose_svc: dict) -> Probe | None:
+    health = manifest_svc.health
     if health:
-        statuses = health.get("status") or []
         # httpGet accepts 200-399 only: a probe that must accept 401 (behind auth) checks the port
-        kind = "tcp" if health["scheme"] == "tcp" or any(s >= 400 for s in statuses) else health["scheme"]
-        return Probe(kind=kind, port=health["port"], path=health["path"] if kind != "tcp" else None,
-                     start_period=_seconds(health.get("start_period")) or 0.0,
-                     timeout=_seconds(health.get("timeout")))
+        kind = "tcp" if health.scheme == "tcp" or any(s >= 400 for s in health.status) else health.scheme
+        return Probe(kind=kind, port=health.port, path=health.path if kind != "tcp" else None,
+                     start_period=_seconds(health.start_period) or 0.0, timeout=_seconds(health.timeout))
     check = compose_svc.get("healthcheck")
     if check:
         test = [_unescape(t) for t in check["test"]]
@@ -270,37 +273,36 @@ def _probe(manifest_svc: dict, compose_svc: dict) -> Probe | None:
     return None
 
 
-def _scrapes(text: str, manifest: dict) -> dict[str, Scrape]:
+def _scrapes(text: str, manifest: Manifest) -> dict[str, Scrape]:
     out = {}
     for job in (yaml.safe_load(text) or {}).get("scrape_configs", []):
         target = job["static_configs"][0]["targets"][0]
         svc, port = target.rsplit(":", 1)
-        ports = manifest["services"][svc]["ports"]
-        name = next(p["name"] for p in ports if p["container"] == int(port))
+        name = next(p.name for p in manifest.services[svc].ports if p.container == int(port))
         params = {k: v[0] for k, v in sorted((job.get("params") or {}).items())}
         out[svc] = Scrape(port=name, path=job.get("metrics_path", "/metrics"), params=params)
     return out
 
 
 def _description(members: dict[str, bytes], name: str) -> str:
-    lines = members.get(f"runbooks/{name}.md", b"").decode("utf-8").split("\n")
+    lines = members.get(runbook_path(name), b"").decode("utf-8").split("\n")
     return lines[2] if len(lines) > 2 else ""
 
 
 def lab_model(members: dict[str, bytes]) -> ChartLab:
     """The chart's view of one bundle (see the module docstring)."""
+    manifest = Manifest.loads(_member(members, MANIFEST))
     try:
-        manifest = json.loads(_text(members, "manifest.json"))
-        compose = yaml.safe_load(_text(members, "compose.yaml"))
-    except (ValueError, yaml.YAMLError) as exc:
+        compose = yaml.safe_load(_text(members, COMPOSE_FILE))
+    except yaml.YAMLError as exc:
         raise BundleError(f"unreadable bundle file: {exc}", hint="the bundle is damaged; release it again") from None
-    settings = parse_env_file(_text(members, "lab.env"))
-    secrets = _secrets(_text(members, "secrets.env.example"))
+    settings = parse_env_file(_text(members, LAB_ENV))
+    secrets = _secrets(_text(members, SECRETS_EXAMPLE))
     owners = {key: SecretRef(svc, s.name) for svc, items in secrets.items() for key, s in items}
     scrapes = _scrapes(members[PROMETHEUS_CONFIG].decode(), manifest) if PROMETHEUS_CONFIG in members else {}
     services = {}
-    for name in sorted(manifest["services"]):
-        m, c = manifest["services"][name], compose["services"][name]
+    for name in sorted(manifest.services):
+        m, c = manifest.services[name], compose["services"][name]
         env = []
         for key, raw in sorted((c.get("environment") or {}).items()):
             parts, plain = _env_value(str(raw), settings, owners)
@@ -313,28 +315,25 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
         if user and re.fullmatch(r"\d+(:\d+)?", user):
             uid, _, gid = user.partition(":")
             run_as = (int(uid), int(gid) if gid else None)
-        repository = m["image"].rsplit(":", 1)[0]
+        repository, tag = m.image.rsplit(":", 1)
         services[name] = ChartService(
             name=name, description=_description(members, name), repository=repository,
-            tag=m["image"].rsplit(":", 1)[1], digest=m["digest"],
-            ports=tuple(Port(p["name"], p["container"], p["protocol"]) for p in m["ports"]),
+            tag=tag, digest=m.digest, ports=tuple(Port(p.name, p.container, p.protocol) for p in m.ports),
             env=tuple(env), secrets=tuple(s for _, s in secrets.get(name, [])),
             command=tuple(_unescape(a) for a in c["entrypoint"]) if "entrypoint" in c else None,
             args=tuple(_unescape(a) for a in c["command"]) if "command" in c else None,
             run_as=run_as, user=user if user and run_as is None else None,
             privileged=bool(c.get("privileged")),
-            mounts=_mounts(c.get("volumes") or [], {v["volume"]: v for v in m["volumes"]}, members),
+            mounts=_mounts(c.get("volumes") or [], {v.volume: v for v in m.volumes}, members),
             memory=kube_memory(res["memory"]) if res["memory"] else None,
             cpus=format(float(res["cpus"]), "g") if res["cpus"] else None,
             gpus=None if gpus is None else (1 if gpus == "all" else int(gpus)),
-            probe=_probe(m, c), scrape=scrapes.get(name),
-            # "wiring": the [when.X] partners, once manifest.json records them (a format-1 optional field)
-            depends_on=tuple(sorted(set(m["depends_on"]) | set(m.get("wiring", ())))))
+            probe=_probe(m, c), depends_on=m.depends_on, scrape=scrapes.get(name))
     files = {n: b for n, b in members.items()
              if n.startswith(("config/", "observability/", "runbooks/"))}
     edges = network_edges(services, files)
-    return ChartLab(lab=manifest["lab"], profile=manifest["profile"], version=manifest["version"],
-                    labbuild=manifest["labbuild"], services=services, files=dict(sorted(files.items())),
+    return ChartLab(lab=manifest.lab, profile=manifest.profile, version=manifest.version,
+                    labbuild=manifest.labbuild, services=services, files=dict(sorted(files.items())),
                     edges=edges)
 
 
