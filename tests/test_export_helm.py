@@ -155,7 +155,8 @@ def test_resources_come_from_the_blueprints_and_gpus_are_requested_and_limited(r
 
 def test_gpus_of_a_blueprint_become_nvidia_gpu_requests_and_limits(lab_copy, tmp_path):
     ollama = lab_copy / "blueprints" / "services" / "ollama.toml"
-    ollama.write_text(ollama.read_text().replace("[resources]\n", "[resources]\ngpus = 1\n", 1))
+    text = re.sub(r"(?m)^gpus = .*\n", "", ollama.read_text())     # the shipped blueprint may set one
+    ollama.write_text(text.replace("[resources]\n", "[resources]\ngpus = 1\n", 1))
     export_helm(tmp_path / "c", root=lab_copy, profile="base", version="1.0.0")
     container = workloads(template(tmp_path / "c"))["ollama"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {"limits": {"memory": "16Gi", "nvidia.com/gpu": 1},

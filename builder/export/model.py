@@ -309,7 +309,7 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
             env.append(EnvVar(key, parts, setting=plain))
         res = {"memory": c.get("mem_limit"), "cpus": c.get("cpus")}
         devices = (((c.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
-        gpus = devices[0]["count"] if devices else None
+        gpus = devices[0]["count"] if devices else m.gpus   # the manifest's [resources] gpus (compose.gpu.yaml)
         user = c.get("user")
         run_as = None
         if user and re.fullmatch(r"\d+(:\d+)?", user):
