@@ -21,6 +21,7 @@ from typing import BinaryIO, Callable, Iterable
 
 from ..fsutil import sha256_bytes, sha256_file
 
+COPY_BLOCK = 1 << 20
 DEFAULT_MTIME = 315532800  # 1980-01-01T00:00:00Z: a constant, and valid in zip-era tools too
 
 
@@ -107,7 +108,9 @@ def write_tar(out: BinaryIO, top: str, files: Iterable[BundleFile], *, mtime: in
     for f in files:
         entries.append(((f.order, f.arcname.encode()), f.arcname, f))
     entries.sort(key=lambda e: e[0])
-    with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    # 1 MiB copies and stream buffer: fewer, larger writes (the bytes are the same: records stay 10 KiB)
+    with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT, bufsize=COPY_BLOCK,
+                      copybufsize=COPY_BLOCK) as tar:
         top_info = _info(top, mtime, directory=True)
         tar.addfile(top_info)
         for _, name, f in entries:

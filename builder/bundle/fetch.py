@@ -274,6 +274,8 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     resumes next time) and ``client`` is closed when the last one ends; else
     this waits and raises the first error.
     """
+    for d in blobs:
+        cache.settle(d)     # a blob an earlier release cached without fsync: durable (or re-checked) first
     missing = sorted(d for d, (size, _) in blobs.items() if not cache.has(d, size))
     if not missing:
         if background:
@@ -307,8 +309,9 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
             size, name = blobs[digest]
             future = futures[digest]
             try:
+                # background layers go into the archive, which is fsynced: the cache copy need not be
                 cache.fetch(digest, size, lambda offset: client.open_blob(name, digest, offset=offset),
-                            on_bytes=lambda n: bars.advance(task, n), what=name)
+                            on_bytes=lambda n: bars.advance(task, n), what=name, sync=not background)
                 future.set_result(cache.path(digest))
             except BaseException as exc:  # delivered to whoever opens the blob
                 future.set_exception(exc)
