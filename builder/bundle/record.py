@@ -54,17 +54,18 @@ def delta_record_path(root: Path, profile: str, version: str, base_version: str)
     return names.inside(Path(root) / DELTA_RECORDS_DIR, f"{profile}-{version}-since-{base_version}.json")
 
 
-def spec_record_path(root: Path, spec: str) -> Path:
-    """The record of ``<profile>-<version>``, or of the delta ``delta/<profile>-<version>-since-<base>``."""
+def spec_record_path(root: Path, spec: str) -> tuple[Path, str, str]:
+    """``(record path, profile, version)`` of ``<profile>-<version>``, or of the delta
+    ``delta/<profile>-<version>-since-<base>``."""
     if spec.startswith("delta/"):
         head, sep, base = spec[len("delta/"):].rpartition("-since-")
         if not sep:
             raise BundleError(f"{spec!r} is not delta/PROFILE-VERSION-since-BASE",
                               hint="e.g. --rebuild delta/phase1-1.1.0-since-1.0.0")
         profile, version = split_spec(head)
-        return delta_record_path(root, profile, version, base)
+        return delta_record_path(root, profile, version, base), profile, version
     profile, version = split_spec(spec)
-    return record_path(root, profile, version)
+    return record_path(root, profile, version), profile, version
 
 
 def make_record(plan: BundlePlan, lab: str, profile: str, version: str, archive_sha: str, tar_sha: str,

@@ -37,6 +37,7 @@ def _manifest(bundle) -> Manifest:
 
 def _two_releases(lab):
     """1.0.0 full; web changes its app layer; 1.1.0 as a delta since 1.0.0 (and the lock of 1.1.0)."""
+    lab.salt = lab.name     # image IDs of this test only: what the engine holds is what the test put there
     two_service_lab(lab, multiarch_web=False)
     v1 = lab.release("1.0.0")
     lock1 = json.loads((lab.root / "lockfiles" / "lab.lock.json").read_text())
