@@ -87,10 +87,15 @@ def test_delta_carries_only_the_changed_layer_config_and_manifest(airgap, docker
     assert (airgap.root / "lockfiles" / "releases" / "delta" / "all-1.1.0-since-1.0.0.json").is_file()
     again = airgap.release("1.1.0", since="1.0.0")
     assert again == delta
+    # the base as a bundle file instead of its record: the very same delta (a no-op against the record)
+    from builder.bundle.release import build_release
+    from_file = build_release(airgap.root, "1.1.0", with_images=True, since=str(v1), out_dir=airgap.root / "dist",
+                              progress=False)
+    assert from_file.noop and from_file.bundle == delta and from_file.delta.carried == 3
     # a full 1.1.0 does not collide with the delta
     full = airgap.release("1.1.0")
     assert full.name == f"{airgap.name}-all-1.1.0.tar" and full.stat().st_size > delta.stat().st_size * 10
-    # the same delta from the base bundle file instead of the record: the same bytes
+    # rebuilt from its record alone: the same bytes
     from builder.bundle.release import rebuild_release
     rebuilt = rebuild_release(airgap.root, "delta/all-1.1.0-since-1.0.0", out_dir=airgap.root / "rebuilt")
     assert rebuilt.bundle.read_bytes() == delta.read_bytes()
