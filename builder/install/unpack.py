@@ -223,7 +223,8 @@ def unpack_bundle(bundle: Path, key, client, platform: str, say: Say, base: Path
             task = bars.add_task(f"verifying {bundle.name}", total=bundle.stat().st_size)
             result = verify.unpack(bundle, key=key, stream=loader.stream,
                                    on_bytes=lambda n: bars.advance(task, n))
-            loader.prepare(result.contents)     # a delta carrying no blob still checks its base
+            if any(rel.startswith(IMAGES_DIR + "/") for rel in result.contents):
+                loader.prepare(result.contents)     # a delta carrying no blob still checks its base
             if base is not None and loader.from_base:
                 task = bars.add_task(f"verifying {base.name}", total=base.stat().st_size)
                 loader.fill_from_base(lambda n: bars.advance(task, n))
