@@ -50,8 +50,11 @@ def main() -> None:
         new = make_layer(WORK / f"layers-{args.gib}" / "b2-new.tar.gz", b2["size"] - 4096)
         images2 = {**images, "app-b": images["app-b"][:-1] + [new]}
         pushed2 = {**pushed, **push_images(registry, {"app-b": images2["app-b"]})}
+        records = WORK / "delta-records"            # write_lab starts the lab afresh: keep 1.0.0's record
+        shutil.rmtree(records, ignore_errors=True)
+        shutil.copytree(lab / "lockfiles" / "releases", records)
         write_lab(lab, registry, pushed2)
-        (lab / "lockfiles" / "releases").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(records, lab / "lockfiles" / "releases")
         labbuild("--root", str(lab), "lock")
         labbuild("--root", str(lab), "release", "1.1.0", "--with-images", "--out", str(out), env=env)
         labbuild("--root", str(lab), "release", "1.1.0", "--with-images", "--since", "1.0.0", "--out", str(out),

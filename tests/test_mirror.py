@@ -68,7 +68,7 @@ def test_mirror_by_digest_then_nothing_to_push(bundle, target, capsys):
     assert main(["--json", "mirror", str(lab.bundle), "--to", to]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and len(out["images"]) == 2 and out["blobs"]["pushed"] > 0
-    direct = f"{target.upstream}/mirror"         # skopeo asks the registry itself (the proxy folds Accept headers)
+    direct = f"{target.upstream}/mirror"         # skopeo asks the registry itself
     for svc in lab.services.values():
         ref = f"{direct}/{lab.repo(svc.name)}"
         raw = skopeo_raw(f"{ref}@{svc.digest}")
