@@ -17,6 +17,11 @@ a throwaway lab over them and then measures, in one run:
 - `labbuild install --no-start` (verify, unpack, docker load, image-ID check)
   vs a raw `docker load` of the same images         target <= 1.1x
 
+With --cold-runs N only the cold release is measured, N times alternating
+with skopeo, printing both medians (target <= 0.9x); --latency S puts the
+registry behind tests/support/faultproxy.py adding S seconds per request
+(a WAN, where concurrent downloads should win).
+
 Generated layers and the registry storage are kept in $BENCH_DIR
 (default /tmp/labbuild-bench-images) so a second run skips the generation.
 Not part of the test suite; prints every figure.
@@ -200,11 +205,50 @@ def drop_caches() -> None:
     os.sync()
 
 
+def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> None:
+    """Cold `release --with-images` vs `skopeo copy` into an OCI layout, ``runs`` times, alternating."""
+    from statistics import median
+    from support.faultproxy import FaultProxy
+    proxy = FaultProxy(registry.host, latency=latency) if latency else None
+    source = type("Source", (), {"host": proxy.host if proxy else registry.host})()
+    lab, out, cache, layout = WORK / "lab-cold", WORK / "dist-cold", WORK / "cache-cold", WORK / "skopeo-cold"
+    write_lab(lab, source, pushed)
+    run([str(BIN / "labbuild"), "--root", str(lab), "lock"])
+    ours, theirs = [], []
+    try:
+        for i in range(runs):
+            shutil.rmtree(layout, ignore_errors=True)
+            drop_caches()
+            t = time.perf_counter()
+            for name, p in sorted(pushed.items()):
+                run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                     f"docker://{source.host}/{p['repo']}:1", f"oci:{layout}:{name}"])
+            theirs.append(time.perf_counter() - t)
+            shutil.rmtree(layout, ignore_errors=True)
+            for d in (out, cache, lab / "lockfiles" / "releases"):
+                shutil.rmtree(d, ignore_errors=True)
+            drop_caches()
+            wall, _ = run([str(BIN / "labbuild"), "--root", str(lab), "release", "1.0.0", "--with-images",
+                           "--out", str(out)], env={"XDG_CACHE_HOME": str(cache)})
+            ours.append(wall)
+            print(f"run {i + 1}: skopeo {theirs[-1]:.2f}s, cold release {ours[-1]:.2f}s "
+                  f"({ours[-1] / theirs[-1]:.2f}x; load {os.getloadavg()[0]:.1f})", flush=True)
+    finally:
+        if proxy:
+            proxy.close()
+        for d in (out, cache, layout):
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"latency {latency * 1000:.0f} ms/request: skopeo median {median(theirs):.2f}s, cold release median "
+          f"{median(ours):.2f}s = {median(ours) / median(theirs):.2f}x   (target <= 0.9x; runs: {runs})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gib", type=float, default=1.0, help="unique GiB of layers (default 1.0)")
     ap.add_argument("--keep", action="store_true", help="keep the bench directory's outputs")
     ap.add_argument("--release-only", action="store_true", help="skip the install measurements")
+    ap.add_argument("--cold-runs", type=int, default=0, help="only cold release vs skopeo, N runs, medians")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every registry request")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     env_path = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -217,6 +261,9 @@ def main() -> None:
         t = time.perf_counter()
         pushed = push_images(registry, images)
         print(f"images pushed in {time.perf_counter() - t:.1f}s to {registry.host}")
+        if args.cold_runs:
+            cold_runs(registry, pushed, args.cold_runs, args.latency)
+            return
         lab = WORK / "lab"
         write_lab(lab, registry, pushed)
         run([str(BIN / "labbuild"), "--root", str(lab), "lock"])

@@ -96,7 +96,7 @@ class BlobCache:
         return self.path(digest)
 
     def fetch(self, digest: str, size: int | None, opener: Opener, *, retries: int = 3,
-              on_bytes: Callable[[int], None] | None = None, what: str = "") -> tuple[Path, int]:
+              on_bytes: Callable[[int], None] | None = None, what: str = "", sync: bool = True) -> tuple[Path, int]:
         """Make sure ``digest`` is cached, downloading it with ``opener`` when not.
 
         ``opener(offset)`` must yield the blob's bytes from ``offset`` on.
@@ -104,6 +104,12 @@ class BlobCache:
         Returns ``(path, downloaded_bytes)``; 0 downloaded means a cache hit.
         A download whose bytes do not match is discarded and retried up to
         ``retries`` times, then RegistryError.
+
+        ``sync=False`` skips the fsync (a cold image release writes each blob
+        twice, into the cache and into the archive; only the archive must be
+        durable before the release ends): the blob is marked unsynced with
+        this boot's id, and ``settle`` makes it durable (or re-verifies it,
+        after a restart) before anyone trusts it again.
         """
         if self.has(digest, size):
             return self.path(digest), 0
@@ -143,13 +149,17 @@ class BlobCache:
                             if size is not None and total > size:
                                 break
                         out.flush()
-                        os.fsync(out.fileno())
+                        if sync:
+                            os.fsync(out.fileno())
                 except RegistryError as exc:
                     # keep the partial file: the next attempt (or run) resumes it
                     problem = exc.message
                     continue
                 got = "sha256:" + h.hexdigest()
                 if got == digest and (size is None or total == size):
+                    if not sync:   # the marker is journaled before the rename: a surviving name has its marker
+                        self._unsynced(digest).parent.mkdir(parents=True, exist_ok=True)
+                        self._unsynced(digest).write_text(_boot_id())
                     self._commit(partial, digest)
                     return self.path(digest), downloaded
                 problem = (f"got {total} bytes hashing to {got}" if size is None or total <= size
@@ -157,6 +167,39 @@ class BlobCache:
                 partial.unlink(missing_ok=True)  # wrong bytes are never kept
             raise RegistryError(f"{name}: could not download {digest} intact after {retries + 1} attempts: {problem}",
                                 hint="the registry or the network corrupts data; check the registry and try again")
+
+    def settle(self, digest: str) -> None:
+        """Make a blob fetched with ``sync=False`` trustworthy before it is used again.
+
+        Written during this boot: its bytes are in the page cache or on disk,
+        an fsync makes them durable. Written before a restart: they may never
+        have reached the disk, so the blob is re-hashed and dropped when wrong
+        (``has`` is then False and the caller fetches it again).
+        """
+        marker = self._unsynced(digest)
+        if not marker.exists():
+            return
+        with self._locked(digest):
+            try:
+                boot = marker.read_text()
+            except FileNotFoundError:
+                return
+            path = self.path(digest)
+            with contextlib.suppress(FileNotFoundError):
+                if boot and boot == _boot_id():
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                else:
+                    h = hashlib.sha256()
+                    with open(path, "rb") as fh:
+                        while block := fh.read(1 << 20):
+                            h.update(block)
+                    if "sha256:" + h.hexdigest() != digest:
+                        path.unlink()
+            marker.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ placing
 
@@ -169,6 +212,9 @@ class BlobCache:
         return link_or_copy(self.path(digest), Path(dest))
 
     # ------------------------------------------------------------------ internals
+
+    def _unsynced(self, digest: str) -> Path:
+        return self.root / "unsynced" / hex_of(digest)
 
     def _partial(self, digest: str) -> Path:
         self.partials.mkdir(parents=True, exist_ok=True)
@@ -189,6 +235,14 @@ class BlobCache:
             yield
         finally:
             os.close(fd)  # the lock file stays: unlinking it would race with waiters
+
+
+def _boot_id() -> str:
+    """This boot's id (Linux), "" elsewhere: an unsynced blob from another boot is re-hashed."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _reflink(src: Path, dst: Path) -> bool:

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "diff": "builder.commands.release:diff",
     "keygen": "builder.commands.release:keygen",
     "sbom": "builder.commands.release:sbom",
+    "mirror": "builder.commands.mirror:mirror",
     "install": "builder.commands.install:install",
     "status": "builder.commands.install:status",
     "rollback": "builder.commands.install:rollback",

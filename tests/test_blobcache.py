@@ -196,3 +196,21 @@ def test_real_registry_blob_resumes_with_range(cache, registry):
             return client.open_blob(f"{registry.host}/blobtest/x", blob.digest, offset=offset)
         path, got = cache.fetch(blob.digest, blob.size, opener)
     assert path.read_bytes() == data and offsets == [100_000] and got == 200_000
+
+
+def test_unsynced_blob_is_settled_this_boot_and_rechecked_after_a_restart(cache):
+    good, bad = os.urandom(5000), os.urandom(5000)
+    for data in (good, bad):
+        cache.fetch(digest_of(data), len(data), Source(data).open, sync=False)
+    marker = cache.root / "unsynced"
+    assert sorted(p.name for p in marker.iterdir()) == sorted(digest_of(d)[7:] for d in (good, bad))
+    cache.settle(digest_of(good))                  # same boot: fsync, trusted, marker gone
+    assert cache.has(digest_of(good), len(good)) and not (marker / digest_of(good)[7:]).exists()
+    # a restart before writeback: the bytes on disk are not the blob's; the other boot id forces a re-hash
+    path = cache.path(digest_of(bad))
+    os.chmod(path, 0o644)
+    path.write_bytes(b"\0" * len(bad))
+    (marker / digest_of(bad)[7:]).write_text("another-boot")
+    cache.settle(digest_of(bad))
+    assert not cache.has(digest_of(bad)) and not (marker / digest_of(bad)[7:]).exists()
+    cache.settle(digest_of(bad))                   # nothing left to settle: a no-op

@@ -154,3 +154,28 @@ def test_not_a_bundle_directory(tmp_path):
     path.write_text(SCRIPT)
     p = subprocess.run(["dash", str(path), "--dir", str(tmp_path / "t")], capture_output=True, text=True)
     assert p.returncode == 1 and "is not an unpacked bundle" in p.stderr
+
+
+def test_delta_bundle_is_refused_naming_labbuild_install(tmp_path, registry, monkeypatch):
+    from builder.bundle.release import build_release
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
+    lab.services = {"web": Service("web", free_port())}
+    lab.push(lab.services["web"])
+    lab.write()
+    lab.lock()
+    build_release(lab.root, "1.0.0", with_images=True, out_dir=tmp_path / "dist", progress=False)
+    lab.services["web"].version = "2"
+    lab.push(lab.services["web"])
+    lab.write()
+    lab.lock()
+    delta = build_release(lab.root, "1.1.0", with_images=True, since="1.0.0", out_dir=tmp_path / "dist",
+                          progress=False).bundle
+    with tarfile.open(delta) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    target = tmp_path / "target"
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "delta bundle" in p.stderr and "labbuild install" in p.stderr and "1.0.0" in p.stderr
+    assert not target.exists()

@@ -14,13 +14,16 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from ..fsutil import sha256_bytes, sha256_file
 
+COPY_BLOCK = 1 << 20
 DEFAULT_MTIME = 315532800  # 1980-01-01T00:00:00Z: a constant, and valid in zip-era tools too
 
 
@@ -77,6 +80,45 @@ class HashingWriter:
         self.inner.flush()
 
 
+class _BackgroundWriter:
+    """Writes to ``inner`` from a thread, so hashing a block (caller) and writing the
+    previous one overlap; at most ``depth`` blocks wait. ``close`` drains, joins and
+    re-raises the first write error; a failed write also fails the next ``write``."""
+
+    _END = object()
+
+    def __init__(self, inner: BinaryIO, depth: int = 8) -> None:
+        self.inner = inner
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="labbuild-archive-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not self._END:
+            if self._error is None:
+                try:
+                    self.inner.write(item)
+                except BaseException as exc:  # handed to the caller
+                    self._error = exc
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self.inner.flush()
+
+
 def _dirs_of(names: Iterable[str]) -> set[str]:
     dirs: set[str] = set()
     for name in names:
@@ -99,7 +141,15 @@ def write_tar(out: BinaryIO, top: str, files: Iterable[BundleFile], *, mtime: in
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"duplicate bundle members: {', '.join(dup)}")
-    hashing = HashingWriter(out)
+    writer = _BackgroundWriter(out)
+    try:
+        return _write_entries(HashingWriter(writer), top, files, names, mtime, progress)
+    finally:
+        writer.close()
+
+
+def _write_entries(hashing: "HashingWriter", top: str, files: list[BundleFile], names: list[str], mtime: int,
+                   progress: Callable[[int], None] | None) -> str:
     entries: list[tuple[tuple, str, BundleFile | None]] = []
     for d in _dirs_of(names):
         order = min(f.order for f in files if f.arcname.startswith(d + "/"))
@@ -107,21 +157,42 @@ def write_tar(out: BinaryIO, top: str, files: Iterable[BundleFile], *, mtime: in
     for f in files:
         entries.append(((f.order, f.arcname.encode()), f.arcname, f))
     entries.sort(key=lambda e: e[0])
-    with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        top_info = _info(top, mtime, directory=True)
-        tar.addfile(top_info)
-        for _, name, f in entries:
-            if f is None:
-                tar.addfile(_info(f"{top}/{name}", mtime, directory=True))
-                continue
-            info = _info(f"{top}/{name}", mtime, executable=f.executable)
-            info.size = f.size
-            with f.open() as fh:
-                tar.addfile(info, fh)
-            if progress:
-                progress(info.size)
+    # The bytes of tarfile's "w|" PAX stream (headers from TarInfo.tobuf, data padded to 512,
+    # two zero blocks, then zeros up to a 10 KiB record), written directly: tarfile's stream
+    # buffer re-copies every block and cost a third of a 1 GiB image release.
+    offset = _put(hashing, _header(_info(top, mtime, directory=True)))
+    for _, name, f in entries:
+        if f is None:
+            offset += _put(hashing, _header(_info(f"{top}/{name}", mtime, directory=True)))
+            continue
+        info = _info(f"{top}/{name}", mtime, executable=f.executable)
+        info.size = f.size
+        offset += _put(hashing, _header(info))
+        with f.open() as fh:
+            left = info.size
+            while left:
+                block = fh.read(min(COPY_BLOCK, left))
+                if not block:
+                    raise OSError(f"{f.arcname}: file shrank while being archived")
+                hashing.write(block)
+                left -= len(block)
+        offset += info.size + _put(hashing, tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
+        if progress:
+            progress(info.size)
+    offset += _put(hashing, tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+    _put(hashing, tarfile.NUL * (-offset % tarfile.RECORDSIZE))
     hashing.flush()
     return hashing.hash.hexdigest()
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def _put(out: "HashingWriter", data: bytes) -> int:
+    if data:
+        out.write(data)
+    return len(data)
 
 
 def _info(name: str, mtime: int, *, directory: bool = False, executable: bool = False) -> tarfile.TarInfo:

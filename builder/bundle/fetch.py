@@ -202,7 +202,8 @@ def wait_for_downloads(files: Iterable[BundleFile]) -> None:
 
 
 def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[str] | None = None,
-                progress: Any = None, *, cache: BlobCache | None = None) -> list[BundleFile]:
+                progress: Any = None, *, cache: BlobCache | None = None,
+                exclude: frozenset[str] = frozenset()) -> list[BundleFile]:
     """Fetch the locked images of ``services`` and return the ``images/`` members of a bundle.
 
     ``platforms``: which platforms to ship (default: the lab's). ``progress``:
@@ -215,11 +216,15 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     ``FETCH_WORKERS`` at a time) and come back as ``PendingBlob`` members, so
     the archive writer packs blob N while blobs N+1.. download. A failed
     download fails the member's ``open`` and so the release (atomically).
+
+    ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
+    relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
+    and checked against the lock.
     """
     platforms = list(platforms or lab.platforms)
     plans = plan_images(lock, services, platforms)
     cache = cache or BlobCache()
-    blobs = _blobs_of(plans)
+    blobs = {d: v for d, v in _blobs_of(plans).items() if d not in exclude}
     show = progress if isinstance(progress, bool) or progress is None else True
     client = RegistryClient(insecure_registries=tuple(lab.insecure_registries))
     try:
@@ -233,7 +238,7 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
         raise
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
-    for digest in sorted(set(blobs) | set(manifests)):
+    for digest in sorted(set(blobs) | (set(manifests) - exclude)):
         arcname, source = f"{IMAGES_DIR}/{_blob_path(digest)}", cache.path(digest)
         if digest in pending:
             files.append(PendingBlob(arcname, source=source, order=1, sha256_hint=hex_of(digest),
@@ -269,6 +274,8 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     resumes next time) and ``client`` is closed when the last one ends; else
     this waits and raises the first error.
     """
+    for d in blobs:
+        cache.settle(d)     # a blob an earlier release cached without fsync: durable (or re-checked) first
     missing = sorted(d for d, (size, _) in blobs.items() if not cache.has(d, size))
     if not missing:
         if background:
@@ -302,8 +309,9 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
             size, name = blobs[digest]
             future = futures[digest]
             try:
+                # background layers go into the archive, which is fsynced: the cache copy need not be
                 cache.fetch(digest, size, lambda offset: client.open_blob(name, digest, offset=offset),
-                            on_bytes=lambda n: bars.advance(task, n), what=name)
+                            on_bytes=lambda n: bars.advance(task, n), what=name, sync=not background)
                 future.set_result(cache.path(digest))
             except BaseException as exc:  # delivered to whoever opens the blob
                 future.set_exception(exc)

@@ -27,6 +27,9 @@ SHA256SUMS and the signature. Optional fields appear only when set: ``memory`` a
 (``[resources]``; GPUs are reserved only with ``install --gpu``), ``optional`` (true: started
 only once its supplied secrets exist, never fails an install) and ``supplied`` (``[{"key",
 "description"}]``: operator-supplied secrets, never generated, not in ``secrets``).
+A delta bundle (``release --since``) adds ``"since"`` (``DeltaBase``: the base
+release and the blobs and base images it relies on); its ``images/blobs/``
+holds only what the base lacks.
 """
 
 from __future__ import annotations
@@ -87,6 +90,16 @@ def bundle_top(lab: str, profile: str, version: str) -> str:
 def bundle_filename(lab: str, profile: str, version: str, with_images: bool) -> str:
     """``<top>.tar.gz``; ``<top>.tar`` for image bundles (layers are compressed already)."""
     return bundle_top(lab, profile, version) + (".tar" if with_images else ".tar.gz")
+
+
+def delta_top(lab: str, profile: str, version: str, base_version: str) -> str:
+    """A delta bundle's top directory: ``<lab>-<profile>-<version>-since-<base version>``."""
+    return f"{bundle_top(lab, profile, version)}-since-{base_version}"
+
+
+def delta_filename(lab: str, profile: str, version: str, base_version: str) -> str:
+    """``<delta top>.tar`` (a delta always carries images)."""
+    return delta_top(lab, profile, version, base_version) + ".tar"
 
 
 # --------------------------------------------------------------------------- versions
@@ -162,6 +175,17 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
         if not names.is_valid("digest", s.digest):
             out.append(f"services.{svc}.digest: {names.problem('digest', s.digest)}")
     out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
+    if m.since is not None:     # a delta: its base's names reach messages, install.sh and file names too
+        since = m.since
+        if not names.is_valid("version", since.version):
+            out.append(f"since.version: {names.problem('version', since.version)}")
+        if not re.fullmatch(r"[0-9a-f]{64}", since.manifest_sha256):
+            out.append("since.manifest_sha256: not a sha256 hex digest")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", since.bundle):
+            out.append(f"since.bundle: {since.bundle[:80]!r} is not a bundle file name")
+        out += [f"since.blobs: {names.problem('digest', d)}" for d in since.blobs if not names.is_valid("digest", d)]
+        out += [f"since.images: {names.problem('digest', i.config)}" for i in since.images
+                if not names.is_valid("digest", i.config)]
     return out
 
 
@@ -235,6 +259,47 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class ReliedImage:
+    """A base image a delta bundle relies on: the engine must hold it (by image ID = ``config``)
+    because the delta does not carry its config (``whole``) or its ``layers`` bottom layers."""
+
+    reference: str          # name:tag in the base release
+    platform: str
+    config: str             # its config digest = its image ID after load
+    layers: int             # how many of its bottom layers (their chain) the delta relies on
+    whole: bool             # the delta's image is this very image: nothing of it is carried
+
+
+@dataclass(frozen=True)
+class DeltaBase:
+    """``since`` of a delta bundle's manifest: the base release and what the delta relies on.
+
+    ``blobs``: every blob of the delta's images (all platforms) it does not
+    carry, digest -> size; ``images``: the base images that must be in the
+    engine (or supplied by ``install --base``) for those blobs' chains.
+    """
+
+    lab: str
+    profile: str
+    version: str
+    manifest_sha256: str    # sha256 of the base bundle's manifest.json
+    bundle: str             # the base bundle's file name
+    blobs: dict[str, int]
+    images: tuple[ReliedImage, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lab": self.lab, "profile": self.profile, "version": self.version,
+                "manifest_sha256": self.manifest_sha256, "bundle": self.bundle,
+                "blobs": dict(sorted(self.blobs.items())), "images": [asdict(i) for i in self.images]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "DeltaBase":
+        return cls(lab=d["lab"], profile=d["profile"], version=d["version"], manifest_sha256=d["manifest_sha256"],
+                   bundle=d["bundle"], blobs=dict(d["blobs"]),
+                   images=tuple(ReliedImage(**i) for i in d["images"]))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """manifest.json, format 1 (see the module docstring)."""
 
@@ -249,6 +314,13 @@ class Manifest:
     services: dict[str, ManifestService]
     files: dict[str, FileEntry]
     format: int = BUNDLE_FORMAT
+    since: DeltaBase | None = None          # a delta bundle: its base and what it relies on
+
+    @property
+    def carried_blobs(self) -> dict[str, int]:
+        """Blob digest -> size of every blob under images/blobs/ this bundle carries."""
+        return {"sha256:" + n[len(IMAGE_BLOBS_PREFIX) + len("sha256/"):]: f.size
+                for n, f in self.files.items() if n.startswith(IMAGE_BLOBS_PREFIX + "sha256/")}
 
     @property
     def secret_keys(self) -> list[str]:
@@ -272,13 +344,16 @@ class Manifest:
             else:
                 del d["supplied"]
             return d
-        return {
+        out = {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
             "profile": self.profile, "inputs": self.inputs, "labbuild": self.labbuild,
             "offline": self.offline, "platforms": list(self.platforms),
             "services": {n: service(s) for n, s in sorted(self.services.items())},
             "files": {n: asdict(f) for n, f in sorted(self.files.items())},
         }
+        if self.since is not None:      # only delta bundles: full bundles stay byte-identical
+            out["since"] = self.since.to_json()
+        return out
 
     def dumps(self) -> bytes:
         """The canonical bytes of manifest.json."""
@@ -321,8 +396,10 @@ class Manifest:
                                    for x in s.get("supplied", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
+            key = "since"
+            since = DeltaBase.from_json(data["since"]) if data.get("since") is not None else None
             key = "(top level)"
-            manifest = cls(lab=data["lab"], name=data["name"], version=data["version"], profile=data["profile"],
+            manifest = cls(since=since, lab=data["lab"], name=data["name"], version=data["version"], profile=data["profile"],
                        inputs=data["inputs"], labbuild=data["labbuild"], offline=bool(data["offline"]),
                        platforms=tuple(data["platforms"]), services=services, files=files)
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
@@ -341,3 +418,38 @@ def provenance_subjects(manifest: Manifest, manifest_bytes: bytes) -> dict[str, 
     for service in manifest.services.values():
         subjects[service.image] = service.digest
     return subjects
+@dataclass(frozen=True)
+class DeltaSummary:
+    """Carried vs relied-on blobs of a delta bundle (counts and bytes), for progress and summaries."""
+
+    base: str                   # the base's version
+    base_bundle: str
+    carried: int
+    carried_bytes: int
+    relied: int
+    relied_bytes: int
+    images: tuple[str, ...]     # "reference (platform)" of every base image relied on
+
+    def to_json(self) -> dict[str, object]:
+        return {"base": self.base, "base_bundle": self.base_bundle, "carried_blobs": self.carried,
+                "carried_bytes": self.carried_bytes, "relied_blobs": self.relied,
+                "relied_bytes": self.relied_bytes, "relied_images": list(self.images)}
+
+    def render(self) -> str:
+        return (f"delta since {self.base}: carries {self.carried} blob(s), {_size(self.carried_bytes)}; "
+                f"relies on {self.relied} blob(s), {_size(self.relied_bytes)} of {self.base_bundle} "
+                f"({len(self.images)} base image(s) that must be in the engine)")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
+
+
+def delta_summary(manifest: Manifest) -> DeltaSummary:
+    """The carried/relied summary of a delta bundle's manifest."""
+    since = manifest.since
+    carried = manifest.carried_blobs
+    return DeltaSummary(base=since.version, base_bundle=since.bundle, carried=len(carried),
+                        carried_bytes=sum(carried.values()), relied=len(since.blobs),
+                        relied_bytes=sum(since.blobs.values()),
+                        images=tuple(f"{i.reference} ({i.platform})" for i in since.images))

@@ -26,7 +26,7 @@ from ..sigstore_bundle import render_message_bundle
 from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, gzip_writer, write_tar
 from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, FileEntry, Manifest,
                      ManifestHealth, ManifestPort, ManifestService, ManifestSupplied, ManifestVolume,
-                     provenance_subjects, render_sums, runbook_path)
+                     DeltaBase, delta_filename, delta_top, provenance_subjects, render_sums, runbook_path)
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,19 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
 
 
 def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: Iterable[BundleFile] = (),
-                sign_key=None, sources: Mapping[str, str] | None = None, epoch: int = DEFAULT_MTIME) -> BundlePlan:
+                sign_key=None, sources: Mapping[str, str] | None = None, epoch: int = DEFAULT_MTIME,
+                since: DeltaBase | None = None) -> BundlePlan:
     """Render every file of the bundle, its manifest, provenance, SHA256SUMS and (with a key) the signatures.
 
     ``sources``: the lab's source files (path -> text) the provenance names by
     sha256; ``epoch``: the build epoch it records (the archive mtime).
+    ``since``: a delta bundle (``builder.bundle.delta``): named after its base, its
+    manifest says what it relies on.
     """
+    top, filename = ri.top, ri.filename
+    if since is not None:
+        top = delta_top(ri.lab.name, ri.profile, ri.version, since.version)
+        filename = delta_filename(ri.lab.name, ri.profile, ri.version, since.version)
     lock = closure_lock(ri.lock, ri.services)
     members = [BundleFile(n, data=t.encode("utf-8")) for n, t in render_text_files(ri).items()]
     members.append(BundleFile(LOCK_FILE, data=lock.dumps().encode("utf-8")))
@@ -104,7 +111,7 @@ def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: 
     members.extend(image_members)
     hashes = {f.arcname: f.sha256() for f in members}
     manifest = Manifest(
-        lab=ri.lab.name, name=ri.top, version=ri.version, profile=ri.profile, inputs=ri.lock.inputs,
+        lab=ri.lab.name, name=top, version=ri.version, since=since, profile=ri.profile, inputs=ri.lock.inputs,
         labbuild=ri.labbuild_version, offline=ri.offline, platforms=tuple(platforms),
         services=manifest_services(ri),
         files={f.arcname: FileEntry(sha256=hashes[f.arcname], size=f.size) for f in members})
@@ -125,7 +132,7 @@ def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: 
         members.append(BundleFile(SIGNATURE, data=sign(sign_key, manifest_bytes)))
         members.append(BundleFile(SIGSTORE, data=render_message_bundle(sign_key, manifest_bytes)))
         signed_by = fingerprint(sign_key.public_key())
-    return BundlePlan(top=ri.top, filename=ri.filename, files=tuple(members), manifest=manifest,
+    return BundlePlan(top=top, filename=filename, files=tuple(members), manifest=manifest,
                       manifest_bytes=manifest_bytes, lock=lock, compressed=not ri.offline,
                       platforms=platforms, signed_by=signed_by)
 

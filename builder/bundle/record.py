@@ -24,6 +24,7 @@ from .pack import BundlePlan
 
 RECORD_FORMAT = 1
 RECORDS_DIR = Path("lockfiles") / "releases"
+DELTA_RECORDS_DIR = RECORDS_DIR / "delta"
 REQUIRED = frozenset({"format", "profile", "version", "sha256", "tar_sha256", "lock", "manifest", "sources",
                       "mtime", "with_images", "platforms", "labbuild"})
 
@@ -42,6 +43,29 @@ def split_spec(spec: str) -> tuple[str, str]:
         if ch == "-" and names.is_valid("profile", spec[:i]) and names.is_valid("version", spec[i + 1:]):
             return spec[:i], spec[i + 1:]
     raise BundleError(f"{spec!r} is not PROFILE-VERSION", hint="e.g. --rebuild phase1-0.1.0")
+
+
+def delta_record_path(root: Path, profile: str, version: str, base_version: str) -> Path:
+    """A delta's record: in its own directory, so it never collides with the full release of
+    the same version (nor with a prerelease version such as ``1.1.0-since-1.0.0``)."""
+    record_path(root, profile, version)      # the same grammar checks
+    if not names.is_valid("version", base_version):
+        raise BundleError(names.problem("version", base_version))
+    return names.inside(Path(root) / DELTA_RECORDS_DIR, f"{profile}-{version}-since-{base_version}.json")
+
+
+def spec_record_path(root: Path, spec: str) -> tuple[Path, str, str]:
+    """``(record path, profile, version)`` of ``<profile>-<version>``, or of the delta
+    ``delta/<profile>-<version>-since-<base>``."""
+    if spec.startswith("delta/"):
+        head, sep, base = spec[len("delta/"):].rpartition("-since-")
+        if not sep:
+            raise BundleError(f"{spec!r} is not delta/PROFILE-VERSION-since-BASE",
+                              hint="e.g. --rebuild delta/phase1-1.1.0-since-1.0.0")
+        profile, version = split_spec(head)
+        return delta_record_path(root, profile, version, base), profile, version
+    profile, version = split_spec(spec)
+    return record_path(root, profile, version), profile, version
 
 
 def make_record(plan: BundlePlan, lab: str, profile: str, version: str, archive_sha: str, tar_sha: str,

@@ -10,7 +10,9 @@
   identical content is a no-op (``noop=True``; the archive is rewritten only
   when missing at the output path), different content is a BundleError naming
   each difference and the next free version.
-- ``rebuild_release(root, "<profile>-<version>", ...)`` rebuilds a past release
+- ``build_release(..., since=BASE)`` builds a delta bundle (``builder.bundle.delta``).
+- ``rebuild_release(root, "<profile>-<version>", ...)`` (``"delta/<profile>-<version>-since-<base>"``
+  for a delta) rebuilds a past release
   from its record alone and refuses unless the sha256 is reproduced.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -31,10 +33,12 @@ from ..lockfile import LOCK_PATH, Lock, lock_from_json, read_lock, stale_service
 from ..render import ReleaseInput
 from ..signing import load_private_key
 from .archive import BundleFile, source_date_epoch
+from .delta import Base, delta_base, delta_members, plan_delta, read_base
 from .fetch import fetch_to_cache, image_files, plan_images, wait_for_downloads
-from .layout import is_version
+from .layout import DeltaBase, DeltaSummary, Manifest, delta_summary, is_version
 from .pack import BundlePlan, plan_bundle, write_archive
-from .record import RECORDS_DIR, make_record, read_record, record_differences, record_path, split_spec, write_record
+from .record import (RECORDS_DIR, delta_record_path, make_record, read_record, record_differences, record_path,
+                     spec_record_path, write_record)
 from .sboms import sbom_members
 
 
@@ -84,18 +88,38 @@ class ReleaseResult:
     signed_by: str | None = None
     with_images: bool = False
     services: tuple[str, ...] = ()
+    delta: DeltaSummary | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"bundle": str(self.bundle), "sha256": self.sha256, "tar_sha256": self.tar_sha256,
-                "version": self.version, "profile": self.profile, "noop": self.noop,
-                "record": str(self.record) if self.record else None, "restored": self.restored,
-                "signed_by": self.signed_by, "with_images": self.with_images,
-                "services": list(self.services)}
+        out = {"bundle": str(self.bundle), "sha256": self.sha256, "tar_sha256": self.tar_sha256,
+               "version": self.version, "profile": self.profile, "noop": self.noop,
+               "record": str(self.record) if self.record else None, "restored": self.restored,
+               "signed_by": self.signed_by, "with_images": self.with_images,
+               "services": list(self.services)}
+        if self.delta is not None:
+            out["delta"] = self.delta.to_json()
+        return out
+
+
+def _delta_of(plan: BundlePlan) -> DeltaSummary | None:
+    return delta_summary(plan.manifest) if plan.manifest.since is not None else None
 
 
 def _image_members(lab: Lab, lock: Lock, services: tuple[str, ...], platforms: tuple[str, ...],
-                   progress: Any) -> list[BundleFile]:
-    return list(image_files(lab, lock, services, platforms, progress))
+                   progress: Any, base: Base | None = None,
+                   since: DeltaBase | None = None) -> tuple[list[BundleFile], DeltaBase | None]:
+    """The ``images/`` members; for a delta (``base``: a new one, ``since``: rebuilt from its
+    record) only what the base lacks, and the manifest's ``since``."""
+    if base is None and since is None:
+        return list(image_files(lab, lock, services, platforms, progress)), None
+    if base is not None:
+        plan = plan_delta(base, plan_images(lock, services, platforms))
+        relied, base_blobs = plan.relied, base.blobs
+    else:
+        relied, base_blobs = since.blobs, frozenset(since.blobs)
+    members = image_files(lab, lock, services, platforms, progress, exclude=frozenset(relied))
+    members, relied = delta_members(members, relied, base_blobs)
+    return members, (delta_base(base, plan, relied) if base is not None else replace(since, blobs=relied))
 
 
 def _platforms(lab: Lab, lock: Lock, platforms: Iterable[str] | None) -> tuple[str, ...]:
@@ -111,9 +135,10 @@ def _platforms(lab: Lab, lock: Lock, platforms: Iterable[str] | None) -> tuple[s
 
 def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_images: bool,
                   platforms: Iterable[str] | None, sign_key, progress, sources: dict[str, str], epoch: int,
-                  sbom: bool = False) -> BundlePlan:
+                  sbom: bool = False, base: Base | None = None, since: DeltaBase | None = None) -> BundlePlan:
     """Everything a release holds. Image bundles (and ``sbom``) carry an SBOM per image and
-    platform, made from the layers in the blob cache once they are all there."""
+    platform, made from the layers in the blob cache once they are all there. A delta
+    (``base``/``since``) carries no SBOMs: its layers are not all fetched (its base has them)."""
     ri = ReleaseInput(lab=lab, lock=lock, profile=profile, version=version,
                       labbuild_version=__version__, offline=with_images)
     missing = [s for s in ri.services if s not in lock.services]
@@ -121,16 +146,17 @@ def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_imag
         raise LockError(f"not in the lock: {', '.join(missing)}", hint="run `labbuild lock`")
     chosen = _platforms(lab, lock, platforms)
     members: list[BundleFile] = []
+    delta = None
     if with_images:
-        members = _image_members(lab, ri.lock, ri.services, chosen, progress)
+        members, delta = _image_members(lab, ri.lock, ri.services, chosen, progress, base, since)
         wait_for_downloads(members)
         plans = plan_images(ri.lock, ri.services, chosen)
     elif sbom:
         plans = fetch_to_cache(lab, ri.lock, ri.services, chosen, progress)
-    if with_images or sbom:
+    if (with_images or sbom) and delta is None:
         members += sbom_members(plans, epoch=epoch)
     return plan_bundle(ri, platforms=chosen, image_members=members, sign_key=sign_key, sources=sources,
-                       epoch=epoch)
+                       epoch=epoch, since=delta)
 
 
 def git_commit(root: Path) -> str | None:
@@ -154,7 +180,7 @@ def _lab_sources(root: Path) -> dict[str, str]:
 def build_release(root: str | Path, version: str, *, profile: str | None = None,
                   out_dir: str | Path | None = None, with_images: bool = False,
                   platforms: Iterable[str] | None = None, sign_key: str | Path | None = None,
-                  progress: Any = None, sbom: bool = False) -> ReleaseResult:
+                  progress: Any = None, sbom: bool = False, since: str | None = None) -> ReleaseResult:
     """Build, write and record release ``version`` of ``profile`` (see the module docstring).
 
     ``sbom``: without images, fetch the layers anyway to ship ``sbom/`` (image bundles always do).
@@ -162,6 +188,11 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
     Same profile+version with identical content: a no-op (the archive is
     rewritten only when missing at the output path). Different content:
     BundleError naming what differs and the next free version.
+
+    ``since``: a delta bundle (``builder.bundle.delta``) relying on that base: a
+    recorded version of ``profile`` or a base bundle file. Recorded apart from
+    the full release of the same version, in
+    ``lockfiles/releases/delta/<profile>-<version>-since-<base version>.json``.
     """
     root = Path(root)
     check_version(version)
@@ -174,12 +205,18 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         raise LockError("the lock is stale: " + "; ".join(f"{n}: {why}" for n, why in stale.items()),
                         hint="run `labbuild lock` (and commit lockfiles/lab.lock.json), then release again")
     key = _load_sign_key(sign_key)
-    rpath = record_path(root, profile, version)
+    base = None
+    if since is not None:
+        if not with_images:
+            raise BundleError("--since builds a delta of an image bundle", hint="add --with-images")
+        base = read_base(root, since, lab.name, profile)
+    rpath = (record_path(root, profile, version) if base is None
+             else delta_record_path(root, profile, version, base.manifest.version))
     record = read_record(rpath) if rpath.exists() else None
     mtime = record["mtime"] if record is not None else source_date_epoch()
     sources = _lab_sources(root)
     plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
-                         sign_key=key, progress=progress, sources=sources, epoch=mtime, sbom=sbom)
+                         sign_key=key, progress=progress, sources=sources, epoch=mtime, sbom=sbom, base=base)
     out = Path(out_dir) if out_dir is not None else root / "dist"
     dest = names.inside(out, plan.filename)
     if record is not None:
@@ -189,7 +226,7 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
                                     sbom=sbom, git_commit=git_commit(root)))
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
                          profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
-                         with_images=with_images, services=tuple(plan.manifest.services))
+                         with_images=with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan))
 
 
 def _load_sign_key(sign_key):
@@ -201,14 +238,14 @@ def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, vers
     """The record exists: no-op when the content is identical, else refuse."""
     differences = record_differences(record, plan)
     if differences:
-        taken = [p.stem[len(profile) + 1:] for p in rpath.parent.glob(f"{profile}-*.json")]
+        taken = [p.stem[len(profile) + 1:].split("-since-")[0] for p in rpath.parent.glob(f"{profile}-*.json")]
         raise BundleError(
             f"release {profile} {version} already exists ({rpath}) with different content",
             problems=[Problem(file=str(rpath), path="", message=d) for d in differences],
             hint=f"releases are immutable: bump the version, e.g. `labbuild release {next_version(version, taken)}`")
     result = dict(bundle=dest, sha256=record["sha256"], tar_sha256=record["tar_sha256"], version=version,
                   profile=profile, noop=True, record=rpath, signed_by=plan.signed_by,
-                  with_images=record["with_images"], services=tuple(plan.manifest.services))
+                  with_images=record["with_images"], services=tuple(plan.manifest.services), delta=_delta_of(plan))
     if dest.is_file() and sha256_file(dest) == record["sha256"]:
         return ReleaseResult(**result)
 
@@ -233,10 +270,10 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
     the options it was made with. The current blueprints and lock are not read.
     """
     root = Path(root)
-    profile, version = split_spec(spec)
-    rpath = record_path(root, profile, version)
+    rpath, profile, version = spec_record_path(root, spec)
     if not rpath.exists():
-        known = sorted(p.stem for p in (root / RECORDS_DIR).glob("*.json"))
+        known = sorted(p.relative_to(root / RECORDS_DIR).with_suffix("").as_posix()
+                       for p in (root / RECORDS_DIR).glob("**/*.json"))
         raise BundleError(f"no release record {rpath}",
                           hint="recorded releases: " + (", ".join(known) or "none"))
     record = read_record(rpath)
@@ -257,10 +294,11 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
             target.write_bytes(text.encode("utf-8"))
         lab = load_lab(Path(tmp))
         lock = lock_from_json(record["lock"], str(rpath))
+        since = Manifest.from_json(record["manifest"], f"{rpath}: manifest").since
         plan = _plan_release(lab, lock, record["profile"], record["version"],
                              with_images=record["with_images"], platforms=record["platforms"],
                              sign_key=key, progress=progress, sources=record["sources"], epoch=record["mtime"],
-                             sbom=bool(record.get("sbom")))
+                             sbom=bool(record.get("sbom")), since=since)
     differences = record_differences(record, plan)
     if differences:
         raise BundleError(f"{rpath.name} cannot be reproduced", hint="see the differences above",
@@ -276,6 +314,6 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
     archive_sha, tar_sha = write_archive(plan, dest, mtime=record["mtime"], accept=reproduced, progress=progress)
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=record["version"],
                          profile=record["profile"], noop=False, record=rpath, signed_by=plan.signed_by,
-                         with_images=record["with_images"], services=tuple(plan.manifest.services))
+                         with_images=record["with_images"], services=tuple(plan.manifest.services), delta=_delta_of(plan))
 
 

@@ -33,7 +33,7 @@ from ..provenance import read_provenance, subject_problems
 from ..signing import load_public_key, signature_valid
 from ..sigstore_bundle import parse_message_bundle, verify_message_bundle
 from .layout import (IMAGE_BLOBS_PREFIX, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, TRUST_FILES, UNLISTED,
-                     UNSUMMED, Manifest, parse_sums, provenance_subjects)
+                     UNSUMMED, Manifest, delta_summary, parse_sums, provenance_subjects)
 from .reader import ScannedBundle, read_member, scan_directory, walk_bundle
 
 SMALL_FILE_LIMIT = MAX_SMALL_FILE_BYTES   # a non-blob file larger than this is not a bundle file
@@ -66,9 +66,12 @@ class VerifyResult:
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
-        return {"ok": self.ok, "errors": [e.to_json() for e in self.errors], "signed": self.signed,
-                "signature_checked": self.signature_checked, "name": self.top, "provenance": self.provenance,
-                "version": m.version if m else None, "profile": m.profile if m else None}
+        out = {"ok": self.ok, "errors": [e.to_json() for e in self.errors], "signed": self.signed,
+               "signature_checked": self.signature_checked, "name": self.top, "provenance": self.provenance,
+               "version": m.version if m else None, "profile": m.profile if m else None}
+        if m is not None and m.since is not None:
+            out["delta"] = delta_summary(m).to_json()
+        return out
 
 
 def check_contents(files: dict[str, tuple[str, int]], kept: dict[str, bytes], *, top: str | None,

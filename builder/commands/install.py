@@ -23,6 +23,11 @@ _gpu_option = click.option("--gpu/--no-gpu", default=None,
 
 def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
     lines = [f"{verb} {result.lab} {result.version} in {result.dir}"]
+    if getattr(result, "delta", None):
+        d = result.delta
+        lines.append(f"  delta since {d['base']}: loaded {d['carried_blobs']} carried blob(s) "
+                     f"({d['carried_bytes']} bytes), relied on {d['relied_blobs']} blob(s) ({d['relied_bytes']} bytes) "
+                     "already in the engine")
     for name, r in sorted(result.services.items()):
         lines.append(f"  {name}: {r.state}" + (f" ({r.detail})" if r.detail and r.state != "healthy" else ""))
     if result.ok:
@@ -43,12 +48,14 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
               help="Public key (.pub from `labbuild keygen`): the bundle's signature and provenance must verify with it.")
 @click.option("--no-start", is_flag=True, help="Unpack, load images and write secrets, but do not start.")
+@click.option("--base", "base", type=click.Path(dir_okay=False, path_type=Path), metavar="BASE_BUNDLE",
+              help="For a delta bundle: the full base bundle, supplying the base images the engine lacks.")
 @_timeout_option
 @_gpu_option
 @pass_output
 @click.pass_context
 def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, key: Path | None,
-            no_start: bool, timeout: float, gpu: bool | None) -> None:
+            no_start: bool, timeout: float, gpu: bool | None, base: Path | None) -> None:
     """Install BUNDLE into --dir, or upgrade the lab installed there.
 
     Runs `labbuild doctor` first and stops before touching anything when
@@ -65,11 +72,16 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     service is missing from DIR/.env, install stops first (nothing loaded
     or written) naming the key. An optional service without its supplied
     secret is installed but not started; add the key and install again.
+
+    A delta bundle (`release --since`) installs offline on a host where its
+    base release is installed: before anything changes, every base image it
+    relies on must be in the engine (by image ID), else it is refused naming
+    the base release and the image, unless --base supplies them.
     """
     from ..install.apply import install_bundle
 
     result = install_bundle(bundle, install_dir, key=key, start=not no_start, timeout=timeout, say=out.info,
-                            gpu=gpu)
+                            gpu=gpu, base=base)
     _render_install(ctx, out, result, "installed")
 
 

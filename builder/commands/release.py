@@ -23,12 +23,16 @@ from ..cli import Output, pass_output
                    "manifest.json.sigstore.json and the provenance.")
 @click.option("--sbom", is_flag=True,
               help="Without --with-images: fetch the layers anyway to ship sbom/ (image bundles always do).")
+@click.option("--since", "since", metavar="BASE",
+              help="With --with-images: a delta bundle holding only the blobs BASE lacks. BASE is a "
+                   "recorded version of the profile (e.g. 1.0.0) or a base bundle file.")
 @click.option("--rebuild", metavar="PROFILE-VERSION",
-              help="Rebuild a recorded release from lockfiles/releases/ and check its sha256.")
+              help="Rebuild a recorded release from lockfiles/releases/ and check its sha256 "
+                   "(a delta: delta/PROFILE-VERSION-since-BASE).")
 @pass_output
 def release(out: Output, version: str | None, profile: str | None, with_images: bool,
             platforms: tuple[str, ...], out_dir: Path | None, sign_key: Path | None, sbom: bool,
-            rebuild: str | None) -> None:
+            since: str | None, rebuild: str | None) -> None:
     """Build the immutable, reproducible bundle VERSION (SemVer) of a profile.
 
     Writes DIR/<lab>-<profile>-<VERSION>.tar.gz (.tar with images) and records
@@ -37,19 +41,26 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
     is refused: bump the version. The lock must be fresh (`labbuild lock`).
     Every bundle carries provenance.intoto.json (SLSA Provenance v1, signed with
     --sign); image bundles carry one CycloneDX SBOM per image and platform.
+
+    With --since BASE: DIR/<lab>-<profile>-<VERSION>-since-<BASE>.tar, a delta
+    carrying only the blobs (layers, configs, manifests) the base release
+    lacks, recorded in lockfiles/releases/delta/. Install it with
+    `labbuild install` on a host running the base (or pass --base BASE_BUNDLE).
     """
     from ..bundle.release import build_release, rebuild_release
 
     if rebuild:
-        if version or profile or with_images or platforms or sbom:
+        if version or profile or with_images or platforms or sbom or since:
             raise click.UsageError("--rebuild takes only --out and --sign: the rest comes from the record")
         result = rebuild_release(out.root, rebuild, out_dir=out_dir, sign_key=sign_key)
         text = f"reproduced {result.bundle} (sha256 {result.sha256})"
     else:
         if not version:
             raise click.UsageError("VERSION is required (or --rebuild PROFILE-VERSION)")
+        if since and not with_images:
+            raise click.UsageError("--since builds a delta of an image bundle: add --with-images")
         result = build_release(out.root, version, profile=profile, out_dir=out_dir, with_images=with_images,
-                               platforms=platforms or None, sign_key=sign_key, sbom=sbom)
+                               platforms=platforms or None, sign_key=sign_key, sbom=sbom, since=since)
         if result.noop:
             text = (f"release {result.profile} {result.version} already recorded with identical content: nothing to do"
                     + (f" (archive written to {result.bundle})" if result.restored else f" ({result.bundle})"))
@@ -57,6 +68,8 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
             size = result.bundle.stat().st_size
             text = (f"released {result.bundle} ({len(result.services)} services, {size / 1024:.0f} KiB"
                     + (", signed" if result.signed_by else "") + f")\nsha256 {result.sha256}")
+        if result.delta is not None:
+            text += "\n" + result.delta.render()
     if out.json:
         out.info(text)
     out.result(result.to_json(), text)
@@ -75,7 +88,10 @@ def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> N
     BUNDLE is an archive or an extracted bundle directory (e.g. DIR/current).
     Every file against SHA256SUMS and manifest.json; unlisted or missing files;
     unsafe members (absolute paths, '..', links, devices, duplicates). Exit 1 on any problem.
+    A delta bundle is checked for what it carries; the blobs it relies on (from
+    its base release) are listed, not checked: install checks them in the engine.
     """
+    from ..bundle.layout import delta_summary
     from ..bundle.verify import verify_bundle
 
     result = verify_bundle(bundle, key)
@@ -87,6 +103,8 @@ def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> N
         prov = {"signed": "provenance signed" + (" and checked" if result.signature_checked else ""),
                 "unsigned": "provenance unsigned", "absent": "no provenance (made before labbuild 0.2)"}
         text = f"{bundle}: OK, {len(result.files)} files verified, {sig}, {prov.get(result.provenance, '')}"
+        if result.manifest is not None and result.manifest.since is not None:
+            text += "\n" + delta_summary(result.manifest).render()
     else:
         text = f"{bundle}: FAILED, {len(result.errors)} problem(s)"
     if out.json:

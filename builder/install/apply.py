@@ -28,7 +28,7 @@ from typing import Any
 
 import docker
 
-from ..bundle.layout import SECRETS_EXAMPLE, Manifest
+from ..bundle.layout import SECRETS_EXAMPLE, Manifest, delta_summary
 from ..errors import InstallError
 from .compose import Project, hint_for, wrapper_gpu, write_wrapper
 from .doctor import gpu_services, preflight_bundle
@@ -54,6 +54,7 @@ class InstallResult:
     previous: str | None = None
     started: bool = True
     loaded: list[str] = field(default_factory=list)
+    delta: dict[str, Any] | None = None         # a delta bundle: carried vs relied-on blobs
     secrets_added: list[str] = field(default_factory=list)
     services: dict[str, HealthResult] = field(default_factory=dict)
     failure: str | None = None
@@ -64,7 +65,7 @@ class InstallResult:
                 "images_loaded": self.loaded, "secrets_added": self.secrets_added,
                 "services": {s: r.state for s, r in sorted(self.services.items())},
                 "details": {s: r.detail for s, r in sorted(self.services.items())},
-                "error": self.failure}
+                "error": self.failure, **({"delta": self.delta} if self.delta is not None else {})}
 
 
 def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[str]:
@@ -75,15 +76,19 @@ def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[s
 
 def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *, key: str | os.PathLike | None = None,
                    start: bool = True, timeout: float = DEFAULT_TIMEOUT, say: Say = quiet,
-                   live: bool | None = None, gpu: bool | None = None) -> InstallResult:
+                   live: bool | None = None, gpu: bool | None = None,
+                   base: str | os.PathLike | None = None) -> InstallResult:
     """Install (or upgrade to) ``bundle`` in ``install_dir``; see the module docstring.
 
     ``gpu``: turn the bundle's GPU reservations on (True) or off (False);
-    None keeps what the install had (off for a new install).
+    None keeps what the install had (off for a new install). ``base``: for a
+    delta bundle, the base bundle file supplying the base images the engine
+    lacks (``builder.install.unpack``).
     """
     bundle, install_dir = Path(bundle), Path(install_dir).absolute()
-    if not bundle.is_file():
-        raise InstallError(f"{bundle}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
+    for path in (bundle, *([Path(base)] if base is not None else [])):
+        if not path.is_file():
+            raise InstallError(f"{path}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
     gpu = wrapper_gpu(install_dir) if gpu is None else gpu
     preflight(install_dir)
     preflight_bundle(bundle, install_dir, gpu=gpu, say=say)   # doctor: before anything is touched
@@ -91,7 +96,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         check_supplied(peeked, install_dir)   # before any image load or file in DIR
     client = docker_client()
     platform = host_platform(client)
-    unpacked = unpack_bundle(bundle, key, client, platform, say)
+    unpacked = unpack_bundle(bundle, key, client, platform, say, Path(base) if base is not None else None)
     manifest = unpacked.manifest
     with dir_lock(install_dir):
         preflight(install_dir)
@@ -107,8 +112,11 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
             release = place(staged, install_dir, say)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
-        return _install_release(client, install_dir, release, start, timeout, say, live, platform,
-                                unpacked.loaded, gpu)
+        result = _install_release(client, install_dir, release, start, timeout, say, live, platform,
+                                  unpacked.loaded, gpu)
+        if manifest.since is not None:
+            result.delta = {**delta_summary(manifest).to_json(), "retagged": unpacked.retagged}
+        return result
 
 
 def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,

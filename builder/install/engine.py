@@ -49,6 +49,25 @@ def image_id(client, reference: str) -> str | None:
         raise InstallError(f"cannot inspect image {reference}: {exc.explanation or exc}") from None
 
 
+def has_image(client, image_id: str) -> bool:
+    """Whether the engine holds the image ``image_id`` (a config digest), whatever its tags."""
+    try:
+        return client.images.get(image_id).id == image_id
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.APIError as exc:
+        raise InstallError(f"cannot inspect image {image_id}: {exc.explanation or exc}") from None
+
+
+def tag_image(client, image_id: str, reference: str) -> None:
+    """Point ``reference`` (name:tag) at the engine's image ``image_id`` (a delta's unchanged images)."""
+    repo, tag = reference.rsplit(":", 1)
+    try:
+        client.api.tag(image_id, repo, tag, force=True)
+    except docker.errors.APIError as exc:
+        raise InstallError(f"cannot tag image {image_id} as {reference}: {exc.explanation or exc}") from None
+
+
 def check_image_ids(client, manifest: Manifest, platform: str, *, required: bool) -> dict[str, str]:
     """Every service's engine image ID must be its locked config digest for ``platform``.
 

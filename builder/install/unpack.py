@@ -7,20 +7,27 @@ completed only when the whole bundle verified, else aborted so the engine
 keeps nothing. The small files are held in memory (``builder.limits`` caps
 them) and the caller stages them into the install dir only after its own
 checks; blobs are not kept on disk (the engine holds them).
+
+A delta bundle (``release --since``) carries only what its base lacks: before
+anything is loaded the engine must hold every base image it relies on (by
+image ID), or ``--base BASE_BUNDLE`` supplies them (``_ImageLoader``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundle import verify
-from ..bundle.layout import DOCKER_LOAD_DEFAULT, IMAGES_DIR, Manifest, docker_load_manifest
+from ..bundle.layout import (DOCKER_LOAD_DEFAULT, IMAGES_DIR, MANIFEST, TRUST_FILES, Manifest, delta_summary,
+                             docker_load_manifest)
 from ..bundle.reader import ScannedBundle
-from ..errors import InstallError
+from ..errors import BundleError, InstallError
+from ..fsutil import canonical_json, sha256_bytes
+from ..platforms import expected_image_id, match_platform
 from ..progress import progress_display
-from .engine import StreamingLoad, tar_header
+from .engine import StreamingLoad, has_image, tag_image, tar_header
 from .state import Say
 
 
@@ -33,6 +40,7 @@ class Unpacked:
     modes: dict[str, int]
     manifest: Manifest
     loaded: list[str]
+    retagged: list[str] = field(default_factory=list)   # a delta's unchanged images, tagged in the engine
 
 
 class _LoadStream:
@@ -50,43 +58,139 @@ class _LoadStream:
 
 
 class _ImageLoader:
-    """Decides, at the first blob, which blobs the host platform needs, and streams them to the engine."""
+    """Decides, at the first blob, which blobs the host platform needs, and streams them to the engine.
 
-    def __init__(self, client, platform: str, bundle_name: str, say: Say) -> None:
+    A delta bundle (``manifest.since``) is checked first: every base image it
+    relies on for this platform must be in the engine by its image ID (the
+    locked config digest), else the install is refused naming the base
+    release and the image — unless ``base`` (the base bundle file) supplies
+    them: its docker-load entries for the missing images join the load and
+    their blobs stream from a verified pass over the base bundle.
+    """
+
+    def __init__(self, client, platform: str, bundle_name: str, say: Say, base: Path | None = None) -> None:
         self.client, self.platform, self.bundle_name, self.say = client, platform, bundle_name, say
+        self.base = base
         self.plan: set[str] | None = None
         self.load: StreamingLoad | None = None
         self.tags: list[str] = []
+        self.sent: set[str] = set()
+        self.from_base: set[str] = set()        # blobs (images/-relative) the base bundle must supply
+        self.retag: dict[str, str] = {}         # reference -> image ID of the unchanged images of a delta
+        self.manifest: Manifest | None = None
 
-    def _docker_load_manifest(self, scan: ScannedBundle) -> bytes:
+    def _docker_load_manifest(self, kept: dict[str, bytes], bundle_name: str | None = None) -> bytes:
         wanted = docker_load_manifest(self.platform)
-        raw = scan.kept.get(wanted) or next(
-            (scan.kept[n] for n in sorted(scan.kept) if n.startswith(wanted[:-len(".json")] + "_")), None) \
-            or scan.kept.get(DOCKER_LOAD_DEFAULT)
+        raw = kept.get(wanted) or next(
+            (kept[n] for n in sorted(kept) if n.startswith(wanted[:-len(".json")] + "_")), None) \
+            or kept.get(DOCKER_LOAD_DEFAULT)
         if raw is None:
-            raise InstallError(f"{self.bundle_name} holds no images for {self.platform}",
+            raise InstallError(f"{bundle_name or self.bundle_name} holds no images for {self.platform}",
                                hint=f"build it with --with-images --platform {self.platform}")
         return raw
 
-    def _start(self, scan: ScannedBundle) -> set[str]:
-        raw = self._docker_load_manifest(scan)
+    def _entries(self, raw: bytes, bundle_name: str) -> list[dict]:
         try:
             entries = json.loads(raw)
-            self.tags = sorted(t for e in entries for t in e["RepoTags"])
-            plan = {e["Config"] for e in entries} | {layer for e in entries for layer in e["Layers"]}
+            for e in entries:
+                if not (isinstance(e["Config"], str) and all(isinstance(x, str) for x in e["Layers"] + e["RepoTags"])):
+                    raise TypeError("Config, Layers and RepoTags must be strings")
+            return entries
         except (ValueError, KeyError, TypeError) as exc:
-            raise InstallError(f"{self.bundle_name}: images/ has a malformed docker-load manifest ({exc})") from None
-        self.load = StreamingLoad(self.client)
-        self.load.put(tar_header("manifest.json", len(raw)) + raw + b"\0" * (-len(raw) % 512))
-        self.say(f"loading the images for {self.platform} into the engine while verifying")
+            raise InstallError(f"{bundle_name}: images/ has a malformed docker-load manifest ({exc})") from None
+
+    def _start(self, kept: dict[str, bytes]) -> set[str]:
+        entries = self._entries(self._docker_load_manifest(kept), self.bundle_name)
+        try:
+            self.manifest = Manifest.loads(kept[MANIFEST])
+        except (KeyError, BundleError):
+            self.manifest = None            # verification reports it; nothing is loaded then
+        if self.manifest is not None and self.manifest.since is not None:
+            entries = self._delta_entries(self.manifest, entries) + entries
+        elif self.base is not None:
+            raise InstallError(f"--base: {self.bundle_name} is not a delta bundle",
+                               hint="--base BASE_BUNDLE is for bundles made with `labbuild release --since`")
+        self.tags = sorted(t for e in entries for t in e["RepoTags"])
+        plan = {e["Config"] for e in entries} | {layer for e in entries for layer in e["Layers"]}
+        if entries:
+            raw = canonical_json(entries).encode()
+            self.load = StreamingLoad(self.client)
+            self.load.put(tar_header("manifest.json", len(raw)) + raw + b"\0" * (-len(raw) % 512))
+            self.say(f"loading the images for {self.platform} into the engine while verifying")
         return plan
 
-    def stream(self, rel: str, size: int, scan: ScannedBundle) -> _LoadStream | None:
+    def _delta_entries(self, manifest: Manifest, entries: list[dict]) -> list[dict]:
+        """Check the engine for the base images a delta relies on; the base bundle's load
+        entries for the missing ones (when ``--base`` is given)."""
+        since = manifest.since
+        say_delta(self.say, manifest)
+        relied = [i for i in since.images if match_platform(self.platform, [i.platform]) is not None]
+        missing = [i for i in relied if not has_image(self.client, i.config)]
+        loaded = {e["Config"].rsplit("/", 1)[-1] for e in entries}
+        for svc, entry in sorted(manifest.services.items()):
+            want = expected_image_id(entry.config_digests, self.platform)
+            if want is not None and want.split(":", 1)[1] not in loaded:
+                self.retag[entry.image] = want
+        if not missing:
+            self.say(f"the engine holds the {len(relied)} base image(s) of {since.version} this delta relies on")
+            return []
+        names = ", ".join(f"{i.reference} (image {i.config[:19]}…)" for i in missing)
+        if self.base is None:
+            raise InstallError(
+                f"{self.bundle_name} is a delta since {since.lab} {since.profile} {since.version}, but the engine "
+                f"lacks base image(s) it relies on: {names}; nothing was changed",
+                hint=f"install the base release first ({since.bundle}), or pass --base {since.bundle} "
+                     "to take the missing blobs from the base bundle")
+        return self._base_entries(since, missing)
+
+    def _base_entries(self, since, missing) -> list[dict]:
+        """Verify the base bundle (its identity is the delta's ``since.manifest_sha256``) and
+        return its docker-load entries of the ``missing`` images."""
+        self.say(f"verifying the base bundle {self.base.name} for {len(missing)} missing base image(s)")
+        result = verify.read_verified(self.base, keep=lambda rel: rel in TRUST_FILES or rel.startswith(
+            IMAGES_DIR + "/docker-load/") or rel == DOCKER_LOAD_DEFAULT)
+        if not result.ok:
+            raise InstallError(f"--base {self.base} failed verification ({len(result.errors)} problem(s))",
+                               problems=result.errors, hint="copy the base bundle again")
+        if sha256_bytes(result.contents[MANIFEST]) != since.manifest_sha256:
+            raise InstallError(f"--base {self.base} is not the base of {self.bundle_name}",
+                               hint=f"pass {since.bundle} ({since.lab} {since.profile} {since.version})")
+        configs = {i.config.split(":", 1)[1] for i in missing}
+        raw = self._docker_load_manifest(result.contents, self.base.name)
+        chosen = [e for e in self._entries(raw, self.base.name) if e["Config"].rsplit("/", 1)[-1] in configs]
+        self.from_base = {e["Config"] for e in chosen} | {l for e in chosen for l in e["Layers"]}
+        return chosen
+
+    def prepare(self, kept: dict[str, bytes]) -> None:
+        """Decide the load (and check a delta's base) once the small files are read."""
         if self.plan is None:
-            self.plan = self._start(scan)
+            self.plan = self._start(kept)
+
+    def stream(self, rel: str, size: int, scan: ScannedBundle) -> _LoadStream | None:
+        self.prepare(scan.kept)
         inner = rel[len(IMAGES_DIR) + 1:]
-        if inner not in self.plan:
+        if inner not in self.plan or inner in self.sent or self.load is None:
             return None
+        self.sent.add(inner)
+        self.load.put(tar_header(inner, size))
+        return _LoadStream(self.load, size)
+
+    def fill_from_base(self, on_bytes) -> None:
+        """Stream the blobs the base bundle supplies (those the delta did not carry) into the load."""
+        if self.plan is None or not (self.from_base - self.sent):
+            return
+        need = len(self.from_base - self.sent)
+        self.say(f"loading {need} blob(s) of the base bundle {self.base.name} while verifying it")
+        verify.unpack(self.base, stream=self.stream_base, on_bytes=on_bytes)
+        if self.from_base - self.sent:
+            raise InstallError(f"--base {self.base.name} lacks " + ", ".join(sorted(self.from_base - self.sent)),
+                               hint="pass the full base bundle, not a delta")
+
+    def stream_base(self, rel: str, size: int, scan: ScannedBundle) -> _LoadStream | None:
+        inner = rel[len(IMAGES_DIR) + 1:]
+        if inner not in self.from_base or inner in self.sent:
+            return None
+        self.sent.add(inner)
         self.load.put(tar_header(inner, size))
         return _LoadStream(self.load, size)
 
@@ -97,19 +201,35 @@ class _ImageLoader:
     def finish(self) -> None:
         if self.load is not None:
             self.load.finish()
+        for reference, image_id in sorted(self.retag.items()):
+            tag_image(self.client, image_id, reference)
 
 
-def unpack_bundle(bundle: Path, key, client, platform: str, say: Say) -> Unpacked:
-    """Verify ``bundle`` while loading its images; keep its small files (see the module docstring)."""
-    loader = _ImageLoader(client, platform, bundle.name, say)
+def say_delta(say: Say, manifest: Manifest) -> None:
+    """Carried vs relied-on blobs of a delta bundle."""
+    say(delta_summary(manifest).render())
+
+
+def unpack_bundle(bundle: Path, key, client, platform: str, say: Say, base: Path | None = None) -> Unpacked:
+    """Verify ``bundle`` while loading its images; keep its small files (see the module docstring).
+
+    ``base``: for a delta bundle, the base bundle file that supplies the base
+    images the engine lacks (verified like any bundle, and it must be the
+    delta's base by its manifest's sha256)."""
+    loader = _ImageLoader(client, platform, bundle.name, say, base)
     say(f"verifying {bundle.name}" + (" and its signature" if key else ""))
     try:
         with progress_display(None) as bars:
             task = bars.add_task(f"verifying {bundle.name}", total=bundle.stat().st_size)
             result = verify.unpack(bundle, key=key, stream=loader.stream,
                                    on_bytes=lambda n: bars.advance(task, n))
+            if any(rel.startswith(IMAGES_DIR + "/") for rel in result.contents):
+                loader.prepare(result.contents)     # a delta carrying no blob still checks its base
+            if base is not None and loader.from_base:
+                task = bars.add_task(f"verifying {base.name}", total=base.stat().st_size)
+                loader.fill_from_base(lambda n: bars.advance(task, n))
     except BaseException as exc:
         loader.abort(exc)
         raise
     loader.finish()
-    return Unpacked(result.contents, result.modes, result.manifest, loader.tags)
+    return Unpacked(result.contents, result.modes, result.manifest, loader.tags, sorted(loader.retag))

@@ -9,7 +9,7 @@ import random
 import re
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import httpx
 
@@ -142,26 +142,104 @@ class RegistryClient:
             yield stream
 
     # -- transport
+    # -- pushing (``labbuild mirror``)
+    def has_blob(self, image_name: str, digest: str) -> bool:
+        """Whether the repository holds blob ``digest`` (``HEAD``; 404 -> False)."""
+        ref = parse_image_name(image_name)
+        error = ErrorFactory(ref, digest)
+        with self._request(ref, "HEAD", f"blobs/{digest}", error, accept_statuses=(200, 404),
+                           actions="pull,push") as resp:
+            return resp.status_code == 200
+
+    def manifest_digest(self, image_name: str, reference: str) -> str | None:
+        """The digest the repository serves at ``reference`` (tag or digest), None when absent."""
+        ref = parse_image_name(image_name)
+        error = ErrorFactory(ref, reference if reference.startswith("sha256:") else None)
+        with self._request(ref, "HEAD", f"manifests/{reference}", error, accept_statuses=(200, 404),
+                           headers={"Accept": ACCEPT_MANIFESTS}, actions="pull,push") as resp:
+            if resp.status_code == 404:
+                return None
+            served = resp.headers.get("Docker-Content-Digest", "")
+            return served if _DIGEST_RE.match(served) else (reference if reference.startswith("sha256:") else None)
+
+    def push_blob(self, image_name: str, digest: str, size: int, body: Callable[[], Iterable[bytes]], *,
+                  mount_from: str | None = None, attempts: int = 3) -> str:
+        """Upload blob ``digest`` (``size`` bytes) to the repository: one upload session and a
+        monolithic ``PUT`` whose body streams from ``body()`` (called again for each attempt:
+        nothing is held in memory). With ``mount_from`` (a repository of the same registry
+        holding the blob) a cross-repository mount is asked first. The registry checks the
+        digest; a refused or broken upload starts a new session (``attempts`` in all).
+        Returns "mounted" or "pushed"."""
+        ref = parse_image_name(image_name)
+        error = ErrorFactory(ref, digest)
+        if not _DIGEST_RE.match(digest):
+            raise error("unsupported digest (only sha256:<64 hex> is accepted)")
+        for attempt in range(attempts):
+            path = "blobs/uploads/" + (f"?mount={digest}&from={mount_from}" if mount_from else "")
+            with self._request(ref, "POST", path, error, accept_statuses=(201, 202), actions="pull,push",
+                               headers={"Content-Length": "0"}) as resp:
+                if resp.status_code == 201:
+                    return "mounted"
+                location = resp.headers.get("Location")
+            if not location:
+                raise error("upload refused: the registry sent no Location", hint="is this a registry v2?")
+            url = self._upload_url(ref, location, digest)
+            try:
+                with self._request(ref, "PUT", "", error, url=url, accept_statuses=(201, 204),
+                                   actions="pull,push", content=body,
+                                   headers={"Content-Type": "application/octet-stream",
+                                            "Content-Length": str(size)}):
+                    return "pushed"
+            except RegistryError as exc:
+                if attempt + 1 >= attempts or getattr(exc, "status", None) in (401, 403):
+                    raise
+        raise AssertionError("unreachable")
+
+    def push_manifest(self, image_name: str, reference: str, data: bytes, media_type: str) -> str:
+        """``PUT`` the exact manifest/index bytes at ``reference`` (a digest or a tag); the
+        digest the registry answers must be the bytes' own. Returns that digest."""
+        ref = parse_image_name(image_name)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        error = ErrorFactory(ref, digest)
+        with self._request(ref, "PUT", f"manifests/{reference}", error, accept_statuses=(201,),
+                           actions="pull,push", content=lambda: [data],
+                           headers={"Content-Type": media_type, "Content-Length": str(len(data))}) as resp:
+            served = resp.headers.get("Docker-Content-Digest")
+        if served and served != digest:
+            raise error(f"the registry stored {reference} as {served}, not {digest}",
+                        hint="it rewrote the manifest; mirror into a registry that keeps manifests as pushed")
+        return digest
+
+    def _upload_url(self, ref: ImageName, location: str, digest: str) -> str:
+        base = f"{registry_scheme(ref.registry, self.insecure_registries)}://{ref.registry}"
+        url = httpx.URL(base).join(location)
+        return str(url.copy_merge_params({"digest": digest}))
+
     @contextlib.contextmanager
     def _request(self, ref: ImageName, method: str, path: str, error: ErrorFactory, *,
                  headers: dict[str, str] | None = None, accept_statuses: tuple[int, ...] = (200,),
-                 read_limit: int | None = None) -> Iterator[httpx.Response]:
+                 read_limit: int | None = None, actions: str = "pull", url: str | None = None,
+                 content: Callable[[], Iterable[bytes]] | None = None) -> Iterator[httpx.Response]:
         """One API request with auth, retries and the registry's concurrency slot.
 
         With ``read_limit`` the body is read (at most that many bytes) inside
         the retry loop, so a body cut off mid-way is fetched again; without,
         the response is yielded with its body unread (streaming). The slot is
-        held until the block ends.
+        held until the block ends. ``actions``: the token scope's actions
+        (``pull,push`` to upload); ``url``: an absolute URL (an upload
+        session's); ``content()``: a fresh request body for each attempt.
         """
-        url = f"{registry_scheme(ref.registry, self.insecure_registries)}://{ref.registry}/v2/{ref.repository}/{path}"
-        scope = f"repository:{ref.repository}:pull"
+        url = url or f"{registry_scheme(ref.registry, self.insecure_registries)}://{ref.registry}/v2/{ref.repository}/{path}"
+        scope = f"repository:{ref.repository}:{actions}"
         deadline = time.monotonic() + self.deadline
         with self._slot(ref.registry):
             authorised_once = False
             while True:
+                # credentials go only to the registry itself, never to another host an upload Location names
+                foreign = httpx.URL(url).netloc.decode() != ref.registry
+                auth = {} if foreign else self._auth.header(ref.registry, scope, error, deadline)
                 resp = self._send_with_retries(method, url, ref.registry, error, deadline,
-                                               {**(headers or {}), **self._auth.header(ref.registry, scope, error, deadline)},
-                                               read_limit=read_limit)
+                                               {**(headers or {}), **auth}, read_limit=read_limit, content=content)
                 if resp.status_code == 401 and not authorised_once:
                     resp.close()
                     self._auth.forget_tokens(scope)
@@ -177,8 +255,8 @@ class RegistryClient:
                 resp.close()
 
     def _send_with_retries(self, method: str, url: str, registry: str, error: ErrorFactory,
-                           deadline: float, headers: dict[str, str],
-                           read_limit: int | None = None) -> httpx.Response:
+                           deadline: float, headers: dict[str, str], read_limit: int | None = None,
+                           content: Callable[[], Iterable[bytes]] | None = None) -> httpx.Response:
         """Send until a non-retryable answer, the retry budget or the deadline runs out.
 
         With ``read_limit``, a successful answer's body is read here too (a
@@ -192,8 +270,10 @@ class RegistryClient:
             remaining = deadline - time.monotonic()
             problem: str
             try:
-                request = self._http.build_request(method, url, headers=headers,
-                                                   timeout=max(0.5, min(self.timeout, remaining)))
+                body = content() if content is not None else None
+                timeout = (max(0.5, min(self.timeout, remaining)) if content is None
+                           else httpx.Timeout(self.timeout, write=max(self.timeout, 60.0)))
+                request = self._http.build_request(method, url, headers=headers, content=body, timeout=timeout)
                 resp = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
                 if is_tls_failure(exc):   # not transient: retrying cannot help

@@ -22,6 +22,8 @@
 #   5. writes DIR/compose.yaml, runs docker compose up -d in DIR, then waits until every service with a
 #      health probe answers, in dependency order.
 # Exit 0 only when every service that is not optional is healthy.
+# A delta bundle (labbuild release --since) is refused: install it with
+# `labbuild install`, which checks that the engine holds its base's images.
 set -eu
 LC_ALL=C
 export LC_ALL
@@ -134,6 +136,12 @@ valid() {  # $1 ERE, $2 value: one line matching in full
 }
 valid "$GRAMMAR_NAME" "$LAB" && valid "$GRAMMAR_LAB_LENGTH" "$LAB" || die "manifest.json names an unusable lab: $LAB" "the bundle is damaged or not a labbuild bundle"
 valid "$GRAMMAR_VERSION" "$VERSION" || die "manifest.json names an unusable version: $VERSION" "the bundle is damaged or not a labbuild bundle"
+BASE_VERSION=$(mget since.version)
+if [ -n "$BASE_VERSION" ]; then
+    valid "$GRAMMAR_VERSION" "$BASE_VERSION" || BASE_VERSION="(unusable version)"
+    die "this is a delta bundle of $LAB $VERSION: it carries only what release $BASE_VERSION lacks, and install.sh does not install deltas (it cannot check that the engine holds the base's images): nothing was installed" \
+        "install it with: labbuild install BUNDLE.tar --dir DIR (add --base BASE_BUNDLE on a host without $BASE_VERSION); or use the full bundle of $VERSION"
+fi
 SERVICES=$(sed -n 's/^services\.\([^.]*\)\.image=.*/\1/p' "$WORK/manifest.flat" | sort -u | tr '\n' ' ')
 for svc in $SERVICES; do
     valid "$GRAMMAR_NAME" "$svc" && valid "$GRAMMAR_SERVICE_LENGTH" "$svc" || die "manifest.json names an unusable service: $svc" "the bundle is damaged or not a labbuild bundle"

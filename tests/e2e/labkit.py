@@ -23,12 +23,15 @@ VENV_BIN = REPO / ".venv" / "bin"
 
 
 def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"ok\n", name: str = "svc",
-                start_delay: int = 0):
+                start_delay: int = 0, salt: str = ""):
     """busybox httpd on 8080 serving /healthz and /version, under a shell that exits on
-    SIGTERM (a bare httpd as PID 1 ignores it, and every stop would wait 10 s)."""
+    SIGTERM (a bare httpd as PID 1 ignores it, and every stop would wait 10 s).
+    ``salt`` (e.g. the lab's name) makes the image ID unique to one test."""
     base = {"bin/busybox": (BUSYBOX.read_bytes(), 0o755), "bin/sh": "->busybox", "tmp/.keep": b""}
     app = {"www/healthz": health, "www/version": version.encode() + b"\n", "www/name": name.encode() + b"\n",
            "data/.keep": b""}
+    if salt:
+        app["www/salt"] = salt.encode()
     if not health:
         del app["www/healthz"]
     delay = f"/bin/busybox sleep {start_delay} & wait; " if start_delay else ""
@@ -68,6 +71,7 @@ class AirgapLab:
     refs: set[str] = field(default_factory=set)
     install_dirs: list[Path] = field(default_factory=list)
     optional: list[str] = field(default_factory=list)   # the profile's optional services
+    salt: str = ""                  # set (e.g. to the lab's name): image IDs no other test shares
 
     def repo(self, svc: str) -> str:
         return f"{self.name}/{svc}"
@@ -78,10 +82,10 @@ class AirgapLab:
     def push(self, svc: Service) -> None:
         """Build and push ``svc``'s image at its version; remember digest and image ID."""
         img = httpd_image(svc.version, health=b"" if svc.broken else b"ok\n", name=svc.name,
-                          start_delay=svc.start_delay)
+                          start_delay=svc.start_delay, salt=self.salt)
         with self.registry.client() as client:
             if svc.multiarch:
-                arm = httpd_image(svc.version, platform="linux/arm64", name=svc.name)
+                arm = httpd_image(svc.version, platform="linux/arm64", name=svc.name, salt=self.salt)
                 svc.digest = push_index(client, self.repo(svc.name), svc.version, make_index([img, arm]))
             else:
                 svc.digest = push_image(client, self.repo(svc.name), svc.version, img)

@@ -204,7 +204,10 @@ class FaultProxy:
     def _forward(self, method: str, path: str, headers, body: bytes) -> tuple[int, list, bytes]:
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
         try:
-            out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "authorization"}
+            out: dict[str, str] = {}
+            for k, v in headers.items():   # a repeated header (skopeo sends one Accept per type) is joined, not lost
+                if k.lower() not in HOP_BY_HOP and k.lower() != "authorization":
+                    out[k] = f"{out[k]}, {v}" if k in out else v
             conn.request(method, path, body=body or None, headers=out)
             resp = conn.getresponse()
             data = resp.read()
