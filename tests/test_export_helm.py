@@ -38,9 +38,16 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def supplied_sets(chart: Path) -> list[str]:
+    """What an operator sets for the chart's operator-supplied secrets (cloudflared's tunnel token): their Secret."""
+    present = yaml.safe_load((chart / "values.yaml").read_text()).get("services", {})
+    return [f"services.{name}.existingSecret={name}-operator" for name, bp in LAB.services.items()
+            if bp.supplied_secrets and name in present]
+
+
 def template(chart: Path, *sets: str) -> list[dict]:
     args = ["template", "lab", str(chart), "--namespace", "lab"]
-    for s in sets:
+    for s in (*supplied_sets(chart), *sets):
         args += ["--set", s]
     return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
 
@@ -94,6 +101,10 @@ def test_every_profile_exports_lints_strictly_and_every_object_validates(profile
     validate(default + mirrored, tmp_path / "objects.yaml")
     helm("package", str(out), "--destination", str(tmp_path))
     assert (tmp_path / "local-ai-lab-1.0.0.tgz").is_file()
+    needs = [name for name in closure(profile) if LAB.services[name].supplied_secrets]
+    if needs:   # without the operator's Secret, install stops naming the key
+        proc = helm("template", "lab", str(out), check=False)
+        assert proc.returncode == 1 and all(f"{n} needs the secret" in proc.stderr for n in needs[:1]), proc.stderr
 
 
 # --------------------------------------------------------------------------- per service

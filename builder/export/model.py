@@ -34,7 +34,7 @@ from ..render.observability import PROM_DIR
 PROMETHEUS_CONFIG = f"{PROM_DIR}/prometheus.yml"
 # ${VAR}, ${VAR:?message} and the escape $$ — the only forms render_compose writes.
 _COMPOSE_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::\?[^}]*)?\}")
-_SECRET_COMMENT = re.compile(r"^# ([a-z][a-z0-9-]*): generate=(\w+) length=(\d+)(?:: (.*))?$")
+_SECRET_COMMENT = re.compile(r"^# ([a-z][a-z0-9-]*): generate=(\w+) length=(\d+)(?: prefix=([A-Za-z0-9_-]+))?(?:: (.*))?$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.I)
 
 
@@ -67,6 +67,7 @@ class Secret:
     generate: str                  # token | password | hex | supplied
     length: int
     description: str = ""
+    prefix: str = ""               # fixed text before the random part (LiteLLM's sk-)
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,8 @@ def _secrets(text: str) -> dict[str, list[tuple[str, Secret]]]:
             svc = pending[1]
             name = key[len(env_id(svc)) + 2:]
             out.setdefault(svc, []).append(
-                (key, Secret(name=name, generate=pending[2], length=int(pending[3]), description=pending[4] or "")))
+                (key, Secret(name=name, generate=pending[2], length=int(pending[3]), description=pending[5] or "",
+                             prefix=pending[4] or "")))
             pending = None
     return out
 
@@ -298,6 +300,11 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
         raise BundleError(f"unreadable bundle file: {exc}", hint="the bundle is damaged; release it again") from None
     settings = parse_env_file(_text(members, LAB_ENV))
     secrets = _secrets(_text(members, SECRETS_EXAMPLE))
+    for svc, entry in manifest.services.items():     # operator-supplied: never generated, named by the manifest
+        for sup in entry.supplied:
+            secrets.setdefault(svc, []).append(
+                (sup.key, Secret(name=sup.key[len(env_id(svc)) + 2:], generate="supplied", length=0,
+                                 description=sup.description)))
     owners = {key: SecretRef(svc, s.name) for svc, items in secrets.items() for key, s in items}
     scrapes = _scrapes(members[PROMETHEUS_CONFIG].decode(), manifest) if PROMETHEUS_CONFIG in members else {}
     services = {}

@@ -75,7 +75,7 @@ def secret_object(lab: ChartLab, svc: ChartService) -> str:
                                f'supply: create a Secret holding it and set services.{svc.name}.existingSecret" }}}}')
         else:
             data[s.name] = Raw(f'{{{{ include "lab.secretValue" (dict "existing" $existing "key" "{s.name}" '
-                               f'"generate" "{s.generate}" "length" {s.length}) | quote }}}}')
+                               f'"generate" "{s.generate}" "length" {s.length} "prefix" "{s.prefix}") | quote }}}}')
     obj = {"apiVersion": "v1", "kind": "Secret",
            "metadata": _meta(lab, svc.name, f"{svc.name}-secrets",
                              annotations={"helm.sh/resource-policy": "keep"}),

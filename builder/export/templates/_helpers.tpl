@@ -19,7 +19,8 @@ else name:tag@digest. The locked digest is always kept.
 {{/*
 One generated secret value, base64: the existing Secret's value when there is one
 (so upgrades keep it), else a new random one.
-(dict "existing" (lookup ...) "key" KEY "generate" token|password|hex "length" N)
+(dict "existing" (lookup ...) "key" KEY "generate" token|password|hex "length" N "prefix" P)
+``length`` counts the random characters after the fixed ``prefix`` (LiteLLM demands sk-).
 */}}
 {{- define "lab.secretValue" -}}
 {{- $data := dig "data" dict (.existing | default dict) -}}
@@ -30,9 +31,9 @@ One generated secret value, base64: the existing Secret's value when there is on
 {{- range until (int (div (add (int .length) 63) 64)) -}}
 {{- $hex = print $hex (sha256sum (randAlphaNum 64)) -}}
 {{- end -}}
-{{- trunc (int .length) $hex | b64enc -}}
+{{- print (.prefix | default "") (trunc (int .length) $hex) | b64enc -}}
 {{- else -}}
-{{- randAlphaNum (int .length) | b64enc -}}
+{{- print (.prefix | default "") (randAlphaNum (int .length)) | b64enc -}}
 {{- end -}}
 {{- end -}}
 
