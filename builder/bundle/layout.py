@@ -27,6 +27,14 @@ SHA256SUMS and the signature. Optional fields appear only when set: ``memory`` a
 (``[resources]``; GPUs are reserved only with ``install --gpu``), ``optional`` (true: started
 only once its supplied secrets exist, never fails an install) and ``supplied`` (``[{"key",
 "description"}]``: operator-supplied secrets, never generated, not in ``secrets``).
+
+``models`` (optional, only for services with ``[[models]]``): ``[{"name", "tag",
+"digest", "format", "volume", "path", "role", "media_type", "size", "blobs":
+[{"digest", "size", "media_type"}]}]`` — the model's manifest is the blob
+``digest`` (``size`` bytes) and ``blobs`` are its config and layers. In an image
+bundle every one of them is a member ``images/blobs/sha256/<hex>``, in the
+same OCI layout as the images (each blob once); a bundle without images
+only names them. ``model_bytes`` is what placing them writes.
 """
 
 from __future__ import annotations
@@ -210,6 +218,37 @@ class ManifestSupplied:
 
 
 @dataclass(frozen=True)
+class ManifestBlob:
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class ManifestModel:
+    """One ``[[models]]`` entry of a service as shipped: where it goes and every blob it needs."""
+
+    name: str                               # fully qualified repository
+    tag: str
+    digest: str                             # the manifest's sha256 (the pin)
+    format: str                             # on-disk layout: "ollama"
+    volume: str                             # the service's volume (ManifestVolume.name)
+    path: str                               # models root relative to the volume's target
+    media_type: str                         # of the manifest
+    size: int                               # bytes of the manifest
+    blobs: tuple[ManifestBlob, ...]         # config, then layers
+    role: str | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    @property
+    def total_size(self) -> int:
+        return self.size + sum(b.size for b in self.blobs)
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -226,6 +265,7 @@ class ManifestService:
     gpus: str | int | None = None           # [resources] gpus: reserved only with `install --gpu` (idem)
     optional: bool = False                  # started only once its supplied secrets exist; never fails install
     supplied: tuple[ManifestSupplied, ...] = ()   # operator-supplied secrets (not in ``secrets``)
+    models: tuple[ManifestModel, ...] = ()  # optional: omitted from JSON when empty
 
 
 @dataclass(frozen=True)
@@ -271,6 +311,9 @@ class Manifest:
                 d["supplied"] = [asdict(x) for x in s.supplied]
             else:
                 del d["supplied"]
+            del d["models"]   # likewise: only services with [[models]] carry the key
+            if s.models:
+                d["models"] = [{**asdict(m), "blobs": [asdict(b) for b in m.blobs]} for m in s.models]
             return d
         return {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -318,7 +361,9 @@ class Manifest:
                     memory=s.get("memory"), gpus=s.get("gpus"),
                     optional=bool(s.get("optional", False)),
                     supplied=tuple(ManifestSupplied(key=x["key"], description=str(x.get("description", "")))
-                                   for x in s.get("supplied", ())))
+                                   for x in s.get("supplied", ())),
+                    models=tuple(ManifestModel(**{**m, "blobs": tuple(ManifestBlob(**b) for b in m["blobs"])})
+                                 for m in s.get("models", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "(top level)"
@@ -341,3 +386,30 @@ def provenance_subjects(manifest: Manifest, manifest_bytes: bytes) -> dict[str, 
     for service in manifest.services.values():
         subjects[service.image] = service.digest
     return subjects
+
+
+# --------------------------------------------------------------------------- models
+
+def model_blob_path(digest: str) -> str:
+    """Where a model blob (manifest, config or layer) lives in an image bundle."""
+    return f"{IMAGE_BLOBS_PREFIX}sha256/{digest.removeprefix('sha256:')}"
+
+
+def shipped_models(manifest: Manifest) -> dict[str, tuple[ManifestModel, ...]]:
+    """``{service: models}`` of the services whose model blobs the bundle carries
+    (an image bundle); a bundle without images ships none."""
+    return {svc: s.models for svc, s in sorted(manifest.services.items())
+            if s.models and all(model_blob_path(d) in manifest.files
+                                for m in s.models for d in (m.digest, *(b.digest for b in m.blobs)))}
+
+
+def model_bytes(manifest: Manifest) -> int:
+    """Bytes of every distinct model blob (manifests included) the bundle ships: what
+    placing its models writes into volumes at most (``doctor`` counts them against
+    free space; blobs already present are skipped at install)."""
+    sizes: dict[str, int] = {}
+    for models in shipped_models(manifest).values():
+        for m in models:
+            sizes[m.digest] = m.size
+            sizes.update({b.digest: b.size for b in m.blobs})
+    return sum(sizes.values())

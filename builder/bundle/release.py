@@ -5,7 +5,7 @@
   profile's closure, writes the archive into a temp file beside the output
   (fsync, rename: an interrupted release leaves nothing at the final path) and
   records it in ``lockfiles/releases/<profile>-<version>.json``. With images it
-  calls ``builder.bundle.fetch.image_files``. The lock must be fresh
+  calls ``builder.bundle.fetch.image_files`` and ``builder.bundle.models.add_model_files``. The lock must be fresh
   (``stale_services``) and the version SemVer 2.0. When the record exists:
   identical content is a no-op (``noop=True``; the archive is rewritten only
   when missing at the output path), different content is a BundleError naming
@@ -33,6 +33,7 @@ from ..signing import load_private_key
 from .archive import BundleFile, source_date_epoch
 from .fetch import fetch_to_cache, image_files, plan_images, wait_for_downloads
 from .layout import is_version
+from .models import add_model_files
 from .pack import BundlePlan, plan_bundle, write_archive
 from .record import RECORDS_DIR, make_record, read_record, record_differences, record_path, split_spec, write_record
 from .sboms import sbom_members
@@ -95,7 +96,8 @@ class ReleaseResult:
 
 def _image_members(lab: Lab, lock: Lock, services: tuple[str, ...], platforms: tuple[str, ...],
                    progress: Any) -> list[BundleFile]:
-    return list(image_files(lab, lock, services, platforms, progress))
+    images = list(image_files(lab, lock, services, platforms, progress))
+    return add_model_files(lab, lock, services, images, progress)
 
 
 def _platforms(lab: Lab, lock: Lock, platforms: Iterable[str] | None) -> tuple[str, ...]:
