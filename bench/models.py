@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 WORK = Path(os.environ.get("BENCH_DIR", "/tmp/labbuild-bench-models"))
 MiB = 1 << 20
 IMAGE = "labbuild-bench-models-busybox:1"
-TOP = "bench-models-1.0.0"
+TOP = "bench-models-1.0.0"      # lab "bench", profile "models"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
@@ -108,7 +108,7 @@ def bundle_manifest(model: dict, files: dict[str, Path]) -> dict:
     entries = {f"images/blobs/sha256/{d.removeprefix('sha256:')}": {"sha256": d.removeprefix("sha256:"),
                                                                     "size": p.stat().st_size}
                for d, p in files.items()}
-    return {"format": 1, "lab": "bench", "name": TOP, "version": "1.0.0", "profile": "p", "inputs": model["digest"],
+    return {"format": 1, "lab": "bench", "name": TOP, "version": "1.0.0", "profile": "models", "inputs": model["digest"],
             "labbuild": "0", "offline": True, "platforms": ["linux/amd64"], "files": entries,
             "services": {"llm": {"image": IMAGE, "digest": model["digest"], "verified": True, "config_digests": {},
                                  "ports": [], "health": None, "depends_on": [], "secrets": [],

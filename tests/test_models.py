@@ -243,7 +243,8 @@ def manifest_with(models_json: list | None) -> Manifest:
                "secrets": [], "runbook": "runbooks/llm.md", "healthcheck": False}
     if models_json is not None:
         service["models"] = models_json
-    return Manifest.from_json({"format": 1, "lab": "l", "name": "l-p-1.0.0", "version": "1.0.0", "profile": "p",
+    return Manifest.from_json({"format": 1, "lab": "mlab", "name": "mlab-base-1.0.0", "version": "1.0.0",
+                               "profile": "base",
                                "inputs": D, "labbuild": "0", "offline": True, "platforms": [],
                                "services": {"llm": service}, "files": {}})
 

@@ -169,7 +169,33 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
                 if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", v.volume)]
         if not names.is_valid("digest", s.digest):
             out.append(f"services.{svc}.digest: {names.problem('digest', s.digest)}")
+        out += model_grammar_problems(svc, s)
     out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
+    return out
+
+
+_MODEL_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+
+
+def model_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
+    """A service's models: every name that install turns into a path inside a volume."""
+    out = []
+    volumes = {v.name for v in s.volumes}
+    for i, m in enumerate(s.models):
+        where = f"services.{svc}.models.{i}"
+        parts = m.name.split("/")
+        if len(parts) != 3 or not all(_MODEL_NAME_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+            out.append(f"{where}.name: {m.name!r} is not host/namespace/model")
+        if not names.is_valid("tag", m.tag):
+            out.append(f"{where}.tag: {names.problem('tag', m.tag)}")
+        out += [f"{where}: {names.problem('digest', d)}" for d in (m.digest, *(b.digest for b in m.blobs))
+                if not names.is_valid("digest", d)]
+        if not safe_relative(m.path):
+            out.append(f"{where}.path: {m.path!r} is not a safe relative path")
+        if m.volume not in volumes:
+            out.append(f"{where}.volume: {m.volume!r} is not a volume of {svc}")
+        if m.format != "ollama":
+            out.append(f"{where}.format: {m.format!r} is not a known layout")
     return out
 
 

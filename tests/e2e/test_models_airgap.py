@@ -183,7 +183,7 @@ def model_bundle(tmp_path, docker_engine):
     bundle = tmp_path / "b.tar"
     with tarfile.open(bundle, "w") as tar:
         for b in blobs:
-            info = tarfile.TarInfo(f"top/images/blobs/sha256/{b.digest.removeprefix('sha256:')}")
+            info = tarfile.TarInfo(f"mlab-base-1.0.0/images/blobs/sha256/{b.digest.removeprefix('sha256:')}")
             info.size = b.size
             tar.addfile(info, io.BytesIO(b.data))
     model = {"name": "127.0.0.1:5000/library/tiny", "tag": "q4", "digest": m.digest, "format": "ollama",
@@ -191,11 +191,12 @@ def model_bundle(tmp_path, docker_engine):
              "size": m.manifest.size,
              "blobs": [{"digest": b.digest, "size": b.size, "media_type": b.media_type} for b in m.blobs()]}
     manifest = Manifest.from_json({
-        "format": 1, "lab": "t", "name": "top", "version": "1.0.0", "profile": "p", "inputs": m.digest,
+        "format": 1, "lab": "mlab", "name": "mlab-base-1.0.0", "version": "1.0.0", "profile": "base",
+        "inputs": m.digest,
         "labbuild": "0", "offline": True, "platforms": [],
         "files": {f"images/blobs/sha256/{b.digest.removeprefix('sha256:')}": {"sha256": b.digest[7:], "size": b.size}
                   for b in blobs},
-        "services": {"llm": {"image": "x:1", "digest": m.digest, "verified": True, "config_digests": {}, "ports": [],
+        "services": {"llm": {"image": "x/y:1", "digest": m.digest, "verified": True, "config_digests": {}, "ports": [],
                              "health": None, "depends_on": [], "secrets": [], "runbook": "r", "healthcheck": False,
                              "volumes": [{"name": "data", "volume": "v", "target": "/data", "read_only": False}],
                              "models": [model]}}})
