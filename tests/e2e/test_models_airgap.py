@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import tarfile
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -208,13 +209,15 @@ def model_bundle(tmp_path, docker_engine):
     image_tar = io.BytesIO()
     with tarfile.open(fileobj=image_tar, mode="w") as tar:
         tar.add(root, ".")
-    ref = "labbuild-test-models-busybox:1"
-    client.api.import_image_from_data(image_tar.getvalue(), repository=ref.split(":")[0], tag="1")
+    tag = uuid.uuid4().hex[:10]
+    ref = f"labbuild-test-models-busybox:{tag}"
+    client.api.import_image_from_data(image_tar.getvalue(), repository=ref.split(":")[0], tag=tag)
     volume = client.volumes.create()
     container = client.containers.create(ref, ["/bin/busybox", "true"], volumes={volume.name: {"bind": "/data"}})
     yield SimpleNamespace(client=client, bundle=bundle, manifest=manifest, model=m, container=container)
     container.remove(force=True)
     volume.remove(force=True)
+    client.images.remove(ref, force=True)
     client.close()
 
 
