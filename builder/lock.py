@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .blueprint import Image, Lab, load_lab
+from .blueprint import Image, Lab, Model, load_lab
 from .errors import LockError
 from .fsutil import atomic_write
-from .lockfile import LOCK_PATH, ImageRecord, Lock, inputs_hash, read_lock, stale_services, write_lock
+from .lockfile import (LOCK_PATH, ImageRecord, Lock, ModelRecord, inputs_hash, read_lock, stale_services,
+                       write_lock)
 from .registry import RegistryClient
 from .resolve import PinUpdate, resolve_pin_updates, resolve_services
 
@@ -58,6 +59,8 @@ def _describe(rec: ImageRecord | None) -> str:
     if rec is None:
         return "(none)"
     text = f"{rec.reference}@{rec.digest[:19]}"
+    if rec.models:
+        text += " with models " + ", ".join(f"{m.reference}@{m.digest[:19]}" for m in rec.models)
     return text if rec.verified else text + " (unverified)"
 
 
@@ -83,7 +86,9 @@ class LockResult:
             "services": {
                 name: {"reference": rec.reference, "digest": rec.digest, "verified": rec.verified,
                        "media_type": rec.media_type, "platforms": sorted(rec.platforms),
-                       "status": changed.get(name, "unchanged")}
+                       "status": changed.get(name, "unchanged"),
+                       **({"models": [{"reference": m.reference, "digest": m.digest, "verified": m.verified,
+                                       "size": m.total_size} for m in rec.models]} if rec.models else {})}
                 for name, rec in sorted(self.lock.services.items())
             },
             "removed": sorted(c.service for c in self.changes if c.new is None),
@@ -130,10 +135,12 @@ def plan_lock(lab: Lab, previous: Lock | None, *, offline: bool = False, refresh
     return sorted(todo)
 
 
-def unverified_record(image: Image) -> ImageRecord:
-    """The entry ``lock --offline`` records: the pin as written, never fetched."""
+def unverified_record(image: Image, models: tuple[Model, ...] = ()) -> ImageRecord:
+    """The entry ``lock --offline`` records: the pins as written (image and models), never fetched."""
     return ImageRecord(reference=image.reference, digest=image.digest, media_type=None,
-                       verified=False, platforms={}, size=0)
+                       verified=False, platforms={}, size=0,
+                       models=tuple(ModelRecord(reference=m.reference, digest=m.digest, verified=False)
+                                    for m in models))
 
 
 def diff_locks(old: Lock | None, new: Lock) -> list[Change]:
@@ -147,19 +154,21 @@ def diff_locks(old: Lock | None, new: Lock) -> list[Change]:
     return changes
 
 
-def rewrite_digest(text: str, new_digest: str) -> str:
-    """Set ``[image].digest`` in a blueprint's TOML text, keeping everything else byte for byte."""
+def rewrite_digest(text: str, new_digest: str, model: int | None = None) -> str:
+    """Set ``[image].digest`` (or ``[[models]][model].digest``) in a blueprint's TOML text,
+    keeping everything else byte for byte."""
     # Lazy: tomlkit (~50 ms) is needed only by --update; `lock --check`, run by CI on
     # every pull request, never pays for it.
     import tomlkit
 
     doc = tomlkit.parse(text)
-    item = doc["image"]["digest"]
+    table = doc["image"] if model is None else doc["models"][model]
+    item = table["digest"]
     trivia = item.trivia
     new = tomlkit.string(new_digest, literal=item.as_string().startswith("'"))
     new.trivia.indent, new.trivia.comment_ws, new.trivia.comment, new.trivia.trail = (
         trivia.indent, trivia.comment_ws, trivia.comment, trivia.trail)
-    doc["image"]["digest"] = new
+    table["digest"] = new
     return tomlkit.dumps(doc)
 
 
@@ -223,12 +232,13 @@ def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
         pins: list[PinUpdate] = []
         if update is not None:
             pins = resolve_pin_updates(lab, update, clients.get(), progress)
-            lab = with_pins(lab, {p.service: p.new for p in pins})
+            lab = with_pins(lab, {p.service: p.new for p in pins if p.model is None},
+                            {(p.service, p.model): p.new for p in pins if p.model is not None})
         todo = plan_lock(lab, previous, offline=offline, refresh=refresh)
         carried = {n: previous.services[n] for n in lab.services
                    if previous and n in previous.services and n not in todo}
         if offline:
-            fresh = {n: unverified_record(lab.services[n].image) for n in todo}
+            fresh = {n: unverified_record(lab.services[n].image, lab.services[n].models) for n in todo}
         elif todo:
             progress(f"resolving {len(todo)} service(s): {', '.join(todo)}")
             fresh = resolve_services(lab, todo, clients.get())
@@ -238,9 +248,12 @@ def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
         clients.close()
     lock = Lock(lab=lab.name, inputs=inputs_hash(lab), platforms=tuple(lab.platforms),
                 services=dict(sorted({**carried, **fresh}.items())))
-    for pin in pins:
-        file = Path(root) / lab.services[pin.service].path   # absolute paths stay absolute
-        atomic_write(file, rewrite_digest(file.read_text("utf-8"), pin.new))
+    for service in sorted({p.service for p in pins}):
+        file = Path(root) / lab.services[service].path   # absolute paths stay absolute
+        text = file.read_text("utf-8")
+        for pin in (p for p in pins if p.service == service):
+            text = rewrite_digest(text, pin.new, pin.model)
+        atomic_write(file, text)
     written = _on_disk(path) != lock.dumps()
     if written:
         write_lock(path, lock)
@@ -248,10 +261,18 @@ def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
                       resolved=() if offline else tuple(todo), written=written, pins=tuple(pins))
 
 
-def with_pins(lab: Lab, digests: dict[str, str]) -> Lab:
-    """``lab`` with the given services' ``[image].digest`` replaced (in memory)."""
-    services = {name: dataclasses.replace(bp, image=dataclasses.replace(bp.image, digest=digests[name]))
-                if name in digests else bp for name, bp in lab.services.items()}
+def with_pins(lab: Lab, digests: dict[str, str], models: dict[tuple[str, int], str] | None = None) -> Lab:
+    """``lab`` with the given services' ``[image].digest`` (and ``models``: ``{(service, index):
+    digest}`` of ``[[models]]`` pins) replaced, in memory."""
+    models = models or {}
+    services = {}
+    for name, bp in lab.services.items():
+        if name in digests:
+            bp = dataclasses.replace(bp, image=dataclasses.replace(bp.image, digest=digests[name]))
+        if any(s == name for s, _ in models):
+            bp = dataclasses.replace(bp, models=tuple(
+                dataclasses.replace(m, digest=models.get((name, i), m.digest)) for i, m in enumerate(bp.models)))
+        services[name] = bp
     return dataclasses.replace(lab, services=services)
 
 

@@ -49,15 +49,10 @@ class PlatformRecord:
         return self.manifest_size + self.config_size + sum(l.size for l in self.layers)
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    """The locked closure of one service's image."""
-    reference: str                    # name:tag
-    digest: str                       # the blueprint's pin
-    media_type: str | None            # of the pinned manifest (None when unverified)
-    verified: bool                    # False: recorded by --offline, never fetched
-    platforms: dict[str, PlatformRecord] = field(default_factory=dict)
-    size: int = 0                     # bytes of the pinned manifest (index or single)
+class _Reference:
+    """``name`` and ``tag`` of a record's ``reference`` (``name:tag``)."""
+
+    reference: str
 
     @property
     def name(self) -> str:
@@ -66,6 +61,48 @@ class ImageRecord:
     @property
     def tag(self) -> str:
         return self.reference.rsplit(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class ModelRecord(_Reference):
+    """The locked closure of one ``[[models]]`` pin: its manifest, config and every layer."""
+    reference: str                    # name:tag
+    digest: str                       # the blueprint's pin (sha256 of the manifest)
+    verified: bool                    # False: recorded by --offline, never fetched
+    media_type: str | None = None     # of the manifest (None when unverified)
+    size: int = 0                     # bytes of the manifest
+    config: LayerRecord | None = None
+    layers: tuple[LayerRecord, ...] = ()
+
+    @property
+    def blobs(self) -> tuple[LayerRecord, ...]:
+        """Config and layers: every blob the manifest names."""
+        return ((self.config,) if self.config else ()) + self.layers
+
+    @property
+    def total_size(self) -> int:
+        return self.size + sum(b.size for b in self.blobs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "layers": [asdict(l) for l in self.layers]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ModelRecord":
+        config = d.get("config")
+        return cls(**{**d, "config": LayerRecord(**config) if config else None,
+                      "layers": tuple(LayerRecord(**l) for l in d.get("layers", ()))})
+
+
+@dataclass(frozen=True)
+class ImageRecord(_Reference):
+    """The locked closure of one service's image."""
+    reference: str                    # name:tag
+    digest: str                       # the blueprint's pin
+    media_type: str | None            # of the pinned manifest (None when unverified)
+    verified: bool                    # False: recorded by --offline, never fetched
+    platforms: dict[str, PlatformRecord] = field(default_factory=dict)
+    size: int = 0                     # bytes of the pinned manifest (index or single)
+    models: tuple[ModelRecord, ...] = ()   # the service's [[models]], in blueprint order
 
 
 @dataclass(frozen=True)
@@ -93,6 +130,9 @@ def _image_to_json(r: ImageRecord) -> dict[str, Any]:
     d = asdict(r)
     d["platforms"] = {p: {**asdict(rec), "layers": [asdict(l) for l in rec.layers]}
                       for p, rec in sorted(r.platforms.items())}
+    del d["models"]
+    if r.models:   # optional: locks of labs without models stay byte-identical
+        d["models"] = [m.to_json() for m in r.models]
     return d
 
 
@@ -109,7 +149,8 @@ def lock_from_json(data: Any, where: str = "lock") -> Lock:
         for name, s in data["services"].items():
             plats = {p: PlatformRecord(**{**rec, "layers": tuple(LayerRecord(**l) for l in rec["layers"])})
                      for p, rec in s.get("platforms", {}).items()}
-            services[name] = ImageRecord(**{**s, "platforms": plats})
+            models = tuple(ModelRecord.from_json(m) for m in s.get("models", ()))
+            services[name] = ImageRecord(**{**s, "platforms": plats, "models": models})
         lock = Lock(lab=data["lab"], inputs=data["inputs"], platforms=tuple(data["platforms"]),
                     services=services, format=data["format"])
     except LockError:
@@ -154,10 +195,13 @@ def write_lock(path: str | Path, lock: Lock) -> None:
     atomic_write(path, lock.dumps())
 
 
-def service_inputs(lab: Lab, name: str) -> dict[str, str]:
-    """What one service's lock entry depends on: its pin."""
-    image = lab.services[name].image
-    return {"reference": image.reference, "digest": image.digest}
+def service_inputs(lab: Lab, name: str) -> dict[str, Any]:
+    """What one service's lock entry depends on: its image pin, and its model pins when it has any."""
+    bp = lab.services[name]
+    inputs: dict[str, Any] = {"reference": bp.image.reference, "digest": bp.image.digest}
+    if bp.models:
+        inputs["models"] = [{"reference": m.reference, "digest": m.digest} for m in bp.models]
+    return inputs
 
 
 def lock_inputs(lab: Lab) -> dict[str, Any]:
@@ -192,6 +236,11 @@ def stale_services(lab: Lab, lock: Lock) -> dict[str, str]:
                 why[name] = f"reference {rec.reference} -> {want['reference']}"
             elif rec.digest != want["digest"]:
                 why[name] = f"digest {rec.digest[:19]} -> {want['digest'][:19]}"
+            elif (have := [{"reference": m.reference, "digest": m.digest} for m in rec.models]) \
+                    != want.get("models", []):
+                why[name] = "models " + (", ".join(f"{m['reference']}@{m['digest'][7:19]}" for m in have) or "none") \
+                    + " -> " + (", ".join(f"{m['reference']}@{m['digest'][7:19]}" for m in want.get("models", []))
+                                or "none")
     if not why and (lock.inputs != inputs_hash(lab) or tuple(sorted(lock.platforms)) != tuple(sorted(lab.platforms))):
         why["*"] = "lab platforms changed"
     return why

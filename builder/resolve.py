@@ -3,38 +3,56 @@
 ``resolve_image`` fetches one pin's closure (index -> per-platform manifests,
 each hash-verified by the client) and turns it into an ``ImageRecord``
 (``platform_record``, ``index_platforms`` and ``record_from_manifests`` are
-the pure conversions, tested without a registry); ``resolve_services``
-resolves many concurrently and fails with one ``LockError`` naming every
-service that failed; ``resolve_pin_updates`` asks where tags point now
-(``lock --update``).
+the pure conversions, tested without a registry); ``resolve_model`` does the
+same for a ``[[models]]`` pin (an Ollama model is a schema2 manifest on an
+OCI registry: manifest and config re-hashed, config and layers recorded;
+``model_record`` is the pure part); ``resolve_services`` resolves many
+concurrently and fails with one ``LockError`` naming every service that
+failed; ``resolve_pin_updates`` asks where tags (of images and models) point
+now (``lock --update``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .blueprint import Blueprint, Image, Lab, locate_lines
+from .blueprint import Blueprint, Image, Lab, Model, locate_lines
 from .errors import LabbuildError, LockError, Problem, RegistryError
-from .lockfile import ImageRecord, LayerRecord, PlatformRecord
+from .lockfile import ImageRecord, LayerRecord, ModelRecord, PlatformRecord
 from .registry import ImageManifest, RegistryClient
 
 
 @dataclass(frozen=True)
 class PinUpdate:
-    """``lock --update``: one service's pin before and after re-resolving its tag."""
+    """``lock --update``: one pin before and after re-resolving its tag.
+
+    ``model`` is None for the service's ``[image]``, else the index of the
+    ``[[models]]`` entry whose pin moves.
+    """
 
     service: str
     reference: str
     old: str
     new: str
+    model: int | None = None
 
     def render(self) -> str:
-        return f"Moved pin of '{self.service}' ({self.reference}): {self.old[:19]} -> {self.new[:19]}"
+        what = f"'{self.service}'" if self.model is None else f"model {self.model} of '{self.service}'"
+        return f"Moved pin of {what} ({self.reference}): {self.old[:19]} -> {self.new[:19]}"
+
+
+class ModelLockError(LockError):
+    """Resolving ``[[models]]`` entry ``index`` of a service failed (points the problem at its line)."""
+
+    def __init__(self, index: int, cause: LabbuildError) -> None:
+        super().__init__(cause.message, hint=cause.hint)
+        self.index = index
 
 
 def platform_key(os_: str, arch: str, variant: str | None) -> str:
@@ -128,6 +146,54 @@ def _config_of(client: RegistryClient, image: Image, manifest: ImageManifest) ->
     return config if isinstance(config, dict) else {}
 
 
+def model_record(model: Model, manifest: ImageManifest) -> ModelRecord:
+    """The verified lock entry of a model pin from its (hash-verified) manifest."""
+    if manifest.is_index:
+        raise LockError(f"{model.reference}@{model.digest}: is a manifest list, not one model",
+                        hint="pin the digest of a single model manifest (what `ollama pull` stores)")
+    doc = manifest.json()
+    try:
+        config = doc["config"]
+        blob = lambda d: LayerRecord(digest=d["digest"], size=int(d["size"]),  # noqa: E731
+                                     media_type=d.get("mediaType", ""))
+        rec = ModelRecord(reference=model.reference, digest=model.digest, verified=True,
+                          media_type=manifest.media_type, size=len(manifest.data), config=blob(config),
+                          layers=tuple(blob(l) for l in doc.get("layers", ())))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LockError(f"model manifest {manifest.digest} is malformed ({type(exc).__name__}: {exc})",
+                        hint="the model was pushed with a broken manifest") from None
+    for b in rec.blobs:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", b.digest) or b.size < 0:
+            raise LockError(f"model manifest {manifest.digest} names a bad blob {b.digest!r}",
+                            hint="only sha256 blobs can be placed into Ollama's blobs/sha256-<hex>")
+    return rec
+
+
+def resolve_model(client: RegistryClient, model: Model) -> ModelRecord:
+    """Fetch one model pin: the manifest and its config, both re-hashed by the client.
+
+    Layers (the weights, GiB) are not downloaded here; their digests and
+    sizes come from the verified manifest, and ``release`` hashes every byte.
+    """
+    manifest = client.fetch_manifest(model.name, model.digest)
+    rec = model_record(model, manifest)
+    client.fetch_blob(model.name, rec.config.digest)
+    return rec
+
+
+def _resolve_service(client: RegistryClient, bp: Blueprint, platforms: tuple[str, ...],
+                     pool: ThreadPoolExecutor | None) -> ImageRecord:
+    """The service's image closure and, when it has ``[[models]]``, theirs."""
+    rec = resolve_image(client, bp.image, platforms, pool)
+    models = []
+    for i, model in enumerate(bp.models):
+        try:
+            models.append(resolve_model(client, model))
+        except LabbuildError as exc:
+            raise ModelLockError(i, exc) from None
+    return dataclasses.replace(rec, models=tuple(models))
+
+
 def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
                      max_workers: int = 32) -> dict[str, ImageRecord]:
     """Resolve ``names`` concurrently; raise one LockError listing every failure.
@@ -141,13 +207,14 @@ def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
         return records
     with ThreadPoolExecutor(max_workers=min(max_workers, len(names)), thread_name_prefix="lock") as pool, \
          ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lock-platform") as children:
-        futures = {n: pool.submit(resolve_image, client, lab.services[n].image, lab.platforms, children)
+        futures = {n: pool.submit(_resolve_service, client, lab.services[n], lab.platforms, children)
                    for n in names}
         for name, fut in futures.items():
             try:
                 records[name] = fut.result()
             except LabbuildError as exc:
-                problems.append(_problem(lab.root, lab.services[name], exc))
+                where = ("models", exc.index, "digest") if isinstance(exc, ModelLockError) else ("image", "digest")
+                problems.append(_problem(lab.root, lab.services[name], exc, where))
                 failed[name] = exc.message
     if problems:
         raise LockError(f"{len(problems)} of {len(names)} service(s) could not be resolved; "
@@ -157,22 +224,23 @@ def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
     return records
 
 
-def _problem(root: Path, bp: Blueprint, exc: LabbuildError, key: str = "digest") -> Problem:
-    """A failure of one service, pointing at its blueprint's ``[image]`` line."""
+def _problem(root: Path, bp: Blueprint, exc: LabbuildError, where: tuple = ("image", "digest")) -> Problem:
+    """A failure of one service, pointing at the blueprint line ``where`` (e.g. ``[image].digest``)."""
     try:
-        line = locate_lines((Path(root) / bp.path).read_text("utf-8")).get(("image", key))
+        line = locate_lines((Path(root) / bp.path).read_text("utf-8")).get(where)
     except OSError:
         line = None
-    return Problem(file=bp.path, path=f"image.{key}", line=line,
+    return Problem(file=bp.path, path=".".join(str(p) for p in where), line=line,
                    message=f"service {bp.name!r}: {exc.message}", hint=exc.hint)
 
 
 def resolve_pin_updates(lab: Lab, services: list[str] | tuple[str, ...], client: RegistryClient,
                         progress: Callable[[str], None] = lambda _: None) -> list[PinUpdate]:
-    """The pins of ``services`` (all when empty) whose tag now points elsewhere.
+    """The pins of ``services`` (all when empty) whose tag now points elsewhere:
+    each service's ``[image]`` and every one of its ``[[models]]``.
 
     Tags are resolved concurrently (HEAD, then GET); any failure raises one
-    LockError naming every service that failed.
+    LockError naming every pin that failed.
     """
     unknown = [s for s in services if s not in lab.services]
     if unknown:
@@ -181,21 +249,26 @@ def resolve_pin_updates(lab: Lab, services: list[str] | tuple[str, ...], client:
     names = sorted(services or lab.services)
     if not names:
         return []
-    progress(f"resolving the tags of {len(names)} service(s)")
+    # (service, None) is the image; (service, i) the i-th model
+    pins: list[tuple[str, int | None, str, str, str]] = []
+    for n in names:
+        bp = lab.services[n]
+        pins.append((n, None, bp.image.name, bp.image.tag, bp.image.digest))
+        pins += [(n, i, m.name, m.tag, m.digest) for i, m in enumerate(bp.models)]
+    progress(f"resolving the tags of {len(names)} service(s)"
+             + (f" and {len(pins) - len(names)} model(s)" if len(pins) > len(names) else ""))
     problems: list[Problem] = []
-    digests: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=min(32, len(names)), thread_name_prefix="update") as pool:
-        futures = {n: pool.submit(client.resolve_tag, lab.services[n].image.name, lab.services[n].image.tag)
-                   for n in names}
-        for name, fut in futures.items():
+    digests: dict[tuple[str, int | None], str] = {}
+    with ThreadPoolExecutor(max_workers=min(32, len(pins)), thread_name_prefix="update") as pool:
+        futures = {(n, i): pool.submit(client.resolve_tag, name, tag) for n, i, name, tag, _ in pins}
+        for (n, i), fut in futures.items():
             try:
-                digests[name] = fut.result()
+                digests[(n, i)] = fut.result()
             except RegistryError as exc:
-                problems.append(_problem(lab.root, lab.services[name], exc, key="tag"))
+                where = ("image", "tag") if i is None else ("models", i, "tag")
+                problems.append(_problem(lab.root, lab.services[n], exc, where))
     if problems:
-        raise LockError(f"could not resolve the tags of {len(problems)} service(s); no file was changed",
+        raise LockError(f"could not resolve {len(problems)} tag(s); no file was changed",
                         problems=problems, hint="fix each line above")
-    return [PinUpdate(service=n, reference=lab.services[n].image.reference,
-                      old=lab.services[n].image.digest, new=digests[n])
-            for n in names if digests[n] != lab.services[n].image.digest]
-
+    return [PinUpdate(service=n, reference=f"{name}:{tag}", old=old, new=digests[(n, i)], model=i)
+            for n, i, name, tag, old in pins if digests[(n, i)] != old]

@@ -179,3 +179,24 @@ def test_delta_bundle_is_refused_naming_labbuild_install(tmp_path, registry, mon
     assert p.returncode == 1
     assert "delta bundle" in p.stderr and "labbuild install" in p.stderr and "1.0.0" in p.stderr
     assert not target.exists()
+
+
+def test_a_bundle_that_ships_models_is_refused_naming_labbuild_install(tmp_path, registry, monkeypatch):
+    from builder.bundle.release import build_release
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
+    model = lab.push_model("tiny", "q4", b"weights")
+    lab.services = {"llm": Service("llm", free_port(), volume=True,
+                                   models=[{k: v for k, v in model.items() if k != "image"}])}
+    lab.push(lab.services["llm"])
+    lab.write()
+    lab.lock()
+    bundle = build_release(lab.root, "1.0.0", with_images=True, out_dir=tmp_path / "dist", progress=False).bundle
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    target = tmp_path / "target"
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert f"ships models (llm:{model['name']})" in p.stderr and "labbuild install" in p.stderr
+    assert "nothing was installed" in p.stderr and not target.exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .load import lab_paths, load_lab, validate_paths
 from .model import (DEFAULT_PLATFORMS, SECRET_REF_RE, Bind, Blueprint, ConfigFile, Health,
-                    Healthcheck, Image, Lab, Metrics, Port, Profile, Resources, RunbookEntry,
+                    Healthcheck, Image, Lab, Metrics, Model, Port, Profile, Resources, RunbookEntry,
                     Secret, Volume, When, env_id, secret_env_key, setting_env_key)
 from .rules import SECRET_KEY_RE
 from .schema import blueprint_schema
@@ -25,7 +25,7 @@ from .source import locate_lines
 
 __all__ = [
     "DEFAULT_PLATFORMS", "SECRET_KEY_RE", "SECRET_REF_RE", "Bind", "Blueprint", "ConfigFile",
-    "Health", "Healthcheck", "Image", "Lab", "Metrics", "Port", "Profile", "Resources",
+    "Health", "Healthcheck", "Image", "Lab", "Metrics", "Model", "Port", "Profile", "Resources",
     "RunbookEntry", "Secret", "Volume", "When", "blueprint_schema", "env_id", "lab_paths",
     "load_lab", "locate_lines", "secret_env_key", "setting_env_key", "validate_paths",
 ]

@@ -18,6 +18,8 @@ from ..errors import BlueprintError
 
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 SECRET_REF_RE = re.compile(r"\$\{secret:([a-z][a-z0-9-]{1,40})\.([A-Za-z_][A-Za-z0-9_.]*)\}")
+EMBEDDING_REF = "${model:embedding}"      # in [when.X.embedding.env]: X's embedding model, by its Ollama name
+OLLAMA_DEFAULT_HOSTS = ("registry.ollama.ai", "ollama.com")   # Ollama's own registry, both spellings
 
 
 # --------------------------------------------------------------------------- naming
@@ -57,6 +59,34 @@ class Image:
     def pinned(self) -> str:
         """``name:tag@digest`` — what an online compose file pulls."""
         return f"{self.name}:{self.tag}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model shipped like an image (``[[models]]``): pinned, locked, bundled, placed into a volume."""
+
+    name: str                 # fully qualified repository: registry.ollama.ai/library/qwen2.5
+    tag: str
+    digest: str               # sha256 of the model's manifest: the pin
+    format: str               # on-disk layout: "ollama"
+    volume: str               # one of the service's [[volumes]]
+    path: str                 # models root relative to that volume's target
+    role: str | None = None   # "chat" | "embedding"
+
+    @property
+    def reference(self) -> str:
+        """``name:tag`` — what the lock calls the model."""
+        return f"{self.name}:{self.tag}"
+
+    @property
+    def ollama_name(self) -> str:
+        """The name Ollama lists and serves: ``qwen2.5:0.5b`` for its own registry's library,
+        else ``host/namespace/model:tag`` (Ollama's ``DisplayShortest``)."""
+        host, _, rest = self.name.partition("/")
+        if host in OLLAMA_DEFAULT_HOSTS:
+            rest = rest.removeprefix("library/")
+            return f"{rest}:{self.tag}"
+        return self.reference
 
 
 @dataclass(frozen=True)
@@ -150,6 +180,9 @@ class When:
     env: dict[str, str] = field(default_factory=dict)
     depends_on: bool = False
     files: tuple["ConfigFile", ...] = ()   # each replaces the [[files]] entry of the same name
+    # [when.OTHER.embedding]: only in offline bundles where OTHER ships an embedding model
+    embedding_env: dict[str, str] = field(default_factory=dict)
+    embedding_start_period: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +223,7 @@ class Blueprint:
     resources: Resources | None = None
     when: tuple[When, ...] = ()
     runbook: tuple[RunbookEntry, ...] = ()
+    models: tuple[Model, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -216,11 +250,23 @@ class Blueprint:
             files.update({f.name: f for f in w.files})
         return tuple(files[f.name] for f in self.files)
 
-    def effective_env(self, present: Iterable[str]) -> dict[str, str]:
+    def effective_env(self, present: Iterable[str], embeddings: dict[str, str] | None = None) -> dict[str, str]:
+        """``[env]`` plus the active ``[when.X.env]``; with ``embeddings`` (service -> the Ollama
+        name of the embedding model it ships in this offline bundle) also ``[when.X.embedding.env]``."""
         env = dict(self.env)
         for w in self.active_when(present):
             env.update(w.env)
+            if embeddings and w.other in embeddings:
+                env.update({k: v.replace(EMBEDDING_REF, embeddings[w.other]) for k, v in w.embedding_env.items()})
         return dict(sorted(env.items()))
+
+    def effective_start_period(self, present: Iterable[str], embeddings: dict[str, str] | None = None) -> str | None:
+        """``[health].start_period``, shortened by an active ``[when.X.embedding].start_period``."""
+        start = self.health.start_period if self.health else None
+        for w in self.active_when(present):
+            if embeddings and w.other in embeddings and w.embedding_start_period:
+                start = w.embedding_start_period
+        return start
 
 
 @dataclass(frozen=True)
@@ -308,9 +354,12 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
         metrics=Metrics(**d["metrics"]) if "metrics" in d else None,
         resources=Resources(**d["resources"]) if "resources" in d else None,
         when=tuple(When(other=k, env=dict(v.get("env", {})), depends_on=v.get("depends_on", False),
-                        files=tuple(ConfigFile(**f) for f in v.get("files", ())))
+                        files=tuple(ConfigFile(**f) for f in v.get("files", ())),
+                        embedding_env=dict(v.get("embedding", {}).get("env", {})),
+                        embedding_start_period=v.get("embedding", {}).get("start_period"))
                    for k, v in sorted(d.get("when", {}).items())),
         runbook=tuple(RunbookEntry(**r) for r in d.get("runbook", ())),
+        models=tuple(Model(**m) for m in d.get("models", ())),
         raw=d,
     )
 

@@ -97,8 +97,45 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
                 out.add(src, ("when", w.other, "files", i, "target"),
                         f"target {f.target} differs from the replaced file's {base_files[f.name].target}",
                         hint="a replacement is mounted where the file it replaces is")
+        _check_env(w.embedding_env, ("when", w.other, "embedding", "env"), src, out)
         if w.other == bp.name:
             out.add(src, ("when", w.other), "a service cannot be conditional on itself")
+    check_models(bp, src, out)
+
+
+def check_models(bp: Blueprint, src: Source, out: Collector) -> None:
+    """``[[models]]``: a known, writable volume of this service, a relative path inside
+    it, a name Ollama's layout can hold (host/namespace/model), each model once."""
+    volumes = {v.name: v for v in bp.volumes}
+    seen: dict[str, int] = {}
+    for i, m in enumerate(bp.models):
+        if m.volume not in volumes:
+            out.add(src, ("models", i, "volume"), f"no volume named {m.volume!r}",
+                    hint="volumes of this service: " + (", ".join(sorted(volumes)) or "none")
+                    + "; the model is placed into one of them")
+        elif volumes[m.volume].read_only:
+            out.add(src, ("models", i, "volume"), f"volume {m.volume!r} is mounted read-only",
+                    hint="install places the model into the volume; drop read_only or pick another volume")
+        parts = m.path.split("/")
+        if m.path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            out.add(src, ("models", i, "path"), f"path {m.path!r} must stay inside the volume",
+                    hint='relative to the volume\'s target, without "." or ".." (e.g. path = "models")')
+        if not _is_fully_qualified(m.name):
+            out.add(src, ("models", i, "name"), f"{m.name!r} is not fully qualified",
+                    hint=f"name the registry, e.g. registry.ollama.ai/{m.name}")
+        elif m.format == "ollama":
+            host, *rest = m.name.split("/")
+            if len(rest) != 2:
+                out.add(src, ("models", i, "name"), f"{m.name!r} is not host/namespace/model",
+                        hint="Ollama's layout (manifests/<host>/<namespace>/<model>/<tag>) has exactly "
+                             "one namespace, e.g. registry.ollama.ai/library/qwen2.5")
+            elif "." in rest[0] or len(host) > 350 or len(rest[1]) > 80:
+                out.add(src, ("models", i, "name"), f"{m.name!r} is not a name Ollama accepts",
+                        hint="the namespace may not contain '.', the model name is at most 80 characters")
+        if m.reference in seen:
+            out.add(src, ("models", i), f"model {m.reference} is listed twice",
+                    hint=f"also models[{seen[m.reference]}]")
+        seen.setdefault(m.reference, i)
 
 
 def _check_env(env: dict[str, str], path: tuple, src: Source, out: Collector) -> None:

@@ -6,7 +6,8 @@ or an extracted bundle directory (through ``builder.bundle.verify``).
 ``diff_bundles(a, b)`` compares manifests and lab.env settings: services
 added/removed, image tag and digest changes, published ports, non-secret
 settings (keys and values), secret *names* (never values: bundles hold
-none), volumes, and every file whose sha256 changed. ``BundleDiff.to_json``
+none), volumes, models (added, removed, re-pinned) and every file whose
+sha256 changed. ``BundleDiff.to_json``
 and ``BundleDiff.render_text`` are two views of the same result.
 """
 
@@ -64,6 +65,11 @@ def _port_specs(service: ManifestService | None) -> list[str]:
                   for p in ports)
 
 
+def _model_specs(service: ManifestService | None) -> dict[str, str]:
+    """``{name:tag: digest}`` of a service's models."""
+    return {m.reference: m.digest for m in (service.models if service else ())}
+
+
 def _volume_specs(service: ManifestService | None) -> list[str]:
     volumes = service.volumes if service else ()
     return sorted(f"{v.volume}:{v.target}" + (":ro" if v.read_only else "") for v in volumes)
@@ -80,6 +86,7 @@ class BundleDiff:
     env: list[dict[str, Any]] = field(default_factory=list)
     secrets: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
     files_added: list[str] = field(default_factory=list)
     files_removed: list[str] = field(default_factory=list)
     files_changed: list[str] = field(default_factory=list)
@@ -88,7 +95,7 @@ class BundleDiff:
     @property
     def identical(self) -> bool:
         return not (self.services_added or self.services_removed or self.images or self.ports or self.env
-                    or self.secrets or self.volumes or self.files_added or self.files_removed
+                    or self.secrets or self.volumes or self.models or self.files_added or self.files_removed
                     or self.files_changed or self.packages)
 
     def to_json(self) -> dict[str, Any]:
@@ -96,7 +103,7 @@ class BundleDiff:
             "a": self.a, "b": self.b, "identical": self.identical,
             "services": {"added": self.services_added, "removed": self.services_removed},
             "images": self.images, "ports": self.ports, "env": self.env, "secrets": self.secrets,
-            "volumes": self.volumes,
+            "volumes": self.volumes, "models": self.models,
             "files": {"added": self.files_added, "removed": self.files_removed, "changed": self.files_changed},
             "packages": self.packages,
         }
@@ -134,6 +141,13 @@ class BundleDiff:
                 lines.append(f"- secret {k}")
         for v in self.volumes:
             lines.append(f"~ volumes {v['service']}: {', '.join(v['before']) or 'none'} -> {', '.join(v['after']) or 'none'}")
+        for m in self.models:
+            if m["before"] is None:
+                lines.append(f"+ model {m['service']}: {m['model']}@{m['after'][:19]}…")
+            elif m["after"] is None:
+                lines.append(f"- model {m['service']}: {m['model']}")
+            else:
+                lines.append(f"~ model {m['service']}: {m['model']} digest {m['before'][:19]}… -> {m['after'][:19]}…")
         for f in self.files_added:
             lines.append(f"+ file {f}")
         for f in self.files_removed:
@@ -169,6 +183,10 @@ def diff_bundles(a: BundleView, b: BundleView) -> BundleDiff:
             d.ports.append({"service": name, "before": _port_specs(x), "after": _port_specs(y)})
         if x and y and _volume_specs(x) != _volume_specs(y):
             d.volumes.append({"service": name, "before": _volume_specs(x), "after": _volume_specs(y)})
+        ma, mb = _model_specs(x), _model_specs(y)
+        for ref in sorted(set(ma) | set(mb)):
+            if ma.get(ref) != mb.get(ref):
+                d.models.append({"service": name, "model": ref, "before": ma.get(ref), "after": mb.get(ref)})
         ka, kb = set(x.secrets if x else ()), set(y.secrets if y else ())
         if x and y and ka != kb:
             d.secrets.append({"service": name, "added": sorted(kb - ka), "removed": sorted(ka - kb)})

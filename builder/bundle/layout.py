@@ -30,6 +30,14 @@ only once its supplied secrets exist, never fails an install) and ``supplied`` (
 A delta bundle (``release --since``) adds ``"since"`` (``DeltaBase``: the base
 release and the blobs and base images it relies on); its ``images/blobs/``
 holds only what the base lacks.
+
+``models`` (optional, only for services with ``[[models]]``): ``[{"name", "tag",
+"digest", "format", "volume", "path", "role", "media_type", "size", "blobs":
+[{"digest", "size", "media_type"}]}]`` — the model's manifest is the blob
+``digest`` (``size`` bytes) and ``blobs`` are its config and layers. In an image
+bundle every one of them is a member ``images/blobs/sha256/<hex>``, in the
+same OCI layout as the images (each blob once); a bundle without images
+only names them. ``model_bytes`` is what placing them writes.
 """
 
 from __future__ import annotations
@@ -174,6 +182,7 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
                 if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", v.volume)]
         if not names.is_valid("digest", s.digest):
             out.append(f"services.{svc}.digest: {names.problem('digest', s.digest)}")
+        out += model_grammar_problems(svc, s)
     out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
     if m.since is not None:     # a delta: its base's names reach messages, install.sh and file names too
         since = m.since
@@ -186,6 +195,31 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
         out += [f"since.blobs: {names.problem('digest', d)}" for d in since.blobs if not names.is_valid("digest", d)]
         out += [f"since.images: {names.problem('digest', i.config)}" for i in since.images
                 if not names.is_valid("digest", i.config)]
+    return out
+
+
+_MODEL_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+
+
+def model_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
+    """A service's models: every name that install turns into a path inside a volume."""
+    out = []
+    volumes = {v.name for v in s.volumes}
+    for i, m in enumerate(s.models):
+        where = f"services.{svc}.models.{i}"
+        parts = m.name.split("/")
+        if len(parts) != 3 or not all(_MODEL_NAME_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+            out.append(f"{where}.name: {m.name!r} is not host/namespace/model")
+        if not names.is_valid("tag", m.tag):
+            out.append(f"{where}.tag: {names.problem('tag', m.tag)}")
+        out += [f"{where}: {names.problem('digest', d)}" for d in (m.digest, *(b.digest for b in m.blobs))
+                if not names.is_valid("digest", d)]
+        if not safe_relative(m.path):
+            out.append(f"{where}.path: {m.path!r} is not a safe relative path")
+        if m.volume not in volumes:
+            out.append(f"{where}.volume: {m.volume!r} is not a volume of {svc}")
+        if m.format != "ollama":
+            out.append(f"{where}.format: {m.format!r} is not a known layout")
     return out
 
 
@@ -234,6 +268,37 @@ class ManifestSupplied:
 
 
 @dataclass(frozen=True)
+class ManifestBlob:
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class ManifestModel:
+    """One ``[[models]]`` entry of a service as shipped: where it goes and every blob it needs."""
+
+    name: str                               # fully qualified repository
+    tag: str
+    digest: str                             # the manifest's sha256 (the pin)
+    format: str                             # on-disk layout: "ollama"
+    volume: str                             # the service's volume (ManifestVolume.name)
+    path: str                               # models root relative to the volume's target
+    media_type: str                         # of the manifest
+    size: int                               # bytes of the manifest
+    blobs: tuple[ManifestBlob, ...]         # config, then layers
+    role: str | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    @property
+    def total_size(self) -> int:
+        return self.size + sum(b.size for b in self.blobs)
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -250,6 +315,7 @@ class ManifestService:
     gpus: str | int | None = None           # [resources] gpus: reserved only with `install --gpu` (idem)
     optional: bool = False                  # started only once its supplied secrets exist; never fails install
     supplied: tuple[ManifestSupplied, ...] = ()   # operator-supplied secrets (not in ``secrets``)
+    models: tuple[ManifestModel, ...] = ()  # optional: omitted from JSON when empty
 
 
 @dataclass(frozen=True)
@@ -343,6 +409,9 @@ class Manifest:
                 d["supplied"] = [asdict(x) for x in s.supplied]
             else:
                 del d["supplied"]
+            del d["models"]   # likewise: only services with [[models]] carry the key
+            if s.models:
+                d["models"] = [{**asdict(m), "blobs": [asdict(b) for b in m.blobs]} for m in s.models]
             return d
         out = {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -393,7 +462,9 @@ class Manifest:
                     memory=s.get("memory"), gpus=s.get("gpus"),
                     optional=bool(s.get("optional", False)),
                     supplied=tuple(ManifestSupplied(key=x["key"], description=str(x.get("description", "")))
-                                   for x in s.get("supplied", ())))
+                                   for x in s.get("supplied", ())),
+                    models=tuple(ManifestModel(**{**m, "blobs": tuple(ManifestBlob(**b) for b in m["blobs"])})
+                                 for m in s.get("models", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "since"
@@ -453,3 +524,30 @@ def delta_summary(manifest: Manifest) -> DeltaSummary:
                         carried_bytes=sum(carried.values()), relied=len(since.blobs),
                         relied_bytes=sum(since.blobs.values()),
                         images=tuple(f"{i.reference} ({i.platform})" for i in since.images))
+
+
+# --------------------------------------------------------------------------- models
+
+def model_blob_path(digest: str) -> str:
+    """Where a model blob (manifest, config or layer) lives in an image bundle."""
+    return f"{IMAGE_BLOBS_PREFIX}sha256/{digest.removeprefix('sha256:')}"
+
+
+def shipped_models(manifest: Manifest) -> dict[str, tuple[ManifestModel, ...]]:
+    """``{service: models}`` of the services whose model blobs the bundle carries
+    (an image bundle); a bundle without images ships none."""
+    return {svc: s.models for svc, s in sorted(manifest.services.items())
+            if s.models and all(model_blob_path(d) in manifest.files
+                                for m in s.models for d in (m.digest, *(b.digest for b in m.blobs)))}
+
+
+def model_bytes(manifest: Manifest) -> int:
+    """Bytes of every distinct model blob (manifests included) the bundle ships: what
+    placing its models writes into volumes at most (``doctor`` counts them against
+    free space; blobs already present are skipped at install)."""
+    sizes: dict[str, int] = {}
+    for models in shipped_models(manifest).values():
+        for m in models:
+            sizes[m.digest] = m.size
+            sizes.update({b.digest: b.size for b in m.blobs})
+    return sum(sizes.values())

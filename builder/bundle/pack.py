@@ -25,8 +25,9 @@ from ..signing import fingerprint, sign
 from ..sigstore_bundle import render_message_bundle
 from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, gzip_writer, write_tar
 from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, FileEntry, Manifest,
-                     ManifestHealth, ManifestPort, ManifestService, ManifestSupplied, ManifestVolume,
-                     DeltaBase, delta_filename, delta_top, provenance_subjects, render_sums, runbook_path)
+                     DeltaBase, ManifestBlob, ManifestHealth, ManifestModel, ManifestPort, ManifestService,
+                     ManifestSupplied, ManifestVolume, delta_filename, delta_top, provenance_subjects, render_sums,
+                     runbook_path)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
         if bp.health:
             h = bp.health
             health = ManifestHealth(port=h.port, host_port=bp.port(h.port).host, path=h.path, scheme=h.scheme,
-                                    status=h.status, start_period=h.start_period, timeout=h.timeout)
+                                    status=h.status, timeout=h.timeout,
+                                    start_period=bp.effective_start_period(ri.services, ri.embedding_models))
         out[name] = ManifestService(
             image=bp.image.reference, digest=bp.image.digest, verified=rec.verified,
             config_digests={p: r.config for p, r in sorted(rec.platforms.items())},
@@ -84,8 +86,26 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             memory=bp.resources.memory if bp.resources else None,
             gpus=bp.resources.gpus if bp.resources else None,
             optional=name in ri.optional,
-            supplied=tuple(ManifestSupplied(key=k, description=comment_text(d)) for k, d in supplied_keys(ri, name)))
+            supplied=tuple(ManifestSupplied(key=k, description=comment_text(d)) for k, d in supplied_keys(ri, name)),
+            models=manifest_models(bp, rec))
     return out
+
+
+def manifest_models(bp, rec) -> tuple[ManifestModel, ...]:
+    """The service's ``[[models]]`` as manifest.json names them, from the verified lock.
+
+    A model whose lock entry is unverified (``lock --offline``) is listed with
+    no blobs: such a bundle cannot carry it (``release --with-images`` refuses).
+    """
+    locked = {m.reference: m for m in rec.models}
+    out = []
+    for m in bp.models:
+        lm = locked.get(m.reference)
+        blobs = tuple(ManifestBlob(b.digest, b.size, b.media_type) for b in lm.blobs) if lm else ()
+        out.append(ManifestModel(name=m.name, tag=m.tag, digest=m.digest, format=m.format, volume=m.volume,
+                                 path=m.path, role=m.role, media_type=(lm.media_type if lm else None) or "",
+                                 size=lm.size if lm else 0, blobs=blobs))
+    return tuple(out)
 
 
 def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: Iterable[BundleFile] = (),

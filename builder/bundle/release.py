@@ -5,7 +5,7 @@
   profile's closure, writes the archive into a temp file beside the output
   (fsync, rename: an interrupted release leaves nothing at the final path) and
   records it in ``lockfiles/releases/<profile>-<version>.json``. With images it
-  calls ``builder.bundle.fetch.image_files``. The lock must be fresh
+  calls ``builder.bundle.fetch.image_files`` and ``builder.bundle.models.add_model_files``. The lock must be fresh
   (``stale_services``) and the version SemVer 2.0. When the record exists:
   identical content is a no-op (``noop=True``; the archive is rewritten only
   when missing at the output path), different content is a BundleError naming
@@ -36,6 +36,7 @@ from .archive import BundleFile, source_date_epoch
 from .delta import Base, delta_base, delta_members, plan_delta, read_base
 from .fetch import fetch_to_cache, image_files, plan_images, wait_for_downloads
 from .layout import DeltaBase, DeltaSummary, Manifest, delta_summary, is_version
+from .models import add_model_files
 from .pack import BundlePlan, plan_bundle, write_archive
 from .record import (RECORDS_DIR, delta_record_path, make_record, read_record, record_differences, record_path,
                      spec_record_path, write_record)
@@ -111,13 +112,15 @@ def _image_members(lab: Lab, lock: Lock, services: tuple[str, ...], platforms: t
     """The ``images/`` members; for a delta (``base``: a new one, ``since``: rebuilt from its
     record) only what the base lacks, and the manifest's ``since``."""
     if base is None and since is None:
-        return list(image_files(lab, lock, services, platforms, progress)), None
+        images = list(image_files(lab, lock, services, platforms, progress))
+        return add_model_files(lab, lock, services, images, progress), None
     if base is not None:
         plan = plan_delta(base, plan_images(lock, services, platforms))
         relied, base_blobs = plan.relied, base.blobs
     else:
         relied, base_blobs = since.blobs, frozenset(since.blobs)
     members = image_files(lab, lock, services, platforms, progress, exclude=frozenset(relied))
+    members = add_model_files(lab, lock, services, members, progress)
     members, relied = delta_members(members, relied, base_blobs)
     return members, (delta_base(base, plan, relied) if base is not None else replace(since, blobs=relied))
 

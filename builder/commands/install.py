@@ -30,6 +30,9 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
                      "already in the engine")
     for name, r in sorted(result.services.items()):
         lines.append(f"  {name}: {r.state}" + (f" ({r.detail})" if r.detail and r.state != "healthy" else ""))
+    for name, p in sorted(getattr(result, "models", {}).items()):
+        lines.append(f"  {name}: models {', '.join(p.models)} in place ({len(p.written)} blob(s) written, "
+                     f"{len(p.skipped)} already there)")
     if result.ok:
         waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
         tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))
@@ -64,7 +67,9 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     checks each image ID against the lock, generates missing secrets into
     DIR/.env (0600, kept across upgrades), writes DIR/compose.yaml (so
     `cd DIR && docker compose ps|logs|restart|exec` work with no flags),
-    pulls an online bundle's images, runs `docker compose up -d` and waits
+    pulls an online bundle's images, places an image bundle's models into
+    their services' volumes (Ollama's layout; models already there are
+    kept), runs `docker compose up -d` and waits
     until every service answers its health probe. Exit 0 only when all are
     healthy, optional services aside.
 
@@ -90,7 +95,8 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
 @pass_output
 @click.pass_context
 def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
-    """Show the installed lab: each service's container, health and image ID vs the lock.
+    """Show the installed lab: each service's container, health and image ID vs the lock,
+    and the models present in the volumes of services that declare models.
 
     Exit 1 when a service is not running, not healthy or runs an image the
     lock does not name. An optional service waiting for its supplied secret
@@ -107,6 +113,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
             lines.append(f"  {name}: not started: {s.detail} (optional; add it to {result.dir}/.env and run install again)")
             continue
         lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
+        if s.models is not None:
+            lines.append(f"    models: {', '.join(s.models) or 'none'}")
     out.result(result.to_json(), "\n".join(lines))
     if not result.ok:
         ctx.exit(1)

@@ -8,8 +8,12 @@ image ID against the lock, adds missing secrets, switches ``current``, runs
 compose and waits until every service is healthy. Installing a newer bundle
 into the same DIR is an upgrade: volumes (same compose project, same volume
 names) and secrets stay, compose recreates only the services whose
-definition changed. ``rollback`` swaps ``current`` and ``previous`` and
-brings that release up. The install dir's layout is ``builder.install.state``.
+definition changed. A bundle that ships models (``[[models]]``) has them
+placed into their services' volumes once ``current`` switched and before
+anything starts: compose creates the model services' containers (``up --no-start``)
+and ``builder.install.models`` streams the verified blobs into them; models
+already in a volume stay (upgrades add, never remove). ``rollback`` swaps
+``current`` and ``previous`` and brings that release up (models stay). The install dir's layout is ``builder.install.state``.
 
 Every function returns data (``InstallResult``/``UninstallResult``); the CLI
 renders it. Failures a user must act on raise ``InstallError`` (or return a
@@ -28,7 +32,7 @@ from typing import Any
 
 import docker
 
-from ..bundle.layout import SECRETS_EXAMPLE, Manifest, delta_summary
+from ..bundle.layout import SECRETS_EXAMPLE, Manifest, delta_summary, shipped_models
 from ..errors import InstallError
 from .compose import Project, hint_for, wrapper_gpu, write_wrapper
 from .doctor import gpu_services, preflight_bundle
@@ -36,6 +40,7 @@ from .engine import check_image_ids, check_running_images, containers, docker_cl
 from .health import HealthResult, Probe, budget, wait_healthy
 from .inputs import check_supplied, not_started_detail, peek_manifest, read_env, startable_optional, waiting_optional
 from .pull import pull_images
+from .models import Placement, bundle_fingerprint, place_models
 from .secrets import write_secrets
 from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
                     place, preflight, quiet, read_manifest, release_link, safe_manifest, stage, WRAPPER)
@@ -58,6 +63,7 @@ class InstallResult:
     secrets_added: list[str] = field(default_factory=list)
     services: dict[str, HealthResult] = field(default_factory=dict)
     failure: str | None = None
+    models: dict[str, Placement] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
@@ -65,6 +71,7 @@ class InstallResult:
                 "images_loaded": self.loaded, "secrets_added": self.secrets_added,
                 "services": {s: r.state for s, r in sorted(self.services.items())},
                 "details": {s: r.detail for s, r in sorted(self.services.items())},
+                "models": {s: p.to_json() for s, p in sorted(self.models.items())},
                 "error": self.failure, **({"delta": self.delta} if self.delta is not None else {})}
 
 
@@ -96,6 +103,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         check_supplied(peeked, install_dir)   # before any image load or file in DIR
     client = docker_client()
     platform = host_platform(client)
+    verified = bundle_fingerprint(bundle)      # model placement re-reads the bundle: it must not change
     unpacked = unpack_bundle(bundle, key, client, platform, say, Path(base) if base is not None else None)
     manifest = unpacked.manifest
     with dir_lock(install_dir):
@@ -113,14 +121,15 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         result = _install_release(client, install_dir, release, start, timeout, say, live, platform,
-                                  unpacked.loaded, gpu)
+                                  unpacked.loaded, gpu, bundle, verified)
         if manifest.since is not None:
             result.delta = {**delta_summary(manifest).to_json(), "retagged": unpacked.retagged}
         return result
 
 
 def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
-                     live: bool | None, platform: str, loaded: list[str], gpu: bool) -> InstallResult:
+                     live: bool | None, platform: str, loaded: list[str], gpu: bool,
+                     bundle: Path, verified: tuple[int, ...]) -> InstallResult:
     manifest = read_manifest(release)
     result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version, release=release,
                            started=start, loaded=loaded)
@@ -129,6 +138,8 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
     previous = _switch(install_dir, release, manifest, gpu, say)
+    if shipped_models(manifest):
+        result.models = _place_models(client, bundle, verified, install_dir, manifest, say)
     result.previous = previous.name if previous else None
     say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
     if not start:
@@ -145,6 +156,21 @@ def _switch(install_dir: Path, release: Path, manifest: Manifest, gpu: bool, say
     if gpu:
         say("GPU reservations on for: " + ", ".join(gpu_services(manifest)))
     return previous
+
+
+def _place_models(client, bundle: Path, verified: tuple[int, ...], install_dir: Path, manifest: Manifest,
+                  say: Say) -> dict[str, Placement]:
+    """Create the containers of the services with models (not started) from the release just made
+    current and place the models through them, before anything starts."""
+    services = sorted(shipped_models(manifest))
+    project = Project(name=manifest.lab, install_dir=install_dir)
+    say(f"creating {', '.join(services)} to place models: docker compose up --no-start")
+    try:
+        project.run("up", "--no-start", "--no-deps", *services, timeout=300)
+        return place_models(client, bundle, manifest, containers(client, manifest.lab), say, verified)
+    except InstallError as exc:
+        raise InstallError(f"{exc.message}\n{manifest.lab} {manifest.version} is current but not started",
+                           hint=exc.hint + f"; or go back: labbuild rollback --dir {install_dir}") from None
 
 
 def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, result: InstallResult, platform: str,

@@ -1,5 +1,6 @@
 """`labbuild status`: each service of the current release — container state, one
-health probe, and its image ID against the lock. An optional service waiting for
+health probe, its image ID against the lock, the models present in its volume (services
+with ``[[models]]``). An optional service waiting for
 its supplied secrets shows as ``not started: needs KEY`` and is not a failure."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ..platforms import expected_image_id
 from .engine import containers, docker_client, host_platform
 from .health import Probe, probe_once
 from .inputs import not_started_detail, read_env, waiting_optional
+from .models import model_inventory
 from .state import current_release, read_manifest, release_link
 
 
@@ -25,6 +27,7 @@ class ServiceStatus:
     image_id: str | None
     locked_id: str | None
     detail: str = ""
+    models: list[str] | None = None     # models present in its volume (services with [[models]] only)
 
     @property
     def image_ok(self) -> bool:
@@ -37,8 +40,11 @@ class ServiceStatus:
         return self.state == "running" and self.health in ("healthy", "no-probe") and self.image_ok
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "health": self.health, "image": self.image, "image_id": self.image_id,
-                "locked_id": self.locked_id, "image_matches_lock": self.image_ok, "detail": self.detail}
+        out = {"state": self.state, "health": self.health, "image": self.image, "image_id": self.image_id,
+               "locked_id": self.locked_id, "image_matches_lock": self.image_ok, "detail": self.detail}
+        if self.models is not None:
+            out["models"] = self.models
+        return out
 
 
 @dataclass
@@ -85,5 +91,6 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
             ok, detail = probe_once(probe)
             health = "healthy" if ok else "unhealthy"
         out[svc] = ServiceStatus(svc, state, health, entry.image, c.attrs.get("Image") if c is not None else None,
-                                 locked, detail)
+                                 locked, detail,
+                                 models=model_inventory(client, c, entry) if entry.models and c is not None else None)
     return StatusResult(install_dir, manifest.lab, manifest.version, previous.name if previous else None, out)

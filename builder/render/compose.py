@@ -29,15 +29,17 @@ def port_spec(port: Port) -> str | None:
     return spec + ("/udp" if port.protocol == "udp" else "")
 
 
-def service_environment(bp: Blueprint, present: tuple[str, ...], optional: bool = False) -> dict[str, str]:
+def service_environment(bp: Blueprint, present: tuple[str, ...], optional: bool = False,
+                        embeddings: dict[str, str] | None = None) -> dict[str, str]:
     """The ``environment:`` mapping of one service (see the module docstring).
 
     A supplied secret of an ``optional`` service defaults to empty: compose
     interpolates the whole file, also for services it does not start, and the
-    missing key must not stop the rest of the lab.
+    missing key must not stop the rest of the lab. ``embeddings``: as
+    ``ReleaseInput.embedding_models``.
     """
     env: dict[str, str] = {}
-    for key, value in bp.effective_env(present).items():
+    for key, value in bp.effective_env(present, embeddings).items():
         if SECRET_REF_RE.search(value):
             env[key] = with_secret_refs(value)
         elif inline_setting(key, value, bp.name):
@@ -87,7 +89,7 @@ def compose_service(ri: ReleaseInput, name: str) -> dict[str, Any]:
         svc["user"] = bp.user
     if bp.privileged:
         svc["privileged"] = True
-    env = service_environment(bp, present, optional=name in ri.optional)
+    env = service_environment(bp, present, optional=name in ri.optional, embeddings=ri.embedding_models)
     if env:
         svc["environment"] = env
     ports = [s for s in (port_spec(p) for p in bp.ports) if s]

@@ -52,7 +52,7 @@ def lab_settings(ri: ReleaseInput) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in ri.services:
         bp = ri.blueprint(name)
-        for key, value in bp.effective_env(ri.services).items():
+        for key, value in bp.effective_env(ri.services, ri.embedding_models).items():
             if not inline_setting(key, value, name):
                 out[setting_env_key(name, key)] = value
     return dict(sorted(out.items()))

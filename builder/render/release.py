@@ -39,6 +39,20 @@ class ReleaseInput:
     def blueprint(self, name: str) -> Blueprint:
         return self.lab.services[name]
 
+    @cached_property
+    def embedding_models(self) -> dict[str, str]:
+        """``{service: Ollama name}`` of the first ``role = "embedding"`` model each service of
+        the closure ships — only in offline (image) bundles, the only ones that carry models.
+        Drives ``[when.X.embedding]`` wiring."""
+        if not self.offline:
+            return {}
+        found = {}
+        for name in self.services:
+            model = next((m for m in self.blueprint(name).models if m.role == "embedding"), None)
+            if model is not None:
+                found[name] = model.ollama_name
+        return found
+
     @property
     def top(self) -> str:
         """The bundle's top directory: ``<lab>-<profile>-<version>``."""

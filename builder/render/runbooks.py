@@ -62,6 +62,19 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
         for f in bp.files:
             out.append(f"- config file `config/{name}/{f.name}` at `{f.target}` (read-only)")
         out.append("")
+    if bp.models:
+        out += ["## Models", ""]
+        targets = {v.name: v.target.rstrip("/") for v in bp.volumes}
+        for m in bp.models:
+            where = f"`{targets.get(m.volume, '?')}/{m.path}`"
+            line = f"- `{m.ollama_name}`" + (f" ({m.role})" if m.role else "") + f", pinned `{m.digest[:19]}…`: "
+            line += (f"shipped in this bundle; `labbuild install` places it into {where} (Ollama's layout) "
+                     "and keeps every model already there" if ri.offline else
+                     f"not carried by this online bundle; pull it once the lab runs "
+                     f"(`docker exec {ri.lab.name}-{name}-1 ollama pull {m.ollama_name}`), or install the image "
+                     "bundle (`--with-images`) that carries it")
+            out.append(line)
+        out.append("")
     if bp.secrets:
         head = ("Kept in `DIR/.env`; never in the bundle." if bp.supplied_secrets
                 else "Generated at install into `DIR/.env`; never in the bundle.")
@@ -84,7 +97,8 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
         target = f"{h.scheme}://{service_url(bp, port)}{h.path if h.scheme != 'tcp' else ''}"
         out.append(f"- Probe from the host: `{target}`"
                    + (f" (statuses {', '.join(map(str, h.status))})" if h.status else "")
-                   + (f", start period {h.start_period}" if h.start_period else ""))
+                   + (f", start period {start}" if (start := bp.effective_start_period(ri.services, ri.embedding_models))
+                      else ""))
     else:
         out.append("- No health endpoint: the install checks only that the container runs.")
     if bp.healthcheck:

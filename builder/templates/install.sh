@@ -21,6 +21,7 @@
 #      service without its supplied secret is installed but not started
 #   5. writes DIR/compose.yaml, runs docker compose up -d in DIR, then waits until every service with a
 #      health probe answers, in dependency order.
+# A bundle that ships models ([[models]]) is refused: use `labbuild install`.
 # Exit 0 only when every service that is not optional is healthy.
 # A delta bundle (labbuild release --since) is refused: install it with
 # `labbuild install`, which checks that the engine holds its base's images.
@@ -146,6 +147,15 @@ SERVICES=$(sed -n 's/^services\.\([^.]*\)\.image=.*/\1/p' "$WORK/manifest.flat" 
 for svc in $SERVICES; do
     valid "$GRAMMAR_NAME" "$svc" && valid "$GRAMMAR_SERVICE_LENGTH" "$svc" || die "manifest.json names an unusable service: $svc" "the bundle is damaged or not a labbuild bundle"
 done
+
+# Models (issue 12) are placed into volumes through the engine with every blob re-hashed while it
+# streams, temp names and links, blobs before manifests: `labbuild install` does that; this script
+# does not, and refuses rather than bring up a lab without the models its bundle carries.
+MODELS=$(sed -n 's/^services\.\([^.]*\)\.models\.[0-9]*\.name=\(.*\)$/\1:\2/p' "$WORK/manifest.flat" | tr '\n' ' ')
+if [ -n "$MODELS" ] && [ "$OFFLINE" = "true" ]; then
+    die "this bundle ships models (${MODELS% }); install.sh cannot place them: nothing was installed" \
+        "install it with labbuild: labbuild install <bundle archive> --dir $DIR (pip install labbuild; it needs no network)"
+fi
 
 # ---------------------------------------------------------------- 1b. operator-supplied secrets
 # Secrets only a third party can issue (manifest: services.S.supplied) are never

@@ -60,6 +60,7 @@ class Service:
     digest: str = ""
     image_id: str = ""
     extra: str = ""                 # more blueprint TOML, appended as is
+    models: list = field(default_factory=list)   # [{name, tag, digest, path?, role?}] into the volume "data"
 
 
 @dataclass
@@ -113,11 +114,23 @@ class AirgapLab:
             if svc.volume:
                 text += '\n[[volumes]]\nname = "data"\ntarget = "/data"\n'
             text += svc.extra
+            for m in svc.models:
+                text += (f'\n[[models]]\nname = "{m["name"]}"\ntag = "{m["tag"]}"\ndigest = "{m["digest"]}"\n'
+                         f'format = "ollama"\nvolume = "data"\npath = "{m.get("path", "models")}"\n'
+                         + (f'role = "{m["role"]}"\n' if m.get("role") else ""))
             (self.root / "blueprints" / "services" / f"{svc.name}.toml").write_text(text)
 
     def lock(self) -> None:
         from builder.lock import make_lock
         make_lock(self.root)
+
+    def push_model(self, model: str, tag: str, weights: bytes) -> dict:
+        """Push a tiny Ollama-format model as ``<registry>/<lab>/<model>:<tag>``; its [[models]] entry."""
+        from support.oci import ollama_model
+        m = ollama_model(weights)
+        with self.registry.client() as client:
+            digest = push_image(client, f"{self.name}/{model}", tag, m)
+        return {"name": f"{self.registry.host}/{self.name}/{model}", "tag": tag, "digest": digest, "image": m}
 
     def release(self, version: str, **kw) -> Path:
         from builder.bundle.release import build_release

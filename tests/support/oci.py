@@ -238,3 +238,26 @@ def push_index(client: httpx.Client, repo: str, tag: str | None, index: Index) -
         push_image(client, repo, None, img)
     push_manifest(client, repo, tag or index.digest, index.manifest)
     return index.digest
+
+
+# --------------------------------------------------------------------------- Ollama models
+
+OLLAMA_MODEL = "application/vnd.ollama.image.model"
+OLLAMA_TEMPLATE = "application/vnd.ollama.image.template"
+OLLAMA_PARAMS = "application/vnd.ollama.image.params"
+
+
+def ollama_model(weights: bytes = b"tiny", *, template: bytes = b"{{ .Prompt }}",
+                 params: bytes = b'{"stop":["<|end|>"]}', family: str = "test") -> Image:
+    """A tiny Ollama-format model, as registry.ollama.ai serves one: a Docker schema2 manifest
+    whose config is a small JSON (application/vnd.docker.container.image.v1+json) and whose
+    layers are the GGUF weights (``b"GGUF"`` + ``weights``), the template and the params."""
+    layers = [Blob(b"GGUF" + weights, OLLAMA_MODEL), Blob(template, OLLAMA_TEMPLATE), Blob(params, OLLAMA_PARAMS)]
+    config = {"model_format": "gguf", "model_family": family, "model_families": [family],
+              "model_type": "1M", "file_type": "Q4_K_M", "architecture": "amd64", "os": "linux",
+              "rootfs": {"type": "layers", "diff_ids": [b.digest for b in layers]}}
+    config_blob = Blob(canonical(config), DOCKER_CONFIG)
+    manifest = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config_blob.descriptor(),
+                "layers": [b.descriptor() for b in layers]}
+    return Image(manifest=Blob(canonical(manifest), DOCKER_MANIFEST), config=config_blob, layers=layers,
+                 platform="linux/amd64")
