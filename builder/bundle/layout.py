@@ -26,7 +26,9 @@ manifest.json: ``{"format": 1, "lab", "name" (top dir), "version", "profile",
 SHA256SUMS and the signature. Optional fields appear only when set: ``memory`` and ``gpus``
 (``[resources]``; GPUs are reserved only with ``install --gpu``), ``optional`` (true: started
 only once its supplied secrets exist, never fails an install) and ``supplied`` (``[{"key",
-"description"}]``: operator-supplied secrets, never generated, not in ``secrets``).
+"description"}]``: operator-supplied secrets, never generated, not in ``secrets``). The backup fields appear only when not
+their default: ``backup`` (``{"method", "dump", "restore"}``), ``migrations`` ("one-way") and
+``data_in`` (the services holding the data a one-way service migrates).
 """
 
 from __future__ import annotations
@@ -210,6 +212,15 @@ class ManifestSupplied:
 
 
 @dataclass(frozen=True)
+class ManifestBackup:
+    """How ``labbuild backup`` captures a service (``[backup]`` of its blueprint)."""
+
+    method: str = "volume"                  # volume | exec
+    dump: tuple[str, ...] = ()              # exec: argv whose stdout is the backup
+    restore: tuple[str, ...] = ()           # exec: argv reading the backup on stdin
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -226,6 +237,9 @@ class ManifestService:
     gpus: str | int | None = None           # [resources] gpus: reserved only with `install --gpu` (idem)
     optional: bool = False                  # started only once its supplied secrets exist; never fails install
     supplied: tuple[ManifestSupplied, ...] = ()   # operator-supplied secrets (not in ``secrets``)
+    backup: ManifestBackup = ManifestBackup()   # omitted from manifest.json when the default
+    migrations: str = "reversible"          # "one-way": omitted when reversible
+    data_in: tuple[str, ...] = ()           # services holding the data it migrates; omitted when empty
 
 
 @dataclass(frozen=True)
@@ -271,6 +285,18 @@ class Manifest:
                 d["supplied"] = [asdict(x) for x in s.supplied]
             else:
                 del d["supplied"]
+            # optional fields stay out when default: bundles of labs that don't use them keep their bytes
+            if s.backup == ManifestBackup():
+                del d["backup"]
+            else:
+                d["backup"] = {"method": s.backup.method, "dump": list(s.backup.dump),
+                               "restore": list(s.backup.restore)}
+            if s.migrations == "reversible":
+                del d["migrations"]
+            if s.data_in:
+                d["data_in"] = list(s.data_in)
+            else:
+                del d["data_in"]
             return d
         return {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -318,7 +344,9 @@ class Manifest:
                     memory=s.get("memory"), gpus=s.get("gpus"),
                     optional=bool(s.get("optional", False)),
                     supplied=tuple(ManifestSupplied(key=x["key"], description=str(x.get("description", "")))
-                                   for x in s.get("supplied", ())))
+                                   for x in s.get("supplied", ())),
+                    backup=_backup(s.get("backup")), migrations=str(s.get("migrations", "reversible")),
+                    data_in=tuple(s.get("data_in", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "(top level)"
@@ -341,3 +369,13 @@ def provenance_subjects(manifest: Manifest, manifest_bytes: bytes) -> dict[str, 
     for service in manifest.services.values():
         subjects[service.image] = service.digest
     return subjects
+
+
+def _backup(data: Any) -> ManifestBackup:
+    if data is None:
+        return ManifestBackup()
+    backup = ManifestBackup(method=data["method"], dump=tuple(data.get("dump", ())),
+                            restore=tuple(data.get("restore", ())))
+    if backup.method not in ("volume", "exec") or (backup.method == "exec" and not (backup.dump and backup.restore)):
+        raise ValueError(f"backup: method {backup.method!r} needs dump and restore commands when exec")
+    return backup

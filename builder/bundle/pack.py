@@ -25,7 +25,7 @@ from ..signing import fingerprint, sign
 from ..sigstore_bundle import render_message_bundle
 from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, gzip_writer, write_tar
 from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, FileEntry, Manifest,
-                     ManifestHealth, ManifestPort, ManifestService, ManifestSupplied, ManifestVolume,
+                     ManifestBackup, ManifestHealth, ManifestPort, ManifestService, ManifestSupplied, ManifestVolume,
                      provenance_subjects, render_sums, runbook_path)
 
 
@@ -84,7 +84,10 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             memory=bp.resources.memory if bp.resources else None,
             gpus=bp.resources.gpus if bp.resources else None,
             optional=name in ri.optional,
-            supplied=tuple(ManifestSupplied(key=k, description=comment_text(d)) for k, d in supplied_keys(ri, name)))
+            supplied=tuple(ManifestSupplied(key=k, description=comment_text(d)) for k, d in supplied_keys(ri, name)),
+            backup=ManifestBackup(method=bp.backup.method, dump=bp.backup.dump, restore=bp.backup.restore),
+            migrations=bp.migrations,
+            data_in=tuple(s for s in bp.data_in if s in ri.services))
     return out
 
 

@@ -36,7 +36,9 @@ from .engine import check_image_ids, check_running_images, containers, docker_cl
 from .health import HealthResult, Probe, budget, wait_healthy
 from .inputs import check_supplied, not_started_detail, peek_manifest, read_env, startable_optional, waiting_optional
 from .pull import pull_images
+from .restore import restore_snapshot
 from .secrets import write_secrets
+from .snapshots import DEFAULT_KEEP, rollback_snapshot, snapshot_before_upgrade
 from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
                     place, preflight, quiet, read_manifest, release_link, safe_manifest, stage, WRAPPER)
 from .unpack import unpack_bundle
@@ -75,11 +77,15 @@ def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[s
 
 def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *, key: str | os.PathLike | None = None,
                    start: bool = True, timeout: float = DEFAULT_TIMEOUT, say: Say = quiet,
-                   live: bool | None = None, gpu: bool | None = None) -> InstallResult:
+                   live: bool | None = None, gpu: bool | None = None,
+                   keep_snapshots: int = DEFAULT_KEEP) -> InstallResult:
     """Install (or upgrade to) ``bundle`` in ``install_dir``; see the module docstring.
 
     ``gpu``: turn the bundle's GPU reservations on (True) or off (False);
     None keeps what the install had (off for a new install).
+
+    An upgrade first snapshots the data of every service whose image changes
+    (``builder.install.snapshots``), keeping the newest ``keep_snapshots``.
     """
     bundle, install_dir = Path(bundle), Path(install_dir).absolute()
     if not bundle.is_file():
@@ -108,11 +114,12 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         return _install_release(client, install_dir, release, start, timeout, say, live, platform,
-                                unpacked.loaded, gpu)
+                                unpacked.loaded, gpu, keep_snapshots)
 
 
 def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
-                     live: bool | None, platform: str, loaded: list[str], gpu: bool) -> InstallResult:
+                     live: bool | None, platform: str, loaded: list[str], gpu: bool,
+                     keep_snapshots: int = DEFAULT_KEEP) -> InstallResult:
     manifest = read_manifest(release)
     result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version, release=release,
                            started=start, loaded=loaded)
@@ -120,6 +127,10 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
+    old = release_link(install_dir, "current")
+    if old is not None and old != release.resolve():  # an upgrade (or a downgrade): snapshot what changes
+        snapshot_before_upgrade(client, install_dir, old, read_manifest(old), manifest, keep=keep_snapshots,
+                                restart=not start, say=say)
     previous = _switch(install_dir, release, manifest, gpu, say)
     result.previous = previous.name if previous else None
     say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
@@ -205,8 +216,12 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
 
 
 def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT, start: bool = True,
-             say: Say = quiet, live: bool | None = None) -> InstallResult:
-    """Make the previous release current again and bring it up (volumes and secrets kept)."""
+             say: Say = quiet, live: bool | None = None, restore_data: bool = False) -> InstallResult:
+    """Make the previous release current again and bring it up (volumes and secrets kept).
+
+    Services with one-way migrations refuse to go back without their data;
+    ``restore_data`` restores their pre-upgrade snapshot (``snapshots.rollback_snapshot``).
+    """
     install_dir = Path(install_dir).absolute()
     preflight(install_dir)
     current = current_release(install_dir)
@@ -228,10 +243,16 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
                                hint=f"its images are gone from the engine: install its bundle again "
                                     f"(labbuild install BUNDLE --dir {install_dir})") from None
         check_supplied(manifest, install_dir)
+        one_way, snapshot = rollback_snapshot(install_dir, read_manifest(current), manifest,
+                                              restore_data=restore_data)
         result.secrets_added = _add_secrets(install_dir, previous, manifest)
         _switch(install_dir, previous, manifest, wrapper_gpu(install_dir), say)
         result.previous = current.name
         say(f"rolled back {install_dir} from {current.name} to {previous.name}")
+        if snapshot is not None:
+            say(f"restoring the data of {', '.join(one_way)} from {snapshot.path.name}")
+            restore_snapshot(client, install_dir, previous, manifest, snapshot.path, one_way, timeout=timeout,
+                             say=say)
         if not start:
             result.ok = True
             return result
