@@ -365,7 +365,7 @@ def test_markdown_code_of_the_shipped_commands():
 def test_shipped_postgres_services_dump_with_pg_dumpall_clean_if_exists_and_restore_with_psql():
     lab = load_lab(REPO)
     postgres = sorted(n for n, bp in lab.services.items() if bp.image.name == "docker.io/library/postgres")
-    assert postgres == ["dify-db", "langfuse-db", "litellm-db"]
+    assert postgres == ["dify-db", "flowise-db", "langfuse-db", "litellm-db"]
     for name in postgres:
         bp = lab.services[name]
         assert bp.backup.method == "exec", name
