@@ -41,6 +41,9 @@ COMMANDS: dict[str, str] = {
     "check": "builder.commands.install:check",
     "doctor": "builder.commands.install:doctor",
     "export": "builder.commands.export:export",
+    "backup": "builder.commands.backup:backup",
+    "restore": "builder.commands.backup:restore",
+    "backups": "builder.commands.backup:backups",
     "new-service": "builder.commands.scaffold:new_service",
 }
 

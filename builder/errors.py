@@ -98,3 +98,18 @@ class InstallError(LabbuildError):
 
 class ScaffoldError(LabbuildError):
     """A new service cannot be scaffolded."""
+
+
+class BackupError(LabbuildError):
+    """A backup cannot be made, verified or restored.
+
+    ``service`` and ``volume`` name what was being captured or restored,
+    ``member`` the backup file's member that failed (each None when unknown).
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, problems: list[Problem] | None = None,
+                 service: str | None = None, volume: str | None = None, member: str | None = None) -> None:
+        super().__init__(message, hint=hint, problems=problems)
+        self.service = service
+        self.volume = volume
+        self.member = member

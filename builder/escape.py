@@ -7,7 +7,7 @@ exactly the value — or says why it cannot, so ``validate`` refuses it:
 - env files (``lab.env``), read by compose's ``--env-file`` parser AND by
   ``sh`` (``. ./lab.env`` under dash and busybox): ``env_value`` /
   ``env_value_problem`` / ``parse_env_file``;
-- Markdown (runbooks), read by a CommonMark renderer: ``markdown_text``;
+- Markdown (runbooks), read by a CommonMark renderer: ``markdown_text``, ``markdown_code``;
 - YAML (compose.yaml) is written by PyYAML's safe dumper and JSON by
   ``fsutil.canonical_json``: both escape every string already; compose's own
   ``$`` interpolation is escaped by ``render.envfile.compose_literal``.
@@ -77,6 +77,19 @@ def markdown_text(text: str) -> str:
         cut = m.end() if m[1][0].isdigit() else m.start()
         escaped = escaped[:cut] + "\\" + escaped[cut:]
     return escaped
+
+
+def markdown_code(text: str) -> str:
+    """``text`` (one non-empty line, e.g. a command) as one CommonMark code span that renders as
+    exactly ``text`` (control characters as spaces): the fence is one backtick longer than the
+    longest run inside, padded with a space where CommonMark strips one."""
+    text = _CONTROL.sub(" ", text)
+    if not text:
+        return ""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    padded = text.strip(" ") and (longest or text.startswith(" ") and text.endswith(" "))
+    return f"{fence} {text} {fence}" if padded else f"{fence}{text}{fence}"
 
 
 def markdown_block(text: str) -> str:

@@ -174,6 +174,19 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Backup:
+    """``[backup]``: how ``labbuild backup`` captures the service's data.
+
+    ``volume``: stop it, archive its volumes through the engine, start it
+    again. ``exec``: ``dump`` streams the data out of the running container,
+    ``restore`` reads it back on stdin.
+    """
+    method: str = "volume"
+    dump: tuple[str, ...] = ()
+    restore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class When:
     """Wiring that applies only when ``other`` is in the same profile."""
     other: str
@@ -224,6 +237,9 @@ class Blueprint:
     when: tuple[When, ...] = ()
     runbook: tuple[RunbookEntry, ...] = ()
     models: tuple[Model, ...] = ()
+    backup: Backup = Backup()
+    migrations: str = "reversible"          # [upgrade] migrations: reversible | one-way
+    data_in: tuple[str, ...] = ()           # [upgrade] data_in: services holding the data it migrates
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -360,6 +376,11 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
                    for k, v in sorted(d.get("when", {}).items())),
         runbook=tuple(RunbookEntry(**r) for r in d.get("runbook", ())),
         models=tuple(Model(**m) for m in d.get("models", ())),
+        backup=Backup(method=d.get("backup", {}).get("method", "volume"),
+                      dump=tuple(d.get("backup", {}).get("dump", ())),
+                      restore=tuple(d.get("backup", {}).get("restore", ()))),
+        migrations=d.get("upgrade", {}).get("migrations", "reversible"),
+        data_in=tuple(d.get("upgrade", {}).get("data_in", ())),
         raw=d,
     )
 

@@ -38,6 +38,9 @@ holds only what the base lacks.
 bundle every one of them is a member ``images/blobs/sha256/<hex>``, in the
 same OCI layout as the images (each blob once); a bundle without images
 only names them. ``model_bytes`` is what placing them writes.
+"description"}]``: operator-supplied secrets, never generated, not in ``secrets``). The backup fields appear only when not
+their default: ``backup`` (``{"method", "dump", "restore"}``), ``migrations`` ("one-way") and
+``data_in`` (the services holding the data a one-way service migrates).
 """
 
 from __future__ import annotations
@@ -299,6 +302,15 @@ class ManifestModel:
 
 
 @dataclass(frozen=True)
+class ManifestBackup:
+    """How ``labbuild backup`` captures a service (``[backup]`` of its blueprint)."""
+
+    method: str = "volume"                  # volume | exec
+    dump: tuple[str, ...] = ()              # exec: argv whose stdout is the backup
+    restore: tuple[str, ...] = ()           # exec: argv reading the backup on stdin
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -316,6 +328,9 @@ class ManifestService:
     optional: bool = False                  # started only once its supplied secrets exist; never fails install
     supplied: tuple[ManifestSupplied, ...] = ()   # operator-supplied secrets (not in ``secrets``)
     models: tuple[ManifestModel, ...] = ()  # optional: omitted from JSON when empty
+    backup: ManifestBackup = ManifestBackup()   # omitted from manifest.json when the default
+    migrations: str = "reversible"          # "one-way": omitted when reversible
+    data_in: tuple[str, ...] = ()           # services holding the data it migrates; omitted when empty
 
 
 @dataclass(frozen=True)
@@ -412,6 +427,18 @@ class Manifest:
             del d["models"]   # likewise: only services with [[models]] carry the key
             if s.models:
                 d["models"] = [{**asdict(m), "blobs": [asdict(b) for b in m.blobs]} for m in s.models]
+            # optional fields stay out when default: bundles of labs that don't use them keep their bytes
+            if s.backup == ManifestBackup():
+                del d["backup"]
+            else:
+                d["backup"] = {"method": s.backup.method, "dump": list(s.backup.dump),
+                               "restore": list(s.backup.restore)}
+            if s.migrations == "reversible":
+                del d["migrations"]
+            if s.data_in:
+                d["data_in"] = list(s.data_in)
+            else:
+                del d["data_in"]
             return d
         out = {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -464,7 +491,9 @@ class Manifest:
                     supplied=tuple(ManifestSupplied(key=x["key"], description=str(x.get("description", "")))
                                    for x in s.get("supplied", ())),
                     models=tuple(ManifestModel(**{**m, "blobs": tuple(ManifestBlob(**b) for b in m["blobs"])})
-                                 for m in s.get("models", ())))
+                                 for m in s.get("models", ())),
+                    backup=_backup(s.get("backup")), migrations=str(s.get("migrations", "reversible")),
+                    data_in=tuple(s.get("data_in", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "since"
@@ -551,3 +580,13 @@ def model_bytes(manifest: Manifest) -> int:
             sizes[m.digest] = m.size
             sizes.update({b.digest: b.size for b in m.blobs})
     return sum(sizes.values())
+
+
+def _backup(data: Any) -> ManifestBackup:
+    if data is None:
+        return ManifestBackup()
+    backup = ManifestBackup(method=data["method"], dump=tuple(data.get("dump", ())),
+                            restore=tuple(data.get("restore", ())))
+    if backup.method not in ("volume", "exec") or (backup.method == "exec" and not (backup.dump and backup.restore)):
+        raise ValueError(f"backup: method {backup.method!r} needs dump and restore commands when exec")
+    return backup

@@ -25,9 +25,9 @@ from ..signing import fingerprint, sign
 from ..sigstore_bundle import render_message_bundle
 from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, gzip_writer, write_tar
 from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, FileEntry, Manifest,
-                     DeltaBase, ManifestBlob, ManifestHealth, ManifestModel, ManifestPort, ManifestService,
-                     ManifestSupplied, ManifestVolume, delta_filename, delta_top, provenance_subjects, render_sums,
-                     runbook_path)
+                     DeltaBase, ManifestBackup, ManifestBlob, ManifestHealth, ManifestModel, ManifestPort,
+                     ManifestService, ManifestSupplied, ManifestVolume, delta_filename, delta_top, provenance_subjects,
+                     render_sums, runbook_path)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,10 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             gpus=bp.resources.gpus if bp.resources else None,
             optional=name in ri.optional,
             supplied=tuple(ManifestSupplied(key=k, description=comment_text(d)) for k, d in supplied_keys(ri, name)),
-            models=manifest_models(bp, rec))
+            models=manifest_models(bp, rec),
+            backup=ManifestBackup(method=bp.backup.method, dump=bp.backup.dump, restore=bp.backup.restore),
+            migrations=bp.migrations,
+            data_in=tuple(s for s in bp.data_in if s in ri.services))
     return out
 
 

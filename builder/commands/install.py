@@ -53,12 +53,16 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
 @click.option("--no-start", is_flag=True, help="Unpack, load images and write secrets, but do not start.")
 @click.option("--base", "base", type=click.Path(dir_okay=False, path_type=Path), metavar="BASE_BUNDLE",
               help="For a delta bundle: the full base bundle, supplying the base images the engine lacks.")
+@click.option("--keep-snapshots", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Upgrades snapshot the data of every service whose image changes into DIR/backups/; "
+                   "keep this many of them.")
 @_timeout_option
 @_gpu_option
 @pass_output
 @click.pass_context
 def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, key: Path | None,
-            no_start: bool, timeout: float, gpu: bool | None, base: Path | None) -> None:
+            no_start: bool, timeout: float, gpu: bool | None, base: Path | None,
+            keep_snapshots: int) -> None:
     """Install BUNDLE into --dir, or upgrade the lab installed there.
 
     Runs `labbuild doctor` first and stops before touching anything when
@@ -82,11 +86,14 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     base release is installed: before anything changes, every base image it
     relies on must be in the engine (by image ID), else it is refused naming
     the base release and the image, unless --base supplies them.
+
+    An upgrade first snapshots the data of every service whose image changes
+    (see `labbuild backups`, `rollback --restore-data`).
     """
     from ..install.apply import install_bundle
 
     result = install_bundle(bundle, install_dir, key=key, start=not no_start, timeout=timeout, say=out.info,
-                            gpu=gpu, base=base)
+                            gpu=gpu, base=base, keep_snapshots=keep_snapshots)
     _render_install(ctx, out, result, "installed")
 
 
@@ -123,14 +130,23 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
 @click.command()
 @_dir_option
 @click.option("--no-start", is_flag=True, help="Switch back without starting the services.")
+@click.option("--restore-data", is_flag=True,
+              help="Also restore the pre-upgrade snapshot of the services whose migrations are one-way "
+                   "(required when there are any; changes made since the upgrade are lost).")
 @_timeout_option
 @pass_output
 @click.pass_context
-def rollback(ctx: click.Context, out: Output, install_dir: Path, no_start: bool, timeout: float) -> None:
-    """Return to the previous release (volumes and secrets kept) and wait until it is healthy."""
+def rollback(ctx: click.Context, out: Output, install_dir: Path, no_start: bool, restore_data: bool,
+             timeout: float) -> None:
+    """Return to the previous release (volumes and secrets kept) and wait until it is healthy.
+
+    A service whose blueprint declares one-way migrations cannot run its old
+    image on migrated data: rollback refuses unless --restore-data, which
+    restores that service's snapshot taken before the upgrade.
+    """
     from ..install.apply import rollback as do_rollback
 
-    result = do_rollback(install_dir, start=not no_start, timeout=timeout, say=out.info)
+    result = do_rollback(install_dir, start=not no_start, timeout=timeout, say=out.info, restore_data=restore_data)
     _render_install(ctx, out, result, "rolled back to")
 
 

@@ -41,7 +41,9 @@ from .health import HealthResult, Probe, budget, wait_healthy
 from .inputs import check_supplied, not_started_detail, peek_manifest, read_env, startable_optional, waiting_optional
 from .pull import pull_images
 from .models import Placement, bundle_fingerprint, place_models
+from .restore import restore_snapshot
 from .secrets import write_secrets
+from .snapshots import DEFAULT_KEEP, rollback_snapshot, snapshot_before_upgrade
 from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
                     place, preflight, quiet, read_manifest, release_link, safe_manifest, stage, WRAPPER)
 from .unpack import unpack_bundle
@@ -84,13 +86,16 @@ def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[s
 def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *, key: str | os.PathLike | None = None,
                    start: bool = True, timeout: float = DEFAULT_TIMEOUT, say: Say = quiet,
                    live: bool | None = None, gpu: bool | None = None,
-                   base: str | os.PathLike | None = None) -> InstallResult:
+                   base: str | os.PathLike | None = None, keep_snapshots: int = DEFAULT_KEEP) -> InstallResult:
     """Install (or upgrade to) ``bundle`` in ``install_dir``; see the module docstring.
 
     ``gpu``: turn the bundle's GPU reservations on (True) or off (False);
     None keeps what the install had (off for a new install). ``base``: for a
     delta bundle, the base bundle file supplying the base images the engine
     lacks (``builder.install.unpack``).
+
+    An upgrade first snapshots the data of every service whose image changes
+    (``builder.install.snapshots``), keeping the newest ``keep_snapshots``.
     """
     bundle, install_dir = Path(bundle), Path(install_dir).absolute()
     for path in (bundle, *([Path(base)] if base is not None else [])):
@@ -121,7 +126,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         result = _install_release(client, install_dir, release, start, timeout, say, live, platform,
-                                  unpacked.loaded, gpu, bundle, verified)
+                                  unpacked.loaded, gpu, bundle, verified, keep_snapshots)
         if manifest.since is not None:
             result.delta = {**delta_summary(manifest).to_json(), "retagged": unpacked.retagged}
         return result
@@ -129,7 +134,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
 
 def _install_release(client, install_dir: Path, release: Path, start: bool, timeout: float, say: Say,
                      live: bool | None, platform: str, loaded: list[str], gpu: bool,
-                     bundle: Path, verified: tuple[int, ...]) -> InstallResult:
+                     bundle: Path, verified: tuple[int, ...], keep_snapshots: int = DEFAULT_KEEP) -> InstallResult:
     manifest = read_manifest(release)
     result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version, release=release,
                            started=start, loaded=loaded)
@@ -137,6 +142,10 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
+    old = release_link(install_dir, "current")
+    if old is not None and old != release.resolve():  # an upgrade (or a downgrade): snapshot what changes
+        snapshot_before_upgrade(client, install_dir, old, read_manifest(old), manifest, keep=keep_snapshots,
+                                restart=not start, say=say)
     previous = _switch(install_dir, release, manifest, gpu, say)
     if shipped_models(manifest):
         result.models = _place_models(client, bundle, verified, install_dir, manifest, say)
@@ -239,8 +248,12 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
 
 
 def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT, start: bool = True,
-             say: Say = quiet, live: bool | None = None) -> InstallResult:
-    """Make the previous release current again and bring it up (volumes and secrets kept)."""
+             say: Say = quiet, live: bool | None = None, restore_data: bool = False) -> InstallResult:
+    """Make the previous release current again and bring it up (volumes and secrets kept).
+
+    Services with one-way migrations refuse to go back without their data;
+    ``restore_data`` restores their pre-upgrade snapshot (``snapshots.rollback_snapshot``).
+    """
     install_dir = Path(install_dir).absolute()
     preflight(install_dir)
     current = current_release(install_dir)
@@ -262,10 +275,16 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
                                hint=f"its images are gone from the engine: install its bundle again "
                                     f"(labbuild install BUNDLE --dir {install_dir})") from None
         check_supplied(manifest, install_dir)
+        one_way, snapshot = rollback_snapshot(install_dir, read_manifest(current), manifest,
+                                              restore_data=restore_data)
         result.secrets_added = _add_secrets(install_dir, previous, manifest)
         _switch(install_dir, previous, manifest, wrapper_gpu(install_dir), say)
         result.previous = current.name
         say(f"rolled back {install_dir} from {current.name} to {previous.name}")
+        if snapshot is not None:
+            say(f"restoring the data of {', '.join(one_way)} from {snapshot.path.name}")
+            restore_snapshot(client, install_dir, previous, manifest, snapshot.path, one_way, timeout=timeout,
+                             say=say)
         if not start:
             result.ok = True
             return result

@@ -43,6 +43,7 @@ from .state import ENV_FILE, WRAPPER, WRAPPER_HEAD
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+VOLUME_LABEL = "com.docker.compose.volume"
 
 
 def _is_v2(cmd: list[str]) -> bool:

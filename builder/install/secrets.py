@@ -119,3 +119,31 @@ def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ())
     else:
         os.chmod(env_path, 0o600)
     return added
+
+
+def env_values(text: str) -> dict[str, str]:
+    """``{KEY: raw value}`` of a .env file's text (the last assignment of a key wins)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _ENV_LINE_RE.match(line)
+        if m:
+            out[m.group(1)] = line[m.end():]
+    return out
+
+
+def replace_values(existing: str, wanted: dict[str, str]) -> tuple[str, list[str]]:
+    """``existing`` .env text with each key of ``wanted`` set to its value (lines replaced in place,
+    missing keys appended). Returns the new text and the keys whose value changed."""
+    have = env_values(existing)
+    changed = sorted(k for k, v in wanted.items() if have.get(k) != v)
+    lines, done = [], set()
+    for line in existing.splitlines():
+        m = _ENV_LINE_RE.match(line)
+        if m and m.group(1) in wanted:
+            if m.group(1) in done:
+                continue
+            line = f"{m.group(1)}={wanted[m.group(1)]}"
+            done.add(m.group(1))
+        lines.append(line)
+    lines += [f"{k}={wanted[k]}" for k in sorted(wanted) if k not in done]
+    return "".join(line + "\n" for line in lines), changed

@@ -3,12 +3,13 @@ troubleshooting, from a package-data template) and one page per service."""
 
 from __future__ import annotations
 
+import shlex
 from string import Template
 from typing import Any
 
 from ..blueprint import Blueprint, Port, secret_env_key
 from ..bundle.layout import runbook_path
-from ..escape import markdown_block, markdown_text
+from ..escape import markdown_block, markdown_code, markdown_text
 from ..limits import LIMITS, MiB
 from .release import ReleaseInput, volume_name
 from .text import template_text
@@ -105,7 +106,8 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
         out.append(f"- Container healthcheck: `{' '.join(bp.healthcheck.test)}`")
     if bp.metrics:
         out.append(f"- Metrics: `{name}:{bp.port(bp.metrics.port).container}{bp.metrics.path}` (scraped by Prometheus)")
-    out += ["", "## Logs and restart", "", "```sh",
+    out += ["", *_backup_section(ri, name, bp)]
+    out += ["## Logs and restart", "", "```sh",
             ri.compose_command("ps", "DIR"),
             f"docker compose logs --tail 100 -f {name}",
             f"docker compose restart {name}",
@@ -118,6 +120,40 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
                 out += [f"**Cause:** {markdown_block(entry.cause)}", ""]
             out += [f"**Fix:** {markdown_block(entry.fix)}", ""]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _backup_section(ri: ReleaseInput, name: str, bp: Blueprint) -> list[str]:
+    """Backup method and why, restore, and the upgrade/rollback path of one service."""
+    out = ["## Backup, restore, upgrade", ""]
+    if bp.backup.method == "exec":
+        out.append(f"- Backup method **exec**: `labbuild backup` streams {markdown_code(shlex.join(bp.backup.dump))} out of "
+                   f"the running container — no downtime, and a dump outlives the data directory's format. "
+                   f"Restore feeds it to {markdown_code(shlex.join(bp.backup.restore))} on stdin, with the services that "
+                   f"use {name} stopped meanwhile.")
+    elif bp.volumes:
+        out.append(f"- Backup method **volume**: `labbuild backup` stops {name} (files are consistent only while "
+                   "nothing writes them), archives its volumes through the Docker engine and starts it again; "
+                   "no helper image, so it works air-gapped. Restore replaces the volumes' contents.")
+    else:
+        out.append(f"- Nothing to back up: {name} keeps no data of its own.")
+    if bp.backup.method == "exec" or bp.volumes:
+        out.append(f"- `labbuild backup --dir DIR {name}`; `labbuild restore FILE --dir DIR {name}` "
+                   "(add `--secrets` when `DIR/.env` was regenerated since the backup).")
+        out.append(f"- Upgrade: a newer bundle that changes {name}'s image snapshots its data first "
+                   "(`labbuild backups --dir DIR`).")
+    held = [d for d in bp.data_in if d in ri.services]
+    if bp.migrations == "one-way":
+        data = ", ".join([name] * bool(bp.volumes or bp.backup.method == "exec") + held)
+        out.append(f"- Rollback: **one-way migrations** — {name} migrates its data forward when a new version "
+                   "starts, and an older image cannot read migrated data. `labbuild rollback` refuses unless "
+                   f"`--restore-data`, which restores the pre-upgrade snapshot of {data}: what changed since "
+                   "the upgrade is lost (back it up first).")
+    else:
+        out.append("- Rollback: `labbuild rollback --dir DIR` keeps the data as it is.")
+    if held:
+        out.append(f"- Its data lives in {', '.join(f'[{d}]({d}.md)' for d in held)}: snapshotted before its "
+                   "upgrades and restored with it.")
+    return out + [""]
 
 
 def render_runbooks(ri: ReleaseInput) -> dict[str, str]:

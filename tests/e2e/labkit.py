@@ -23,10 +23,11 @@ VENV_BIN = REPO / ".venv" / "bin"
 
 
 def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"ok\n", name: str = "svc",
-                start_delay: int = 0, salt: str = ""):
+                start_delay: int = 0, salt: str = "", prelude: str = ""):
     """busybox httpd on 8080 serving /healthz and /version, under a shell that exits on
     SIGTERM (a bare httpd as PID 1 ignores it, and every stop would wait 10 s).
-    ``salt`` (e.g. the lab's name) makes the image ID unique to one test."""
+    ``salt`` (e.g. the lab's name) makes the image ID unique to one test;
+    ``prelude``: shell commands run first (e.g. a "migration" rewriting /data)."""
     base = {"bin/busybox": (BUSYBOX.read_bytes(), 0o755), "bin/sh": "->busybox", "tmp/.keep": b""}
     app = {"www/healthz": health, "www/version": version.encode() + b"\n", "www/name": name.encode() + b"\n",
            "data/.keep": b""}
@@ -35,7 +36,7 @@ def httpd_image(version: str, platform: str = "linux/amd64", health: bytes = b"o
     if not health:
         del app["www/healthz"]
     delay = f"/bin/busybox sleep {start_delay} & wait; " if start_delay else ""
-    script = f"trap 'exit 0' TERM INT; {delay}/bin/busybox httpd -f -p 8080 -h /www & wait"
+    script = (prelude + "; " if prelude else "") + f"trap 'exit 0' TERM INT; {delay}/bin/busybox httpd -f -p 8080 -h /www & wait"
     return make_image([base, app], platform=platform, exposed=[8080], cmd=["/bin/sh", "-c", script],
                       label=f"version={version}")
 
@@ -61,6 +62,7 @@ class Service:
     image_id: str = ""
     extra: str = ""                 # more blueprint TOML, appended as is
     models: list = field(default_factory=list)   # [{name, tag, digest, path?, role?}] into the volume "data"
+    prelude: str = ""               # shell run before httpd starts (see httpd_image)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class AirgapLab:
     def push(self, svc: Service) -> None:
         """Build and push ``svc``'s image at its version; remember digest and image ID."""
         img = httpd_image(svc.version, health=b"" if svc.broken else b"ok\n", name=svc.name,
-                          start_delay=svc.start_delay, salt=self.salt)
+                          start_delay=svc.start_delay, salt=self.salt, prelude=svc.prelude)
         with self.registry.client() as client:
             if svc.multiarch:
                 arm = httpd_image(svc.version, platform="linux/arm64", name=svc.name, salt=self.salt)
@@ -92,6 +94,13 @@ class AirgapLab:
                 svc.digest = push_image(client, self.repo(svc.name), svc.version, img)
         svc.image_id = img.image_id
         self.refs.add(f"{self.image_name(svc.name)}:{svc.version}")
+
+    def update(self, *names: str) -> None:
+        """Push the images of ``names`` (default: every service), rewrite the blueprints, lock."""
+        for name in names or sorted(self.services):
+            self.push(self.services[name])
+        self.write()
+        self.lock()
 
     def write(self) -> None:
         (self.root / "blueprints" / "services").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,315 @@
+"""`labbuild restore`: put a backup's data back into an installed lab.
+
+Nothing is touched before the whole file verified (every member's sha256
+and size against backup.json; a sealed backup is opened first into an
+unnamed-on-exit temp file beside it) and before the backup was judged to
+fit this install: same lab, every service it restores installed, with the
+volumes and method the backup holds.
+
+Then, per service of method ``volume``: its container is stopped and removed
+(``compose rm -s -f``), its volumes are deleted and compose creates them
+and the container anew (``up --no-start --no-deps``) — the delete — and each
+volume's archive is written into the created container through the engine's
+archive API (``PUT /containers/{id}/archive``) — the put. Every step is
+idempotent, so a restore killed midway can simply be run again and ends in
+the backed-up state. Then the services start. A service of method ``exec``
+is started if needed, waited for, and its ``restore`` command is fed the
+dump on stdin (``pg_dumpall -c --if-exists`` output drops and recreates,
+so that too can be re-run). With ``secrets``, ``DIR/.env`` gets the backup's
+values back first and compose recreates whatever uses them. Finally every
+restored service must answer its health probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import socket
+import struct
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import docker
+
+from ..bundle.layout import Manifest
+from ..errors import BackupError
+from ..fsutil import atomic_write
+from ..limits import MAX_ENV_BYTES
+from .backup import engine_call
+from .backupcrypt import decrypt_stream, is_encrypted, load_identity
+from .backupfile import ENV_MEMBER, TOP, BackupManifest, dump_member, verify_backup, volume_member
+from .compose import PROJECT_LABEL, VOLUME_LABEL, Project
+from .engine import containers, docker_client, running
+from .health import HealthResult, Probe, wait_healthy
+from .secrets import env_values, replace_values
+from .state import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
+
+BLOCK = 1 << 20
+
+
+@dataclass
+class RestoreResult:
+    ok: bool
+    path: Path
+    lab: str
+    version: str                            # the backup's lab version
+    services: list[str]
+    secrets_restored: list[str] = field(default_factory=list)   # keys, never values
+    health: dict[str, HealthResult] = field(default_factory=dict)
+    failure: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "path": str(self.path), "lab": self.lab, "backup_version": self.version,
+                "services": {s: (self.health[s].state if s in self.health else "restored") for s in self.services},
+                "secrets_restored": self.secrets_restored, "error": self.failure}
+
+
+def restore_backup(backup: str | os.PathLike, install_dir: str | os.PathLike, *, services: Iterable[str] = (),
+                   secrets: bool = False, identity: str | os.PathLike | None = None, timeout: float = 300.0,
+                   say: Say = quiet) -> RestoreResult:
+    """Restore ``services`` (default: all the backup holds) of the lab in ``install_dir`` from ``backup``."""
+    backup, install_dir = Path(backup), Path(install_dir).absolute()
+    if not backup.is_file():
+        raise BackupError(f"{backup}: no such backup file", hint=f"list them: labbuild backups --dir {install_dir}")
+    release = current_release(install_dir)
+    manifest = read_manifest(release)
+    client = docker_client()
+    with dir_lock(install_dir), opened_backup(backup, identity) as plain:
+        say(f"verifying {backup}")
+        bm = verify_backup(plain)
+        chosen = check_fits(bm, manifest, services, backup)
+        return apply_restore(client, install_dir, release, manifest, plain, bm, chosen, secrets=secrets,
+                             timeout=timeout, say=say, shown=backup)
+
+
+@contextlib.contextmanager
+def opened_backup(path: Path, identity: str | os.PathLike | None) -> Iterator[Path]:
+    """The plain backup: ``path`` itself, or a sealed one opened into a private temp file beside it."""
+    if not is_encrypted(path):
+        yield path
+        return
+    if identity is None:
+        raise BackupError(f"{path}: is encrypted", hint="pass the X25519 private key: --identity KEY.pem")
+    key = load_identity(Path(identity))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.open")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
+            decrypt_stream(src, dst, key, str(path))
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def restore_snapshot(client, install_dir: Path, release: Path, manifest: Manifest, snapshot: Path,
+                     services: list[str], *, timeout: float, say: Say) -> RestoreResult:
+    """Restore ``services`` from a pre-upgrade snapshot into the (already active) ``release``;
+    the caller holds the DIR lock (rollback --restore-data)."""
+    say(f"verifying {snapshot}")
+    bm = verify_backup(snapshot)
+    chosen = check_fits(bm, manifest, services, snapshot)
+    return apply_restore(client, install_dir, release, manifest, snapshot, bm, chosen, secrets=False,
+                         timeout=timeout, say=say, shown=snapshot)
+
+
+def check_fits(bm: BackupManifest, manifest: Manifest, wanted: Iterable[str], shown: Path) -> list[str]:
+    """The services to restore; BackupError when the backup does not fit this install."""
+    if bm.lab != manifest.lab:
+        raise BackupError(f"{shown} is a backup of the lab {bm.lab!r}; {manifest.lab!r} is installed here",
+                          hint="restore a backup of this lab, or restore into an install of that lab")
+    chosen = sorted(dict.fromkeys(wanted)) or sorted(bm.services)
+    for svc in chosen:
+        if svc not in bm.services:
+            raise BackupError(f"{shown} holds no backup of {svc} (it holds: {', '.join(sorted(bm.services))})",
+                              service=svc)
+        if svc not in manifest.services:
+            raise BackupError(f"{svc}: backed up from {bm.lab} {bm.version} but not installed here "
+                              f"({manifest.lab} {manifest.version})", service=svc,
+                              hint="install a release that has it, or name the services to restore")
+        entry, saved = manifest.services[svc], bm.services[svc]
+        if saved.method != entry.backup.method:
+            raise BackupError(f"{svc}: backed up by method {saved.method}, but the installed release "
+                              f"restores it by method {entry.backup.method}", service=svc,
+                              hint="install the release the backup was made with, then restore")
+        have = {v.name: v for v in entry.volumes}
+        for v in saved.volumes:
+            if v.name not in have:
+                raise BackupError(f"{svc}: the backup holds volume {v.name}, the installed {svc} has no such volume",
+                                  service=svc, volume=v.name)
+            if posixpath.normpath(have[v.name].target) == "/":
+                raise BackupError(f"{svc}: volume {v.name} is mounted at /: cannot be restored", service=svc)
+    return chosen
+
+
+def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, plain: Path, bm: BackupManifest,
+                  chosen: list[str], *, secrets: bool, timeout: float, say: Say, shown: Path) -> RestoreResult:
+    """Restore ``chosen`` from the verified ``plain`` backup (the caller holds the DIR lock)."""
+    lab = manifest.lab
+    project = Project(name=lab, install_dir=install_dir)
+    result = RestoreResult(ok=False, path=shown, lab=lab, version=bm.version, services=chosen)
+    with tarfile.open(plain, mode="r:") as tar:
+        def member(rel: str) -> BinaryIO:
+            fh = tar.extractfile(f"{TOP}/{rel}")
+            if fh is None:
+                raise BackupError(f"{shown}: member {rel} is missing", member=rel)
+            return fh
+
+        if bm.members.get(ENV_MEMBER, None) is not None and bm.members[ENV_MEMBER].size > MAX_ENV_BYTES:
+            raise BackupError(f"{shown}: member {ENV_MEMBER} is {bm.members[ENV_MEMBER].size} bytes, more than an "
+                              f"install's .env may have ({MAX_ENV_BYTES})", member=ENV_MEMBER)
+        if secrets and ENV_MEMBER in bm.members:
+            result.secrets_restored = _restore_env(install_dir, member(ENV_MEMBER).read())
+            say(f"restored {len(result.secrets_restored)} changed value(s) in {install_dir / ENV_FILE}"
+                + (": " + ", ".join(result.secrets_restored) if result.secrets_restored else ""))
+        elif ENV_MEMBER in bm.members:
+            _warn_secrets(install_dir, member(ENV_MEMBER).read(), manifest, chosen, say)
+        volume_services = [s for s in chosen if bm.services[s].method == "volume"]
+        exec_services = [s for s in chosen if bm.services[s].method == "exec"]
+        for svc in volume_services:
+            say(f"{svc}: stopping and removing its container")
+            project.run("rm", "-s", "-f", svc)
+            # names and paths come from the installed release; the backup only says which of them it holds
+            installed = {v.name: v for v in manifest.services[svc].volumes}
+            volumes = [installed[v.name] for v in bm.services[svc].volumes]
+            for v in volumes:
+                _remove_volume(client, lab, svc, v.volume)
+            project.run("up", "--no-start", "--no-deps", svc)
+            container = containers(client, lab).get(svc)
+            if container is None:
+                raise BackupError(f"{svc}: compose created no container", service=svc,
+                                  hint="run `labbuild status --dir DIR` and the compose logs")
+            for v in volumes:
+                say(f"{svc}: restoring volume {v.volume} ({v.target})")
+                fh = member(volume_member(svc, v.name))
+                parent = posixpath.dirname(v.target.rstrip("/")) or "/"
+                engine_call(lambda: client.api.put_archive(container.id, parent, iter(lambda: fh.read(BLOCK), b"")),
+                            svc, v.volume, f"write {v.target}")
+        started = sorted(set(volume_services) | set(exec_services))
+        # a database is restored with no client connected (pg_dumpall -c drops what it recreates)
+        up = set(running(client, lab))
+        clients = sorted(s for s, e in manifest.services.items()
+                         if s not in started and s in up and set(e.depends_on) & set(exec_services))
+        if clients:
+            say(f"stopping {', '.join(clients)} while {', '.join(exec_services)} is restored")
+            project.run("stop", *clients)
+        if started:
+            project.run("up", "-d", "--no-deps", *started)
+        for svc in exec_services:
+            _wait_running(client, lab, svc, manifest, timeout, say)
+            _feed(client, containers(client, lab)[svc], svc, manifest.services[svc].backup.restore,
+                  member(dump_member(svc)), timeout, say)
+        if result.secrets_restored:
+            say(f"starting {lab} (compose recreates what uses the restored secrets)")
+            project.up()
+        elif clients:
+            project.run("up", "-d", "--no-deps", *clients)
+        started = sorted(set(started) | set(clients))
+    probes = {s: Probe.from_health(s, manifest.services[s].health) for s in started}
+    depends = {s: [d for d in manifest.services[s].depends_on if d in started] for s in started}
+    result.health = wait_healthy(probes, depends, timeout, say=say, live=False)
+    bad = [r for r in result.health.values() if not r.ok]
+    result.ok = not bad
+    if bad:
+        result.failure = (f"{bad[0].service} is not healthy after the restore: {bad[0].detail}; "
+                          f"its data is restored — see runbooks/{bad[0].service}.md")
+    return result
+
+
+def _restore_env(install_dir: Path, saved: bytes) -> list[str]:
+    env = install_dir / ENV_FILE
+    existing = env.read_text("utf-8") if env.exists() else ""
+    text, changed = replace_values(existing, env_values(saved.decode("utf-8")))
+    atomic_write(env, text, mode=0o600)
+    return changed
+
+
+def _warn_secrets(install_dir: Path, saved: bytes, manifest: Manifest, chosen: list[str], say: Say) -> None:
+    env = install_dir / ENV_FILE
+    now = env_values(env.read_text("utf-8")) if env.exists() else {}
+    old = env_values(saved.decode("utf-8", "replace"))
+    keys = sorted({k for s in chosen for k in manifest.services[s].secrets if k in old and old[k] != now.get(k)})
+    if keys:
+        say("warning: the restored data was made with other values of " + ", ".join(keys)
+            + " than DIR/.env holds now; if the service fails to log in, restore again with --secrets")
+
+
+def _remove_volume(client, lab: str, svc: str, volume: str) -> None:
+    """Delete the compose volume ``volume`` of project ``lab`` (absent already: fine)."""
+    found = client.volumes.list(filters={"label": [f"{PROJECT_LABEL}={lab}", f"{VOLUME_LABEL}={volume}"]})
+    for vol in found:
+        with contextlib.suppress(docker.errors.NotFound):
+            engine_call(lambda v=vol: v.remove(), svc, volume, "delete the volume (is another container using it?)")
+
+
+def _wait_running(client, lab: str, svc: str, manifest: Manifest, timeout: float, say: Say) -> None:
+    """Until ``svc`` runs and (when it has a container healthcheck) reports healthy."""
+    deadline = time.monotonic() + timeout
+    entry = manifest.services[svc]
+    probe = Probe.from_health(svc, entry.health)
+    if probe is not None:
+        r = wait_healthy({svc: probe}, {svc: []}, timeout, say=say, live=False)[svc]
+        if not r.ok:
+            raise BackupError(f"{svc}: not healthy, cannot feed its restore command: {r.detail}", service=svc)
+        return
+    while time.monotonic() < deadline:
+        c = containers(client, lab).get(svc)
+        state = c.attrs.get("State", {}) if c is not None else {}
+        health = (state.get("Health") or {}).get("Status")
+        if state.get("Status") == "running" and (not entry.healthcheck or health == "healthy"):
+            return
+        time.sleep(0.5)
+    raise BackupError(f"{svc}: not running/healthy within {timeout:.0f}s; cannot feed its restore command",
+                      service=svc, hint="see its logs: docker compose logs " + svc)
+
+
+def _demux(raw: bytes) -> str:
+    """Text of a (possibly truncated) multiplexed exec stream (8-byte frame headers)."""
+    out, i = [], 0
+    while i + 8 <= len(raw):
+        (size,) = struct.unpack(">I", raw[i + 4:i + 8])
+        out.append(raw[i + 8:i + 8 + size])
+        i += 8 + size
+    return b"".join(out).decode("utf-8", "replace")
+
+
+def _feed(client, container, svc: str, argv: tuple[str, ...], src: BinaryIO, timeout: float, say: Say) -> None:
+    """Run ``argv`` in ``container`` with ``src`` on its stdin (the attach socket); BackupError on failure."""
+    say(f"{svc}: feeding its dump to {' '.join(argv)}")
+    api = client.api
+    exec_id = engine_call(lambda: api.exec_create(container.id, list(argv), stdin=True, stdout=True, stderr=True)["Id"],
+                      svc, None, "start the restore command")
+    sock = engine_call(lambda: api.exec_start(exec_id, socket=True), svc, None, "attach to the restore command")
+    raw = getattr(sock, "_sock", sock)
+    output = bytearray()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while data := raw.recv(65536):
+                if len(output) < 65536:
+                    output.extend(data[:65536 - len(output)])
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        while block := src.read(BLOCK):
+            raw.sendall(block)
+        raw.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        raise BackupError(f"{svc}: the restore command stopped reading its input ({exc}): "
+                          + _demux(bytes(output))[-500:], service=svc) from None
+    reader.join(timeout)
+    deadline = time.monotonic() + timeout
+    while (info := api.exec_inspect(exec_id)).get("Running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(OSError):
+        sock.close()
+    if info.get("ExitCode") != 0:
+        tail = _demux(bytes(output)).strip().splitlines()[-5:]
+        raise BackupError(f"{svc}: restore command exited {info.get('ExitCode')}: " + (" / ".join(tail) or "(no output)"),
+                          service=svc, hint="fix the cause and run the restore again (it is safe to repeat)")
