@@ -251,6 +251,9 @@ def _archive(client, container, svc: str, vol: BackupVolume, writer: BackupWrite
                           service=svc, volume=vol.volume, hint="check the engine log and disk space") from None
     except OSError as exc:
         raise _write_error(exc, writer, svc, vol.volume) from None
+    finally:
+        if hasattr(stream, "close"):       # never leave an unread archive stream on the engine connection
+            stream.close()
 
 
 def _write_error(exc: OSError, writer: BackupWriter, svc: str, volume: str | None) -> BackupError:

@@ -406,7 +406,7 @@ def test_a_full_disk_names_the_service_and_volume_and_leaves_the_lab_running(air
 
     proc = subprocess.run([str(Path(sys.executable).with_name("labbuild")), "--json", "backup", "--dir", str(target),
                            "--out", str(final)], capture_output=True, text=True, preexec_fn=small_disk,
-                          env={**os.environ, "PATH": path_with_venv()})
+                          env={**os.environ, "PATH": path_with_venv()}, timeout=240)
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
     assert out["error"].startswith("web volume web_data: cannot write the backup (File too large)")
