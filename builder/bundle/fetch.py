@@ -159,18 +159,25 @@ def _blobs_of(plans: list[PlannedImage]) -> dict[str, tuple[int | None, str]]:
     return blobs
 
 
+def check_manifest(data: bytes, what: str, config: str | None, layers: list[str]) -> None:
+    """A fetched manifest (image or model) must name exactly the locked ``config`` and ``layers``;
+    ``what`` names it in the BundleError (``<reference> ... manifest <digest>``)."""
+    try:
+        m = json.loads(data)
+        got_config = m["config"]["digest"]
+        got_layers = [layer["digest"] for layer in m["layers"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{what} is malformed ({exc})") from None
+    if config is None or got_config != config or got_layers != layers:
+        raise BundleError(f"{what} does not match the lock",
+                          hint="the lock is damaged or was edited by hand; run `labbuild lock` again")
+
+
 def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
     """The fetched platform manifest must name exactly the locked config and layers."""
     rec = plan.platforms[platform]
-    try:
-        m = json.loads(data)
-        config = m["config"]["digest"]
-        layers = [l["digest"] for l in m["layers"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} is malformed ({exc})") from None
-    if config != rec.config or layers != [l.digest for l in rec.layers]:
-        raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} does not match the lock",
-                          hint="the lock is damaged or was edited by hand; run `labbuild lock` again")
+    check_manifest(data, f"{plan.reference} ({platform}): manifest {rec.manifest}", rec.config,
+                   [layer.digest for layer in rec.layers])
 
 
 # --------------------------------------------------------------------------- fetching (network)

@@ -29,7 +29,7 @@ from ..fsutil import canonical_json
 from ..lockfile import Lock, ModelRecord
 from ..registry import RegistryClient
 from .archive import BundleFile
-from .fetch import REF_NAME, PendingBlob, _download
+from .fetch import REF_NAME, PendingBlob, _download, check_manifest
 from .layout import IMAGES_DIR, model_blob_path
 
 INDEX_MEMBER = f"{IMAGES_DIR}/index.json"
@@ -88,15 +88,8 @@ def with_model_index(index_json: bytes, plans: list[PlannedModel]) -> bytes:
 
 def _check_manifest(rec: ModelRecord, data: bytes) -> None:
     """The fetched model manifest must name exactly the locked config and layers."""
-    try:
-        m = json.loads(data)
-        config = m["config"]["digest"]
-        layers = [l["digest"] for l in m["layers"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"model {rec.reference}: manifest {rec.digest} is malformed ({exc})") from None
-    if rec.config is None or config != rec.config.digest or layers != [l.digest for l in rec.layers]:
-        raise BundleError(f"model {rec.reference}: manifest {rec.digest} does not match the lock",
-                          hint="the lock is damaged or was edited by hand; run `labbuild lock` again")
+    check_manifest(data, f"model {rec.reference}: manifest {rec.digest}",
+                   rec.config.digest if rec.config is not None else None, [layer.digest for layer in rec.layers])
 
 
 def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[BundleFile],
