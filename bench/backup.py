@@ -8,11 +8,18 @@ container labelled as service `store` of a compose project, writes the
 smallest install dir `labbuild backup --dir` needs (a release whose
 manifest.json names that service and volume), then measures:
 
-- `labbuild backup --dir DIR --out FILE` (stop the container, stream the
-  volume through the engine's archive API into the backup file, hash every
-  member, fsync, rename, start the container again) vs
-  `tar -cf FILE -C <the volume's directory on the host> .`     target <= 1.3x
+- `labbuild backup --dir DIR --out FILE` (stop the container, read the volume
+  — from its host directory, as root beside the local engine — into the
+  backup file, hash every member, fsync, rename, start the container again) vs
+  `tar -cf FILE -C <the volume's directory on the host> . && sync FILE`  target <= 1.3x
 - peak RSS of the labbuild process                              target <= 200 MiB
+
+The peer syncs its file because labbuild's backup does: a backup is on disk
+when the command returns (fsync before the rename), and on this machine's
+disk the fsync of 1 GiB alone costs more than `tar -cf` into the page cache.
+The ratio against `tar -cf` without sync, and `labbuild backup
+--engine-archive` (the engine's archive API, the path for remote engines
+and non-root users), are printed too, not gated.
 
 Both write to the same filesystem ($BENCH_DIR, default /tmp/labbuild-bench-backup);
 the best of --runs runs counts for each. Needs root (the volume's host
@@ -141,23 +148,34 @@ def main() -> int:
             have = fill(data, args.gib)
         print(f"volume {volume.name}: {have / MiB:.0f} MiB in {sum(1 for _ in data.rglob('*'))} entries")
         root = install_dir(WORK / "inst")
-        labbuild_times, tar_times, rss = [], [], 0
+        times: dict[str, list[float]] = {"labbuild": [], "engine": [], "tar": [], "tar+sync": []}
+        rss = 0
         for _ in range(args.runs):
             for f in out.iterdir():
                 f.unlink()
             seconds, peak = timed([labbuild_exe(), "backup", "--dir", str(root), "--out", str(out / "b.backup.tar")])
-            labbuild_times.append(seconds)
+            times["labbuild"].append(seconds)
             rss = max(rss, peak)
-            tar_times.append(timed(["tar", "-cf", str(out / "t.tar"), "-C", str(data), "."])[0])
+            times["tar+sync"].append(timed(["sh", "-c", 'tar -cf "$1" -C "$2" . && sync "$1"', "tar",
+                                            str(out / "s.tar"), str(data)])[0])
+            times["tar"].append(timed(["tar", "-cf", str(out / "t.tar"), "-C", str(data), "."])[0])
+            seconds, peak = timed([labbuild_exe(), "backup", "--engine-archive", "--dir", str(root),
+                                   "--out", str(out / "e.backup.tar")])
+            times["engine"].append(seconds)
+            rss = max(rss, peak)
         size_b, size_t = (out / "b.backup.tar").stat().st_size, (out / "t.tar").stat().st_size
         container.reload()
-        best_l, best_t = min(labbuild_times), min(tar_times)
-        print(f"labbuild backup: {', '.join(f'{t:.2f}' for t in labbuild_times)} s  ({size_b / MiB:.0f} MiB file, "
-              f"{have / MiB / best_l:.0f} MiB/s); container {container.status} afterwards")
-        print(f"tar -cf:         {', '.join(f'{t:.2f}' for t in tar_times)} s  ({size_t / MiB:.0f} MiB file)")
-        print(f"ratio labbuild/tar: {best_l / best_t:.2f}x (load average {os.getloadavg()[0]:.1f} on "
-              f"{os.cpu_count()} CPUs: the engine's archive stream costs CPU that tar does not need)")
-        ok = report("backup of the volume vs tar (ratio)", best_l / best_t, 1.3, "x")
+        best = {k: min(v) for k, v in times.items()}
+        shown = lambda k: ", ".join(f"{t:.2f}" for t in times[k])  # noqa: E731
+        print(f"labbuild backup:                  {shown('labbuild')} s  ({size_b / MiB:.0f} MiB file, "
+              f"{have / MiB / best['labbuild']:.0f} MiB/s); container {container.status} afterwards")
+        print(f"labbuild backup --engine-archive: {shown('engine')} s")
+        print(f"tar -cf && sync:                  {shown('tar+sync')} s")
+        print(f"tar -cf (page cache only):        {shown('tar')} s  ({size_t / MiB:.0f} MiB file)")
+        print(f"not gated: labbuild/tar without sync {best['labbuild'] / best['tar']:.2f}x, --engine-archive/"
+              f"tar+sync {best['engine'] / best['tar+sync']:.2f}x (load average {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} CPUs)")
+        ok = report("backup of the volume vs tar + sync (ratio)", best["labbuild"] / best["tar+sync"], 1.3, "x")
         ok &= report("peak RSS of labbuild backup", rss / 1024, 200, "MiB")
         ok &= container.status == "running"
         return 0 if ok else 1

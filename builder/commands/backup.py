@@ -20,15 +20,20 @@ _timeout_option = click.option("--timeout", type=click.FloatRange(min=1), defaul
               help="The backup file to write (default: DIR/backups/<lab>-<version>-<time>.backup.tar).")
 @click.option("--recipient", type=click.Path(dir_okay=False, path_type=Path),
               help="Encrypt to this X25519 public key (PEM); restoring then needs its private key.")
+@click.option("--engine-archive", is_flag=True,
+              help="Read volumes through the engine's archive API even when labbuild (as root beside a local "
+                   "engine) could read their host directories with GNU tar, which is faster.")
 @click.argument("services", nargs=-1)
 @_timeout_option
 @pass_output
 def backup(out: Output, install_dir: Path, out_file: Path | None, recipient: Path | None,
-           services: tuple[str, ...], timeout: float) -> None:
+           engine_archive: bool, services: tuple[str, ...], timeout: float) -> None:
     """Back up the lab's volumes (all, or SERVICE...) and DIR/.env into one file.
 
     Each service is captured by its blueprint's method: `volume` stops it,
-    archives its volumes through the engine and starts it again; `exec`
+    archives its volumes (from their host directories when labbuild runs as
+    root beside a local engine, else through the engine) and starts it
+    again; `exec`
     streams a dump (e.g. pg_dumpall) out of the running container. The file
     (mode 0600: it holds secrets) appears only when complete. Exit 0 only
     when every member was captured and hashed.
@@ -36,7 +41,7 @@ def backup(out: Output, install_dir: Path, out_file: Path | None, recipient: Pat
     from ..install.backup import backup_lab
 
     result = backup_lab(install_dir, out=out_file, services=services, recipient=recipient,
-                        timeout=timeout, say=out.info)
+                        timeout=timeout, engine_archive=engine_archive, say=out.info)
     lines = [f"backed up {', '.join(result.services)} of {result.lab} {result.version}",
              f"  {result.path} ({result.size} bytes{', encrypted' if result.encrypted else ''})"]
     lines += [f"  {name}: {size} bytes" for name, size in sorted(result.members.items())]

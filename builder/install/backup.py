@@ -8,6 +8,10 @@ the release's manifest.json, ``ManifestService.backup``):
   container — ``GET /containers/{id}/archive?path=TARGET``, the same tar
   ``docker cp`` makes — and streamed into the backup; the container is
   started again if it was running. No helper image: works air-gapped.
+  When labbuild runs as root beside a local engine, the same tar is made
+  by GNU tar from the volume's host directory instead, 2-3x faster
+  (``builder.install.hostvolume`` says when that is safe);
+  ``engine_archive=True`` (``--engine-archive``) always asks the engine.
 - ``exec``: the ``dump`` command runs in the running container and its
   stdout is streamed into the backup (databases: ``pg_dumpall``).
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import posixpath
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +48,7 @@ from .backupcrypt import encrypt_stream, is_encrypted, load_recipient
 from .backupfile import (ENV_MEMBER, BackupManifest, BackupService, BackupVolume, BackupWriter, IterReader,
                          dump_member, read_backup_manifest, reserve_for, volume_member)
 from .engine import containers, docker_client
+from .hostvolume import host_directory, tar_stream
 from .health import HealthResult, Probe, dependency_order, wait_healthy
 from .state import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
 
@@ -116,7 +122,7 @@ def _free_name(path: Path) -> Path:
 
 def backup_lab(install_dir: str | os.PathLike, *, out: str | os.PathLike | None = None,
                services: Iterable[str] = (), recipient: str | os.PathLike | None = None,
-               timeout: float = 300.0, say: Say = quiet) -> BackupResult:
+               timeout: float = 300.0, engine_archive: bool = False, say: Say = quiet) -> BackupResult:
     """Back up the lab installed in ``install_dir`` (see the module docstring)."""
     install_dir = Path(install_dir).absolute()
     release = current_release(install_dir)
@@ -125,12 +131,14 @@ def backup_lab(install_dir: str | os.PathLike, *, out: str | os.PathLike | None 
     client = docker_client()
     with dir_lock(install_dir):
         return capture(client, install_dir, release.name, manifest, select_services(manifest, services, str(release)),
-                       out=Path(out) if out is not None else None, recipient=key, timeout=timeout, say=say)
+                       out=Path(out) if out is not None else None, recipient=key, timeout=timeout,
+                       engine_archive=engine_archive, say=say)
 
 
 def capture(client, install_dir: Path, release_name: str, manifest: Manifest, services: list[str], *,
             out: Path | None = None, recipient=None, kind: str = "backup", upgrade_to: str | None = None,
-            restart: bool = True, timeout: float = 300.0, say: Say = quiet) -> BackupResult:
+            restart: bool = True, timeout: float = 300.0, engine_archive: bool = False,
+            say: Say = quiet) -> BackupResult:
     """Write the backup of ``services`` (the caller holds the DIR lock). ``restart=False`` leaves
     the stopped volume services stopped (an upgrade recreates them next)."""
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
@@ -177,7 +185,7 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
                     stopped.append(svc)
             for svc in volume_services:
                 for v in bm.services[svc].volumes:
-                    _archive(client, found[svc], svc, v, writer, bars, say)
+                    _archive(client, found[svc], svc, v, writer, bars, say, engine_archive)
             writer.finish()
         done = True
     finally:
@@ -238,11 +246,21 @@ def _bar(bars, label: str) -> Callable[[int], None]:
     return lambda n: bars.advance(task, n)
 
 
-def _archive(client, container, svc: str, vol: BackupVolume, writer: BackupWriter, bars, say: Say) -> None:
-    say(f"{svc}: archiving volume {vol.volume} ({vol.target})")
+def _archive(client, container, svc: str, vol: BackupVolume, writer: BackupWriter, bars, say: Say,
+             engine_archive: bool = False) -> None:
+    rel = volume_member(svc, vol.name)
+    source = None if engine_archive else host_directory(client, container, vol.target)
+    if source is not None:
+        say(f"{svc}: archiving volume {vol.volume} ({vol.target}) from its host directory {source}")
+        try:
+            with tar_stream(source, posixpath.basename(posixpath.normpath(vol.target)), svc, vol.volume) as pipe:
+                writer.add(rel, pipe, service=svc, volume=vol.name, on_bytes=_bar(bars, f"{svc}/{vol.name}"))
+        except OSError as exc:
+            raise _write_error(exc, writer, svc, vol.volume) from None
+        return
+    say(f"{svc}: archiving volume {vol.volume} ({vol.target}) through the engine's archive API")
     stream, _stat = engine_call(lambda: client.api.get_archive(container.id, vol.target), svc, vol.volume,
                             f"read {vol.target}")
-    rel = volume_member(svc, vol.name)
     try:
         writer.add(rel, IterReader(iter(stream)), service=svc, volume=vol.name,
                    on_bytes=_bar(bars, f"{svc}/{vol.name}"))

@@ -17,6 +17,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -79,17 +80,22 @@ def cli(capsys, *args: str) -> tuple[int, dict, str]:
     return code, json.loads(captured.out) if captured.out.strip() else {}, captured.err
 
 
+@pytest.mark.parametrize("engine_archive", [False, True], ids=["host-directory", "engine-archive"])
 def test_backup_uninstall_reinstall_restore_gives_the_same_bytes_and_secrets(airgap, docker_engine, tmp_path,
-                                                                              capsys):
+                                                                              capsys, engine_archive):
     lab, bundle, target = installed_pair(airgap, docker_engine, tmp_path)
     write_data(docker_engine, lab.name, "web")
+    sh(docker_engine, lab.name, "web", f"{BB} ln /data/note /data/sub/hardnote")
     before = fingerprint(docker_engine, lab.name, "web")
     assert "F ./sub/deeper/owned 1000:1000 640" in before and "L ./link -> sub/random.bin" in before
-    assert "F ./sub/name with spaces 0:0 644 10 " in before
+    assert "F ./sub/name with spaces 0:0 644 10 " in before and "F ./sub/hardnote 0:0" in before
     secrets = (target / ".env").read_text()
 
-    code, out, err = cli(capsys, "backup", "--dir", str(target))
+    code, out, err = cli(capsys, "backup", "--dir", str(target), *(["--engine-archive"] * engine_archive))
     assert code == 0, err
+    via_host = os.geteuid() == 0 and not engine_archive     # root beside the local engine reads the directory
+    assert ("from its host directory" in err) == via_host
+    assert ("through the engine's archive API" in err) == (not via_host)
     path = Path(out["path"])
     assert path.parent == target / "backups" and path.name.endswith(".backup.tar")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -414,3 +420,44 @@ def test_a_full_disk_names_the_service_and_volume_and_leaves_the_lab_running(air
     assert not final.exists() and not list(tmp_path.glob(".full.backup.tar*"))
     assert container(docker_engine, lab.name, "web").status == "running"       # started again
     assert http_get(lab.services["web"].port, "/healthz")[0] == 200
+
+
+def test_host_directory_only_when_the_engine_sees_that_very_directory(airgap, docker_engine, tmp_path):
+    from builder.errors import BackupError
+    from builder.install.hostvolume import host_directory, tar_stream
+    if os.geteuid() != 0:
+        pytest.skip("the host-directory shortcut needs root")
+    lab, _bundle, _target = installed_pair(airgap, docker_engine, tmp_path)
+    web = container(docker_engine, lab.name, "web")
+    (source,) = [m["Source"] for m in web.attrs["Mounts"] if m["Destination"] == "/data"]
+    assert host_directory(docker_engine, web, "/data") == Path(source)
+    assert host_directory(docker_engine, web, "/data/") == Path(source)
+    assert host_directory(docker_engine, web, "/elsewhere") is None        # nothing mounted there
+    made = []
+    try:
+        bind = tmp_path / "bind"
+        bind.mkdir()
+        made.append(docker_engine.containers.create(web.image.id, volumes={str(bind): {"bind": "/data"}}))
+        volume = docker_engine.volumes.create(f"{lab.name}-nested")
+        made.append(docker_engine.containers.create(web.image.id, volumes={volume.name: {"bind": "/data"}},
+                                                    tmpfs={"/data/inner": ""}))
+        bound, nested = (docker_engine.containers.get(c.id) for c in made)
+        assert host_directory(docker_engine, bound, "/data") is None        # a bind mount: not a volume
+        assert host_directory(docker_engine, nested, "/data") is None       # the engine's archive has /data/inner too
+        # labbuild in another mount namespace sees another directory at the engine's path: never read it
+        other = tmp_path / "other" / "_data"
+        other.mkdir(parents=True)
+        os.chmod(other, os.stat(source).st_mode & 0o7777)
+        elsewhere = SimpleNamespace(id=web.id, attrs={**web.attrs, "Mounts": [
+            {**m, "Source": str(other)} if m["Destination"] == "/data" else m for m in web.attrs["Mounts"]]})
+        assert host_directory(docker_engine, elsewhere, "/data") is None
+        os.utime(other, ns=(0, os.stat(source).st_mtime_ns))                # same mode and mtime: taken as the same
+        assert host_directory(docker_engine, elsewhere, "/data") == other
+    finally:
+        for c in made:
+            c.remove(force=True)
+        docker_engine.volumes.get(f"{lab.name}-nested").remove(force=True)
+    with pytest.raises(BackupError, match=r"web volume data: tar of .*gone exited 2") as caught:
+        with tar_stream(tmp_path / "gone", "data", "web", "data") as pipe:
+            pipe.read()
+    assert (caught.value.service, caught.value.volume) == ("web", "data")
