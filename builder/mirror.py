@@ -1,9 +1,11 @@
 """``labbuild mirror BUNDLE --to REGISTRY[/PREFIX]``: an image bundle's images into a registry, by digest.
 
 The bundle is verified first (``builder.bundle.verify``: every member against
-SHA256SUMS and manifest.json); its blobs are then read by range
-(``bundle.reader.BlobRanges``, re-hashed as they stream) and pushed through
-``builder.registry.RegistryClient``:
+SHA256SUMS and manifest.json, the signature with a key) — all but the image
+blobs' bytes, which are read once, by range (``bundle.reader.BlobRanges``),
+re-hashed as they stream to the registry (which checks the digest too); a
+blob that does not match stops the mirror before any manifest or tag is
+pushed. They go through ``builder.registry.RegistryClient``:
 
 - every image of ``images/index.json`` goes to ``REGISTRY/PREFIX/<repository
   path>`` (the image name without its registry host: ``docker.io/library/postgres``
@@ -176,14 +178,15 @@ def mirror_bundle(bundle: str | os.PathLike, to: str, *, insecure_registries: It
     """Verify ``bundle``, then push its images into ``to`` by digest (see the module docstring)."""
     bundle = Path(bundle)
     target = parse_target(to)
-    say(f"verifying {bundle.name}")
-    verified = read_verified(bundle, key=key, keep=lambda rel: rel in TRUST_FILES or rel == INDEX_FILE)
+    blobs = BlobRanges(bundle)             # first: refuses a compressed bundle by name
+    say(f"verifying {bundle.name} (its blobs as they are pushed)")
+    verified = read_verified(bundle, key=key, keep=lambda rel: rel in TRUST_FILES or rel == INDEX_FILE,
+                             blob_names=True)
     if not verified.ok:
         raise BundleError(f"{bundle} failed verification: nothing was pushed", problems=verified.errors,
                           hint="copy or rebuild the bundle")
     if INDEX_FILE not in verified.contents:
         raise BundleError(f"{bundle} holds no images", hint="mirror an image bundle (`labbuild release --with-images`)")
-    blobs = BlobRanges(bundle)
     images = plan_mirror(verified.manifest, verified.contents[INDEX_FILE], blobs, target)
     result = MirrorResult(bundle=bundle, target="/".join(p for p in (target.registry, target.prefix) if p),
                           images=images)

@@ -11,6 +11,7 @@ import tarfile
 import time
 import uuid
 
+import httpx
 import pytest
 
 from builder.bundle.release import build_release
@@ -109,12 +110,26 @@ def test_interrupted_mirror_resumes(bundle, target, tmp_path):
 
 
 def test_damaged_bundle_pushes_nothing(bundle, target, tmp_path):
-    from builder.bundle.reader import BlobRanges
-    offset, size = max(BlobRanges(bundle.bundle).ranges.values(), key=lambda r: r[1])
     data = bytearray(bundle.bundle.read_bytes())
-    data[offset + size // 2] ^= 1               # inside the biggest blob
+    at = data.index(b'"schemaVersion"')          # inside a manifest or index: the plan reads it first
+    data[at + 1] ^= 1
     damaged = tmp_path / "damaged.tar"
     damaged.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="failed verification"):
+    with pytest.raises(BundleError):
         mirror_bundle(damaged, f"{target.host}/x")
     assert not target.requests
+
+
+def test_a_damaged_layer_stops_the_mirror_before_any_manifest_or_tag(bundle, target, tmp_path):
+    from builder.bundle.reader import BlobRanges
+    digest, (offset, size) = max(BlobRanges(bundle.bundle).ranges.items(), key=lambda r: r[1][1])
+    data = bytearray(bundle.bundle.read_bytes())
+    data[offset + size // 2] ^= 1               # inside the biggest blob: found while it is pushed
+    damaged = tmp_path / "damaged.tar"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"blob {digest} does not match its digest"):
+        mirror_bundle(damaged, f"{target.host}/x")
+    assert not [r for r in target.requests if r[0] == "PUT" and "/manifests/" in r[1]]
+    for svc in bundle.services.values():         # nothing names the damaged images: no manifest, no tag
+        url = f"http://{target.upstream}/v2/x/{bundle.repo(svc.name)}/manifests/{svc.version}"
+        assert httpx.head(url).status_code == 404

@@ -84,10 +84,12 @@ def member_problem(name: str, member: tarfile.TarInfo, top: str | None) -> str |
 
 
 @contextlib.contextmanager
-def open_archive(path: Path) -> Iterator[tarfile.TarFile]:
-    """The archive as a forward-only tar stream; BundleError when it is not one."""
+def open_archive(path: Path, *, seekable: bool = False) -> Iterator[tarfile.TarFile]:
+    """The archive as a forward-only tar stream; BundleError when it is not one.
+    ``seekable``: an uncompressed tar read with seeks, so members nobody reads are
+    skipped without reading their bytes."""
     try:
-        tar = tarfile.open(path, mode="r|*")
+        tar = tarfile.open(path, mode="r:" if seekable else "r|*")
     except FileNotFoundError:
         raise BundleError(f"{path}: no such bundle", hint="check the path") from None
     except IsADirectoryError:
@@ -100,13 +102,14 @@ def open_archive(path: Path) -> Iterator[tarfile.TarFile]:
 
 
 def walk_bundle(path: Path, scan: ScannedBundle,
-                on_file: Callable[[str, tarfile.TarInfo, BinaryIO], None]) -> None:
+                on_file: Callable[[str, tarfile.TarInfo, BinaryIO], None], *, seekable: bool = False) -> None:
     """Stream every member once: record unsafe ones in ``scan.problems`` (and skip
     them), set ``scan.top``, and hand each safe regular file to
-    ``on_file(rel_path, member, fileobj)``, which must read it before returning.
+    ``on_file(rel_path, member, fileobj)``, which must read it before returning
+    (with ``seekable``, an uncompressed tar: or leave it unread, at no cost).
     """
     seen: set[str] = set()
-    with open_archive(path) as tar:
+    with open_archive(path, seekable=seekable) as tar:
         try:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_MEMBERS:
@@ -168,9 +171,10 @@ class BlobRanges:
     """Random access to the blobs of an uncompressed (image) bundle archive, for concurrent readers.
 
     Built from one header-only scan of the tar (``offset_data`` of every
-    member). Use it after the bundle verified (``verify.read_verified``):
-    ``chunks`` re-hashes what it reads and raises BundleError when the bytes
-    are not the blob's digest (the file changed since it was verified).
+    member). Use it after the bundle verified (``verify.read_verified``, with
+    ``blob_names=True`` when every blob used is read through here):
+    ``chunks`` re-hashes what it reads and raises BundleError at the end of a
+    blob whose bytes are not its digest.
     """
 
     def __init__(self, path: Path) -> None:
@@ -208,8 +212,8 @@ class BlobRanges:
                     on_bytes(len(block))
                 yield block
         if left or "sha256:" + h.hexdigest() != digest:
-            raise BundleError(f"{self.path}: blob {digest} changed since the bundle was verified",
-                              hint="the bundle file was modified; copy it again and re-run")
+            raise BundleError(f"{self.path}: blob {digest} does not match its digest: the bundle is damaged "
+                              "or was changed", hint="copy or rebuild the bundle, then run it again")
 
     def read(self, digest: str) -> bytes:
         """A small blob (a manifest), whole and checked."""

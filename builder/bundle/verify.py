@@ -185,13 +185,22 @@ def _provenance_state(raw: bytes | None) -> str:
 
 
 def read_verified(path: Path, *, key=None, keep: Callable[[str], bool] = TRUST_FILES.__contains__,
-                  stream: StreamFactory | None = None,
-                  on_bytes: Callable[[int], None] | None = None) -> VerifyResult:
-    """The one verify-while-reading pass over an archive (see the module docstring)."""
+                  stream: StreamFactory | None = None, on_bytes: Callable[[int], None] | None = None,
+                  blob_names: bool = False) -> VerifyResult:
+    """The one verify-while-reading pass over an archive (see the module docstring).
+
+    ``blob_names=True`` (an uncompressed archive) leaves image blobs unread:
+    each stands for the digest its name says, and the caller must re-hash
+    every blob it uses before trusting it (``reader.BlobRanges.chunks`` does;
+    ``labbuild mirror`` pushes manifests only after every blob it read matched).
+    """
     key = _public_key(key)
     scan = ScannedBundle()
 
     def on_file(rel: str, member: tarfile.TarInfo, fh: BinaryIO) -> None:
+        if blob_names and rel.startswith(IMAGE_BLOBS_PREFIX):
+            scan.files[rel] = (rel.rsplit("/", 1)[1], member.size)
+            return
         if rel.startswith(IMAGE_BLOBS_PREFIX):
             sink = stream(rel, member.size, scan) if stream is not None else None
             read = read_member(fh, sink=sink.write if sink is not None else None, on_bytes=on_bytes)
@@ -208,7 +217,7 @@ def read_verified(path: Path, *, key=None, keep: Callable[[str], bool] = TRUST_F
                 scan.kept[rel] = read.data
         scan.files[rel] = (read.sha256, read.size)
 
-    walk_bundle(Path(path), scan, on_file)
+    walk_bundle(Path(path), scan, on_file, seekable=blob_names)
     if scan.top is None and not scan.problems:
         scan.problems.append(Problem(file=str(path), path="", message="no top directory in the archive"))
     return _verdict(scan, key, top=scan.top)

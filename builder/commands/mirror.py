@@ -24,9 +24,10 @@ def mirror(out: Output, bundle: Path, to: str, insecure: tuple[str, ...], key: P
 
     Each image goes to REGISTRY/PREFIX/<repository path> (the image name
     without its registry host) with its exact manifest bytes, so digests are
-    unchanged, and gets the tag of the lock. The bundle is verified first;
-    blobs already in the registry are skipped (HEAD), so a second run pushes
-    nothing and an interrupted run resumes.
+    unchanged, and gets the tag of the lock. The bundle is verified first,
+    its blobs while they are pushed: a damaged blob stops the mirror before
+    any manifest or tag. Blobs already in the registry are skipped (HEAD),
+    so a second run pushes nothing and an interrupted run resumes.
     """
     from ..mirror import lab_insecure_registries, mirror_bundle
 
