@@ -46,6 +46,39 @@ def atomic_writer(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Binary
             os.close(dir_fd)
 
 
+WRITEBACK_EVERY = 32 << 20
+
+
+class WriteBehind:
+    """``write`` to ``fh``, asking the kernel to start writing out each ``every`` bytes
+    (``posix_fadvise(DONTNEED)`` starts writeback of dirty pages without waiting for
+    it): the disk works while a big file streams in, so the final fsync has little
+    left, and the written file does not push other data out of the page cache.
+    ``fh`` may be seeked between writes (positions come from ``fh.tell()``)."""
+
+    def __init__(self, fh: BinaryIO, every: int = WRITEBACK_EVERY) -> None:
+        self.fh, self.every = fh, every
+        try:
+            self.fd: int | None = fh.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None      # not a file (BytesIO): nothing to start
+        self._kicked = fh.tell() if self.fd is not None else 0
+
+    def write(self, data: bytes) -> int:
+        n = self.fh.write(data)
+        if self.fd is not None:
+            at = self.fh.tell()
+            if at - self._kicked >= self.every or at < self._kicked:
+                self.fh.flush()
+                lo = min(at, self._kicked)
+                os.posix_fadvise(self.fd, lo, abs(at - self._kicked), os.POSIX_FADV_DONTNEED)
+                self._kicked = at
+        return n
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
     if isinstance(data, str):

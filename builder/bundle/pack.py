@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ..fsutil import atomic_writer, sha256_bytes
+from ..fsutil import WriteBehind, atomic_writer, sha256_bytes
 from ..lockfile import Lock
 from ..progress import progress_display
 from ..provenance import BuildInfo, provenance_statement, render_provenance
@@ -176,7 +176,7 @@ def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
                 tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime, progress=on_bytes)
             archive_sha = outer.hash.hexdigest()
         else:  # the archive is the tar stream: hash its (GiB of image) bytes once, not twice
-            tar_sha = archive_sha = write_tar(fh, plan.top, plan.files, mtime=mtime, progress=on_bytes)
+            tar_sha = archive_sha = write_tar(WriteBehind(fh), plan.top, plan.files, mtime=mtime, progress=on_bytes)
         if accept:
             accept(archive_sha, tar_sha)
     return archive_sha, tar_sha

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from ..bundle.reader import read_member, scan_bundle
 from ..errors import BackupError
-from ..fsutil import canonical_json
+from ..fsutil import WriteBehind, canonical_json
 from ..limits import MAX_MANIFEST_BYTES, MAX_NESTING
 from ..typecheck import field_problems, summarize, too_deep
 
@@ -166,9 +165,6 @@ class IterReader(io.RawIOBase):
         return out
 
 
-WRITEBACK = 32 << 20
-
-
 class BackupWriter:
     """Writes a backup tar into a seekable file; ``finish`` fills in the manifest."""
 
@@ -187,7 +183,7 @@ class BackupWriter:
         start = self.fh.tell()
         header = _header(rel, 0, self.mtime)
         self.fh.write(header)
-        read = read_member(source, sink=self._write_behind(), on_bytes=on_bytes)
+        read = read_member(source, sink=WriteBehind(self.fh).write, on_bytes=on_bytes)
         self.fh.write(b"\0" * (_padded(read.size) - read.size))
         end = self.fh.tell()
         final = _header(rel, read.size, self.mtime)
@@ -199,27 +195,6 @@ class BackupWriter:
         member = BackupMember(read.sha256, read.size, service, volume)
         self.manifest.members[rel] = member
         return member
-
-    def _write_behind(self) -> Callable[[bytes], object]:
-        """``fh.write`` that asks the kernel to start writing each WRITEBACK bytes out
-        (``posix_fadvise(DONTNEED)`` starts writeback of dirty pages without waiting):
-        the disk works while the member streams, the final fsync has little left, and
-        a backup does not push the lab's own data out of the page cache."""
-        try:
-            fd = self.fh.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            return self.fh.write
-        kicked = self.fh.tell()
-
-        def write(block: bytes) -> None:
-            nonlocal kicked
-            self.fh.write(block)
-            at = self.fh.tell()
-            if at - kicked >= WRITEBACK:
-                self.fh.flush()
-                os.posix_fadvise(fd, kicked, at - kicked, os.POSIX_FADV_DONTNEED)
-                kicked = at
-        return write
 
     def finish(self) -> None:
         """Write the manifest into its reserved slot and the tar trailer."""
