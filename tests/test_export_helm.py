@@ -153,25 +153,33 @@ def test_each_port_is_served_and_probes_honour_start_period(rendered):
         assert startup["periodSeconds"] * startup["failureThreshold"] >= seconds + 60, name
 
 
-def test_resources_come_from_the_blueprints_and_gpus_are_requested_and_limited(rendered):
+def test_resources_come_from_the_blueprints_and_gpus_only_with_global_gpu(rendered, phase4):
     container = workloads(rendered)["ollama"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"]["memory"] == "16Gi"
+    assert container["resources"] == {"limits": {"memory": "16Gi"}}      # a cluster without GPUs schedules it
     sandbox = workloads(rendered)["dify-sandbox"]["spec"]["template"]["spec"]["containers"][0]
-    assert sandbox["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
+    assert sandbox["resources"] == {"limits": {"cpu": "2", "memory": "1Gi"}}
     gpu = ChartService(name="x", description="", repository="docker.io/x/y", tag="1", digest="sha256:0",
                        memory="4Gi", gpus=2)
-    assert resources(gpu) == {"limits": {"memory": "4Gi", "nvidia.com/gpu": 2},
-                              "requests": {"nvidia.com/gpu": 2}}
+    assert resources(gpu) == {"limits": {"memory": "4Gi"}}
+    on = workloads(template(phase4, "global.gpu=true"))
+    assert on["ollama"]["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "limits": {"memory": "16Gi", "nvidia.com/gpu": 1}, "requests": {"nvidia.com/gpu": 1}}   # gpus = "all" -> 1
+    assert on["dify-sandbox"]["spec"]["template"]["spec"]["containers"][0]["resources"] == sandbox["resources"]
+    two = workloads(template(phase4, "global.gpu=true", "services.ollama.gpus=2"))
+    assert two["ollama"]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": 2}
+    typo = helm("template", "lab", str(phase4), "--set", "services.dify-sandbox.gpus=1", check=False)
+    assert typo.returncode != 0 and "gpus" in typo.stderr                # only services with [resources] gpus
 
 
 def test_gpus_of_a_blueprint_become_nvidia_gpu_requests_and_limits(lab_copy, tmp_path):
     ollama = lab_copy / "blueprints" / "services" / "ollama.toml"
     text = re.sub(r"(?m)^gpus = .*\n", "", ollama.read_text())     # the shipped blueprint may set one
-    ollama.write_text(text.replace("[resources]\n", "[resources]\ngpus = 1\n", 1))
+    ollama.write_text(text.replace("[resources]\n", "[resources]\ngpus = 3\n", 1))
     export_helm(tmp_path / "c", root=lab_copy, profile="base", version="1.0.0")
-    container = workloads(template(tmp_path / "c"))["ollama"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"] == {"limits": {"memory": "16Gi", "nvidia.com/gpu": 1},
-                                      "requests": {"nvidia.com/gpu": 1}}
+    container = workloads(template(tmp_path / "c", "global.gpu=true"))["ollama"]["spec"]["template"]["spec"][
+        "containers"][0]
+    assert container["resources"] == {"limits": {"memory": "16Gi", "nvidia.com/gpu": 3},
+                                      "requests": {"nvidia.com/gpu": 3}}
 
 
 def test_files_are_configmaps_mounted_at_their_targets(rendered):

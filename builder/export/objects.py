@@ -211,7 +211,7 @@ def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
     mounts, volumes = _mounts_and_volumes(lab, svc, cm_names)
     if mounts:
         container["volumeMounts"] = mounts
-    container[Block("resources:", f"  {{{{- toYaml {v}.resources | nindent %J }}}}")] = None
+    container[Block("resources:", f'  {{{{- include "lab.resources" (list $ "{svc.name}") | nindent %J }}}}')] = None
     container.update(probes(svc))
     if svc.privileged:
         container["securityContext"] = {"privileged": True}

@@ -5,6 +5,7 @@ values.yaml holds what an operator may change — never a secret value:
 image, digests kept), pull secrets and the default storage class; the
 Ingress class; NetworkPolicy switches; ServiceMonitors; and per service its
 non-secret settings (``env``, the lab.env of a compose install), resources,
+``gpus`` (requested only with ``global.gpu``: off by default, as compose's ``--gpu``),
 ``existingSecret``, volume sizes and its Ingress. The schema closes every
 object (``additionalProperties: false``), so a typo in ``--set`` fails.
 """
@@ -24,27 +25,22 @@ _QUANTITIES = {"type": "object", "additionalProperties": {"type": ["string", "in
 
 
 def resources(svc: ChartService) -> dict[str, Any]:
-    """``[resources]`` as Kubernetes resources: memory and cpus as limits, GPUs as requests and limits."""
+    """``[resources]`` as Kubernetes resources: memory and cpus as limits. GPUs are not
+    here: ``services.<svc>.gpus`` becomes ``nvidia.com/gpu`` requests and limits only
+    with ``global.gpu`` (template ``lab.resources``), as ``install --gpu`` does for compose."""
     limits: dict[str, Any] = {}
-    requests: dict[str, Any] = {}
     if svc.cpus:
         limits["cpu"] = svc.cpus
     if svc.memory:
         limits["memory"] = svc.memory
-    if svc.gpus:
-        limits["nvidia.com/gpu"] = svc.gpus
-        requests["nvidia.com/gpu"] = svc.gpus
-    out: dict[str, Any] = {}
-    if limits:
-        out["limits"] = limits
-    if requests:
-        out["requests"] = requests
-    return out
+    return {"limits": limits} if limits else {}
 
 
 def service_values(svc: ChartService) -> dict[str, Any]:
     out: dict[str, Any] = {"env": {v.name: v.text for v in svc.env if v.setting},
                            "resources": resources(svc)}
+    if svc.gpus:
+        out["gpus"] = svc.gpus
     if svc.secrets:
         out["existingSecret"] = ""
     if svc.volumes:
@@ -59,7 +55,7 @@ def service_values(svc: ChartService) -> dict[str, Any]:
 
 def chart_values(lab: ChartLab) -> dict[str, Any]:
     return {
-        "global": {"imageRegistry": "", "imagePullSecrets": [], "storageClass": ""},
+        "global": {"imageRegistry": "", "imagePullSecrets": [], "storageClass": "", "gpu": False},
         "ingress": {"className": "", "annotations": {}},
         "networkPolicy": {"enabled": True, "externalEgress": True},
         "prometheus": {"serviceMonitors": False},
@@ -80,6 +76,9 @@ def _service_schema(svc: ChartService) -> dict[str, Any]:
                 "description": "Non-secret settings (literal: $ is never expanded)."},
         "resources": _closed({"limits": _QUANTITIES, "requests": _QUANTITIES}),
     }
+    if svc.gpus:
+        props["gpus"] = {"type": "integer", "minimum": 0,
+                         "description": "NVIDIA GPUs requested and limited when global.gpu is true ([resources] gpus)."}
     if svc.secrets:
         props["existingSecret"] = {**_STRING, "description": "A Secret holding the keys "
                                    + ", ".join(s.name for s in svc.secrets) + "; empty: generated once and kept."}
@@ -107,7 +106,9 @@ def values_schema(lab: ChartLab) -> dict[str, Any]:
                                   "description": "REGISTRY/PREFIX of a mirror: every image becomes "
                                                  "REGISTRY/PREFIX/<repository path>@<locked digest>."},
                 "imagePullSecrets": {"type": "array", "items": _closed({"name": _STRING})},
-                "storageClass": _STRING}),
+                "storageClass": _STRING,
+                "gpu": {**_BOOL, "description": "Request the services' GPUs (services.<svc>.gpus) as nvidia.com/gpu, "
+                                                "like `labbuild install --gpu`; needs the NVIDIA device plugin."}}),
             "ingress": _closed({"className": _STRING,
                                 "annotations": {"type": "object", "additionalProperties": _STRING}}),
             "networkPolicy": _closed({"enabled": _BOOL, "externalEgress": {

@@ -42,3 +42,19 @@ One generated secret value, base64: the existing Secret's value when there is on
 {{- $svc := index (index . 0).Values.services (index . 1) -}}
 {{- $svc.existingSecret | default (printf "%s-secrets" (index . 1)) -}}
 {{- end -}}
+
+{{/*
+A service's resources: services.<svc>.resources, plus its gpus as nvidia.com/gpu requests
+and limits when global.gpu is true (off by default, as `labbuild install --gpu` for compose).
+A GPU count set by hand in resources wins. (list $ "service")
+*/}}
+{{- define "lab.resources" -}}
+{{- $svc := index (index . 0).Values.services (index . 1) -}}
+{{- $res := deepCopy ($svc.resources | default dict) -}}
+{{- if and (index . 0).Values.global.gpu ($svc.gpus | default 0) -}}
+{{- $gpu := dict "nvidia.com/gpu" $svc.gpus -}}
+{{- $_ := set $res "limits" (merge (deepCopy ($res.limits | default dict)) $gpu) -}}
+{{- $_ := set $res "requests" (merge (deepCopy ($res.requests | default dict)) $gpu) -}}
+{{- end -}}
+{{- toYaml $res -}}
+{{- end -}}
