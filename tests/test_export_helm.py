@@ -253,9 +253,6 @@ def test_network_policy_denies_by_default_and_allows_exactly_the_declared_edges(
             if "podSelector" in r["to"][0]} == edges["open-webui"]
 
 
-@pytest.mark.xfail(strict=True, reason="a bundle does not record which [when.X] blocks were active: weaviate's "
-                   "[when.ollama] sets only module names (no address, no depends_on); manifest.json would need "
-                   "to record each service's active [when] partners")
 def test_every_active_when_block_is_an_edge(rendered):
     edges, present = _edges(rendered), closure("phase4")
     missing = {(n, w.other) for n in present for w in LAB.services[n].active_when(present)

@@ -40,7 +40,10 @@ same OCI layout as the images (each blob once); a bundle without images
 only names them. ``model_bytes`` is what placing them writes.
 "description"}]``: operator-supplied secrets, never generated, not in ``secrets``). The backup fields appear only when not
 their default: ``backup`` (``{"method", "dump", "restore"}``), ``migrations`` ("one-way") and
-``data_in`` (the services holding the data a one-way service migrates).
+``data_in`` (the services holding the data a one-way service migrates). ``wired_to`` (when
+not empty): the services of the bundle whose ``[when.X]`` blocks are active for this one — the
+connections its configuration implies even where its environment names no address (Weaviate's
+Ollama modules are pointed at Ollama per collection); the chart's NetworkPolicy opens them.
 """
 
 from __future__ import annotations
@@ -331,6 +334,7 @@ class ManifestService:
     backup: ManifestBackup = ManifestBackup()   # omitted from manifest.json when the default
     migrations: str = "reversible"          # "one-way": omitted when reversible
     data_in: tuple[str, ...] = ()           # services holding the data it migrates; omitted when empty
+    wired_to: tuple[str, ...] = ()          # partners of its active [when.X] blocks; omitted when empty
 
 
 @dataclass(frozen=True)
@@ -439,6 +443,10 @@ class Manifest:
                 d["data_in"] = list(s.data_in)
             else:
                 del d["data_in"]
+            if s.wired_to:
+                d["wired_to"] = list(s.wired_to)
+            else:
+                del d["wired_to"]
             return d
         out = {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -493,7 +501,7 @@ class Manifest:
                     models=tuple(ManifestModel(**{**m, "blobs": tuple(ManifestBlob(**b) for b in m["blobs"])})
                                  for m in s.get("models", ())),
                     backup=_backup(s.get("backup")), migrations=str(s.get("migrations", "reversible")),
-                    data_in=tuple(s.get("data_in", ())))
+                    data_in=tuple(s.get("data_in", ())), wired_to=tuple(s.get("wired_to", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "since"

@@ -90,7 +90,8 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             models=manifest_models(bp, rec),
             backup=ManifestBackup(method=bp.backup.method, dump=bp.backup.dump, restore=bp.backup.restore),
             migrations=bp.migrations,
-            data_in=tuple(s for s in bp.data_in if s in ri.services))
+            data_in=tuple(s for s in bp.data_in if s in ri.services),
+            wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)})))
     return out
 
 

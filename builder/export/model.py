@@ -127,6 +127,7 @@ class ChartService:
     gpus: int | None = None
     probe: Probe | None = None
     depends_on: tuple[str, ...] = ()
+    wired_to: tuple[str, ...] = ()      # partners of its active [when.X] blocks (manifest.json)
     scrape: Scrape | None = None
 
     @property
@@ -335,7 +336,7 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
             memory=kube_memory(res["memory"]) if res["memory"] else None,
             cpus=format(float(res["cpus"]), "g") if res["cpus"] else None,
             gpus=None if gpus is None else (1 if gpus == "all" else int(gpus)),
-            probe=_probe(m, c), depends_on=m.depends_on, scrape=scrapes.get(name))
+            probe=_probe(m, c), depends_on=m.depends_on, wired_to=m.wired_to, scrape=scrapes.get(name))
     files = {n: b for n, b in members.items()
              if n.startswith(("config/", "observability/", "runbooks/"))}
     edges = network_edges(services, files)
@@ -356,7 +357,8 @@ def network_edges(services: dict[str, ChartService],
                   files: dict[str, bytes]) -> dict[str, dict[str, tuple[str, ...]]]:
     """``{client: {server: (port name, ...)}}``: the connections the blueprints declare.
 
-    An edge is a ``depends_on`` (including ``[when.X] depends_on``), or a URL
+    An edge is a ``depends_on`` (including ``[when.X] depends_on``), an active
+    ``[when.X]`` block (manifest.json's ``wired_to``), or a URL
     or ``host:port`` naming another service of the profile in the client's
     resolved environment or in a file mounted into it (``[when]`` wiring,
     Grafana's datasource): it opens every port of the server. Prometheus
@@ -367,7 +369,7 @@ def network_edges(services: dict[str, ChartService],
         texts = [v.text for v in svc.env]
         texts += [b.decode("utf-8", "replace") for m in svc.mounts if m.kind in ("file", "dir")
                   for n, b in files.items() if n == m.name or n.startswith(m.name + "/")]
-        targets = set(svc.depends_on)
+        targets = set(svc.depends_on) | set(svc.wired_to)
         for other in services:
             if other != name and any(_mentions(t, other) for t in texts):
                 targets.add(other)
