@@ -33,7 +33,7 @@ from ..render.observability import PROM_DIR
 
 PROMETHEUS_CONFIG = f"{PROM_DIR}/prometheus.yml"
 # ${VAR}, ${VAR:?message} and the escape $$ — the only forms render_compose writes.
-_COMPOSE_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::\?[^}]*)?\}")
+_COMPOSE_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[-?][^}]*)?\}")
 _SECRET_COMMENT = re.compile(r"^# ([a-z][a-z0-9-]*): generate=(\w+) length=(\d+)(?: prefix=([A-Za-z0-9_-]+))?(?:: (.*))?$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.I)
 
@@ -128,6 +128,7 @@ class ChartService:
     probe: Probe | None = None
     depends_on: tuple[str, ...] = ()
     wired_to: tuple[str, ...] = ()      # partners of its active [when.X] blocks (manifest.json)
+    optional: bool = False              # the profile's optional: never fails an install
     scrape: Scrape | None = None
 
     @property
@@ -336,7 +337,8 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
             memory=kube_memory(res["memory"]) if res["memory"] else None,
             cpus=format(float(res["cpus"]), "g") if res["cpus"] else None,
             gpus=None if gpus is None else (1 if gpus == "all" else int(gpus)),
-            probe=_probe(m, c), depends_on=m.depends_on, wired_to=m.wired_to, scrape=scrapes.get(name))
+            probe=_probe(m, c), depends_on=m.depends_on, wired_to=m.wired_to, scrape=scrapes.get(name),
+            optional=m.optional)
     files = {n: b for n, b in members.items()
              if n.startswith(("config/", "observability/", "runbooks/"))}
     edges = network_edges(services, files)

@@ -348,6 +348,11 @@ def service_template(lab: ChartLab, name: str) -> str:
         docs.append(ingress_object(lab, svc))
     if svc.scrape:
         docs.append(service_monitor(lab, svc))
+    if svc.optional and any(s.generate == "supplied" for s in svc.secrets):
+        # as with compose: an optional service waiting for its operator-supplied secret is left out,
+        # and the rest installs; it comes with services.<name>.existingSecret
+        docs.insert(1, f"{{{{- if {values_ref(svc.name)}.existingSecret }}}}\n")
+        docs.append("{{- end }}\n")
     return "".join(docs)
 
 
