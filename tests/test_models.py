@@ -21,11 +21,13 @@ from builder.cli import main
 from builder.install.models import (INCOMING, ollama_blob_path, ollama_manifest_path,
                                     reference_of_manifest_path)
 from builder.lockfile import inputs_hash, read_lock, service_inputs
+from builder.mirror import mirror_bundle
 from support import oci
 from support.dockerenv import require_tool
 from support.faultproxy import FaultProxy
 from support.registry import start_registry
 from support.tokenserver import TokenServer
+from test_registry import skopeo_raw
 
 D = "sha256:" + "1" * 64
 
@@ -227,6 +229,17 @@ def test_release_with_images_carries_every_model_blob_once(mlab, models, tmp_pat
     unique = {b.digest: len(b.data) for img in (models.chat, models.embed) for b in (img.manifest, *img.blobs())}
     assert len(unique) < 2 * 5
     assert model_bytes(manifest) == sum(unique.values())
+    # mirror carries the models too, by digest: the exact manifest bytes, the lock's tag
+    target = start_registry(tmp_path / "target")
+    try:
+        mirrored = mirror_bundle(result.bundle, f"{target.host}/lab")
+        assert {i.source for i in mirrored.images} >= {f"{models.gate.host}/library/chat:q4",
+                                                       f"{models.gate.host}/library/embed:v1"}
+        for img, path, tag in ((models.chat, "library/chat", "q4"), (models.embed, "library/embed", "v1")):
+            for ref in (f"{target.host}/lab/{path}@{img.digest}", f"{target.host}/lab/{path}:{tag}"):
+                assert skopeo_raw(ref) == img.manifest.data
+    finally:
+        target.stop()
     # without images the manifest only names the models: nothing is shipped, nothing counted
     online = build_release(mlab, "1.0.1", out_dir=tmp_path / "dist", progress=False)
     with tarfile.open(online.bundle) as tar:
