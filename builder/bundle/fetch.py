@@ -219,10 +219,11 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     with ``RegistryClient``; nothing is shipped that did not hash right.
 
     Manifests and configs are fetched before this returns; layers missing
-    from the cache keep downloading in the background (in archive order,
-    ``FETCH_WORKERS`` at a time) and come back as ``PendingBlob`` members, so
-    the archive writer packs blob N while blobs N+1.. download. A failed
-    download fails the member's ``open`` and so the release (atomically).
+    from the cache keep downloading in the background (biggest first,
+    ``FETCH_WORKERS`` at a time) and come back as ``PendingBlob`` members:
+    the release makes each image's SBOM as soon as its layers are in
+    (``sboms.sbom_members``) and packs once all are. A failed download fails
+    the member's ``open`` and so the release (atomically).
 
     ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
     relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
@@ -274,7 +275,7 @@ def _is_config(plans: list[PlannedImage], digest: str) -> bool:
 
 def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None, *,
               background: bool, what: str = "blobs") -> dict[str, Future]:
-    """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, in digest (= archive) order.
+    """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, biggest first.
 
     Returns a future per blob. In the background the workers are daemon
     threads (an aborted release does not wait for them; a half-fetched blob
@@ -283,7 +284,10 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     """
     for d in blobs:
         cache.settle(d)     # a blob an earlier release cached without fsync: durable (or re-checked) first
-    missing = sorted(d for d, (size, _) in blobs.items() if not cache.has(d, size))
+    # biggest first: the release waits for the last blob (its SBOMs need every layer), and
+    # starting the big ones first keeps every worker busy to the end (no lone 300 MB tail)
+    missing = sorted((d for d, (size, _) in blobs.items() if not cache.has(d, size)),
+                     key=lambda d: (-(blobs[d][0] or 0), d))
     if not missing:
         if background:
             client.close()

@@ -150,14 +150,15 @@ def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_imag
     chosen = _platforms(lab, lock, platforms)
     members: list[BundleFile] = []
     delta = None
+    documents: list[BundleFile] = []
     if with_images:
         members, delta = _image_members(lab, ri.lock, ri.services, chosen, progress, base, since)
+        if delta is None:   # each image's SBOM as soon as its layers are in, while the rest download
+            documents = sbom_members(plan_images(ri.lock, ri.services, chosen), epoch=epoch, pending=members)
         wait_for_downloads(members)
-        plans = plan_images(ri.lock, ri.services, chosen)
     elif sbom:
-        plans = fetch_to_cache(lab, ri.lock, ri.services, chosen, progress)
-    if (with_images or sbom) and delta is None:
-        members += sbom_members(plans, epoch=epoch)
+        documents = sbom_members(fetch_to_cache(lab, ri.lock, ri.services, chosen, progress), epoch=epoch)
+    members += documents
     return plan_bundle(ri, platforms=chosen, image_members=members, sign_key=sign_key, sources=sources,
                        epoch=epoch, since=delta)
 

@@ -10,24 +10,45 @@ timestamp from the build epoch.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from .. import __version__
 from ..blobcache import BlobCache
-from ..sbom import ImageSubject, Layer, generate_sbom, sbom_path
 from .archive import BundleFile
-from .fetch import PlannedImage
+from .fetch import PendingBlob, PlannedImage
+
+SBOM_WORKERS = 2
 
 
-def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache | None = None) -> list[BundleFile]:
-    """The ``sbom/`` members of a bundle for ``plans`` (their layers must be in the cache)."""
+def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache | None = None,
+                 pending: Iterable[BundleFile] = ()) -> list[BundleFile]:
+    """The ``sbom/`` members of a bundle for ``plans``.
+
+    ``pending``: bundle members some of which are still downloading
+    (``fetch.PendingBlob``); each image's document is made, in a small pool,
+    as soon as its own layers are in the cache, while the others download.
+    Without it the layers must all be in the cache already."""
+    # imported here, not at the top: the SBOM pipeline (cyclonedx, jsonschema: ~0.3 s) loads
+    # while the layers download, not before the first byte is asked for
+    from ..sbom import ImageSubject, Layer, generate_sbom, sbom_path
     cache = cache or BlobCache()
-    members = []
-    for plan in plans:
+    ready = {"sha256:" + f.sha256_hint: f.ready for f in pending
+             if isinstance(f, PendingBlob) and f.ready is not None and f.sha256_hint}
+    jobs = [(plan, platform, rec) for plan in plans for platform, rec in sorted(plan.platforms.items())]
+
+    def document(plan: PlannedImage, platform: str, rec) -> BundleFile:
+        for layer in rec.layers:
+            if layer.digest in ready:
+                ready[layer.digest].result()
         name, _, tag = plan.reference.rpartition(":")
-        for platform, rec in sorted(plan.platforms.items()):
-            layers = [Layer(digest=layer.digest, path=cache.path(layer.digest)) for layer in rec.layers]
-            document = generate_sbom(ImageSubject(name=name, digest=rec.manifest, platform=platform, tag=tag),
-                                     layers, epoch=epoch, labbuild_version=__version__)
-            members.append(BundleFile(sbom_path(plan.services[0], platform), data=document))
-    return members
+        layers = [Layer(digest=layer.digest, path=cache.path(layer.digest)) for layer in rec.layers]
+        data = generate_sbom(ImageSubject(name=name, digest=rec.manifest, platform=platform, tag=tag),
+                             layers, epoch=epoch, labbuild_version=__version__)
+        return BundleFile(sbom_path(plan.services[0], platform), data=data)
+
+    if not ready or len(jobs) < 2:
+        return [document(*job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=SBOM_WORKERS, thread_name_prefix="labbuild-sbom") as pool:
+        futures = [pool.submit(document, *job) for job in jobs]
+        return [f.result() for f in futures]

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
+import httpcore
 import httpx
 
 from ..errors import RegistryError
@@ -22,6 +23,11 @@ from .responses import (BlobStream, ErrorFactory, is_tls_failure, registry_messa
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# httpcore reads HTTP/1.1 bodies 64 KiB per recv (HTTP11Connection.READ_NUM_BYTES) and h11
+# re-buffers each read: for GiB-sized blobs that framing, not the network, was the limit
+# (a 320 MiB blob from a local registry: 1.39 s at 64 KiB, 0.67 s at 1 MiB, hashing and
+# writing included). Larger reads only change how many bytes one recv may return.
+_READ_BYTES = 1 << 20
 
 
 class RegistryClient:
@@ -44,6 +50,8 @@ class RegistryClient:
         self.backoff = backoff
         self.deadline = deadline
         self.per_registry_concurrency = per_registry_concurrency
+        if getattr(httpcore.HTTP11Connection, "READ_NUM_BYTES", _READ_BYTES) < _READ_BYTES:
+            httpcore.HTTP11Connection.READ_NUM_BYTES = _READ_BYTES
         self._http = httpx.Client(timeout=timeout, follow_redirects=True,
                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
                                   headers={"User-Agent": "labbuild"})
