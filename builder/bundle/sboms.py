@@ -29,8 +29,8 @@ def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache 
     (``fetch.PendingBlob``); each image's document is made, in a small pool,
     as soon as its own layers are in the cache, while the others download.
     Without it the layers must all be in the cache already."""
-    # imported here, not at the top: the SBOM pipeline (cyclonedx, jsonschema: ~0.3 s) loads
-    # while the layers download, not before the first byte is asked for
+    # Lazy: the SBOM pipeline (cyclonedx, jsonschema: ~0.3 s) loads here, while the layers
+    # download, not before a release asks for its first byte
     from ..sbom import ImageSubject, Layer, generate_sbom, sbom_path
     cache = cache or BlobCache()
     ready = {"sha256:" + f.sha256_hint: f.ready for f in pending
