@@ -292,6 +292,10 @@ def test_release_with_images_from_a_real_registry_is_offline_verified_and_reprod
     assert proc.returncode == 0, proc.stderr
     bundle = Path(json.loads(proc.stdout)["bundle"])
     assert bundle.name == "imglab-base-1.0.0.tar" and bundle.read_bytes()[257:262] == b"ustar"
+    with tarfile.open(bundle) as tar:           # blobs lead (written while they download), then the rest
+        order = [m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name]
+    blobs = [i for i, n in enumerate(order) if n.startswith("images/blobs/sha256/")]
+    assert blobs == list(range(3, 3 + len(blobs))) and order[:3] == ["images", "images/blobs", "images/blobs/sha256"]
     dest = safe_extract(bundle, tmp_path / "x")
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["offline"] is True

@@ -41,7 +41,7 @@ class BundleFile:
     data: bytes | None = None
     source: Path | None = None
     executable: bool = False
-    order: int = 0               # members sort by (order, arcname): 0 metadata first, 1 big blobs last
+    order: int = 0               # members sort by (order, arcname): image blobs (fetch.BLOB_ORDER = -1) lead
     sha256_hint: str | None = None  # hex digest already known (content-addressed blobs), skips re-hashing
 
     def __post_init__(self) -> None:
@@ -128,6 +128,79 @@ def _dirs_of(names: Iterable[str]) -> set[str]:
     return dirs
 
 
+Entry = tuple[tuple[int, bytes], str, "BundleFile | None"]   # (sort key, name, file; None = a directory)
+
+
+def archive_entries(files: list[BundleFile]) -> list[Entry]:
+    """Every entry under the top directory in archive order: by ``(order, name bytes)``; a
+    directory sorts with the smallest order of the files under it."""
+    names = [f.arcname for f in files]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"duplicate bundle members: {', '.join(dup)}")
+    entries: list[Entry] = []
+    for d in _dirs_of(names):
+        order = min(f.order for f in files if f.arcname.startswith(d + "/"))
+        entries.append(((order, d.encode()), d, None))
+    for f in files:
+        entries.append(((f.order, f.arcname.encode()), f.arcname, f))
+    entries.sort(key=lambda e: e[0])
+    return entries
+
+
+class TarStream:
+    """The byte recipe of a bundle's tar, written entry by entry into ``out`` and hashed.
+
+    The bytes of tarfile's "w|" PAX stream (headers from TarInfo.tobuf, data padded
+    to 512, two zero blocks, then zeros up to a 10 KiB record), written directly:
+    tarfile's stream buffer re-copies every block and cost a third of a 1 GiB image
+    release. Writes go through a background thread, so hashing a block and writing
+    the previous one overlap. ``write_tar`` writes all entries at once; an image
+    release writes its blobs first, while the rest of the plan is still being made
+    (``pack.EarlyArchive``) — the same calls, so the same bytes.
+    """
+
+    def __init__(self, out: BinaryIO, top: str, mtime: int) -> None:
+        self.top, self.mtime = top, mtime
+        self._writer = _BackgroundWriter(out)
+        self.hashing = HashingWriter(self._writer)
+        self.offset = _put(self.hashing, _header(_info(top, mtime, directory=True)))
+
+    def add(self, entries: Iterable[Entry], progress: Callable[[int], None] | None = None) -> None:
+        for _, name, f in entries:
+            if f is None:
+                self.offset += _put(self.hashing, _header(_info(f"{self.top}/{name}", self.mtime, directory=True)))
+                continue
+            info = _info(f"{self.top}/{name}", self.mtime, executable=f.executable)
+            info.size = f.size
+            self.offset += _put(self.hashing, _header(info))
+            with f.open() as fh:
+                left = info.size
+                while left:
+                    block = fh.read(min(COPY_BLOCK, left))
+                    if not block:
+                        raise OSError(f"{f.arcname}: file shrank while being archived")
+                    self.hashing.write(block)
+                    left -= len(block)
+            self.offset += info.size + _put(self.hashing, tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
+            if progress:
+                progress(info.size)
+
+    def finish(self) -> str:
+        """The trailer; returns the sha256 (hex) of the whole tar stream."""
+        self.offset += _put(self.hashing, tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        _put(self.hashing, tarfile.NUL * (-self.offset % tarfile.RECORDSIZE))
+        self.hashing.flush()
+        self.close()
+        return self.hashing.hash.hexdigest()
+
+    def close(self) -> None:
+        """Drain and stop the writer thread (re-raises its first error)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+
 def write_tar(out: BinaryIO, top: str, files: Iterable[BundleFile], *, mtime: int | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Write a reproducible tar of ``files`` under directory ``top`` to ``out``.
@@ -136,53 +209,13 @@ def write_tar(out: BinaryIO, top: str, files: Iterable[BundleFile], *, mtime: in
     called with the byte count of each file written.
     """
     mtime = source_date_epoch() if mtime is None else mtime
-    files = list(files)
-    names = [f.arcname for f in files]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"duplicate bundle members: {', '.join(dup)}")
-    writer = _BackgroundWriter(out)
+    entries = archive_entries(list(files))
+    stream = TarStream(out, top, mtime)
     try:
-        return _write_entries(HashingWriter(writer), top, files, names, mtime, progress)
+        stream.add(entries, progress)
+        return stream.finish()
     finally:
-        writer.close()
-
-
-def _write_entries(hashing: "HashingWriter", top: str, files: list[BundleFile], names: list[str], mtime: int,
-                   progress: Callable[[int], None] | None) -> str:
-    entries: list[tuple[tuple, str, BundleFile | None]] = []
-    for d in _dirs_of(names):
-        order = min(f.order for f in files if f.arcname.startswith(d + "/"))
-        entries.append(((order, d.encode()), d, None))
-    for f in files:
-        entries.append(((f.order, f.arcname.encode()), f.arcname, f))
-    entries.sort(key=lambda e: e[0])
-    # The bytes of tarfile's "w|" PAX stream (headers from TarInfo.tobuf, data padded to 512,
-    # two zero blocks, then zeros up to a 10 KiB record), written directly: tarfile's stream
-    # buffer re-copies every block and cost a third of a 1 GiB image release.
-    offset = _put(hashing, _header(_info(top, mtime, directory=True)))
-    for _, name, f in entries:
-        if f is None:
-            offset += _put(hashing, _header(_info(f"{top}/{name}", mtime, directory=True)))
-            continue
-        info = _info(f"{top}/{name}", mtime, executable=f.executable)
-        info.size = f.size
-        offset += _put(hashing, _header(info))
-        with f.open() as fh:
-            left = info.size
-            while left:
-                block = fh.read(min(COPY_BLOCK, left))
-                if not block:
-                    raise OSError(f"{f.arcname}: file shrank while being archived")
-                hashing.write(block)
-                left -= len(block)
-        offset += info.size + _put(hashing, tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
-        if progress:
-            progress(info.size)
-    offset += _put(hashing, tarfile.NUL * (2 * tarfile.BLOCKSIZE))
-    _put(hashing, tarfile.NUL * (-offset % tarfile.RECORDSIZE))
-    hashing.flush()
-    return hashing.hash.hexdigest()
+        stream.close()
 
 
 def _header(info: tarfile.TarInfo) -> bytes:

@@ -14,8 +14,10 @@ against the lock, and returns the members of ``images/``:
                                       the same for each platform (install picks the host's)
     images/blobs/sha256/<hex>         every manifest, config and layer blob, once
 
-Metadata sorts first (order 0), blobs last (order 1, with their digest as
-``sha256_hint`` so the archive writer never re-hashes them).
+Blobs sort first (``BLOB_ORDER``, with their digest as ``sha256_hint`` so the
+archive writer never re-hashes them), every other file after them: a cold
+release writes the blobs into its archive as they arrive, before the SBOMs
+and the manifest that lists them exist.
 
 The file names come from ``builder.bundle.layout``; the install side reads
 them back in ``builder.install.unpack``.
@@ -49,6 +51,9 @@ INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 # concurrent blob downloads: one per CPU (2..8); more only adds contention on a small host
+# blobs lead an image bundle: they can be written before the files that describe them (SBOMs,
+# manifest.json, SHA256SUMS, signatures) are known, i.e. while they download
+BLOB_ORDER = -1
 FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or min(8, max(2, os.cpu_count() or 2))
 
 
@@ -219,11 +224,12 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     with ``RegistryClient``; nothing is shipped that did not hash right.
 
     Manifests and configs are fetched before this returns; layers missing
-    from the cache keep downloading in the background (biggest first,
+    from the cache keep downloading in the background (in archive order,
     ``FETCH_WORKERS`` at a time) and come back as ``PendingBlob`` members:
-    the release makes each image's SBOM as soon as its layers are in
-    (``sboms.sbom_members``) and packs once all are. A failed download fails
-    the member's ``open`` and so the release (atomically).
+    blobs lead an image bundle (``BLOB_ORDER``), so the release's archive
+    writer packs blob N while blobs N+1.. download, and makes each image's
+    SBOM as soon as its layers are in (``sboms.sbom_members``). A failed
+    download fails the member's ``open`` and so the release (atomically).
 
     ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
     relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
@@ -249,10 +255,10 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     for digest in sorted(set(blobs) | (set(manifests) - exclude)):
         arcname, source = f"{IMAGES_DIR}/{_blob_path(digest)}", cache.path(digest)
         if digest in pending:
-            files.append(PendingBlob(arcname, source=source, order=1, sha256_hint=hex_of(digest),
+            files.append(PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),
                                      ready=pending[digest], known_size=blobs[digest][0]))
         else:
-            files.append(BundleFile(arcname, source=source, order=1, sha256_hint=hex_of(digest)))
+            files.append(BundleFile(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest)))
     return files
 
 
@@ -275,7 +281,7 @@ def _is_config(plans: list[PlannedImage], digest: str) -> bool:
 
 def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None, *,
               background: bool, what: str = "blobs") -> dict[str, Future]:
-    """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, biggest first.
+    """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, in digest (= archive) order.
 
     Returns a future per blob. In the background the workers are daemon
     threads (an aborted release does not wait for them; a half-fetched blob
@@ -284,10 +290,7 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     """
     for d in blobs:
         cache.settle(d)     # a blob an earlier release cached without fsync: durable (or re-checked) first
-    # biggest first: the release waits for the last blob (its SBOMs need every layer), and
-    # starting the big ones first keeps every worker busy to the end (no lone 300 MB tail)
-    missing = sorted((d for d, (size, _) in blobs.items() if not cache.has(d, size)),
-                     key=lambda d: (-(blobs[d][0] or 0), d))
+    missing = sorted(d for d, (size, _) in blobs.items() if not cache.has(d, size))   # archive order
     if not missing:
         if background:
             client.close()

@@ -29,7 +29,7 @@ from ..fsutil import canonical_json
 from ..lockfile import Lock, ModelRecord
 from ..registry import RegistryClient
 from .archive import BundleFile
-from .fetch import REF_NAME, PendingBlob, _download, check_manifest
+from .fetch import BLOB_ORDER, REF_NAME, PendingBlob, _download, check_manifest
 from .layout import IMAGES_DIR, model_blob_path
 
 INDEX_MEMBER = f"{IMAGES_DIR}/index.json"
@@ -132,8 +132,8 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
         taken.add(arcname)
         source = cache.path(digest)
         if digest in pending:
-            out.append(PendingBlob(arcname, source=source, order=1, sha256_hint=hex_of(digest),
+            out.append(PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),
                                    ready=pending[digest], known_size=blobs[digest][0]))
         else:
-            out.append(BundleFile(arcname, source=source, order=1, sha256_hint=hex_of(digest)))
+            out.append(BundleFile(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest)))
     return out

@@ -11,11 +11,13 @@ file beside ``dest``, fsync, rename) with the byte recipe of
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from ..errors import BundleError
 from ..fsutil import WriteBehind, atomic_writer, sha256_bytes
 from ..lockfile import Lock
 from ..progress import progress_display
@@ -23,7 +25,7 @@ from ..provenance import BuildInfo, provenance_statement, render_provenance
 from ..render import ReleaseInput, comment_text, render_text_files, secret_keys, supplied_keys, volume_name
 from ..signing import fingerprint, sign
 from ..sigstore_bundle import render_message_bundle
-from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, gzip_writer, write_tar
+from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, TarStream, archive_entries, gzip_writer, write_tar
 from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, FileEntry, Manifest,
                      DeltaBase, ManifestBackup, ManifestBlob, ManifestHealth, ManifestModel, ManifestPort,
                      ManifestService, ManifestSupplied, ManifestVolume, delta_filename, delta_top, provenance_subjects,
@@ -112,6 +114,14 @@ def manifest_models(bp, rec) -> tuple[ManifestModel, ...]:
     return tuple(out)
 
 
+def bundle_names(ri: ReleaseInput, since: DeltaBase | None = None) -> tuple[str, str]:
+    """``(top directory, file name)`` of the bundle; a delta is named after its base."""
+    if since is None:
+        return ri.top, ri.filename
+    return (delta_top(ri.lab.name, ri.profile, ri.version, since.version),
+            delta_filename(ri.lab.name, ri.profile, ri.version, since.version))
+
+
 def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: Iterable[BundleFile] = (),
                 sign_key=None, sources: Mapping[str, str] | None = None, epoch: int = DEFAULT_MTIME,
                 since: DeltaBase | None = None) -> BundlePlan:
@@ -122,10 +132,7 @@ def plan_bundle(ri: ReleaseInput, *, platforms: tuple[str, ...], image_members: 
     ``since``: a delta bundle (``builder.bundle.delta``): named after its base, its
     manifest says what it relies on.
     """
-    top, filename = ri.top, ri.filename
-    if since is not None:
-        top = delta_top(ri.lab.name, ri.profile, ri.version, since.version)
-        filename = delta_filename(ri.lab.name, ri.profile, ri.version, since.version)
+    top, filename = bundle_names(ri, since)
     lock = closure_lock(ri.lock, ri.services)
     members = [BundleFile(n, data=t.encode("utf-8")) for n, t in render_text_files(ri).items()]
     members.append(BundleFile(LOCK_FILE, data=lock.dumps().encode("utf-8")))
@@ -170,7 +177,8 @@ def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
     given) does not raise. An image bundle shows a packing bar on a TTY
     (``progress``: None = when stderr is a terminal, False = never).
     """
-    with _packing_bar(plan, progress) as on_bytes, atomic_writer(dest) as fh:
+    total = None if plan.compressed else sum(f.size for f in plan.files)
+    with _packing_bar(plan.filename, total, progress) as on_bytes, atomic_writer(dest) as fh:
         if plan.compressed:
             outer = HashingWriter(fh)
             with gzip_writer(outer) as gz:
@@ -183,13 +191,77 @@ def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
     return archive_sha, tar_sha
 
 
+class EarlyArchive:
+    """An image bundle's archive begun before its plan is complete.
+
+    Blobs lead an image bundle (``fetch.BLOB_ORDER``): their names, sizes and
+    digests come from the lock, so they can be written before the files that
+    describe them (SBOMs made from the layers, manifest.json, SHA256SUMS,
+    signatures) exist. A thread writes the blob entries into the temp file
+    beside ``dest`` as their downloads finish (``PendingBlob.open`` waits),
+    hashing the stream as it goes; ``finish(plan)`` checks that the plan begins
+    with exactly those entries, writes the rest and the trailer, fsyncs and
+    renames — the same ``archive.TarStream`` calls as ``write_archive``, so the
+    same bytes. ``abort`` removes the temp file.
+    """
+
+    def __init__(self, dest: Path, top: str, filename: str, blobs: list[BundleFile], *, mtime: int,
+                 progress: Any = None) -> None:
+        self.top = top
+        self.head = archive_entries(blobs)
+        self._stack = contextlib.ExitStack()
+        try:
+            self._bar = self._stack.enter_context(_packing_bar(filename, sum(f.size for f in blobs), progress))
+            fh = self._stack.enter_context(atomic_writer(dest))
+            self.stream = TarStream(WriteBehind(fh), top, mtime)
+        except BaseException:
+            self._stack.close()
+            raise
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="labbuild-early-archive")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.stream.add(self.head, self._bar)
+        except BaseException as exc:  # handed to finish()
+            self._error = exc
+
+    def finish(self, plan: BundlePlan, accept: Callable[[str, str], None] | None = None) -> tuple[str, str]:
+        """Write the rest of ``plan``; return ``(archive sha256, tar sha256)`` (the same: not compressed)."""
+        try:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            entries = archive_entries(list(plan.files))
+            begun = [(key, name) for key, name, _ in self.head]
+            if plan.compressed or plan.top != self.top or [(k, n) for k, n, _ in entries[:len(begun)]] != begun:
+                raise BundleError(f"internal error: {plan.filename} does not begin with the blobs written early",
+                                  hint="report it; `labbuild release` again writes it in one pass")
+            self.stream.add(entries[len(begun):], self._bar)
+            sha = self.stream.finish()
+            if accept:
+                accept(sha, sha)
+        except BaseException as exc:
+            self.abort(exc)
+            raise
+        self._stack.close()                      # fsync, rename
+        return sha, sha
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the temp file (the blob thread may still wait for a download: it ends with the process)."""
+        exc = exc or BundleError("release aborted")
+        with contextlib.suppress(BaseException):
+            self.stream.close()
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
+
+
 @contextlib.contextmanager
-def _packing_bar(plan: BundlePlan, progress: Any) -> Iterator[Callable[[int], None] | None]:
+def _packing_bar(filename: str, total: int | None, progress: Any) -> Iterator[Callable[[int], None] | None]:
     """A rich bar over the bytes packed into an image bundle; nothing for small bundles."""
-    if plan.compressed or progress is False:
+    if total is None or progress is False:
         yield None
         return
-    total = sum(f.size for f in plan.files)
     with progress_display(None if progress is None else bool(progress)) as bars:
-        task = bars.add_task(f"packing {plan.filename}", total=total)
+        task = bars.add_task(f"packing {filename}", total=total)
         yield lambda n: bars.advance(task, n)

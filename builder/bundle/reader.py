@@ -83,6 +83,15 @@ def member_problem(name: str, member: tarfile.TarInfo, top: str | None) -> str |
     return None
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether the file starts with the gzip magic (False when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def open_archive(path: Path, *, seekable: bool = False) -> Iterator[tarfile.TarFile]:
     """The archive as a forward-only tar stream; BundleError when it is not one.
@@ -135,6 +144,25 @@ def walk_bundle(path: Path, scan: ScannedBundle,
             scan.problems.append(Problem(file=str(path), path="",
                                          message=f"archive is corrupt or truncated ({exc})",
                                          hint="copy the bundle again"))
+
+
+def peek_files(path: Path, wanted: Callable[[str], bool], cap: int) -> dict[str, bytes]:
+    """The small files ``wanted`` (rel path -> bytes, each at most ``cap``) of an uncompressed
+    archive, found by seeking from header to header: no blob is read. Unverified: for
+    deciding early what the verifying pass will check. ``{}`` for a compressed or unreadable
+    archive (the verifying pass reports what is wrong with it)."""
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    return {}
+                parts = member.name.split("/", 1)
+                if len(parts) == 2 and member.isreg() and member.size <= cap and wanted(parts[1]):
+                    out[parts[1]] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError):
+        return {}
+    return out
 
 
 def scan_bundle(path: str | Path, keep: Iterable[str]) -> ScannedBundle:

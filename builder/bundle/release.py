@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .. import __version__, names
 from ..blueprint import Lab, lab_paths, load_lab
@@ -34,10 +34,10 @@ from ..render import ReleaseInput
 from ..signing import load_private_key
 from .archive import BundleFile, source_date_epoch
 from .delta import Base, delta_base, delta_members, plan_delta, read_base
-from .fetch import fetch_to_cache, image_files, plan_images, wait_for_downloads
+from .fetch import BLOB_ORDER, fetch_to_cache, image_files, plan_images, wait_for_downloads
 from .layout import DeltaBase, DeltaSummary, Manifest, delta_summary, is_version
 from .models import add_model_files
-from .pack import BundlePlan, plan_bundle, write_archive
+from .pack import BundlePlan, EarlyArchive, bundle_names, plan_bundle, write_archive
 from .record import (RECORDS_DIR, delta_record_path, make_record, read_record, record_differences, record_path,
                      spec_record_path, write_record)
 from .sboms import sbom_members
@@ -138,7 +138,8 @@ def _platforms(lab: Lab, lock: Lock, platforms: Iterable[str] | None) -> tuple[s
 
 def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_images: bool,
                   platforms: Iterable[str] | None, sign_key, progress, sources: dict[str, str], epoch: int,
-                  sbom: bool = False, base: Base | None = None, since: DeltaBase | None = None) -> BundlePlan:
+                  sbom: bool = False, base: Base | None = None, since: DeltaBase | None = None,
+                  early: Callable[[str, str, list[BundleFile]], None] | None = None) -> BundlePlan:
     """Everything a release holds. Image bundles (and ``sbom``) carry an SBOM per image and
     platform, made from the layers in the blob cache once they are all there. A delta
     (``base``/``since``) carries no SBOMs: its layers are not all fetched (its base has them)."""
@@ -153,6 +154,8 @@ def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_imag
     documents: list[BundleFile] = []
     if with_images:
         members, delta = _image_members(lab, ri.lock, ri.services, chosen, progress, base, since)
+        if early is not None:   # the archive's blobs can be written now, while they download
+            early(*bundle_names(ri, delta), [f for f in members if f.order == BLOB_ORDER])
         if delta is None:   # each image's SBOM as soon as its layers are in, while the rest download
             documents = sbom_members(plan_images(ri.lock, ri.services, chosen), epoch=epoch, pending=members)
         wait_for_downloads(members)
@@ -219,13 +222,28 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
     record = read_record(rpath) if rpath.exists() else None
     mtime = record["mtime"] if record is not None else source_date_epoch()
     sources = _lab_sources(root)
-    plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
-                         sign_key=key, progress=progress, sources=sources, epoch=mtime, sbom=sbom, base=base)
     out = Path(out_dir) if out_dir is not None else root / "dist"
+    begun: list[EarlyArchive] = []
+
+    def early(top: str, filename: str, blobs: list[BundleFile]) -> None:
+        begun.append(EarlyArchive(names.inside(out, filename), top, filename, blobs, mtime=mtime,
+                                  progress=progress))
+
+    try:
+        plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
+                             sign_key=key, progress=progress, sources=sources, epoch=mtime, sbom=sbom, base=base,
+                             early=early if with_images and record is None else None)
+    except BaseException as exc:
+        for archive in begun:
+            archive.abort(exc)
+        raise
     dest = names.inside(out, plan.filename)
     if record is not None:
         return _release_again(plan, record, rpath, dest, version, profile, progress)
-    archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
+    if begun:
+        archive_sha, tar_sha = begun[0].finish(plan)
+    else:
+        archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
     write_record(rpath, make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime, sources,
                                     sbom=sbom, git_commit=git_commit(root)))
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,

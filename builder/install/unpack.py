@@ -22,9 +22,10 @@ from pathlib import Path
 from ..bundle import verify
 from ..bundle.layout import (DOCKER_LOAD_DEFAULT, IMAGES_DIR, MANIFEST, TRUST_FILES, Manifest, delta_summary,
                              docker_load_manifest)
-from ..bundle.reader import ScannedBundle
+from ..bundle.reader import ScannedBundle, peek_files
 from ..errors import BundleError, InstallError
 from ..fsutil import canonical_json, sha256_bytes
+from ..limits import MAX_SMALL_FILE_BYTES
 from ..platforms import expected_image_id, match_platform
 from ..progress import progress_display
 from .engine import StreamingLoad, has_image, tag_image, tar_header
@@ -210,6 +211,12 @@ def say_delta(say: Say, manifest: Manifest) -> None:
     say(delta_summary(manifest).render())
 
 
+def _plans_load(rel: str) -> bool:
+    """The small files that decide a load: manifest.json and the docker-load manifests."""
+    return rel == MANIFEST or (rel.startswith(IMAGES_DIR + "/") and rel.endswith(".json")
+                               and not rel.startswith(IMAGES_DIR + "/blobs/"))
+
+
 def unpack_bundle(bundle: Path, key, client, platform: str, say: Say, base: Path | None = None) -> Unpacked:
     """Verify ``bundle`` while loading its images; keep its small files (see the module docstring).
 
@@ -218,11 +225,19 @@ def unpack_bundle(bundle: Path, key, client, platform: str, say: Say, base: Path
     delta's base by its manifest's sha256)."""
     loader = _ImageLoader(client, platform, bundle.name, say, base)
     say(f"verifying {bundle.name}" + (" and its signature" if key else ""))
+    # blobs lead an image bundle: what to load is decided from its small files, read first by seeking
+    plan_files = peek_files(bundle, _plans_load, MAX_SMALL_FILE_BYTES)
     try:
+        if any(rel.startswith(IMAGES_DIR + "/") for rel in plan_files):
+            loader.prepare(plan_files)
         with progress_display(None) as bars:
             task = bars.add_task(f"verifying {bundle.name}", total=bundle.stat().st_size)
             result = verify.unpack(bundle, key=key, stream=loader.stream,
                                    on_bytes=lambda n: bars.advance(task, n))
+            changed = sorted(rel for rel, data in plan_files.items() if result.contents.get(rel) != data)
+            if changed:
+                raise InstallError(f"{bundle.name}: {changed[0]} changed while the bundle was read",
+                                   hint="the bundle file is being written or replaced: copy it again")
             if any(rel.startswith(IMAGES_DIR + "/") for rel in result.contents):
                 loader.prepare(result.contents)     # a delta carrying no blob still checks its base
             if base is not None and loader.from_base:
