@@ -145,6 +145,24 @@ def test_the_image_yields_exactly_its_packages_with_whiteouts_applied(image_laye
     assert scan.warnings == []
 
 
+def test_images_on_the_same_base_read_it_once_and_see_the_same_packages(image_layers, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from builder.sbom import ChainMemo
+    base, upper = image_layers
+    other = write_layer(tmp_path / "l3.tar", [("app/node_modules/left-pad/package.json", npm("left-pad", "1.3.0"))],
+                        gz=False)
+    alone = [sorted(p.purl for p in scan_image(layers).packages) for layers in ([base, upper], [base, other])]
+    opened: list[str] = []
+    real = layers_module._scan_layer
+    monkeypatch.setattr(layers_module, "_scan_layer", lambda layer, *a: (opened.append(layer.digest), real(layer, *a))[1])
+    memo = ChainMemo()
+    with ThreadPoolExecutor(2) as pool:       # both images at once: one reads the base, the other waits for it
+        shared = list(pool.map(lambda layers: sorted(p.purl for p in scan_image(layers, memo).packages),
+                               ([base, upper], [base, other])))
+    assert shared == alone and "pkg:npm/left-pad@1.3.0" in shared[1]
+    assert sorted(opened) == sorted([base.digest, upper.digest, other.digest])
+
+
 IMAGE = ImageSubject(name="docker.io/library/demo", digest="sha256:" + "1" * 64, platform="linux/amd64", tag="1.0")
 
 

@@ -31,11 +31,12 @@ def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache 
     Without it the layers must all be in the cache already."""
     # Lazy: the SBOM pipeline (cyclonedx, jsonschema: ~0.3 s) loads here, while the layers
     # download, not before a release asks for its first byte
-    from ..sbom import ImageSubject, Layer, generate_sbom, sbom_path
+    from ..sbom import ChainMemo, ImageSubject, Layer, generate_sbom, sbom_path
     cache = cache or BlobCache()
     ready = {"sha256:" + f.sha256_hint: f.ready for f in pending
              if isinstance(f, PendingBlob) and f.ready is not None and f.sha256_hint}
     jobs = [(plan, platform, rec) for plan in plans for platform, rec in sorted(plan.platforms.items())]
+    memo = ChainMemo()      # images on the same base read it once
 
     def document(plan: PlannedImage, platform: str, rec) -> BundleFile:
         for layer in rec.layers:
@@ -44,7 +45,7 @@ def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache 
         name, _, tag = plan.reference.rpartition(":")
         layers = [Layer(digest=layer.digest, path=cache.path(layer.digest)) for layer in rec.layers]
         data = generate_sbom(ImageSubject(name=name, digest=rec.manifest, platform=platform, tag=tag),
-                             layers, epoch=epoch, labbuild_version=__version__)
+                             layers, epoch=epoch, labbuild_version=__version__, memo=memo)
         return BundleFile(sbom_path(plan.services[0], platform), data=data)
 
     if not ready or len(jobs) < 2:

@@ -20,10 +20,10 @@ from typing import Iterable
 
 from ..platforms import platform_file
 from .cyclonedx import ImageSubject, components_of, render_cyclonedx, sbom_serial, validation_problem
-from .layers import Layer, read_layers
+from .layers import ChainMemo, Layer, read_layers
 from .packages import OS_RELEASE, Distro, Package, is_metadata_path, packages_from, parse_os_release
 
-__all__ = ["ImageScan", "ImageSubject", "Layer", "Package", "components_of", "generate_sbom", "render_cyclonedx",
+__all__ = ["ChainMemo", "ImageScan", "ImageSubject", "Layer", "Package", "components_of", "generate_sbom", "render_cyclonedx",
            "sbom_path", "sbom_serial", "scan_image", "validation_problem"]
 
 SBOM_DIR = "sbom"
@@ -38,9 +38,10 @@ class ImageScan:
     warnings: list[str] = field(default_factory=list)
 
 
-def scan_image(layers: Iterable[Layer]) -> ImageScan:
-    """The packages installed in the image made of ``layers`` (lowest first), whiteouts applied."""
-    merged = read_layers(layers, is_metadata_path)
+def scan_image(layers: Iterable[Layer], memo: ChainMemo | None = None) -> ImageScan:
+    """The packages installed in the image made of ``layers`` (lowest first), whiteouts applied.
+    ``memo``: shared with the other images of a release, so a common base is read once."""
+    merged = read_layers(layers, is_metadata_path, memo)
     release = next((merged.files[p] for p in OS_RELEASE if p in merged.files), None)
     distro = parse_os_release(release.data) if release else Distro()
     packages = [pkg for path, f in sorted(merged.files.items()) if path not in OS_RELEASE
@@ -48,9 +49,10 @@ def scan_image(layers: Iterable[Layer]) -> ImageScan:
     return ImageScan(packages=sorted(set(packages)), warnings=merged.warnings)
 
 
-def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, labbuild_version: str) -> bytes:
+def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, labbuild_version: str,
+                  memo: ChainMemo | None = None) -> bytes:
     """The CycloneDX 1.6 JSON bytes for ``image`` built from ``layers`` (lowest first)."""
-    return render_cyclonedx(image, scan_image(layers).packages, epoch=epoch, labbuild_version=labbuild_version)
+    return render_cyclonedx(image, scan_image(layers, memo).packages, epoch=epoch, labbuild_version=labbuild_version)
 
 
 def sbom_path(name: str, platform: str) -> str:

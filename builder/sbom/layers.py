@@ -14,7 +14,8 @@ memory: only the files a ``wanted`` predicate selects are read, each up to a
 size cap (``MAX_SBOM_METADATA_BYTES``); a bigger one is skipped with a warning.
 Whiteouts and replacements are applied to what lower layers contributed once
 a layer has been read completely, so their order inside a tarball does not
-matter. The result names, for every wanted file that survives, its content
+matter. A ``ChainMemo`` shared by the images of a release reads a common
+base (the same bottom layers) once. The result names, for every wanted file that survives, its content
 and the digest of the layer it came from.
 """
 
@@ -23,7 +24,9 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
+import threading
 import zlib
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
@@ -243,9 +246,44 @@ def _scan_layer(layer: Layer, wanted: Callable[[str], bool], lower: dict[str, La
     return changes
 
 
-def read_layers(layers: Iterable[Layer], wanted: Callable[[str], bool]) -> MergedFiles:
-    """The wanted files of the image made of ``layers`` (lowest first), with whiteouts applied."""
+class ChainMemo:
+    """The merged files after each chain of bottom layers, shared between the images of one
+    release (and their threads): images on the same base read its layers once. A chain is
+    claimed by the first reader; the others wait for its result."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._chains: dict[tuple[str, ...], Future] = {}
+
+    def claim(self, chain: tuple[str, ...]) -> tuple[Future, bool]:
+        """The chain's future, and whether the caller must compute it."""
+        with self._lock:
+            future = self._chains.get(chain)
+            if future is None:
+                future = self._chains[chain] = Future()
+                return future, True
+            return future, False
+
+
+def read_layers(layers: Iterable[Layer], wanted: Callable[[str], bool],
+                memo: ChainMemo | None = None) -> MergedFiles:
+    """The wanted files of the image made of ``layers`` (lowest first), with whiteouts applied.
+    ``memo``: reuse (and share) what other images with the same bottom layers found."""
     merged = MergedFiles()
+    chain: tuple[str, ...] = ()
     for layer in layers:
-        _scan_layer(layer, wanted, merged.files, merged.warnings).apply_to(merged.files)
+        chain += (layer.digest,)
+        future, mine = memo.claim(chain) if memo is not None else (None, True)
+        if not mine:
+            files, warnings = future.result()
+            merged = MergedFiles(files=dict(files), warnings=list(warnings))
+            continue
+        try:
+            _scan_layer(layer, wanted, merged.files, merged.warnings).apply_to(merged.files)
+        except BaseException as exc:
+            if future is not None:
+                future.set_exception(exc)
+            raise
+        if future is not None:
+            future.set_result((dict(merged.files), tuple(merged.warnings)))
     return merged
