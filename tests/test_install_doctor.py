@@ -8,15 +8,15 @@ import socket
 from pathlib import Path
 
 from builder.bundle.layout import FileEntry, Manifest, ManifestPort, ManifestService
-from builder.install.doctor import (Check, DoctorReport, blob_bytes, check_dir, check_gpu, check_memory, check_ports,
+from builder.install.doctor import (Check, DoctorReport, blob_bytes, check_dir, disk_need, check_gpu, check_memory, check_ports,
                                     gpu_services, parse_size, port_free, port_owner)
 
 
-def service(*, memory=None, gpus=None, port=None) -> ManifestService:
+def service(*, memory=None, gpus=None, port=None, models=()) -> ManifestService:
     ports = (ManifestPort(name="http", container=80, host=port, bind="127.0.0.1", protocol="tcp"),) if port else ()
     return ManifestService(image="x/y:1", digest="sha256:" + "0" * 64, verified=True, config_digests={},
                            ports=ports, health=None, depends_on=(), volumes=(), secrets=(), runbook="runbooks/y.md",
-                           memory=memory, gpus=gpus)
+                           memory=memory, gpus=gpus, models=models)
 
 
 def manifest(services, files=None) -> Manifest:
@@ -72,6 +72,19 @@ def test_disk_counts_every_blob_under_images():
     files = {"images/blobs/sha256/aa": FileEntry("0" * 64, 1000), "images/blobs/sha256/bb": FileEntry("0" * 64, 24),
              "images/index.json": FileEntry("0" * 64, 5), "compose.yaml": FileEntry("0" * 64, 7)}
     assert blob_bytes(manifest({}, files)) == 1024
+    assert disk_need(manifest({}, files)) == (2048, 1024, 0)
+
+
+def test_disk_counts_model_blobs_once_and_unpacked_layers_twice():
+    from builder.bundle.layout import ManifestBlob, ManifestModel
+    blob, config, layer = ("sha256:" + c * 64 for c in "abc")
+    model = ManifestModel(name="library/m", tag="1", digest=blob, format="ollama", volume="models", path="",
+                          role=None, media_type="", size=300, blobs=(ManifestBlob(config, 20, ""),
+                                                                     ManifestBlob(layer, 5000, "")))
+    files = {f"images/blobs/sha256/{d[7:]}": FileEntry(d[7:], n) for d, n in ((blob, 300), (config, 20), (layer, 5000))}
+    files["images/blobs/sha256/" + "d" * 64] = FileEntry("d" * 64, 1000)          # an image layer
+    m = manifest({"ollama": service(models=(model,))}, files)
+    assert disk_need(m) == (2000 + 5320, 1000, 5320)
 
 
 def test_dir_check_and_the_report_views(tmp_path):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..bundle.layout import IMAGES_DIR, MANIFEST, Manifest
+from ..bundle.layout import IMAGES_DIR, MANIFEST, Manifest, model_bytes
 from ..bundle.reader import is_gzip, open_archive
 from ..errors import BundleError, InstallError
 from .compose import MIN_VERSION, compose_version, find_compose
@@ -255,6 +255,14 @@ def blob_bytes(manifest: Manifest) -> int:
     return sum(f.size for name, f in manifest.files.items() if name.startswith(IMAGES_DIR + "/blobs/"))
 
 
+def disk_need(manifest: Manifest) -> tuple[int, int, int]:
+    """``(bytes needed, image blob bytes, model blob bytes)``: image layers grow when the
+    engine unpacks them (``UNPACK_FACTOR``); model blobs are written into volumes as they are."""
+    models = model_bytes(manifest)
+    images = blob_bytes(manifest) - models
+    return int(images * UNPACK_FACTOR) + models, images, models
+
+
 def check_disk(manifest: Manifest, client) -> Check:
     size = blob_bytes(manifest)
     if not size:
@@ -266,9 +274,9 @@ def check_disk(manifest: Manifest, client) -> Check:
             root = Path(client.info().get("DockerRootDir") or root)
     probe = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free
-    need = int(size * UNPACK_FACTOR)
-    detail = (f"{_human(need)} needed for {_human(size)} of blobs (x{UNPACK_FACTOR:g} unpacked), "
-              f"{_human(free)} free on {probe}")
+    need, images, models = disk_need(manifest)
+    detail = (f"{_human(need)} needed for {_human(images)} of image blobs (x{UNPACK_FACTOR:g} unpacked)"
+              + (f" and {_human(models)} of models" if models else "") + f", {_human(free)} free on {probe}")
     if free < need:
         return Check("disk", "fail", detail, fix=f"free {_human(need - free)} on {probe} "
                                                  "(docker system prune removes unused images)")
