@@ -217,7 +217,7 @@ def read_verified(path: Path, *, key=None, keep: Callable[[str], bool] = TRUST_F
                 scan.kept[rel] = read.data
         scan.files[rel] = (read.sha256, read.size)
 
-    walk_bundle(Path(path), scan, on_file, seekable=blob_names)
+    walk_bundle(Path(path), scan, on_file)
     if scan.top is None and not scan.problems:
         scan.problems.append(Problem(file=str(path), path="", message="no top directory in the archive"))
     return _verdict(scan, key, top=scan.top)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..bundle.layout import IMAGES_DIR, MANIFEST, Manifest, model_bytes
-from ..bundle.reader import is_gzip, open_archive
+from ..bundle.reader import open_archive
 from ..errors import BundleError, InstallError
 from .compose import MIN_VERSION, compose_version, find_compose
 from .engine import containers, docker_client
@@ -98,7 +98,7 @@ def bundle_manifest(bundle: Path) -> Manifest:
     """manifest.json of a bundle archive or an unpacked bundle directory, without reading the rest."""
     if bundle.is_dir():
         return read_manifest(bundle)
-    with open_archive(bundle, seekable=not is_gzip(bundle)) as tar:   # an image bundle's blobs come first: seek
+    with open_archive(bundle) as tar:     # an image bundle (blobs first) is read with seeks
         for member in tar:
             parts = member.name.split("/")
             if len(parts) == 2 and parts[1] == MANIFEST and member.isreg() and member.size <= MANIFEST_LIMIT:
