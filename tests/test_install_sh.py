@@ -200,3 +200,57 @@ def test_a_bundle_that_ships_models_is_refused_naming_labbuild_install(tmp_path,
     assert p.returncode == 1
     assert f"ships models (llm:{model['name']})" in p.stderr and "labbuild install" in p.stderr
     assert "nothing was installed" in p.stderr and not target.exists()
+
+
+def _nvidia_here() -> bool:
+    from pathlib import Path
+    runtimes = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
+    cdi = [p for d in ("/etc/cdi", "/var/run/cdi") if Path(d).is_dir() for p in Path(d).iterdir()
+           if "nvidia" in p.name.lower()]
+    return '"nvidia"' in runtimes.stdout or bool(cdi)
+
+
+def test_gpu_without_the_nvidia_runtime_is_refused_before_anything_is_installed(tmp_path, registry, monkeypatch,
+                                                                               docker_engine):
+    from builder.bundle.release import build_release
+    if _nvidia_here():
+        pytest.skip("this host has the NVIDIA runtime: the refusal cannot be shown")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
+    lab.services = {"llm": Service("llm", free_port(), extra="[resources]\ngpus = 1\n")}
+    lab.push(lab.services["llm"])
+    lab.write()
+    lab.lock()
+    bundle = build_release(lab.root, "1.0.0", out_dir=tmp_path / "dist", progress=False).bundle
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    assert (top / "compose.gpu.yaml").is_file()
+    target = tmp_path / "target"
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--gpu", "--no-start"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "no nvidia runtime" in p.stderr and "--no-gpu" in p.stderr
+    assert "nothing was installed" in p.stderr and not (target / "releases").exists()
+    # neither flag keeps what the install has: a wrapper that turned GPUs on keeps them on (and is refused here)
+    from builder.install.compose import render_wrapper
+    target.mkdir()
+    (target / "compose.yaml").write_text(render_wrapper(lab.name, "releases/0.9.0", True))
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--no-start"], capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "no nvidia runtime" in p.stderr
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--no-gpu", "--no-start"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (target / "compose.yaml").read_text() == render_wrapper(lab.name, "releases/1.0.0", False)
+
+
+def test_gpu_on_a_bundle_without_gpu_services_warns_and_writes_labbuilds_wrapper(bundle_dir, tmp_path,
+                                                                                 docker_engine):
+    from builder.install.compose import render_wrapper
+    target = tmp_path / "target"
+    p = subprocess.run(["dash", str(bundle_dir / "install.sh"), "--dir", str(target), "--gpu", "--no-start"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "no service of this bundle reserves a GPU" in p.stderr
+    lab = json.loads((bundle_dir / "manifest.json").read_text())["lab"]
+    assert (target / "compose.yaml").read_text() == render_wrapper(lab, "releases/1.0.0", False)

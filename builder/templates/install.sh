@@ -3,7 +3,7 @@
 # sh, docker (with `docker compose` or a v2 `docker-compose`), sha256sum,
 # tar and the POSIX tools (awk, sed, tr, head). No Python, no network.
 #
-#   sh install.sh --dir DIR [--key PUB] [--no-start] [--timeout SECONDS]
+#   sh install.sh --dir DIR [--key PUB] [--gpu|--no-gpu] [--no-start] [--timeout SECONDS]
 #
 # Run it from the unpacked bundle (tar -xf BUNDLE; cd BUNDLE-DIR). It does
 # what `labbuild install` does:
@@ -19,8 +19,9 @@
 #      secrets are never generated: when one of a required service is missing
 #      from DIR/.env it stops before step 2, naming the key; an optional
 #      service without its supplied secret is installed but not started
-#   5. writes DIR/compose.yaml, runs docker compose up -d in DIR, then waits until every service with a
-#      health probe answers, in dependency order.
+#   5. writes DIR/compose.yaml (with --gpu: plus compose.gpu.yaml, refused
+#      without the NVIDIA runtime; neither flag: as the install was), runs
+#      docker compose up -d in DIR, then waits for every health probe.
 # A bundle that ships models ([[models]]) is refused: use `labbuild install`.
 # Exit 0 only when every service that is not optional is healthy.
 # A delta bundle (labbuild release --since) is refused: install it with
@@ -36,6 +37,8 @@ DIR=""
 KEY=""
 START=1
 TIMEOUT=300
+GPU=""
+USAGE="usage: sh install.sh --dir DIR [--key PUB] [--gpu|--no-gpu] [--no-start] [--timeout SECONDS]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --dir) [ $# -ge 2 ] || die "--dir needs a value"; DIR=$2; shift 2 ;;
@@ -43,13 +46,15 @@ while [ $# -gt 0 ]; do
         --key) [ $# -ge 2 ] || die "--key needs a value"; KEY=$2; shift 2 ;;
         --key=*) KEY=${1#--key=}; shift ;;
         --no-start) START=0; shift ;;
+        --gpu) GPU=1; shift ;;
+        --no-gpu) GPU=0; shift ;;
         --timeout) [ $# -ge 2 ] || die "--timeout needs a value"; TIMEOUT=$2; shift 2 ;;
         --timeout=*) TIMEOUT=${1#--timeout=}; shift ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument: $1" "usage: sh install.sh --dir DIR [--key PUB] [--no-start] [--timeout SECONDS]" ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1" "$USAGE" ;;
     esac
 done
-[ -n "$DIR" ] || die "--dir DIR is required" "usage: sh install.sh --dir DIR [--key PUB] [--no-start] [--timeout SECONDS]"
+[ -n "$DIR" ] || die "--dir DIR is required" "$USAGE"
 case "$TIMEOUT" in ''|*[!0-9]*) die "--timeout must be a number of seconds" ;; esac
 
 case "$KEY" in ""|/*) ;; *) KEY="$(pwd)/$KEY" ;; esac
@@ -207,6 +212,22 @@ else
 fi
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer" "start it (systemctl start docker) and check that you may use it"
 
+# ---------------------------------------------------------------- GPU (as labbuild install --gpu)
+GPU_MARK="# labbuild: gpu=on"
+if [ -z "$GPU" ]; then   # neither flag: keep what the install has
+    if [ -f "$DIR/compose.yaml" ] && grep -qxF "$GPU_MARK" "$DIR/compose.yaml"; then GPU=1; else GPU=0; fi
+fi
+if [ "$GPU" = 1 ]; then
+    if [ ! -f compose.gpu.yaml ]; then
+        say "warning: --gpu given, but no service of this bundle reserves a GPU"
+        GPU=0
+    elif ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"' \
+        && ! ls /etc/cdi /var/run/cdi 2>/dev/null | grep -qi nvidia; then
+        die "--gpu asked for the GPU services, but the engine has no nvidia runtime and there is no NVIDIA CDI spec in /etc/cdi or /var/run/cdi: nothing was installed" \
+            "install the NVIDIA Container Toolkit (nvidia-ctk runtime configure --runtime=docker; systemctl restart docker), or install with --no-gpu"
+    fi
+fi
+
 # ---------------------------------------------------------------- 2. release dir
 mkdir -p "$DIR/releases"
 DIR=$(cd "$DIR" && pwd -P)
@@ -325,8 +346,13 @@ case "$LAB$VERSION" in *[!A-Za-z0-9.+-]*) die "manifest.json: unexpected charact
 {
     printf '# Written by labbuild on every install, upgrade and rollback; do not edit (put your\n'
     printf "# settings into .env, which wins over the release's lab.env). Run: docker compose ps\n"
+    [ "$GPU" = 0 ] || printf '%s\n' "$GPU_MARK"
     printf 'name: "%s"\ninclude:\n' "$LAB"
-    printf '  - path: ["releases/%s/compose.yaml"]\n' "$VERSION"
+    if [ "$GPU" = 1 ]; then
+        printf '  - path: ["releases/%s/compose.yaml", "releases/%s/compose.gpu.yaml"]\n' "$VERSION" "$VERSION"
+    else
+        printf '  - path: ["releases/%s/compose.yaml"]\n' "$VERSION"
+    fi
     printf '    env_file: ["releases/%s/lab.env", ".env"]\n' "$VERSION"
 } > "$DIR/.compose.yaml.new" && mv -f "$DIR/.compose.yaml.new" "$DIR/compose.yaml"
 say "installed $LAB $VERSION into $RELEASE"
