@@ -49,6 +49,19 @@ def flatten(obj, prefix=""):
     return out
 
 
+def unpacked_release(lab: AirgapLab, tmp_path, *, with_images: bool = False):
+    """Lock ``lab``, release 1.0.0 and unpack it; the bundle's top directory."""
+    from builder.bundle.release import build_release
+    lab.write()
+    lab.lock()
+    bundle = build_release(lab.root, "1.0.0", with_images=with_images, out_dir=tmp_path / "dist",
+                           progress=False).bundle
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    return top
+
+
 @pytest.fixture
 def bundle_dir(tmp_path, registry, monkeypatch):
     """An unpacked online bundle of a small lab (no engine needed to build it)."""
@@ -59,13 +72,7 @@ def bundle_dir(tmp_path, registry, monkeypatch):
                     "api": Service("api", free_port(), depends_on=("web",))}
     for svc in lab.services.values():
         lab.push(svc)
-    lab.write()
-    lab.lock()
-    bundle = build_release(lab.root, "1.0.0", out_dir=tmp_path / "dist", progress=False).bundle
-    with tarfile.open(bundle) as tar:
-        tar.extractall(tmp_path / "unpacked", filter="data")
-    (top,) = (tmp_path / "unpacked").iterdir()
-    return top
+    return unpacked_release(lab, tmp_path)
 
 
 @pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[-1])
@@ -189,12 +196,7 @@ def test_a_bundle_that_ships_models_is_refused_naming_labbuild_install(tmp_path,
     lab.services = {"llm": Service("llm", free_port(), volume=True,
                                    models=[{k: v for k, v in model.items() if k != "image"}])}
     lab.push(lab.services["llm"])
-    lab.write()
-    lab.lock()
-    bundle = build_release(lab.root, "1.0.0", with_images=True, out_dir=tmp_path / "dist", progress=False).bundle
-    with tarfile.open(bundle) as tar:
-        tar.extractall(tmp_path / "unpacked", filter="data")
-    (top,) = (tmp_path / "unpacked").iterdir()
+    top = unpacked_release(lab, tmp_path, with_images=True)
     target = tmp_path / "target"
     p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target)], capture_output=True, text=True)
     assert p.returncode == 1
@@ -219,12 +221,7 @@ def test_gpu_without_the_nvidia_runtime_is_refused_before_anything_is_installed(
     lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
     lab.services = {"llm": Service("llm", free_port(), extra="[resources]\ngpus = 1\n")}
     lab.push(lab.services["llm"])
-    lab.write()
-    lab.lock()
-    bundle = build_release(lab.root, "1.0.0", out_dir=tmp_path / "dist", progress=False).bundle
-    with tarfile.open(bundle) as tar:
-        tar.extractall(tmp_path / "unpacked", filter="data")
-    (top,) = (tmp_path / "unpacked").iterdir()
+    top = unpacked_release(lab, tmp_path)
     assert (top / "compose.gpu.yaml").is_file()
     target = tmp_path / "target"
     p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--gpu", "--no-start"],
