@@ -65,7 +65,6 @@ def unpacked_release(lab: AirgapLab, tmp_path, *, with_images: bool = False):
 @pytest.fixture
 def bundle_dir(tmp_path, registry, monkeypatch):
     """An unpacked online bundle of a small lab (no engine needed to build it)."""
-    from builder.bundle.release import build_release
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
     lab.services = {"web": Service("web", free_port(), secret=True, volume=True),
@@ -189,7 +188,6 @@ def test_delta_bundle_is_refused_naming_labbuild_install(tmp_path, registry, mon
 
 
 def test_a_bundle_that_ships_models_is_refused_naming_labbuild_install(tmp_path, registry, monkeypatch):
-    from builder.bundle.release import build_release
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
     model = lab.push_model("tiny", "q4", b"weights")
@@ -214,7 +212,6 @@ def _nvidia_here() -> bool:
 
 def test_gpu_without_the_nvidia_runtime_is_refused_before_anything_is_installed(tmp_path, registry, monkeypatch,
                                                                                docker_engine):
-    from builder.bundle.release import build_release
     if _nvidia_here():
         pytest.skip("this host has the NVIDIA runtime: the refusal cannot be shown")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
