@@ -253,13 +253,18 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | (set(manifests) - exclude)):
-        arcname, source = f"{IMAGES_DIR}/{_blob_path(digest)}", cache.path(digest)
-        if digest in pending:
-            files.append(PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),
-                                     ready=pending[digest], known_size=blobs[digest][0]))
-        else:
-            files.append(BundleFile(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest)))
+        files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs))
     return files
+
+
+def blob_member(arcname: str, digest: str, cache: BlobCache, pending: dict[str, Future],
+                blobs: dict[str, tuple[int | None, str]]) -> BundleFile:
+    """The bundle member of a cached blob: a ``PendingBlob`` while it still downloads."""
+    source = cache.path(digest)
+    if digest in pending:
+        return PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),
+                           ready=pending[digest], known_size=blobs[digest][0])
+    return BundleFile(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest))
 
 
 def fetch_to_cache(lab, lock: Lock, services: Iterable[str], platforms: Iterable[str], progress: Any = None, *,

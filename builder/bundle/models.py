@@ -23,13 +23,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..blobcache import BlobCache, hex_of
+from ..blobcache import BlobCache
 from ..errors import BundleError
 from ..fsutil import canonical_json
 from ..lockfile import Lock, ModelRecord
 from ..registry import RegistryClient
 from .archive import BundleFile
-from .fetch import BLOB_ORDER, REF_NAME, PendingBlob, _download, check_manifest
+from .fetch import REF_NAME, _download, blob_member, check_manifest
 from .layout import IMAGES_DIR, model_blob_path
 
 INDEX_MEMBER = f"{IMAGES_DIR}/index.json"
@@ -130,10 +130,5 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
         if arcname in taken:      # an image ships the same bytes: once is enough
             continue
         taken.add(arcname)
-        source = cache.path(digest)
-        if digest in pending:
-            out.append(PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),
-                                   ready=pending[digest], known_size=blobs[digest][0]))
-        else:
-            out.append(BundleFile(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest)))
+        out.append(blob_member(arcname, digest, cache, pending, blobs))
     return out
