@@ -70,6 +70,16 @@ def _replace_member(bundle: Path, out: Path, rel: str, data: bytes) -> Path:
     return out
 
 
+def _signed_and_unpacked(airgap: AirgapLab, keys, tmp_path: Path) -> tuple[AirgapLab, Path, Path]:
+    """The lab released as 1.0.0 signed with ``keys``, and its top directory unpacked by tar."""
+    lab = _lab(airgap, "1.0")
+    bundle = lab.release("1.0.0", sign_key=keys[0])
+    top = tmp_path / "x"
+    top.mkdir()
+    subprocess.run(["tar", "-xf", str(bundle), "-C", str(top)], check=True)
+    return lab, bundle, next(top.iterdir())
+
+
 @pytest.fixture
 def keys(tmp_path):
     generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
@@ -78,12 +88,7 @@ def keys(tmp_path):
 
 def test_a_signed_image_bundle_is_checkable_by_openssl_and_carries_sboms_and_provenance(airgap, keys, tmp_path,
                                                                                         capsys):
-    lab = _lab(airgap, "1.0")
-    bundle = lab.release("1.0.0", sign_key=keys[0])
-    top = tmp_path / "x"
-    top.mkdir()
-    subprocess.run(["tar", "-xf", str(bundle), "-C", str(top)], check=True)
-    root = next(top.iterdir())
+    lab, bundle, root = _signed_and_unpacked(airgap, keys, tmp_path)
     (tmp_path / "sig.der").write_bytes(base64.b64decode((root / "manifest.json.sig").read_bytes()))
     proc = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(keys[1]), "-signature",
                            str(tmp_path / "sig.der"), str(root / "manifest.json")], capture_output=True, text=True)
@@ -143,12 +148,7 @@ def test_sbom_and_provenance_bytes_are_reproducible_and_diff_shows_package_chang
 
 
 def test_install_sh_checks_the_signature_with_openssl(airgap, keys, tmp_path):
-    lab = _lab(airgap, "1.0")
-    bundle = lab.release("1.0.0", sign_key=keys[0])
-    top = tmp_path / "x"
-    top.mkdir()
-    subprocess.run(["tar", "-xf", str(bundle), "-C", str(top)], check=True)
-    root = next(top.iterdir())
+    _, _, root = _signed_and_unpacked(airgap, keys, tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     generate_keypair(other / "o.key", other / "o.pub")
