@@ -205,6 +205,15 @@ def drop_caches() -> None:
     os.sync()
 
 
+def skopeo_copy(host: str, pushed: dict[str, dict], layout: Path) -> float:
+    """Seconds for `skopeo copy` of every pushed image from ``host`` into the OCI ``layout`` (the peer)."""
+    t = time.perf_counter()
+    for name, p in sorted(pushed.items()):
+        run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+             f"docker://{host}/{p['repo']}:1", f"oci:{layout}:{name}"])
+    return time.perf_counter() - t
+
+
 def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> None:
     """Cold `release --with-images` vs `skopeo copy` into an OCI layout, ``runs`` times, alternating."""
     from statistics import median
@@ -219,11 +228,7 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
         for i in range(runs):
             shutil.rmtree(layout, ignore_errors=True)
             drop_caches()
-            t = time.perf_counter()
-            for name, p in sorted(pushed.items()):
-                run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                     f"docker://{source.host}/{p['repo']}:1", f"oci:{layout}:{name}"])
-            theirs.append(time.perf_counter() - t)
+            theirs.append(skopeo_copy(source.host, pushed, layout))
             shutil.rmtree(layout, ignore_errors=True)
             for d in (out, cache, lab / "lockfiles" / "releases"):
                 shutil.rmtree(d, ignore_errors=True)
@@ -275,11 +280,7 @@ def main() -> None:
         skopeo_dir = WORK / "skopeo-layout"
         shutil.rmtree(skopeo_dir, ignore_errors=True)
         drop_caches()
-        t = time.perf_counter()
-        for name, p in sorted(pushed.items()):
-            run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                 f"docker://{registry.host}/{p['repo']}:1", f"oci:{skopeo_dir}:{name}"])
-        skopeo_s = time.perf_counter() - t
+        skopeo_s = skopeo_copy(registry.host, pushed, skopeo_dir)
         shutil.rmtree(skopeo_dir, ignore_errors=True)
 
         # ---- release, cold then warm

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from images import BIN, WORK, build_images, push_images, run, write_lab  # noqa: E402
+from images import BIN, WORK, build_images, push_images, run, skopeo_copy, write_lab  # noqa: E402
 from _common import median  # noqa: E402
 from support.faultproxy import FaultProxy  # noqa: E402
 from support.registry import start_registry  # noqa: E402
@@ -55,9 +55,7 @@ def main() -> None:
         (bundle,) = out.iterdir()
         layout = WORK / "mirror-layout"
         shutil.rmtree(layout, ignore_errors=True)
-        for name, p in sorted(pushed.items()):
-            run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                 f"docker://{source.host}/{p['repo']}:1", f"oci:{layout}:{name}"])
+        skopeo_copy(source.host, pushed, layout)      # the peer's source, untimed
     finally:
         source.stop()
 
