@@ -264,8 +264,8 @@ def disk_need(manifest: Manifest) -> tuple[int, int, int]:
 
 
 def check_disk(manifest: Manifest, client) -> Check:
-    size = blob_bytes(manifest)
-    if not size:
+    need, images, models = disk_need(manifest)
+    if not need:
         return Check("disk", "ok", "the bundle carries no images (online: pulled before start, "
                                    "shown per image)")
     root = Path("/var/lib/docker")
@@ -274,7 +274,6 @@ def check_disk(manifest: Manifest, client) -> Check:
             root = Path(client.info().get("DockerRootDir") or root)
     probe = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free
-    need, images, models = disk_need(manifest)
     detail = (f"{_human(need)} needed for {_human(images)} of image blobs (x{UNPACK_FACTOR:g} unpacked)"
               + (f" and {_human(models)} of models" if models else "") + f", {_human(free)} free on {probe}")
     if free < need:
