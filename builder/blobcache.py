@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator
 
@@ -96,7 +97,8 @@ class BlobCache:
         return self.path(digest)
 
     def fetch(self, digest: str, size: int | None, opener: Opener, *, retries: int = 3,
-              on_bytes: Callable[[int], None] | None = None, what: str = "", sync: bool = True) -> tuple[Path, int]:
+              on_bytes: Callable[[int], None] | None = None, what: str = "", sync: bool = True,
+              tail: "Tail | None" = None) -> tuple[Path, int]:
         """Make sure ``digest`` is cached, downloading it with ``opener`` when not.
 
         ``opener(offset)`` must yield the blob's bytes from ``offset`` on.
@@ -110,6 +112,10 @@ class BlobCache:
         durable before the release ends): the blob is marked unsynced with
         this boot's id, and ``settle`` makes it durable (or re-verifies it,
         after a restart) before anyone trusts it again.
+
+        ``tail``: told where each attempt writes and how far (``Tail.begin``,
+        ``Tail.grew``), so a reader can follow the bytes as they arrive; the
+        caller says ``Tail.end`` or ``Tail.fail`` when this returns or raises.
         """
         if self.has(digest, size):
             return self.path(digest), 0
@@ -139,11 +145,16 @@ class BlobCache:
                             out.truncate(0)
                             out.seek(0)
                             h, total = hashlib.sha256(), 0
+                        if tail is not None:
+                            tail.begin(partial, total)
                         for chunk in chunks:
                             out.write(chunk)
                             h.update(chunk)
                             total += len(chunk)
                             downloaded += len(chunk)
+                            if tail is not None:
+                                out.flush()
+                                tail.grew(total)
                             if on_bytes:
                                 on_bytes(len(chunk))
                             if size is not None and total > size:
@@ -235,6 +246,109 @@ class BlobCache:
             yield
         finally:
             os.close(fd)  # the lock file stays: unlinking it would race with waiters
+
+
+class Restarted(Exception):
+    """A followed download started over (its bytes were wrong, or the server ignored a
+    Range): what the reader got so far is void; its next read starts at byte 0 again."""
+
+
+class Tail:
+    """A blob as ``BlobCache.fetch`` downloads it, for readers that follow its bytes as they
+    arrive (a release packs a layer into its archive while the layer is still coming in).
+
+    The fetch says ``begin(path, valid)`` at each attempt (a resumed partial file
+    starts with ``valid`` good bytes) and ``grew(total)`` once each chunk is in the
+    file; its caller says ``end(path)`` when the blob is verified and cached, or
+    ``fail(exc)``. A reader (``open()``) blocks until bytes are there. Bytes it read
+    are only trusted once ``end`` is said: when a later attempt keeps fewer bytes than
+    a reader has read, that reader raises ``Restarted`` once and starts over.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._attempt = 0
+        self._path: Path | None = None
+        self._valid = 0          # bytes of the current attempt's file kept from before it began
+        self._written = 0
+        self._done = False
+        self._error: BaseException | None = None
+
+    def begin(self, path: Path, valid: int) -> None:
+        with self._cond:
+            self._attempt += 1
+            self._path, self._valid, self._written = path, valid, valid
+            self._cond.notify_all()
+
+    def grew(self, total: int) -> None:
+        with self._cond:
+            self._written = total
+            self._cond.notify_all()
+
+    def end(self, path: Path) -> None:
+        with self._cond:
+            if self._path is None:          # cached before this fetch began (another process): read it whole
+                self._attempt += 1
+                self._valid, self._written = 0, path.stat().st_size
+            # else the last attempt's partial file, renamed to ``path``: open readers keep reading it
+            self._path, self._done = path, True
+            self._cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self._error = exc
+            self._cond.notify_all()
+
+    def open(self) -> "TailReader":
+        return TailReader(self)
+
+
+class TailReader:
+    """A file-like reader of a ``Tail`` (``read``, context manager); see ``Tail``."""
+
+    def __init__(self, tail: Tail) -> None:
+        self._tail = tail
+        self._attempt = 0
+        self._fd: int | None = None
+        self.pos = 0
+
+    def __enter__(self) -> "TailReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def read(self, n: int = -1) -> bytes:
+        t = self._tail
+        with t._cond:
+            while True:
+                if t._error is not None:
+                    raise t._error
+                if t._attempt != self._attempt:
+                    try:
+                        fd = os.open(t._path, os.O_RDONLY)
+                    except FileNotFoundError:   # renamed or dropped a moment ago: the tail says which next
+                        t._cond.wait(0.05)
+                        continue
+                    self.close()
+                    self._fd, self._attempt = fd, t._attempt
+                    if self.pos > t._valid:
+                        self.pos = 0
+                        raise Restarted(str(t._path))
+                if t._written > self.pos or t._done:
+                    break
+                t._cond.wait()
+            avail = t._written - self.pos
+        if avail <= 0:
+            return b""
+        data = os.pread(self._fd, avail if n < 0 else min(n, avail), self.pos)
+        self.pos += len(data)
+        return data
 
 
 def _boot_id() -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator, BinaryIO
 
@@ -47,6 +48,7 @@ def atomic_writer(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Binary
 
 
 WRITEBACK_EVERY = 32 << 20
+SYNC_EVERY = 128 << 20
 
 
 class WriteBehind:
@@ -54,15 +56,24 @@ class WriteBehind:
     (``posix_fadvise(DONTNEED)`` starts writeback of dirty pages without waiting for
     it): the disk works while a big file streams in, so the final fsync has little
     left, and the written file does not push other data out of the page cache.
-    ``fh`` may be seeked between writes (positions come from ``fh.tell()``)."""
+    ``fh`` may be seeked between writes (positions come from ``fh.tell()``).
 
-    def __init__(self, fh: BinaryIO, every: int = WRITEBACK_EVERY) -> None:
-        self.fh, self.every = fh, every
+    ``sync_every``: also ``fdatasync`` the file from a side thread each time that
+    many more bytes are written (the writer never waits for it). Writeback alone
+    leaves the final fsync to flush the disk's own cache — on a VM, the host's
+    cache of the whole file: 0.3-1.2 s for 1 GiB here, against 0.05-0.2 s with
+    a sync every 128 MiB. A sync's error is raised by the next ``write`` or by
+    ``close``, which must then be called (or use ``with``).
+    """
+
+    def __init__(self, fh: BinaryIO, every: int = WRITEBACK_EVERY, *, sync_every: int = 0) -> None:
+        self.fh, self.every, self.sync_every = fh, every, sync_every
         try:
             self.fd: int | None = fh.fileno()
         except (AttributeError, OSError, ValueError):
             self.fd = None      # not a file (BytesIO): nothing to start
-        self._kicked = fh.tell() if self.fd is not None else 0
+        self._kicked = self._synced = fh.tell() if self.fd is not None else 0
+        self._syncer = _Syncer(self.fd) if self.fd is not None and sync_every else None
 
     def write(self, data: bytes) -> int:
         n = self.fh.write(data)
@@ -73,10 +84,68 @@ class WriteBehind:
                 lo = min(at, self._kicked)
                 os.posix_fadvise(self.fd, lo, abs(at - self._kicked), os.POSIX_FADV_DONTNEED)
                 self._kicked = at
+                if self._syncer is not None and abs(at - self._synced) >= self.sync_every:
+                    self._syncer.poke()
+                    self._synced = at
         return n
 
     def flush(self) -> None:
         self.fh.flush()
+
+    def seek(self, offset: int) -> int:
+        return self.fh.seek(offset)
+
+    def truncate(self) -> int:
+        return self.fh.truncate()
+
+    def close(self) -> None:
+        """Stop the side thread (waiting for a sync under way); raise its error if any."""
+        if self._syncer is not None:
+            syncer, self._syncer = self._syncer, None
+            syncer.stop()
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Syncer:
+    """``fdatasync`` of one file on request, from a daemon thread, on its own dup of the fd
+    (so the file may be closed first). Requests while a sync runs fold into one more."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = os.dup(fd)
+        self._wake = threading.Event()
+        self._stopping = False
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="labbuild-syncer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:     # the same open file: the caller's fsync may not see it again
+                self.error = self.error or exc
+
+    def poke(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        os.close(self._fd)
+        if self.error is not None:
+            raise self.error
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:

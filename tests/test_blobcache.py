@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from builder.blobcache import BlobCache, default_cache_root, link_or_copy
+from builder.blobcache import BlobCache, Restarted, Tail, default_cache_root, link_or_copy
 from builder.errors import RegistryError
 
 
@@ -21,10 +21,11 @@ class Source:
     """Serves a blob from an offset in chunks, like RegistryClient.open_blob (no mock of the cache)."""
 
     def __init__(self, data: bytes, *, corrupt_first: int = 0, cut_after: int | None = None,
-                 ignore_range: bool = False, chunk: int = 1000) -> None:
+                 ignore_range: bool = False, chunk: int = 1000, gate: threading.Event | None = None) -> None:
         self.data, self.corrupt_left, self.cut_after = data, corrupt_first, cut_after
         self.ignore_range, self.chunk = ignore_range, chunk
         self.offsets: list[int] = []
+        self.gate = gate      # the first attempt waits here after its first chunk
 
     @contextlib.contextmanager
     def open(self, offset: int):
@@ -35,11 +36,13 @@ class Source:
             self.corrupt_left -= 1
             body = bytes([body[0] ^ 1]) + body[1:]
         cut, self.cut_after = self.cut_after, None
+        gate, self.gate = self.gate, None
 
         class Stream:
             range_honoured = not self.ignore_range or offset == 0
 
             def __iter__(s):
+                nonlocal gate
                 sent = 0
                 for i in range(0, len(body), self.chunk):
                     if cut is not None and sent >= cut:
@@ -47,6 +50,9 @@ class Source:
                     piece = body[i:i + self.chunk]
                     sent += len(piece)
                     yield piece
+                    if gate is not None:
+                        assert gate.wait(10), "the test never opened the gate"
+                        gate = None
         yield Stream()
 
 
@@ -214,3 +220,112 @@ def test_unsynced_blob_is_settled_this_boot_and_rechecked_after_a_restart(cache)
     cache.settle(digest_of(bad))
     assert not cache.has(digest_of(bad)) and not (marker / digest_of(bad)[7:]).exists()
     cache.settle(digest_of(bad))                   # nothing left to settle: a no-op
+
+
+def fetch_in_thread(cache: BlobCache, data: bytes, src: Source, tail: Tail) -> threading.Thread:
+    """``cache.fetch`` with ``tail`` in a thread, saying ``end``/``fail`` as ``fetch.image_files`` does."""
+    def run():
+        try:
+            cache.fetch(digest_of(data), len(data), src.open, tail=tail)
+            tail.end(cache.path(digest_of(data)))
+        except BaseException as exc:
+            tail.fail(exc)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def read_following(tail: Tail) -> tuple[bytes, int]:
+    """Everything a reader of ``tail`` ends up with, and how often it had to start over."""
+    got, restarts = bytearray(), 0
+    with tail.open() as reader:
+        while True:
+            try:
+                block = reader.read(700)
+            except Restarted:
+                got.clear()
+                restarts += 1
+                continue
+            if not block:
+                return bytes(got), restarts
+            got += block
+
+
+def test_a_reader_follows_the_download_as_it_arrives(cache):
+    data = os.urandom(10_000)
+    gate = threading.Event()
+    tail = Tail()
+    thread = fetch_in_thread(cache, data, Source(data, gate=gate), tail)
+    with tail.open() as reader:
+        first = reader.read(5000)          # while the download waits at its first chunk
+        assert first == data[:1000] and not cache.has(digest_of(data))
+        gate.set()
+        rest = b""
+        while block := reader.read(5000):
+            rest += block
+    thread.join()
+    assert first + rest == data and cache.has(digest_of(data))
+
+
+def test_a_reader_starts_over_when_the_download_does(cache):
+    data = os.urandom(10_000)
+    gate = threading.Event()
+    tail = Tail()
+    thread = fetch_in_thread(cache, data, Source(data, corrupt_first=1, gate=gate), tail)
+    reader = tail.open()
+    assert reader.read(1000) != data[:1000]          # the first attempt's (wrong) first chunk
+    gate.set()
+    with pytest.raises(Restarted):
+        while reader.read(1000):
+            pass
+    rest = b""
+    while block := reader.read(1000):                 # the second attempt, from byte 0
+        rest += block
+    reader.close()
+    thread.join()
+    assert rest == data
+
+
+def test_a_resumed_download_does_not_restart_its_reader(cache):
+    data = os.urandom(10_000)
+    tail = Tail()
+    src = Source(data, cut_after=4000)
+    fetch_in_thread(cache, data, src, tail).join()
+    assert src.offsets == [0, 4000]
+    assert read_following(tail) == (data, 0)
+
+
+def test_a_reader_gets_the_download_error(cache):
+    data = os.urandom(5000)
+    tail = Tail()
+    fetch_in_thread(cache, data, Source(data, corrupt_first=100), tail).join()
+    with pytest.raises(RegistryError, match="could not download"):
+        read_following(tail)
+
+
+def test_a_blob_cached_elsewhere_is_read_whole(cache):
+    data = os.urandom(5000)
+    cache.fetch(digest_of(data), len(data), Source(data).open)
+    tail = Tail()
+    fetch_in_thread(cache, data, Source(data), tail).join()     # a hit: no attempt begins
+    assert read_following(tail) == (data, 0)
+
+
+def test_a_reader_opening_late_finds_the_blob_renamed_into_the_cache(tmp_path):
+    """A small blob may be verified and renamed before its reader opens it, and before the
+    fetch's caller says ``end``: the reader waits for the tail to name the file."""
+    partial, final = tmp_path / "x.partial", tmp_path / "x"
+    data = os.urandom(3000)
+    tail = Tail()
+    partial.write_bytes(data)
+    tail.begin(partial, 0)
+    tail.grew(len(data))
+    os.replace(partial, final)                    # BlobCache._commit, before the caller's tail.end
+    got = []
+    reader = threading.Thread(target=lambda: got.append(read_following(tail)), daemon=True)
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive()                      # not an error: it waits
+    tail.end(final)
+    reader.join(5)
+    assert got == [(data, 0)]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import tarfile
+import threading
 
 import pytest
 
@@ -53,3 +55,49 @@ def test_source_date_epoch(monkeypatch):
     assert source_date_epoch() == 1700000000
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
     assert source_date_epoch() == DEFAULT_MTIME
+
+
+def test_a_member_whose_download_starts_over_is_written_again(tmp_path):
+    """The archive writer follows a download (``PendingBlob``); when the download starts
+    over, the member's data is rewritten from its start: the same bytes and hash as a
+    tar of the finished blob."""
+    from builder.blobcache import BlobCache, Restarted, Tail
+    from builder.bundle.fetch import PendingBlob
+    from test_blobcache import Source, digest_of, fetch_in_thread
+
+    data = os.urandom(300_000)
+    cache = BlobCache(tmp_path / "cache")
+    gate, restarts = threading.Event(), []
+
+    class Followed(Tail):      # the download's first attempt goes on once the writer has packed a chunk of it
+        def open(self):
+            reader = super().open()
+            read = reader.read
+
+            def read_then_open_gate(n=-1):
+                try:
+                    block = read(n)
+                except Restarted:
+                    restarts.append(reader.pos)
+                    raise
+                gate.set()
+                return block
+            reader.read = read_then_open_gate
+            return reader
+
+    tail = Followed()
+    digest = digest_of(data)
+    member = PendingBlob("images/blobs/sha256/" + digest[7:], source=cache.path(digest), order=-1,
+                         sha256_hint=digest[7:], known_size=len(data), tail=tail)
+    other = BundleFile("z.txt", data=b"after the blob\n")
+    src = Source(data, corrupt_first=1, gate=gate, chunk=50_000)
+    thread = fetch_in_thread(cache, data, src, tail)
+    with open(tmp_path / "followed.tar", "wb") as fh:
+        followed = write_tar(fh, "top", [member, other], mtime=DEFAULT_MTIME)
+    thread.join()
+    assert src.offsets == [0, 0] and restarts == [0]
+    plain = io.BytesIO()
+    expected = write_tar(plain, "top", [BundleFile(member.arcname, source=cache.path(digest), order=-1), other],
+                         mtime=DEFAULT_MTIME)
+    assert followed == expected
+    assert (tmp_path / "followed.tar").read_bytes() == plain.getvalue()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
+from ..blobcache import Restarted
 from ..fsutil import sha256_bytes, sha256_file
 
 COPY_BLOCK = 1 << 20
@@ -83,7 +84,8 @@ class HashingWriter:
 class _BackgroundWriter:
     """Writes to ``inner`` from a thread, so hashing a block (caller) and writing the
     previous one overlap; at most ``depth`` blocks wait. ``close`` drains, joins and
-    re-raises the first write error; a failed write also fails the next ``write``."""
+    re-raises the first write error; a failed write also fails the next ``write``;
+    ``rewind`` drains and cuts ``inner`` back to an offset (it must seek and truncate)."""
 
     _END = object()
 
@@ -101,6 +103,7 @@ class _BackgroundWriter:
                     self.inner.write(item)
                 except BaseException as exc:  # handed to the caller
                     self._error = exc
+            self._queue.task_done()
 
     def write(self, data: bytes) -> int:
         if self._error is not None:
@@ -110,6 +113,14 @@ class _BackgroundWriter:
 
     def flush(self) -> None:
         pass
+
+    def rewind(self, offset: int) -> None:
+        self._queue.join()
+        if self._error is not None:
+            raise self._error
+        self.inner.flush()
+        self.inner.seek(offset)
+        self.inner.truncate()
 
     def close(self) -> None:
         self._queue.put(self._END)
@@ -158,6 +169,11 @@ class TarStream:
     the previous one overlap. ``write_tar`` writes all entries at once; an image
     release writes its blobs first, while the rest of the plan is still being made
     (``pack.EarlyArchive``) — the same calls, so the same bytes.
+
+    A member still downloading is read as it arrives (``fetch.PendingBlob``); if its
+    download starts over (``blobcache.Restarted``), its data is written again from
+    the entry's start: the file is cut back there and the hash restored (``out``
+    must then seek and truncate, as a file does).
     """
 
     def __init__(self, out: BinaryIO, top: str, mtime: int) -> None:
@@ -174,10 +190,20 @@ class TarStream:
             info = _info(f"{self.top}/{name}", self.mtime, executable=f.executable)
             info.size = f.size
             self.offset += _put(self.hashing, _header(info))
+            start = self.hashing.hash.copy()
             with f.open() as fh:
                 left = info.size
-                while left:
-                    block = fh.read(min(COPY_BLOCK, left))
+                while True:
+                    try:   # at the end, one more read: a followed download is only final when it ends
+                        block = fh.read(min(COPY_BLOCK, left) if left else 1)
+                    except Restarted:       # the download started over: so does this entry's data
+                        self._writer.rewind(self.offset)
+                        self.hashing.hash, left = start.copy(), info.size
+                        continue
+                    if not left:
+                        if block:
+                            raise OSError(f"{f.arcname}: file grew while being archived")
+                        break
                     if not block:
                         raise OSError(f"{f.arcname}: file shrank while being archived")
                     self.hashing.write(block)

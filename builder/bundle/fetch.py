@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from .. import progress as shared_progress
-from ..blobcache import BlobCache, hex_of
+from ..blobcache import BlobCache, Tail, hex_of
 from ..errors import BundleError
 from ..fsutil import canonical_json
 from ..lockfile import ImageRecord, Lock, PlatformRecord
@@ -190,17 +190,22 @@ def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
 @dataclass(frozen=True)
 class PendingBlob(BundleFile):
     """A blob still downloading into the cache: ``size`` is known from the lock,
-    ``open`` waits until the bytes are in the cache and verified (or raises
-    the download's error). Lets the archive writer pack while downloads run."""
+    ``ready`` is done when the bytes are cached and verified (or holds the
+    download's error). ``open`` follows the download (``blobcache.Tail``): the
+    archive writer packs the bytes as they arrive, and its reads raise
+    ``blobcache.Restarted`` if the download has to start over."""
 
     ready: Future | None = field(default=None, compare=False, repr=False)
     known_size: int = 0
+    tail: Tail | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
         return self.known_size
 
     def open(self):
+        if self.tail is not None:
+            return self.tail.open()
         if self.ready is not None:
             self.ready.result()
         return super().open()
@@ -228,8 +233,10 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     ``FETCH_WORKERS`` at a time) and come back as ``PendingBlob`` members:
     blobs lead an image bundle (``BLOB_ORDER``), so the release's archive
     writer packs blob N while blobs N+1.. download, and makes each image's
-    SBOM as soon as its layers are in (``sboms.sbom_members``). A failed
-    download fails the member's ``open`` and so the release (atomically).
+    SBOM as soon as its layers are in (``sboms.sbom_members``). The archive
+    writer follows each layer's download (``PendingBlob.open``), so the
+    archive is written, and written back to disk, at the pace of the network.
+    A failed download fails the member's reads and so the release (atomically).
 
     ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
     relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
@@ -245,25 +252,25 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
         manifests = _fetch_manifests(client, cache, plans)
         configs = {d: v for d, v in blobs.items() if _is_config(plans, d)}
         _download(client, cache, configs, show, background=False, what="image configs")
-        pending = _download(client, cache, {d: v for d, v in blobs.items() if d not in configs}, show,
-                            background=True, what="layers")
+        pending, tails = _download(client, cache, {d: v for d, v in blobs.items() if d not in configs}, show,
+                                   background=True, what="layers")
     except BaseException:
         client.close()
         raise
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | (set(manifests) - exclude)):
-        files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs))
+        files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs, tails))
     return files
 
 
 def blob_member(arcname: str, digest: str, cache: BlobCache, pending: dict[str, Future],
-                blobs: dict[str, tuple[int | None, str]]) -> BundleFile:
+                blobs: dict[str, tuple[int | None, str]], tails: dict[str, Tail] | None = None) -> BundleFile:
     """The bundle member of a cached blob: a ``PendingBlob`` while it still downloads."""
     source = cache.path(digest)
     if digest in pending:
         return PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),
-                           ready=pending[digest], known_size=blobs[digest][0])
+                           ready=pending[digest], known_size=blobs[digest][0], tail=(tails or {}).get(digest))
     return BundleFile(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest))
 
 
@@ -285,13 +292,14 @@ def _is_config(plans: list[PlannedImage], digest: str) -> bool:
 
 
 def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None, *,
-              background: bool, what: str = "blobs") -> dict[str, Future]:
+              background: bool, what: str = "blobs") -> tuple[dict[str, Future], dict[str, Tail]]:
     """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, in digest (= archive) order.
 
-    Returns a future per blob. In the background the workers are daemon
-    threads (an aborted release does not wait for them; a half-fetched blob
-    resumes next time) and ``client`` is closed when the last one ends; else
-    this waits and raises the first error.
+    Returns a future and a ``Tail`` (to follow the bytes as they arrive) per
+    blob. In the background the workers are daemon threads (an aborted release
+    does not wait for them; a half-fetched blob resumes next time) and
+    ``client`` is closed when the last one ends; else this waits and raises the
+    first error.
     """
     for d in blobs:
         cache.settle(d)     # a blob an earlier release cached without fsync: durable (or re-checked) first
@@ -299,8 +307,9 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     if not missing:
         if background:
             client.close()
-        return {}
+        return {}, {}
     futures = {d: Future() for d in missing}
+    tails = {d: Tail() for d in missing}
     jobs: "queue.Queue[str]" = queue.Queue()
     for d in missing:
         jobs.put(d)
@@ -326,13 +335,15 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
             except queue.Empty:
                 return
             size, name = blobs[digest]
-            future = futures[digest]
+            future, tail = futures[digest], tails[digest]
             try:
                 # background layers go into the archive, which is fsynced: the cache copy need not be
                 cache.fetch(digest, size, lambda offset: client.open_blob(name, digest, offset=offset),
-                            on_bytes=lambda n: bars.advance(task, n), what=name, sync=not background)
+                            on_bytes=lambda n: bars.advance(task, n), what=name, sync=not background, tail=tail)
+                tail.end(cache.path(digest))
                 future.set_result(cache.path(digest))
-            except BaseException as exc:  # delivered to whoever opens the blob
+            except BaseException as exc:  # delivered to whoever opens or follows the blob
+                tail.fail(exc)
                 future.set_exception(exc)
             finally:
                 finished()
@@ -342,7 +353,7 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
     if not background:
         for d in missing:
             futures[d].result()
-    return futures
+    return futures, tails
 
 
 def _fetch_manifests(client, cache: BlobCache, plans: list[PlannedImage]) -> set[str]:

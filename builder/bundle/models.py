@@ -117,9 +117,9 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
             if not cache.has(p.record.digest, p.record.size):
                 cache.put(p.record.digest, client.fetch_manifest(p.record.name, p.record.digest).data)
             _check_manifest(p.record, cache.read(p.record.digest))
-        pending = _download(client, cache, {d: v for d, v in blobs.items()
-                                            if model_blob_path(d) not in taken},
-                            show, background=True, what="model blobs")
+        pending, tails = _download(client, cache, {d: v for d, v in blobs.items()
+                                                   if model_blob_path(d) not in taken},
+                                   show, background=True, what="model blobs")
     except BaseException:
         client.close()
         raise
@@ -130,5 +130,5 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
         if arcname in taken:      # an image ships the same bytes: once is enough
             continue
         taken.add(arcname)
-        out.append(blob_member(arcname, digest, cache, pending, blobs))
+        out.append(blob_member(arcname, digest, cache, pending, blobs, tails))
     return out

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import BundleError
-from ..fsutil import WriteBehind, atomic_writer, sha256_bytes
+from ..fsutil import SYNC_EVERY, WriteBehind, atomic_writer, sha256_bytes
 from ..lockfile import Lock
 from ..progress import progress_display
 from ..provenance import BuildInfo, provenance_statement, render_provenance
@@ -185,7 +185,8 @@ def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
                 tar_sha = write_tar(gz, plan.top, plan.files, mtime=mtime, progress=on_bytes)
             archive_sha = outer.hash.hexdigest()
         else:  # the archive is the tar stream: hash its (GiB of image) bytes once, not twice
-            tar_sha = archive_sha = write_tar(WriteBehind(fh), plan.top, plan.files, mtime=mtime, progress=on_bytes)
+            with WriteBehind(fh, sync_every=SYNC_EVERY) as out:
+                tar_sha = archive_sha = write_tar(out, plan.top, plan.files, mtime=mtime, progress=on_bytes)
         if accept:
             accept(archive_sha, tar_sha)
     return archive_sha, tar_sha
@@ -213,7 +214,7 @@ class EarlyArchive:
         try:
             self._bar = self._stack.enter_context(_packing_bar(filename, sum(f.size for f in blobs), progress))
             fh = self._stack.enter_context(atomic_writer(dest))
-            self.stream = TarStream(WriteBehind(fh), top, mtime)
+            self.stream = TarStream(self._stack.enter_context(WriteBehind(fh, sync_every=SYNC_EVERY)), top, mtime)
         except BaseException:
             self._stack.close()
             raise
