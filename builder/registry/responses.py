@@ -15,8 +15,6 @@ import httpx
 from ..errors import RegistryError
 from .names import ImageName
 
-_CHUNK = 1 << 20
-
 
 class ErrorFactory:
     """Builds RegistryErrors that name registry, image and digest."""
@@ -98,7 +96,10 @@ class BlobStream:
     def __iter__(self) -> Iterator[bytes]:
         received = 0
         try:
-            for chunk in self._response.iter_bytes(_CHUNK):
+            # chunks as they come off the connection (up to httpcore's READ_NUM_BYTES, see client.py):
+            # iter_bytes(n) would re-buffer every byte into n-sized pieces, three more copies
+            # (0.55 CPU-s per GiB here)
+            for chunk in self._response.iter_bytes():
                 received += len(chunk)
                 yield chunk
         except httpx.HTTPError as exc:
