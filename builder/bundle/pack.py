@@ -199,8 +199,9 @@ class EarlyArchive:
     digests come from the lock, so they can be written before the files that
     describe them (SBOMs made from the layers, manifest.json, SHA256SUMS,
     signatures) exist. A thread writes the blob entries into the temp file
-    beside ``dest`` as their downloads finish (``PendingBlob.open`` waits),
-    hashing the stream as it goes; ``finish(plan)`` checks that the plan begins
+    beside ``dest`` as their bytes arrive (``PendingBlob.open`` follows each
+    download; the file is fdatasynced every ``SYNC_EVERY`` bytes from a side
+    thread), hashing the stream as it goes; ``finish(plan)`` checks that the plan begins
     with exactly those entries, writes the rest and the trailer, fsyncs and
     renames — the same ``archive.TarStream`` calls as ``write_archive``, so the
     same bytes. ``abort`` removes the temp file.
