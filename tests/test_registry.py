@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -102,8 +103,84 @@ def test_credentials_come_from_docker_config(tmp_path, monkeypatch):
         "127.0.0.1:5000": {"auth": base64.b64encode(b"local:p:w").decode()},
     }}))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    assert load_credentials() == {"registry-1.docker.io": ("hub", "pw1"), "ghcr.io": ("me", "pw2"),
-                                  "127.0.0.1:5000": ("local", "p:w")}
+    assert load_credentials().auths == {"registry-1.docker.io": ("hub", "pw1"), "ghcr.io": ("me", "pw2"),
+                                        "127.0.0.1:5000": ("local", "p:w")}
+
+
+HELPER = """#!/bin/sh
+# a Docker credential helper (docker-credential-helpers protocol) over a JSON file beside it
+[ "$1" = get ] || { echo "only get" >&2; exit 2; }
+read -r server
+echo "$server" >> "$(dirname "$0")/asked"
+python3 - "$server" "$(dirname "$0")/logins.json" <<'PY'
+import json, sys
+server, logins = sys.argv[1], json.load(open(sys.argv[2]))
+if server not in logins:
+    print("credentials not found in native keychain"); sys.exit(1)
+if logins[server] == "broken":
+    print("the keyring exploded"); sys.exit(3)
+if logins[server] == "garbage":
+    print("not json"); sys.exit(0)
+user, secret = logins[server]
+print(json.dumps({"ServerURL": server, "Username": user, "Secret": secret}))
+PY
+"""
+
+
+def install_helper(bin_dir, name: str, logins: dict, monkeypatch) -> None:
+    """A real ``docker-credential-<name>`` program on PATH answering from ``logins`` (server -> [user, secret])."""
+    bin_dir.mkdir(exist_ok=True)
+    program = bin_dir / f"docker-credential-{name}"
+    program.write_text(HELPER)
+    program.chmod(0o755)
+    (bin_dir / "logins.json").write_text(json.dumps(logins))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_credential_helpers_are_asked_as_the_docker_cli_does(tmp_path, monkeypatch):
+    """credHelpers for its registry, else credsStore (which replaces auths), each asked once, lazily."""
+    install_helper(tmp_path / "bin", "labtest", {
+        "https://index.docker.io/v1/": ["hub", "from-store"], "ghcr.io": ["gh", "from-helper"],
+        "broken.example": "broken", "garbage.example": "garbage", "token.example": ["<token>", "refresh"]},
+        monkeypatch)
+    (tmp_path / "config.json").write_text(json.dumps({
+        "auths": {"ghcr.io": {}, "quay.io": {"auth": base64.b64encode(b"q:file").decode()}},
+        "credHelpers": {"ghcr.io": "labtest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    creds = load_credentials()
+    assert not (tmp_path / "bin" / "asked").exists()          # nothing asked until a registry wants a login
+    assert creds.get("ghcr.io") == ("gh", "from-helper") and "ghcr.io" in creds
+    assert creds.get("quay.io") == ("q", "file")               # no store: the file's logins
+    assert creds.get("registry-1.docker.io") is None
+    (tmp_path / "config.json").write_text(json.dumps({
+        "auths": {"quay.io": {"auth": base64.b64encode(b"q:file").decode()}}, "credsStore": "labtest"}))
+    creds = load_credentials()
+    assert creds.get("registry-1.docker.io") == ("hub", "from-store")    # Hub logins live under its v1 URL
+    assert creds.get("quay.io") is None                                  # the store replaces the file
+    assert creds.get("registry-1.docker.io") == ("hub", "from-store")
+    asked = (tmp_path / "bin" / "asked").read_text().split()
+    assert asked == ["ghcr.io", "https://index.docker.io/v1/", "quay.io"]   # once per registry
+    with pytest.raises(RegistryError, match=r"docker-credential-labtest get failed \(exit 3\): the keyring exploded"):
+        creds.get("broken.example")
+    with pytest.raises(RegistryError, match="answered something other than"):
+        creds.get("garbage.example")
+    with pytest.raises(RegistryError, match="identity token") as err:
+        creds.get("token.example")
+    assert "docker login token.example" in err.value.hint
+
+
+def test_a_missing_or_misnamed_helper_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "nosuchhelper"}))
+    with pytest.raises(RegistryError, match="docker-credential-nosuchhelper.*not on PATH") as err:
+        load_credentials().get("ghcr.io")
+    assert str(tmp_path / "config.json") in err.value.message
+    (tmp_path / "config.json").write_text(json.dumps({"credHelpers": {"ghcr.io": "../../bin/sh"}}))
+    with pytest.raises(RegistryError, match="not a program name"):
+        load_credentials().get("ghcr.io")
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": ["pass"]}))
+    with pytest.raises(RegistryError, match="credsStore must be a helper name"):
+        load_credentials()
 
 
 def test_broken_docker_config_is_a_clear_error(tmp_path, monkeypatch):
@@ -274,6 +351,10 @@ def test_basic_auth_uses_docker_config_credentials(tmp_path_factory, tmp_path, m
             {"auths": {reg.host: {"auth": base64.b64encode(b"alice:wrong").decode()}}}))
         with RegistryClient(backoff=0.05) as c, pytest.raises(RegistryError, match="access denied"):
             c.fetch_manifest(f"{reg.host}/private/app", image.digest)
+        install_helper(tmp_path / "bin", "labtest", {reg.host: ["alice", "s3cret"]}, monkeypatch)
+        (tmp_path / "config.json").write_text(json.dumps({"auths": {reg.host: {}}, "credsStore": "labtest"}))
+        with RegistryClient(backoff=0.05) as c:     # the login from the credential store
+            assert c.fetch_manifest(f"{reg.host}/private/app", image.digest).digest == image.digest
     finally:
         reg.stop()
 

@@ -46,7 +46,7 @@ challenges, tokens), ``manifests`` (media types, ``ImageManifest``),
 
 from __future__ import annotations
 
-from .auth import docker_config_path, load_credentials
+from .auth import Credentials, docker_config_path, load_credentials
 from .client import RegistryClient
 from .manifests import (ACCEPT_MANIFESTS, DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES,
                         OCI_INDEX, OCI_MANIFEST, ImageManifest)
@@ -56,6 +56,6 @@ from .responses import BlobStream
 __all__ = [
     "ACCEPT_MANIFESTS", "DOCKER_HUB", "DOCKER_LIST", "DOCKER_MANIFEST", "INDEX_TYPES",
     "MANIFEST_TYPES", "OCI_INDEX", "OCI_MANIFEST", "BlobStream", "ImageManifest", "ImageName",
-    "RegistryClient", "docker_config_path", "is_loopback", "load_credentials", "parse_image_name",
+    "Credentials", "RegistryClient", "docker_config_path", "is_loopback", "load_credentials", "parse_image_name",
     "registry_scheme",
 ]

@@ -1,8 +1,10 @@
 """Who may pull: Docker credentials and the registry's authentication flow.
 
 Credentials come from ``$DOCKER_CONFIG/config.json`` or
-``~/.docker/config.json`` (``auths`` entries only; credential helpers are not
-consulted). ``Authenticator`` learns each registry's ``WWW-Authenticate``
+``~/.docker/config.json`` as the docker CLI finds them: the registry's entry
+in ``credHelpers``, else ``credsStore``, each a ``docker-credential-<name>``
+program asked ``get`` (only when a registry asks for a login, once per
+registry), else the ``auths`` entries. ``Authenticator`` learns each registry's ``WWW-Authenticate``
 challenge (Basic, or Bearer with its token realm) and produces the
 ``Authorization`` header of a request; Bearer tokens are cached per scope
 until they expire.
@@ -14,6 +16,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -36,8 +40,94 @@ def docker_config_path() -> Path:
     return (Path(base) if base else Path.home() / ".docker") / "config.json"
 
 
-def load_credentials(path: Path | None = None) -> dict[str, tuple[str, str]]:
-    """``{registry: (user, password)}`` from a Docker config.json (``auths`` only).
+HUB_SERVER = "https://index.docker.io/v1/"    # the key Docker Hub logins are stored under
+HELPER_TIMEOUT = 60                          # seconds a credential helper may take (it may ask to unlock a keyring)
+_NOT_FOUND = "credentials not found"         # docker-credential-helpers' message for "no login for this server"
+
+
+class Credentials:
+    """Docker credentials by registry (normalised name -> ``(user, password)``).
+
+    ``auths``: the config file's logins. ``helpers``: registry -> helper name
+    (``credHelpers``); ``store``: the helper for every other registry
+    (``credsStore``), which then replaces ``auths`` as for the docker CLI.
+    A helper runs only when ``get`` is first asked about its registry.
+    """
+
+    def __init__(self, auths: dict[str, tuple[str, str]] | None = None, *, helpers: dict[str, str] | None = None,
+                 store: str | None = None, source: Path | None = None) -> None:
+        self.auths = dict(auths or {})
+        self.helpers = dict(helpers or {})
+        self.store = store or None
+        self.source = source
+        self._asked: dict[str, tuple[str, str] | None] = {}
+        self._lock = threading.Lock()
+
+    def helper_for(self, registry: str) -> str | None:
+        return self.helpers.get(registry) or self.store
+
+    def get(self, registry: str) -> tuple[str, str] | None:
+        helper = self.helper_for(registry)
+        if helper is None:
+            return self.auths.get(registry)
+        with self._lock:
+            if registry not in self._asked:
+                self._asked[registry] = ask_helper(helper, registry, self.source)
+            return self._asked[registry]
+
+    def __contains__(self, registry: str) -> bool:
+        return self.get(registry) is not None
+
+
+def ask_helper(helper: str, registry: str, source: Path | None = None) -> tuple[str, str] | None:
+    """``docker-credential-<helper> get`` for ``registry``: ``(user, secret)``, None when it has no login.
+
+    The protocol of github.com/docker/docker-credential-helpers: the server
+    name on stdin, ``{"ServerURL", "Username", "Secret"}`` on stdout; "not
+    found" is an error exit whose output says ``credentials not found``.
+    """
+    program = f"docker-credential-{helper}"
+    where = f"{source or docker_config_path()}"
+    server = HUB_SERVER if registry == "registry-1.docker.io" else registry
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", helper):
+        raise RegistryError(f"{where}: credential helper name {helper!r} is not a program name", registry=registry,
+                            hint="credsStore / credHelpers name the part after docker-credential-, e.g. \"pass\"")
+    path = shutil.which(program)
+    if path is None:
+        raise RegistryError(f"{where} names the credential helper {program!r}, which is not on PATH",
+                            registry=registry, hint=f"install {program}, or remove it from the config and run "
+                            f"`docker login {registry}` to store the login in the file")
+    try:
+        done = subprocess.run([path, "get"], input=server.encode(), capture_output=True, timeout=HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RegistryError(f"{program} get did not answer within {HELPER_TIMEOUT} s", registry=registry,
+                            hint="is its keyring locked? unlock it, or log in with the file store") from None
+    except OSError as exc:
+        raise RegistryError(f"cannot run {program}: {exc.strerror}", registry=registry) from None
+    said = (done.stdout or done.stderr).decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        if _NOT_FOUND in said.lower():
+            return None
+        raise RegistryError(f"{program} get failed (exit {done.returncode}): {said[:300]}", registry=registry,
+                            hint=f"run `echo {server} | {program} get` to see why")
+    try:
+        answer = json.loads(done.stdout)
+        user, secret = answer["Username"], answer["Secret"]
+        if not isinstance(user, str) or not isinstance(secret, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"{program} get answered something other than "
+                            "{\"Username\": ..., \"Secret\": ...}", registry=registry,
+                            hint="the helper is broken or not a Docker credential helper") from None
+    if user == "<token>":
+        raise RegistryError(f"{program} holds an identity token for {server}, which labbuild cannot use",
+                            registry=registry,
+                            hint=f"log in with a user name and password or access token: `docker login {registry}`")
+    return user, secret
+
+
+def load_credentials(path: Path | None = None) -> Credentials:
+    """The ``Credentials`` of a Docker config.json (``auths``, ``credHelpers``, ``credsStore``).
 
     A missing file means no credentials; an unreadable one is an error, as it
     is for the docker CLI.
@@ -46,13 +136,15 @@ def load_credentials(path: Path | None = None) -> dict[str, tuple[str, str]]:
     try:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
-        return {}
+        return Credentials(source=path)
     except (OSError, ValueError) as exc:
         raise RegistryError(f"{path}: cannot read Docker credentials ({exc})",
                             hint="fix or remove the file, or point DOCKER_CONFIG elsewhere") from None
+    if not isinstance(data, dict):
+        data = {}
     creds: dict[str, tuple[str, str]] = {}
-    auths = data.get("auths") if isinstance(data, dict) else None
-    for key, entry in (auths or {}).items():
+    auths = data.get("auths")
+    for key, entry in (auths if isinstance(auths, dict) else {}).items():
         if not isinstance(entry, dict):
             continue
         user, password = entry.get("username"), entry.get("password")
@@ -65,7 +157,16 @@ def load_credentials(path: Path | None = None) -> dict[str, tuple[str, str]]:
                                     hint=f"run `docker login {key}` again") from None
         if user and password is not None:
             creds[normalise_registry(key)] = (user, password)
-    return creds
+    helpers = data.get("credHelpers")
+    store = data.get("credsStore")
+    for what, value in (("credHelpers", helpers), ("credsStore", store)):
+        if value is not None and not isinstance(value, dict if what == "credHelpers" else str):
+            raise RegistryError(f"{path}: {what} must be " + ("an object of registry: helper" if what == "credHelpers"
+                                                               else "a helper name"),
+                                hint="fix the file, or run `docker login` again")
+    return Credentials(creds, helpers={normalise_registry(k): v for k, v in (helpers or {}).items()
+                                       if isinstance(v, str) and v},
+                       store=store or None, source=path)
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -86,7 +187,7 @@ class Authenticator:
     ``send`` fetches a token from a realm (the client's retrying transport).
     """
 
-    def __init__(self, credentials: dict[str, tuple[str, str]], send: Send) -> None:
+    def __init__(self, credentials: Credentials, send: Send) -> None:
         self._credentials = credentials
         self._send = send
         self._lock = threading.Lock()
@@ -106,7 +207,8 @@ class Authenticator:
         if scheme == "basic":
             if registry not in self._credentials:
                 raise error("the registry requires a login (HTTP 401, Basic)", status=401,
-                            hint=f"run `docker login {registry}` (credentials are read from {docker_config_path()})")
+                            hint=f"run `docker login {registry}` (credentials are read from {docker_config_path()}"
+                                 " and its credential helpers)")
         elif scheme == "bearer":
             if not params.get("realm"):
                 raise error(f"malformed WWW-Authenticate header {header!r}", status=401)
@@ -122,7 +224,7 @@ class Authenticator:
             return {}
         scheme, params = challenge
         if scheme == "basic":
-            user, password = self._credentials[registry]
+            user, password = self._credentials.get(registry)
             return {"Authorization": basic_authorization(user, password)}
         return {"Authorization": "Bearer " + self._token(registry, params, scope, error, deadline)}
 

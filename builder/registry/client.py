@@ -15,7 +15,7 @@ import httpcore
 import httpx
 
 from ..errors import RegistryError
-from .auth import Authenticator, docker_config_path, load_credentials
+from .auth import Authenticator, Credentials, docker_config_path, load_credentials
 from .manifests import ACCEPT_MANIFESTS, ImageManifest, manifest_media_type
 from .names import ImageName, parse_image_name, registry_scheme
 from .responses import (BlobStream, ErrorFactory, is_tls_failure, registry_message, retry_after,
@@ -43,7 +43,7 @@ class RegistryClient:
     def __init__(self, insecure_registries: tuple[str, ...] | list[str] = (), *,
                  timeout: float = 10.0, retries: int = 4, backoff: float = 0.5,
                  deadline: float = 45.0, per_registry_concurrency: int = 32,
-                 credentials: dict[str, tuple[str, str]] | None = None) -> None:
+                 credentials: "Credentials | dict[str, tuple[str, str]] | None" = None) -> None:
         self.insecure_registries = tuple(insecure_registries)
         self.timeout = timeout
         self.retries = retries
@@ -57,7 +57,8 @@ class RegistryClient:
                                   headers={"User-Agent": "labbuild"})
         self._lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
-        self._auth = Authenticator(load_credentials() if credentials is None else dict(credentials),
+        self._auth = Authenticator(load_credentials() if credentials is None
+                                   else credentials if isinstance(credentials, Credentials) else Credentials(credentials),
                                    self._send_with_retries)
         self._dead: dict[str, str] = {}
 
