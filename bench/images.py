@@ -196,8 +196,14 @@ def run(cmd: list[str], env: dict | None = None, quiet: bool = True) -> tuple[fl
     return wall, usage.ru_maxrss * 1024
 
 
-def remove_images(refs: list[str]) -> None:
-    subprocess.run(["docker", "rmi", "-f", *refs], capture_output=True)
+def remove_images(refs: list[str], image_ids: list[str] = ()) -> None:
+    """Remove the images by tag and by ID, and every other bench image: an earlier run's copy
+    under another registry port (or the delta bench's) has the same layers, and `docker load`
+    would skip importing them, measuring only the stream."""
+    listed = subprocess.run(["docker", "images", "--format", "{{.ID}} {{.Repository}}"],
+                            capture_output=True, text=True).stdout.split("\n")
+    others = [line.split()[0] for line in listed if "/bench/" in line]
+    subprocess.run(["docker", "rmi", "-f", *refs, *image_ids, *others], capture_output=True)
 
 
 def drop_caches() -> None:
@@ -273,6 +279,7 @@ def main() -> None:
         write_lab(lab, registry, pushed)
         run([str(BIN / "labbuild"), "--root", str(lab), "lock"])
         refs = [f"{registry.host}/{p['repo']}:1" for p in pushed.values()]
+        image_ids = [p["config"] for p in pushed.values()]
         unique = {l["digest"]: l["size"] for ls in images.values() for l in ls}
         unique_bytes = sum(unique.values()) + sum(p["manifest_size"] + p["config_size"] for p in pushed.values())
 
@@ -331,18 +338,18 @@ def main() -> None:
         shutil.rmtree(extract)
         loads, installs = [], []
         for _ in range(2):
-            remove_images(refs)
+            remove_images(refs, image_ids)
             drop_caches()
             wall, _ = run(["docker", "load", "-i", str(raw)])
             loads.append(wall)
-            remove_images(refs)
+            remove_images(refs, image_ids)
             target = WORK / "install"
             shutil.rmtree(target, ignore_errors=True)
             drop_caches()
             wall, inst_rss = run([str(BIN / "labbuild"), "install", str(bundle), "--dir", str(target), "--no-start"],
                                  env=env_path)
             installs.append(wall)
-        remove_images(refs)
+        remove_images(refs, image_ids)
         shutil.rmtree(WORK / "install", ignore_errors=True)
         raw.unlink()
 

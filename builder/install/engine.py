@@ -139,11 +139,20 @@ class StreamingLoad:
     The engine unpacks the whole stream before it imports anything, so an
     ``abort`` (the stream ends with an error, never with the tar trailer)
     leaves the engine unchanged. The queue is bounded: memory stays flat.
+
+    ``size``: the stream's length, tar trailer included, when known in advance:
+    the body is then sent with a Content-Length (``_QueueBody``), which the
+    engine takes in about 1 s/GiB faster than a chunked body. ``finish``
+    refuses a stream that came out another length (the engine would wait for
+    the rest, or read past the end).
     """
 
     _END = object()
+    TRAILER = b"\0" * 1024
 
-    def __init__(self, docker_client, depth: int = 16) -> None:
+    def __init__(self, docker_client, size: int | None = None, depth: int = 16) -> None:
+        self.size = size
+        self._put = 0
         self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(docker_client,), daemon=True)
@@ -153,7 +162,7 @@ class StreamingLoad:
         while True:
             item = self._queue.get()
             if item is self._END:
-                yield b"\0" * 1024
+                yield self.TRAILER
                 return
             if isinstance(item, BaseException):
                 raise item
@@ -161,7 +170,8 @@ class StreamingLoad:
 
     def _run(self, docker_client) -> None:
         try:
-            for msg in docker_client.api.load_image(self._chunks(), quiet=True):
+            body = self._chunks() if self.size is None else _QueueBody(self._chunks(), self.size)
+            for msg in docker_client.api.load_image(body, quiet=True):
                 if "errorDetail" in msg or "error" in msg:
                     raise InstallError("docker load failed: "
                                        + (msg.get("errorDetail", {}).get("message") or msg.get("error")),
@@ -173,10 +183,17 @@ class StreamingLoad:
 
     def put(self, data: bytes) -> None:
         if self._error is None:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                self._put += len(data)
             self._queue.put(data)
 
     def finish(self) -> None:
         """End the stream; raise InstallError when the engine refused it."""
+        if self.size is not None and self._put + len(self.TRAILER) != self.size:
+            self.abort(InstallError("load stream length"))
+            raise InstallError(f"internal error: the docker load stream has {self._put + len(self.TRAILER)} "
+                               f"bytes, not the {self.size} announced; nothing was loaded",
+                               hint="report it; `labbuild install` again")
         self.put(self._END)
         self._thread.join()
         if isinstance(self._error, InstallError):
@@ -189,3 +206,30 @@ class StreamingLoad:
         """End the stream with an error: the engine discards everything it received."""
         self.put(reason)
         self._thread.join()
+
+
+class _QueueBody:
+    """A request body of known length read from a stream of blocks (http.client reads it
+    ``blocksize`` at a time: slices of the current block, no copies). A stream that runs
+    past ``size`` is an error before a byte too many is sent."""
+
+    def __init__(self, blocks: Iterator[bytes], size: int) -> None:
+        self._blocks, self._size, self._left = blocks, size, size
+        self._rest = memoryview(b"")
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        while not self._rest:
+            block = next(self._blocks, None)
+            if block is None:
+                return b""
+            self._rest = memoryview(block)
+        out = self._rest if n is None or n < 0 else self._rest[:n]
+        self._rest = self._rest[len(out):]
+        self._left -= len(out)
+        if self._left < 0:
+            raise InstallError(f"internal error: the docker load stream runs past its {self._size} bytes",
+                               hint="report it; `labbuild install` again")
+        return out

@@ -77,6 +77,7 @@ class _ImageLoader:
         self.tags: list[str] = []
         self.sent: set[str] = set()
         self.from_base: set[str] = set()        # blobs (images/-relative) the base bundle must supply
+        self.base_sizes: dict[str, int] = {}    # their sizes, from the base's manifest.json
         self.retag: dict[str, str] = {}         # reference -> image ID of the unchanged images of a delta
         self.manifest: Manifest | None = None
 
@@ -115,10 +116,27 @@ class _ImageLoader:
         plan = {e["Config"] for e in entries} | {layer for e in entries for layer in e["Layers"]}
         if entries:
             raw = canonical_json(entries).encode()
-            self.load = StreamingLoad(self.client)
-            self.load.put(tar_header("manifest.json", len(raw)) + raw + b"\0" * (-len(raw) % 512))
+            head = tar_header("manifest.json", len(raw)) + raw + b"\0" * (-len(raw) % 512)
+            blobs = self._stream_bytes(plan)
+            self.load = StreamingLoad(self.client, None if blobs is None else len(head) + blobs
+                                      + len(StreamingLoad.TRAILER))
+            self.load.put(head)
             self.say(f"loading the images for {self.platform} into the engine while verifying")
         return plan
+
+    def _stream_bytes(self, plan: set[str]) -> int | None:
+        """The tar bytes the planned blobs will take in the load stream (those the bundle carries
+        or the base bundle supplies; a delta's relied-on layers are in the engine already), from
+        the sizes manifest.json lists; None when it is not known yet (an old bundle, metadata last)."""
+        if self.manifest is None:
+            return None
+        total = 0
+        for blob in plan:
+            entry = self.manifest.files.get(f"{IMAGES_DIR}/{blob}")
+            size = entry.size if entry is not None else self.base_sizes.get(blob)
+            if size is not None:
+                total += 512 + size + (-size % 512)
+        return total
 
     def _delta_entries(self, manifest: Manifest, entries: list[dict]) -> list[dict]:
         """Check the engine for the base images a delta relies on; the base bundle's load
@@ -160,6 +178,9 @@ class _ImageLoader:
         raw = self._docker_load_manifest(result.contents, self.base.name)
         chosen = [e for e in self._entries(raw, self.base.name) if e["Config"].rsplit("/", 1)[-1] in configs]
         self.from_base = {e["Config"] for e in chosen} | {l for e in chosen for l in e["Layers"]}
+        base_files = Manifest.loads(result.contents[MANIFEST]).files
+        self.base_sizes = {blob: base_files[f"{IMAGES_DIR}/{blob}"].size for blob in self.from_base
+                           if f"{IMAGES_DIR}/{blob}" in base_files}
         return chosen
 
     def prepare(self, kept: dict[str, bytes]) -> None:

@@ -141,14 +141,18 @@ def test_delta_installs_offline_onto_its_base_and_rolls_back(airgap, docker_engi
 def test_delta_without_its_base_is_refused_until_base_fills_the_gap(airgap, docker_engine, tmp_path, capsys):
     v1, delta, lock1, lock2 = _two_releases(airgap)
     airgap.offline(docker_engine)
-    images_before = sorted(i.id for i in docker_engine.images.list(all=True))
+    ours = {rec["platforms"]["linux/amd64"]["config"] for lock in (lock1, lock2) for rec in lock["services"].values()}
+
+    def our_images() -> list[str]:      # only this lab's: tests running beside this one load theirs
+        return sorted(i.id for i in docker_engine.images.list(all=True) if i.id in ours)
+    images_before = our_images()
     target = tmp_path / "inst"
     capsys.readouterr()
     assert main(["install", str(delta), "--dir", str(target)]) == 1
     err = capsys.readouterr().err
     assert "delta since" in err and "1.0.0" in err and v1.name in err and "api" in err
     assert not target.exists()
-    assert sorted(i.id for i in docker_engine.images.list(all=True)) == images_before
+    assert our_images() == images_before
 
     # --base: the full base bundle supplies the missing images
     r = install_bundle(delta, target, timeout=60, base=v1)
