@@ -8,6 +8,7 @@ tests/e2e/test_airgap.py and tests/e2e/test_faults.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from importlib import resources
 import pytest
 
 from builder.install.secrets import secret_prefixes, secret_specs
-from e2e.labkit import AirgapLab, Service, free_port
+from e2e.labkit import AirgapLab, Service, free_port, path_with_venv
 
 SCRIPT = resources.files("builder").joinpath("templates", "install.sh").read_text("utf-8")
 SHELLS = [s for s in (["dash"], ["/bin/busybox", "sh"]) if shutil.which(s[0])]
@@ -248,3 +249,35 @@ def test_gpu_on_a_bundle_without_gpu_services_warns_and_writes_labbuilds_wrapper
     assert "no service of this bundle reserves a GPU" in p.stderr
     lab = json.loads((bundle_dir / "manifest.json").read_text())["lab"]
     assert (target / "compose.yaml").read_text() == render_wrapper(lab, "releases/1.0.0", False)
+
+
+def test_images_that_do_not_fit_on_the_engines_disk_are_refused_before_anything_is_installed(
+        tmp_path, registry, monkeypatch, docker_engine):
+    """install.sh checks disk as doctor does: image blobs x2 against the free space of the engine's root.
+    The bundle is edited to claim a 1 PB layer (its SHA256SUMS line follows), so the real df answers no."""
+    import hashlib
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
+    lab.services = {"web": Service("web", free_port())}
+    lab.push(lab.services["web"])
+    top = unpacked_release(lab, tmp_path, with_images=True)
+    manifest = json.loads((top / "manifest.json").read_text())
+    blobs = sorted(n for n in manifest["files"] if n.startswith("images/blobs/"))
+    manifest["files"][blobs[-1]]["size"] = 10 ** 15
+    (top / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    digest = hashlib.sha256((top / "manifest.json").read_bytes()).hexdigest()
+    sums = [f"{digest}  manifest.json" if line.endswith("  manifest.json") else line
+            for line in (top / "SHA256SUMS").read_text().splitlines()]
+    (top / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    target = tmp_path / "target"
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--no-start"],
+                       capture_output=True, text=True, env={**os.environ, "PATH": path_with_venv()})
+    assert p.returncode == 1, p.stderr
+    root = docker_engine.info()["DockerRootDir"]
+    free_mib = shutil.disk_usage(root).free >> 20
+    need_mib = round(sum(manifest["files"][n]["size"] for n in blobs) * 2 / 1024) // 1024
+    assert f"nothing was installed): disk: {need_mib} MiB needed for the images (x2 unpacked)" in p.stderr
+    assert f"MiB free on {root}" in p.stderr and "docker system prune" in p.stderr
+    said_free = int(p.stderr.split(" MiB free on")[0].rsplit(", ", 1)[1])
+    assert abs(said_free - free_mib) < 1024
+    assert not target.exists()

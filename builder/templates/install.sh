@@ -10,6 +10,9 @@
 #   1. sha256sum -c SHA256SUMS, and with --key the signature manifest.json.sig
 #      (openssl; manifest.json lists the sha256 of every file) — nothing is
 #      touched before both pass
+#   1c. checks the host as `labbuild doctor` does: the engine answers, compose v2
+#      is there, every published host port is free (or held by this lab's own
+#      containers: an upgrade), and the images fit on the engine's disk (x2)
 #   2. copies the release to DIR/releases/<version>/ and points DIR/current at it
 #      (DIR/previous keeps the release it replaced, for a rollback)
 #   3. docker load of images/ (host platform only) and a check that every
@@ -225,6 +228,65 @@ if [ "$GPU" = 1 ]; then
         && ! ls /etc/cdi /var/run/cdi 2>/dev/null | grep -qi nvidia; then
         die "--gpu asked for the GPU services, but the engine has no nvidia runtime and there is no NVIDIA CDI spec in /etc/cdi or /var/run/cdi: nothing was installed" \
             "install the NVIDIA Container Toolkit (nvidia-ctk runtime configure --runtime=docker; systemctl restart docker), or install with --no-gpu"
+    fi
+fi
+
+# ---------------------------------------------------------------- host ports (as labbuild doctor)
+# Every published host port must be free, or held by this lab's own containers (an upgrade):
+# read from /proc/net (Linux), a listening TCP or bound UDP socket on the same port whose
+# address covers the bind address. Nothing is touched before this passes.
+OWN_PORTS=$(docker ps --filter "label=com.docker.compose.project=$LAB" --format '{{.Ports}}' 2>/dev/null | tr ',' '\n')
+port_taken() {  # $1 bind address, $2 port, $3 tcp|udp -> 0 when another socket holds it
+    [ -r /proc/net/tcp ] || return 1
+    want=$(printf '%s' "$1" | awk -F. 'NF == 4 { printf "%02X%02X%02X%02X", $4, $3, $2, $1 }')
+    if [ "$3" = udp ]; then state=07; set -- "$2" /proc/net/udp /proc/net/udp6
+    else state=0A; set -- "$2" /proc/net/tcp /proc/net/tcp6; fi
+    port=$1; shift
+    awk -v port="$(printf '%04X' "$port")" -v st="$state" -v want="$want" '
+        FNR > 1 && $4 == st {
+            n = split($2, a, ":"); if (a[n] != port) next
+            addr = a[1]; any = (addr ~ /^0+$/)
+            if (any || want == "" || want == "00000000" || addr == want) { found = 1; exit }
+        }
+        END { exit !found }' "$@" 2>/dev/null
+}
+TAKEN=""
+for svc in $SERVICES; do
+    i=0
+    while [ -n "$(mget "services.$svc.ports.$i.container")" ]; do
+        host=$(mget "services.$svc.ports.$i.host")
+        proto=$(mget "services.$svc.ports.$i.protocol")
+        bind=$(mget "services.$svc.ports.$i.bind")
+        name=$(mget "services.$svc.ports.$i.name")
+        i=$((i + 1))
+        valid '[0-9]{1,5}' "$host" || continue          # no host port (null): nothing to bind
+        valid '(tcp|udp)' "$proto" || die "manifest.json: services.$svc.ports: protocol '$proto' is neither tcp nor udp"
+        if printf '%s\n' "$OWN_PORTS" | grep -q ":$host->[0-9]*/$proto"; then
+            continue                                     # this lab's own container (an upgrade)
+        fi
+        if port_taken "$bind" "$host" "$proto"; then
+            TAKEN="$TAKEN
+  port $svc/$name: $bind:$host/$proto is in use by another program"
+        fi
+    done
+done
+if [ -n "$TAKEN" ]; then
+    die "the host is not ready (nothing was installed):$TAKEN" \
+        "stop what listens there (see: ss -ltnup), or change the host port in the service's blueprint and release again"
+fi
+
+# ---------------------------------------------------------------- disk (as labbuild doctor)
+# The engine unpacks the image blobs to about twice their size (doctor.UNPACK_FACTOR), on the
+# filesystem of its root directory; the release's small files are not counted.
+NEED_KIB=$(awk -F= 'index($1, "files.images/blobs/") == 1 && $1 ~ /\.size$/ { s += $2 } END { printf "%.0f", s * 2 / 1024 }' "$WORK/manifest.flat")
+if [ "$NEED_KIB" -gt 0 ]; then
+    probe=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null) || probe=""
+    [ -n "$probe" ] || probe=/var/lib/docker
+    while [ ! -e "$probe" ] && [ "$probe" != / ]; do probe=$(dirname "$probe"); done
+    FREE_KIB=$(df -Pk "$probe" 2>/dev/null | awk 'NR == 2 { print $4 }')
+    if valid '[0-9]+' "$FREE_KIB" && [ "$FREE_KIB" -lt "$NEED_KIB" ]; then
+        die "the host is not ready (nothing was installed): disk: $((NEED_KIB / 1024)) MiB needed for the images (x2 unpacked), $((FREE_KIB / 1024)) MiB free on $probe" \
+            "free $(((NEED_KIB - FREE_KIB) / 1024 + 1)) MiB on $probe (docker system prune removes unused images)"
     fi
 fi
 

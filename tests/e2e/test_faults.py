@@ -129,17 +129,28 @@ def test_port_already_taken(airgap, docker_engine, tmp_path):
     assert "stop what listens on" in text and "labbuild doctor" in (exc.value.hint or "")
     assert not lab_containers(docker_engine, lab.name) and not (tmp_path / "inst").exists()
 
-    # install.sh: the same clear failure
+    # install.sh: the same clear failure, before anything is touched; a socket on another
+    # address of the same port does not count, nor one on another port
     lab.cleanup(docker_engine)
     top = unpacked(bundle, tmp_path / "unpack")
+    port = lab.services["api"].port
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", lab.services["api"].port))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
         p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(tmp_path / "inst-sh"), "--timeout", "5"],
                            capture_output=True, text=True)
     assert p.returncode == 1
-    assert "docker compose up failed" in p.stderr and "address already in use" in p.stderr
-    assert "running now: web" in p.stderr
+    assert f"port api/http: 127.0.0.1:{port}/tcp is in use by another program" in p.stderr
+    assert "nothing was installed" in p.stderr and "ss -ltnup" in p.stderr
+    assert not lab_containers(docker_engine, lab.name) and not (tmp_path / "inst-sh").exists()
+    with socket.socket() as elsewhere, socket.socket() as bound_only:
+        elsewhere.bind(("127.0.0.2", port))        # the same port on another address
+        elsewhere.listen()
+        bound_only.bind(("127.0.0.1", 0))          # listening elsewhere
+        bound_only.listen()
+        p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(tmp_path / "inst-sh"), "--timeout", "30"],
+                           capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
 
 
 def test_service_that_never_gets_healthy(airgap, docker_engine, tmp_path, capsys):
