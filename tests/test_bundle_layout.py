@@ -42,3 +42,28 @@ def test_file_names_have_one_home():
 
 def test_versions_match_in_full():
     assert is_version("1.2.3-rc.1+b.5") and not is_version("1.2.3\n") and not is_version("01.2.3")
+
+
+def test_secrets_example_is_read_back_in_its_one_reader():
+    from builder.bundle.layout import ExampleSecret, read_secrets_example
+    text = """# Secrets of lab-phase1-1.0.0. No values here.
+
+# litellm: generate=token length=40 prefix=sk-: master key: clients send it as Bearer
+LITELLM__MASTER_KEY=
+
+# n8n: generate=hex length=64
+N8N__ENCRYPTION_KEY=
+# an operator's own line, in the older free form
+#   generate: password, length 12
+export LEGACY__PASSWORD=
+PLAIN__KEY=
+
+# cloudflared: supplied by the operator, never generated (optional: ...): from the dashboard
+#CLOUDFLARED__TUNNEL_TOKEN=
+"""
+    assert read_secrets_example(text) == [
+        ExampleSecret("LITELLM__MASTER_KEY", "litellm", "token", 40, "sk-", "master key: clients send it as Bearer"),
+        ExampleSecret("N8N__ENCRYPTION_KEY", "n8n", "hex", 64),
+        ExampleSecret("LEGACY__PASSWORD", None, "password", 12),
+        ExampleSecret("PLAIN__KEY", None, "token", 32),
+    ]

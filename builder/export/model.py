@@ -26,7 +26,7 @@ import yaml
 
 from ..blueprint import env_id
 from ..bundle.layout import (COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, Manifest, ManifestService,
-                             ManifestVolume, runbook_path)
+                             ManifestVolume, read_secrets_example, runbook_path)
 from ..errors import BundleError
 from ..render import parse_env_file
 from ..render.observability import PROM_DIR
@@ -34,7 +34,6 @@ from ..render.observability import PROM_DIR
 PROMETHEUS_CONFIG = f"{PROM_DIR}/prometheus.yml"
 # ${VAR}, ${VAR:?message} and the escape $$ — the only forms render_compose writes.
 _COMPOSE_TOKEN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[-?][^}]*)?\}")
-_SECRET_COMMENT = re.compile(r"^# ([a-z][a-z0-9-]*): generate=(\w+) length=(\d+)(?: prefix=([A-Za-z0-9_-]+))?(?:: (.*))?$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.I)
 
 
@@ -221,21 +220,14 @@ def _env_value(raw: str, settings: dict[str, str], owners: dict[str, SecretRef])
 
 
 def _secrets(text: str) -> dict[str, list[tuple[str, Secret]]]:
-    """``{service: [(env key, Secret)]}`` from secrets.env.example."""
+    """``{service: [(env key, Secret)]}`` from secrets.env.example (keys whose comment names no service
+    are not the bundle's: left out)."""
     out: dict[str, list[tuple[str, Secret]]] = {}
-    pending = None
-    for line in text.split("\n"):
-        m = _SECRET_COMMENT.match(line)
-        if m:
-            pending = m
-        elif pending and "=" in line and not line.startswith("#"):
-            key = line.split("=", 1)[0]
-            svc = pending[1]
-            name = key[len(env_id(svc)) + 2:]
-            out.setdefault(svc, []).append(
-                (key, Secret(name=name, generate=pending[2], length=int(pending[3]), description=pending[5] or "",
-                             prefix=pending[4] or "")))
-            pending = None
+    for s in read_secrets_example(text):
+        if s.service is not None:
+            out.setdefault(s.service, []).append(
+                (s.key, Secret(name=s.key[len(env_id(s.service)) + 2:], generate=s.generate, length=s.length,
+                               description=s.description, prefix=s.prefix)))
     return out
 
 

@@ -15,8 +15,9 @@ import re
 import secrets as _random
 import string
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
+from ..bundle.layout import read_secrets_example
 from ..errors import InstallError
 from ..fsutil import CapExceeded, atomic_write, read_capped
 from ..limits import MAX_ENV_BYTES
@@ -28,35 +29,12 @@ ALPHABETS = {
     "hex": "0123456789abcdef",
 }
 _ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
-_PREFIX_RE = re.compile(r"\bprefix=([A-Za-z0-9][A-Za-z0-9_-]{0,15})(?=[\s:]|$)")
-
-
-def _keys_with_comments(example: str) -> Iterator[tuple[str, str]]:
-    """``(KEY, the comment lines just above it + the line)`` for each ``KEY=`` line of an example."""
-    comment = ""
-    for line in example.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            comment += " " + stripped
-            continue
-        m = _ENV_LINE_RE.match(line)
-        if m:
-            yield m.group(1), comment + " " + line
-        comment = ""
 
 
 def secret_specs(example: str) -> dict[str, tuple[str, int]]:
-    """``{KEY: (kind, length)}`` from a bundle's secrets.env.example.
-
-    Each ``KEY=`` line takes its kind and length from the comment lines just
-    above it (``# svc: generate=token length=32``); token/32 when unsaid.
-    """
-    specs: dict[str, tuple[str, int]] = {}
-    for key, text in _keys_with_comments(example):
-        kind = re.search(r"generate[ =:]*(token|password|hex)", text)
-        length = re.search(r"length[ =:]*([0-9]+)", text)
-        specs[key] = (kind.group(1) if kind else "token", int(length.group(1)) if length else 32)
-    return specs
+    """``{KEY: (kind, length)}`` from a bundle's secrets.env.example (``layout.read_secrets_example``:
+    ``# svc: generate=token length=32`` above each ``KEY=`` line; token/32 when unsaid)."""
+    return {s.key: (s.generate, s.length) for s in read_secrets_example(example)}
 
 
 def secret_prefixes(example: str) -> dict[str, str]:
@@ -65,7 +43,7 @@ def secret_prefixes(example: str) -> dict[str, str]:
     The prefix is fixed text the consuming service demands (LiteLLM's ``sk-``);
     ``length`` counts only the random characters after it.
     """
-    return {key: p.group(1) for key, text in _keys_with_comments(example) if (p := _PREFIX_RE.search(text))}
+    return {s.key: s.prefix for s in read_secrets_example(example) if s.prefix}
 
 
 def generate_secret(kind: str, length: int) -> str:
