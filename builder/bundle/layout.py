@@ -1,5 +1,6 @@
 """The bundle format, format 1: every file name, the ``manifest.json`` model and
-its one reader and writer, the ``SHA256SUMS`` format, and the version grammar.
+its one reader and writer, the ``SHA256SUMS`` format, the reader of
+``secrets.env.example``, and the version grammar.
 
 Both sides meet here and only here: the build side (``pack``, ``release``,
 ``fetch``) writes what this module names, the read side (``reader``,
