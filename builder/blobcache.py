@@ -135,6 +135,8 @@ class BlobCache:
                             h.update(block)
                             offset += len(block)
                     if size is not None and offset > size:
+                        if tail is not None:
+                            tail.discard()
                         partial.unlink()
                         h, offset = hashlib.sha256(), 0
                 total = offset
@@ -142,6 +144,8 @@ class BlobCache:
                     with open(partial, "ab") as out, opener(offset) as chunks:
                         if offset and not getattr(chunks, "range_honoured", True):
                             # the server ignored the Range: the body starts at byte 0
+                            if tail is not None:
+                                tail.discard()
                             out.truncate(0)
                             out.seek(0)
                             h, total = hashlib.sha256(), 0
@@ -175,6 +179,8 @@ class BlobCache:
                     return self.path(digest), downloaded
                 problem = (f"got {total} bytes hashing to {got}" if size is None or total <= size
                            else f"got more than the expected {size} bytes")
+                if tail is not None:
+                    tail.discard()                # before the file goes: no reader opens its successor early
                 partial.unlink(missing_ok=True)  # wrong bytes are never kept
             raise RegistryError(f"{name}: could not download {digest} intact after {retries + 1} attempts: {problem}",
                                 hint="the registry or the network corrupts data; check the registry and try again")
@@ -258,11 +264,12 @@ class Tail:
     arrive (a release packs a layer into its archive while the layer is still coming in).
 
     The fetch says ``begin(path, valid)`` at each attempt (a resumed partial file
-    starts with ``valid`` good bytes) and ``grew(total)`` once each chunk is in the
-    file; its caller says ``end(path)`` when the blob is verified and cached, or
-    ``fail(exc)``. A reader (``open()``) blocks until bytes are there. Bytes it read
-    are only trusted once ``end`` is said: when a later attempt keeps fewer bytes than
-    a reader has read, that reader raises ``Restarted`` once and starts over.
+    starts with ``valid`` good bytes), ``grew(total)`` once each chunk is in the
+    file, and ``discard()`` before it cuts or deletes bytes that hashed wrong; its
+    caller says ``end(path)`` when the blob is verified and cached, or ``fail(exc)``.
+    A reader (``open()``) blocks until bytes are there. Bytes it read are only
+    trusted once ``end`` is said: when an attempt keeps fewer bytes than a reader
+    has read, that reader raises ``Restarted`` once and starts over.
     """
 
     def __init__(self) -> None:
@@ -278,6 +285,14 @@ class Tail:
         with self._cond:
             self._attempt += 1
             self._path, self._valid, self._written = path, valid, valid
+            self._cond.notify_all()
+
+    def discard(self) -> None:
+        """The bytes so far are void (their file is about to be cut or deleted): readers that read
+        any start over; none opens a file until the next ``begin`` names one."""
+        with self._cond:
+            self._attempt += 1
+            self._path, self._valid, self._written = None, 0, 0
             self._cond.notify_all()
 
     def grew(self, total: int) -> None:
@@ -330,16 +345,20 @@ class TailReader:
                 if t._error is not None:
                     raise t._error
                 if t._attempt != self._attempt:
+                    if self.pos > t._valid:      # what this reader got is void
+                        self.close()
+                        self.pos, self._attempt = 0, -1
+                        raise Restarted(f"{t._path or 'a blob'}: the download started over")
+                    if t._path is None:          # discarded; the next attempt has not begun
+                        t._cond.wait()
+                        continue
                     try:
                         fd = os.open(t._path, os.O_RDONLY)
-                    except FileNotFoundError:   # renamed or dropped a moment ago: the tail says which next
+                    except FileNotFoundError:   # renamed into the cache a moment ago: ``end`` names it
                         t._cond.wait(0.05)
                         continue
                     self.close()
                     self._fd, self._attempt = fd, t._attempt
-                    if self.pos > t._valid:
-                        self.pos = 0
-                        raise Restarted(str(t._path))
                 if t._written > self.pos or t._done:
                     break
                 t._cond.wait()
@@ -347,6 +366,8 @@ class TailReader:
         if avail <= 0:
             return b""
         data = os.pread(self._fd, avail if n < 0 else min(n, avail), self.pos)
+        if not data:
+            raise OSError(f"{t._path}: {avail} more bytes were announced but are not in the file")
         self.pos += len(data)
         return data
 

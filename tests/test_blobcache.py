@@ -329,3 +329,30 @@ def test_a_reader_opening_late_finds_the_blob_renamed_into_the_cache(tmp_path):
     tail.end(final)
     reader.join(5)
     assert got == [(data, 0)]
+
+
+def test_a_reader_never_opens_the_next_attempts_file_under_the_old_attempts_length(tmp_path):
+    """A wrong download is discarded before its file goes, and the retry creates the same path
+    before it says ``begin``: a reader that had not started must wait for the new attempt,
+    not read the new (empty) file as if it held the old attempt's bytes."""
+    partial, final = tmp_path / "x.partial", tmp_path / "x"
+    wrong, right = os.urandom(3000), os.urandom(3000)
+    tail = Tail()
+    partial.write_bytes(wrong)
+    tail.begin(partial, 0)
+    tail.grew(len(wrong))
+    tail.discard()                                # BlobCache.fetch: the bytes hashed wrong
+    partial.unlink()
+    partial.write_bytes(b"")                      # the retry opens the same path ...
+    got = []
+    reader = threading.Thread(target=lambda: got.append(read_following(tail)), daemon=True)
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive() and not got          # ... and the reader waits for its begin
+    partial.write_bytes(right)
+    tail.begin(partial, 0)
+    tail.grew(len(right))
+    os.replace(partial, final)
+    tail.end(final)
+    reader.join(5)
+    assert got == [(right, 0)]

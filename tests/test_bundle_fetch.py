@@ -17,7 +17,7 @@ from builder.bundle.fetch import BLOB_ORDER, PendingBlob, image_files, layout_me
 from builder.platforms import platform_file
 from builder.lockfile import read_lock
 
-from e2e.labkit import AirgapLab, Service, free_port
+from e2e.labkit import AirgapLab, Service, free_port, one_service_lab
 
 
 @pytest.fixture
@@ -164,3 +164,28 @@ def test_release_fails_atomically_when_a_background_download_fails(locked_lab, t
         build_release(lab.root, "1.0.0", with_images=True, out_dir=out, progress=False)
     assert layer in exc.value.message
     assert not out.exists() or list(out.iterdir()) == []      # no bundle, and no temp file of the early archive
+
+
+def test_a_layer_that_arrives_wrong_is_fetched_again_and_packed_right(tmp_path, registry, monkeypatch):
+    """The release packs each layer as its bytes arrive. A layer that hashes wrong (one byte flipped
+    by a proxy in front of the real registry) is fetched again and its archive member written
+    again: the bundle is byte for byte what a clean fetch makes."""
+    from types import SimpleNamespace
+    from builder.bundle.release import build_release
+    from support.faultproxy import FaultProxy
+    proxy = FaultProxy(registry.host)
+    try:
+        via = SimpleNamespace(host=proxy.host, client=registry.client, stop=registry.stop)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        lab = one_service_lab(AirgapLab(root=tmp_path / "lab", registry=via, name=f"img-{uuid.uuid4().hex[:8]}"))
+        layers = read_lock(lab.root / "lockfiles" / "lab.lock.json").services["web"].platforms["linux/amd64"].layers
+        biggest = max(layers, key=lambda layer: layer.size)
+        fault = proxy.add("alter", f"/blobs/{biggest.digest}")
+        first = build_release(lab.root, "1.0.0", with_images=True, out_dir=tmp_path / "a", progress=False).bundle
+        assert fault.times == 0                                   # the flipped byte was served
+        assert sum(1 for m, p in proxy.requests if biggest.digest in p and m == "GET") == 2
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "clean-cache"))
+        again = build_release(lab.root, "1.0.0", with_images=True, out_dir=tmp_path / "b", progress=False).bundle
+        assert first.read_bytes() == again.read_bytes()
+    finally:
+        proxy.close()

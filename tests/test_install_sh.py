@@ -19,7 +19,7 @@ from importlib import resources
 import pytest
 
 from builder.install.secrets import secret_prefixes, secret_specs
-from e2e.labkit import AirgapLab, Service, free_port, path_with_venv
+from e2e.labkit import AirgapLab, Service, free_port, one_service_lab, path_with_venv
 
 SCRIPT = resources.files("builder").joinpath("templates", "install.sh").read_text("utf-8")
 SHELLS = [s for s in (["dash"], ["/bin/busybox", "sh"]) if shutil.which(s[0])]
@@ -166,11 +166,7 @@ def test_not_a_bundle_directory(tmp_path):
 def test_delta_bundle_is_refused_naming_labbuild_install(tmp_path, registry, monkeypatch):
     from builder.bundle.release import build_release
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
-    lab.services = {"web": Service("web", free_port())}
-    lab.push(lab.services["web"])
-    lab.write()
-    lab.lock()
+    lab = one_service_lab(AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}"))
     build_release(lab.root, "1.0.0", with_images=True, out_dir=tmp_path / "dist", progress=False)
     lab.services["web"].version = "2"
     lab.push(lab.services["web"])
@@ -257,9 +253,7 @@ def test_images_that_do_not_fit_on_the_engines_disk_are_refused_before_anything_
     The bundle is edited to claim a 1 PB layer (its SHA256SUMS line follows), so the real df answers no."""
     import hashlib
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    lab = AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}")
-    lab.services = {"web": Service("web", free_port())}
-    lab.push(lab.services["web"])
+    lab = one_service_lab(AirgapLab(root=tmp_path / "lab", registry=registry, name=f"sh-{uuid.uuid4().hex[:8]}"))
     top = unpacked_release(lab, tmp_path, with_images=True)
     manifest = json.loads((top / "manifest.json").read_text())
     blobs = sorted(n for n in manifest["files"] if n.startswith("images/blobs/"))

@@ -186,6 +186,15 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         conn.close()
 
 
+def one_service_lab(lab: AirgapLab) -> AirgapLab:
+    """web alone (single platform), pushed and locked."""
+    lab.services = {"web": Service("web", free_port())}
+    lab.push(lab.services["web"])
+    lab.write()
+    lab.lock()
+    return lab
+
+
 def two_service_lab(lab: AirgapLab, *, multiarch_web: bool = True) -> AirgapLab:
     """web (multi-arch index, secret, volume) <- api (single platform, depends on web)."""
     lab.services = {
