@@ -33,7 +33,7 @@ import tarfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import progress as shared_progress
 from ..blobcache import BlobCache, Tail, hex_of
@@ -228,8 +228,9 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     on a TTY). Blobs come from the cache when there, else from the registries
     with ``RegistryClient``; nothing is shipped that did not hash right.
 
-    Manifests and configs are fetched before this returns; layers missing
-    from the cache keep downloading in the background (in archive order,
+    Manifests and configs are fetched (and checked against the lock) before
+    this returns; layers missing from the cache start downloading first, as
+    the lock names them by digest, and keep downloading in the background (in archive order,
     ``FETCH_WORKERS`` at a time) and come back as ``PendingBlob`` members:
     blobs lead an image bundle (``BLOB_ORDER``), so the release's archive
     writer packs blob N while blobs N+1.. download, and makes each image's
@@ -248,15 +249,19 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     blobs = {d: v for d, v in _blobs_of(plans).items() if d not in exclude}
     show = progress if isinstance(progress, bool) or progress is None else True
     client = RegistryClient(insecure_registries=tuple(lab.insecure_registries))
+    users = _Users(client.close, 2)     # the layer downloads and this function: the last one closes it
     try:
-        manifests = _fetch_manifests(client, cache, plans)
         configs = {d: v for d, v in blobs.items() if _is_config(plans, d)}
-        _download(client, cache, configs, show, background=False, what="image configs")
+        # the lock names every layer by digest (each is checked as it arrives): they download
+        # while the manifests are fetched and checked against the lock, and the configs come in
         pending, tails = _download(client, cache, {d: v for d, v in blobs.items() if d not in configs}, show,
-                                   background=True, what="layers")
+                                   background=True, what="layers", done=users.done)
+        manifests = _fetch_manifests(client, cache, plans)
+        _download(client, cache, configs, show, background=False, what="image configs")
     except BaseException:
         client.close()
         raise
+    users.done()
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | (set(manifests) - exclude)):
@@ -287,26 +292,42 @@ def fetch_to_cache(lab, lock: Lock, services: Iterable[str], platforms: Iterable
     return plans
 
 
+class _Users:
+    """Calls ``close`` once ``count`` users have said ``done``."""
+
+    def __init__(self, close: Callable[[], None], count: int) -> None:
+        self._close, self._left, self._lock = close, count, threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._close()
+
+
 def _is_config(plans: list[PlannedImage], digest: str) -> bool:
     return any(rec.config == digest for plan in plans for rec in plan.platforms.values())
 
 
 def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]], show: bool | None, *,
-              background: bool, what: str = "blobs") -> tuple[dict[str, Future], dict[str, Tail]]:
+              background: bool, what: str = "blobs",
+              done: Callable[[], None] | None = None) -> tuple[dict[str, Future], dict[str, Tail]]:
     """Fetch the blobs missing from the cache, ``FETCH_WORKERS`` at a time, in digest (= archive) order.
 
     Returns a future and a ``Tail`` (to follow the bytes as they arrive) per
     blob. In the background the workers are daemon threads (an aborted release
     does not wait for them; a half-fetched blob resumes next time) and
-    ``client`` is closed when the last one ends; else this waits and raises the
-    first error.
+    ``done`` (default: closing ``client``) is called when the last one ends;
+    else this waits and raises the first error.
     """
+    done = done or client.close
     for d in blobs:
         cache.settle(d)     # a blob an earlier release cached without fsync: durable (or re-checked) first
     missing = sorted(d for d, (size, _) in blobs.items() if not cache.has(d, size))   # archive order
     if not missing:
         if background:
-            client.close()
+            done()
         return {}, {}
     futures = {d: Future() for d in missing}
     tails = {d: Tail() for d in missing}
@@ -326,7 +347,7 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
         if last:
             shared_progress.release()
             if background:
-                client.close()
+                done()
 
     def worker() -> None:
         while True:
