@@ -46,28 +46,38 @@ SERVICE_LABEL = "com.docker.compose.service"
 VOLUME_LABEL = "com.docker.compose.volume"
 
 
-def _is_v2(cmd: list[str]) -> bool:
+_VERSION_RE = re.compile(r"version v?(\d+)\.(\d+)(?:\.(\d+))?", re.I)
+
+
+def _probe(cmd: list[str]) -> tuple[int, ...] | None:
+    """``cmd version`` of a Compose v2 or later: its version (e.g. (2, 40, 3)); None for anything else."""
     try:
         out = subprocess.run([*cmd, "version"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    text = out.stdout + out.stderr
-    return out.returncode == 0 and ("v2." in text or "version 2." in text)
+        return None
+    m = _VERSION_RE.search(out.stdout + out.stderr)
+    if out.returncode != 0 or m is None or int(m.group(1)) < 2:
+        return None
+    return tuple(int(g) for g in m.groups() if g is not None)
 
 
 @functools.cache
-def find_compose() -> tuple[str, ...]:
-    """The compose command: ``("docker", "compose")`` or ``("/path/docker-compose",)``."""
+def _compose() -> tuple[tuple[str, ...], tuple[int, ...]]:
     docker = shutil.which("docker")
-    if docker and _is_v2([docker, "compose"]):
-        return (docker, "compose")
+    if docker and (version := _probe([docker, "compose"])):
+        return (docker, "compose"), version
     candidates = [shutil.which("docker-compose"), str(Path(sys.executable).parent / "docker-compose")]
     for c in candidates:
-        if c and os.access(c, os.X_OK) and _is_v2([c]):
-            return (c,)
+        if c and os.access(c, os.X_OK) and (version := _probe([c])):
+            return (c,), version
     raise InstallError("neither `docker compose` nor a v2 `docker-compose` was found",
                        hint="install the Docker Compose v2 plugin (docker-compose-plugin) "
                             "or a v2 docker-compose binary on PATH")
+
+
+def find_compose() -> tuple[str, ...]:
+    """The compose command: ``("docker", "compose")`` or ``("/path/docker-compose",)``."""
+    return _compose()[0]
 
 
 MIN_VERSION = (2, 24)                 # include with several paths
@@ -76,14 +86,10 @@ _OWN_VARS = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_ENV_FILES", "COMPO
              "COMPOSE_DISABLE_ENV_FILE", "COMPOSE_PATH_SEPARATOR")
 
 
-def compose_version() -> tuple[int, ...] | None:
-    """The version of ``find_compose()`` as a tuple, e.g. (2, 40, 3); None when it does not say."""
-    try:
-        out = subprocess.run([*find_compose(), "version", "--short"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out.stdout)
-    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+def compose_version() -> tuple[int, ...]:
+    """The version of ``find_compose()`` as a tuple, e.g. (2, 40, 3), from the same ``version``
+    call that found it (InstallError when there is none)."""
+    return _compose()[1]
 
 
 def render_wrapper(lab: str, release_rel: str, gpu: bool) -> str:

@@ -237,12 +237,10 @@ def check_engine() -> tuple[Check, Any]:
 
 def check_compose() -> Check:
     try:
-        cmd = " ".join(Path(find_compose()[0]).name if i == 0 else a for i, a in enumerate(find_compose()))
+        found, version = find_compose(), compose_version()
     except InstallError as exc:
         return Check("compose", "fail", exc.message, fix=exc.hint or "")
-    version = compose_version()
-    if version is None:
-        return Check("compose", "warn", f"{cmd}: version unknown", fix="")
+    cmd = " ".join((Path(found[0]).name, *found[1:]))
     shown = ".".join(map(str, version))
     if version < MIN_VERSION:
         return Check("compose", "fail", f"{cmd} {shown} is older than {'.'.join(map(str, MIN_VERSION))}",
