@@ -57,8 +57,7 @@ def render_readme(lab: ChartLab) -> str:
         "uninstall too). They never appear in values.yaml or a ConfigMap. To bring your own, create a Secret "
         "with the same keys and set `services.<service>.existingSecret`.",
         "",
-        *([] if not (waiting := sorted(n for n, s in lab.services.items() if s.optional
-                                      and any(x.generate == "supplied" for x in s.secrets))) else [
+        *([] if not (waiting := sorted(n for n, s in lab.services.items() if s.waits_for_supplied)) else [
             "Optional services whose secrets only their issuer can supply ("
             + ", ".join(f"`{n}`" for n in waiting) + ") are left out until `services.<service>.existingSecret` "
             "names a Secret holding them; the rest installs without them, as with `labbuild install`.",

@@ -139,6 +139,12 @@ class ChartService:
         """The repository without its registry host: ``library/postgres``."""
         return self.repository.split("/", 1)[1]
 
+    @property
+    def waits_for_supplied(self) -> bool:
+        """Optional and needing an operator-supplied secret: left out until its Secret exists
+        (``services.<name>.existingSecret``), as compose leaves it unstarted."""
+        return self.optional and any(s.generate == "supplied" for s in self.secrets)
+
 
 @dataclass(frozen=True)
 class ChartLab:

@@ -348,7 +348,7 @@ def service_template(lab: ChartLab, name: str) -> str:
         docs.append(ingress_object(lab, svc))
     if svc.scrape:
         docs.append(service_monitor(lab, svc))
-    if svc.optional and any(s.generate == "supplied" for s in svc.secrets):
+    if svc.waits_for_supplied:
         # as with compose: an optional service waiting for its operator-supplied secret is left out,
         # and the rest installs; it comes with services.<name>.existingSecret
         docs.insert(1, f"{{{{- if {values_ref(svc.name)}.existingSecret }}}}\n")

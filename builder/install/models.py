@@ -57,6 +57,7 @@ from typing import BinaryIO, Iterator
 import docker
 
 from ..bundle.layout import Manifest, ManifestModel, ManifestService, model_blob_path, shipped_models
+from ..bundle.reader import is_gzip
 from ..errors import InstallError
 from .state import Say
 
@@ -204,8 +205,7 @@ class _BundleBlobs:
     def __init__(self, bundle: Path, wanted: set[str], verified: tuple[int, ...] | None) -> None:
         self.bundle, self.verified = bundle, verified
         self.check_unchanged()
-        with open(bundle, "rb") as fh:
-            self.plain = fh.read(2) != b"\x1f\x8b"
+        self.plain = not is_gzip(bundle)
         self._tar = tarfile.open(bundle, mode="r:*")
         self.members: dict[str, tarfile.TarInfo] = {}
         for member in self._tar:

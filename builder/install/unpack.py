@@ -134,8 +134,8 @@ class _ImageLoader:
         for blob in plan:
             entry = self.manifest.files.get(f"{IMAGES_DIR}/{blob}")
             size = entry.size if entry is not None else self.base_sizes.get(blob)
-            if size is not None:
-                total += 512 + size + (-size % 512)
+            if size is not None:     # what stream() sends for it: header, data, padding
+                total += len(tar_header(blob, size)) + size + (-size % 512)
         return total
 
     def _delta_entries(self, manifest: Manifest, entries: list[dict]) -> list[dict]:
@@ -178,7 +178,7 @@ class _ImageLoader:
         raw = self._docker_load_manifest(result.contents, self.base.name)
         chosen = [e for e in self._entries(raw, self.base.name) if e["Config"].rsplit("/", 1)[-1] in configs]
         self.from_base = {e["Config"] for e in chosen} | {l for e in chosen for l in e["Layers"]}
-        base_files = Manifest.loads(result.contents[MANIFEST]).files
+        base_files = result.manifest.files
         self.base_sizes = {blob: base_files[f"{IMAGES_DIR}/{blob}"].size for blob in self.from_base
                            if f"{IMAGES_DIR}/{blob}" in base_files}
         return chosen

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import httpx
 
 from ..errors import RegistryError
-from .names import is_loopback, normalise_registry
+from .names import DOCKER_HUB, is_loopback, normalise_registry
 from .responses import ErrorFactory
 
 # (method, url, registry, error, deadline, headers, read_limit=...) -> response, retried
@@ -88,7 +88,7 @@ def ask_helper(helper: str, registry: str, source: Path | None = None) -> tuple[
     """
     program = f"docker-credential-{helper}"
     where = f"{source or docker_config_path()}"
-    server = HUB_SERVER if registry == "registry-1.docker.io" else registry
+    server = HUB_SERVER if registry == DOCKER_HUB else registry
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", helper):
         raise RegistryError(f"{where}: credential helper name {helper!r} is not a program name", registry=registry,
                             hint="credsStore / credHelpers name the part after docker-credential-, e.g. \"pass\"")
