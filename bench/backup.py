@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import docker  # noqa: E402
 
-from builder.bundle.layout import Manifest, ManifestService, ManifestVolume  # noqa: E402
+from builder.format.manifest import Manifest, ManifestService, ManifestVolume
 from _common import labbuild_exe, report  # noqa: E402
 
 WORK = Path(os.environ.get("BENCH_DIR", "/tmp/labbuild-bench-backup"))

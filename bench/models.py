@@ -145,7 +145,7 @@ def place_child(bundle: Path, manifest_path: Path, cid: str) -> None:
     """Runs in a child process (so its peak RSS is its own): place the model into ``cid``."""
     import docker
 
-    from builder.bundle.layout import Manifest
+    from builder.format.manifest import Manifest
     from builder.install.models import place_models
 
     client = docker.from_env(timeout=600)

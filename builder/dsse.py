@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 from .errors import BundleError
 from .fsutil import canonical_json
-from .signing import PrivateKey, PublicKey, fingerprint, raw_signature, raw_signature_valid
+from .signing import (
+    PrivateKey,
+    PublicKey,
+    fingerprint,
+    raw_signature,
+    raw_signature_valid,
+)
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 

@@ -10,7 +10,7 @@ import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 
 def canonical_json(data: Any) -> str:

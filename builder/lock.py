@@ -27,8 +27,16 @@ from typing import Callable
 from .blueprint import Image, Lab, Model, load_lab
 from .errors import LockError
 from .fsutil import atomic_write
-from .lockfile import (LOCK_PATH, ImageRecord, Lock, ModelRecord, inputs_hash, read_lock, stale_services,
-                       write_lock)
+from .lockfile import (
+    LOCK_PATH,
+    ImageRecord,
+    Lock,
+    ModelRecord,
+    inputs_hash,
+    read_lock,
+    stale_services,
+    write_lock,
+)
 from .registry import RegistryClient
 from .resolve import PinUpdate, resolve_pin_updates, resolve_services
 

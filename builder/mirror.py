@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .blueprint import load_lab
-from .bundle.layout import TRUST_FILES, Manifest
 from .bundle.reader import BlobRanges
 from .bundle.verify import read_verified
 from .errors import BundleError, RegistryError
+from .format.files import TRUST_FILES
+from .format.manifest import Manifest
 from .progress import progress_display
 from .registry import INDEX_TYPES, RegistryClient, parse_image_name
 

@@ -29,7 +29,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .dsse import IN_TOTO_PAYLOAD_TYPE, parse_envelope, sign_envelope, unsigned_envelope, verified_signature
+from .dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    parse_envelope,
+    sign_envelope,
+    unsigned_envelope,
+    verified_signature,
+)
 from .errors import BundleError
 from .fsutil import canonical_json
 from .signing import PrivateKey, PublicKey

@@ -22,7 +22,6 @@ import difflib
 import importlib.util
 import json
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from functools import cache

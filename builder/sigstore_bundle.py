@@ -34,7 +34,13 @@ from dataclasses import dataclass
 
 from .errors import BundleError
 from .fsutil import canonical_json
-from .signing import PrivateKey, PublicKey, public_key_der, raw_signature, raw_signature_valid
+from .signing import (
+    PrivateKey,
+    PublicKey,
+    public_key_der,
+    raw_signature,
+    raw_signature_valid,
+)
 
 SIGSTORE_BUNDLE_NAME = "manifest.json.sigstore.json"
 MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"

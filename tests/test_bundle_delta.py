@@ -5,7 +5,7 @@ from __future__ import annotations
 from builder.bundle.archive import BundleFile
 from builder.bundle.delta import Base, delta_members, plan_delta
 from builder.bundle.fetch import PlannedImage
-from builder.bundle.layout import FileEntry, Manifest
+from builder.format.manifest import FileEntry, Manifest
 from builder.lockfile import ImageRecord, LayerRecord, Lock, PlatformRecord
 
 AMD = "linux/amd64"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
-from builder.bundle.layout import (DOCKER_LOAD_DEFAULT, bundle_filename, bundle_top, docker_load_manifest,
-                                   is_version, parse_sums, render_sums, runbook_path)
+from builder.format.files import (DOCKER_LOAD_DEFAULT, bundle_filename, bundle_top, docker_load_manifest, is_version,
+                                  runbook_path)
+from builder.format.sums import parse_sums, render_sums
 from builder.errors import Problem
 
 
@@ -45,7 +46,7 @@ def test_versions_match_in_full():
 
 
 def test_secrets_example_is_read_back_in_its_one_reader():
-    from builder.bundle.layout import ExampleSecret, read_secrets_example
+    from builder.format.secrets_example import ExampleSecret, read_secrets_example
     text = """# Secrets of lab-phase1-1.0.0. No values here.
 
 # litellm: generate=token length=40 prefix=sk-: master key: clients send it as Bearer

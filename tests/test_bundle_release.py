@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder import __version__
-from builder.bundle.layout import bundle_filename
+from builder.format.files import bundle_filename
 from builder.bundle.release import build_release, check_version, next_version, rebuild_release
 from builder.bundle.verify import safe_extract
 from builder.errors import BlueprintError, BundleError, LockError

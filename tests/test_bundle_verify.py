@@ -167,7 +167,7 @@ def test_gnu_tar_reads_the_bundle_like_we_do(bundle, tmp_path):
 
 def test_manifest_model_round_trips_and_names_a_malformed_key(bundle, tmp_path):
     import json as _json
-    from builder.bundle.layout import Manifest
+    from builder.format.manifest import Manifest
     members = read_members(bundle)
     raw = next(d for m, d in members if m.name == f"{TOP}/manifest.json")
     model = Manifest.from_json(_json.loads(raw))

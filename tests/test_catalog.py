@@ -347,7 +347,7 @@ def test_every_profile_renders_to_a_compose_file_compose_accepts(lab: Lab, profi
 
     import yaml
 
-    from builder.install.compose import find_compose
+    from builder.host.compose import find_compose
     from builder.errors import InstallError
     from builder.lockfile import Lock
     from builder.render import (ReleaseInput, render_compose, render_config_files,

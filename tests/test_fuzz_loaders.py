@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.blueprint import load_lab
-from builder.bundle.layout import Manifest
-from builder.bundle.record import read_record
 from builder.errors import BlueprintError, LabbuildError
+from builder.format.manifest import Manifest
+from builder.format.record import Record
 from builder.lockfile import lock_from_json, read_lock
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20))
@@ -58,7 +58,7 @@ def _lock_data(data) -> None:
 def _record(raw: bytes, tmp) -> None:
     path = tmp / "base-1.0.0.json"
     path.write_bytes(raw)
-    read_record(path)
+    Record.read(path)
 
 
 def _lab(raw: bytes, tmp) -> None:

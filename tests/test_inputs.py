@@ -12,20 +12,32 @@ import json
 import re
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
+from test_blueprint import blueprint, problems_of
+from test_blueprint import make_lab as make_plain_lab
+from test_render import (
+    SERVICES,
+    compose_bin,
+    digest,
+    make_lab,
+    release_input,
+    write_tree,
+)
 
 from builder.blueprint import load_lab
-from builder.bundle.layout import Manifest
-from builder.errors import BlueprintError, InstallError
-from builder.install.inputs import (check_supplied, filled_keys, missing_inputs, startable_optional,
-                                    waiting_optional)
+from builder.errors import InstallError
+from builder.format.manifest import Manifest
+from builder.host.dotenv import filled_keys
+from builder.install.inputs import (
+    check_supplied,
+    missing_inputs,
+    startable_optional,
+    waiting_optional,
+)
 from builder.install.secrets import write_secrets
 from builder.render import render_runbooks, render_secrets_example, render_text_files
-from test_blueprint import blueprint, make_lab as make_plain_lab, problems_of
-from test_render import SERVICES, compose_bin, digest, make_lab, release_input, write_tree
 
 TUNNEL = f'''
     [service]

@@ -23,17 +23,17 @@ from markdown_it import MarkdownIt
 
 from builder.blueprint import load_lab
 from builder.blueprint.schema import blueprint_schema
-from builder.bundle.layout import Manifest
+from builder.format.manifest import Manifest
 from builder.errors import BackupError, BundleError, InstallError
 from builder.escape import markdown_code
-from builder.install import backupcrypt
-from builder.install.backup import list_backups, sweep_leftovers
-from builder.install.backupcrypt import decrypt_stream, encrypt_stream, load_identity, load_recipient
-from builder.install.backupfile import (TOP, BackupManifest, BackupService, BackupVolume, BackupWriter,
+from builder.backups import backupcrypt
+from builder.backups.backup import list_backups, sweep_leftovers
+from builder.backups.backupcrypt import decrypt_stream, encrypt_stream, load_identity, load_recipient
+from builder.backups.backupfile import (TOP, BackupManifest, BackupService, BackupVolume, BackupWriter,
                                         read_backup_manifest, reserve_for, verify_backup)
-from builder.install.restore import check_fits
-from builder.install.secrets import env_values, replace_values
-from builder.install.snapshots import (changed_services, find_snapshot, one_way_services, prune_snapshots,
+from builder.backups.restore import check_fits
+from builder.host.dotenv import env_values, replace_values
+from builder.backups.snapshots import (changed_services, find_snapshot, one_way_services, prune_snapshots,
                                        rollback_snapshot)
 
 from test_escape import TEXT

@@ -1,4 +1,4 @@
-"""builder.install.check: `labbuild check` reads an install through the one manifest model
+"""builder.operate.check: `labbuild check` reads an install through the one manifest model
 and refuses what is not an install (no engine needed here; tests/e2e runs it for real)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.bundle.layout import Manifest
+from builder.format.manifest import Manifest
 from builder.cli import main
 from builder.errors import InstallError
-from builder.install.check import installation, read_install
-from builder.install.health import Probe
+from builder.operate.check import installation, read_install
+from builder.host.health import Probe
 
 
 def _labbuild(capsys, *args) -> tuple[int, str, str]:

@@ -1,4 +1,4 @@
-"""builder.install.compose: the compose v2 runner, against the real `docker compose config`
+"""builder.host.compose: the compose v2 runner, against the real `docker compose config`
 (which needs no engine)."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import InstallError
-from builder.install.compose import (Project, find_compose, hint_for, render_wrapper, wrapper_gpu,
-                                     write_wrapper)
+from builder.host.compose import Project, find_compose, hint_for, render_wrapper, wrapper_gpu, write_wrapper
 
 
 @pytest.fixture
@@ -81,7 +80,7 @@ def test_hints_follow_compose_s_message():
 
 
 def test_an_operator_s_own_compose_yaml_in_dir_is_refused_not_overwritten(tmp_path):
-    from builder.install.state import preflight
+    from builder.host.labdir import preflight
     (tmp_path / "compose.yaml").write_text("services: {}\n")
     with pytest.raises(InstallError) as exc:
         preflight(tmp_path)

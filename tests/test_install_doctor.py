@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from builder.bundle.layout import FileEntry, Manifest, ManifestPort, ManifestService
+from builder.format.manifest import FileEntry, Manifest, ManifestPort, ManifestService
 from builder.install.doctor import (Check, DoctorReport, blob_bytes, check_dir, disk_need, check_gpu, check_memory, check_ports,
                                     gpu_services, parse_size, port_free, port_owner)
 
@@ -76,7 +76,7 @@ def test_disk_counts_every_blob_under_images():
 
 
 def test_disk_counts_model_blobs_once_and_unpacked_layers_twice():
-    from builder.bundle.layout import ManifestBlob, ManifestModel
+    from builder.format.manifest import ManifestBlob, ManifestModel
     blob, config, layer = ("sha256:" + c * 64 for c in "abc")
     model = ManifestModel(name="library/m", tag="1", digest=blob, format="ollama", volume="models", path="",
                           role=None, media_type="", size=300, blobs=(ManifestBlob(config, 20, ""),

@@ -6,16 +6,17 @@ import hashlib
 import json
 
 import pytest
+from support import oci
 
 from builder.errors import InstallError
-from builder.install.engine import StreamingLoad, tar_header
-from support import oci
+from builder.host.engine import StreamingLoad
+from builder.install.unpack import load_header
 
 
 def load_stream(image: oci.Image, tag: str) -> list[bytes]:
     """The docker-load tar of ``image`` (without the trailer), in pieces as install sends them."""
     def member(name: str, data: bytes) -> bytes:
-        return tar_header(name, len(data)) + data + b"\0" * (-len(data) % 512)
+        return load_header(name, len(data)) + data + b"\0" * (-len(data) % 512)
     hexes = [hashlib.sha256(b.data).hexdigest() for b in [image.config, *image.layers]]
     manifest = [{"Config": f"blobs/sha256/{hexes[0]}", "RepoTags": [tag],
                  "Layers": [f"blobs/sha256/{h}" for h in hexes[1:]]}]

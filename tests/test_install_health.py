@@ -1,4 +1,4 @@
-"""builder.install.health: dependency order, durations, real probes, waiting (no engine)."""
+"""builder.host.health: dependency order, durations, real probes, waiting (no engine)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from builder.bundle.layout import ManifestHealth
-from builder.install.health import Probe, budget, dependency_order, parse_duration, probe_once, wait_healthy
+from builder.format.manifest import ManifestHealth
+from builder.host.health import Probe, budget, dependency_order, parse_duration, probe_once, wait_healthy
 
 
 def test_dependency_order_puts_dependencies_first():

@@ -223,7 +223,7 @@ def test_gpu_without_the_nvidia_runtime_is_refused_before_anything_is_installed(
     assert p.returncode == 1 and "no nvidia runtime" in p.stderr and "--no-gpu" in p.stderr
     assert "nothing was installed" in p.stderr and not (target / "releases").exists()
     # neither flag keeps what the install has: a wrapper that turned GPUs on keeps them on (and is refused here)
-    from builder.install.compose import render_wrapper
+    from builder.host.compose import render_wrapper
     target.mkdir()
     (target / "compose.yaml").write_text(render_wrapper(lab.name, "releases/0.9.0", True))
     p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--no-start"], capture_output=True,
@@ -237,7 +237,7 @@ def test_gpu_without_the_nvidia_runtime_is_refused_before_anything_is_installed(
 
 def test_gpu_on_a_bundle_without_gpu_services_warns_and_writes_labbuilds_wrapper(bundle_dir, tmp_path,
                                                                                  docker_engine):
-    from builder.install.compose import render_wrapper
+    from builder.host.compose import render_wrapper
     target = tmp_path / "target"
     p = subprocess.run(["dash", str(bundle_dir / "install.sh"), "--dir", str(target), "--gpu", "--no-start"],
                        capture_output=True, text=True)

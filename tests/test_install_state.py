@@ -1,4 +1,4 @@
-"""builder.install.state: the install dir's release links."""
+"""builder.host.labdir: the install dir's release links."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from builder.errors import InstallError
-from builder.install.state import activate, current_release
+from builder.host.labdir import activate, current_release
 
 
 def test_activate_switches_current_and_remembers_previous(tmp_path):

@@ -15,19 +15,23 @@ import pytest
 
 from builder.blueprint import load_lab
 from builder.bundle.diff import BundleView, diff_bundles
-from builder.bundle.layout import Manifest, model_bytes, shipped_models
 from builder.bundle.release import build_release
 from builder.cli import main
-from builder.install.models import (INCOMING, ollama_blob_path, ollama_manifest_path,
-                                    reference_of_manifest_path)
-from builder.lockfile import inputs_hash, read_lock, service_inputs
-from builder.mirror import mirror_bundle
+from builder.format.manifest import Manifest
+from builder.format.models import OLLAMA, model_bytes, shipped_models
+from builder.install.models import INCOMING
+
+ollama_blob_path, ollama_manifest_path, reference_of_manifest_path = \
+    OLLAMA.blob_path, OLLAMA.manifest_path, OLLAMA.reference_of
 from support import oci
 from support.dockerenv import require_tool
 from support.faultproxy import FaultProxy
 from support.registry import start_registry
 from support.tokenserver import TokenServer
 from test_registry import skopeo_raw
+
+from builder.lockfile import inputs_hash, read_lock, service_inputs
+from builder.mirror import mirror_bundle
 
 D = "sha256:" + "1" * 64
 
@@ -114,8 +118,8 @@ def test_validate_accepts_models_and_names_them_as_ollama_does(tmp_path, capsys)
                      + model_toml("127.0.0.1:5000/team/embed", "v1", "sha256:" + "2" * 64, role="embedding"))
     assert run(root, "validate", capsys=capsys)[0] == 0
     m1, m2 = load_lab(root).services["llm"].models
-    assert m1.ollama_name == "qwen2.5:0.5b" and m1.reference == "registry.ollama.ai/library/qwen2.5:0.5b"
-    assert m2.ollama_name == "127.0.0.1:5000/team/embed:v1"
+    assert m1.served_name == "qwen2.5:0.5b" and m1.reference == "registry.ollama.ai/library/qwen2.5:0.5b"
+    assert m2.served_name == "127.0.0.1:5000/team/embed:v1"
 
 
 # --------------------------------------------------------------------------- lock
@@ -291,11 +295,11 @@ def test_diff_shows_models_added_and_moved():
 
 def test_open_webui_embeds_through_ollama_only_in_offline_bundles_with_an_embedding_model(lab_copy):
     from builder import __version__
+    from builder.bundle.pack import manifest_services
     from builder.lockfile import read_lock as rl
     from builder.render import ReleaseInput
     from builder.render.compose import compose_service
     from builder.render.envfile import lab_settings
-    from builder.bundle.pack import manifest_services
 
     lab, lock = load_lab(lab_copy), rl(lab_copy / "lockfiles" / "lab.lock.json")
     ri = ReleaseInput(lab=lab, lock=lock, profile="base", version="1.0.0", labbuild_version=__version__,
@@ -304,7 +308,7 @@ def test_open_webui_embeds_through_ollama_only_in_offline_bundles_with_an_embedd
     assert embedding, "the shipped catalog pins an embedding model for the base profile"
     wired = {"RAG_EMBEDDING_ENGINE": "ollama", "RAG_EMBEDDING_MODEL": "nomic-embed-text:v1.5",
              "RAG_OLLAMA_BASE_URL": "http://ollama:11434", "OFFLINE_MODE": "true", "HF_HUB_OFFLINE": "1"}
-    assert embedding[0].ollama_name == "nomic-embed-text:v1.5"
+    assert embedding[0].served_name == "nomic-embed-text:v1.5"
     env = compose_service(ri, "open-webui")["environment"]
     settings = lab_settings(ri)
     for key, value in wired.items():

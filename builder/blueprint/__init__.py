@@ -16,9 +16,29 @@ problems. The modules, in the order data flows through them:
 from __future__ import annotations
 
 from .load import lab_paths, load_lab, validate_paths
-from .model import (DEFAULT_PLATFORMS, SECRET_REF_RE, Bind, Blueprint, ConfigFile, Health,
-                    Healthcheck, Image, Lab, Metrics, Model, Port, Profile, Resources, RunbookEntry,
-                    Secret, Volume, When, env_id, secret_env_key, setting_env_key)
+from .model import (
+                    DEFAULT_PLATFORMS,
+                    SECRET_REF_RE,
+                    Bind,
+                    Blueprint,
+                    ConfigFile,
+                    Health,
+                    Healthcheck,
+                    Image,
+                    Lab,
+                    Metrics,
+                    Model,
+                    Port,
+                    Profile,
+                    Resources,
+                    RunbookEntry,
+                    Secret,
+                    Volume,
+                    When,
+                    env_id,
+                    secret_env_key,
+                    setting_env_key,
+)
 from .rules import SECRET_KEY_RE
 from .schema import blueprint_schema
 from .source import locate_lines

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import BlueprintError
+from ..format.models import model_format
 
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 SECRET_REF_RE = re.compile(r"\$\{secret:([a-z][a-z0-9-]{1,40})\.([A-Za-z_][A-Za-z0-9_.]*)\}")
 EMBEDDING_REF = "${model:embedding}"      # in [when.X.embedding.env]: X's embedding model, by its Ollama name
-OLLAMA_DEFAULT_HOSTS = ("registry.ollama.ai", "ollama.com")   # Ollama's own registry, both spellings
 
 
 # --------------------------------------------------------------------------- naming
@@ -68,7 +68,7 @@ class Model:
     name: str                 # fully qualified repository: registry.ollama.ai/library/qwen2.5
     tag: str
     digest: str               # sha256 of the model's manifest: the pin
-    format: str               # on-disk layout: "ollama"
+    format: str               # on-disk layout: a key of format.models.MODEL_FORMATS
     volume: str               # one of the service's [[volumes]]
     path: str                 # models root relative to that volume's target
     role: str | None = None   # "chat" | "embedding"
@@ -79,14 +79,11 @@ class Model:
         return f"{self.name}:{self.tag}"
 
     @property
-    def ollama_name(self) -> str:
-        """The name Ollama lists and serves: ``qwen2.5:0.5b`` for its own registry's library,
-        else ``host/namespace/model:tag`` (Ollama's ``DisplayShortest``)."""
-        host, _, rest = self.name.partition("/")
-        if host in OLLAMA_DEFAULT_HOSTS:
-            rest = rest.removeprefix("library/")
-            return f"{rest}:{self.tag}"
-        return self.reference
+    def served_name(self) -> str:
+        """The name the model server lists and serves (its format says: ``qwen2.5:0.5b`` for
+        Ollama's own registry's library, else ``host/namespace/model:tag``)."""
+        fmt = model_format(self.format)
+        return fmt.display_name(self.name, self.tag) if fmt else self.reference
 
 
 @dataclass(frozen=True)

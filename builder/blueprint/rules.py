@@ -15,6 +15,7 @@ import posixpath
 import re
 
 from ..escape import env_value_problem
+from ..format.models import model_format
 from .model import SECRET_REF_RE, Blueprint, secret_env_key, setting_env_key
 from .source import Collector, Source
 
@@ -123,15 +124,8 @@ def check_models(bp: Blueprint, src: Source, out: Collector) -> None:
         if not _is_fully_qualified(m.name):
             out.add(src, ("models", i, "name"), f"{m.name!r} is not fully qualified",
                     hint=f"name the registry, e.g. registry.ollama.ai/{m.name}")
-        elif m.format == "ollama":
-            host, *rest = m.name.split("/")
-            if len(rest) != 2:
-                out.add(src, ("models", i, "name"), f"{m.name!r} is not host/namespace/model",
-                        hint="Ollama's layout (manifests/<host>/<namespace>/<model>/<tag>) has exactly "
-                             "one namespace, e.g. registry.ollama.ai/library/qwen2.5")
-            elif "." in rest[0] or len(host) > 350 or len(rest[1]) > 80:
-                out.add(src, ("models", i, "name"), f"{m.name!r} is not a name Ollama accepts",
-                        hint="the namespace may not contain '.', the model name is at most 80 characters")
+        elif (fmt := model_format(m.format)) and (problem := fmt.name_problem(m.name)):
+            out.add(src, ("models", i, "name"), problem[0], hint=problem[1])
         if m.reference in seen:
             out.add(src, ("models", i), f"model {m.reference} is listed twice",
                     hint=f"also models[{seen[m.reference]}]")

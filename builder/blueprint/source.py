@@ -20,7 +20,6 @@ from ..fsutil import CapExceeded, read_capped
 from ..limits import MAX_BLUEPRINT_BYTES, MAX_NESTING
 from ..typecheck import too_deep
 
-
 _HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY_RE = re.compile(r'^\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_.-]+)\s*=')
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from ..blobcache import Restarted
+from ..format.tar import DIRECTORY, END, padding, tar_header
 from ..fsutil import sha256_bytes, sha256_file
 
 COPY_BLOCK = 1 << 20
@@ -180,25 +181,25 @@ class TarStream:
         self.top, self.mtime = top, mtime
         self._writer = _BackgroundWriter(out)
         self.hashing = HashingWriter(self._writer)
-        self.offset = _put(self.hashing, _header(_info(top, mtime, directory=True)))
+        self.offset = _put(self.hashing, tar_header(top, kind=DIRECTORY, mtime=mtime))
 
     def add(self, entries: Iterable[Entry], progress: Callable[[int], None] | None = None) -> None:
         for _, name, f in entries:
             if f is None:
-                self.offset += _put(self.hashing, _header(_info(f"{self.top}/{name}", self.mtime, directory=True)))
+                self.offset += _put(self.hashing, tar_header(f"{self.top}/{name}", kind=DIRECTORY, mtime=self.mtime))
                 continue
-            info = _info(f"{self.top}/{name}", self.mtime, executable=f.executable)
-            info.size = f.size
-            self.offset += _put(self.hashing, _header(info))
+            size = f.size
+            self.offset += _put(self.hashing, tar_header(f"{self.top}/{name}", size, mtime=self.mtime,
+                                                         mode=0o755 if f.executable else 0o644))
             start = self.hashing.hash.copy()
             with f.open() as fh:
-                left = info.size
+                left = size
                 while True:
                     try:   # at the end, one more read: a followed download is only final when it ends
                         block = fh.read(min(COPY_BLOCK, left) if left else 1)
                     except Restarted:       # the download started over: so does this entry's data
                         self._writer.rewind(self.offset)
-                        self.hashing.hash, left = start.copy(), info.size
+                        self.hashing.hash, left = start.copy(), size
                         continue
                     if not left:
                         if block:
@@ -208,13 +209,13 @@ class TarStream:
                         raise OSError(f"{f.arcname}: file shrank while being archived")
                     self.hashing.write(block)
                     left -= len(block)
-            self.offset += info.size + _put(self.hashing, tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
+            self.offset += size + _put(self.hashing, padding(size))
             if progress:
-                progress(info.size)
+                progress(size)
 
     def finish(self) -> str:
         """The trailer; returns the sha256 (hex) of the whole tar stream."""
-        self.offset += _put(self.hashing, tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        self.offset += _put(self.hashing, END)
         _put(self.hashing, tarfile.NUL * (-self.offset % tarfile.RECORDSIZE))
         self.hashing.flush()
         self.close()
@@ -244,28 +245,10 @@ def write_tar(out: BinaryIO, top: str, files: Iterable[BundleFile], *, mtime: in
         stream.close()
 
 
-def _header(info: tarfile.TarInfo) -> bytes:
-    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
-
-
 def _put(out: "HashingWriter", data: bytes) -> int:
     if data:
         out.write(data)
     return len(data)
-
-
-def _info(name: str, mtime: int, *, directory: bool = False, executable: bool = False) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.mtime = mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if directory:
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-    else:
-        info.type = tarfile.REGTYPE
-        info.mode = 0o755 if executable else 0o644
-    return info
 
 
 def gzip_writer(out: BinaryIO, level: int = 6) -> gzip.GzipFile:

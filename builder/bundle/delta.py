@@ -35,13 +35,22 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import BundleError
+from ..format.files import (
+    DOCKER_LOAD_DEFAULT,
+    IMAGE_BLOBS_PREFIX,
+    IMAGES_DIR,
+    LOCK_FILE,
+    MANIFEST,
+    TRUST_FILES,
+    is_version,
+)
+from ..format.manifest import DeltaBase, Manifest, ReliedImage
+from ..format.record import Record
 from ..fsutil import canonical_json, sha256_bytes
 from ..lockfile import Lock, lock_from_json
 from .archive import BundleFile
 from .fetch import PlannedImage
-from .layout import (DOCKER_LOAD_DEFAULT, IMAGE_BLOBS_PREFIX, IMAGES_DIR, LOCK_FILE, MANIFEST, TRUST_FILES, DeltaBase, Manifest,
-                     ReliedImage, is_version)
-from .record import read_record, record_path
+from .record import record_path
 from .verify import read_verified
 
 
@@ -77,10 +86,10 @@ def read_base(root: Path, base: str, lab: str, profile: str) -> Base:
         if not rpath.exists():
             raise BundleError(f"--since {base}: no release record {rpath}",
                               hint="pass a recorded version of this profile, or the base bundle file")
-        record = read_record(rpath)
-        manifest = Manifest.from_json(record["manifest"], f"{rpath}: manifest")
-        found = Base(manifest, record["manifest_sha256"], record["bundle"],
-                     lock_from_json(record["lock"], f"{rpath}: lock"))
+        record = Record.read(rpath)
+        manifest = Manifest.from_json(record.manifest, f"{rpath}: manifest")
+        found = Base(manifest, record.manifest_sha256, record.bundle,
+                     lock_from_json(record.lock, f"{rpath}: lock"))
     else:
         raise BundleError(f"--since {base!r}: neither a bundle file nor a version",
                           hint="pass the version of a recorded release (e.g. 1.0.0) or a base bundle's path")

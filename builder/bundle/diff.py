@@ -19,8 +19,9 @@ from typing import Any
 
 from ..errors import BundleError
 from ..escape import parse_env_file
+from ..format.files import LAB_ENV, MANIFEST, SBOM_DIR, TRUST_FILES
+from ..format.manifest import Manifest, ManifestService
 from .inventory import ImageInventory, inventory_of, package_changes
-from .layout import LAB_ENV, MANIFEST, SBOM_DIR, TRUST_FILES, Manifest, ManifestService
 from .verify import read_verified
 
 

@@ -25,25 +25,24 @@ them back in ``builder.install.unpack``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
-import tarfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from .. import progress as shared_progress
 from ..blobcache import BlobCache, Tail, hex_of
 from ..errors import BundleError
+from ..format.files import DOCKER_LOAD_DEFAULT, IMAGES_DIR
+from ..format.files import docker_load_manifest as docker_load_name
 from ..fsutil import canonical_json
 from ..lockfile import ImageRecord, Lock, PlatformRecord
 from ..platforms import match_platform
 from ..registry import RegistryClient
 from .archive import BundleFile
-from .layout import DOCKER_LOAD_DEFAULT, IMAGES_DIR, docker_load_manifest as docker_load_name
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BundleError
+from ..format.files import SBOM_DIR, TRUST_FILES
 from ..sbom import components_of
-from .layout import SBOM_DIR, TRUST_FILES
 from .verify import read_verified
 
 _SBOM_NAME = re.compile(rf"{SBOM_DIR}/(?P<service>[A-Za-z0-9._-]+?)_(?P<platform>[a-z0-9]+_[a-z0-9_]+)\.cdx\.json")

@@ -25,12 +25,13 @@ from typing import Any, Iterable
 
 from ..blobcache import BlobCache
 from ..errors import BundleError
+from ..format.files import IMAGES_DIR
+from ..format.models import DEFAULT_MODEL_FORMAT, model_blob_path
 from ..fsutil import canonical_json
 from ..lockfile import Lock, ModelRecord
 from ..registry import RegistryClient
 from .archive import BundleFile
 from .fetch import REF_NAME, _download, blob_member, check_manifest
-from .layout import IMAGES_DIR, model_blob_path
 
 INDEX_MEMBER = f"{IMAGES_DIR}/index.json"
 FORMAT_ANNOTATION = "org.local-ai-lab.model.format"
@@ -68,7 +69,7 @@ def plan_models(lab, lock: Lock, services: Iterable[str]) -> list[PlannedModel]:
                                   f"({', '.join(prior.services)} vs {svc})",
                                   hint="pin every service using this model tag to the same digest")
             by_ref[model.reference] = PlannedModel(
-                model, formats.get(model.reference, "ollama"),
+                model, formats.get(model.reference, DEFAULT_MODEL_FORMAT),
                 (prior.services if prior else ()) + (svc,))
     return [by_ref[r] for r in sorted(by_ref)]
 

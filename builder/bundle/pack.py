@@ -18,18 +18,56 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import BundleError
+from ..format.files import (
+    INSTALL_SCRIPT,
+    LOCK_FILE,
+    MANIFEST,
+    PROVENANCE,
+    SIGNATURE,
+    SIGSTORE,
+    SUMS,
+    delta_filename,
+    delta_top,
+    runbook_path,
+)
+from ..format.manifest import (
+    DeltaBase,
+    FileEntry,
+    Manifest,
+    ManifestBackup,
+    ManifestBlob,
+    ManifestHealth,
+    ManifestModel,
+    ManifestPort,
+    ManifestService,
+    ManifestSupplied,
+    ManifestVolume,
+    provenance_subjects,
+)
+from ..format.sums import render_sums
 from ..fsutil import SYNC_EVERY, WriteBehind, atomic_writer, sha256_bytes
 from ..lockfile import Lock
 from ..progress import progress_display
 from ..provenance import BuildInfo, provenance_statement, render_provenance
-from ..render import ReleaseInput, comment_text, render_text_files, secret_keys, supplied_keys, volume_name
+from ..render import (
+    ReleaseInput,
+    comment_text,
+    render_text_files,
+    secret_keys,
+    supplied_keys,
+    volume_name,
+)
 from ..signing import fingerprint, sign
 from ..sigstore_bundle import render_message_bundle
-from .archive import DEFAULT_MTIME, BundleFile, HashingWriter, TarStream, archive_entries, gzip_writer, write_tar
-from .layout import (INSTALL_SCRIPT, LOCK_FILE, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, FileEntry, Manifest,
-                     DeltaBase, ManifestBackup, ManifestBlob, ManifestHealth, ManifestModel, ManifestPort,
-                     ManifestService, ManifestSupplied, ManifestVolume, delta_filename, delta_top, provenance_subjects,
-                     render_sums, runbook_path)
+from .archive import (
+    DEFAULT_MTIME,
+    BundleFile,
+    HashingWriter,
+    TarStream,
+    archive_entries,
+    gzip_writer,
+    write_tar,
+)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import tarfile
 import zlib
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ..errors import BundleError, Problem
+from ..format.files import MANIFEST
+from ..format.manifest import Manifest
 from ..fsutil import sha256_file
-from ..limits import MAX_MEMBERS
+from ..limits import MAX_MANIFEST_BYTES, MAX_MEMBERS
 
 BLOCK = 1 << 20
 
@@ -171,6 +174,26 @@ def peek_files(path: Path, wanted: Callable[[str], bool], cap: int) -> dict[str,
     return out
 
 
+def peek_manifest(path: Path) -> Manifest:
+    """The unverified manifest.json of a bundle archive — the one peek at it before verification
+    (doctor, install's preflight of supplied secrets): read with seeks from header to header in a
+    plain tar (no blob is read), front to back in a gzip one, stopping at it. BundleError when the
+    archive cannot be read, holds no manifest.json, or a malformed one."""
+    with open_archive(path) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if len(parts) == 2 and parts[1] == MANIFEST and member.isreg() and member.size <= MAX_MANIFEST_BYTES:
+                return Manifest.loads(tar.extractfile(member).read(), f"{path}: {MANIFEST}")
+    raise BundleError(f"{path}: no {MANIFEST} in the archive", hint="pass a bundle made by `labbuild release`")
+
+
+def file_fingerprint(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced or written to: device, inode, size, mtime, ctime
+    (taken before a bundle verifies; whoever reads it again later checks it is unchanged)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def scan_bundle(path: str | Path, keep: Iterable[str]) -> ScannedBundle:
     """Hash every member of the archive in one pass, keeping the bytes of the files in ``keep``."""
     keep = set(keep)
@@ -202,27 +225,44 @@ def scan_directory(path: Path, keep: Iterable[str]) -> ScannedBundle:
 
 
 class BlobRanges:
-    """Random access to the blobs of an uncompressed (image) bundle archive, for concurrent readers.
+    """Random access to the blobs of a bundle archive, for concurrent readers: the one blob
+    reader (``mirror``, model placement).
 
-    Built from one header-only scan of the tar (``offset_data`` of every
-    member). Use it after the bundle verified (``verify.read_verified``, with
-    ``blob_names=True`` when every blob used is read through here):
-    ``chunks`` re-hashes what it reads and raises BundleError at the end of a
-    blob whose bytes are not its digest.
+    Built from one header-only scan of the tar (``offset_data`` of every member) of an
+    uncompressed (image) bundle. Use it after the bundle verified
+    (``verify.read_verified``, with ``blob_names=True`` when every blob used is read
+    through here): ``chunks`` re-hashes what it reads and raises BundleError at the end of
+    a blob whose bytes are not its digest, unless ``check=False`` (a caller that vouches
+    for the bytes otherwise: model placement checks that the file is still the one that
+    verified). ``compressed=True`` also accepts a gzip-compressed archive, read through
+    tarfile (``plain`` is then False: there are no byte ranges to ``sendfile``).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, compressed: bool = False) -> None:
         self.path = Path(path)
         self.ranges: dict[str, tuple[int, int]] = {}     # "sha256:<hex>" -> (offset, size)
+        self.plain = not (compressed and is_gzip(self.path))
+        self._members: dict[str, tarfile.TarInfo] = {}
+        self._tar: tarfile.TarFile | None = None
         try:
-            with tarfile.open(self.path, mode="r:") as tar:
-                for member in tar:
-                    parts = member.name.split("/", 1)
-                    if member.isreg() and len(parts) == 2 and parts[1].startswith("images/blobs/sha256/"):
-                        self.ranges["sha256:" + parts[1].rsplit("/", 1)[1]] = (member.offset_data, member.size)
-        except (tarfile.TarError, OSError) as exc:
+            tar = tarfile.open(self.path, mode="r:" if self.plain else "r:gz")
+            for member in tar:
+                parts = member.name.split("/", 1)
+                if member.isreg() and len(parts) == 2 and parts[1].startswith("images/blobs/sha256/"):
+                    digest = "sha256:" + parts[1].rsplit("/", 1)[1]
+                    self.ranges[digest] = (member.offset_data, member.size)
+                    self._members[digest] = member
+            if self.plain:
+                tar.close()
+            else:
+                self._tar = tar
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise BundleError(f"{path}: not an uncompressed image bundle ({exc})",
                               hint="mirror reads the .tar written by `labbuild release --with-images`") from None
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
 
     def __contains__(self, digest: str) -> bool:
         return digest in self.ranges
@@ -230,22 +270,28 @@ class BlobRanges:
     def size(self, digest: str) -> int:
         return self.ranges[digest][1]
 
-    def chunks(self, digest: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    def chunks(self, digest: str, on_bytes: Callable[[int], None] | None = None, *,
+               check: bool = True) -> Iterator[bytes]:
         """The blob's bytes, BLOCK at a time, hashed as they go (checked at the end)."""
         offset, size = self.ranges[digest]
         h, left = hashlib.sha256(), size
-        with open(self.path, "rb") as fh:
-            fh.seek(offset)
+        with contextlib.ExitStack() as stack:
+            if self._tar is not None:
+                fh = self._tar.extractfile(self._members[digest])
+            else:
+                fh = stack.enter_context(open(self.path, "rb"))
+                fh.seek(offset)
             while left:
                 block = fh.read(min(BLOCK, left))
                 if not block:
                     break
                 left -= len(block)
-                h.update(block)
+                if check:
+                    h.update(block)
                 if on_bytes is not None:
                     on_bytes(len(block))
                 yield block
-        if left or "sha256:" + h.hexdigest() != digest:
+        if left or (check and "sha256:" + h.hexdigest() != digest):
             raise BundleError(f"{self.path}: blob {digest} does not match its digest: the bundle is damaged "
                               "or was changed", hint="copy or rebuild the bundle, then run it again")
 

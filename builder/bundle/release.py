@@ -28,18 +28,33 @@ from typing import Any, Callable, Iterable
 from .. import __version__, names
 from ..blueprint import Lab, lab_paths, load_lab
 from ..errors import BundleError, LockError, Problem
+from ..format.delta import DeltaSummary, delta_summary
+from ..format.files import is_version
+from ..format.manifest import DeltaBase, Manifest
+from ..format.record import Record
 from ..fsutil import sha256_file
 from ..lockfile import LOCK_PATH, Lock, lock_from_json, read_lock, stale_services
 from ..render import ReleaseInput
 from ..signing import load_private_key
 from .archive import BundleFile, source_date_epoch
 from .delta import Base, delta_base, delta_members, plan_delta, read_base
-from .fetch import BLOB_ORDER, fetch_to_cache, image_files, plan_images, wait_for_downloads
-from .layout import DeltaBase, DeltaSummary, Manifest, delta_summary, is_version
+from .fetch import (
+    BLOB_ORDER,
+    fetch_to_cache,
+    image_files,
+    plan_images,
+    wait_for_downloads,
+)
 from .models import add_model_files
 from .pack import BundlePlan, EarlyArchive, bundle_names, plan_bundle, write_archive
-from .record import (RECORDS_DIR, delta_record_path, make_record, read_record, record_differences, record_path,
-                     spec_record_path, write_record)
+from .record import (
+    RECORDS_DIR,
+    delta_record_path,
+    make_record,
+    record_differences,
+    record_path,
+    spec_record_path,
+)
 from .sboms import sbom_members
 
 
@@ -221,8 +236,8 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         base = read_base(root, since, lab.name, profile)
     rpath = (record_path(root, profile, version) if base is None
              else delta_record_path(root, profile, version, base.manifest.version))
-    record = read_record(rpath) if rpath.exists() else None
-    mtime = record["mtime"] if record is not None else source_date_epoch()
+    record = Record.read(rpath) if rpath.exists() else None
+    mtime = record.mtime if record is not None else source_date_epoch()
     sources = _lab_sources(root)
     out = Path(out_dir) if out_dir is not None else root / "dist"
     begun: list[EarlyArchive] = []
@@ -246,8 +261,8 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         archive_sha, tar_sha = begun[0].finish(plan)
     else:
         archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
-    write_record(rpath, make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime, sources,
-                                    sbom=sbom, git_commit=git_commit(root)))
+    make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime, sources,
+                sbom=sbom, git_commit=git_commit(root)).write(rpath)
     return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
                          profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
                          with_images=with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan))
@@ -257,7 +272,7 @@ def _load_sign_key(sign_key):
     return None if sign_key is None else load_private_key(Path(sign_key))
 
 
-def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, version: str,
+def _release_again(plan: BundlePlan, record: Record, rpath: Path, dest: Path, version: str,
                    profile: str, progress: Any = None) -> ReleaseResult:
     """The record exists: no-op when the content is identical, else refuse."""
     differences = record_differences(record, plan)
@@ -267,18 +282,18 @@ def _release_again(plan: BundlePlan, record: dict, rpath: Path, dest: Path, vers
             f"release {profile} {version} already exists ({rpath}) with different content",
             problems=[Problem(file=str(rpath), path="", message=d) for d in differences],
             hint=f"releases are immutable: bump the version, e.g. `labbuild release {next_version(version, taken)}`")
-    result = dict(bundle=dest, sha256=record["sha256"], tar_sha256=record["tar_sha256"], version=version,
+    result = dict(bundle=dest, sha256=record.sha256, tar_sha256=record.tar_sha256, version=version,
                   profile=profile, noop=True, record=rpath, signed_by=plan.signed_by,
-                  with_images=record["with_images"], services=tuple(plan.manifest.services), delta=_delta_of(plan))
-    if dest.is_file() and sha256_file(dest) == record["sha256"]:
+                  with_images=record.with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan))
+    if dest.is_file() and sha256_file(dest) == record.sha256:
         return ReleaseResult(**result)
 
     def same_as_record(archive_sha: str, tar_sha: str) -> None:
-        if tar_sha != record["tar_sha256"]:
+        if tar_sha != record.tar_sha256:
             raise BundleError(f"rebuilt {dest.name} does not match its record (tar sha256 {tar_sha})",
                               hint="the labbuild installation differs from the one that made the release")
 
-    archive_sha, _ = write_archive(plan, dest, mtime=record["mtime"], accept=same_as_record, progress=progress)
+    archive_sha, _ = write_archive(plan, dest, mtime=record.mtime, accept=same_as_record, progress=progress)
     return ReleaseResult(**{**result, "sha256": archive_sha, "restored": True})
 
 
@@ -300,29 +315,29 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
                        for p in (root / RECORDS_DIR).glob("**/*.json"))
         raise BundleError(f"no release record {rpath}",
                           hint="recorded releases: " + (", ".join(known) or "none"))
-    record = read_record(rpath)
-    if (record["profile"], record["version"]) != (profile, version):
-        raise BundleError(f"{rpath}: records {record['profile']}-{record['version']}, not {spec}",
+    record = Record.read(rpath)
+    if (record.profile, record.version) != (profile, version):
+        raise BundleError(f"{rpath}: records {record.profile}-{record.version}, not {spec}",
                           hint="restore it from version control")
-    if record["labbuild"] != __version__:
-        raise BundleError(f"{rpath.name} was made by labbuild {record['labbuild']}, this is {__version__}",
-                          hint=f"install labbuild {record['labbuild']} to reproduce it byte for byte")
+    if record.labbuild != __version__:
+        raise BundleError(f"{rpath.name} was made by labbuild {record.labbuild}, this is {__version__}",
+                          hint=f"install labbuild {record.labbuild} to reproduce it byte for byte")
     key = _load_sign_key(sign_key)
-    if record.get("signed_by") and key is None:
-        raise BundleError(f"{rpath.name} was signed by {record['signed_by']}",
+    if record.signed_by and key is None:
+        raise BundleError(f"{rpath.name} was signed by {record.signed_by}",
                           hint="pass --sign with the same private key")
     with tempfile.TemporaryDirectory(prefix="labbuild-rebuild-") as tmp:
-        for rel, text in record["sources"].items():
-            target = names.inside(Path(tmp), rel)   # read_record admits only blueprints/*.toml paths
+        for rel, text in record.sources.items():
+            target = names.inside(Path(tmp), rel)   # Record.read admits only blueprints/*.toml paths
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(text.encode("utf-8"))
         lab = load_lab(Path(tmp))
-        lock = lock_from_json(record["lock"], str(rpath))
-        since = Manifest.from_json(record["manifest"], f"{rpath}: manifest").since
-        plan = _plan_release(lab, lock, record["profile"], record["version"],
-                             with_images=record["with_images"], platforms=record["platforms"],
-                             sign_key=key, progress=progress, sources=record["sources"], epoch=record["mtime"],
-                             sbom=bool(record.get("sbom")), since=since)
+        lock = lock_from_json(record.lock, str(rpath))
+        since = Manifest.from_json(record.manifest, f"{rpath}: manifest").since
+        plan = _plan_release(lab, lock, record.profile, record.version,
+                             with_images=record.with_images, platforms=record.platforms,
+                             sign_key=key, progress=progress, sources=record.sources, epoch=record.mtime,
+                             sbom=record.sbom, since=since)
     differences = record_differences(record, plan)
     if differences:
         raise BundleError(f"{rpath.name} cannot be reproduced", hint="see the differences above",
@@ -331,13 +346,13 @@ def rebuild_release(root: str | Path, spec: str, *, out_dir: str | Path | None =
     dest = names.inside(out, plan.filename)
 
     def reproduced(archive_sha: str, tar_sha: str) -> None:
-        if tar_sha != record["tar_sha256"] or archive_sha != record["sha256"]:
-            raise BundleError(f"rebuilt {plan.filename} has sha256 {archive_sha}, the record says {record['sha256']}",
+        if tar_sha != record.tar_sha256 or archive_sha != record.sha256:
+            raise BundleError(f"rebuilt {plan.filename} has sha256 {archive_sha}, the record says {record.sha256}",
                               hint="the archive recipe or zlib differs from the one that made the release")
 
-    archive_sha, tar_sha = write_archive(plan, dest, mtime=record["mtime"], accept=reproduced, progress=progress)
-    return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=record["version"],
-                         profile=record["profile"], noop=False, record=rpath, signed_by=plan.signed_by,
-                         with_images=record["with_images"], services=tuple(plan.manifest.services), delta=_delta_of(plan))
+    archive_sha, tar_sha = write_archive(plan, dest, mtime=record.mtime, accept=reproduced, progress=progress)
+    return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=record.version,
+                         profile=record.profile, noop=False, record=rpath, signed_by=plan.signed_by,
+                         with_images=record.with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan))
 
 

@@ -21,19 +21,31 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
 from ..errors import BundleError, Problem
+from ..format.delta import delta_summary
+from ..format.files import (
+    IMAGE_BLOBS_PREFIX,
+    MANIFEST,
+    PROVENANCE,
+    SIGNATURE,
+    SIGSTORE,
+    SUMS,
+    TRUST_FILES,
+    UNLISTED,
+    UNSUMMED,
+)
+from ..format.manifest import Manifest, provenance_subjects
+from ..format.sums import parse_sums
 from ..limits import MAX_PROBLEMS, MAX_SMALL_FILE_BYTES
 from ..provenance import read_provenance, subject_problems
 from ..signing import load_public_key, signature_valid
 from ..sigstore_bundle import parse_message_bundle, verify_message_bundle
-from .layout import (IMAGE_BLOBS_PREFIX, MANIFEST, PROVENANCE, SIGNATURE, SIGSTORE, SUMS, TRUST_FILES, UNLISTED,
-                     UNSUMMED, Manifest, delta_summary, parse_sums, provenance_subjects)
 from .reader import ScannedBundle, read_member, scan_directory, walk_bundle
 
 SMALL_FILE_LIMIT = MAX_SMALL_FILE_BYTES   # a non-blob file larger than this is not a bundle file

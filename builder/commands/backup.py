@@ -1,4 +1,4 @@
-"""`labbuild backup`, `restore` and `backups`: thin shells over builder.install.backup / restore."""
+"""`labbuild backup`, `restore` and `backups`: thin shells over builder.backups.backup / restore."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def backup(out: Output, install_dir: Path, out_file: Path | None, recipient: Pat
     (mode 0600: it holds secrets) appears only when complete. Exit 0 only
     when every member was captured and hashed.
     """
-    from ..install.backup import backup_lab
+    from ..backups.backup import backup_lab
 
     result = backup_lab(install_dir, out=out_file, services=services, recipient=recipient,
                         timeout=timeout, engine_archive=engine_archive, say=out.info)
@@ -68,7 +68,7 @@ def restore(ctx: click.Context, out: Output, backup_file: Path, install_dir: Pat
     contents (or feeds its dump to the restore command), starts it and waits
     for health. Safe to run again after an interruption.
     """
-    from ..install.restore import restore_backup
+    from ..backups.restore import restore_backup
 
     result = restore_backup(backup_file, install_dir, services=services, secrets=secrets, identity=identity,
                             timeout=timeout, say=out.info)
@@ -85,7 +85,7 @@ def restore(ctx: click.Context, out: Output, backup_file: Path, install_dir: Pat
 @pass_output
 def backups(out: Output, install_dir: Path) -> None:
     """List the backups and pre-upgrade snapshots in DIR/backups/ (oldest first)."""
-    from ..install.backup import list_backups
+    from ..backups.backup import list_backups
 
     entries = list_backups(install_dir)
     lines = []

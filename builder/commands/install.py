@@ -109,7 +109,7 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
     lock does not name. An optional service waiting for its supplied secret
     shows as `not started: needs KEY` and is not a failure.
     """
-    from ..install.status import status as install_status
+    from ..operate.status import status as install_status
 
     result = install_status(install_dir)
     lines = [f"{result.lab} {result.version} in {result.dir}"
@@ -184,7 +184,7 @@ def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[st
     run it after install, after upgrade, or from cron. An optional service
     waiting for its supplied secret is skipped with `not started: needs KEY`.
     """
-    from ..install.check import check_install
+    from ..operate.check import check_install
 
     report = check_install(install_dir, project=project, services=list(services) or None, wait=wait)
     if out.json:

@@ -91,8 +91,8 @@ def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> N
     A delta bundle is checked for what it carries; the blobs it relies on (from
     its base release) are listed, not checked: install checks them in the engine.
     """
-    from ..bundle.layout import delta_summary
     from ..bundle.verify import verify_bundle
+    from ..format.delta import delta_summary
 
     result = verify_bundle(bundle, key)
     for problem in result.errors:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..cli import Output, pass_output
@@ -24,7 +22,8 @@ def new_service(out: Output, no_input: bool, answers: tuple[str, ...]) -> None:
     With --json there are no prompts (as --no-input) and the result is
     {"ok", "service", "created": [paths], "todo": [placeholders left]}.
     """
-    from ..scaffold import new_service as scaffold, next_steps
+    from ..scaffold import new_service as scaffold
+    from ..scaffold import next_steps
 
     result = scaffold(out.root, answers, no_input=no_input or out.json)
     created = [str(p) for p in result.to_json(out.root)["created"]]

@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
 import yaml
 
 from ..blueprint import env_id
-from ..bundle.layout import (COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, Manifest, ManifestService,
-                             ManifestVolume, read_secrets_example, runbook_path)
 from ..errors import BundleError
+from ..format.files import (
+    COMPOSE_FILE,
+    LAB_ENV,
+    MANIFEST,
+    SECRETS_EXAMPLE,
+    runbook_path,
+)
+from ..format.manifest import Manifest, ManifestService, ManifestVolume
+from ..format.secrets_example import read_secrets_example
 from ..render import parse_env_file
 from ..render.observability import PROM_DIR
 

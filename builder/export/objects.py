@@ -18,7 +18,7 @@ import hashlib
 import math
 import re
 
-from .model import ChartLab, ChartService, EnvVar, Mount, SecretRef
+from .model import ChartLab, ChartService, Mount, SecretRef
 from .yamltext import Block, Raw, document, emit
 
 FILES_DIR = "files"

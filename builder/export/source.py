@@ -15,11 +15,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..blueprint import load_lab
-from ..bundle.layout import COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, TRUST_FILES
 from ..bundle.pack import plan_bundle
 from ..bundle.release import check_version
 from ..bundle.verify import read_verified, require_verified
 from ..errors import BundleError, LockError
+from ..format.files import COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, TRUST_FILES
 from ..fsutil import sha256_bytes
 from ..lockfile import LOCK_PATH, read_lock, stale_services
 from ..render import ReleaseInput

@@ -1,9 +1,13 @@
-"""The install side: a bundle on a host. Imports nothing of the build side
-(blueprint, lock, registry, blob cache, render): it reads bundles through
-``builder.bundle.layout``/``reader``/``verify`` only.
+"""Installing a bundle on a host. Imports nothing of the build side (blueprint, lock,
+registry, blob cache, render): it reads bundles through ``builder.format`` and the read
+side of ``builder.bundle`` (``reader``, ``verify``) only, and stands on ``builder.host``.
 
-``state`` (the install dir), ``secrets`` (DIR/.env), ``engine`` (Docker: image
-IDs, containers, streaming load), ``unpack`` (verify while loading),
-``compose`` (running compose v2), ``health`` (probes, waiting), ``apply``
-(install, upgrade, rollback, uninstall), ``status`` and ``check`` (testinfra).
+``doctor``   `labbuild doctor`: the offline preflight (engine, compose, ports, disk, memory, GPU, DIR)
+``inputs``   operator-supplied secrets: the preflight before anything is touched; optional services
+             that wait for them
+``secrets``  secrets generated into DIR/.env (0600), kept across upgrades
+``unpack``   verify a bundle while loading its images, stage its small files
+``pull``     pulling an online bundle's images by digest before `up`
+``models``   placing models into service volumes (the formats table says how), listing them
+``apply``    install, upgrade, rollback, uninstall
 """

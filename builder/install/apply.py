@@ -13,7 +13,7 @@ placed into their services' volumes once ``current`` switched and before
 anything starts: compose creates the model services' containers (``up --no-start``)
 and ``builder.install.models`` streams the verified blobs into them; models
 already in a volume stay (upgrades add, never remove). ``rollback`` swaps
-``current`` and ``previous`` and brings that release up (models stay). The install dir's layout is ``builder.install.state``.
+``current`` and ``previous`` and brings that release up (models stay). The install dir's layout is ``builder.host.labdir``.
 
 Every function returns data (``InstallResult``/``UninstallResult``); the CLI
 renders it. Failures a user must act on raise ``InstallError`` (or return a
@@ -32,20 +32,54 @@ from typing import Any
 
 import docker
 
-from ..bundle.layout import SECRETS_EXAMPLE, Manifest, delta_summary, shipped_models
+from ..backups.restore import restore_snapshot
+from ..backups.snapshots import DEFAULT_KEEP, rollback_snapshot, snapshot_before_upgrade
+from ..bundle.reader import file_fingerprint
 from ..errors import InstallError
-from .compose import Project, hint_for, wrapper_gpu, write_wrapper
+from ..format.delta import delta_summary
+from ..format.files import SECRETS_EXAMPLE
+from ..format.manifest import Manifest
+from ..format.models import shipped_models
+from ..host.compose import Project, hint_for, wrapper_gpu, write_wrapper
+from ..host.dotenv import read_env
+from ..host.engine import (
+    check_image_ids,
+    check_running_images,
+    containers,
+    docker_client,
+    host_platform,
+    running,
+)
+from ..host.health import HealthResult, Probe, budget, wait_healthy
+from ..host.labdir import (
+    ENV_FILE,
+    LOCK_NAME,
+    RELEASES,
+    WRAPPER,
+    Say,
+    activate,
+    current_release,
+    dir_lock,
+    installed_releases,
+    place,
+    preflight,
+    quiet,
+    read_manifest,
+    release_link,
+    safe_manifest,
+    stage,
+)
 from .doctor import gpu_services, preflight_bundle
-from .engine import check_image_ids, check_running_images, containers, docker_client, host_platform, running
-from .health import HealthResult, Probe, budget, wait_healthy
-from .inputs import check_supplied, not_started_detail, peek_manifest, read_env, startable_optional, waiting_optional
+from .inputs import (
+    check_supplied,
+    not_started_detail,
+    peek_manifest,
+    startable_optional,
+    waiting_optional,
+)
+from .models import Placement, place_models
 from .pull import pull_images
-from .models import Placement, bundle_fingerprint, place_models
-from .restore import restore_snapshot
 from .secrets import write_secrets
-from .snapshots import DEFAULT_KEEP, rollback_snapshot, snapshot_before_upgrade
-from .state import (ENV_FILE, LOCK_NAME, RELEASES, Say, activate, current_release, dir_lock, installed_releases,
-                    place, preflight, quiet, read_manifest, release_link, safe_manifest, stage, WRAPPER)
 from .unpack import unpack_bundle
 
 DEFAULT_TIMEOUT = 300.0
@@ -95,7 +129,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
     lacks (``builder.install.unpack``).
 
     An upgrade first snapshots the data of every service whose image changes
-    (``builder.install.snapshots``), keeping the newest ``keep_snapshots``.
+    (``builder.backups.snapshots``), keeping the newest ``keep_snapshots``.
     """
     bundle, install_dir = Path(bundle), Path(install_dir).absolute()
     for path in (bundle, *([Path(base)] if base is not None else [])):
@@ -108,7 +142,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         check_supplied(peeked, install_dir)   # before any image load or file in DIR
     client = docker_client()
     platform = host_platform(client)
-    verified = bundle_fingerprint(bundle)      # model placement re-reads the bundle: it must not change
+    verified = file_fingerprint(bundle)      # model placement re-reads the bundle: it must not change
     unpacked = unpack_bundle(bundle, key, client, platform, say, Path(base) if base is not None else None)
     manifest = unpacked.manifest
     with dir_lock(install_dir):

@@ -34,20 +34,20 @@ import os
 import re
 import shutil
 import socket
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..bundle.layout import IMAGES_DIR, MANIFEST, Manifest, model_bytes
-from ..bundle.reader import open_archive
+from ..bundle.reader import peek_manifest
 from ..errors import BundleError, InstallError
-from .compose import MIN_VERSION, compose_version, find_compose
-from .engine import containers, docker_client
-from .state import read_manifest, release_link
+from ..format.files import IMAGES_DIR
+from ..format.manifest import Manifest
+from ..format.models import model_bytes
+from ..host.compose import MIN_VERSION, compose_version, find_compose
+from ..host.engine import containers, docker_client
+from ..host.labdir import read_manifest, release_link
 
 UNPACK_FACTOR = 2.0                 # compressed layers take about twice their size once unpacked
-MANIFEST_LIMIT = 64 << 20
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 _SIZE_RE = re.compile(r"^([0-9]+)([kmgKMG]?)$")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -98,16 +98,10 @@ def bundle_manifest(bundle: Path) -> Manifest:
     """manifest.json of a bundle archive or an unpacked bundle directory, without reading the rest."""
     if bundle.is_dir():
         return read_manifest(bundle)
-    with open_archive(bundle) as tar:     # an image bundle (blobs first) is read with seeks
-        for member in tar:
-            parts = member.name.split("/")
-            if len(parts) == 2 and parts[1] == MANIFEST and member.isreg() and member.size <= MANIFEST_LIMIT:
-                fh = tar.extractfile(member)
-                try:
-                    return Manifest.loads(fh.read(), f"{bundle}: {MANIFEST}")
-                except BundleError as exc:
-                    raise InstallError(exc.message, hint=exc.hint) from None
-    raise InstallError(f"{bundle}: no {MANIFEST} in the archive", hint="pass a bundle made by `labbuild release`")
+    try:
+        return peek_manifest(bundle)
+    except BundleError as exc:
+        raise InstallError(exc.message, hint=exc.hint) from None
 
 
 def gpu_services(manifest: Manifest) -> list[str]:

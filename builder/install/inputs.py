@@ -23,35 +23,14 @@ unpacking.
 
 from __future__ import annotations
 
-import re
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.layout import MANIFEST, Manifest
+from ..bundle import reader
 from ..errors import BundleError, InstallError
-from .state import ENV_FILE
-
-_ASSIGN_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=(.*)$")
-
-
-def filled_keys(env_text: str) -> set[str]:
-    """Keys of a .env text that are assigned a non-empty value (quotes alone count as empty)."""
-    out = set()
-    for line in env_text.splitlines():
-        m = _ASSIGN_RE.match(line)
-        if m and m.group(2).strip().strip("'\"").strip():
-            out.add(m.group(1))
-    return out
-
-
-def read_env(install_dir: Path) -> str:
-    """The text of ``DIR/.env``, or "" when there is none yet."""
-    try:
-        return (install_dir / ENV_FILE).read_text("utf-8")
-    except FileNotFoundError:
-        return ""
+from ..format.manifest import Manifest
+from ..host.dotenv import filled_keys, read_env
+from ..host.labdir import ENV_FILE
 
 
 @dataclass(frozen=True)
@@ -110,16 +89,10 @@ def peek_manifest(bundle: Path) -> Manifest | None:
     the image blobs (a plain tar is read by seeking); None when it cannot be read —
     verification then reports why."""
     try:
-        with tarfile.open(bundle, mode="r:*") as tar:
-            for member in tar:
-                parts = member.name.strip("/").split("/")
-                if len(parts) == 2 and parts[1] == MANIFEST and member.isreg():
-                    fh = tar.extractfile(member)
-                    return Manifest.loads(fh.read(), where=MANIFEST) if fh is not None else None
-    except (tarfile.TarError, EOFError, zlib.error, OSError, BundleError):
+        return reader.peek_manifest(bundle)
+    except (BundleError, OSError):
         return None  # damage is for verification to report, with its reasons
-    return None
 
 
-__all__ = ["MissingInput", "check_supplied", "filled_keys", "missing_inputs",
-           "not_started_detail", "peek_manifest", "read_env", "startable_optional", "waiting_optional"]
+__all__ = ["MissingInput", "check_supplied", "missing_inputs",
+           "not_started_detail", "peek_manifest", "startable_optional", "waiting_optional"]

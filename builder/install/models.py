@@ -1,4 +1,4 @@
-"""Models into volumes (install side): Ollama's on-disk layout, placed through the engine.
+"""Models into volumes (install side): each in its format's on-disk layout, placed through the engine.
 
 ``place_models`` runs after the bundle verified (``builder.install.unpack``
 hashed every model blob against manifest.json, SHA256SUMS and the signature
@@ -12,13 +12,8 @@ service's:
     <target>/<path>/blobs/sha256-<hex>                         config and every layer
     <target>/<path>/manifests/<host>/<namespace>/<model>/<tag> the exact manifest bytes
 
-Ollama's source defines this layout: ``manifest.BlobsPath`` (``sha256:`` ->
-``sha256-``; ollama/ollama ``manifest/paths.go``, formerly
-``server/modelpath.go GetBlobsPath``) and ``Name.Filepath()`` =
-``host/namespace/model/tag`` under ``manifests/`` (``types/model/name.go``; a
-registry port stays in the host part: ``127.0.0.1:5000/...``). Newer Ollama
-also writes ``manifests-v2/`` but still reads the legacy ``manifests/`` path
-(``resolveManifestPath``), which every version reads — so that is what is written.
+The format table (``builder.format.models``) says where a format keeps blobs and
+manifests; Ollama's is the one format today.
 
 Order and atomicity, within one tar stream per service: blobs first, manifests
 last, and each file is written under a temporary name and then linked to its
@@ -40,61 +35,31 @@ upgrades and rollbacks.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import hashlib
-import io
-import json
-import os
-import re
-import socket
 import tarfile
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import docker
 
-from ..bundle.layout import Manifest, ManifestModel, ManifestService, model_blob_path, shipped_models
-from ..bundle.reader import is_gzip
+from ..bundle.reader import BlobRanges, file_fingerprint
 from ..errors import InstallError
-from .state import Say
+from ..format.manifest import Manifest, ManifestModel, ManifestService
+from ..format.models import ModelFormat, model_format, shipped_models
+from ..format.tar import DIRECTORY, END, HARDLINK, padding, tar_header
+from ..host.engine import (
+    ARCHIVE_BLOCK,
+    FileRange,
+    archive_stat,
+    put_archive,
+    put_archive_ranges,
+    read_archive,
+    unix_socket_path,
+)
+from ..host.labdir import Say
 
-BLOCK = 1 << 20
 INCOMING = "blobs/.labbuild-incoming"
-_HEX = re.compile(r"^sha256:([0-9a-f]{64})$")
-
-
-# --------------------------------------------------------------------------- the layout (pure)
-
-def ollama_blob_path(digest: str) -> str:
-    """``sha256:<hex>`` -> ``blobs/sha256-<hex>`` (Ollama's ``BlobsPath``)."""
-    m = _HEX.match(digest)
-    if not m:
-        raise InstallError(f"{digest!r} is not a sha256 digest Ollama can store")
-    return f"blobs/sha256-{m[1]}"
-
-
-def ollama_manifest_path(name: str, tag: str) -> str:
-    """``registry.ollama.ai/library/qwen2.5`` + ``0.5b`` -> ``manifests/registry.ollama.ai/library/qwen2.5/0.5b``.
-
-    ``Name.Filepath()``: host/namespace/model/tag; the host keeps its port
-    (``127.0.0.1:5000``), a literal colon in the directory name.
-    """
-    parts = name.split("/")
-    if len(parts) != 3 or not all(parts) or not tag or any(p in (".", "..") for p in (*parts, tag)):
-        raise InstallError(f"{name}:{tag} is not host/namespace/model:tag",
-                           hint="Ollama's layout holds exactly one namespace")
-    return "manifests/" + "/".join((*parts, tag))
-
-
-def reference_of_manifest_path(rel: str) -> str | None:
-    """The inverse: ``manifests/<host>/<ns>/<model>/<tag>`` -> ``host/ns/model:tag`` (else None)."""
-    parts = rel.strip("/").split("/")
-    if len(parts) != 5 or parts[0] not in ("manifests", "manifests-v2") or parts[-1].startswith("."):
-        return None
-    return "/".join(parts[1:4]) + ":" + parts[4]
 
 
 # --------------------------------------------------------------------------- results
@@ -124,115 +89,48 @@ def _mount_target(entry: ManifestService, model: ManifestModel, service: str) ->
                        hint="the bundle is inconsistent; rebuild it")
 
 
-def _stat(client, container_id: str, path: str) -> dict | None:
-    """The engine's stat of ``path`` in the container (HEAD on the archive API), or None."""
-    resp = client.api.head(client.api._url("/containers/{0}/archive", container_id), params={"path": path})
-    if resp.status_code == 404:
-        return None
-    client.api._raise_for_status(resp)
-    raw = resp.headers.get("X-Docker-Container-Path-Stat")
-    return json.loads(base64.b64decode(raw)) if raw else None
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file object over an iterator of byte chunks (the engine's archive stream)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._buf = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        while not self._buf:
-            try:
-                self._buf = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n], self._buf = self._buf[:n], self._buf[n:]
-        return n
-
-
-def _read_back(client, container_id: str, path: str) -> Iterator[tuple[str, BinaryIO]]:
-    """Each regular file of ``path`` (a file or a directory) as ``(relative name, stream)``, read
-    through the engine."""
-    chunks, _ = client.api.get_archive(container_id, path, chunk_size=BLOCK)
-    with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(iter(chunks)), BLOCK), mode="r|") as tar:
-        for member in tar:
-            if member.isreg():
-                yield member.name, tar.extractfile(member)
-
-
 def present_with_hash(client, container_id: str, path: str, digest: str, size: int) -> bool:
     """True when ``path`` exists in the container with ``size`` bytes hashing to ``digest``."""
-    st = _stat(client, container_id, path)
+    st = archive_stat(client, container_id, path)
     if st is None or st.get("size") != size or st.get("linkTarget"):
         return False
     h = hashlib.sha256()
-    for _, fh in _read_back(client, container_id, path):
-        while block := fh.read(BLOCK):
+    for _, fh in read_archive(client, container_id, path):
+        while fh is not None and (block := fh.read(ARCHIVE_BLOCK)):
             h.update(block)
     return "sha256:" + h.hexdigest() == digest
 
 
-def _header(name: str, size: int = 0, *, kind: bytes = tarfile.REGTYPE, link: str = "") -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size, info.type, info.linkname, info.mtime = size, kind, link, 0
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    return info.tobuf(format=tarfile.PAX_FORMAT)
-
-
-def _pad(size: int) -> bytes:
-    return b"\0" * (-size % 512)
-
-
-def bundle_fingerprint(bundle: Path) -> tuple[int, ...]:
-    """What changes when a file is replaced or written to: device, inode, size, mtime, ctime."""
-    st = os.stat(bundle)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 class _BundleBlobs:
-    """Random access to the model blobs of a bundle archive (member offsets, no extraction).
-
-    ``verified``: the bundle's ``bundle_fingerprint`` taken before the
-    verifying pass; placement refuses a bundle file that changed since.
-    ``plain``: the archive is an uncompressed tar (what image bundles are), so a
-    blob is a byte range of the file, which can be sent with ``sendfile``.
+    """The model blobs of a bundle archive, read at their offsets (``reader.BlobRanges``: the one
+    blob reader), not hashed again: ``verified`` is the bundle's ``file_fingerprint`` taken
+    before the verifying pass, and placement refuses a bundle file that changed since.
+    ``plain``: an uncompressed tar, so a blob is a byte range of the file (``sendfile``).
     """
 
-    def __init__(self, bundle: Path, wanted: set[str], verified: tuple[int, ...] | None) -> None:
+    def __init__(self, bundle: Path, verified: tuple[int, ...] | None) -> None:
         self.bundle, self.verified = bundle, verified
         self.check_unchanged()
-        self.plain = not is_gzip(bundle)
-        self._tar = tarfile.open(bundle, mode="r:*")
-        self.members: dict[str, tarfile.TarInfo] = {}
-        for member in self._tar:
-            rel = member.name.split("/", 1)[1] if "/" in member.name else ""
-            if rel in wanted and member.isreg():
-                self.members[rel] = member
+        self.ranges = BlobRanges(bundle, compressed=True)
+        self.plain = self.ranges.plain
 
     def check_unchanged(self, digest: str | None = None, seen: int = 0, size: int = 0) -> None:
         """InstallError when the bundle file changed since it verified (or a blob came up short)."""
-        if seen != size or (self.verified is not None and bundle_fingerprint(self.bundle) != self.verified):
+        if seen != size or (self.verified is not None and file_fingerprint(self.bundle) != self.verified):
             raise InstallError(f"{self.bundle} changed since it verified" + (f" (while placing {digest})" if digest else ""),
                                hint="something is writing to the bundle file; copy it again and install again")
 
-    def member(self, digest: str) -> tarfile.TarInfo:
-        member = self.members.get(model_blob_path(digest))
-        if member is None:
+    def size(self, digest: str) -> int:
+        if digest not in self.ranges:
             raise InstallError(f"the bundle holds no blob {digest}", hint="the bundle is damaged; copy it again")
-        return member
+        return self.ranges.size(digest)
 
-    def read(self, member: tarfile.TarInfo) -> Iterator[bytes]:
-        """The blob's bytes, block by block (through tarfile: also for a compressed archive)."""
-        fh = self._tar.extractfile(member)
-        while block := fh.read(BLOCK):
-            yield block
+    def read(self, digest: str) -> Iterator[bytes]:
+        """The blob's bytes, block by block (also from a compressed archive)."""
+        return self.ranges.chunks(digest, check=False)
 
     def close(self) -> None:
-        self._tar.close()
+        self.ranges.close()
 
 
 @dataclass(frozen=True)
@@ -240,15 +138,11 @@ class _Blob:
     """A piece of the placement stream that is a blob of the bundle, checked before its link."""
 
     digest: str
-    member: tarfile.TarInfo
-
-    @property
-    def size(self) -> int:
-        return self.member.size
+    size: int
 
 
-def _placement_pieces(root: str, blobs: list[str], manifests: list[tuple[str, str]], source: _BundleBlobs,
-                      placement: Placement) -> list[bytes | _Blob]:
+def _placement_pieces(fmt: ModelFormat, root: str, blobs: list[str], manifests: list[tuple[str, str]],
+                      source: _BundleBlobs) -> list[bytes | _Blob]:
     """The tar stream put into the volume, as bytes and blob pieces: directories, then each blob
     into INCOMING and linked to its name, then each manifest the same way, then INCOMING emptied.
     A ``_Blob`` piece is followed by its padding and its link header."""
@@ -261,13 +155,13 @@ def _placement_pieces(root: str, blobs: list[str], manifests: list[tuple[str, st
             d = "/".join(parts[:i])
             if d not in dirs:
                 dirs.add(d)
-                pieces.append(_header(d + "/", kind=tarfile.DIRTYPE))
+                pieces.append(tar_header(d + "/", kind=DIRECTORY))
     incoming = prefix + INCOMING
-    for digest, final in [(d, ollama_blob_path(d)) for d in blobs] + manifests:
-        member = source.member(digest)
-        pieces += [_header(incoming, member.size), _Blob(digest, member),
-                   _pad(member.size) + _header(prefix + final, kind=tarfile.LNKTYPE, link=incoming)]
-    pieces.append(_header(incoming, 0) + b"\0" * 1024)   # unlink the last file's second name; tar end
+    for digest, final in [(d, fmt.blob_path(d)) for d in blobs] + manifests:
+        size = source.size(digest)
+        pieces += [tar_header(incoming, size), _Blob(digest, size),
+                   padding(size) + tar_header(prefix + final, kind=HARDLINK, link=incoming)]
+    pieces.append(tar_header(incoming, 0) + END)   # unlink the last file's second name; tar end
     return pieces
 
 
@@ -276,7 +170,7 @@ def _stream(pieces: list[bytes | _Blob], source: _BundleBlobs, placement: Placem
     for piece in pieces:
         if isinstance(piece, _Blob):
             seen = 0
-            for block in source.read(piece.member):
+            for block in source.read(piece.digest):
                 seen += len(block)
                 yield block
             source.check_unchanged(piece.digest, seen, piece.size)   # before the link entry
@@ -285,46 +179,20 @@ def _stream(pieces: list[bytes | _Blob], source: _BundleBlobs, placement: Placem
             yield piece
 
 
-def _unix_socket(client) -> str | None:
-    """The engine's unix socket path when the client talks to one (else None: use the SDK)."""
-    adapter = getattr(client.api, "_custom_adapter", None)
-    path = getattr(adapter, "socket_path", None)
-    return path if isinstance(path, str) and client.api.base_url.startswith("http+docker://") else None
-
-
 def _send_pieces(client, container_id: str, target: str, pieces: list[bytes | _Blob], source: _BundleBlobs,
                  placement: Placement) -> None:
-    """PUT the archive with a known length over the engine's unix socket, blob bytes sent straight
-    from the bundle file with ``sendfile`` (no copy through Python). Same API call as put_archive."""
-    length = sum(p.size if isinstance(p, _Blob) else len(p) for p in pieces)
-    url = client.api._url("/containers/{0}/archive", container_id).split("://", 1)[1]
-    path = "/" + url.split("/", 1)[1] + "?" + urllib.parse.urlencode({"path": target})
-    head = (f"PUT {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: labbuild\r\n"
-            f"Content-Type: application/x-tar\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, open(source.bundle, "rb") as fh:
-        sock.settimeout(600)
-        sock.connect(_unix_socket(client))
-        sock.sendall(head.encode())
-        for piece in pieces:
-            if isinstance(piece, _Blob):
-                offset, left = piece.member.offset_data, piece.size
-                while left > 0:
-                    sent = sock.sendfile(fh, offset, min(left, 64 * BLOCK))
-                    if sent == 0:
-                        break
-                    offset, left = offset + sent, left - sent
-                source.check_unchanged(piece.digest, piece.size - left, piece.size)   # before the link
-                placement.bytes_written += piece.size
-            else:
-                sock.sendall(piece)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    status = answer.split(b"\r\n", 1)[0].split()
-    if len(status) < 2 or status[1] != b"200":
-        body = answer.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace").strip()
-        raise InstallError(f"the engine refused the archive ({b' '.join(status[1:]).decode()}): {body[-300:]}",
-                           hint="check free space in the volume and the engine log")
+    """The pieces through the engine's raw archive PUT, blob bytes sent straight from the bundle
+    file (``engine.put_archive_ranges``); each blob is checked before its link entry."""
+    def sent(piece: _Blob):
+        def check(n: int) -> None:
+            source.check_unchanged(piece.digest, n, piece.size)   # before the link
+            placement.bytes_written += piece.size
+        return check
+
+    with open(source.bundle, "rb") as fh:
+        put_archive_ranges(client, container_id, target, fh, [
+            FileRange(source.ranges.ranges[p.digest][0], p.size, sent(p)) if isinstance(p, _Blob) else p
+            for p in pieces])
 
 
 def place_service_models(client, container, entry: ManifestService, service: str, source: _BundleBlobs,
@@ -332,31 +200,38 @@ def place_service_models(client, container, entry: ManifestService, service: str
     """Place every model of one service into its container's volume (see the module docstring)."""
     placement = Placement(service)
     by_root: dict[tuple[str, str], list[ManifestModel]] = {}
+    formats: dict[tuple[str, str], ModelFormat] = {}
     for m in entry.models:
-        if m.format != "ollama":
+        fmt = model_format(m.format)
+        if fmt is None:
             raise InstallError(f"{service}: model {m.reference} has format {m.format!r}, which this labbuild "
                                "cannot place", hint="install with a newer labbuild")
-        by_root.setdefault((_mount_target(entry, m, service), m.path.strip("/")), []).append(m)
+        root_key = (_mount_target(entry, m, service), m.path.strip("/"))
+        if formats.setdefault(root_key, fmt) is not fmt:
+            raise InstallError(f"{service}: models of two formats share the root {m.path!r}",
+                               hint="the bundle is inconsistent; rebuild it")
+        by_root.setdefault(root_key, []).append(m)
     for (target, root), models in sorted(by_root.items()):
+        fmt = formats[(target, root)]
         base = f"{target.rstrip('/')}/{root}"
         needed: dict[str, int] = {}
         for m in models:
             needed.update({b.digest: b.size for b in m.blobs})
         blobs = []
         for digest, size in sorted(needed.items()):
-            if present_with_hash(client, container.id, f"{base}/{ollama_blob_path(digest)}", digest, size):
+            if present_with_hash(client, container.id, f"{base}/{fmt.blob_path(digest)}", digest, size):
                 placement.skipped.append(digest)
             else:
                 blobs.append(digest)
-        manifests = [(m.digest, ollama_manifest_path(m.name, m.tag)) for m in models]
+        manifests = [(m.digest, fmt.manifest_path(m.name, m.tag)) for m in models]
         say(f"{service}: placing {len(models)} model(s) into {base} ({len(blobs)} blob(s) to write, "
             f"{len(placement.skipped)} already there)")
-        pieces = _placement_pieces(root, blobs, manifests, source, placement)
+        pieces = _placement_pieces(fmt, root, blobs, manifests, source)
         try:
-            if source.plain and _unix_socket(client):
+            if source.plain and unix_socket_path(client):
                 _send_pieces(client, container.id, target, pieces, source, placement)
             else:
-                client.api.put_archive(container.id, target, _stream(pieces, source, placement))
+                put_archive(client, container.id, target, _stream(pieces, source, placement))
             placement.written += blobs
         except InstallError:
             raise
@@ -373,16 +248,14 @@ def place_models(client, bundle: Path, manifest: Manifest, containers: dict, say
     """Place the models an (already verified) bundle ships into each service's volume.
 
     ``containers``: service -> its container (created or running);
-    ``verified``: the ``bundle_fingerprint`` taken before the bundle verified
+    ``verified``: the ``file_fingerprint`` taken before the bundle verified
     (placement stops, before a blob gets its name, when the file changed since).
     Returns a ``Placement`` per service with models; nothing when the bundle ships none.
     """
     shipped = shipped_models(manifest)
     if not shipped:
         return {}
-    wanted = {model_blob_path(d) for models in shipped.values() for m in models
-              for d in (m.digest, *(b.digest for b in m.blobs))}
-    source = _BundleBlobs(bundle, wanted, verified)
+    source = _BundleBlobs(bundle, verified)
     try:
         out = {}
         for service in shipped:
@@ -399,20 +272,19 @@ def place_models(client, bundle: Path, manifest: Manifest, containers: dict, say
 def model_inventory(client, container, entry: ManifestService) -> list[str] | None:
     """``host/namespace/model:tag`` of every model in the service's model roots (those of its
     declared models), or None when the engine cannot tell."""
-    roots = sorted({f"{_mount_target(entry, m, '')}/{m.path.strip('/')}" for m in entry.models})
+    roots = sorted({(f"{_mount_target(entry, m, '')}/{m.path.strip('/')}", m.format) for m in entry.models})
     found: set[str] = set()
     try:
-        for root in roots:
-            for top in ("manifests", "manifests-v2"):
-                if _stat(client, container.id, f"{root}/{top}") is None:
+        for root, name in roots:
+            fmt = model_format(name)
+            for top in fmt.manifest_dirs if fmt else ():
+                if archive_stat(client, container.id, f"{root}/{top}") is None:
                     continue
-                chunks, _ = client.api.get_archive(container.id, f"{root}/{top}", chunk_size=BLOCK)
-                with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(iter(chunks)), BLOCK), mode="r|") as tar:
-                    for member in tar:
-                        if member.isreg() or member.issym() or member.islnk():
-                            ref = reference_of_manifest_path(member.name)
-                            if ref:
-                                found.add(ref)
+                for member, _ in read_archive(client, container.id, f"{root}/{top}"):
+                    if member.isreg() or member.issym() or member.islnk():
+                        ref = fmt.reference_of(member.name)
+                        if ref:
+                            found.add(ref)
     except (docker.errors.APIError, tarfile.TarError, OSError):
         return None
     return sorted(found)

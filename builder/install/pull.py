@@ -2,7 +2,7 @@
 
 An online bundle names each image by digest and ships no blobs; a phase-4 lab
 is tens of GB. Pulling is its own step, before ``up`` and before any health
-budget starts (``builder.install.health``), so a slow link never turns into a
+budget starts (``builder.host.health``), so a slow link never turns into a
 "not healthy" verdict. Images the engine already holds (by digest) are
 skipped; offline bundles never get here (their images were loaded).
 
@@ -19,10 +19,17 @@ from typing import Callable
 
 import docker
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from ..bundle.layout import Manifest
 from ..errors import InstallError
+from ..format.manifest import Manifest
+from ..host.engine import pull_stream
 
 
 @dataclass
@@ -56,7 +63,7 @@ def _pull_one(client, ref: str, on_progress: Callable[[int, int], None]) -> None
     repo, digest = ref.split("@", 1)
     layers: dict[str, tuple[int, int]] = {}
     try:
-        for msg in client.api.pull(repo, tag=digest, stream=True, decode=True):
+        for msg in pull_stream(client, repo, digest):
             if "error" in msg or "errorDetail" in msg:
                 raise InstallError(f"pulling {ref} failed: "
                                    + ((msg.get("errorDetail") or {}).get("message") or msg.get("error")),

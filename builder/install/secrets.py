@@ -11,24 +11,23 @@ example and listed apart in the manifest; ``builder.install.inputs`` checks them
 from __future__ import annotations
 
 import os
-import re
 import secrets as _random
 import string
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..bundle.layout import read_secrets_example
 from ..errors import InstallError
+from ..format.secrets_example import read_secrets_example
 from ..fsutil import CapExceeded, atomic_write, read_capped
+from ..host.dotenv import env_keys
+from ..host.labdir import ENV_FILE
 from ..limits import MAX_ENV_BYTES
-from .state import ENV_FILE
 
 ALPHABETS = {
     "token": string.ascii_letters + string.digits + "-_",
     "password": string.ascii_letters + string.digits,
     "hex": "0123456789abcdef",
 }
-_ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
 
 
 def secret_specs(example: str) -> dict[str, tuple[str, int]]:
@@ -50,11 +49,6 @@ def generate_secret(kind: str, length: int) -> str:
     """A random value of ``kind`` (token | password | hex) and ``length`` characters."""
     alphabet = ALPHABETS.get(kind, ALPHABETS["token"])
     return "".join(_random.choice(alphabet) for _ in range(length))
-
-
-def env_keys(text: str) -> set[str]:
-    """Keys assigned in a .env file's text."""
-    return {m.group(1) for line in text.splitlines() if (m := _ENV_LINE_RE.match(line))}
 
 
 def merge_secrets(existing: str, wanted: dict[str, tuple[str, int]],
@@ -99,29 +93,3 @@ def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ())
     return added
 
 
-def env_values(text: str) -> dict[str, str]:
-    """``{KEY: raw value}`` of a .env file's text (the last assignment of a key wins)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        m = _ENV_LINE_RE.match(line)
-        if m:
-            out[m.group(1)] = line[m.end():]
-    return out
-
-
-def replace_values(existing: str, wanted: dict[str, str]) -> tuple[str, list[str]]:
-    """``existing`` .env text with each key of ``wanted`` set to its value (lines replaced in place,
-    missing keys appended). Returns the new text and the keys whose value changed."""
-    have = env_values(existing)
-    changed = sorted(k for k, v in wanted.items() if have.get(k) != v)
-    lines, done = [], set()
-    for line in existing.splitlines():
-        m = _ENV_LINE_RE.match(line)
-        if m and m.group(1) in wanted:
-            if m.group(1) in done:
-                continue
-            line = f"{m.group(1)}={wanted[m.group(1)]}"
-            done.add(m.group(1))
-        lines.append(line)
-    lines += [f"{k}={wanted[k]}" for k in sorted(wanted) if k not in done]
-    return "".join(line + "\n" for line in lines), changed

@@ -20,16 +20,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundle import verify
-from ..bundle.layout import (DOCKER_LOAD_DEFAULT, IMAGES_DIR, MANIFEST, TRUST_FILES, Manifest, delta_summary,
-                             docker_load_manifest)
 from ..bundle.reader import ScannedBundle, peek_files
 from ..errors import BundleError, InstallError
+from ..format.delta import delta_summary
+from ..format.files import (
+    DOCKER_LOAD_DEFAULT,
+    IMAGES_DIR,
+    MANIFEST,
+    TRUST_FILES,
+    docker_load_manifest,
+)
+from ..format.manifest import Manifest
+from ..format.tar import USTAR, padded, padding, tar_header
 from ..fsutil import canonical_json, sha256_bytes
+from ..host.engine import StreamingLoad, has_image, tag_image
+from ..host.labdir import Say
 from ..limits import MAX_SMALL_FILE_BYTES
 from ..platforms import expected_image_id, match_platform
 from ..progress import progress_display
-from .engine import StreamingLoad, has_image, tag_image, tar_header
-from .state import Say
+
+
+def load_header(name: str, size: int) -> bytes:
+    """A member header of the docker load stream: USTAR, what ``docker load`` reads everywhere."""
+    return tar_header(name, size, dialect=USTAR)
 
 
 @dataclass
@@ -55,7 +68,7 @@ class _LoadStream:
 
     def close(self) -> None:
         if self._size % 512:
-            self._load.put(b"\0" * (512 - self._size % 512))
+            self._load.put(padding(self._size))
 
 
 class _ImageLoader:
@@ -116,7 +129,7 @@ class _ImageLoader:
         plan = {e["Config"] for e in entries} | {layer for e in entries for layer in e["Layers"]}
         if entries:
             raw = canonical_json(entries).encode()
-            head = tar_header("manifest.json", len(raw)) + raw + b"\0" * (-len(raw) % 512)
+            head = load_header("manifest.json", len(raw)) + raw + padding(len(raw))
             blobs = self._stream_bytes(plan)
             self.load = StreamingLoad(self.client, None if blobs is None else len(head) + blobs
                                       + len(StreamingLoad.TRAILER))
@@ -135,7 +148,7 @@ class _ImageLoader:
             entry = self.manifest.files.get(f"{IMAGES_DIR}/{blob}")
             size = entry.size if entry is not None else self.base_sizes.get(blob)
             if size is not None:     # what stream() sends for it: header, data, padding
-                total += len(tar_header(blob, size)) + size + (-size % 512)
+                total += len(load_header(blob, size)) + padded(size)
         return total
 
     def _delta_entries(self, manifest: Manifest, entries: list[dict]) -> list[dict]:
@@ -194,7 +207,7 @@ class _ImageLoader:
         if inner not in self.plan or inner in self.sent or self.load is None:
             return None
         self.sent.add(inner)
-        self.load.put(tar_header(inner, size))
+        self.load.put(load_header(inner, size))
         return _LoadStream(self.load, size)
 
     def fill_from_base(self, on_bytes) -> None:
@@ -213,7 +226,7 @@ class _ImageLoader:
         if inner not in self.from_base or inner in self.sent:
             return None
         self.sent.add(inner)
-        self.load.put(tar_header(inner, size))
+        self.load.put(load_header(inner, size))
         return _LoadStream(self.load, size)
 
     def abort(self, exc: BaseException) -> None:

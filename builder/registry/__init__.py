@@ -48,8 +48,16 @@ from __future__ import annotations
 
 from .auth import Credentials, docker_config_path, load_credentials
 from .client import RegistryClient
-from .manifests import (ACCEPT_MANIFESTS, DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES,
-                        OCI_INDEX, OCI_MANIFEST, ImageManifest)
+from .manifests import (
+                        ACCEPT_MANIFESTS,
+                        DOCKER_LIST,
+                        DOCKER_MANIFEST,
+                        INDEX_TYPES,
+                        MANIFEST_TYPES,
+                        OCI_INDEX,
+                        OCI_MANIFEST,
+                        ImageManifest,
+)
 from .names import DOCKER_HUB, ImageName, is_loopback, parse_image_name, registry_scheme
 from .responses import BlobStream
 

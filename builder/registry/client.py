@@ -18,8 +18,14 @@ from ..errors import RegistryError
 from .auth import Authenticator, Credentials, docker_config_path, load_credentials
 from .manifests import ACCEPT_MANIFESTS, ImageManifest, manifest_media_type
 from .names import ImageName, parse_image_name, registry_scheme
-from .responses import (BlobStream, ErrorFactory, is_tls_failure, registry_message, retry_after,
-                        total_size)
+from .responses import (
+    BlobStream,
+    ErrorFactory,
+    is_tls_failure,
+    registry_message,
+    retry_after,
+    total_size,
+)
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

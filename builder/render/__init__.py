@@ -46,10 +46,23 @@ What each renderer produces, and the contracts other parts rely on:
 
 from __future__ import annotations
 
-from .compose import LABEL_PREFIX, NETWORK, compose_service, port_spec, render_compose, service_environment
-from ..bundle.layout import COMPOSE_FILE, bundle_filename, bundle_top
 from ..escape import parse_env_file
-from .envfile import comment_text, env_file_value, lab_settings, render_lab_env, render_secrets_example
+from ..format.files import COMPOSE_FILE, bundle_filename, bundle_top
+from .compose import (
+    LABEL_PREFIX,
+    NETWORK,
+    compose_service,
+    port_spec,
+    render_compose,
+    service_environment,
+)
+from .envfile import (
+    comment_text,
+    env_file_value,
+    lab_settings,
+    render_lab_env,
+    render_secrets_example,
+)
 from .files import render_config_files, render_text_files
 from .observability import render_observability, scrape_targets
 from .release import ReleaseInput, secret_keys, supplied_keys, volume_name

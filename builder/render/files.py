@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..format.files import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV, SECRETS_EXAMPLE
 from .compose import render_compose, render_compose_gpu
 from .envfile import render_lab_env, render_secrets_example
 from .observability import render_observability
-from ..bundle.layout import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV, SECRETS_EXAMPLE
 from .release import ReleaseInput
 from .runbooks import render_runbooks
 

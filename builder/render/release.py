@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..blueprint import Blueprint, Lab, secret_env_key
-from ..bundle.layout import COMPOSE_FILE, bundle_filename, bundle_top
+from ..format.files import bundle_filename, bundle_top
 from ..lockfile import Lock
+
 
 @dataclass(frozen=True)
 class ReleaseInput:
@@ -50,7 +51,7 @@ class ReleaseInput:
         for name in self.services:
             model = next((m for m in self.blueprint(name).models if m.role == "embedding"), None)
             if model is not None:
-                found[name] = model.ollama_name
+                found[name] = model.served_name
         return found
 
     @property

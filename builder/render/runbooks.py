@@ -8,8 +8,8 @@ from string import Template
 from typing import Any
 
 from ..blueprint import Blueprint, Port, secret_env_key
-from ..bundle.layout import runbook_path
 from ..escape import markdown_block, markdown_code, markdown_text
+from ..format.files import runbook_path
 from ..limits import LIMITS, MiB
 from .release import ReleaseInput, volume_name
 from .text import template_text
@@ -68,11 +68,11 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
         targets = {v.name: v.target.rstrip("/") for v in bp.volumes}
         for m in bp.models:
             where = f"`{targets.get(m.volume, '?')}/{m.path}`"
-            line = f"- `{m.ollama_name}`" + (f" ({m.role})" if m.role else "") + f", pinned `{m.digest[:19]}…`: "
+            line = f"- `{m.served_name}`" + (f" ({m.role})" if m.role else "") + f", pinned `{m.digest[:19]}…`: "
             line += (f"shipped in this bundle; `labbuild install` places it into {where} (Ollama's layout) "
                      "and keeps every model already there" if ri.offline else
                      f"not carried by this online bundle; pull it once the lab runs "
-                     f"(`docker exec {ri.lab.name}-{name}-1 ollama pull {m.ollama_name}`), or install the image "
+                     f"(`docker exec {ri.lab.name}-{name}-1 ollama pull {m.served_name}`), or install the image "
                      "bundle (`--with-images`) that carries it")
             out.append(line)
         out.append("")
@@ -164,7 +164,8 @@ def render_runbooks(ri: ReleaseInput) -> dict[str, str]:
         web = next((p for p in bp.ports if p.host), None)
         url = f"http://{service_url(bp, web)}" if web else "—"
         rows.append(f"| {name} | {_md_cell(bp.description)} | {url} | [{name}.md]({name}.md) |")
-    ollama = "ollama" if "ollama" in ri.services else "<gpu service>"
+    gpu_service = next((n for n in ri.services if ri.blueprint(n).resources
+                        and ri.blueprint(n).resources.gpus is not None), "<gpu service>")
     text = Template(template_text("runbooks/README.md")).substitute(
         lab=ri.lab.name, version=ri.version, profile=ri.profile, top=ri.top, archive=ri.filename,
         services_table="\n".join(rows),
@@ -172,7 +173,7 @@ def render_runbooks(ri: ReleaseInput) -> dict[str, str]:
         compose_ps=ri.compose_command("ps", "DIR"),
         compose_logs=ri.compose_command("logs --tail 200 SERVICE", "DIR"),
         compose_events=ri.compose_command("ps -a", "DIR"),
-        ollama=ollama,
+        gpu_service=gpu_service,
         limits=limits_list(),
     )
     pages = {"runbooks/README.md": text}

@@ -19,9 +19,22 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..platforms import platform_file
-from .cyclonedx import ImageSubject, components_of, render_cyclonedx, sbom_serial, validation_problem
+from .cyclonedx import (
+    ImageSubject,
+    components_of,
+    render_cyclonedx,
+    sbom_serial,
+    validation_problem,
+)
 from .layers import ChainMemo, Layer, read_layers
-from .packages import OS_RELEASE, Distro, Package, is_metadata_path, packages_from, parse_os_release
+from .packages import (
+    OS_RELEASE,
+    Distro,
+    Package,
+    is_metadata_path,
+    packages_from,
+    parse_os_release,
+)
 
 __all__ = ["ChainMemo", "ImageScan", "ImageSubject", "Layer", "Package", "components_of", "generate_sbom", "render_cyclonedx",
            "sbom_path", "sbom_serial", "scan_image", "validation_problem"]

@@ -35,9 +35,11 @@ from ..errors import BundleError
 from ..limits import MAX_SBOM_METADATA_BYTES
 
 try:  # ISA-L inflates gzip 1.5-3x faster than zlib; same API, same checks (CRC32, size)
-    from isal.isal_zlib import decompressobj as _decompressobj, error as _InflateError
+    from isal.isal_zlib import decompressobj as _decompressobj
+    from isal.isal_zlib import error as _InflateError
 except ImportError:  # pragma: no cover - isal is a dependency, but a wheel may be missing for a platform
-    from zlib import decompressobj as _decompressobj, error as _InflateError
+    from zlib import decompressobj as _decompressobj
+    from zlib import error as _InflateError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"

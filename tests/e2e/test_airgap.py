@@ -14,7 +14,7 @@ import pytest
 
 from builder.cli import main
 from builder.install.apply import install_bundle, rollback, uninstall
-from builder.install.status import status
+from builder.operate.status import status
 
 from labkit import http_get, two_service_lab
 

@@ -23,7 +23,7 @@ import pytest
 
 from builder.cli import main
 from builder.install.apply import install_bundle, uninstall
-from builder.install.backupfile import TOP, read_backup_manifest
+from builder.backups.backupfile import TOP, read_backup_manifest
 
 from labkit import Service, free_port, http_get, path_with_venv, two_service_lab
 
@@ -124,7 +124,7 @@ def test_backup_uninstall_reinstall_restore_gives_the_same_bytes_and_secrets(air
     assert code == 0, err
     assert out["services"] == {"web": "healthy"} and out["secrets_restored"]
     assert fingerprint(docker_engine, lab.name, "web") == before
-    from builder.install.secrets import env_values
+    from builder.host.dotenv import env_values
     assert env_values((target / ".env").read_text()) == env_values(secrets)
     token = env_values(secrets)["WEB__API_TOKEN"]
     assert sh(docker_engine, lab.name, "web", "echo $API_TOKEN").strip() == token   # recreated with it
@@ -424,7 +424,7 @@ def test_a_full_disk_names_the_service_and_volume_and_leaves_the_lab_running(air
 
 def test_host_directory_only_when_the_engine_sees_that_very_directory(airgap, docker_engine, tmp_path):
     from builder.errors import BackupError
-    from builder.install.hostvolume import host_directory, tar_stream
+    from builder.backups.hostvolume import host_directory, tar_stream
     if os.geteuid() != 0:
         pytest.skip("the host-directory shortcut needs root")
     lab, _bundle, _target = installed_pair(airgap, docker_engine, tmp_path)

@@ -13,7 +13,8 @@ import tarfile
 
 import pytest
 
-from builder.bundle.layout import IMAGE_BLOBS_PREFIX, Manifest
+from builder.format.files import IMAGE_BLOBS_PREFIX
+from builder.format.manifest import Manifest
 from builder.cli import main
 from builder.errors import InstallError
 from builder.install.apply import install_bundle, rollback

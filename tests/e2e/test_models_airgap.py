@@ -17,14 +17,13 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
+from labkit import Service
+from support.registry import free_port
 
 from builder.errors import LabbuildError
 from builder.install.apply import install_bundle, rollback
-from builder.install.status import status
 from builder.lockfile import read_lock
-
-from labkit import Service
-from support.registry import free_port
+from builder.operate.status import status
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -175,9 +174,9 @@ def model_bundle(tmp_path, docker_engine):
     """An image-bundle-shaped tar (and its manifest) holding one tiny model, plus a created
     container of a local busybox image with a fresh volume on /data."""
     import docker as docker_sdk
-
-    from builder.bundle.layout import Manifest
     from support.oci import ollama_model
+
+    from builder.format.manifest import Manifest
 
     m = ollama_model(b"placement weights" * 300)
     blobs = [m.manifest, *m.blobs()]
@@ -222,12 +221,13 @@ def model_bundle(tmp_path, docker_engine):
 
 
 def test_placement_through_the_sdk_stream_writes_the_same_layout(model_bundle, monkeypatch):
+    from builder.bundle.reader import file_fingerprint
     from builder.install import models as placing
 
-    monkeypatch.setattr(placing, "_unix_socket", lambda client: None)   # as with a TCP or SSH engine
+    monkeypatch.setattr(placing, "unix_socket_path", lambda client: None)   # as with a TCP or SSH engine
     mb = model_bundle
     placed = placing.place_models(mb.client, mb.bundle, mb.manifest, {"llm": mb.container}, lambda _: None,
-                                  placing.bundle_fingerprint(mb.bundle))
+                                  file_fingerprint(mb.bundle))
     assert placed["llm"].written == sorted(b.digest for b in mb.model.blobs())
     assert read_file(mb.container, "/data/models/manifests/127.0.0.1:5000/library/tiny/q4") == mb.model.manifest.data
     for b in mb.model.blobs():
@@ -236,12 +236,13 @@ def test_placement_through_the_sdk_stream_writes_the_same_layout(model_bundle, m
 
 @pytest.mark.parametrize("sdk", [False, True], ids=["sendfile", "sdk"])
 def test_a_bundle_changed_since_it_verified_places_no_manifest(model_bundle, monkeypatch, sdk):
+    from builder.bundle.reader import file_fingerprint
     from builder.install import models as placing
 
     if sdk:
-        monkeypatch.setattr(placing, "_unix_socket", lambda client: None)
+        monkeypatch.setattr(placing, "unix_socket_path", lambda client: None)
     mb = model_bundle
-    verified = placing.bundle_fingerprint(mb.bundle)
+    verified = file_fingerprint(mb.bundle)
     checks = []
     real = placing._BundleBlobs.check_unchanged
 

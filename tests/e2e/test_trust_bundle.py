@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.bundle.layout import PROVENANCE, SIGSTORE
+from builder.format.files import PROVENANCE, SIGSTORE
 from builder.bundle.release import build_release
 from builder.bundle.verify import verify_bundle
 from builder.cli import main

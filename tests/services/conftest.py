@@ -22,7 +22,7 @@ import pytest
 def install_overrides(install_dir: str) -> dict[str, str]:
     """Environment overrides for the generated tests, from an install's manifest."""
     from builder.blueprint import env_id
-    from builder.install.check import read_install
+    from builder.operate.check import read_install
     from builder.errors import LabbuildError
 
     try:

@@ -8,7 +8,7 @@
     DIR/.env                  the generated secrets (mode 0600), kept across upgrades; the
                               operator's overrides of lab.env go here too
     DIR/compose.yaml          labbuild's pointer at the current release for plain `docker compose`
-                              in DIR (builder.install.compose), rewritten with `current`
+                              in DIR (builder.host.compose), rewritten with `current`
     DIR/.labbuild.lock        serialises labbuild commands on the same DIR
 
 A release's ``manifest.json`` is read through ``builder.bundle.layout.Manifest``,
@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .. import names
-from ..bundle.layout import MANIFEST, SUMS, Manifest, is_version
 from ..bundle.verify import write_tree
 from ..errors import BundleError, InstallError
+from ..format.files import MANIFEST, SUMS, is_version
+from ..format.manifest import Manifest
 
 Say = Callable[[str], None]
 RELEASES = "releases"

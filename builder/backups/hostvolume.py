@@ -34,11 +34,9 @@ seconds, as in the engine's archive; sockets are skipped by both.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as _dt
 import fcntl
-import json
 import os
 import posixpath
 import re
@@ -49,9 +47,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from docker.transport import UnixHTTPAdapter
-
 from ..errors import BackupError
+from ..host.engine import archive_stat, unix_socket_path
 
 PLAIN = re.compile(r"[A-Za-z0-9._-]+")
 PIPE_SIZE = 1 << 20          # fewer wake-ups than the 64 KiB default pipe
@@ -78,8 +75,7 @@ def host_directory(client, container, target: str) -> Path | None:
     when reading it directly is safe (see the module docstring); else None."""
     if os.geteuid() != 0 or gnu_tar() is None:
         return None
-    api = client.api
-    if not isinstance(api.get_adapter(api.base_url), UnixHTTPAdapter):
+    if unix_socket_path(client) is None:
         return None
     target = posixpath.normpath(target)
     mounts = container.attrs.get("Mounts") or []
@@ -98,10 +94,9 @@ def host_directory(client, container, target: str) -> Path | None:
         if any("name=userns" in o for o in client.info().get("SecurityOptions") or ()):
             return None
         here = os.lstat(source)
-        answer = api.head(api._url("/containers/{0}/archive", container.id), params={"path": target}, timeout=30)
-        if answer.status_code != 200:
+        stat = archive_stat(client, container.id, target)
+        if stat is None:
             return None
-        stat = json.loads(base64.b64decode(answer.headers["X-Docker-Container-Path-Stat"]))
     except Exception:   # any doubt (engine, header, file) means: use the archive API
         return None
     if not os.path.isdir(source) or os.path.islink(source):

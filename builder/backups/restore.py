@@ -36,18 +36,25 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import docker
 
-from ..bundle.layout import Manifest
 from ..errors import BackupError
+from ..format.manifest import Manifest
 from ..fsutil import atomic_write
+from ..host.compose import PROJECT_LABEL, VOLUME_LABEL, Project
+from ..host.dotenv import env_values, replace_values
+from ..host.engine import containers, docker_client, put_archive, running
+from ..host.health import HealthResult, Probe, wait_healthy
+from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
 from ..limits import MAX_ENV_BYTES
 from .backup import engine_call
 from .backupcrypt import decrypt_stream, is_encrypted, load_identity
-from .backupfile import ENV_MEMBER, TOP, BackupManifest, dump_member, verify_backup, volume_member
-from .compose import PROJECT_LABEL, VOLUME_LABEL, Project
-from .engine import containers, docker_client, running
-from .health import HealthResult, Probe, wait_healthy
-from .secrets import env_values, replace_values
-from .state import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
+from .backupfile import (
+    ENV_MEMBER,
+    TOP,
+    BackupManifest,
+    dump_member,
+    verify_backup,
+    volume_member,
+)
 
 BLOCK = 1 << 20
 
@@ -188,7 +195,7 @@ def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, 
                 say(f"{svc}: restoring volume {v.volume} ({v.target})")
                 fh = member(volume_member(svc, v.name))
                 parent = posixpath.dirname(v.target.rstrip("/")) or "/"
-                engine_call(lambda: client.api.put_archive(container.id, parent, iter(lambda: fh.read(BLOCK), b"")),
+                engine_call(lambda: put_archive(client, container.id, parent, iter(lambda: fh.read(BLOCK), b"")),
                             svc, v.volume, f"write {v.target}")
         started = sorted(set(volume_services) | set(exec_services))
         # a database is restored with no client connected (pg_dumpall -c drops what it recreates)

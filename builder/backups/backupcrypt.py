@@ -5,7 +5,7 @@ Keys are X25519 in PEM, e.g. made with OpenSSL::
     openssl genpkey -algorithm X25519 -out backup-key.pem        # keep offline: restores need it
     openssl pkey -in backup-key.pem -pubout -out backup-key.pub  # give this to `backup --recipient`
 
-An encrypted backup is the plain backup tar (``builder.install.backupfile``)
+An encrypted backup is the plain backup tar (``builder.backups.backupfile``)
 sealed in fixed-size chunks, format 1::
 
     magic      b"LABBACKUP1\\n"                        11 bytes
@@ -31,7 +31,10 @@ from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 

@@ -26,15 +26,15 @@ reader's walk (unsafe members refused) and hashing pass, checked against
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 from ..bundle.reader import read_member, scan_bundle
 from ..errors import BackupError
+from ..format.tar import DIRECTORY, FILE, GNU, padded, tar_header
 from ..fsutil import WriteBehind, canonical_json
 from ..limits import MAX_MANIFEST_BYTES, MAX_NESTING
 from ..typecheck import field_problems, summarize, too_deep
@@ -136,33 +136,9 @@ class BackupManifest:
 
 
 def _header(name: str, size: int, mtime: int, directory: bool = False) -> bytes:
-    info = tarfile.TarInfo(f"{TOP}/{name}" if name else TOP)
-    info.size, info.mtime = (0, mtime) if directory else (size, mtime)
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.mode = 0o700 if directory else 0o600
-    info.uname = info.gname = ""
     # GNU: sizes beyond 8 GiB fit the same 512-byte header (base-256), so rewriting it never moves data
-    return info.tobuf(format=tarfile.GNU_FORMAT)
-
-
-class IterReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (the engine's streamed answers)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._left = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._left:
-            self._left = next(self._chunks, b"")
-        if size < 0 or size >= len(self._left):
-            out, self._left = self._left, b""
-        else:
-            out, self._left = self._left[:size], self._left[size:]
-        return out
+    return tar_header(f"{TOP}/{name}" if name else TOP, size, kind=DIRECTORY if directory else FILE,
+                      mode=0o700 if directory else 0o600, mtime=mtime, dialect=GNU)
 
 
 class BackupWriter:
@@ -175,7 +151,7 @@ class BackupWriter:
         self._manifest_at = fh.tell()
         self._reserve = reserve
         fh.write(_header(MANIFEST_NAME, reserve, self.mtime))
-        fh.write(b" " * _padded(reserve))
+        fh.write(b" " * padded(reserve))
 
     def add(self, rel: str, source: BinaryIO, *, service: str | None = None, volume: str | None = None,
             on_bytes: Callable[[int], None] | None = None) -> BackupMember:
@@ -184,7 +160,7 @@ class BackupWriter:
         header = _header(rel, 0, self.mtime)
         self.fh.write(header)
         read = read_member(source, sink=WriteBehind(self.fh).write, on_bytes=on_bytes)
-        self.fh.write(b"\0" * (_padded(read.size) - read.size))
+        self.fh.write(b"\0" * (padded(read.size) - read.size))
         end = self.fh.tell()
         final = _header(rel, read.size, self.mtime)
         if len(final) != len(header):  # cannot happen with short names; never corrupt the file
@@ -211,10 +187,6 @@ class BackupWriter:
 def reserve_for(members: int) -> int:
     """Bytes reserved for backup.json of a backup with ``members`` members (generous)."""
     return 16384 + 1024 * members
-
-
-def _padded(size: int) -> int:
-    return -(-size // BLOCK) * BLOCK
 
 
 def read_backup_manifest(path: Path) -> BackupManifest:

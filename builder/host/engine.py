@@ -1,26 +1,35 @@
-"""The Docker engine, as the install side uses it: the client, image IDs against
-the lock, the lab's containers, and a streaming ``docker load``.
+"""The Docker engine: everything the install side says to the Docker API goes through here.
 
-``StreamingLoad`` feeds ``docker load`` a tar generated on the fly (the host
-platform's docker-load manifest and blobs, read straight from the bundle
-archive while it is verified; see ``builder.install.unpack``).
+The client (and the one process-wide setting it needs: request bodies in 1 MiB blocks),
+image IDs against the lock, the lab's containers, a streaming ``docker load``
+(``StreamingLoad``: a tar generated on the fly from the bundle archive while it is
+verified; see ``builder.install.unpack``), the archive API (``archive_stat``,
+``get_archive``, ``read_archive``, ``put_archive``), pulling by digest (``pull_stream``) and
+the raw archive PUT over the engine's unix socket that sends file ranges with ``sendfile``
+(``put_archive_ranges``). No other module touches the SDK's private attributes.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import queue
+import socket
 import tarfile
 import threading
-from typing import Any, Iterator
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import docker
 from docker.transport.unixconn import UnixHTTPConnection
 
-from ..bundle.layout import Manifest
 from ..errors import InstallError
+from ..format.manifest import Manifest
+from ..format.tar import END
 from ..platforms import expected_image_id
 from .compose import PROJECT_LABEL, SERVICE_LABEL
-
 
 # docker-py's unix-socket connection sends a request body (docker load, put_archive) in urllib3's
 # default 16 KiB blocks: a GiB load stream then costs ~0.7 CPU-s and ~1 s more than in 1 MiB
@@ -30,6 +39,8 @@ BODY_BLOCK = 1 << 20
 
 
 def _send_bodies_in_big_blocks() -> None:
+    """The one process-wide library setting of labbuild's install side (tested to take effect:
+    ``tests/test_install_engine.py``). Idempotent."""
     cls = UnixHTTPConnection
     if getattr(cls, "_labbuild_blocksize", False):
         return
@@ -40,6 +51,14 @@ def _send_bodies_in_big_blocks() -> None:
         self.blocksize = max(getattr(self, "blocksize", 0) or 0, BODY_BLOCK)
     cls.__init__ = __init__
     cls._labbuild_blocksize = True
+
+
+def body_block_size(client) -> int | None:
+    """The block size the client's unix-socket connections send request bodies in (None: not a
+    unix socket)."""
+    if unix_socket_path(client) is None:
+        return None
+    return UnixHTTPConnection(client.api.base_url, unix_socket_path(client)).blocksize
 
 
 def docker_client():
@@ -148,13 +167,6 @@ def check_running_images(client, manifest: Manifest, platform: str) -> None:
 
 
 
-def tar_header(name: str, size: int) -> bytes:
-    """A ustar header of a regular file member (what docker load reads)."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime, info.type = size, 0o644, 0, tarfile.REGTYPE
-    return info.tobuf(format=tarfile.USTAR_FORMAT)
-
-
 class StreamingLoad:
     """``docker load`` fed from another thread: ``put`` tar bytes, then ``finish`` or ``abort``.
 
@@ -170,7 +182,7 @@ class StreamingLoad:
     """
 
     _END = object()
-    TRAILER = b"\0" * 1024
+    TRAILER = END
 
     def __init__(self, docker_client, size: int | None = None, depth: int = 16) -> None:
         self.size = size
@@ -255,3 +267,119 @@ class _QueueBody:
             raise InstallError(f"internal error: the docker load stream runs past its {self._size} bytes",
                                hint="report it; `labbuild install` again")
         return out
+
+
+# --------------------------------------------------------------------------- the archive API
+
+ARCHIVE_BLOCK = 1 << 20
+
+
+def archive_stat(client, container_id: str, path: str) -> dict | None:
+    """The engine's stat of ``path`` in the container (HEAD on the archive API), or None."""
+    resp = client.api.head(client.api._url("/containers/{0}/archive", container_id), params={"path": path})
+    if resp.status_code == 404:
+        return None
+    client.api._raise_for_status(resp)
+    raw = resp.headers.get("X-Docker-Container-Path-Stat")
+    return json.loads(base64.b64decode(raw)) if raw else None
+
+
+def get_archive(client, container_id: str, path: str) -> tuple[Iterator[bytes], dict]:
+    """``path`` of the container as a tar stream of chunks, and the engine's stat of it."""
+    chunks, stat = client.api.get_archive(container_id, path, chunk_size=ARCHIVE_BLOCK)
+    return iter(chunks), stat
+
+
+def put_archive(client, container_id: str, target: str, data: Iterable[bytes] | bytes) -> None:
+    """Unpack a tar (bytes or chunks) into the container's directory ``target``."""
+    client.api.put_archive(container_id, target, data)
+
+
+def pull_stream(client, repository: str, tag: str) -> Iterator[dict]:
+    """The engine's progress messages while it pulls ``repository:tag`` (a tag or a digest)."""
+    return client.api.pull(repository, tag=tag, stream=True, decode=True)
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (the engine's streamed answers)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._left = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._left:
+            self._left = next(self._chunks, b"")
+        if size is None or size < 0 or size >= len(self._left):
+            out, self._left = self._left, b""
+        else:
+            out, self._left = self._left[:size], self._left[size:]
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def read_archive(client, container_id: str, path: str) -> Iterator[tuple[tarfile.TarInfo, BinaryIO | None]]:
+    """Each member of ``path`` (a file or a directory) read through the engine, as
+    ``(member, stream or None)``, in the order the engine sends them."""
+    chunks, _ = get_archive(client, container_id, path)
+    with tarfile.open(fileobj=io.BufferedReader(ChunkReader(chunks), ARCHIVE_BLOCK), mode="r|") as tar:
+        for member in tar:
+            yield member, (tar.extractfile(member) if member.isreg() else None)
+
+
+def unix_socket_path(client) -> str | None:
+    """The engine's unix socket path when the client talks to one (else None: use the SDK)."""
+    adapter = getattr(client.api, "_custom_adapter", None)
+    path = getattr(adapter, "socket_path", None)
+    return path if isinstance(path, str) and client.api.base_url.startswith("http+docker://") else None
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """``size`` bytes of an open file at ``offset``, sent with ``sendfile``; ``sent(n)`` is called
+    with the bytes that went out before the next piece (it may raise to stop the stream)."""
+
+    offset: int
+    size: int
+    sent: Callable[[int], None]
+
+
+def put_archive_ranges(client, container_id: str, target: str, fh: BinaryIO,
+                       pieces: list[bytes | FileRange]) -> None:
+    """The archive PUT of ``put_archive``, with a known length, over the engine's unix socket
+    (``unix_socket_path`` must not be None): ``bytes`` pieces are written, ``FileRange`` pieces
+    are sent straight from ``fh`` with ``sendfile`` (no copy through Python)."""
+    length = sum(p.size if isinstance(p, FileRange) else len(p) for p in pieces)
+    url = client.api._url("/containers/{0}/archive", container_id).split("://", 1)[1]
+    path = "/" + url.split("/", 1)[1] + "?" + urllib.parse.urlencode({"path": target})
+    head = (f"PUT {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: labbuild\r\n"
+            f"Content-Type: application/x-tar\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(600)
+        sock.connect(unix_socket_path(client))
+        sock.sendall(head.encode())
+        for piece in pieces:
+            if isinstance(piece, FileRange):
+                offset, left = piece.offset, piece.size
+                while left > 0:
+                    sent = sock.sendfile(fh, offset, min(left, 64 * ARCHIVE_BLOCK))
+                    if sent == 0:
+                        break
+                    offset, left = offset + sent, left - sent
+                piece.sent(piece.size - left)
+            else:
+                sock.sendall(piece)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = answer.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        body = answer.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace").strip()
+        raise InstallError(f"the engine refused the archive ({b' '.join(status[1:]).decode()}): {body[-300:]}",
+                           hint="check free space in the volume and the engine log")

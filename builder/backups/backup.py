@@ -10,7 +10,7 @@ the release's manifest.json, ``ManifestService.backup``):
   started again if it was running. No helper image: works air-gapped.
   When labbuild runs as root beside a local engine, the same tar is made
   by GNU tar from the volume's host directory instead, 2-3x faster
-  (``builder.install.hostvolume`` says when that is safe);
+  (``builder.backups.hostvolume`` says when that is safe);
   ``engine_archive=True`` (``--engine-archive``) always asks the engine.
 - ``exec``: the ``dump`` command runs in the running container and its
   stdout is streamed into the backup (databases: ``pg_dumpall``).
@@ -21,8 +21,8 @@ other), archived, and started again in dependency order — also when a
 capture fails, so the lab is left running as it was. ``DIR/.env`` goes in
 too. The file is written through ``fsutil.atomic_writer`` (temp file beside,
 fsync, rename; mode 0600): after a kill -9 nothing is at the final path. The
-format is ``builder.install.backupfile``; ``--recipient`` seals it
-(``builder.install.backupcrypt``).
+format is ``builder.backups.backupfile``; ``--recipient`` seals it
+(``builder.backups.backupcrypt``).
 """
 
 from __future__ import annotations
@@ -40,17 +40,26 @@ import docker
 import requests
 
 from .. import __version__
-from ..bundle.layout import Manifest
 from ..errors import BackupError
+from ..format.manifest import Manifest
 from ..fsutil import atomic_writer
+from ..host.engine import ChunkReader, containers, docker_client, get_archive
+from ..host.health import HealthResult, Probe, dependency_order, wait_healthy
+from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
 from ..progress import progress_display
 from .backupcrypt import encrypt_stream, is_encrypted, load_recipient
-from .backupfile import (ENV_MEMBER, BackupManifest, BackupService, BackupVolume, BackupWriter, IterReader,
-                         dump_member, read_backup_manifest, reserve_for, volume_member)
-from .engine import containers, docker_client
+from .backupfile import (
+    ENV_MEMBER,
+    BackupManifest,
+    BackupService,
+    BackupVolume,
+    BackupWriter,
+    dump_member,
+    read_backup_manifest,
+    reserve_for,
+    volume_member,
+)
 from .hostvolume import host_directory, tar_stream
-from .health import HealthResult, Probe, dependency_order, wait_healthy
-from .state import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
 
 BACKUPS_DIR = "backups"
 PLAIN_SUFFIX = ".backup.tar"
@@ -259,10 +268,10 @@ def _archive(client, container, svc: str, vol: BackupVolume, writer: BackupWrite
             raise _write_error(exc, writer, svc, vol.volume) from None
         return
     say(f"{svc}: archiving volume {vol.volume} ({vol.target}) through the engine's archive API")
-    stream, _stat = engine_call(lambda: client.api.get_archive(container.id, vol.target), svc, vol.volume,
-                            f"read {vol.target}")
+    stream, _stat = engine_call(lambda: get_archive(client, container.id, vol.target), svc, vol.volume,
+                                f"read {vol.target}")
     try:
-        writer.add(rel, IterReader(iter(stream)), service=svc, volume=vol.name,
+        writer.add(rel, ChunkReader(stream), service=svc, volume=vol.name,
                    on_bytes=_bar(bars, f"{svc}/{vol.name}"))
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise BackupError(f"{svc} volume {vol.volume}: the engine's archive stream failed: {exc}",
@@ -299,7 +308,7 @@ def _dump(client, container, svc: str, argv: tuple[str, ...], writer: BackupWrit
 
     rel = dump_member(svc)
     try:
-        writer.add(rel, IterReader(stdout()), service=svc, on_bytes=_bar(bars, f"{svc} dump"))
+        writer.add(rel, ChunkReader(stdout()), service=svc, on_bytes=_bar(bars, f"{svc} dump"))
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise BackupError(f"{svc}: the dump stream failed: {exc}", service=svc, member=rel) from None
     except OSError as exc:

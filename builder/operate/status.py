@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..host.dotenv import read_env
+from ..host.engine import containers, docker_client, host_platform
+from ..host.health import Probe, probe_once
+from ..host.labdir import current_release, read_manifest, release_link
+from ..install.inputs import not_started_detail, waiting_optional
+from ..install.models import model_inventory
 from ..platforms import expected_image_id
-from .engine import containers, docker_client, host_platform
-from .health import Probe, probe_once
-from .inputs import not_started_detail, read_env, waiting_optional
-from .models import model_inventory
-from .state import current_release, read_manifest, release_link
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 An install (made by ``labbuild install --dir DIR``) is ``DIR/current`` ->
 ``DIR/releases/<version>/``, holding the extracted bundle and its
-``manifest.json``, located and read by ``builder.install.state``. For every service this runs the checks of the contributor template's test
+``manifest.json``, located and read by ``builder.host.labdir``. For every service this runs the checks of the contributor template's test
 (cookiecutter-service/.../test_NAME.py), generated from the manifest:
 
 * ``container``: a container labelled ``com.docker.compose.project=<project>``
@@ -26,17 +26,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import testinfra
 
-from ..bundle.layout import Manifest, ManifestPort
 from ..errors import InstallError
-from .compose import PROJECT_LABEL, SERVICE_LABEL
-from .health import Probe, probe_once
-from .inputs import not_started_detail, read_env, waiting_optional
-from .state import current_release, read_manifest
-
+from ..format.manifest import Manifest, ManifestPort
+from ..host.compose import PROJECT_LABEL, SERVICE_LABEL
+from ..host.dotenv import read_env
+from ..host.health import Probe, probe_once
+from ..host.labdir import current_release, read_manifest
+from ..install.inputs import not_started_detail, waiting_optional
 
 # --------------------------------------------------------------------------- the install
 

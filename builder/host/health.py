@@ -20,12 +20,12 @@ terminal, one line per service goes to ``say``.
 
 from __future__ import annotations
 
+import http.client
 import re
 import socket
 import ssl
 import threading
 import time
-import http.client
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Mapping
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ..bundle.layout import ManifestHealth
+from ..format.manifest import ManifestHealth
 
 _DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}

@@ -2,7 +2,7 @@
 
 ``snapshot_before_upgrade`` runs inside ``install`` when a newer release
 replaces the current one: every service whose image changes and that keeps
-data is captured (``builder.install.backup.capture``, kind ``snapshot``,
+data is captured (``builder.backups.backup.capture``, kind ``snapshot``,
 ``upgrade_to`` = the new version) into ``DIR/backups/`` before compose
 recreates it. A disk preflight comes first (the volumes' sizes as the engine
 counts them against the free space of ``DIR/backups``); only the newest
@@ -20,12 +20,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..bundle.layout import Manifest
 from ..errors import BackupError, InstallError
+from ..format.manifest import Manifest
+from ..host.compose import PROJECT_LABEL, VOLUME_LABEL
+from ..host.engine import containers
+from ..host.labdir import Say, quiet
 from .backup import BackupEntry, backup_methods, backups_dir, capture, list_backups
-from .compose import PROJECT_LABEL, VOLUME_LABEL
-from .engine import containers
-from .state import Say, quiet
 
 DEFAULT_KEEP = 3
 MARGIN = 64 << 20

@@ -36,10 +36,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.layout import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV
 from ..errors import InstallError
+from ..format.files import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV
 from ..fsutil import atomic_write
-from .state import ENV_FILE, WRAPPER, WRAPPER_HEAD
+from .labdir import ENV_FILE, WRAPPER, WRAPPER_HEAD
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"

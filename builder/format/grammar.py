@@ -1,0 +1,76 @@
+"""The grammar of every name in a manifest that reaches paths, env files and commands on the
+target: checked in full when a manifest is read (``Manifest.from_json``)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from .. import names
+from .files import bundle_top, safe_relative
+from .models import MODEL_FORMATS
+
+if TYPE_CHECKING:
+    from .manifest import Manifest, ManifestService
+
+
+def manifest_grammar_problems(m: "Manifest") -> list[str]:
+    """Names in a manifest that reach paths, env files and commands on the target, checked in full."""
+    out = []
+    for kind, key, value in (("lab", "lab", m.lab), ("profile", "profile", m.profile),
+                             ("version", "version", m.version)):
+        if not names.is_valid(kind, value):
+            out.append(f"{key}: {names.problem(kind, value)}")
+    top = bundle_top(m.lab, m.profile, m.version)
+    if not out and not (m.name == top or (m.name.startswith(top + "-") and re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", m.name))):
+        out.append(f"name: {m.name!r} is not the bundle's top directory {top!r}")
+    out += [f"platforms: {names.problem('platform', p)}" for p in m.platforms if not names.is_valid("platform", p)]
+    for svc, s in m.services.items():
+        if not names.is_valid("service", svc):
+            out.append(f"services: {names.problem('service', svc)}")
+        out += [f"services.{svc}.secrets: {names.problem('env_key', k)}" for k in s.secrets
+                if not names.is_valid("env_key", k)]
+        out += [f"services.{svc}.volumes: {v.volume!r} is not a volume name" for v in s.volumes
+                if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", v.volume)]
+        if not names.is_valid("digest", s.digest):
+            out.append(f"services.{svc}.digest: {names.problem('digest', s.digest)}")
+        out += model_grammar_problems(svc, s)
+    out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
+    if m.since is not None:     # a delta: its base's names reach messages, install.sh and file names too
+        since = m.since
+        if not names.is_valid("version", since.version):
+            out.append(f"since.version: {names.problem('version', since.version)}")
+        if not re.fullmatch(r"[0-9a-f]{64}", since.manifest_sha256):
+            out.append("since.manifest_sha256: not a sha256 hex digest")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", since.bundle):
+            out.append(f"since.bundle: {since.bundle[:80]!r} is not a bundle file name")
+        out += [f"since.blobs: {names.problem('digest', d)}" for d in since.blobs if not names.is_valid("digest", d)]
+        out += [f"since.images: {names.problem('digest', i.config)}" for i in since.images
+                if not names.is_valid("digest", i.config)]
+    return out
+
+
+_MODEL_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+
+
+def model_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
+    """A service's models: every name that install turns into a path inside a volume."""
+    out = []
+    volumes = {v.name for v in s.volumes}
+    for i, m in enumerate(s.models):
+        where = f"services.{svc}.models.{i}"
+        parts = m.name.split("/")
+        if len(parts) != 3 or not all(_MODEL_NAME_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+            out.append(f"{where}.name: {m.name!r} is not host/namespace/model")
+        if not names.is_valid("tag", m.tag):
+            out.append(f"{where}.tag: {names.problem('tag', m.tag)}")
+        out += [f"{where}: {names.problem('digest', d)}" for d in (m.digest, *(b.digest for b in m.blobs))
+                if not names.is_valid("digest", d)]
+        if not safe_relative(m.path):
+            out.append(f"{where}.path: {m.path!r} is not a safe relative path")
+        if m.volume not in volumes:
+            out.append(f"{where}.volume: {m.volume!r} is not a volume of {svc}")
+        if m.format not in MODEL_FORMATS:
+            out.append(f"{where}.format: {m.format!r} is not a known layout")
+    return out
+
