@@ -96,6 +96,10 @@ class InstallError(LabbuildError):
     """An install, upgrade, rollback or uninstall failed."""
 
 
+class ExportError(LabbuildError):
+    """A chart cannot be exported (bad output directory, bad input)."""
+
+
 class ScaffoldError(LabbuildError):
     """A new service cannot be scaffolded."""
 

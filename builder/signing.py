@@ -7,7 +7,7 @@ every other file, so one signature covers the whole bundle.
 Formats (contract):
 - private key: PEM, PKCS#8, unencrypted, written with mode 0600 by ``keygen``;
 - public key: PEM, SubjectPublicKeyInfo, beside it as ``.pub``;
-- ``manifest.json.sig`` (``builder.bundle.layout.SIGNATURE``; what ``sign`` returns):
+- ``manifest.json.sig`` (``builder.format.files.SIGNATURE``; what ``sign`` returns):
   - ECDSA P-256 key (the default): the base64 of the DER ECDSA signature over
     the data with SHA-256 — what ``cosign verify-blob --key K.pub --signature
     manifest.json.sig manifest.json`` and ``openssl dgst -sha256 -verify K.pub

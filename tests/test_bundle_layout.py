@@ -1,4 +1,4 @@
-"""builder.bundle.layout: the one home of the bundle format (names, SHA256SUMS, versions)."""
+"""builder.format: the one home of the bundle format (names, SHA256SUMS, versions)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ image ID = config digest) and layer *chains*. So:
 - every other blob under ``images/blobs/`` (manifests, and model blobs) is
   relied on when the base shipped (or itself relied on) the same digest.
 
-The delta's manifest names the base (``layout.DeltaBase``) with every relied
+The delta's manifest names the base (``format.manifest.DeltaBase``) with every relied
 blob and the base images whose presence install checks
 (``builder.install.unpack``).
 """

@@ -19,7 +19,7 @@ archive writer never re-hashes them), every other file after them: a cold
 release writes the blobs into its archive as they arrive, before the SBOMs
 and the manifest that lists them exist.
 
-The file names come from ``builder.bundle.layout``; the install side reads
+The file names come from ``builder.format.files``; the install side reads
 them back in ``builder.install.unpack``.
 """
 

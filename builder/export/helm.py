@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import LabbuildError
+from ..errors import ExportError
 from ..fsutil import atomic_write
 from .docs import render_notes, render_readme
 from .model import PROMETHEUS_CONFIG, ChartLab, lab_model
@@ -37,8 +37,6 @@ from .values import chart_values, values_schema
 CHART_MARKER = "labbuild.export"      # Chart.yaml annotation: this directory is an export
 
 
-class ExportError(LabbuildError):
-    """A chart cannot be exported (bad output directory, bad input)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Host-side health probes of an installed lab, awaited concurrently in dependency order.
 
 Each service's ``[health]`` (rendered into the bundle's manifest.json, read as
-``builder.bundle.layout.ManifestHealth``)
+``builder.format.manifest.ManifestHealth``)
 is probed from the host through its published 127.0.0.1 port: HTTP(S) wants
 one of ``status`` (default any 2xx), ``tcp`` wants a connection.
 

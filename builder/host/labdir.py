@@ -11,7 +11,7 @@
                               in DIR (builder.host.compose), rewritten with `current`
     DIR/.labbuild.lock        serialises labbuild commands on the same DIR
 
-A release's ``manifest.json`` is read through ``builder.bundle.layout.Manifest``,
+A release's ``manifest.json`` is read through ``builder.format.manifest.Manifest``,
 the one reader of that format.
 """
 
@@ -22,6 +22,7 @@ import fcntl
 import os
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -207,3 +208,35 @@ def place(staged: Path, install_dir: Path, say: Say) -> Path:
         return final
     os.replace(staged, final)
     return final
+
+
+@dataclass(frozen=True)
+class LabDir:
+    """An install dir as one typed view: its current and previous release, their manifests and
+    ``.env`` — what status, check and doctor read (through here, never by path arithmetic)."""
+
+    path: Path
+
+    @classmethod
+    def at(cls, install_dir: str | os.PathLike) -> "LabDir":
+        return cls(Path(install_dir).expanduser().absolute())
+
+    @property
+    def env_file(self) -> Path:
+        return self.path / ENV_FILE
+
+    @property
+    def current(self) -> Path:
+        """The current release dir; InstallError when DIR holds no installed lab."""
+        return current_release(self.path)
+
+    @property
+    def previous(self) -> Path | None:
+        return release_link(self.path, "previous")
+
+    def manifest(self) -> Manifest:
+        """The current release's manifest.json (InstallError when it is unreadable)."""
+        return read_manifest(self.current)
+
+    def releases(self) -> list[Path]:
+        return installed_releases(self.path)

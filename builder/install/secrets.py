@@ -31,7 +31,7 @@ ALPHABETS = {
 
 
 def secret_specs(example: str) -> dict[str, tuple[str, int]]:
-    """``{KEY: (kind, length)}`` from a bundle's secrets.env.example (``layout.read_secrets_example``:
+    """``{KEY: (kind, length)}`` from a bundle's secrets.env.example (``format.secrets_example.read_secrets_example``:
     ``# svc: generate=token length=32`` above each ``KEY=`` line; token/32 when unsaid)."""
     return {s.key: (s.generate, s.length) for s in read_secrets_example(example)}
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..host.dotenv import read_env
 from ..host.engine import containers, docker_client, host_platform
 from ..host.health import Probe, probe_once
-from ..host.labdir import current_release, read_manifest, release_link
+from ..host.labdir import LabDir, read_manifest
 from ..install.inputs import not_started_detail, waiting_optional
 from ..install.models import model_inventory
 from ..platforms import expected_image_id
@@ -68,13 +68,13 @@ class StatusResult:
 
 def status(install_dir: str | os.PathLike) -> StatusResult:
     """Every service of the current release: container state, one health probe, image ID vs lock."""
-    install_dir = Path(install_dir).absolute()
-    release = current_release(install_dir)
+    lab_dir = LabDir.at(install_dir)
+    install_dir, release = lab_dir.path, lab_dir.current
     manifest = read_manifest(release)
     client = docker_client()
     platform = host_platform(client)
     found = containers(client, manifest.lab)
-    previous = release_link(install_dir, "previous")
+    previous = lab_dir.previous
     waiting = waiting_optional(manifest, read_env(install_dir))
     out: dict[str, ServiceStatus] = {}
     for svc, entry in sorted(manifest.services.items()):

@@ -1,7 +1,7 @@
 """A release's coordinates: what every renderer reads, and the names it gives.
 
 ``ReleaseInput`` bundles the lab, the lock, the profile and the version
-(the archive's names come from ``builder.bundle.layout``);
+(the archive's names come from ``builder.format.files``);
 ``volume_name`` a service's named volume, ``secret_keys`` its install-time
 secrets in ``DIR/.env``, ``supplied_keys`` the ones the operator puts there.
 """
