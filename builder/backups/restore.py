@@ -40,7 +40,7 @@ from ..errors import BackupError
 from ..format.manifest import Manifest
 from ..fsutil import atomic_write
 from ..host.compose import PROJECT_LABEL, VOLUME_LABEL, Project
-from ..host.dotenv import env_values, replace_values
+from ..host.dotenv import env_text, env_values, read_env, replace_values
 from ..host.engine import containers, docker_client, put_archive, running
 from ..host.health import HealthResult, Probe, wait_healthy
 from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
@@ -171,7 +171,7 @@ def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, 
             raise BackupError(f"{shown}: member {ENV_MEMBER} is {bm.members[ENV_MEMBER].size} bytes, more than an "
                               f"install's .env may have ({MAX_ENV_BYTES})", member=ENV_MEMBER)
         if secrets and ENV_MEMBER in bm.members:
-            result.secrets_restored = _restore_env(install_dir, member(ENV_MEMBER).read())
+            result.secrets_restored = _restore_env(install_dir, member(ENV_MEMBER).read(), manifest)
             say(f"restored {len(result.secrets_restored)} changed value(s) in {install_dir / ENV_FILE}"
                 + (": " + ", ".join(result.secrets_restored) if result.secrets_restored else ""))
         elif ENV_MEMBER in bm.members:
@@ -228,17 +228,22 @@ def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, 
     return result
 
 
-def _restore_env(install_dir: Path, saved: bytes) -> list[str]:
+def _restore_env(install_dir: Path, saved: bytes, manifest: Manifest) -> list[str]:
+    """The install's own secret keys (generated and supplied, per the current manifest) get
+    the backup's values back; any other key of the backup's .env is left out, never
+    carried into DIR/.env (a crafted backup could steer compose with ``COMPOSE_*``)."""
     env = install_dir / ENV_FILE
-    existing = env.read_text("utf-8") if env.exists() else ""
-    text, changed = replace_values(existing, env_values(saved.decode("utf-8")))
-    atomic_write(env, text, mode=0o600)
+    own = set(manifest.secret_keys) | {x.key for s in manifest.services.values() for x in s.supplied}
+    saved_values = env_values(env_text(saved, f"the backup's {ENV_MEMBER}"))
+    wanted = {k: v for k, v in saved_values.items() if k in own}
+    text, changed = replace_values(read_env(install_dir), wanted)
+    if changed:
+        atomic_write(env, text, mode=0o600)
     return changed
 
 
 def _warn_secrets(install_dir: Path, saved: bytes, manifest: Manifest, chosen: list[str], say: Say) -> None:
-    env = install_dir / ENV_FILE
-    now = env_values(env.read_text("utf-8")) if env.exists() else {}
+    now = env_values(read_env(install_dir))
     old = env_values(saved.decode("utf-8", "replace"))
     keys = sorted({k for s in chosen for k in manifest.services[s].secrets if k in old and old[k] != now.get(k)})
     if keys:

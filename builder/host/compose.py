@@ -39,6 +39,7 @@ from pathlib import Path
 from ..errors import InstallError
 from ..format.files import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV
 from ..fsutil import atomic_write
+from .dotenv import compose_control_keys, read_env
 from .labdir import ENV_FILE, WRAPPER, WRAPPER_HEAD
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -136,7 +137,13 @@ class Project:
         return [*find_compose(), *profiles, *args]
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        """Run compose with ``args``; InstallError with compose's own message when it fails."""
+        """Run compose with ``args``; InstallError with compose's own message when it fails, and
+        before it runs when ``DIR/.env`` steers compose itself (``dotenv.compose_control_keys``)."""
+        if steering := compose_control_keys(read_env(self.install_dir)):
+            raise InstallError(f"{self.install_dir / ENV_FILE} sets {', '.join(steering)}: compose would obey "
+                               "them instead of the lab's own compose.yaml and project",
+                               hint="remove those lines from DIR/.env (labbuild and `docker compose` in DIR "
+                                    "need no COMPOSE_* or DOCKER_* setting there)")
         try:
             proc = subprocess.run(self.argv(*args), cwd=self.install_dir, capture_output=True, text=True,
                                   timeout=timeout, env=compose_env())

@@ -1,13 +1,28 @@
 """``DIR/.env``: the install's secrets and operator overrides, which compose reads. Its one reader
 (``read_env``) and the views every command takes of its text: the keys assigned, the keys with a
-value, the raw values, and the text with some values replaced (lines kept in place)."""
+value, the raw values, and the text with some values replaced (lines kept in place).
+
+One reader, one cap, one message: ``read_env`` reads at most ``MAX_ENV_BYTES``, drops a UTF-8
+byte-order mark (an editor's, which would otherwise hide the first key: install would
+"generate" that secret again and the service's credential would silently change) and refuses
+text that is not UTF-8, naming the file. Compose reads ``DIR/.env`` for its own settings too
+(``COMPOSE_FILE``, ``COMPOSE_PROJECT_NAME``, ``DOCKER_HOST``, …): ``compose_control_keys``
+names such lines, which labbuild refuses before it runs compose (``host.compose.Project``)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from ..errors import InstallError
+from ..fsutil import CapExceeded, read_capped
+from ..limits import MAX_ENV_BYTES
 from .labdir import ENV_FILE
+
+BOM = "\ufeff"
+# What compose takes from the project directory's .env for itself, not for interpolation:
+# every COMPOSE_* setting and the engine it talks to (docs.docker.com/compose/how-tos/environment-variables/envvars/).
+COMPOSE_CONTROL = re.compile(r"COMPOSE_[A-Z0-9_]*|DOCKER_(HOST|CONTEXT|CERT_PATH|TLS_VERIFY|TLS|API_VERSION|CONFIG)")
 
 _ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
 _ASSIGN_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=(.*)$")
@@ -24,11 +39,38 @@ def filled_keys(env_text: str) -> set[str]:
 
 
 def read_env(install_dir: Path) -> str:
-    """The text of ``DIR/.env``, or "" when there is none yet."""
+    """The text of ``DIR/.env`` (a byte-order mark dropped), or "" when there is none yet;
+    InstallError naming the file when it is larger than ``MAX_ENV_BYTES`` or not UTF-8."""
+    return env_text(read_env_bytes(install_dir), install_dir / ENV_FILE)
+
+
+def read_env_bytes(install_dir: Path) -> bytes:
+    """The bytes of ``DIR/.env`` (b"" when there is none), capped."""
+    path = install_dir / ENV_FILE
     try:
-        return (install_dir / ENV_FILE).read_text("utf-8")
+        return read_capped(path, MAX_ENV_BYTES)
     except FileNotFoundError:
-        return ""
+        return b""
+    except CapExceeded:
+        raise InstallError(f"{path}: larger than an install's .env may be ({MAX_ENV_BYTES} bytes)",
+                           hint="DIR/.env holds KEY=value lines; move the large file elsewhere") from None
+    except OSError as exc:
+        raise InstallError(f"{path}: cannot be read ({exc.strerror or exc})",
+                           hint="check the file's permissions") from None
+
+
+def env_text(data: bytes, where: Path | str) -> str:
+    """``.env`` bytes as text: UTF-8, a leading byte-order mark dropped; InstallError naming ``where``."""
+    try:
+        return data.decode("utf-8").removeprefix(BOM)
+    except UnicodeDecodeError as exc:
+        raise InstallError(f"{where}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+                           hint="save it as UTF-8 (KEY=value lines); `iconv -t UTF-8` converts it") from None
+
+
+def compose_control_keys(text: str) -> list[str]:
+    """The keys of a .env text that steer compose itself (see ``COMPOSE_CONTROL``)."""
+    return sorted(k for k in env_keys(text) if COMPOSE_CONTROL.fullmatch(k))
 
 
 def env_keys(text: str) -> set[str]:

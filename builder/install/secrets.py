@@ -16,12 +16,10 @@ import string
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import InstallError
 from ..format.secrets_example import read_secrets_example
-from ..fsutil import CapExceeded, atomic_write, read_capped
-from ..host.dotenv import env_keys
+from ..fsutil import atomic_write
+from ..host.dotenv import env_keys, read_env
 from ..host.labdir import ENV_FILE
-from ..limits import MAX_ENV_BYTES
 
 ALPHABETS = {
     "token": string.ascii_letters + string.digits + "-_",
@@ -78,10 +76,7 @@ def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ())
     key the manifest's services name (token/32 when the example does not say).
     """
     env_path = install_dir / ENV_FILE
-    try:
-        existing = read_capped(env_path, MAX_ENV_BYTES).decode("utf-8") if env_path.exists() else ""
-    except (CapExceeded, UnicodeDecodeError) as exc:
-        raise InstallError(f"{env_path}: {exc}", hint="DIR/.env holds KEY=value lines of text; fix or move it") from None
+    existing = read_env(install_dir)
     wanted = secret_specs(example)
     for key in required:
         wanted.setdefault(key, ("token", 32))
