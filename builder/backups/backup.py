@@ -43,7 +43,13 @@ from .. import __version__
 from ..errors import BackupError
 from ..format.manifest import Manifest
 from ..fsutil import atomic_writer
-from ..host.engine import ChunkReader, containers, docker_client, get_archive
+from ..host.engine import (
+    ChunkReader,
+    check_project_owner,
+    containers,
+    docker_client,
+    get_archive,
+)
 from ..host.health import HealthResult, Probe, dependency_order, wait_healthy
 from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
 from ..progress import progress_display
@@ -139,6 +145,7 @@ def backup_lab(install_dir: str | os.PathLike, *, out: str | os.PathLike | None 
     key = load_recipient(Path(recipient)) if recipient is not None else None
     client = docker_client()
     with dir_lock(install_dir):
+        check_project_owner(client, manifest.lab, install_dir)
         return capture(client, install_dir, release.name, manifest, select_services(manifest, services, str(release)),
                        out=Path(out) if out is not None else None, recipient=key, timeout=timeout,
                        engine_archive=engine_archive, say=say)

@@ -41,7 +41,13 @@ from ..format.manifest import Manifest
 from ..fsutil import atomic_write
 from ..host.compose import PROJECT_LABEL, VOLUME_LABEL, Project
 from ..host.dotenv import env_text, env_values, read_env, replace_values
-from ..host.engine import containers, docker_client, put_archive, running
+from ..host.engine import (
+    check_project_owner,
+    containers,
+    docker_client,
+    put_archive,
+    running,
+)
 from ..host.health import HealthResult, Probe, wait_healthy
 from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
 from ..limits import MAX_ENV_BYTES
@@ -87,6 +93,7 @@ def restore_backup(backup: str | os.PathLike, install_dir: str | os.PathLike, *,
     manifest = read_manifest(release)
     client = docker_client()
     with dir_lock(install_dir), opened_backup(backup, identity) as plain:
+        check_project_owner(client, manifest.lab, install_dir)
         say(f"verifying {backup}")
         bm = verify_backup(plain)
         chosen = check_fits(bm, manifest, services, backup)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import queue
 import socket
 import tarfile
 import threading
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import docker
@@ -145,6 +147,26 @@ def containers(client, project: str) -> dict[str, Any]:
         if svc:
             out.setdefault(svc, c)
     return out
+
+
+WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
+
+
+def check_project_owner(client, project: str, install_dir: Path) -> None:
+    """InstallError when containers of compose project ``project`` were made from another
+    directory than ``install_dir``: one lab installed in two dirs would otherwise share its
+    containers and volumes (the project name is the lab's name), and the second install
+    would take over the first's — with the second's secrets."""
+    here = os.path.realpath(install_dir)
+    others = sorted({c.labels.get(WORKING_DIR_LABEL) for c in
+                     client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})}
+                    - {None, here, str(install_dir)})
+    others = [d for d in others if os.path.realpath(d) != here]
+    if others:
+        raise InstallError(f"the lab {project!r} is already installed in {others[0]}: its containers and volumes "
+                           f"are the compose project {project!r}, which {install_dir} would share",
+                           hint=f"use --dir {others[0]} for this lab (upgrade it there), or "
+                                f"`labbuild uninstall --dir {others[0]}` first")
 
 
 def running(client, project: str) -> list[str]:

@@ -44,6 +44,7 @@ from ..host.compose import Project, hint_for, wrapper_gpu, write_wrapper
 from ..host.dotenv import read_env
 from ..host.engine import (
     check_image_ids,
+    check_project_owner,
     check_running_images,
     containers,
     docker_client,
@@ -152,6 +153,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
         if other is not None and other.lab != manifest.lab:
             raise InstallError(f"{install_dir} holds the lab {other.lab!r}, this bundle is the lab {manifest.lab!r}",
                                hint="install each lab into its own --dir")
+        check_project_owner(client, manifest.lab, install_dir)
         check_image_ids(client, manifest, platform, required=manifest.offline or bool(unpacked.loaded))
         check_supplied(manifest, install_dir)   # the verified manifest decides
         staged = stage(install_dir, unpacked.contents, unpacked.modes)   # the first change to DIR
@@ -298,6 +300,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
     client = docker_client()
     with dir_lock(install_dir):
         manifest = read_manifest(previous)
+        check_project_owner(client, manifest.lab, install_dir)
         platform = host_platform(client)
         result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version,
                                release=previous, started=start)
@@ -350,6 +353,7 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
     lab = read_manifest(release).lab
     client = docker_client()
     with dir_lock(install_dir):
+        check_project_owner(client, lab, install_dir)
         project = Project(name=lab, install_dir=install_dir)
         if not (install_dir / WRAPPER).exists():   # installed by an older labbuild
             write_wrapper(install_dir, lab, release, False)
