@@ -160,13 +160,17 @@ class CapExceeded(ValueError):
     """A file is larger than labbuild will read (see ``builder.limits``), or not a regular file."""
 
 
-def read_capped(path: str | os.PathLike, cap: int) -> bytes:
+def read_capped(path: str | os.PathLike, cap: int, *, pipes: bool = False) -> bytes:
     """The bytes of regular file ``path``; CapExceeded when it is larger than ``cap``
-    bytes or not a regular file (a device such as /dev/zero never ends)."""
+    bytes or not a regular file (a device such as /dev/zero never ends).
+
+    ``pipes``: a pipe or FIFO is read too (``--key <(vault read ...)``), at most
+    ``cap + 1`` bytes of it, so one that never ends is refused all the same.
+    """
     with open(path, "rb") as fh:
         st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise CapExceeded(f"{path} is not a regular file")
+        if not (stat.S_ISREG(st.st_mode) or pipes and stat.S_ISFIFO(st.st_mode)):
+            raise CapExceeded(f"{path} is not a regular file" + (" or a pipe" if pipes else ""))
         data = fh.read(cap + 1)
     if len(data) > cap:
         raise CapExceeded(f"{path} is larger than {cap} bytes, the limit for this kind of file")

@@ -21,6 +21,11 @@ MAX_ENV_BYTES = 1 * MiB            # an install's DIR/.env
 MAX_NESTING = 64                   # depth of nested tables/arrays in TOML and JSON inputs
 MAX_SBOM_METADATA_BYTES = 64 * MiB # one package-metadata file read from an image layer for its SBOM
                                    # (build side only; not in LIMITS: the runbook lists what install reads)
+MAX_KEY_BYTES = 16 << 10           # a PEM key file (--key, --sign, --recipient, --identity); keys are < 1 KiB
+MAX_HELPER_OUTPUT_BYTES = 1 * MiB  # what a Docker credential helper prints, stdout and stderr each
+MAX_DOCKER_CONFIG_BYTES = 1 * MiB  # the Docker config.json credentials are read from
+# (the three above are not in LIMITS either: a line more in the runbook would change
+# every bundle, and recorded releases must rebuild bit for bit)
 
 LIMITS = {
     "blueprint or lab.toml": MAX_BLUEPRINT_BYTES,

@@ -44,8 +44,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from .errors import BundleError
-from .fsutil import atomic_write
+from .errors import BundleError, LabbuildError
+from .fsutil import CapExceeded, atomic_write, read_capped
+from .limits import MAX_KEY_BYTES
 
 ECDSA_P256 = "ecdsa-p256"
 ED25519 = "ed25519"
@@ -55,7 +56,6 @@ DEFAULT_KEY_TYPE = ECDSA_P256
 PrivateKey = Union[ec.EllipticCurvePrivateKey, Ed25519PrivateKey]
 PublicKey = Union[ec.EllipticCurvePublicKey, Ed25519PublicKey]
 
-_KEYGEN_HINT = "create a key pair with `labbuild keygen`"
 _ED25519_SIGNATURE_SIZE = 64
 
 
@@ -84,13 +84,19 @@ def generate_keypair(private_path: Path, public_path: Path, *, force: bool = Fal
     return fingerprint(key.public_key())
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_key_file(path: Path, what: str, hint: str, *, error: type[LabbuildError] = BundleError) -> bytes:
+    """The bytes of the key file ``path``: a regular file or a pipe (``--key <(...)``), at most
+    ``MAX_KEY_BYTES`` (a PEM key is under 1 KiB; /dev/zero or a FIFO that never ends is refused,
+    not read into memory). ``error`` naming the file, ``what`` it should hold and ``hint`` otherwise.
+    Every reader of a key file (signing keys, backup recipients and identities) goes through here."""
     try:
-        return Path(path).read_bytes()
+        return read_capped(path, MAX_KEY_BYTES, pipes=True)
     except FileNotFoundError:
-        raise BundleError(f"{path}: no such {what}", hint=_KEYGEN_HINT) from None
+        raise error(f"{path}: no such {what}", hint=hint) from None
+    except CapExceeded as exc:
+        raise error(f"{exc}: not a {what} (a PEM key file is under 1 KiB)", hint=hint) from None
     except OSError as exc:
-        raise BundleError(f"{path}: cannot read {what}: {exc.strerror}") from None
+        raise error(f"{path}: cannot read {what}: {exc.strerror}", hint=hint) from None
 
 
 def _check_supported(key, path: Path, what: str, hint: str):
@@ -102,7 +108,7 @@ def _check_supported(key, path: Path, what: str, hint: str):
 def load_private_key(path: Path) -> PrivateKey:
     """The ECDSA P-256 or Ed25519 private key in ``path`` (PEM, PKCS#8, unencrypted)."""
     hint = "pass the private key written by `labbuild keygen`"
-    data = _read(path, "private key")
+    data = read_key_file(path, "private key", hint)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -113,7 +119,7 @@ def load_private_key(path: Path) -> PrivateKey:
 def load_public_key(path: Path) -> PublicKey:
     """The ECDSA P-256 or Ed25519 public key in ``path`` (PEM SubjectPublicKeyInfo, e.g. cosign.pub)."""
     hint = "pass the .pub file written by `labbuild keygen`"
-    data = _read(path, "public key")
+    data = read_key_file(path, "public key", hint)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:

@@ -1,12 +1,15 @@
 """Issue 10's classes that need a real bundle or engine: bounded work from tiny input (3),
-and an install dir that is never changed before every check passed (12). The text-file
-classes are in tests/corpus/ (tests/test_corpus.py)."""
+key files that never end included, and an install dir that is never changed before every
+check passed (12). The text-file classes are in tests/corpus/ (tests/test_corpus.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
+import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -17,9 +20,11 @@ import pytest
 from builder.bundle import reader
 from builder.bundle.reader import ScannedBundle, walk_bundle
 from builder.bundle.release import build_release
+from builder.install.backupcrypt import MAGIC
 from builder.limits import MAX_PROBLEMS
 from builder.render.runbooks import limits_list
 from test_bundle_release import run_labbuild
+from test_install_backup import _manifest, _service
 from test_render import make_lab
 
 VENV_LABBUILD = Path(sys.executable).with_name("labbuild")
@@ -112,3 +117,74 @@ def test_a_bad_bundle_leaves_the_install_dir_untouched(tmp_path, docker_engine):
     (target / "notes.txt").write_text("mine")
     proc = run_labbuild("install", str(bad), "--dir", str(target))
     assert proc.returncode == 1 and sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+
+
+# --------------------------------------------------------------------------- key files that never end (3)
+
+ADDRESS_SPACE = 768 << 20    # what the child may map: labbuild runs in it, a key file read whole does not
+
+
+def _labbuild_in_bounded_memory(*args: str, stdin=None) -> subprocess.CompletedProcess:
+    """The real CLI in a child whose address space is capped (RLIMIT_AS): an unbounded read there
+    fails with MemoryError (an "internal error") instead of growing until the kernel kills it."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+    return subprocess.run([str(VENV_LABBUILD), *args], stdin=stdin, capture_output=True, text=True, timeout=120,
+                          preexec_fn=cap)
+
+
+@contextlib.contextmanager
+def _endless(kind: str, tmp_path: Path):
+    """A key path that is far bigger than memory allows, or never ends."""
+    if kind == "dev-zero":
+        yield Path("/dev/zero")
+    elif kind == "sparse-2GiB":
+        path = tmp_path / "huge.pem"
+        with open(path, "wb") as fh:
+            fh.truncate(2 << 30)
+        yield path
+    else:                           # a FIFO a writer fills forever (what `--key <(yes)` hands over)
+        fifo = tmp_path / "endless.pem"
+        os.mkfifo(fifo)
+        writer = subprocess.Popen(["sh", "-c", 'exec yes > "$1"', "sh", str(fifo)])
+        try:
+            yield fifo
+        finally:
+            writer.kill()
+            writer.wait()
+
+
+def _installed(tmp_path: Path) -> Path:
+    """An install dir holding one release (no engine needed until a backup starts)."""
+    inst = tmp_path / "inst"
+    (inst / "releases" / "1.0.0").mkdir(parents=True)
+    (inst / "releases" / "1.0.0" / "manifest.json").write_bytes(_manifest(web=_service("web:1")).dumps())
+    (inst / "current").symlink_to("releases/1.0.0")
+    return inst
+
+
+@pytest.fixture(scope="module")
+def small_lab(tmp_path_factory) -> Path:
+    return make_lab(tmp_path_factory.mktemp("keys") / "lab")
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "sparse-2GiB", "endless-fifo"])
+@pytest.mark.parametrize("option", ["verify --key", "release --sign", "backup --recipient", "restore --identity"])
+def test_a_key_file_that_never_ends_is_refused_not_read_into_memory(option, kind, tmp_path, small_lab, request):
+    if option == "restore --identity":
+        request.getfixturevalue("docker_engine")        # restore asks the engine before it opens the backup
+    inst = _installed(tmp_path)
+    sealed = tmp_path / "lab.backup.tar.age"
+    sealed.write_bytes(MAGIC + bytes(64))
+    with _endless(kind, tmp_path) as key:
+        args = {"verify --key": ["verify", str(sealed), "--key", str(key)],
+                "release --sign": ["--root", str(small_lab), "release", "1.0.0", "--profile", "full",
+                                   "--out", str(tmp_path / "dist"), "--sign", str(key)],
+                "backup --recipient": ["backup", "--dir", str(inst), "--recipient", str(key)],
+                "restore --identity": ["restore", str(sealed), "--dir", str(inst), "--identity", str(key)]}[option]
+        proc = _labbuild_in_bounded_memory(*args)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    assert "Traceback" not in text and "internal error" not in text, text
+    assert f"error: {key}" in text and "not a " in text and "hint: " in text, text
+    assert not (tmp_path / "dist").exists() and not (inst / "backups").exists()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -167,6 +168,46 @@ def test_credential_helpers_are_asked_as_the_docker_cli_does(tmp_path, monkeypat
     with pytest.raises(RegistryError, match="identity token") as err:
         creds.get("token.example")
     assert "docker login token.example" in err.value.hint
+
+
+BOUNDED_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))
+from builder.errors import RegistryError
+from builder.registry import load_credentials
+try:
+    load_credentials().get("ghcr.io")
+except RegistryError as exc:
+    print(exc.render())
+"""
+
+
+@pytest.mark.parametrize("endless", ["helper stdout", "helper stderr", "config.json"])
+def test_a_helper_that_prints_forever_is_stopped_and_refused(endless, tmp_path):
+    """In a child with its address space capped: reading all the output first would die of MemoryError."""
+    marker = f"labbuild-endless-{os.getpid()}-{tmp_path.name}"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-forever"
+    helper.write_text(f"#!/bin/sh\nyes {marker}{' >&2' if endless == 'helper stderr' else ''}\n")
+    helper.chmod(0o755)
+    if endless == "config.json":
+        (tmp_path / "config.json").symlink_to("/dev/zero")
+    else:
+        (tmp_path / "config.json").write_text(json.dumps({"credsStore": "forever"}))
+    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", BOUNDED_CHILD], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    if endless == "config.json":
+        assert f"{tmp_path / 'config.json'} is not a regular file" in proc.stdout, proc.stdout
+    else:
+        assert "error: docker-credential-forever get printed more than 1 MiB and was stopped" in proc.stdout
+        assert "hint: " in proc.stdout and "echo ghcr.io | docker-credential-forever get" in proc.stdout
+    assert time.monotonic() - started < 30      # stopped at the cap, not at the helper's 60 s timeout
+    time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert left == [], f"the helper's `yes` still runs: {left}"
 
 
 def test_a_missing_or_misnamed_helper_is_a_clear_error(tmp_path, monkeypatch):

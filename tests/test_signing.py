@@ -17,7 +17,7 @@ from builder.bundle.verify import safe_extract, verify_bundle
 from builder.errors import BundleError
 from builder.signing import (ECDSA_P256, ED25519, fingerprint, generate_keypair, key_type_of, load_private_key,
                              load_public_key, public_key_der, raw_signature, sign, signature_valid)
-from test_bundle_release import run_labbuild
+from test_bundle_release import LABBUILD, run_labbuild
 from test_render import make_lab
 from test_bundle_verify import TOP, flipped
 
@@ -58,6 +58,13 @@ def test_good_signature_verifies(signed, keys):
     assert proc.returncode == 0 and "signature valid" in proc.stdout
     unchecked = verify_bundle(signed)
     assert unchecked.ok and unchecked.signed and not unchecked.signature_checked
+
+
+def test_a_key_from_a_pipe_still_verifies(signed, keys):
+    """`--key <(vault read ...)` hands over a pipe: read (to MAX_KEY_BYTES), not refused as no regular file."""
+    proc = subprocess.run([LABBUILD, "verify", str(signed), "--key", "/dev/stdin"], input=keys[1].read_bytes(),
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0 and b"signature valid" in proc.stdout, proc.stderr
 
 
 def _openssl() -> str:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import BackupError
+from ..signing import read_key_file
 
 MAGIC = b"LABBACKUP1\n"
 CHUNK = 1 << 20
@@ -53,14 +54,12 @@ def _raw(public: X25519PublicKey) -> bytes:
 
 def load_recipient(path: Path) -> X25519PublicKey:
     """An X25519 public key from a PEM file; BackupError naming the file otherwise."""
+    hint = "make one: openssl genpkey -algorithm X25519 -out k.pem; openssl pkey -in k.pem -pubout -out k.pub"
+    data = read_key_file(path, "public key file", hint, error=BackupError)
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise BackupError(f"{path}: no such public key file") from None
+        key = serialization.load_pem_public_key(data)
     except ValueError as exc:
-        raise BackupError(f"{path}: not a PEM public key ({exc})",
-                          hint="make one: openssl genpkey -algorithm X25519 -out k.pem; "
-                               "openssl pkey -in k.pem -pubout -out k.pub") from None
+        raise BackupError(f"{path}: not a PEM public key ({exc})", hint=hint) from None
     if not isinstance(key, X25519PublicKey):
         raise BackupError(f"{path}: a {type(key).__name__.lstrip('_')} key; backups are encrypted to X25519 keys",
                           hint="openssl genpkey -algorithm X25519 -out k.pem; openssl pkey -in k.pem -pubout")
@@ -69,10 +68,10 @@ def load_recipient(path: Path) -> X25519PublicKey:
 
 def load_identity(path: Path) -> X25519PrivateKey:
     """An X25519 private key from a PEM file (unencrypted PKCS#8)."""
+    data = read_key_file(path, "private key file", "pass the X25519 private key (PEM) the backup was sealed to",
+                         error=BackupError)
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except FileNotFoundError:
-        raise BackupError(f"{path}: no such private key file") from None
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise BackupError(f"{path}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, X25519PrivateKey):

@@ -4,7 +4,7 @@ Credentials come from ``$DOCKER_CONFIG/config.json`` or
 ``~/.docker/config.json`` as the docker CLI finds them: the registry's entry
 in ``credHelpers``, else ``credsStore``, each a ``docker-credential-<name>``
 program asked ``get`` (only when a registry asks for a login, once per
-registry), else the ``auths`` entries. ``Authenticator`` learns each registry's ``WWW-Authenticate``
+registry; what it prints is read to ``MAX_HELPER_OUTPUT_BYTES``), else the ``auths`` entries. ``Authenticator`` learns each registry's ``WWW-Authenticate``
 challenge (Basic, or Bearer with its token realm) and produces the
 ``Authorization`` header of a request; Bearer tokens are cached per scope
 until they expire.
@@ -13,9 +13,11 @@ until they expire.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import threading
@@ -27,6 +29,8 @@ from urllib.parse import urlencode
 import httpx
 
 from ..errors import RegistryError
+from ..fsutil import CapExceeded, read_capped
+from ..limits import MAX_DOCKER_CONFIG_BYTES, MAX_HELPER_OUTPUT_BYTES
 from .names import DOCKER_HUB, is_loopback, normalise_registry
 from .responses import ErrorFactory
 
@@ -98,10 +102,15 @@ def ask_helper(helper: str, registry: str, source: Path | None = None) -> tuple[
                             registry=registry, hint=f"install {program}, or remove it from the config and run "
                             f"`docker login {registry}` to store the login in the file")
     try:
-        done = subprocess.run([path, "get"], input=server.encode(), capture_output=True, timeout=HELPER_TIMEOUT)
+        done = run_helper([path, "get"], server.encode())
     except subprocess.TimeoutExpired:
         raise RegistryError(f"{program} get did not answer within {HELPER_TIMEOUT} s", registry=registry,
                             hint="is its keyring locked? unlock it, or log in with the file store") from None
+    except CapExceeded:
+        raise RegistryError(f"{program} get printed more than {MAX_HELPER_OUTPUT_BYTES >> 20} MiB and was stopped "
+                            "(a login is a short JSON object)", registry=registry,
+                            hint=f"the helper is broken or not a Docker credential helper: run `echo {server} | "
+                                 f"{program} get` to see what it prints, or remove it from {where}") from None
     except OSError as exc:
         raise RegistryError(f"cannot run {program}: {exc.strerror}", registry=registry) from None
     said = (done.stdout or done.stderr).decode("utf-8", "replace").strip()
@@ -126,6 +135,45 @@ def ask_helper(helper: str, registry: str, source: Path | None = None) -> tuple[
     return user, secret
 
 
+def run_helper(argv: list[str], stdin: bytes, *, timeout: float = HELPER_TIMEOUT,
+               cap: int = MAX_HELPER_OUTPUT_BYTES) -> subprocess.CompletedProcess:
+    """Run a credential helper with ``stdin``; its stdout and stderr are read as they come, each
+    to ``cap`` bytes at most. One that prints more (CapExceeded) or runs past ``timeout``
+    seconds (``subprocess.TimeoutExpired``) is killed: a helper that prints forever costs
+    ``cap`` bytes, not the memory of the host (``communicate`` would keep all of it)."""
+    deadline = time.monotonic() + timeout
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with contextlib.suppress(BrokenPipeError):     # a few bytes: fits the pipe, never blocks
+            proc.stdin.write(stdin)
+        proc.stdin.close()
+        out = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+        with selectors.DefaultSelector() as sel:
+            for fd in out:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():
+                ready = sel.select(deadline - time.monotonic())
+                if not ready:
+                    raise subprocess.TimeoutExpired(argv, timeout)
+                for key, _ in ready:
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    elif len(out[key.fd]) + len(chunk) > cap:
+                        raise CapExceeded(f"{argv[0]} printed more than {cap} bytes")
+                    else:
+                        out[key.fd] += chunk
+        returncode = proc.wait(max(0.0, deadline - time.monotonic()))
+        return subprocess.CompletedProcess(argv, returncode, bytes(out[proc.stdout.fileno()]),
+                                           bytes(out[proc.stderr.fileno()]))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()     # a child it left behind still writing ends on SIGPIPE
+        proc.stderr.close()
+
+
 def load_credentials(path: Path | None = None) -> Credentials:
     """The ``Credentials`` of a Docker config.json (``auths``, ``credHelpers``, ``credsStore``).
 
@@ -134,10 +182,10 @@ def load_credentials(path: Path | None = None) -> Credentials:
     """
     path = path or docker_config_path()
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads(read_capped(path, MAX_DOCKER_CONFIG_BYTES))
     except FileNotFoundError:
         return Credentials(source=path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:     # CapExceeded is a ValueError
         raise RegistryError(f"{path}: cannot read Docker credentials ({exc})",
                             hint="fix or remove the file, or point DOCKER_CONFIG elsewhere") from None
     if not isinstance(data, dict):
