@@ -231,6 +231,11 @@ class LabDir:
         return current_release(self.path)
 
     @property
+    def installed(self) -> Path | None:
+        """The current release dir, or None when DIR holds no installed lab (yet)."""
+        return release_link(self.path, "current")
+
+    @property
     def previous(self) -> Path | None:
         return release_link(self.path, "previous")
 

@@ -45,7 +45,7 @@ from ..format.manifest import Manifest
 from ..format.models import model_bytes
 from ..host.compose import MIN_VERSION, compose_version, find_compose
 from ..host.engine import containers, docker_client
-from ..host.labdir import read_manifest, release_link
+from ..host.labdir import LabDir, read_manifest
 
 UNPACK_FACTOR = 2.0                 # compressed layers take about twice their size once unpacked
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
@@ -355,7 +355,7 @@ def doctor(bundle: Path | None = None, install_dir: Path | None = None, *, gpu: 
     install_dir = install_dir.absolute() if install_dir is not None else None
     if bundle is not None:
         manifest = bundle_manifest(Path(bundle))
-    elif install_dir is not None and (current := release_link(install_dir, "current")) is not None:
+    elif install_dir is not None and (current := LabDir(install_dir).installed) is not None:
         manifest = read_manifest(current)
     else:
         raise InstallError("doctor needs a BUNDLE, or a --dir holding an installed lab",

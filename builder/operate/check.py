@@ -34,7 +34,7 @@ from ..format.manifest import Manifest, ManifestPort
 from ..host.compose import PROJECT_LABEL, SERVICE_LABEL
 from ..host.dotenv import read_env
 from ..host.health import Probe, probe_once
-from ..host.labdir import current_release, read_manifest
+from ..host.labdir import LabDir, read_manifest
 from ..install.inputs import not_started_detail, waiting_optional
 
 # --------------------------------------------------------------------------- the install
@@ -73,9 +73,9 @@ def installation(manifest: Manifest, release: Path, install_dir: Path, project: 
 
 def read_install(install_dir: str | Path, project: str | None = None) -> Installation:
     """Read the install at ``install_dir`` (its ``current`` release); InstallError when it is not one."""
-    install_dir = Path(install_dir).expanduser()
-    release = current_release(install_dir)
-    return installation(read_manifest(release), release, install_dir, project, read_env(install_dir))
+    lab_dir = LabDir(Path(install_dir).expanduser())
+    release = lab_dir.current
+    return installation(read_manifest(release), release, lab_dir.path, project, read_env(lab_dir.path))
 
 
 # --------------------------------------------------------------------------- results
