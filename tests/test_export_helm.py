@@ -423,6 +423,15 @@ def test_metrics_params_are_data_in_keys_too(lab_copy, tmp_path):
     assert monitors["grafana"]["spec"]["endpoints"][0]["params"] == {k: [v] for k, v in params.items()}
 
 
+def test_env_settings_keep_the_characters_yaml_reads_as_line_breaks(lab_copy, tmp_path):
+    value = "a\x85b\u2028c\u2029d\xa0e"          # validate allows them; a raw NEL in values.yaml read back as a space
+    edit_blueprint(lab_copy, "node-red", lambda bp: bp["env"].__setitem__("LAB_TEXT", value))
+    out = tmp_path / "chart"
+    export_helm(out, root=lab_copy, profile="base", version="1.0.0")
+    env = workloads(template(out))["node-red"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "LAB_TEXT", "value": value} in env
+
+
 # every character class that broke a template or a YAML reader, then anything (controls included)
 TEMPLATE_TRICKY = st.sampled_from(["{{", "}}", "{{/*", "*/}}", "/*", "*/", "{{-", "-}}", "{", "}", "`", "'", '"',
                                    "\\", "$", "$(", "$$", "%c", "#", ": ", "- ", "---", "\n", "\r\n", "\t", "\x00",
