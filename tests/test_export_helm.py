@@ -412,6 +412,8 @@ def test_a_description_never_becomes_template_code(description, lab_copy, tmp_pa
     export_helm(out, root=lab_copy, profile="base", version="1.0.0")
     assert "0 chart(s) failed" in helm("lint", "--strict", str(out)).stdout
     assert object_names(template(out)) == object_names(base_objects)     # no hostPID Pod, none lost
+    schema = json.loads((out / "values.schema.json").read_text("utf-8"))
+    assert schema["properties"]["services"]["properties"]["node-red"]["description"] == description   # not Markdown
 
 
 def test_metrics_params_are_data_in_keys_too(lab_copy, tmp_path):
