@@ -7,7 +7,8 @@ exactly the value — or says why it cannot, so ``validate`` refuses it:
 - env files (``lab.env``), read by compose's ``--env-file`` parser AND by
   ``sh`` (``. ./lab.env`` under dash and busybox): ``env_value`` /
   ``env_value_problem`` / ``parse_env_file``;
-- Markdown (runbooks), read by a CommonMark renderer: ``markdown_text``, ``markdown_code``;
+- Markdown (runbooks), read by a CommonMark renderer: ``markdown_text`` (read back by
+  ``markdown_text_plain``), ``markdown_code``;
 - YAML (compose.yaml) is written by PyYAML's safe dumper and JSON by
   ``fsutil.canonical_json``: both escape every string already; compose's own
   ``$`` interpolation is escaped by ``render.envfile.compose_literal``.
@@ -77,6 +78,16 @@ def markdown_text(text: str) -> str:
         cut = m.end() if m[1][0].isdigit() else m.start()
         escaped = escaped[:cut] + "\\" + escaped[cut:]
     return escaped
+
+
+_MD_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")      # CommonMark: a backslash before ASCII punctuation
+
+
+def markdown_text_plain(escaped: str) -> str:
+    """The plain text of a ``markdown_text`` line (its inverse, but for the control characters
+    and surrounding space it dropped): every backslash escape undone. For a reader of the
+    bundle's runbooks that needs the text itself (the Helm export's service descriptions)."""
+    return _MD_ESCAPE.sub(r"\1", escaped)
 
 
 def markdown_code(text: str) -> str:

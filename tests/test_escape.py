@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from builder.escape import env_value, env_value_problem, markdown_block, markdown_text, parse_env_file
+from builder.escape import (env_value, env_value_problem, markdown_block, markdown_text, markdown_text_plain,
+                            parse_env_file)
 from builder.fsutil import canonical_json
 from builder.render.text import dump_yaml
 from test_render import compose_bin
@@ -86,6 +87,12 @@ def test_markdown_text_renders_as_the_text(value):
     assert "\n" not in source
     # CommonMark replaces NUL by U+FFFD and a paragraph keeps inner spaces: compare what a reader sees
     assert _rendered_text(source).replace("\ufffd", " ") == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT)
+def test_markdown_text_plain_gives_the_text_back(value):
+    assert markdown_text_plain(markdown_text(value)) == re.sub(r"[\x00-\x1f\x7f]", " ", value).strip()
 
 
 @settings(max_examples=200, deadline=None)

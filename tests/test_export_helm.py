@@ -10,7 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import tomlkit
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from builder.blueprint import SECRET_KEY_RE, load_lab
 from builder.bundle.release import build_release
@@ -20,6 +23,7 @@ from builder.export.helm import export_helm
 from builder.export.model import ChartService
 from builder.export.objects import kube_escape
 from builder.export.values import resources
+from builder.export.yamltext import Raw, emit, quoted, template_text
 from builder.lockfile import LOCK_PATH, read_lock
 from support.dockerenv import require_tool
 
@@ -369,6 +373,96 @@ def test_observability_uses_kubernetes_discovery_or_service_monitors(phase4, ren
     readme = (phase4 / "README.md").read_text()
     for word in ("helm install", "helm upgrade", "helm rollback", "labbuild mirror", "global.imageRegistry"):
         assert word in readme
+
+
+# --------------------------------------------------------------------------- free text is data, never template code
+
+# A description that closed the template comment it was pasted into (Markdown escaping leaves "*/}}" whole)
+# and ran the rest as template code: `validate` and `helm lint` passed and `helm template` added this Pod.
+HOSTPID_POD = ('x */}}{{ $n := printf "%c" 10 }}{{ print $n "---" $n "apiVersion: v1" $n "kind: Pod" $n '
+               '"metadata: {name: pwn}" $n "spec:" $n "  hostPID: true" $n "  containers:" $n '
+               '"  - {name: pwn, image: busybox, securityContext: {privileged: true}}" $n "---" $n (printf "%c" 35) }}')
+
+
+def edit_blueprint(root: Path, service: str, change) -> None:
+    """Apply ``change`` to the parsed blueprint of ``service`` in the lab at ``root`` and save it."""
+    path = root / "blueprints" / "services" / f"{service}.toml"
+    doc = tomlkit.parse(path.read_text("utf-8"))
+    change(doc)
+    path.write_text(tomlkit.dumps(doc), "utf-8")
+
+
+def object_names(objects: list[dict]) -> list[tuple[str, str]]:
+    return sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+
+
+@pytest.fixture(scope="module")
+def base_objects(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("chart") / "base"
+    export_helm(out, root=REPO, profile="base", version="1.0.0")
+    return template(out)
+
+
+@pytest.mark.parametrize("description", [HOSTPID_POD, "Stores vectors */ fast", 'Q&A */}}{{ fail "injected" }}'],
+                                         ids=["hostpid-pod", "comment-end", "fail-action"])
+def test_a_description_never_becomes_template_code(description, lab_copy, tmp_path, base_objects):
+    edit_blueprint(lab_copy, "node-red", lambda bp: bp["service"].__setitem__("description", description))
+    assert run("--root", str(lab_copy), "validate").returncode == 0      # free text: nothing to refuse
+    out = tmp_path / "chart"
+    export_helm(out, root=lab_copy, profile="base", version="1.0.0")
+    assert "0 chart(s) failed" in helm("lint", "--strict", str(out)).stdout
+    assert object_names(template(out)) == object_names(base_objects)     # no hostPID Pod, none lost
+    schema = json.loads((out / "values.schema.json").read_text("utf-8"))
+    assert schema["properties"]["services"]["properties"]["node-red"]["description"] == description   # not Markdown
+
+
+def test_metrics_params_are_data_in_keys_too(lab_copy, tmp_path):
+    params = {"a{{ 7 }}": "{{ 7 }}", "b{{/*": "*/}}", "on": "y", "-1": ".5", "k" * 1100: "a key YAML must mark"}
+    edit_blueprint(lab_copy, "grafana", lambda bp: bp["metrics"].__setitem__("params", params))
+    out = tmp_path / "chart"
+    export_helm(out, root=lab_copy, profile="phase1", version="1.0.0")
+    monitors = by_kind(template(out, "prometheus.serviceMonitors=true"), "ServiceMonitor")
+    assert monitors["grafana"]["spec"]["endpoints"][0]["params"] == {k: [v] for k, v in params.items()}
+
+
+def test_env_settings_keep_the_characters_yaml_reads_as_line_breaks(lab_copy, tmp_path):
+    value = "a\x85b\u2028c\u2029d\xa0e"          # validate allows them; a raw NEL in values.yaml read back as a space
+    edit_blueprint(lab_copy, "node-red", lambda bp: bp["env"].__setitem__("LAB_TEXT", value))
+    out = tmp_path / "chart"
+    export_helm(out, root=lab_copy, profile="base", version="1.0.0")
+    env = workloads(template(out))["node-red"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "LAB_TEXT", "value": value} in env
+
+
+# every character class that broke a template or a YAML reader, then anything (controls included)
+TEMPLATE_TRICKY = st.sampled_from(["{{", "}}", "{{/*", "*/}}", "/*", "*/", "{{-", "-}}", "{", "}", "`", "'", '"',
+                                   "\\", "$", "$(", "$$", "%c", "#", ": ", "- ", "---", "\n", "\r\n", "\t", "\x00",
+                                   "\x7f", "\x85", "\u2028", "\ufeff", "on", "y", "-1", ".5", "~", "&a", "*a", "!t"])
+ANY_TEXT = st.lists(st.one_of(TEMPLATE_TRICKY, st.text(max_size=4)), max_size=12).map("".join)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(ANY_TEXT, min_size=1, max_size=16))
+def test_quoted_and_template_text_are_read_back_exactly_by_helm(tmp_path_factory, texts):
+    """The three ways yamltext lets data into a template, each read back by Helm itself: a YAML
+    scalar and key (``emit``), a Go string literal (``quoted``) and template text (``template_text``)."""
+    chart = tmp_path_factory.mktemp("chart")
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.1.0\n")
+    (chart / "templates").mkdir()
+    defines = "".join(f'{{{{ define "t{i}" }}}}{template_text(t)}{{{{ end }}}}' for i, t in enumerate(texts))
+    data = {**{f"yaml{i}": t for i, t in enumerate(texts)},
+            **{f"go{i}": Raw(f"{{{{ {quoted(t)} | b64enc | quote }}}}") for i, t in enumerate(texts)},
+            **{f"text{i}": Raw(f'{{{{ include "t{i}" . | b64enc | quote }}}}') for i in range(len(texts))}}
+    keys = {t: str(i) for i, t in enumerate(texts)}
+    doc = "\n".join(emit({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t"}, "data": data,
+                          "keys": keys}))
+    (chart / "templates" / "t.yaml").write_text(defines + "\n" + doc + "\n", "utf-8")
+    got = yaml.safe_load(helm("template", "t", str(chart)).stdout)
+    for i, t in enumerate(texts):
+        assert got["data"][f"yaml{i}"] == t
+        assert base64.b64decode(got["data"][f"go{i}"]).decode("utf-8") == t
+        assert base64.b64decode(got["data"][f"text{i}"]).decode("utf-8") == t
+    assert got["keys"] == keys
 
 
 # --------------------------------------------------------------------------- reproducible, one model

@@ -1,9 +1,11 @@
 """The chart's human side: README.md (install, upgrade, rollback, air-gapped)
-and templates/NOTES.txt. Pure text from the ``ChartLab``."""
+and templates/NOTES.txt (a Go template: names go in through ``yamltext.template_text``). Pure
+text from the ``ChartLab``."""
 
 from __future__ import annotations
 
 from .model import ChartLab
+from .yamltext import template_text
 
 
 def _cell(text: str) -> str:
@@ -169,7 +171,9 @@ def render_readme(lab: ChartLab) -> str:
 
 
 def render_notes(lab: ChartLab) -> str:
-    return (f"{lab.lab} {lab.version} ({lab.profile}) is installed in namespace {{{{ .Release.Namespace }}}}.\n\n"
+    """templates/NOTES.txt: a template too, so the lab's names go in through ``template_text``."""
+    what = template_text(f"{lab.lab} {lab.version} ({lab.profile})")
+    return (f"{what} is installed in namespace {{{{ .Release.Namespace }}}}.\n\n"
             f"  kubectl -n {{{{ .Release.Namespace }}}} get pods -l app.kubernetes.io/instance={{{{ .Release.Name }}}}\n\n"
             "Secrets were generated into the <service>-secrets Secrets and are kept across upgrades.\n"
             "See the chart's README.md (install, upgrade, rollback, air-gapped) and runbooks/.\n")

@@ -15,7 +15,8 @@ What comes from where: images, ports, health, volumes, depends_on (with
 entrypoint, user, privileged, mounts, resources and the in-container
 healthcheck from compose.yaml; settings' values from lab.env; each secret's
 generator from secrets.env.example; scrape targets from the bundle's
-Prometheus config. Pure: no disk, no network.
+Prometheus config; the description from the service's runbook (as plain
+text). Pure: no disk, no network.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import yaml
 
 from ..blueprint import env_id
 from ..errors import BundleError
+from ..escape import markdown_text_plain
 from ..format.files import (
     COMPOSE_FILE,
     LAB_ENV,
@@ -295,8 +297,9 @@ def _scrapes(text: str, manifest: Manifest) -> dict[str, Scrape]:
 
 
 def _description(members: dict[str, bytes], name: str) -> str:
+    """The service's description: the third line of its runbook, Markdown escapes undone."""
     lines = members.get(runbook_path(name), b"").decode("utf-8").split("\n")
-    return lines[2] if len(lines) > 2 else ""
+    return markdown_text_plain(lines[2]) if len(lines) > 2 else ""
 
 
 def lab_model(members: dict[str, bytes]) -> ChartLab:

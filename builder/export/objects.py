@@ -19,7 +19,7 @@ import math
 import re
 
 from .model import ChartLab, ChartService, Mount, SecretRef
-from .yamltext import Block, Raw, document, emit
+from .yamltext import Block, Raw, document, emit, quoted
 
 FILES_DIR = "files"
 PERIOD = 10            # seconds between startup/readiness probes
@@ -27,7 +27,7 @@ PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
 def values_ref(name: str) -> str:
-    return f'(index $.Values.services "{name}")'
+    return f"(index $.Values.services {quoted(name)})"
 
 
 def _dns(text: str, limit: int = 63) -> str:
@@ -71,18 +71,28 @@ def secret_object(lab: ChartLab, svc: ChartService) -> str:
     data = {}
     for s in svc.secrets:
         if s.generate == "supplied":
-            data[s.name] = Raw(f'{{{{ fail "{svc.name} needs the secret {s.name}, which only its issuer can '
-                               f'supply: create a Secret holding it and set services.{svc.name}.existingSecret" }}}}')
+            why = (f"{svc.name} needs the secret {s.name}, which only its issuer can supply: "
+                   f"create a Secret holding it and set services.{svc.name}.existingSecret")
+            data[s.name] = Raw(f"{{{{ fail {quoted(why)} }}}}")
         else:
-            data[s.name] = Raw(f'{{{{ include "lab.secretValue" (dict "existing" $existing "key" "{s.name}" '
-                               f'"generate" "{s.generate}" "length" {s.length} "prefix" "{s.prefix}") | quote }}}}')
+            data[s.name] = Raw(f'{{{{ include "lab.secretValue" (dict "existing" $existing "key" {quoted(s.name)} '
+                               f'"generate" {quoted(s.generate)} "length" {int(s.length)} "prefix" {quoted(s.prefix)}) '
+                               '| quote }}')
     obj = {"apiVersion": "v1", "kind": "Secret",
            "metadata": _meta(lab, svc.name, f"{svc.name}-secrets",
                              annotations={"helm.sh/resource-policy": "keep"}),
            "type": "Opaque", "data": data}
     return document(obj, before=(f"{{{{- if not {values_ref(svc.name)}.existingSecret }}}}",
-                                 f'{{{{- $existing := lookup "v1" "Secret" $.Release.Namespace "{svc.name}-secrets" }}}}'),
+                                 '{{- $existing := lookup "v1" "Secret" $.Release.Namespace '
+                                 f'{quoted(svc.name + "-secrets")} }}}}'),
                     after=("{{- end }}",))
+
+
+def _file_content(path: str) -> Raw:
+    """A ConfigMap value: the chart file, read by Helm (never pasted into the template) and written
+    with ``quote`` (Go's %q escapes every non-printable character; ``toJson`` left DEL raw, which
+    go-yaml refuses, and U+0085, which it reads as a space)."""
+    return Raw(f"{{{{ $.Files.Get {quoted(f'{FILES_DIR}/{path}')} | quote }}}}")
 
 
 def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, str]]:
@@ -91,13 +101,13 @@ def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, 
     singles = [m for m in svc.mounts if m.kind == "file"]
     if singles:
         name = f"{svc.name}-files"
-        data = {_cm_key(m.name): Raw(f'{{{{ $.Files.Get "{FILES_DIR}/{m.name}" | toJson }}}}') for m in singles}
+        data = {_cm_key(m.name): _file_content(m.name) for m in singles}
         docs.append(document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(lab, svc.name, name),
                               "data": data}))
         names.update({m.name: name for m in singles})
     for m in (m for m in svc.mounts if m.kind == "dir"):
         name = _dns(f"{svc.name}-{m.name.replace('observability/', '')}")
-        data = {_cm_key(p, whole=False): Raw(f'{{{{ $.Files.Get "{FILES_DIR}/{p}" | toJson }}}}')
+        data = {_cm_key(p, whole=False): _file_content(p)
                 for p in lab.files if p.startswith(m.name + "/") and "/" not in p[len(m.name) + 1:]}
         docs.append(document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(lab, svc.name, name),
                               "data": data}))
@@ -110,7 +120,7 @@ def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, 
 def env_list(svc: ChartService) -> list[dict]:
     """Secret references first (the kubelet expands ``$(VAR)`` only from earlier entries)."""
     def secret_ref(ref: SecretRef) -> dict:
-        return {"secretKeyRef": {"name": Raw(f'{{{{ include "lab.secretName" (list $ "{ref.service}") | quote }}}}'),
+        return {"secretKeyRef": {"name": Raw(f'{{{{ include "lab.secretName" (list $ {quoted(ref.service)}) | quote }}}}'),
                                  "key": ref.name}}
     out, helpers = [], {}
     for var in svc.env:
@@ -197,8 +207,8 @@ def _config_checksum(lab: ChartLab, svc: ChartService) -> str:
 
 def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
     v = values_ref(svc.name)
-    image = Raw(f'{{{{ include "lab.image" (list $ "{svc.repository}:{svc.tag}" "{svc.repository_path}" '
-                f'"{svc.digest}") | quote }}}}')
+    image = Raw(f'{{{{ include "lab.image" (list $ {quoted(f"{svc.repository}:{svc.tag}")} '
+                f'{quoted(svc.repository_path)} {quoted(svc.digest)}) | quote }}}}')
     container: dict = {"name": svc.name, "image": image, "imagePullPolicy": "IfNotPresent"}
     if svc.command is not None:
         container["command"] = [kube_escape(a) for a in svc.command]
@@ -211,7 +221,7 @@ def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
     mounts, volumes = _mounts_and_volumes(lab, svc, cm_names)
     if mounts:
         container["volumeMounts"] = mounts
-    container[Block("resources:", f'  {{{{- include "lab.resources" (list $ "{svc.name}") | nindent %J }}}}')] = None
+    container[Block("resources:", f'  {{{{- include "lab.resources" (list $ {quoted(svc.name)}) | nindent %J }}}}')] = None
     container.update(probes(svc))
     if svc.privileged:
         container["securityContext"] = {"privileged": True}
@@ -335,7 +345,8 @@ def service_monitor(lab: ChartLab, svc: ChartService) -> str:
 def service_template(lab: ChartLab, name: str) -> str:
     """``templates/<name>.yaml``: every object of one service."""
     svc = lab.services[name]
-    docs = [f"{{{{- /* {name}: {svc.description} — generated by labbuild; do not edit. */}}}}\n"]
+    # no data in the comment (not even the description): "*/}}" in it would end the comment early
+    docs = ["{{- /* generated by labbuild; do not edit. The service is described in values.schema.json. */}}\n"]
     if svc.secrets:
         docs.append(secret_object(lab, svc))
     cms, cm_names = config_maps(lab, svc)
