@@ -20,7 +20,7 @@ import pytest
 from builder.bundle import reader
 from builder.bundle.reader import ScannedBundle, walk_bundle
 from builder.bundle.release import build_release
-from builder.install.backupcrypt import MAGIC
+from builder.backups.backupcrypt import MAGIC
 from builder.limits import MAX_PROBLEMS
 from builder.render.runbooks import limits_list
 from test_bundle_release import run_labbuild
