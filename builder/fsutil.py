@@ -119,6 +119,7 @@ class _Syncer:
         self._fd = os.dup(fd)
         self._wake = threading.Event()
         self._stopping = False
+        self._pending = False
         self.error: OSError | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="labbuild-syncer")
         self._thread.start()
@@ -127,16 +128,19 @@ class _Syncer:
         while True:
             self._wake.wait()
             self._wake.clear()
+            pending, self._pending = self._pending, False
+            if pending:                # a sync asked for before stop is still done (not dropped)
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as exc:     # the same open file: the caller's fsync may not see it again
+                    self.error = self.error or exc
             if self._stopping:
                 return
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:     # the same open file: the caller's fsync may not see it again
-                self.error = self.error or exc
 
     def poke(self) -> None:
         if self.error is not None:
             raise self.error
+        self._pending = True
         self._wake.set()
 
     def stop(self) -> None:
