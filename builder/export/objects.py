@@ -14,6 +14,7 @@ name (``http://qdrant:6333``), so one release per namespace.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import math
 import re
@@ -88,11 +89,15 @@ def secret_object(lab: ChartLab, svc: ChartService) -> str:
                     after=("{{- end }}",))
 
 
-def _file_content(path: str) -> Raw:
+def _file_content(lab: ChartLab, path: str) -> Raw:
     """A ConfigMap value: the chart file, read by Helm (never pasted into the template) and written
     with ``quote`` (Go's %q escapes every non-printable character; ``toJson`` left DEL raw, which
-    go-yaml refuses, and U+0085, which it reads as a space)."""
-    return Raw(f"{{{{ $.Files.Get {quoted(f'{FILES_DIR}/{path}')} | quote }}}}")
+    go-yaml refuses, and U+0085, which it reads as a space). Helm's chart loader drops a file's
+    leading byte order mark: it is put back."""
+    get = f"$.Files.Get {quoted(f'{FILES_DIR}/{path}')}"
+    if lab.files.get(path, b"").startswith(codecs.BOM_UTF8):
+        get = f"print {quoted(chr(0xFEFF))} ({get})"
+    return Raw(f"{{{{ {get} | quote }}}}")
 
 
 def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, str]]:
@@ -101,13 +106,13 @@ def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, 
     singles = [m for m in svc.mounts if m.kind == "file"]
     if singles:
         name = f"{svc.name}-files"
-        data = {_cm_key(m.name): _file_content(m.name) for m in singles}
+        data = {_cm_key(m.name): _file_content(lab, m.name) for m in singles}
         docs.append(document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(lab, svc.name, name),
                               "data": data}))
         names.update({m.name: name for m in singles})
     for m in (m for m in svc.mounts if m.kind == "dir"):
         name = _dns(f"{svc.name}-{m.name.replace('observability/', '')}")
-        data = {_cm_key(p, whole=False): _file_content(p)
+        data = {_cm_key(p, whole=False): _file_content(lab, p)
                 for p in lab.files if p.startswith(m.name + "/") and "/" not in p[len(m.name) + 1:]}
         docs.append(document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(lab, svc.name, name),
                               "data": data}))
