@@ -446,8 +446,9 @@ def test_a_mounted_file_outside_the_charts_files_renders_without_a_traceback():
 
 # every character class that broke a template or a YAML reader, then anything (controls included)
 TEMPLATE_TRICKY = st.sampled_from(["{{", "}}", "{{/*", "*/}}", "/*", "*/", "{{-", "-}}", "{", "}", "`", "'", '"',
-                                   "\\", "$", "$(", "$$", "%c", "#", ": ", "- ", "---", "\n", "\r\n", "\t", "\x00",
-                                   "\x7f", "\x85", "\u2028", "\ufeff", "on", "y", "-1", ".5", "~", "&a", "*a", "!t"])
+                                   "\\", "$", "$(", "$$", "%c", "%I", "%J", "#", ": ", "- ", "---", "\n", "\r\n",
+                                   "\t", "\x00", "\x7f", "\x85", "\u2028", "\ufeff", "on", "y", "-1", ".5", "~",
+                                   "&a", "*a", "!t"])
 ANY_TEXT = st.lists(st.one_of(TEMPLATE_TRICKY, st.text(max_size=4)), max_size=12).map("".join)
 
 
@@ -478,8 +479,8 @@ def test_quoted_and_template_text_are_read_back_exactly_by_helm(tmp_path_factory
 # Every free-text field of a blueprint that reaches the chart, filled with arbitrary text: the same objects
 # (kinds and names) as with plain text, and each text where it belongs. One chart render holds every text of
 # an example. `pytest -m nightly` runs LABBUILD_HELM_FUZZ_EXAMPLES (300) examples.
-LINE = st.lists(st.one_of(TEMPLATE_TRICKY, st.text(max_size=4)), max_size=10).map(
-    lambda parts: re.sub(r"[\x00-\x1f\x7f]", "", "".join(parts)))                      # one line (no control characters)
+LINE = st.lists(st.one_of(TEMPLATE_TRICKY, st.text(max_size=4)), max_size=10).map(    # no control characters
+    lambda parts: re.sub(r"[\x00-\x1f\x7f]", "", "".join(parts)))
 ENV = LINE.map(lambda t: t.replace("`", "") if env_value_problem(t) else t)            # what an env file carries
 # a mount path: compose reads ':' as an option, and interpolates '$' (render.compose does not escape it there yet)
 PATH_TEXT = LINE.map(lambda t: t.replace(":", "").replace("$", ""))
@@ -560,7 +561,7 @@ def test_free_text_in_every_field_renders_the_same_objects_and_stays_verbatim(cf
         _assert_each_text_where_it_belongs(texts, objects, out)
 
     check(dict.fromkeys(FIELD_TEXTS, HOSTPID_POD) | {"volume": "*/}}{{ 7 }}", "bind": "{{/*",
-                                                     "file": "\ufeff{{ 7 }}\x7f\x85\n*/}}"})
+                                                     "file": "\ufeff{{ 7 }}\x7f\x85\n*/}}", "mixed": "100%I%J */}}"})
     cfg(given(st.fixed_dictionaries(FIELD_TEXTS))(check))()
 
 

@@ -20,7 +20,7 @@ import math
 import re
 
 from .model import ChartLab, ChartService, EnvVar, Mount, SecretRef
-from .yamltext import Block, Raw, document, emit, quoted
+from .yamltext import Block, Raw, document, emitted, quoted
 
 FILES_DIR = "files"
 PERIOD = 10            # seconds between startup/readiness probes
@@ -125,8 +125,8 @@ def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, 
 def env_list(svc: ChartService) -> list[dict]:
     """Secret references first (the kubelet expands ``$(VAR)`` only from earlier entries)."""
     def secret_ref(ref: SecretRef) -> dict:
-        return {"secretKeyRef": {"name": Raw(f'{{{{ include "lab.secretName" (list $ {quoted(ref.service)}) | quote }}}}'),
-                                 "key": ref.name}}
+        name = Raw(f'{{{{ include "lab.secretName" (list $ {quoted(ref.service)}) | quote }}}}')
+        return {"secretKeyRef": {"name": name, "key": ref.name}}
     out, helpers = [], {}
     for var in svc.env:
         if var.setting:
@@ -147,7 +147,7 @@ def env_list(svc: ChartService) -> list[dict]:
 
 def _env_block(svc: ChartService) -> Block:
     static = env_list(svc)
-    body = emit(static, 2)
+    body = emitted(static, 2)
     settings = [f"{{{{- range $key, $value := {values_ref(svc.name)}.env }}}}",
                 "  - name: {{ $key | quote }}",
                 '    value: {{ toString $value | replace "$" "$$" | quote }}',
@@ -226,7 +226,8 @@ def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
     mounts, volumes = _mounts_and_volumes(lab, svc, cm_names)
     if mounts:
         container["volumeMounts"] = mounts
-    container[Block("resources:", f'  {{{{- include "lab.resources" (list $ {quoted(svc.name)}) | nindent %J }}}}')] = None
+    container[Block("resources:",
+                    f'  {{{{- include "lab.resources" (list $ {quoted(svc.name)}) | nindent %J }}}}')] = None
     container.update(probes(svc))
     if svc.privileged:
         container["securityContext"] = {"privileged": True}
@@ -300,7 +301,7 @@ def network_policy(lab: ChartLab, svc: ChartService) -> str:
     exposed = ["{{- if " + v + ".ingress.enabled }}", "  - ports:",
                "      - port: {{ " + v + ".ingress.port | quote }}", "{{- end }}"] if svc.ports else []
     if rules or not exposed:
-        ingress = Block("ingress:", *emit(rules, 2), *exposed) if rules else Block("ingress: []")
+        ingress = Block("ingress:", *emitted(rules, 2), *exposed) if rules else Block("ingress: []")
     else:
         ingress = Block(exposed[0], "ingress:", *exposed[1:3], "{{- else }}", "ingress: []", "{{- end }}")
     egress = [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
@@ -309,7 +310,7 @@ def network_policy(lab: ChartLab, svc: ChartService) -> str:
                        "ports": _port_refs(lab, server, names)})
     spec = {"podSelector": {"matchLabels": selector(svc.name)}, "policyTypes": ["Ingress", "Egress"],
             ingress: None,
-            Block("egress:", *emit(egress, 2), "{{- if $.Values.networkPolicy.externalEgress }}",
+            Block("egress:", *emitted(egress, 2), "{{- if $.Values.networkPolicy.externalEgress }}",
                   "  - to:", "      - ipBlock:", '          cidr: "0.0.0.0/0"', "          except:",
                   *[f'            - "{n}"' for n in PRIVATE_NETS], "{{- end }}"): None}
     return document({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
