@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -12,16 +13,17 @@ from pathlib import Path
 import pytest
 import tomlkit
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from builder.blueprint import SECRET_KEY_RE, load_lab
 from builder.bundle.release import build_release
 from builder.bundle.verify import safe_extract
 from builder.errors import BundleError
+from builder.escape import env_value_problem
 from builder.export.helm import export_helm
-from builder.export.model import ChartService
-from builder.export.objects import kube_escape
+from builder.export.model import ChartLab, ChartService, Mount
+from builder.export.objects import kube_escape, service_template
 from builder.export.values import resources
 from builder.export.yamltext import Raw, emit, quoted, template_text
 from builder.lockfile import LOCK_PATH, read_lock
@@ -434,10 +436,19 @@ def test_env_settings_keep_the_characters_yaml_reads_as_line_breaks(lab_copy, tm
     assert {"name": "LAB_TEXT", "value": value} in env
 
 
+def test_a_mounted_file_outside_the_charts_files_renders_without_a_traceback():
+    svc = ChartService(name="x", description="", repository="docker.io/x/y", tag="1", digest="sha256:0",
+                       mounts=(Mount("file", "lab.env", "/etc/lab.env", True),))
+    lab = ChartLab(lab="l", profile="p", version="1.0.0", labbuild="0", services={"x": svc}, files={},
+                   edges={"x": {}})
+    assert '$.Files.Get "files/lab.env" | quote' in service_template(lab, "x")
+
+
 # every character class that broke a template or a YAML reader, then anything (controls included)
 TEMPLATE_TRICKY = st.sampled_from(["{{", "}}", "{{/*", "*/}}", "/*", "*/", "{{-", "-}}", "{", "}", "`", "'", '"',
-                                   "\\", "$", "$(", "$$", "%c", "#", ": ", "- ", "---", "\n", "\r\n", "\t", "\x00",
-                                   "\x7f", "\x85", "\u2028", "\ufeff", "on", "y", "-1", ".5", "~", "&a", "*a", "!t"])
+                                   "\\", "$", "$(", "$$", "%c", "%I", "%J", "#", ": ", "- ", "---", "\n", "\r\n",
+                                   "\t", "\x00", "\x7f", "\x85", "\u2028", "\ufeff", "on", "y", "-1", ".5", "~",
+                                   "&a", "*a", "!t"])
 ANY_TEXT = st.lists(st.one_of(TEMPLATE_TRICKY, st.text(max_size=4)), max_size=12).map("".join)
 
 
@@ -463,6 +474,95 @@ def test_quoted_and_template_text_are_read_back_exactly_by_helm(tmp_path_factory
         assert base64.b64decode(got["data"][f"go{i}"]).decode("utf-8") == t
         assert base64.b64decode(got["data"][f"text{i}"]).decode("utf-8") == t
     assert got["keys"] == keys
+
+
+# Every free-text field of a blueprint that reaches the chart, filled with arbitrary text: the same objects
+# (kinds and names) as with plain text, and each text where it belongs. One chart render holds every text of
+# an example. `pytest -m nightly` runs LABBUILD_HELM_FUZZ_EXAMPLES (300) examples.
+LINE = st.lists(st.one_of(TEMPLATE_TRICKY, st.text(max_size=4)), max_size=10).map(    # no control characters
+    lambda parts: re.sub(r"[\x00-\x1f\x7f]", "", "".join(parts)))
+ENV = LINE.map(lambda t: t.replace("`", "") if env_value_problem(t) else t)            # what an env file carries
+# a mount path: compose reads ':' as an option, and interpolates '$' (render.compose does not escape it there yet)
+PATH_TEXT = LINE.map(lambda t: t.replace(":", "").replace("$", ""))
+FIELD_TEXTS = {"description": LINE, "env": ENV, "mixed": ENV, "file": ANY_TEXT, "command": ANY_TEXT,
+               "entrypoint": ANY_TEXT, "health_path": LINE, "volume": PATH_TEXT, "bind": PATH_TEXT,
+               "metrics_path": LINE, "param": ANY_TEXT, "param_value": ANY_TEXT, "runbook": ANY_TEXT,
+               "healthcheck": ANY_TEXT}
+HELM_FUZZ = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck),
+                     phases=[Phase.explicit, Phase.reuse, Phase.generate])   # shrinking takes minutes of helm runs
+HELM_FUZZ_NIGHTLY = settings(max_examples=int(os.environ.get("LABBUILD_HELM_FUZZ_EXAMPLES", "300")), deadline=None,
+                             suppress_health_check=list(HealthCheck))
+
+
+def _fill_node_red(bp, t: dict[str, str]) -> None:
+    bp["service"]["description"] = f"d{t['description']}d"          # markdown_text drops surrounding space
+    bp["service"]["command"] = [t["command"], t["description"]]
+    bp["service"]["entrypoint"] = [t["entrypoint"]]
+    bp["env"]["LAB_TEXT"] = t["env"]
+    bp["env"]["LAB_MIXED"] = "m${secret:node-red.FUZZ_TOKEN}" + t["mixed"]      # text around a secret: a literal
+    bp["secrets"] = {"FUZZ_TOKEN": {"generate": "token"}}
+    bp["files"] = [{"name": "fuzz.txt", "target": "/fuzz/fuzz.txt", "content": t["file"]}]
+    bp["health"]["path"] = "/" + t["health_path"]
+    bp["volumes"].append({"name": "fuzz", "target": "/v" + t["volume"]})
+    bp["binds"] = [{"source": "/h" + t["bind"], "target": "/b" + t["bind"]}]
+    bp["metrics"] = {"port": "http", "path": "/" + t["metrics_path"], "params": {t["param"]: t["param_value"]}}
+    bp["runbook"][0]["title"] = f"t{t['description']}"
+    for key in ("symptom", "cause", "fix"):
+        bp["runbook"][0][key] = f"r{t['runbook']}"
+
+
+def _fill_langfuse_redis(bp, t: dict[str, str]) -> None:
+    bp["healthcheck"]["test"] = ["CMD", t["healthcheck"], t["command"]]
+
+
+def _fuzz_chart(lab: Path, originals: dict[str, str], texts: dict[str, str], out: Path) -> list[dict]:
+    """Export phase1 of ``lab`` with ``texts`` in node-red's and langfuse-redis' free-text fields; its objects."""
+    for service, fill in (("node-red", _fill_node_red), ("langfuse-redis", _fill_langfuse_redis)):
+        (lab / "blueprints" / "services" / f"{service}.toml").write_text(originals[service], "utf-8")
+        edit_blueprint(lab, service, lambda bp: fill(bp, texts))
+    export_helm(out, root=lab, profile="phase1", version="1.0.0")
+    return template(out, "prometheus.serviceMonitors=true")
+
+
+def _assert_each_text_where_it_belongs(t: dict[str, str], objects: list[dict], out: Path) -> None:
+    pod = workloads(objects)["node-red"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LAB_TEXT"] == t["env"].replace("$", "$$")                        # the kubelet reads $$ as $
+    assert env["LAB_MIXED"] == "m$(LAB_SECRET_NODE_RED__FUZZ_TOKEN)" + kube_escape(t["mixed"])
+    assert yaml.safe_load((out / "values.yaml").read_text("utf-8"))["services"]["node-red"]["env"]["LAB_TEXT"] \
+        == t["env"]
+    assert container["args"] == [kube_escape(t["command"]), kube_escape(t["description"])]
+    assert container["command"] == [kube_escape(t["entrypoint"])]
+    assert container["startupProbe"]["httpGet"]["path"] == "/" + t["health_path"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["fuzz"] == "/v" + t["volume"] and "/b" + t["bind"] in mounts.values()
+    assert {"path": "/h" + t["bind"]} in [v.get("hostPath") for v in pod["volumes"]]
+    assert by_kind(objects, "ConfigMap")["node-red-files"]["data"] == {"config_node-red_fuzz.txt": t["file"]}
+    endpoint = by_kind(objects, "ServiceMonitor")["node-red"]["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/" + t["metrics_path"] and endpoint["params"] == {t["param"]: [t["param_value"]]}
+    probe = workloads(objects)["langfuse-redis"]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert probe["exec"]["command"] == [t["healthcheck"], t["command"]]
+    schema = json.loads((out / "values.schema.json").read_text("utf-8"))
+    assert schema["properties"]["services"]["properties"]["node-red"]["description"] == f"d{t['description']}d"
+
+
+@pytest.mark.parametrize("cfg", [pytest.param(HELM_FUZZ, id="fast"),
+                                 pytest.param(HELM_FUZZ_NIGHTLY, id="nightly", marks=pytest.mark.nightly)])
+def test_free_text_in_every_field_renders_the_same_objects_and_stays_verbatim(cfg, lab_copy, tmp_path):
+    originals = {s: (lab_copy / "blueprints" / "services" / f"{s}.toml").read_text("utf-8")
+                 for s in ("node-red", "langfuse-redis")}
+    out = tmp_path / "chart"            # each export replaces the one before
+    plain = object_names(_fuzz_chart(lab_copy, originals, dict.fromkeys(FIELD_TEXTS, "plain"), out))
+
+    def check(texts: dict[str, str]) -> None:
+        objects = _fuzz_chart(lab_copy, originals, texts, out)
+        assert object_names(objects) == plain
+        _assert_each_text_where_it_belongs(texts, objects, out)
+
+    check(dict.fromkeys(FIELD_TEXTS, HOSTPID_POD) | {"volume": "*/}}{{ 7 }}", "bind": "{{/*",
+                                                     "file": "\ufeff{{ 7 }}\x7f\x85\n*/}}", "mixed": "100%I%J */}}"})
+    cfg(given(st.fixed_dictionaries(FIELD_TEXTS))(check))()
 
 
 # --------------------------------------------------------------------------- reproducible, one model

@@ -14,12 +14,13 @@ name (``http://qdrant:6333``), so one release per namespace.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import math
 import re
 
-from .model import ChartLab, ChartService, Mount, SecretRef
-from .yamltext import Block, Raw, document, emit, quoted
+from .model import ChartLab, ChartService, EnvVar, Mount, SecretRef
+from .yamltext import Block, Raw, document, emitted, quoted
 
 FILES_DIR = "files"
 PERIOD = 10            # seconds between startup/readiness probes
@@ -88,11 +89,15 @@ def secret_object(lab: ChartLab, svc: ChartService) -> str:
                     after=("{{- end }}",))
 
 
-def _file_content(path: str) -> Raw:
+def _file_content(lab: ChartLab, path: str) -> Raw:
     """A ConfigMap value: the chart file, read by Helm (never pasted into the template) and written
     with ``quote`` (Go's %q escapes every non-printable character; ``toJson`` left DEL raw, which
-    go-yaml refuses, and U+0085, which it reads as a space)."""
-    return Raw(f"{{{{ $.Files.Get {quoted(f'{FILES_DIR}/{path}')} | quote }}}}")
+    go-yaml refuses, and U+0085, which it reads as a space). Helm's chart loader drops a file's
+    leading byte order mark: it is put back."""
+    get = f"$.Files.Get {quoted(f'{FILES_DIR}/{path}')}"
+    if lab.files.get(path, b"").startswith(codecs.BOM_UTF8):
+        get = f"print {quoted(chr(0xFEFF))} ({get})"
+    return Raw(f"{{{{ {get} | quote }}}}")
 
 
 def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, str]]:
@@ -101,13 +106,13 @@ def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, 
     singles = [m for m in svc.mounts if m.kind == "file"]
     if singles:
         name = f"{svc.name}-files"
-        data = {_cm_key(m.name): _file_content(m.name) for m in singles}
+        data = {_cm_key(m.name): _file_content(lab, m.name) for m in singles}
         docs.append(document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(lab, svc.name, name),
                               "data": data}))
         names.update({m.name: name for m in singles})
     for m in (m for m in svc.mounts if m.kind == "dir"):
         name = _dns(f"{svc.name}-{m.name.replace('observability/', '')}")
-        data = {_cm_key(p, whole=False): _file_content(p)
+        data = {_cm_key(p, whole=False): _file_content(lab, p)
                 for p in lab.files if p.startswith(m.name + "/") and "/" not in p[len(m.name) + 1:]}
         docs.append(document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(lab, svc.name, name),
                               "data": data}))
@@ -120,8 +125,8 @@ def config_maps(lab: ChartLab, svc: ChartService) -> tuple[list[str], dict[str, 
 def env_list(svc: ChartService) -> list[dict]:
     """Secret references first (the kubelet expands ``$(VAR)`` only from earlier entries)."""
     def secret_ref(ref: SecretRef) -> dict:
-        return {"secretKeyRef": {"name": Raw(f'{{{{ include "lab.secretName" (list $ {quoted(ref.service)}) | quote }}}}'),
-                                 "key": ref.name}}
+        name = Raw(f'{{{{ include "lab.secretName" (list $ {quoted(ref.service)}) | quote }}}}')
+        return {"secretKeyRef": {"name": name, "key": ref.name}}
     out, helpers = [], {}
     for var in svc.env:
         if var.setting:
@@ -142,7 +147,7 @@ def env_list(svc: ChartService) -> list[dict]:
 
 def _env_block(svc: ChartService) -> Block:
     static = env_list(svc)
-    body = emit(static, 2)
+    body = emitted(static, 2)
     settings = [f"{{{{- range $key, $value := {values_ref(svc.name)}.env }}}}",
                 "  - name: {{ $key | quote }}",
                 '    value: {{ toString $value | replace "$" "$$" | quote }}',
@@ -221,7 +226,8 @@ def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
     mounts, volumes = _mounts_and_volumes(lab, svc, cm_names)
     if mounts:
         container["volumeMounts"] = mounts
-    container[Block("resources:", f'  {{{{- include "lab.resources" (list $ {quoted(svc.name)}) | nindent %J }}}}')] = None
+    container[Block("resources:",
+                    f'  {{{{- include "lab.resources" (list $ {quoted(svc.name)}) | nindent %J }}}}')] = None
     container.update(probes(svc))
     if svc.privileged:
         container["securityContext"] = {"privileged": True}
@@ -295,7 +301,7 @@ def network_policy(lab: ChartLab, svc: ChartService) -> str:
     exposed = ["{{- if " + v + ".ingress.enabled }}", "  - ports:",
                "      - port: {{ " + v + ".ingress.port | quote }}", "{{- end }}"] if svc.ports else []
     if rules or not exposed:
-        ingress = Block("ingress:", *emit(rules, 2), *exposed) if rules else Block("ingress: []")
+        ingress = Block("ingress:", *emitted(rules, 2), *exposed) if rules else Block("ingress: []")
     else:
         ingress = Block(exposed[0], "ingress:", *exposed[1:3], "{{- else }}", "ingress: []", "{{- end }}")
     egress = [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
@@ -304,7 +310,7 @@ def network_policy(lab: ChartLab, svc: ChartService) -> str:
                        "ports": _port_refs(lab, server, names)})
     spec = {"podSelector": {"matchLabels": selector(svc.name)}, "policyTypes": ["Ingress", "Egress"],
             ingress: None,
-            Block("egress:", *emit(egress, 2), "{{- if $.Values.networkPolicy.externalEgress }}",
+            Block("egress:", *emitted(egress, 2), "{{- if $.Values.networkPolicy.externalEgress }}",
                   "  - to:", "      - ipBlock:", '          cidr: "0.0.0.0/0"', "          except:",
                   *[f'            - "{n}"' for n in PRIVATE_NETS], "{{- end }}"): None}
     return document({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",

@@ -16,7 +16,8 @@ as template syntax. The rule, kept here and nowhere else:
 string ``quoted``. ``Raw("{{ ... }}")`` is a scalar written verbatim; a
 ``Block(...)`` key is a run of verbatim template lines at the current
 indentation (``%I`` in them becomes that indentation, ``%J`` two more), for
-conditionals and ``toYaml | nindent`` values.
+conditionals and ``toYaml | nindent`` values; data lines go into a block as
+``emitted(obj)``, which no ``%I`` in the data can change.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ class Raw:
 
 @dataclass(frozen=True)
 class Block:
-    lines: tuple[str, ...]
+    lines: tuple[str | Raw, ...]       # Raw: a data line, written as it is
 
-    def __init__(self, *lines: str) -> None:
+    def __init__(self, *lines: str | Raw) -> None:
         object.__setattr__(self, "lines", tuple(lines))
 
 
@@ -95,7 +96,8 @@ def emit(obj: Any, indent: int = 0) -> list[str]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             if isinstance(k, Block):
-                out += [pad + line.replace("%I", str(indent)).replace("%J", str(indent + 2)) for line in k.lines]
+                out += [pad + (line.text if isinstance(line, Raw) else
+                               line.replace("%I", str(indent)).replace("%J", str(indent + 2))) for line in k.lines]
                 continue
             key = _key(k)
             if len(key) > _LONGEST_KEY:      # an explicit key: "? KEY" on a line of its own, then ": value"
@@ -121,6 +123,11 @@ def emit(obj: Any, indent: int = 0) -> list[str]:
     else:
         out.append(pad + scalar(obj))
     return out
+
+
+def emitted(obj: Any, indent: int = 0) -> tuple[Raw, ...]:
+    """``emit(obj, indent)`` as data lines of a ``Block``."""
+    return tuple(Raw(line) for line in emit(obj, indent))
 
 
 def document(obj: Any, before: tuple[str, ...] = (), after: tuple[str, ...] = ()) -> str:
