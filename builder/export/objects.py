@@ -19,7 +19,7 @@ import hashlib
 import math
 import re
 
-from .model import ChartLab, ChartService, EnvVar, Mount, SecretRef
+from .model import ChartLab, ChartService, Mount, SecretRef
 from .yamltext import Block, Raw, document, emitted, quoted
 
 FILES_DIR = "files"
