@@ -185,6 +185,11 @@ def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, 
             _warn_secrets(install_dir, member(ENV_MEMBER).read(), manifest, chosen, say)
         volume_services = [s for s in chosen if bm.services[s].method == "volume"]
         exec_services = [s for s in chosen if bm.services[s].method == "exec"]
+        for svc in volume_services:     # every archive checked before anything is deleted
+            installed = {v.name: v for v in manifest.services[svc].volumes}
+            for saved in bm.services[svc].volumes:
+                check_volume_archive(member(volume_member(svc, saved.name)), installed[saved.name].target,
+                                     f"{shown}: {volume_member(svc, saved.name)}", svc, installed[saved.name].volume)
         for svc in volume_services:
             say(f"{svc}: stopping and removing its container")
             project.run("rm", "-s", "-f", svc)
@@ -233,6 +238,52 @@ def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, 
         result.failure = (f"{bad[0].service} is not healthy after the restore: {bad[0].detail}; "
                           f"its data is restored — see runbooks/{bad[0].service}.md")
     return result
+
+
+def check_volume_archive(fh: BinaryIO, target: str, shown: str, svc: str, volume: str) -> None:
+    """BackupError unless every member of a volume's archive stays inside the volume.
+
+    The archive is written at the parent of the volume's mount point (the engine's archive
+    API), so each member must be the volume's own directory (``basename(target)``) or below
+    it: no absolute name, no ``..``, no hard link to a name outside it, no member reached
+    through a symlink the archive itself made (writing through it would land wherever it
+    points), no device node, and the volume's directory itself no symlink. A malformed
+    archive is refused here too — before any volume is deleted."""
+    base = posixpath.basename(posixpath.normpath(target))
+    links: set[str] = set()
+
+    def inside(name: str) -> str | None:
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or "\0" in name:
+            return None
+        norm = posixpath.normpath(name)
+        return norm if norm == base or norm.startswith(base + "/") else None
+
+    def refuse(name: str, why: str) -> BackupError:
+        return BackupError(f"{shown}: member {name[:200]!r} {why}: the archive would write outside "
+                           f"volume {volume} ({target})", service=svc, volume=volume,
+                           hint="this backup was not made by labbuild from this install, or it was crafted; "
+                                "nothing was changed")
+    try:
+        with tarfile.open(fileobj=fh, mode="r|") as tar:
+            for m in tar:
+                name = inside(m.name)
+                if name is None:
+                    raise refuse(m.name, f"is not below {base}/")
+                above = name.split("/")
+                if any("/".join(above[:i]) in links for i in range(1, len(above) + 1)):
+                    raise refuse(m.name, "goes through a symlink the archive made")
+                if m.issym():
+                    if name == base:
+                        raise refuse(m.name, "makes the volume's directory a symlink")
+                    links.add(name)
+                elif m.islnk() and inside(m.linkname) is None:
+                    raise refuse(m.name, f"is a hard link to {m.linkname[:200]!r}")
+                elif m.ischr() or m.isblk():
+                    raise refuse(m.name, "is a device node")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BackupError(f"{shown}: the volume's archive is malformed ({exc})", service=svc, volume=volume,
+                          hint="the backup is damaged; nothing was changed — restore another backup") from None
 
 
 def _restore_env(install_dir: Path, saved: bytes, manifest: Manifest) -> list[str]:

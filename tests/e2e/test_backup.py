@@ -461,3 +461,56 @@ def test_host_directory_only_when_the_engine_sees_that_very_directory(airgap, do
         with tar_stream(tmp_path / "gone", "data", "web", "data") as pipe:
             pipe.read()
     assert (caught.value.service, caught.value.volume) == ("web", "data")
+
+
+def _crafted(good: Path, out: Path, volume_tar: bytes) -> None:
+    """A self-consistent backup (every hash right) whose web volume archive is ``volume_tar``."""
+    import io
+
+    from builder.backups.backupfile import BackupWriter, reserve_for
+
+    bm = read_backup_manifest(good)
+    bm.members = {}
+    with tarfile.open(good) as src, open(out, "wb") as fh:
+        writer = BackupWriter(fh, bm, reserve_for(8))
+        writer.add("env/.env", src.extractfile(f"{TOP}/env/.env"))
+        writer.add("volumes/web/data.tar", io.BytesIO(volume_tar), service="web", volume="data")
+        writer.finish()
+
+
+def _tar(*members: tuple[str, str, str]) -> bytes:
+    import io
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for kind, name, extra in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(extra)
+                tar.addfile(info, io.BytesIO(extra.encode()))
+            else:
+                info.type, info.linkname = (tarfile.SYMTYPE if kind == "sym" else tarfile.DIRTYPE), extra
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("volume_tar", [
+    _tar(("dir", "data", ""), ("file", "data/ok", "fine"), ("file", "etc/pwned", "planted")),
+    _tar(("dir", "data", ""), ("sym", "data/l", "/etc"), ("file", "data/l/pwned", "planted")),
+    b"\x01" * 4096,
+], ids=["sibling-of-the-volume", "through-a-symlink", "malformed"])
+def test_a_crafted_volume_archive_is_refused_before_the_volume_is_touched(airgap, docker_engine, tmp_path, capsys,
+                                                                          volume_tar):
+    lab, bundle, target = installed_pair(airgap, docker_engine, tmp_path)
+    write_data(docker_engine, lab.name, "web")
+    good = tmp_path / "good.backup.tar"
+    assert cli(capsys, "backup", "--dir", str(target), "--out", str(good), "web")[0] == 0
+    now = fingerprint(docker_engine, lab.name, "web")
+    web_id = container(docker_engine, lab.name, "web").id
+    crafted = tmp_path / "crafted.backup.tar"
+    _crafted(good, crafted, volume_tar)
+    code, out, _ = cli(capsys, "restore", str(crafted), "--dir", str(target))
+    assert code == 1 and "volumes/web/data.tar" in out["error"], out
+    assert container(docker_engine, lab.name, "web").id == web_id          # not removed, not recreated
+    assert fingerprint(docker_engine, lab.name, "web") == now
+    code, listing = container(docker_engine, lab.name, "web").exec_run([BB, "ls", "/etc"])
+    assert b"pwned" not in listing
