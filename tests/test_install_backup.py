@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -388,3 +389,28 @@ def test_shipped_one_way_services_name_data_services_they_depend_on():
         for held in bp.data_in:
             assert held in bp.depends_on, f"{name}: data_in {held} is not a dependency"
             assert lab.services[held].volumes or lab.services[held].backup.method == "exec"
+
+
+def test_an_opened_sealed_backup_has_no_name_on_disk(keys, tmp_path, monkeypatch):
+    """Hardening round two, class 5: the plaintext of a sealed backup is never a file with a
+    name (no predictable temp name to pre-plant a symlink at, nothing left by a kill -9)."""
+    from builder.backups import restore
+
+    identity, recipient = keys
+    pem = tmp_path / "id.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "X25519", "-out", str(pem)], check=True)
+    pub = tmp_path / "id.pub"
+    subprocess.run(["openssl", "pkey", "-in", str(pem), "-pubout", "-out", str(pub)], check=True)
+    sealed = tmp_path / "lab.backup.enc"
+    with open(sealed, "wb") as out:
+        encrypt_stream(io.BytesIO(b"SECRET=plaintext\n" * 100), out, load_recipient(pub))
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    for pid in range(os.getpid() - 2, os.getpid() + 3):      # the old predictable names, pre-planted
+        (tmp_path / f".{sealed.name}.{pid}.open").symlink_to(victim)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with restore.opened_backup(sealed, pem) as plain:
+        assert plain.read_bytes().startswith(b"SECRET=plaintext")
+        assert sorted(p.name for p in tmp_path.iterdir()) == before     # nothing new with a name
+    assert victim.read_text() == "untouched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

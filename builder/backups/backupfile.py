@@ -189,45 +189,48 @@ def reserve_for(members: int) -> int:
     return 16384 + 1024 * members
 
 
-def read_backup_manifest(path: Path) -> BackupManifest:
+def read_backup_manifest(path: Path, shown: Path | None = None) -> BackupManifest:
     """backup.json of a plain backup file, read from its head (it is the second member)."""
+    where = shown or path
     try:
         with tarfile.open(path, mode="r:") as tar:
             top = tar.next()
             member = tar.next()
             if top is None or member is None or member.name != f"{TOP}/{MANIFEST_NAME}" or not member.isreg():
-                raise BackupError(f"{path}: not a labbuild backup (no {MANIFEST_NAME} at its head)")
+                raise BackupError(f"{where}: not a labbuild backup (no {MANIFEST_NAME} at its head)")
             if member.size > MAX_MANIFEST_BYTES:
-                raise BackupError(f"{path}: {MANIFEST_NAME} is {member.size} bytes: not a labbuild backup")
+                raise BackupError(f"{where}: {MANIFEST_NAME} is {member.size} bytes: not a labbuild backup")
             raw = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BackupError(f"{path}: not a readable backup file ({exc})",
+        raise BackupError(f"{where}: not a readable backup file ({exc})",
                           hint="an encrypted backup starts with LABBACKUP: pass --identity KEY") from None
-    return BackupManifest.loads(raw, str(path))
+    return BackupManifest.loads(raw, str(where))
 
 
-def verify_backup(path: Path) -> BackupManifest:
+def verify_backup(path: Path, shown: Path | None = None) -> BackupManifest:
     """Hash every member of a plain backup file against its manifest; BackupError naming the first
-    member that is unsafe, missing, unlisted or different."""
-    read_backup_manifest(path)   # a head that is no backup (or a huge backup.json) is refused before the walk
+    member that is unsafe, missing, unlisted or different. ``shown``: the name messages give the
+    file (an opened sealed backup is read through ``/proc/self/fd``)."""
+    where = shown or path
+    read_backup_manifest(path, where)   # a head that is no backup (or a huge backup.json) is refused before the walk
     scan = scan_bundle(path, keep={MANIFEST_NAME})
     if scan.problems:
         p = scan.problems[0]
-        raise BackupError(f"{path}: member {p.file}: {p.message}", hint="the backup is damaged: use another one")
+        raise BackupError(f"{where}: member {p.file}: {p.message}", hint="the backup is damaged: use another one")
     if scan.top != TOP or MANIFEST_NAME not in scan.kept:
-        raise BackupError(f"{path}: not a labbuild backup (no {TOP}/{MANIFEST_NAME})")
-    manifest = BackupManifest.loads(scan.kept[MANIFEST_NAME], str(path))
+        raise BackupError(f"{where}: not a labbuild backup (no {TOP}/{MANIFEST_NAME})")
+    manifest = BackupManifest.loads(scan.kept[MANIFEST_NAME], str(where))
     found = {rel: v for rel, v in scan.files.items() if rel != MANIFEST_NAME}
     for rel, member in sorted(manifest.members.items()):
         if rel not in found:
-            raise BackupError(f"{path}: member {rel} is missing", hint="the backup is truncated or damaged")
+            raise BackupError(f"{where}: member {rel} is missing", hint="the backup is truncated or damaged")
         sha, size = found[rel]
         if (sha, size) != (member.sha256, member.size):
-            raise BackupError(f"{path}: member {rel} does not match its recorded sha256/size "
+            raise BackupError(f"{where}: member {rel} does not match its recorded sha256/size "
                               f"(recorded {member.sha256[:12]}…/{member.size} B, found {sha[:12]}…/{size} B)",
                               hint="the backup was changed or damaged after it was written: do not restore it")
     extra = sorted(set(found) - set(manifest.members))
     if extra:
-        raise BackupError(f"{path}: member {extra[0]} is not listed in {MANIFEST_NAME}",
+        raise BackupError(f"{where}: member {extra[0]} is not listed in {MANIFEST_NAME}",
                           hint="the backup was changed after it was written: do not restore it")
     return manifest

@@ -28,6 +28,7 @@ import posixpath
 import socket
 import struct
 import tarfile
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def restore_backup(backup: str | os.PathLike, install_dir: str | os.PathLike, *,
     with dir_lock(install_dir), opened_backup(backup, identity) as plain:
         check_project_owner(client, manifest.lab, install_dir)
         say(f"verifying {backup}")
-        bm = verify_backup(plain)
+        bm = verify_backup(plain, backup)
         chosen = check_fits(bm, manifest, services, backup)
         return apply_restore(client, install_dir, release, manifest, plain, bm, chosen, secrets=secrets,
                              timeout=timeout, say=say, shown=backup)
@@ -103,22 +104,26 @@ def restore_backup(backup: str | os.PathLike, install_dir: str | os.PathLike, *,
 
 @contextlib.contextmanager
 def opened_backup(path: Path, identity: str | os.PathLike | None) -> Iterator[Path]:
-    """The plain backup: ``path`` itself, or a sealed one opened into a private temp file beside it."""
+    """The plain backup: ``path`` itself, or a sealed one opened into an unnamed temp file.
+
+    The plaintext (``.env`` secrets included) never has a name: it is written to an
+    anonymous file (``O_TMPFILE``, mode 0600, no symlink to follow, nothing left behind by
+    a kill -9) beside the backup, or in the temp dir when that directory is read-only,
+    and read back through ``/proc/self/fd``."""
     if not is_encrypted(path):
         yield path
         return
     if identity is None:
         raise BackupError(f"{path}: is encrypted", hint="pass the X25519 private key: --identity KEY.pem")
     key = load_identity(Path(identity))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.open")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
-            decrypt_stream(src, dst, key, str(path))
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        plain = tempfile.TemporaryFile(dir=path.parent)
+    except OSError:
+        plain = tempfile.TemporaryFile()
+    with plain, open(path, "rb") as src:
+        decrypt_stream(src, plain, key, str(path))
+        plain.flush()
+        yield Path(f"/proc/self/fd/{plain.fileno()}")
 
 
 def restore_snapshot(client, install_dir: Path, release: Path, manifest: Manifest, snapshot: Path,
