@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import posixpath
 import tempfile
@@ -42,7 +43,13 @@ import requests
 from .. import __version__
 from ..errors import BackupError
 from ..format.manifest import Manifest
-from ..fsutil import atomic_writer
+from ..fsutil import (
+    CapExceeded,
+    atomic_write,
+    atomic_writer,
+    canonical_json,
+    read_capped,
+)
 from ..host.engine import (
     ChunkReader,
     check_project_owner,
@@ -85,12 +92,15 @@ class BackupResult:
     members: dict[str, int]                 # member -> bytes
     encrypted: bool = False
     health: dict[str, HealthResult] = field(default_factory=dict)   # services started again
+    recovered: list[str] = field(default_factory=list)   # left stopped by an interrupted backup, started
+    not_running: list[str] = field(default_factory=list)  # stopped, and nothing of labbuild's stopped them
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "path": str(self.path), "kind": self.kind, "lab": self.lab,
                 "version": self.version, "services": self.services, "size": self.size,
                 "members": self.members, "encrypted": self.encrypted,
-                "restarted": {s: r.state for s, r in sorted(self.health.items())}}
+                "restarted": {s: r.state for s, r in sorted(self.health.items())},
+                "recovered": self.recovered, "not_running": self.not_running}
 
 
 def backups_dir(install_dir: Path) -> Path:
@@ -161,6 +171,9 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
     path = out or _free_name(backups_dir(install_dir) / default_name(manifest, kind, upgrade_to,
                                                                      recipient is not None, now))
     found = containers(client, manifest.lab)
+    recovered = recover_stopped(client, install_dir, manifest, found, timeout, say)
+    found = containers(client, manifest.lab) if recovered else found
+    not_running = _not_running(install_dir, manifest, found, say)
     entries = {s: manifest.services[s] for s in services}
     for svc in services:
         if svc not in found:
@@ -197,6 +210,8 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
             for svc in volume_services:
                 if found[svc].status in ("running", "restarting", "paused"):
                     say(f"{svc}: stopping to archive its volumes")
+                    if restart:     # noted first: a backup killed from here on is undone by the next one
+                        _note_stopped(install_dir, [*stopped, svc])
                     engine_call(lambda c=found[svc]: c.stop(timeout=STOP_TIMEOUT), svc, None, "stop the container")
                     stopped.append(svc)
             for svc in volume_services:
@@ -207,11 +222,13 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
     finally:
         if stopped and (restart or not done):   # a failed snapshot leaves the lab as it was, too
             health = _start_again(client, manifest, found, stopped, timeout, say)
+            _note_stopped(install_dir, [])
     size = path.stat().st_size
     say(f"wrote {path} ({_human(size)}, {len(bm.members)} members, mode 0600)")
     return BackupResult(ok=True, path=path, kind=kind, lab=manifest.lab, version=manifest.version,
                         services=services, size=size, members={n: m.size for n, m in bm.members.items()},
-                        encrypted=recipient is not None, health=health)
+                        encrypted=recipient is not None, health=health, recovered=recovered,
+                        not_running=not_running)
 
 
 def sweep_leftovers(root: Path, say: Say = quiet) -> list[Path]:
@@ -326,6 +343,55 @@ def _dump(client, container, svc: str, argv: tuple[str, ...], writer: BackupWrit
         raise BackupError(f"{svc}: dump command exited {code}: " + (" / ".join(tail) or "(no stderr)"),
                           service=svc, member=rel, hint=f"run it by hand: docker exec {container.name} "
                                                         + " ".join(argv))
+
+
+STOPPED_JOURNAL = ".labbuild-stopped.json"     # DIR: the services a running backup has stopped
+
+
+def _note_stopped(install_dir: Path, services: list[str]) -> None:
+    """Record (atomically, before each stop) which services this backup has stopped; [] removes it."""
+    journal = install_dir / STOPPED_JOURNAL
+    if services:
+        atomic_write(journal, canonical_json(sorted(services)), mode=0o600)
+    else:
+        journal.unlink(missing_ok=True)
+
+
+def recover_stopped(client, install_dir: Path, manifest: Manifest, found: dict, timeout: float,
+                    say: Say) -> list[str]:
+    """Start again what an interrupted (killed) backup left stopped, as its journal says; the
+    caller holds the DIR lock, so no backup of this DIR is running. Returns those services."""
+    journal = install_dir / STOPPED_JOURNAL
+    try:
+        noted = json.loads(read_capped(journal, 64 * 1024))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, CapExceeded):
+        noted = []
+    names = [s for s in noted if isinstance(s, str) and s in found and s in manifest.services] \
+        if isinstance(noted, list) else []
+    left = [s for s in names if found[s].status not in ("running", "restarting")]
+    if left:
+        say(f"warning: an interrupted backup left {', '.join(left)} stopped: starting them again")
+        health = _start_again(client, manifest, found, left, timeout, say)
+        bad = [s for s, r in health.items() if not r.ok]
+        if bad:
+            raise BackupError(f"{', '.join(bad)}: left stopped by an interrupted backup, not healthy after "
+                              "starting again", service=bad[0],
+                              hint=f"see runbooks/{bad[0]}.md and `labbuild status --dir {install_dir}`")
+    journal.unlink(missing_ok=True)
+    return left
+
+
+def _not_running(install_dir: Path, manifest: Manifest, found: dict, say: Say) -> list[str]:
+    """Services that should run but do not (and no backup of labbuild's stopped): reported."""
+    out = sorted(s for s, c in found.items()      # optional services may wait for their supplied secrets
+                 if s in manifest.services and not manifest.services[s].optional
+                 and c.status in ("exited", "created", "dead"))
+    if out:
+        say(f"warning: {', '.join(out)} not running (labbuild did not stop them): see "
+            f"`labbuild status --dir {install_dir}`")
+    return out
 
 
 def _start_again(client, manifest: Manifest, found: dict, stopped: list[str], timeout: float,

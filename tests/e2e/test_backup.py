@@ -323,9 +323,13 @@ def test_kill_9_during_backup_and_restore(airgap, docker_engine, tmp_path, capsy
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not final.exists()
-    container(docker_engine, lab.name, "web").start()   # kill -9 left it stopped: nothing can restart it
+    assert container(docker_engine, lab.name, "web").status == "exited"   # kill -9 left it stopped
 
-    assert cli(capsys, "backup", "--dir", str(target), "--out", str(final))[0] == 0
+    # the next backup notices what the killed one stopped, starts it again and says so (class 14)
+    code, out, err = cli(capsys, "backup", "--dir", str(target), "--out", str(final))
+    assert code == 0 and out["recovered"] == ["web"] and "interrupted backup left web stopped" in err
+    assert container(docker_engine, lab.name, "web").status == "running"
+    assert not (target / ".labbuild-stopped.json").exists()
     sh(docker_engine, lab.name, "web", f"{BB} rm -rf /data/* && echo other > /data/other")
 
     # kill -9 while the volume is being written back
@@ -514,3 +518,11 @@ def test_a_crafted_volume_archive_is_refused_before_the_volume_is_touched(airgap
     assert fingerprint(docker_engine, lab.name, "web") == now
     code, listing = container(docker_engine, lab.name, "web").exec_run([BB, "ls", "/etc"])
     assert b"pwned" not in listing
+
+
+def test_a_backup_reports_services_that_should_run_but_do_not(airgap, docker_engine, tmp_path, capsys):
+    lab, bundle, target = installed_pair(airgap, docker_engine, tmp_path)
+    container(docker_engine, lab.name, "api").stop(timeout=5)      # not labbuild's doing
+    code, out, err = cli(capsys, "backup", "--dir", str(target), "web")
+    assert code == 0 and out["not_running"] == ["api"] and out["recovered"] == []
+    assert "api not running (labbuild did not stop them)" in err
