@@ -22,6 +22,7 @@ import click
 
 from . import __version__
 from .errors import LabbuildError
+from .fsutil import os_hint
 
 # name -> "module:attribute" of a click.Command. Order is the help order.
 COMMANDS: dict[str, str] = {
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:
         err = LabbuildError(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}",
-                            hint="check the path and its permissions")
+                            hint=os_hint(exc, exc.filename))
         _render_error(err, as_json)
         return 1
     except Exception as exc:  # a bug in labbuild, not bad input: still no traceback

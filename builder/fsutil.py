@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +12,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+
+from .errors import LabbuildError
 
 
 def canonical_json(data: Any) -> str:
@@ -45,6 +48,29 @@ def atomic_writer(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Binary
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def os_hint(exc: OSError, path: str | os.PathLike | None) -> str:
+    """What to do about ``exc`` on ``path``, judged by its errno (never a guess about links
+    when the disk is full or read-only)."""
+    where = Path(path).parent if path is not None else "the target directory"
+    return {
+        errno.ENOSPC: f"free space on the filesystem holding {where} (df -h {where}), or choose another place; "
+                      "nothing half-written was kept",
+        errno.EDQUOT: f"your disk quota on {where} is used up: free some space, or choose another place",
+        errno.EROFS: f"{where} is on a read-only filesystem: remount it read-write, or choose another place",
+        errno.EACCES: f"you may not write there: check the permissions of {where} (or run as its owner)",
+        errno.EPERM: f"the operation is not permitted on {where}: check its owner and attributes",
+        errno.ELOOP: "labbuild never follows a link there: replace the link with a regular file or directory",
+        errno.EISDIR: "a directory stands where a file belongs: move it away",
+    }.get(exc.errno, "check the path and its permissions")
+
+
+def file_error(exc: OSError, path: str | os.PathLike, doing: str, cls: type[LabbuildError] = LabbuildError,
+               **fields: Any) -> LabbuildError:
+    """``exc`` as a LabbuildError (or ``cls``) naming the file and the operation: ``FILE: cannot
+    DOING (No space left on device)`` with the hint for its errno."""
+    return cls(f"{path}: cannot {doing} ({exc.strerror or exc})", hint=os_hint(exc, path), **fields)
 
 
 WRITEBACK_EVERY = 32 << 20

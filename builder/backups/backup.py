@@ -48,6 +48,7 @@ from ..fsutil import (
     atomic_write,
     atomic_writer,
     canonical_json,
+    file_error,
     read_capped,
 )
 from ..host.engine import (
@@ -260,7 +261,10 @@ def _sealed_output(path: Path, recipient) -> Iterator[BinaryIO]:
             yield plain
             plain.flush()
             plain.seek(0)
-            encrypt_stream(plain, final, recipient)
+            try:
+                encrypt_stream(plain, final, recipient)
+            except OSError as exc:
+                raise file_error(exc, path, "write the sealed backup", BackupError) from None
 
 
 def engine_call(call: Callable[[], Any], service: str, volume: str | None, doing: str) -> Any:

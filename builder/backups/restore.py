@@ -39,7 +39,7 @@ import docker
 
 from ..errors import BackupError
 from ..format.manifest import Manifest
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, file_error
 from ..host.compose import PROJECT_LABEL, VOLUME_LABEL, Project
 from ..host.dotenv import env_text, env_values, read_env, replace_values
 from ..host.engine import (
@@ -121,8 +121,12 @@ def opened_backup(path: Path, identity: str | os.PathLike | None) -> Iterator[Pa
     except OSError:
         plain = tempfile.TemporaryFile()
     with plain, open(path, "rb") as src:
-        decrypt_stream(src, plain, key, str(path))
-        plain.flush()
+        try:
+            decrypt_stream(src, plain, key, str(path))
+            plain.flush()
+        except OSError as exc:
+            raise file_error(exc, path, "open the sealed backup into an unnamed temp file beside it",
+                             BackupError) from None
         yield Path(f"/proc/self/fd/{plain.fileno()}")
 
 

@@ -42,7 +42,7 @@ def backup(out: Output, install_dir: Path, out_file: Path | None, recipient: Pat
 
     result = backup_lab(install_dir, out=out_file, services=services, recipient=recipient,
                         timeout=timeout, engine_archive=engine_archive, say=out.info)
-    lines = [f"backed up {', '.join(result.services)} of {result.lab} {result.version}",
+    lines = [f"backed up {', '.join(result.services) or 'the secrets only'} of {result.lab} {result.version}",
              f"  {result.path} ({result.size} bytes{', encrypted' if result.encrypted else ''})"]
     lines += [f"  {name}: {size} bytes" for name, size in sorted(result.members.items())]
     lines += [f"  {s} started again: {r.state}" for s, r in sorted(result.health.items())]
@@ -72,7 +72,10 @@ def restore(ctx: click.Context, out: Output, backup_file: Path, install_dir: Pat
 
     result = restore_backup(backup_file, install_dir, services=services, secrets=secrets, identity=identity,
                             timeout=timeout, say=out.info)
-    lines = [f"restored {', '.join(result.services)} of {result.lab} (backup of {result.version}) from {result.path}"]
+    what = ", ".join(result.services) or ("the secrets" if result.secrets_restored else "nothing")
+    lines = [f"restored {what} of {result.lab} (backup of {result.version}) from {result.path}"]
+    if not result.services and not result.secrets_restored:
+        lines.append("  the backup holds no service data" + ("" if secrets else "; --secrets restores its .env values"))
     lines += [f"  {s}: {r.state}" for s, r in sorted(result.health.items())]
     out.result(result.to_json(), "\n".join(lines))
     if not result.ok:

@@ -31,6 +31,7 @@ from ..bundle.verify import write_tree
 from ..errors import BundleError, InstallError
 from ..format.files import MANIFEST, SUMS, is_version
 from ..format.manifest import Manifest
+from ..fsutil import file_error
 
 Say = Callable[[str], None]
 RELEASES = "releases"
@@ -163,9 +164,8 @@ def dir_lock(install_dir: Path) -> Iterator[None]:
     install_dir.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(install_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as exc:
-        raise InstallError(f"{install_dir / LOCK_NAME}: cannot open ({exc.strerror})",
-                           hint="it must be a regular file (labbuild never follows a link there)") from None
+    except OSError as exc:   # every command that works on DIR holds its lock: it must be writable
+        raise file_error(exc, install_dir / LOCK_NAME, "open the install dir's lock", InstallError) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -180,9 +180,12 @@ def dir_lock(install_dir: Path) -> Iterator[None]:
 def stage(install_dir: Path, contents: dict[str, bytes], modes: dict[str, int]) -> Path:
     """Write a verified bundle's small files into a staging dir under ``DIR/releases/``."""
     staging = install_dir / RELEASES / f".incoming-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         write_tree(staging, contents, modes)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise file_error(exc, exc.filename or staging, "unpack the release", InstallError) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -118,6 +118,15 @@ def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[s
     return write_secrets(install_dir, text, manifest.secret_keys)
 
 
+def _check_same_lab(install_dir: Path, manifest: Manifest) -> None:
+    """InstallError when DIR holds another lab than ``manifest``'s."""
+    installed = release_link(install_dir, "current")
+    other = safe_manifest(installed) if installed is not None else None
+    if other is not None and other.lab != manifest.lab:
+        raise InstallError(f"{install_dir} holds the lab {other.lab!r}, this bundle is the lab {manifest.lab!r}",
+                           hint="install each lab into its own --dir")
+
+
 def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *, key: str | os.PathLike | None = None,
                    start: bool = True, timeout: float = DEFAULT_TIMEOUT, say: Say = quiet,
                    live: bool | None = None, gpu: bool | None = None,
@@ -140,6 +149,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
     preflight(install_dir)
     preflight_bundle(bundle, install_dir, gpu=gpu, say=say)   # doctor: before anything is touched
     if (peeked := peek_manifest(bundle)) is not None:
+        _check_same_lab(install_dir, peeked)  # before any image load: a refused bundle leaves nothing behind
         check_supplied(peeked, install_dir)   # before any image load or file in DIR
     client = docker_client()
     platform = host_platform(client)
@@ -148,11 +158,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
     manifest = unpacked.manifest
     with dir_lock(install_dir):
         preflight(install_dir)
-        installed = release_link(install_dir, "current")
-        other = safe_manifest(installed) if installed is not None else None
-        if other is not None and other.lab != manifest.lab:
-            raise InstallError(f"{install_dir} holds the lab {other.lab!r}, this bundle is the lab {manifest.lab!r}",
-                               hint="install each lab into its own --dir")
+        _check_same_lab(install_dir, manifest)   # again, with the verified manifest
         check_project_owner(client, manifest.lab, install_dir)
         check_image_ids(client, manifest, platform, required=manifest.offline or bool(unpacked.loaded))
         check_supplied(manifest, install_dir)   # the verified manifest decides
