@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import names
 from .files import bundle_top, safe_relative
-from .models import MODEL_FORMATS
+from .models import model_format
 
 if TYPE_CHECKING:
     from .manifest import Manifest, ManifestService
@@ -50,27 +50,24 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
     return out
 
 
-_MODEL_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-
-
 def model_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
     """A service's models: every name that install turns into a path inside a volume."""
     out = []
     volumes = {v.name for v in s.volumes}
     for i, m in enumerate(s.models):
         where = f"services.{svc}.models.{i}"
-        parts = m.name.split("/")
-        if len(parts) != 3 or not all(_MODEL_NAME_PART.fullmatch(p) and p not in (".", "..") for p in parts):
-            out.append(f"{where}.name: {m.name!r} is not host/namespace/model")
-        if not names.is_valid("tag", m.tag):
-            out.append(f"{where}.tag: {names.problem('tag', m.tag)}")
+        fmt = model_format(m.format)
+        if fmt and (why := fmt.name_problem(m.name)):     # what validate asks: one grammar on both sides
+            out.append(f"{where}.name: {why[0]}")
+        if not names.is_valid("model_tag", m.tag):
+            out.append(f"{where}.tag: {names.problem('model_tag', m.tag)}")
         out += [f"{where}: {names.problem('digest', d)}" for d in (m.digest, *(b.digest for b in m.blobs))
                 if not names.is_valid("digest", d)]
         if not safe_relative(m.path):
             out.append(f"{where}.path: {m.path!r} is not a safe relative path")
         if m.volume not in volumes:
             out.append(f"{where}.volume: {m.volume!r} is not a volume of {svc}")
-        if m.format not in MODEL_FORMATS:
+        if fmt is None:
             out.append(f"{where}.format: {m.format!r} is not a known layout")
     return out
 
