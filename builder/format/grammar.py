@@ -1,5 +1,6 @@
 """The grammar of every name in a manifest that reaches paths, env files and commands on the
-target: checked in full when a manifest is read (``Manifest.from_json``)."""
+target, and the range of every port that install binds or probes: checked in full when a manifest
+is read (``Manifest.from_json``), the same questions validate asks of a blueprint."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def manifest_grammar_problems(m: "Manifest") -> list[str]:
-    """Names in a manifest that reach paths, env files and commands on the target, checked in full."""
+    """Names in a manifest that reach paths, env files and commands on the target, checked in full;
+    ports held to 1-65535."""
     out = []
     for kind, key, value in (("lab", "lab", m.lab), ("profile", "profile", m.profile),
                              ("version", "version", m.version)):
@@ -34,6 +36,10 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
                 if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", v.volume)]
         if not names.is_valid("digest", s.digest):
             out.append(f"services.{svc}.digest: {names.problem('digest', s.digest)}")
+        ports = {f"ports.{i}.{k}": getattr(p, k) for i, p in enumerate(s.ports) for k in ("container", "host")}
+        ports["health.host_port"] = s.health.host_port if s.health is not None else None
+        out += [f"services.{svc}.{k}: port {n!r} is out of range (1-65535)" for k, n in ports.items()
+                if n is not None and not names.is_port(n)]
         out += model_grammar_problems(svc, s)
     out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
     if m.since is not None:     # a delta: its base's names reach messages, install.sh and file names too
