@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from . import names
 from .blueprint import load_lab
 from .bundle.reader import BlobRanges
 from .bundle.verify import read_verified
@@ -47,7 +48,6 @@ from .registry import INDEX_TYPES, RegistryClient, parse_image_name
 INDEX_FILE = "images/index.json"
 REF_NAME = "org.opencontainers.image.ref.name"
 PUSH_WORKERS = int(os.environ.get("LABBUILD_PUSH_WORKERS", "0") or 0) or 4
-_REGISTRY_RE = re.compile(r"^(localhost|\[[0-9a-fA-F:]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$")
 _PATH_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
@@ -65,8 +65,8 @@ class Target:
 def parse_target(text: str) -> Target:
     """``REGISTRY[/PREFIX]``; BundleError naming what is wrong."""
     registry, _, prefix = text.strip().rstrip("/").partition("/")
-    if not _REGISTRY_RE.match(registry) or "." not in registry and ":" not in registry and registry != "localhost":
-        raise BundleError(f"--to {text!r}: {registry!r} is not a registry host",
+    if why := names.registry_problem(registry):     # the grammar of registry hosts in image and model names
+        raise BundleError(f"--to {text!r}: {why}",
                           hint="write REGISTRY[/PREFIX], e.g. registry.example.com:5000/mirror")
     if prefix and not _PATH_RE.match(prefix):
         raise BundleError(f"--to {text!r}: prefix {prefix!r} is not a repository path",

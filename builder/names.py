@@ -37,6 +37,9 @@ KINDS = {
     "container_path": "container_path",
     "host_path": "host_path",
     "line": "line",
+    "registry": "registry_host",
+    "repository": "repository",
+    "model_tag": "model_tag",
 }
 
 
@@ -71,6 +74,50 @@ def problem(kind: str, value: object) -> str | None:
     if is_valid(kind, value):
         return None
     return f"{value!r} is not a valid {kind.replace('_', ' ')}: {describe(kind)}"
+
+
+def is_port(value: object) -> bool:
+    """Whether ``value`` is a port number: an int of the schema's ``port_number`` range (1-65535)."""
+    d = _defs()["port_number"]
+    return isinstance(value, int) and not isinstance(value, bool) and d["minimum"] <= value <= d["maximum"]
+
+
+# Registry hosts and repositories (image and model names) cross the bundle: validate
+# and the manifest reader ask the same questions below (a model format asks them before
+# its own layout's: ``format.models.ModelFormat.name_problem``), so a name one accepts
+# the other does too. IPv6 addresses are refused on both sides: Ollama's model names
+# cannot hold one, and engines before distribution/reference 0.6 (Docker 20.10, say)
+# call "[::1]:5000/x" an invalid reference format.
+
+def _qualified(host: str) -> bool:
+    """Docker reads a name's first component as its registry only with a '.' or ':', or as localhost."""
+    return "." in host or ":" in host or host == "localhost"
+
+
+def _host_problem(host: str) -> str | None:
+    """What is wrong with a registry host, said plainly; None when it is nothing said here."""
+    if host.startswith("["):
+        return (f"{host!r} is an IPv6 address, which labbuild does not take as a registry host "
+                "(Ollama's model names and many engines cannot hold one): give the registry a host name")
+    name, colon, port = host.rpartition(":")
+    if colon and re.fullmatch(r"[0-9]{1,20}", port) and is_valid("registry", name) and not is_port(int(port)):
+        return f"{host!r}: port {port} is out of range (1-65535)"
+    return None
+
+
+def registry_problem(host: object) -> str | None:
+    """None when ``host`` is a registry host (``host[:port]``, qualified), else why not."""
+    if is_valid("registry", host):
+        return None if _qualified(host) else f"{host!r} is not a registry host: no '.', no port, not localhost"
+    return isinstance(host, str) and _host_problem(host) or problem("registry", host)
+
+
+def repository_problem(name: object) -> str | None:
+    """None when ``name`` is a fully qualified repository (an image's or a model's name), else why not."""
+    if is_valid("repository", name):
+        return None if _qualified(name.split("/", 1)[0]) else f"{name!r} is not fully qualified"
+    host = name.split("/", 1)[0] if isinstance(name, str) and "/" in name else ""
+    return host and _host_problem(host) or problem("repository", name)
 
 
 def inside(root: Path, *parts: str) -> Path:

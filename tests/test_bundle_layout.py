@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from builder.format.files import (DOCKER_LOAD_DEFAULT, bundle_filename, bundle_top, docker_load_manifest, is_version,
                                   runbook_path)
 from builder.format.sums import parse_sums, render_sums
-from builder.errors import Problem
+from builder.errors import BundleError, Problem
+from test_install_backup import _manifest, _service
 
 
 def test_sums_render_in_byte_order_and_sha256sum_reads_them(tmp_path):
@@ -68,3 +71,16 @@ PLAIN__KEY=
         ExampleSecret("LEGACY__PASSWORD", None, "password", 12),
         ExampleSecret("PLAIN__KEY", None, "token", 32),
     ]
+
+
+def test_the_manifest_reader_refuses_the_ports_validate_refuses():
+    """Ports cross the bundle too: 1-65535 on both sides (a host_port of 99999 was probed on 34463)."""
+    svc = {**_service("web:1"), "ports": [{"name": "http", "container": 80, "host": 8080, "bind": "127.0.0.1",
+                                           "protocol": "tcp"}],
+           "health": {"port": "http", "host_port": 8080, "path": "/", "scheme": "http", "status": []}}
+    assert _manifest(web=svc).services["web"].health.host_port == 8080
+    for key, value in (("container", 0), ("host", 70000)):
+        with pytest.raises(BundleError, match=rf"services\.web\.ports\.0\.{key}: port {value} is out of range"):
+            _manifest(web={**svc, "ports": [{**svc["ports"][0], key: value}]})
+    with pytest.raises(BundleError, match=r"services\.web\.health\.host_port: port 99999 is out of range"):
+        _manifest(web={**svc, "health": {**svc["health"], "host_port": 99999}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,22 @@ def test_target_names():
     for bad in ("notahost/x", "reg.lan/UPPER", "reg.lan/a//b", "reg.lan/../x", "reg lan"):
         with pytest.raises(BundleError):
             parse_target(bad)
+
+
+class NoNetwork:
+    """A registry client that fails the test on any use."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the mirror reached for the registry: client.{name}")
+
+
+def test_a_target_port_past_65535_or_an_ipv6_host_is_refused_before_any_request(bundle):
+    """The registry-host grammar of image and model names: `--to HOST:99999` once retried five times."""
+    for to, said in (("127.0.0.1:99999", "port 99999 is out of range (1-65535)"),
+                     ("127.0.0.1:0/lab", "port 0 is out of range"), ("[::1]:5000/lab", "is an IPv6 address")):
+        with pytest.raises(BundleError, match=re.escape(said)) as err:
+            mirror_bundle(bundle.bundle, to, client=NoNetwork())
+        assert err.value.message.startswith(f"--to {to!r}: ") and "REGISTRY[/PREFIX]" in err.value.hint
 
 
 def test_mirror_by_digest_then_nothing_to_push(bundle, target, capsys):

@@ -12,11 +12,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from builder.blueprint import load_lab
+from builder.blueprint import load_lab, validate_paths
 from builder.bundle.diff import BundleView, diff_bundles
 from builder.bundle.release import build_release
 from builder.cli import main
+from builder.errors import BundleError
 from builder.format.manifest import Manifest
 from builder.format.models import OLLAMA, model_bytes, shipped_models
 from builder.install.models import INCOMING
@@ -289,6 +291,42 @@ def test_diff_shows_models_added_and_moved():
     text = d.render_text()
     assert "~ model llm: registry.ollama.ai/library/m:1 digest" in text and "+ model llm: registry.ollama.ai/library/m:2@" in text
     assert d.to_json()["models"] == d.models and not d.identical
+
+
+# --------------------------------------------------------------------------- one grammar on both sides
+
+_LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,5}[a-z0-9])?", fullmatch=True)
+_HOST = st.builds(".".join, st.lists(_LABEL, min_size=1, max_size=3)) | st.just("localhost")
+_PORT = st.integers(0, 70000).map(str) | st.sampled_from(["65535", "65536", "99999", "080", ""])
+_PART = st.from_regex(r"[a-z0-9]+([._-][a-z0-9]+)*", fullmatch=True)
+MODEL_NAMES = st.one_of(
+    st.from_regex(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,6})?"   # Docker's names,
+                  r"/[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*", fullmatch=True),  # lower case
+    st.builds(lambda h, p, parts: f"{h}{':' + p if p else ''}/" + "/".join(parts),     # ports in and past the range
+              _HOST, _PORT, st.lists(_PART, min_size=1, max_size=4)),
+    st.builds(lambda h, p, ns, m: f"{h}:{p}/{ns}/{m}", _HOST, _PORT.filter(bool),       # mostly placeable names
+              st.from_regex(r"[a-z0-9]+([_-][a-z0-9]+)*", fullmatch=True), _PART),
+    st.builds(lambda h, p, parts: f"[{h}]:{p}/" + "/".join(parts),                    # IPv6 hosts
+              st.sampled_from(["::1", "fe80::1", "2001:db8::5"]), _PORT, st.lists(_PART, min_size=2, max_size=2)),
+    st.text(alphabet="ab.:/[]-_09AZ²", max_size=30),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=MODEL_NAMES)
+@example(name="[::1]:5000/library/qwen2.5")
+@example(name="127.0.0.1:99999/library/qwen2.5")
+def test_validate_and_the_manifest_reader_accept_the_same_model_names(tmp_path, name):
+    """A name validate passes is one install can read (no release recorded that no install takes), and the
+    other way round: the manifest reader asks what validate asks (builder.names.model_name_problem)."""
+    root = write_lab(tmp_path, "docker.io/ollama/ollama", D, model_toml(name, "1", D))
+    problems = validate_paths(root)
+    try:
+        manifest_with([{**model_json("1", D), "name": name}])
+        refused = None
+    except BundleError as exc:
+        refused = exc.message
+    assert (not problems) == (refused is None), (name, [p.render() for p in problems], refused)
 
 
 # --------------------------------------------------------------------------- Open WebUI offline by design

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from builder import names
 from builder.blueprint import blueprint_schema
@@ -85,3 +86,23 @@ def test_the_template_hook_checks_the_same_service_grammar():
     for kind, regex in (("service", module.NAME_RE), ("tag", module.TAG_RE), ("digest", module.DIGEST_RE)):
         for value in [v for pair in SAMPLES[kind] for v in pair]:
             assert (regex.fullmatch(value) is not None) == names.is_valid(kind, value), (kind, value)
+
+
+@given(port=st.integers(-5, 200_000))
+def test_a_registry_port_is_what_a_port_number_is(port):
+    """The port inside registry hosts (a regex) and port_number (an integer range) are one range: 1-65535."""
+    assert names.is_valid("registry", f"reg.lan:{port}") == names.is_port(port) == (1 <= port <= 65535)
+    assert names.is_valid("repository", f"10.0.0.1:{port}/a/b") == names.is_port(port)
+
+
+def test_repositories_are_a_registry_host_then_a_path():
+    """One registry-host grammar: the schema's repository pattern starts with registry_host's, letter for letter."""
+    host, repository = names.grammar("registry")[0].pattern, names.grammar("repository")[0].pattern
+    assert repository.startswith(host.removesuffix("$") + "/")
+    for bad, said in (("[::1]:5000", "is an IPv6 address"), ("reg.lan:65536", "port 65536 is out of range"),
+                      ("qdrant", "is not a registry host")):
+        assert said in names.registry_problem(bad)
+        assert said.replace("is not a registry host", "is not fully qualified") in names.repository_problem(
+            bad + "/a/b")
+    for odd in ("reg.lan:²", "reg.lan:" + "9" * 5000, "", "[", "/", None, 5000):    # said, never raised
+        assert isinstance(names.registry_problem(odd), str) and isinstance(names.repository_problem(odd), str)

@@ -16,6 +16,7 @@ import re
 
 from ..escape import env_value_problem
 from ..format.models import model_format
+from ..names import repository_problem
 from .model import SECRET_REF_RE, Blueprint, secret_env_key, setting_env_key
 from .source import Collector, Source
 
@@ -31,19 +32,14 @@ def exposes_docker_socket(source: str) -> bool:
     return any(sock == path or sock.startswith(path.rstrip("/") + "/") for sock in DOCKER_SOCKETS)
 
 
-def _is_fully_qualified(name: str) -> bool:
-    host = name.split("/", 1)[0]
-    return "." in host or ":" in host or host == "localhost"
-
-
 def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
     """The rules one blueprint must satisfy on its own."""
     stem = src.path.stem
     if bp.name != stem and src.path.suffix == ".toml":
         out.add(src, ("service", "name"), f"name {bp.name!r} differs from the file stem {stem!r}",
                 hint=f"rename the file to {bp.name}.toml or set name = {stem!r}")
-    if not _is_fully_qualified(bp.image.name):
-        out.add(src, ("image", "name"), f"{bp.image.name!r} is not fully qualified",
+    if why := repository_problem(bp.image.name):
+        out.add(src, ("image", "name"), why,
                 hint=f"name the registry, e.g. docker.io/{bp.image.name}"
                 + ("" if "/" in bp.image.name else f" or docker.io/library/{bp.image.name}"))
     for kind, items, key in (("port", bp.ports, "ports"), ("volume", bp.volumes, "volumes"),
@@ -121,11 +117,9 @@ def check_models(bp: Blueprint, src: Source, out: Collector) -> None:
         if m.path.startswith("/") or any(p in ("", ".", "..") for p in parts):
             out.add(src, ("models", i, "path"), f"path {m.path!r} must stay inside the volume",
                     hint='relative to the volume\'s target, without "." or ".." (e.g. path = "models")')
-        if not _is_fully_qualified(m.name):
-            out.add(src, ("models", i, "name"), f"{m.name!r} is not fully qualified",
-                    hint=f"name the registry, e.g. registry.ollama.ai/{m.name}")
-        elif (fmt := model_format(m.format)) and (problem := fmt.name_problem(m.name)):
-            out.add(src, ("models", i, "name"), problem[0], hint=problem[1])
+        # the manifest reader asks the same (format/grammar.py); an unknown format is the schema's enum's
+        if (fmt := model_format(m.format)) and (why := fmt.name_problem(m.name)):
+            out.add(src, ("models", i, "name"), why[0], hint=why[1])
         if m.reference in seen:
             out.add(src, ("models", i), f"model {m.reference} is listed twice",
                     hint=f"also models[{seen[m.reference]}]")

@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Iterable
 
-from ..names import pattern_fullmatch
+from ..names import grammar, pattern_fullmatch, repository_problem
 from .source import Collector, Source, dotted_path
 
 
@@ -101,6 +101,9 @@ def _friendly_message(err, path: tuple) -> str:
         return "tag 'latest' is not allowed: pin a real version tag"
     if path and path[-1] == "digest" and err.validator == "pattern":
         return f"{inst!r} is not a digest: expected 'sha256:' followed by 64 lower-case hex digits"
+    if err.validator == "pattern" and err.validator_value == grammar("repository")[0].pattern \
+            and (why := repository_problem(inst)):    # says which part: an IPv6 host, a port past 65535
+        return why
     if err.validator == "pattern":
         return f"{inst!r} does not match the required pattern {err.validator_value}"
     if err.validator == "enum":

@@ -1,5 +1,6 @@
 """The grammar of every name in a manifest that reaches paths, env files and commands on the
-target: checked in full when a manifest is read (``Manifest.from_json``)."""
+target, and the range of every port that install binds or probes: checked in full when a manifest
+is read (``Manifest.from_json``), the same questions validate asks of a blueprint."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import TYPE_CHECKING
 
 from .. import names
 from .files import bundle_top, safe_relative
-from .models import MODEL_FORMATS
+from .models import model_format
 
 if TYPE_CHECKING:
     from .manifest import Manifest, ManifestService
 
 
 def manifest_grammar_problems(m: "Manifest") -> list[str]:
-    """Names in a manifest that reach paths, env files and commands on the target, checked in full."""
+    """Names in a manifest that reach paths, env files and commands on the target, checked in full;
+    ports held to 1-65535."""
     out = []
     for kind, key, value in (("lab", "lab", m.lab), ("profile", "profile", m.profile),
                              ("version", "version", m.version)):
@@ -34,6 +36,10 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
                 if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", v.volume)]
         if not names.is_valid("digest", s.digest):
             out.append(f"services.{svc}.digest: {names.problem('digest', s.digest)}")
+        ports = {f"ports.{i}.{k}": getattr(p, k) for i, p in enumerate(s.ports) for k in ("container", "host")}
+        ports["health.host_port"] = s.health.host_port if s.health is not None else None
+        out += [f"services.{svc}.{k}: port {n!r} is out of range (1-65535)" for k, n in ports.items()
+                if n is not None and not names.is_port(n)]
         out += model_grammar_problems(svc, s)
     out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
     if m.since is not None:     # a delta: its base's names reach messages, install.sh and file names too
@@ -50,27 +56,24 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
     return out
 
 
-_MODEL_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-
-
 def model_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
     """A service's models: every name that install turns into a path inside a volume."""
     out = []
     volumes = {v.name for v in s.volumes}
     for i, m in enumerate(s.models):
         where = f"services.{svc}.models.{i}"
-        parts = m.name.split("/")
-        if len(parts) != 3 or not all(_MODEL_NAME_PART.fullmatch(p) and p not in (".", "..") for p in parts):
-            out.append(f"{where}.name: {m.name!r} is not host/namespace/model")
-        if not names.is_valid("tag", m.tag):
-            out.append(f"{where}.tag: {names.problem('tag', m.tag)}")
+        fmt = model_format(m.format)
+        if fmt and (why := fmt.name_problem(m.name)):     # what validate asks: one grammar on both sides
+            out.append(f"{where}.name: {why[0]}")
+        if not names.is_valid("model_tag", m.tag):
+            out.append(f"{where}.tag: {names.problem('model_tag', m.tag)}")
         out += [f"{where}: {names.problem('digest', d)}" for d in (m.digest, *(b.digest for b in m.blobs))
                 if not names.is_valid("digest", d)]
         if not safe_relative(m.path):
             out.append(f"{where}.path: {m.path!r} is not a safe relative path")
         if m.volume not in volumes:
             out.append(f"{where}.volume: {m.volume!r} is not a volume of {svc}")
-        if m.format not in MODEL_FORMATS:
+        if fmt is None:
             out.append(f"{where}.format: {m.format!r} is not a known layout")
     return out
 

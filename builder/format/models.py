@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import names
 from ..errors import InstallError
 from .files import IMAGE_BLOBS_PREFIX
 
@@ -67,7 +68,12 @@ class ModelFormat:
         return "/".join(parts[1:4]) + ":" + parts[4]
 
     def name_problem(self, name: str) -> tuple[str, str] | None:
-        """``(message, hint)`` when the format cannot hold a model of this (fully qualified) name."""
+        """``(message, hint)`` when the format cannot hold a model of this name: first the registry
+        and repository grammar every image name has (``names.repository_problem``), then the
+        layout's own rules. Validate and the manifest reader both ask this, so they accept the same names."""
+        if why := names.repository_problem(name):
+            return why, (f"name the registry, e.g. {self.default_hosts[0]}/{name}"
+                         if names.is_valid("repository", name) else names.describe("repository"))
         host, *rest = name.split("/")
         if len(rest) != 2:
             return (f"{name!r} is not host/namespace/model",
