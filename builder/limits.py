@@ -19,8 +19,16 @@ MAX_MEMBERS = 200_000              # members of a bundle archive
 MAX_PROBLEMS = 200                 # problems reported by one verification (the rest are counted)
 MAX_ENV_BYTES = 1 * MiB            # an install's DIR/.env
 MAX_NESTING = 64                   # depth of nested tables/arrays in TOML and JSON inputs
-MAX_SBOM_METADATA_BYTES = 64 * MiB # one package-metadata file read from an image layer for its SBOM
-                                   # (build side only; not in LIMITS: the runbook lists what install reads)
+# SBOMs (build side only; not in LIMITS: the runbook lists what install reads). Real images hold
+# about 1-30 MiB of package metadata and 100-5,000 packages (Debian: up to ~3,000 debs; the largest
+# npm trees a few thousand). Bytes count a file's size, its path and 512 (its tar header).
+MAX_SBOM_METADATA_BYTES = 64 * MiB        # one package-metadata file read from an image layer
+MAX_SBOM_LAYER_BYTES = 128 * MiB          # the metadata files read from one layer
+MAX_SBOM_IMAGE_BYTES = 256 * MiB          # the metadata files an image's merged layers hold at once
+MAX_SBOM_TAR_HEADER_BYTES = 16 * 1024     # the pax/GNU extended headers of one layer member together
+                                          # (real: under 9 KiB; parsing one costs its size squared
+                                          # on Python < 3.11.10, see builder/sbom/layers.py)
+MAX_SBOM_WARNINGS = 100                   # warnings listed per SBOM (the rest are counted)
 
 LIMITS = {
     "blueprint or lab.toml": MAX_BLUEPRINT_BYTES,

@@ -7,6 +7,9 @@ import gzip
 import hashlib
 import io
 import json
+import resource
+import subprocess
+import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BundleError
+from builder.limits import MiB
 from builder.sbom import (ImageSubject, Layer, components_of, generate_sbom, sbom_path, sbom_serial, scan_image,
                           validation_problem)
 from builder.sbom import layers as layers_module
@@ -318,3 +322,77 @@ def test_a_hard_link_to_metadata_counts_and_a_symlink_replaces_it(tmp_path):
                                                                "b/node_modules/ms/package.json"]
     upper = Layer(digest="sha256:" + "2" * 64, path=tmp_path / "l2.tar")
     assert [p.source for p in scan_image([lower, upper]).packages] == ["b/node_modules/ms/package.json"]
+
+
+def _one_layer(tmp_path, entries: list[tuple[str, bytes | None]]) -> list[Layer]:
+    return [write_layer(tmp_path / "l.tar", entries, gz=False)]
+
+
+def _sbom_in_a_child(layers: list[Layer], *, cpu_seconds: int, memory: int) -> dict:
+    """``generate_sbom`` for ``layers`` in a child process held to ``cpu_seconds`` of CPU time and
+    ``memory`` bytes of address space (rlimits, not timing), as a parsed document."""
+    code = ("import json, sys\n"
+            "from builder.sbom import ImageSubject, Layer, generate_sbom\n"
+            "layers = [Layer(digest, path) for digest, path in json.loads(sys.argv[1])]\n"
+            "image = ImageSubject('docker.io/library/demo', 'sha256:' + '1' * 64, 'linux/amd64')\n"
+            "sys.stdout.buffer.write(generate_sbom(image, layers, epoch=0, labbuild_version='0.1.0'))\n")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps([[x.digest, str(x.path)] for x in layers])],
+                          capture_output=True, preexec_fn=limit, timeout=10 * cpu_seconds)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    return json.loads(proc.stdout)
+
+
+def _warnings_of(doc: dict) -> list[str]:
+    return [p["value"] for p in doc["metadata"].get("properties", []) if p["name"] == "labbuild:warning"]
+
+
+def test_deep_metadata_paths_cost_memory_linear_in_their_length(tmp_path):
+    """Whiteouts are applied without listing every ancestor of every path (1,000 paths 3,000
+    characters deep used to cost 2.5 GB)."""
+    deep = "a/" * 1500
+    lower = write_layer(tmp_path / "l1.tar.gz", [(f"b{i}/{deep}node_modules/x/package.json", npm("x", "1.0.0"))
+                                                for i in range(1000)], gz=True)
+    upper = write_layer(tmp_path / "l2.tar", [("b0/.wh.a", None), (f"b1/{deep}node_modules/x", b"now a file")],
+                        gz=False)
+    doc = _sbom_in_a_child([lower, upper], cpu_seconds=60, memory=600 * MiB)
+    assert len(doc["components"]) == 998 and _warnings_of(doc) == []
+
+
+def test_an_oversized_pax_header_is_a_clear_error_not_gigabytes(tmp_path):
+    """tarfile before Python 3.11.10 parses pax records in quadratic time and memory: 64 KiB of
+    "2 2 2 ..." cost 2.6 s and 1 GB. Extended headers are capped (MAX_SBOM_TAR_HEADER_BYTES)."""
+    records = b"2 " * (32 * 1024) + b"=x\n"
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, len(records)
+    member = tarfile.TarInfo("var/lib/dpkg/status")
+    blob = pax.tobuf() + records + bytes(-len(records) % 512) + member.tobuf() + bytes(1024)
+    (tmp_path / "pax.tar").write_bytes(blob)
+    with pytest.raises(BundleError, match="extended headers of over 16384 bytes"):
+        scan_image([Layer("sha256:" + "0" * 64, tmp_path / "pax.tar")])
+
+
+def test_byte_caps_per_layer_and_per_image_skip_files_with_a_warning(tmp_path, monkeypatch):
+    files = [(f"n/node_modules/p{i}/package.json", npm(f"p{i}", "1.0.0")) for i in range(3)]
+    cost = len(files[0][1]) + len(files[0][0]) + 512
+    monkeypatch.setattr(layers_module, "MAX_SBOM_LAYER_BYTES", 2 * cost)
+    monkeypatch.setattr(layers_module, "MAX_SBOM_IMAGE_BYTES", 3 * cost)
+    lower = write_layer(tmp_path / "l1.tar", files, gz=False)
+    upper = write_layer(tmp_path / "l2.tar", [(p.replace("n/", "m/"), d) for p, d in files], gz=False)
+    scan = scan_image([lower, upper])
+    assert [p.source for p in scan.packages] == ["m/node_modules/p0/package.json", "n/node_modules/p0/package.json",
+                                                 "n/node_modules/p1/package.json"]
+    assert [w.split(", ")[-1] for w in scan.warnings] == [
+        f"past the {2 * cost}-byte cap per layer: skipped", f"past the {3 * cost}-byte cap per image: skipped",
+        f"past the {3 * cost}-byte cap per image: skipped"]
+
+
+def test_warnings_are_listed_up_to_a_cap_and_the_rest_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(layers_module, "MAX_SBOM_WARNINGS", 2)
+    monkeypatch.setattr(layers_module, "MAX_SBOM_METADATA_BYTES", 1)
+    scan = scan_image(_one_layer(tmp_path, [(f"node_modules/p{i}/package.json", b"[]") for i in range(5)]))
+    assert len(scan.warnings) == 3 and scan.warnings[-1] == "3 more warnings not listed"

@@ -46,7 +46,8 @@ def scan_image(layers: Iterable[Layer], memo: ChainMemo | None = None) -> ImageS
     distro = parse_os_release(release.data) if release else Distro()
     packages = [pkg for path, f in sorted(merged.files.items()) if path not in OS_RELEASE
                 for pkg in packages_from(path, f.data, f.layer, distro)]
-    return ImageScan(packages=sorted(set(packages)), warnings=merged.warnings)
+    unlisted = [f"{merged.unlisted} more warnings not listed"] if merged.unlisted else []
+    return ImageScan(packages=sorted(set(packages)), warnings=merged.warnings + unlisted)
 
 
 def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, labbuild_version: str,
