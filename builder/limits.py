@@ -28,6 +28,8 @@ MAX_SBOM_IMAGE_BYTES = 256 * MiB          # the metadata files an image's merged
 MAX_SBOM_TAR_HEADER_BYTES = 16 * 1024     # the pax/GNU extended headers of one layer member together
                                           # (real: under 9 KiB; parsing one costs its size squared
                                           # on Python < 3.11.10, see builder/sbom/layers.py)
+MAX_SBOM_JSON_VALUES = 100_000            # values and keys of one package.json (real: a few hundred);
+                                          # json.loads holds ~25x the bytes of "[{},{},...]"
 MAX_SBOM_WARNINGS = 100                   # warnings listed per SBOM (the rest are counted)
 
 LIMITS = {

@@ -21,7 +21,7 @@ from builder.limits import MiB
 from builder.sbom import (ImageSubject, Layer, components_of, generate_sbom, sbom_path, sbom_serial, scan_image,
                           validation_problem)
 from builder.sbom import layers as layers_module
-from builder.sbom.packages import is_metadata_path, packages_from
+from builder.sbom.packages import Skipped, is_metadata_path, package_entries, packages_from
 
 DPKG_STATUS = b"""Package: base-files
 Status: install ok installed
@@ -254,6 +254,7 @@ def test_a_truncated_gzip_layer_is_a_clear_error(tmp_path):
     ("usr/lib/python3/dist-packages/six.egg-info/PKG-INFO", True),
     ("node_modules/@scope/pkg/package.json", True), ("node_modules/.bin/package.json", False),
     ("node_modules/pkg/dist/package.json", False), ("package.json", False),
+    ("a/" * 2046 + "node_modules/x/package.json", False),     # over PATH_MAX: no file an image can hold
 ])
 def test_which_files_are_read(path, wanted):
     assert is_metadata_path(path) is wanted
@@ -396,3 +397,80 @@ def test_warnings_are_listed_up_to_a_cap_and_the_rest_counted(tmp_path, monkeypa
     monkeypatch.setattr(layers_module, "MAX_SBOM_METADATA_BYTES", 1)
     scan = scan_image(_one_layer(tmp_path, [(f"node_modules/p{i}/package.json", b"[]") for i in range(5)]))
     assert len(scan.warnings) == 3 and scan.warnings[-1] == "3 more warnings not listed"
+
+
+def test_malformed_apk_entries_are_skipped_with_a_warning_and_the_rest_kept(tmp_path):
+    db = (APK_INSTALLED + b"\n"
+          + b"P:no-version\nA:x86_64\n\n"                   # line 14: V: missing
+          + b"P:twice\nV:1-r0\nP:again\n\n"                  # line 17: P: repeated
+          + b"P:caf\xe9\nV:1-r0\n\n"                        # line 21: not UTF-8
+          + b"P:bad-line\nV:1-r0\nthis is no field\n\n"     # line 24: a bad line
+          + b"P:two words\nV:1-r0\n\n"                      # line 28: whitespace in the name
+          + b"P:zlib\nV:1.3.1-r0\nA:x86_64\n")
+    skipped = [e for e in package_entries("lib/apk/db/installed", db, "sha256:x") if isinstance(e, Skipped)]
+    assert [(s.where, s.reason) for s in skipped] == [
+        ("line 14", "no V: (version)"), ("line 17", "line 19: P given twice"),
+        ("line 21", "P: (name) is not UTF-8"), ("line 24", "line 26: not a 'Field: value' line"),
+        ("line 28", "P: (name) 'two words' is empty or holds whitespace, '/' or control characters")]
+    scan = scan_image(_one_layer(tmp_path, [("lib/apk/db/installed", db)]))
+    assert [p.name for p in scan.packages] == ["busybox", "musl", "zlib"]
+    assert len(scan.warnings) == 1 and "lib/apk/db/installed: 5 entries skipped, the first at line 14: no V:" \
+        in scan.warnings[0]
+
+
+@pytest.mark.parametrize("doc, reason", [
+    (b"[1, 2]", "an array, not a JSON object"),
+    (b"42", "a number, not a JSON object"),
+    (b'{"name": ["x"], "version": "1.0.0"}', "name is an array, not a string"),
+    (b'{"name": "x", "version": {"major": 1}}', "version is an object, not a string"),
+    (b'{"name": "@scope/", "version": "1.0.0"}', "name '' is empty"),
+    (b'{"name": "@scope", "version": "1.0.0"}', "has a scope but no '/'"),
+    (b'{"name": "a/b", "version": "1.0.0"}', "holds whitespace, '/'"),
+    (b'{"name": "x", "version": "1.0\\u0000"}', "control characters"),
+    (b'{"name": "\\ud800", "version": "1.0.0"}', "control characters"),
+    (b'{"name": "x", "version": 1' + b"0" * 5000 + b"}", "not JSON"),
+    (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "not JSON"),
+    (b'{"name": "caf\xe9", "version": "1"}', "not JSON"),
+    (b"[" + b"{}," * 200_000 + b"{}]", "JSON values: not read"),
+])
+def test_malformed_package_json_is_skipped_with_a_warning_and_the_rest_kept(tmp_path, doc, reason):
+    scan = scan_image(_one_layer(tmp_path, [("app/node_modules/bad/package.json", doc),
+                                            ("app/node_modules/ms/package.json", npm("ms", "2.1.3"))]))
+    assert [p.purl for p in scan.packages] == ["pkg:npm/ms@2.1.3"]
+    (warning,) = scan.warnings
+    assert warning.startswith("layer sha256:") and "app/node_modules/bad/package.json: skipped: " in warning
+    assert reason in warning
+
+
+def test_a_package_json_without_name_or_version_is_no_package_and_no_warning(tmp_path):
+    scan = scan_image(_one_layer(tmp_path, [("node_modules/fixture/package.json", b'{"main": "index.js"}')]))
+    assert scan.packages == [] and scan.warnings == []
+
+
+def test_malformed_dpkg_paragraphs_are_skipped_with_a_warning_and_the_rest_kept(tmp_path):
+    status = (b"garbage that is no field\n\n"                            # used to hide every package after it
+              + b"-----BEGIN PGP SIGNED MESSAGE-----\n\n"               # used to merge what follows into one
+              + b"Package: twice\nPackage: again\nVersion: 1\n\n"
+              + b"Package: caf\xe9\nVersion: 1\n\n"
+              + b"Package: folded\nVersion: 1\n 2\n\n"
+              + b"Package: no-version\nStatus: install ok installed\n\n"
+              + b"Package: gone\nStatus: deinstall ok config-files\n\n"  # not installed: no package, no warning
+              + DPKG_STATUS)
+    scan = scan_image(_one_layer(tmp_path, [("var/lib/dpkg/status", status)]))
+    assert [p.name for p in scan.packages] == ["base-files", "libssl3"]
+    (warning,) = scan.warnings
+    assert "var/lib/dpkg/status: 6 entries skipped, the first at line 1: line 1: not a 'Field: value' line" in warning
+
+
+def test_malformed_python_metadata_is_skipped_with_a_warning(tmp_path):
+    scan = scan_image(_one_layer(tmp_path, [
+        (f"{SITE}/a-1.dist-info/METADATA", b"Name: caf\xe9\nVersion: 1\n"),
+        (f"{SITE}/b-1.dist-info/METADATA", b"Name: b\nName: c\nVersion: 1\n"),
+        (f"{SITE}/c-1.dist-info/METADATA", b"Name: c\nVersion: 1\n  .2\n"),
+        (f"{SITE}/d-1.dist-info/METADATA", b"Metadata-Version: 2.1\nSummary: names nothing\n"),
+        (f"{SITE}/e-1.dist-info/METADATA", b"Name: e\nVersion: 1\nnot a header: the body begins\n\nName: x\n"),
+    ]))
+    assert [p.name for p in scan.packages] == ["e"]
+    assert [w.split(": ", 2)[2] for w in scan.warnings] == [
+        "skipped: Name is not UTF-8", "skipped: line 2: Name given twice",
+        "skipped: line 3: version continues on a second line"]

@@ -20,8 +20,8 @@ from typing import Iterable
 
 from ..platforms import platform_file
 from .cyclonedx import ImageSubject, components_of, render_cyclonedx, sbom_serial, validation_problem
-from .layers import ChainMemo, Layer, read_layers
-from .packages import OS_RELEASE, Distro, Package, is_metadata_path, packages_from, parse_os_release
+from .layers import ChainMemo, Layer, MergedFiles, read_layers
+from .packages import OS_RELEASE, Distro, Package, Skipped, is_metadata_path, package_entries, parse_os_release
 
 __all__ = ["ChainMemo", "ImageScan", "ImageSubject", "Layer", "Package", "components_of", "generate_sbom", "render_cyclonedx",
            "sbom_path", "sbom_serial", "scan_image", "validation_problem"]
@@ -32,22 +32,42 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass
 class ImageScan:
-    """The packages of one image, and what could not be read (skipped files)."""
+    """The packages of one image, and what was left out (skipped files and packages)."""
 
     packages: list[Package] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
+def _collect(merged: MergedFiles, distro: Distro) -> set[Package]:
+    """The packages of the merged files, read in path order; what is skipped is added to
+    ``merged``'s warnings."""
+    found: set[Package] = set()
+    for path, f in sorted(merged.files.items()):
+        if path in OS_RELEASE:
+            continue
+        skipped, first = 0, None
+        for entry in package_entries(path, f.data, f.layer, distro):
+            if isinstance(entry, Skipped):
+                skipped, first = skipped + 1, first or entry
+            else:
+                found.add(entry)
+        if skipped:
+            at = f" at {first.where}" if first.where else ""
+            what = f"skipped{at}" if skipped == 1 else f"{skipped} entries skipped, the first{at}"
+            merged.warn(f"layer {f.layer}: {path}: {what}: {first.reason}")
+    return found
+
+
 def scan_image(layers: Iterable[Layer], memo: ChainMemo | None = None) -> ImageScan:
-    """The packages installed in the image made of ``layers`` (lowest first), whiteouts applied.
-    ``memo``: shared with the other images of a release, so a common base is read once."""
+    """The packages installed in the image made of ``layers`` (lowest first), whiteouts applied,
+    and the warnings of what was left out. ``memo``: shared with the other images of a release,
+    so a common base is read once."""
     merged = read_layers(layers, is_metadata_path, memo)
     release = next((merged.files[p] for p in OS_RELEASE if p in merged.files), None)
     distro = parse_os_release(release.data) if release else Distro()
-    packages = [pkg for path, f in sorted(merged.files.items()) if path not in OS_RELEASE
-                for pkg in packages_from(path, f.data, f.layer, distro)]
+    packages = sorted(_collect(merged, distro))
     unlisted = [f"{merged.unlisted} more warnings not listed"] if merged.unlisted else []
-    return ImageScan(packages=sorted(set(packages)), warnings=merged.warnings + unlisted)
+    return ImageScan(packages=packages, warnings=merged.warnings + unlisted)
 
 
 def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, labbuild_version: str,
