@@ -474,3 +474,12 @@ def test_malformed_python_metadata_is_skipped_with_a_warning(tmp_path):
     assert [w.split(": ", 2)[2] for w in scan.warnings] == [
         "skipped: Name is not UTF-8", "skipped: line 2: Name given twice",
         "skipped: line 3: version continues on a second line"]
+
+
+def test_what_the_scan_left_out_is_listed_in_the_document(tmp_path):
+    layers = _one_layer(tmp_path, [("node_modules/bad/package.json", b"[]"),
+                                   ("node_modules/ms/package.json", npm("ms", "2.1.3"))])
+    doc = generate_sbom(IMAGE, layers, epoch=0, labbuild_version="0.1.0")
+    assert validation_problem(doc) is None and doc == generate_sbom(IMAGE, layers, epoch=0, labbuild_version="0.1.0")
+    assert _warnings_of(json.loads(doc)) == scan_image(layers).warnings != []
+    assert [r["name"] for r in components_of(doc)] == ["ms"]

@@ -10,6 +10,13 @@ The pipeline, one module each:
 
 ``generate_sbom`` runs the whole pipeline for one image and platform;
 ``sbom_path`` is where a bundle keeps the document.
+
+Hostile or broken metadata never stops a release: a file or package that
+cannot be read, and whatever passes a cap (bytes per file, layer and image:
+``builder.limits``), is left out with a warning. The warnings are part of
+the result (``ImageScan.warnings``) and of the document (``labbuild:warning``
+properties of its metadata), in an order fixed by the input: the same layers
+give the same bytes. Only a layer that is no readable tarball is a BundleError.
 """
 
 from __future__ import annotations
@@ -72,8 +79,11 @@ def scan_image(layers: Iterable[Layer], memo: ChainMemo | None = None) -> ImageS
 
 def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, labbuild_version: str,
                   memo: ChainMemo | None = None) -> bytes:
-    """The CycloneDX 1.6 JSON bytes for ``image`` built from ``layers`` (lowest first)."""
-    return render_cyclonedx(image, scan_image(layers, memo).packages, epoch=epoch, labbuild_version=labbuild_version)
+    """The CycloneDX 1.6 JSON bytes for ``image`` built from ``layers`` (lowest first); what was
+    left out is listed in its metadata (``labbuild:warning``)."""
+    scan = scan_image(layers, memo)
+    return render_cyclonedx(image, scan.packages, epoch=epoch, labbuild_version=labbuild_version,
+                            warnings=scan.warnings)
 
 
 def sbom_path(name: str, platform: str) -> str:

@@ -14,6 +14,8 @@ The document: ``metadata.component`` is the image (type ``container``, purl
 each package a ``library`` component with its purl and the properties
 ``labbuild:layer`` (digest of the layer its metadata came from) and
 ``labbuild:source`` (the metadata file); the image depends on every package.
+What the SBOM leaves out (unreadable files and packages, caps reached) is
+said in ``labbuild:warning`` properties of ``metadata``, absent when nothing is.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ SBOM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:local-ai-lab:labbuild:sbom"
 LAYER_PROPERTY = "labbuild:layer"
 SOURCE_PROPERTY = "labbuild:source"
 PLATFORM_PROPERTY = "labbuild:platform"
+WARNING_PROPERTY = "labbuild:warning"
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ def _bom_refs(packages: list[Package]) -> list[str]:
 
 
 def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch: int,
-                     labbuild_version: str) -> bytes:
-    """The CycloneDX 1.6 JSON document (bytes, trailing newline) of ``packages`` in ``image``."""
+                     labbuild_version: str, warnings: Iterable[str] = ()) -> bytes:
+    """The CycloneDX 1.6 JSON document (bytes, trailing newline) of ``packages`` in ``image``;
+    ``warnings``: what the scan left out, listed in the metadata."""
 
     ordered = sorted(set(packages))
     root = Component(type=ComponentType.CONTAINER, name=image.name, version=image.digest,
@@ -97,6 +101,7 @@ def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch:
     bom = Bom(serial_number=sbom_serial(image.digest, image.platform), components=components,
               dependencies=dependencies,
               metadata=BomMetaData(component=root, tools=ToolRepository(components=[tool]),
+                                   properties=[Property(name=WARNING_PROPERTY, value=w) for w in warnings],
                                    timestamp=_dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)))
     _index_dependency_registration(bom)
     return JsonV1Dot6(bom).output_as_string(indent=2).encode("utf-8") + b"\n"
