@@ -30,6 +30,9 @@ MAX_SBOM_TAR_HEADER_BYTES = 16 * 1024     # the pax/GNU extended headers of one 
                                           # on Python < 3.11.10, see builder/sbom/layers.py)
 MAX_SBOM_JSON_VALUES = 100_000            # values and keys of one package.json (real: a few hundred);
                                           # json.loads holds ~25x the bytes of "[{},{},...]"
+MAX_SBOM_LAYER_COMPONENTS = 10_000        # packages taken from one layer's metadata
+MAX_SBOM_IMAGE_COMPONENTS = 20_000        # packages in one SBOM: cyclonedx-python-lib renders each in
+                                          # ~1 ms and ~25 KB, so 20,000 cost ~25 s and ~550 MB
 MAX_SBOM_WARNINGS = 100                   # warnings listed per SBOM (the rest are counted)
 
 LIMITS = {

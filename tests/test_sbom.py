@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+import builder.sbom
 from builder.errors import BundleError
-from builder.limits import MiB
+from builder.limits import MAX_SBOM_LAYER_COMPONENTS, MiB
 from builder.sbom import (ImageSubject, Layer, components_of, generate_sbom, sbom_path, sbom_serial, scan_image,
                           validation_problem)
 from builder.sbom import layers as layers_module
@@ -483,3 +484,55 @@ def test_what_the_scan_left_out_is_listed_in_the_document(tmp_path):
     assert validation_problem(doc) is None and doc == generate_sbom(IMAGE, layers, epoch=0, labbuild_version="0.1.0")
     assert _warnings_of(json.loads(doc)) == scan_image(layers).warnings != []
     assert [r["name"] for r in components_of(doc)] == ["ms"]
+
+
+def _dpkg_status(count: int) -> bytes:
+    return b"".join(b"Package: p%d\nVersion: 1\n\n" % i for i in range(count))
+
+
+def test_an_8_mib_layer_of_crafted_metadata_is_read_in_bounded_memory(tmp_path):
+    """1 GiB of zeros that inflate from 1 MiB of gzip, then a dpkg status of 8 MiB naming
+    350,000 packages: under 600 MB of address space the SBOM is made, capped per layer."""
+    status = _dpkg_status(350_000)
+    zeros, big = tarfile.TarInfo("usr/share/zeros"), 64 * 16 * MiB
+    zeros.size = big
+    meta = tarfile.TarInfo("var/lib/dpkg/status")
+    meta.size = len(status)
+    tail = meta.tobuf() + status + bytes(-len(status) % 512) + bytes(1024)
+    zero_member = gzip.compress(bytes(16 * MiB), mtime=0)      # gzip members follow each other
+    blob = gzip.compress(zeros.tobuf(), mtime=0) + zero_member * (big // (16 * MiB)) + gzip.compress(tail, mtime=0)
+    assert len(blob) < 8 * MiB and len(status) > 8_000_000
+    (tmp_path / "bomb.tar.gz").write_bytes(blob)
+    layer = Layer("sha256:" + hashlib.sha256(blob).hexdigest(), tmp_path / "bomb.tar.gz")
+    doc = _sbom_in_a_child([layer], cpu_seconds=60, memory=600 * MiB)
+    assert len(doc["components"]) == MAX_SBOM_LAYER_COMPONENTS
+    assert [w for w in _warnings_of(doc) if f"over {MAX_SBOM_LAYER_COMPONENTS} packages" in w]
+
+
+def test_150k_tiny_dpkg_paragraphs_take_linear_time(tmp_path):
+    layer = write_layer(tmp_path / "l.tar.gz", [("var/lib/dpkg/status", _dpkg_status(150_000))], gz=True)
+    assert layer.path.stat().st_size < 1 * MiB
+    doc = _sbom_in_a_child([layer], cpu_seconds=20, memory=2048 * MiB)
+    assert len(doc["components"]) == MAX_SBOM_LAYER_COMPONENTS
+    (warning,) = _warnings_of(doc)
+    assert warning.startswith(f"layer {layer.digest} has over {MAX_SBOM_LAYER_COMPONENTS} packages: the SBOM lists")
+
+
+def test_component_caps_keep_the_first_packages_by_path_and_say_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(builder.sbom, "MAX_SBOM_LAYER_COMPONENTS", 3)
+    monkeypatch.setattr(builder.sbom, "MAX_SBOM_IMAGE_COMPONENTS", 5)
+    lower = write_layer(tmp_path / "l1.tar", [(f"a/node_modules/p{i}/package.json", npm(f"p{i}", "1.0.0"))
+                                              for i in range(6)], gz=False)
+    upper = write_layer(tmp_path / "l2.tar", [(f"b/node_modules/q{i}/package.json", npm(f"q{i}", "1.0.0"))
+                                              for i in range(6)], gz=False)
+    scan = scan_image([lower, upper])
+    assert [p.name for p in scan.packages] == ["p0", "p1", "p2", "q0", "q1"]
+    assert scan.warnings == [
+        f"layer {lower.digest} has over 3 packages: the SBOM lists the first, by metadata path; "
+        "from a/node_modules/p3/package.json on, the rest are left out",
+        "the image has over 5 packages: the SBOM lists the first, by metadata path; "
+        "from b/node_modules/q2/package.json on, the rest are left out"]
+    doc = generate_sbom(IMAGE, [lower, upper], epoch=0, labbuild_version="0.1.0")
+    assert validation_problem(doc) is None and len(components_of(doc)) == 5
+    assert sorted(_warnings_of(json.loads(doc))) == sorted(scan.warnings)
+    assert doc == generate_sbom(IMAGE, [lower, upper], epoch=0, labbuild_version="0.1.0")

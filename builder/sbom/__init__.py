@@ -12,19 +12,22 @@ The pipeline, one module each:
 ``sbom_path`` is where a bundle keeps the document.
 
 Hostile or broken metadata never stops a release: a file or package that
-cannot be read, and whatever passes a cap (bytes per file, layer and image:
-``builder.limits``), is left out with a warning. The warnings are part of
-the result (``ImageScan.warnings``) and of the document (``labbuild:warning``
-properties of its metadata), in an order fixed by the input: the same layers
-give the same bytes. Only a layer that is no readable tarball is a BundleError.
+cannot be read, and whatever passes a cap (bytes per file, layer and image,
+packages per layer and image: ``builder.limits``), is left out with a
+warning. The warnings are part of the result (``ImageScan.warnings``) and of
+the document (``labbuild:warning`` properties of its metadata), in an order
+fixed by the input: the same layers give the same bytes. Only a layer that
+is no readable tarball is a BundleError.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..limits import MAX_SBOM_IMAGE_COMPONENTS, MAX_SBOM_LAYER_COMPONENTS
 from ..platforms import platform_file
 from .cyclonedx import ImageSubject, components_of, render_cyclonedx, sbom_serial, validation_problem
 from .layers import ChainMemo, Layer, MergedFiles, read_layers
@@ -39,29 +42,43 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass
 class ImageScan:
-    """The packages of one image, and what was left out (skipped files and packages)."""
+    """The packages of one image, and what was left out (skipped files and packages, caps reached)."""
 
     packages: list[Package] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
 def _collect(merged: MergedFiles, distro: Distro) -> set[Package]:
-    """The packages of the merged files, read in path order; what is skipped is added to
-    ``merged``'s warnings."""
+    """The packages of the merged files, read in path order up to the component caps; what is
+    skipped or left out is added to ``merged``'s warnings."""
     found: set[Package] = set()
+    per_layer: Counter[str] = Counter()
+    full: set[str] = set()          # layers at their cap
     for path, f in sorted(merged.files.items()):
-        if path in OS_RELEASE:
+        if path in OS_RELEASE or f.layer in full:
             continue
-        skipped, first = 0, None
+        skipped, first, over = 0, None, None
         for entry in package_entries(path, f.data, f.layer, distro):
             if isinstance(entry, Skipped):
                 skipped, first = skipped + 1, first or entry
-            else:
+            elif entry not in found:
+                if len(found) == MAX_SBOM_IMAGE_COMPONENTS:
+                    over = f"the image has over {MAX_SBOM_IMAGE_COMPONENTS} packages"
+                elif per_layer[f.layer] == MAX_SBOM_LAYER_COMPONENTS:
+                    over = f"layer {f.layer} has over {MAX_SBOM_LAYER_COMPONENTS} packages"
+                    full.add(f.layer)
+                if over:
+                    break
                 found.add(entry)
+                per_layer[f.layer] += 1
         if skipped:
             at = f" at {first.where}" if first.where else ""
             what = f"skipped{at}" if skipped == 1 else f"{skipped} entries skipped, the first{at}"
             merged.warn(f"layer {f.layer}: {path}: {what}: {first.reason}")
+        if over:
+            merged.warn(f"{over}: the SBOM lists the first, by metadata path; from {path} on, the rest are left out")
+            if len(found) == MAX_SBOM_IMAGE_COMPONENTS:
+                break
     return found
 
 
