@@ -536,3 +536,14 @@ def test_component_caps_keep_the_first_packages_by_path_and_say_so(tmp_path, mon
     assert validation_problem(doc) is None and len(components_of(doc)) == 5
     assert sorted(_warnings_of(json.loads(doc))) == sorted(scan.warnings)
     assert doc == generate_sbom(IMAGE, [lower, upper], epoch=0, labbuild_version="0.1.0")
+
+
+@pytest.mark.parametrize("document", [
+    b'{"components": {}}', b'{"components": [1]}', b'{"components": [{"properties": {}}]}',
+    b'{"components": [{"properties": [{"name": ["x"], "value": "y"}], "name": "x"}, {"properties": [2]}]}',
+    b'{"components": [{"name": {"a": 1}}]}', b'{"components": [{"name": "x", "group": 7}]}',
+    b'{"components": [{"name": "x", "properties": [{"name": "labbuild:layer", "value": []}]}]}',
+])
+def test_a_misshapen_cyclonedx_document_is_a_clear_error(document):
+    with pytest.raises(BundleError, match="not a CycloneDX JSON document|component [01]: "):
+        components_of(document)

@@ -134,16 +134,27 @@ def validation_problem(document: bytes) -> str | None:
 
 
 def components_of(document: bytes) -> list[dict]:
-    """The components of a CycloneDX JSON document, as ``{name, version, purl, layer, source}`` rows."""
+    """The components of a CycloneDX JSON document, as ``{name, version, purl, layer, source}`` rows
+    (strings or None); a BundleError for a document not shaped so."""
     try:
         doc = json.loads(document)
-        listed = doc.get("components", [])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError) as exc:
+    except (ValueError, RecursionError) as exc:     # not JSON, not UTF-8, too deep
         raise BundleError(f"not a CycloneDX JSON document ({exc})") from None
+    listed = doc.get("components", []) if isinstance(doc, dict) else None
+    if not isinstance(listed, list):
+        raise BundleError("not a CycloneDX JSON document (no list of components)")
     rows = []
-    for c in listed:
-        props = {p.get("name"): p.get("value") for p in c.get("properties", [])}
-        name = f"{c['group']}/{c['name']}" if c.get("group") else c.get("name")
-        rows.append({"name": name, "version": c.get("version"), "purl": c.get("purl"),
-                     "layer": props.get(LAYER_PROPERTY), "source": props.get(SOURCE_PROPERTY)})
+    for n, c in enumerate(listed):
+        props = c.get("properties", []) if isinstance(c, dict) else None
+        if not isinstance(props, list) or not all(isinstance(p, dict) for p in props):
+            raise BundleError(f"component {n}: not an object with a list of properties")
+        props = {p.get("name"): p.get("value") for p in props if isinstance(p.get("name"), str)}
+        row = {"name": c.get("name"), "version": c.get("version"), "purl": c.get("purl"),
+               "layer": props.get(LAYER_PROPERTY), "source": props.get(SOURCE_PROPERTY)}
+        if c.get("group"):
+            row["name"] = f"{c['group']}/{row['name']}"
+        wrong = [k for k, v in row.items() if v is not None and not isinstance(v, str)]
+        if wrong or not isinstance(c.get("group", ""), (str, type(None))):
+            raise BundleError(f"component {n}: {', '.join(wrong) or 'group'} is not a string")
+        rows.append(row)
     return rows
