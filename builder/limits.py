@@ -25,9 +25,9 @@ MAX_NESTING = 64                   # depth of nested tables/arrays in TOML and J
 MAX_SBOM_METADATA_BYTES = 64 * MiB        # one package-metadata file read from an image layer
 MAX_SBOM_LAYER_BYTES = 128 * MiB          # the metadata files read from one layer
 MAX_SBOM_IMAGE_BYTES = 256 * MiB          # the metadata files an image's merged layers hold at once
-MAX_SBOM_TAR_HEADER_BYTES = 16 * 1024     # the pax/GNU extended headers of one layer member together
-                                          # (real: under 9 KiB; parsing one costs its size squared
-                                          # on Python < 3.11.10, see builder/sbom/layers.py)
+MAX_SBOM_TAR_HEADER_BYTES = 256 * 1024    # the pax/GNU extended headers of one layer member together,
+                                          # and a layer's global pax headers (real: under 9 KiB;
+                                          # Linux caps an xattr value at 64 KiB)
 MAX_SBOM_JSON_VALUES = 100_000            # values and keys of one package.json (real: a few hundred);
                                           # json.loads holds ~25x the bytes of "[{},{},...]"
 MAX_SBOM_LAYER_COMPONENTS = 10_000        # packages taken from one layer's metadata

@@ -365,17 +365,37 @@ def test_deep_metadata_paths_cost_memory_linear_in_their_length(tmp_path):
     assert len(doc["components"]) == 998 and _warnings_of(doc) == []
 
 
-def test_an_oversized_pax_header_is_a_clear_error_not_gigabytes(tmp_path):
-    """tarfile before Python 3.11.10 parses pax records in quadratic time and memory: 64 KiB of
-    "2 2 2 ..." cost 2.6 s and 1 GB. Extended headers are capped (MAX_SBOM_TAR_HEADER_BYTES)."""
-    records = b"2 " * (32 * 1024) + b"=x\n"
+def _pax_record(keyword: bytes, value: bytes) -> bytes:
+    body = b" %s=%s\n" % (keyword, value)
+    return b"%d%s" % (len(body) + len(str(len(body) + len(str(len(body))))), body)   # LENGTH counts itself
+
+
+def _pax_layer(path: Path, records: bytes, *, count: int = 1, kind: bytes = tarfile.XHDTYPE) -> Layer:
+    """A layer of ``count`` members, each behind a pax header holding ``records``."""
     pax = tarfile.TarInfo("././@PaxHeader")
-    pax.type, pax.size = tarfile.XHDTYPE, len(records)
+    pax.type, pax.size = kind, len(records)
     member = tarfile.TarInfo("var/lib/dpkg/status")
-    blob = pax.tobuf() + records + bytes(-len(records) % 512) + member.tobuf() + bytes(1024)
-    (tmp_path / "pax.tar").write_bytes(blob)
-    with pytest.raises(BundleError, match="extended headers of over 16384 bytes"):
-        scan_image([Layer("sha256:" + "0" * 64, tmp_path / "pax.tar")])
+    path.write_bytes((pax.tobuf() + records + bytes(-len(records) % 512) + member.tobuf()) * count + bytes(1024))
+    return Layer("sha256:" + "0" * 64, path)
+
+
+@pytest.mark.parametrize("records, count, message", [
+    # tarfile before Python 3.11.10 parses these in quadratic time (CVE-2024-6232): 64 KiB of
+    # "2 2 2 ..." cost 2.6 s and 1 GB; 100 headers of 16 KiB of digits 40 s
+    (b"2 " * (32 * 1024) + b"=x\n", 1, "record at byte 0 is not LENGTH KEYWORD=VALUE"),
+    (_pax_record(b"comment", b"9" * 16000), 100, "a run of over 64 digits"),
+    (_pax_record(b"comment", b"x" * 300 * 1024), 1, "extended headers of over 262144 bytes"),
+])
+def test_a_hostile_pax_header_is_a_clear_error_in_linear_time(tmp_path, records, count, message):
+    with pytest.raises(BundleError, match=message):
+        scan_image([_pax_layer(tmp_path / "pax.tar", records, count=count)])
+
+
+def test_global_pax_headers_count_for_the_whole_layer(tmp_path):
+    record = _pax_record(b"comment", b"x" * 100 * 1024)
+    scan_image([_pax_layer(tmp_path / "one.tar", record, count=2)])           # per member: fits
+    with pytest.raises(BundleError, match="extended headers of over"):
+        scan_image([_pax_layer(tmp_path / "g.tar", record, count=3, kind=tarfile.XGLTYPE)])
 
 
 def test_byte_caps_per_layer_and_per_image_skip_files_with_a_warning(tmp_path, monkeypatch):

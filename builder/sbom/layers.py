@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 import tarfile
 import threading
 import zlib
@@ -54,6 +55,8 @@ _TAR_HEADER = 512                # what a tracked file costs besides its path an
 _EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                      tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _GZIP_WBITS = zlib.MAX_WBITS | 16
+_PAX_RECORD_LENGTH = re.compile(rb"([0-9]{1,20}) ")
+_DIGIT_RUN = re.compile(rb"[0-9]{65}")
 
 
 @dataclass(frozen=True)
@@ -223,13 +226,48 @@ class _GzipForwardReader(io.RawIOBase):
 _UNREADABLE = (tarfile.TarError, EOFError, OSError, _InflateError, ValueError, RecursionError)
 
 
+def _pax_problem(records: bytes) -> str | None:
+    """Why a pax header is not what POSIX frames ("LENGTH KEYWORD=VALUE\\n" records, LENGTH
+    counting the whole record, then NUL padding) or holds a run of over 64 digits, else None.
+    tarfile before Python 3.11.10 parses either in quadratic time (CVE-2024-6232: 64 KiB of
+    "2 2 2 ..." cost 2.6 s and 1 GB; 16 KiB of digits 0.4 s), checked here in linear time."""
+    pos = 0
+    while pos < len(records) and records[pos]:
+        length = _PAX_RECORD_LENGTH.match(records, pos)
+        end = pos + int(length[1]) if length else 0
+        if not (length and end <= len(records) and records[end - 1] == 0x0A
+                and records.find(b"=", length.end() + 1, end) > 0):
+            return f"a pax header record at byte {pos} is not LENGTH KEYWORD=VALUE"
+        pos = end
+    return "a pax header holds a run of over 64 digits" if _DIGIT_RUN.search(records) else None
+
+
+class _Replay:
+    """A file object with ``head`` put back in front of it (what tarfile reads after a header
+    was read and checked here): read, tell and seek as tarfile uses them."""
+
+    def __init__(self, head: bytes, raw) -> None:
+        self._head, self._raw = head, raw
+
+    def read(self, n: int) -> bytes:
+        out, self._head = self._head[:n], self._head[n:]
+        return out + self._raw.read(n - len(out)) if len(out) < n else out
+
+    def tell(self) -> int:
+        return self._raw.tell() - len(self._head)
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        self._head = b""
+        return self._raw.seek(pos, whence)
+
+
 class _LayerTarInfo(tarfile.TarInfo):
     """tarfile's member headers, bounded. The extended headers (pax, GNU long names) in front of
-    one member may hold ``MAX_SBOM_TAR_HEADER_BYTES`` together: tarfile reads each whole (an
-    8 GiB pax header inflates from 8 MiB of gzip), follows a chain of them recursively, and
-    before Python 3.11.10 parses pax records in quadratic time and memory (CVE-2024-6232:
-    16 KiB cost 0.1 s and 60 MB, 64 KiB 2.6 s and 1 GB). GNU sparse maps of format 1.0
-    (tarfile reads them in quadratic time; no image layer holds a sparse file) are refused."""
+    one member may hold ``MAX_SBOM_TAR_HEADER_BYTES`` together, and global pax headers as much
+    for the whole layer: tarfile reads each whole (an 8 GiB pax header inflates from 8 MiB of
+    gzip) and follows a chain of them recursively. A pax header is checked before tarfile parses
+    it (``_pax_problem``). GNU sparse maps of format 1.0 (tarfile reads them in quadratic time;
+    no image layer holds a sparse file) are refused."""
 
     def _proc_member(self, tar):
         if self.type not in _EXTENDED_HEADERS:
@@ -241,7 +279,19 @@ class _LayerTarInfo(tarfile.TarInfo):
         try:
             return super()._proc_member(tar)
         finally:
-            tar._sbom_header_bytes = held
+            if self.type != tarfile.XGLTYPE:     # a global header's records stay for the rest of the layer
+                tar._sbom_header_bytes = held
+
+    def _proc_pax(self, tar):
+        head = tar.fileobj.read(self._block(self.size))
+        problem = _pax_problem(head[:self.size])
+        if problem:
+            raise tarfile.SubsequentHeaderError(problem)
+        raw, tar.fileobj = tar.fileobj, _Replay(head, tar.fileobj)
+        try:
+            return super()._proc_pax(tar)
+        finally:
+            tar.fileobj = raw
 
     def _proc_gnusparse_10(self, next, pax_headers, tar):
         raise tarfile.SubsequentHeaderError("a GNU sparse file (format 1.0)")
