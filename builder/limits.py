@@ -19,8 +19,21 @@ MAX_MEMBERS = 200_000              # members of a bundle archive
 MAX_PROBLEMS = 200                 # problems reported by one verification (the rest are counted)
 MAX_ENV_BYTES = 1 * MiB            # an install's DIR/.env
 MAX_NESTING = 64                   # depth of nested tables/arrays in TOML and JSON inputs
-MAX_SBOM_METADATA_BYTES = 64 * MiB # one package-metadata file read from an image layer for its SBOM
-                                   # (build side only; not in LIMITS: the runbook lists what install reads)
+# SBOMs (build side only; not in LIMITS: the runbook lists what install reads). Real images hold
+# about 1-30 MiB of package metadata and 100-5,000 packages (Debian: up to ~3,000 debs; the largest
+# npm trees a few thousand). Bytes count a file's size, its path and 512 (its tar header).
+MAX_SBOM_METADATA_BYTES = 64 * MiB        # one package-metadata file read from an image layer
+MAX_SBOM_LAYER_BYTES = 128 * MiB          # the metadata files read from one layer
+MAX_SBOM_IMAGE_BYTES = 256 * MiB          # the metadata files an image's merged layers hold at once
+MAX_SBOM_TAR_HEADER_BYTES = 256 * 1024    # the pax/GNU extended headers of one layer member together,
+                                          # and a layer's global pax headers (real: under 9 KiB;
+                                          # Linux caps an xattr value at 64 KiB)
+MAX_SBOM_JSON_VALUES = 100_000            # values and keys of one package.json (real: a few hundred);
+                                          # json.loads holds ~25x the bytes of "[{},{},...]"
+MAX_SBOM_LAYER_COMPONENTS = 10_000        # packages taken from one layer's metadata
+MAX_SBOM_IMAGE_COMPONENTS = 20_000        # packages in one SBOM: cyclonedx-python-lib renders each in
+                                          # ~1 ms and ~25 KB, so 20,000 cost ~25 s and ~550 MB
+MAX_SBOM_WARNINGS = 100                   # warnings listed per SBOM (the rest are counted)
 MAX_KEY_BYTES = 16 << 10           # a PEM key file (--key, --sign, --recipient, --identity); keys are < 1 KiB
 MAX_HELPER_OUTPUT_BYTES = 1 * MiB  # what a Docker credential helper prints, stdout and stderr each
 MAX_DOCKER_CONFIG_BYTES = 1 * MiB  # the Docker config.json credentials are read from

@@ -14,6 +14,8 @@ The document: ``metadata.component`` is the image (type ``container``, purl
 each package a ``library`` component with its purl and the properties
 ``labbuild:layer`` (digest of the layer its metadata came from) and
 ``labbuild:source`` (the metadata file); the image depends on every package.
+What the SBOM leaves out (unreadable files and packages, caps reached) is
+said in ``labbuild:warning`` properties of ``metadata``, absent when nothing is.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ SBOM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:local-ai-lab:labbuild:sbom"
 LAYER_PROPERTY = "labbuild:layer"
 SOURCE_PROPERTY = "labbuild:source"
 PLATFORM_PROPERTY = "labbuild:platform"
+WARNING_PROPERTY = "labbuild:warning"
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ def _bom_refs(packages: list[Package]) -> list[str]:
 
 
 def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch: int,
-                     labbuild_version: str) -> bytes:
-    """The CycloneDX 1.6 JSON document (bytes, trailing newline) of ``packages`` in ``image``."""
+                     labbuild_version: str, warnings: Iterable[str] = ()) -> bytes:
+    """The CycloneDX 1.6 JSON document (bytes, trailing newline) of ``packages`` in ``image``;
+    ``warnings``: what the scan left out, listed in the metadata."""
 
     ordered = sorted(set(packages))
     root = Component(type=ComponentType.CONTAINER, name=image.name, version=image.digest,
@@ -97,6 +101,7 @@ def render_cyclonedx(image: ImageSubject, packages: Iterable[Package], *, epoch:
     bom = Bom(serial_number=sbom_serial(image.digest, image.platform), components=components,
               dependencies=dependencies,
               metadata=BomMetaData(component=root, tools=ToolRepository(components=[tool]),
+                                   properties=[Property(name=WARNING_PROPERTY, value=w) for w in warnings],
                                    timestamp=_dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)))
     _index_dependency_registration(bom)
     return JsonV1Dot6(bom).output_as_string(indent=2).encode("utf-8") + b"\n"
@@ -129,16 +134,27 @@ def validation_problem(document: bytes) -> str | None:
 
 
 def components_of(document: bytes) -> list[dict]:
-    """The components of a CycloneDX JSON document, as ``{name, version, purl, layer, source}`` rows."""
+    """The components of a CycloneDX JSON document, as ``{name, version, purl, layer, source}`` rows
+    (strings or None); a BundleError for a document not shaped so."""
     try:
         doc = json.loads(document)
-        listed = doc.get("components", [])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError) as exc:
+    except (ValueError, RecursionError) as exc:     # not JSON, not UTF-8, too deep
         raise BundleError(f"not a CycloneDX JSON document ({exc})") from None
+    listed = doc.get("components", []) if isinstance(doc, dict) else None
+    if not isinstance(listed, list):
+        raise BundleError("not a CycloneDX JSON document (no list of components)")
     rows = []
-    for c in listed:
-        props = {p.get("name"): p.get("value") for p in c.get("properties", [])}
-        name = f"{c['group']}/{c['name']}" if c.get("group") else c.get("name")
-        rows.append({"name": name, "version": c.get("version"), "purl": c.get("purl"),
-                     "layer": props.get(LAYER_PROPERTY), "source": props.get(SOURCE_PROPERTY)})
+    for n, c in enumerate(listed):
+        props = c.get("properties", []) if isinstance(c, dict) else None
+        if not isinstance(props, list) or not all(isinstance(p, dict) for p in props):
+            raise BundleError(f"component {n}: not an object with a list of properties")
+        props = {p.get("name"): p.get("value") for p in props if isinstance(p.get("name"), str)}
+        row = {"name": c.get("name"), "version": c.get("version"), "purl": c.get("purl"),
+               "layer": props.get(LAYER_PROPERTY), "source": props.get(SOURCE_PROPERTY)}
+        if c.get("group"):
+            row["name"] = f"{c['group']}/{row['name']}"
+        wrong = [k for k, v in row.items() if v is not None and not isinstance(v, str)]
+        if wrong or not isinstance(c.get("group", ""), (str, type(None))):
+            raise BundleError(f"component {n}: {', '.join(wrong) or 'group'} is not a string")
+        rows.append(row)
     return rows
