@@ -29,7 +29,7 @@ from .. import __version__, names
 from ..blueprint import Lab, lab_paths, load_lab
 from ..errors import BundleError, LockError, Problem
 from ..format.delta import DeltaSummary, delta_summary
-from ..format.files import is_version
+from ..format.files import is_version, version_key, version_match
 from ..format.manifest import DeltaBase, Manifest
 from ..format.record import Record
 from ..fsutil import sha256_file
@@ -66,23 +66,11 @@ def check_version(version: str) -> str:
     return version
 
 
-def _semver(version: str) -> re.Match:
-    """The SemVer groups of a valid version: 1-3 major.minor.patch, 5 the prerelease."""
-    return names.grammar("version")[0].fullmatch(version)
-
-
-def _semver_key(version: str) -> tuple:
-    m = _semver(version)
-    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[5]
-    pre_key = (1,) if pre is None else (0, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")])
-    return (major, minor, patch, pre_key)
-
-
 def next_version(version: str, taken: Iterable[str] = ()) -> str:
     """The next free patch version after ``version`` and every taken one (prereleases count up)."""
     versions = [v for v in {version, *taken} if is_version(v)]
-    top = max(versions, key=_semver_key)
-    m = _semver(top)
+    top = max(versions, key=version_key)
+    m = version_match(top)
     pre = m[5]
     if pre and (num := re.search(r"(\d+)$", pre)):
         return f"{m[1]}.{m[2]}.{m[3]}-{pre[:num.start()]}{int(num[1]) + 1}"
