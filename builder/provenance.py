@@ -38,7 +38,7 @@ from .dsse import (
 )
 from .errors import BundleError
 from .fsutil import canonical_json
-from .signing import PrivateKey, PublicKey
+from .signing import PrivateKey, PublicKey, raw_signature_form_ok
 
 PROVENANCE_NAME = "provenance.intoto.json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -139,12 +139,17 @@ def read_provenance(raw: bytes, public_key: PublicKey | None = None) -> Provenan
     """Parse ``provenance.intoto.json``; with ``public_key``, require a signature by it.
 
     Raises ``BundleError`` naming the file when it is not a DSSE envelope of an
-    in-toto Statement v1 with an SLSA Provenance v1 predicate, or when a key
-    is given and no signature verifies with it (including: not signed).
+    in-toto Statement v1 with an SLSA Provenance v1 predicate, when a signature
+    entry is not a signature in form (empty, garbled), or when a key is given
+    and no signature verifies with it (including: not signed).
     """
     envelope = parse_envelope(raw, PROVENANCE_NAME)
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise BundleError(f"{PROVENANCE_NAME}: payloadType is {envelope.payload_type!r}, not {IN_TOTO_PAYLOAD_TYPE}")
+    for i, signature in enumerate(envelope.signatures):   # a garbled entry never makes it "signed"
+        if not raw_signature_form_ok(signature.sig):
+            raise BundleError(f"{PROVENANCE_NAME}: signatures[{i}] is not a signature (neither DER ECDSA nor "
+                              "a 64-byte Ed25519 one)", hint="the provenance is damaged or was altered")
     checked = None
     if public_key is not None:
         if not envelope.signatures:

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .errors import BundleError, LabbuildError
 from .fsutil import CapExceeded, atomic_write, read_capped
@@ -182,6 +183,30 @@ def _b64decode(text: bytes) -> bytes | None:
         return base64.b64decode(b"".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def raw_signature_form_ok(signature: bytes) -> bool:
+    """Whether ``signature`` has the form of one ``raw_signature`` makes (a DER ECDSA
+    signature, or 64 bytes for Ed25519). The form only: no key, nothing proved."""
+    if len(signature) == _ED25519_SIGNATURE_SIZE:
+        return True
+    try:
+        decode_dss_signature(signature)
+    except ValueError:
+        return False
+    return True
+
+
+def signature_form_problem(signature: bytes) -> str | None:
+    """Why a ``manifest.json.sig`` content cannot be a signature in any form ``signature_valid``
+    accepts, or None. Without a key this decides whether a bundle counts as signed: an empty
+    or garbled file is damage, never a signature."""
+    if not signature.strip():
+        return "empty: not a signature"
+    decoded = _b64decode(signature)
+    if raw_signature_form_ok(signature) or (decoded is not None and raw_signature_form_ok(decoded)):
+        return None
+    return "not a signature (neither the base64 of a DER ECDSA signature nor a 64-byte Ed25519 one)"
 
 
 def signature_valid(public_key: PublicKey, signature: bytes, data: bytes) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -20,7 +21,11 @@ from builder.format.files import bundle_filename
 from builder.bundle.release import build_release, check_version, next_version, rebuild_release
 from builder.bundle.verify import safe_extract
 from builder.errors import BlueprintError, BundleError, LockError
+from builder.format.record import Record
+from builder.fsutil import sha256_file
 from builder.lockfile import LOCK_PATH, read_lock, write_lock
+from builder.signing import generate_keypair
+from support.race import race
 from test_render import SERVICES, compose_config, digest, make_lab, promtool_check_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,6 +250,47 @@ def test_interrupted_release_leaves_nothing_at_the_final_path_and_the_next_run_s
     result = build_release(root, "1.0.0", out_dir=out)
     assert final.exists() and not result.noop
     assert run_labbuild("verify", str(final)).returncode == 0
+
+
+@pytest.mark.parametrize("signing", [("signed", "unsigned"), ("unsigned", "unsigned")], ids=["differ", "identical"])
+def test_two_releases_of_one_version_at_once_make_one_bundle_and_one_record(tmp_path, signing):
+    """The first is paused while it writes its archive; the second starts then. Exactly one
+    creates the release; the other finds its record: identical, nothing to do; else refused."""
+    root, out = make_lab(tmp_path / "lab"), tmp_path / "dist"
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    args = [["--root", str(root), "release", "1.0.0", "--out", str(out)]
+            + (["--sign", str(tmp_path / "k.key")] if s == "signed" else []) for s in signing]
+    results = race(*args, seam="builder.bundle.pack:write_tar", tmp=tmp_path)
+    assert [r[0] == 0 and "released " in r[1] for r in results] == [True, False], results
+    code, stdout, stderr = results[1]
+    if signing[0] == signing[1]:
+        assert code == 0 and "already recorded with identical content" in stdout, results[1]
+    else:
+        assert code == 1 and "already exists" in stderr and "signature: recorded" in stderr, results[1]
+        assert "Traceback" not in stderr
+    record = Record.read(root / "lockfiles/releases/base-1.0.0.json")
+    assert sorted(p.name for p in out.iterdir()) == ["testlab-base-1.0.0.tar.gz"]
+    assert sha256_file(out / "testlab-base-1.0.0.tar.gz") == record.sha256
+    assert (record.signed_by is not None) == (signing[0] == "signed")
+    assert [p.name for p in (root / "lockfiles/releases").iterdir()] == ["base-1.0.0.json"]  # no lock file left
+
+
+def test_read_only_records_still_say_identical_and_refuse_the_rest(tmp_path, monkeypatch):
+    import builder.bundle.record as record_module
+    root = make_lab(tmp_path / "lab")
+    first = build_release(root, "1.0.0", out_dir=tmp_path / "d")
+    real_open = os.open
+
+    def read_only(path, *args, **kw):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(record_module.os, "open", read_only)
+    again = build_release(root, "1.0.0", out_dir=tmp_path / "d")
+    assert again.noop and again.sha256 == first.sha256
+    with pytest.raises(BundleError, match="cannot open"):    # a new release needs the lock
+        build_release(root, "1.0.1", out_dir=tmp_path / "d")
 
 
 def test_with_images_problems_are_errors_not_tracebacks(tmp_path):

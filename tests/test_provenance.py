@@ -112,6 +112,14 @@ def test_unsigned_provenance_reads_but_fails_when_a_key_is_required(keypair):
         read_provenance(raw, load_public_key(keypair[1]))
 
 
+@pytest.mark.parametrize("sig", ["", base64.b64encode(b"not a signature").decode()], ids=["empty", "garbled"])
+def test_a_garbled_signature_entry_never_makes_the_provenance_signed(sig):
+    doc = json.loads(render_provenance(statement()))
+    doc["signatures"] = [{"keyid": "", "sig": sig}]
+    with pytest.raises(BundleError, match=r"provenance.intoto.json: signatures\[0\] is not a signature"):
+        read_provenance(json.dumps(doc).encode())
+
+
 def test_tampered_provenance_fails_naming_the_file(keypair):
     raw = render_provenance(statement(), load_private_key(keypair[0]))
     doc = json.loads(raw)

@@ -4,10 +4,12 @@ tampered, unsigned), cross-checked with openssl; old Ed25519 bundles still verif
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import stat
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,13 @@ import pytest
 from builder.bundle.release import build_release, rebuild_release
 from builder.bundle.verify import safe_extract, verify_bundle
 from builder.errors import BundleError
+from builder.format.files import PROVENANCE, SIGNATURE, SIGSTORE, must_carry_provenance
+from builder.format.manifest import Manifest
 from builder.signing import (ECDSA_P256, ED25519, fingerprint, generate_keypair, key_type_of, load_private_key,
                              load_public_key, public_key_der, raw_signature, sign, signature_valid)
 from test_bundle_release import LABBUILD, run_labbuild
 from test_render import make_lab
-from test_bundle_verify import TOP, flipped
+from test_bundle_verify import TOP, flipped, read_members, regular, write_members
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +218,90 @@ def test_bad_key_files_are_clear_errors(tmp_path, keys):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     proc = run_labbuild("verify", "whatever.tar.gz", "--key", str(keys[0]))  # a private key is not a public key
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- what is reported as signed
+# The signature and SHA256SUMS are not signed: whatever can be removed or added with them must not
+# decide the trust state. Whether provenance is required comes from manifest.json (hashed, signed).
+
+def _rewritten(bundle: Path, out: Path, *, drop: tuple[str, ...] = (), files: dict[str, bytes] | None = None,
+               resum: bool = False) -> Path:
+    """``bundle`` without ``drop`` and their SHA256SUMS lines, with ``files`` replaced or added
+    (``resum``: SHA256SUMS made to match the replaced files, as a forger would)."""
+    files = dict(files or {})
+    members = [(info, files.pop(info.name.split("/", 1)[-1], data)) for info, data in read_members(bundle)
+               if info.name.split("/", 1)[-1] not in drop]
+    members += [regular(f"{TOP}/{rel}", data) for rel, data in files.items()]
+    now = {info.name.split("/", 1)[-1]: data for info, data in members}
+    lines = []
+    for line in now["SHA256SUMS"].decode().splitlines():
+        digest, rel = line.split("  ", 1)
+        if rel not in drop:
+            lines.append(f"{hashlib.sha256(now[rel]).hexdigest() if resum else digest}  {rel}\n")
+    members = [(info, "".join(lines).encode() if info.name == f"{TOP}/SHA256SUMS" else data)
+               for info, data in members]
+    for info, data in members:
+        info.size = len(data) if data is not None else 0
+    return write_members(out, members)
+
+
+def _member(bundle: Path, rel: str) -> bytes:
+    return dict((i.name, d) for i, d in read_members(bundle))[f"{TOP}/{rel}"]
+
+
+def test_provenance_stripped_from_a_signed_bundle_is_refused_with_and_without_a_key(signed, keys, tmp_path):
+    stripped = _rewritten(signed, tmp_path / "stripped.tar.gz", drop=(PROVENANCE,))
+    for key in (keys[1], None):
+        result = verify_bundle(stripped, key)
+        assert not result.ok and [e.file for e in result.errors] == [PROVENANCE], [e.render() for e in result.errors]
+        assert "labbuild 0.2" in result.errors[0].message
+    for args in (["verify", str(stripped), "--key", str(keys[1])], ["verify", str(stripped)]):
+        proc = run_labbuild(*args)
+        assert proc.returncode == 1 and "provenance.intoto.json: missing" in proc.stderr, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr and "OK" not in proc.stdout
+    data = json.loads(run_labbuild("--json", "verify", str(stripped)).stdout)
+    assert data["ok"] is False and data["provenance"] == "absent" and data["errors"][0]["file"] == PROVENANCE
+    with pytest.raises(BundleError, match="failed verification"):    # what install and diff read through
+        safe_extract(stripped, tmp_path / "x", key=keys[1])
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_bundle_made_before_provenance_still_verifies_and_says_which_labbuild_made_it(tmp_path):
+    unsigned = build_release(make_lab(tmp_path / "lab"), "1.0.0", profile="full", out_dir=tmp_path / "d").bundle
+    old = replace(Manifest.loads(_member(unsigned, "manifest.json")), labbuild="0.1.0").dumps()
+    bundle = _rewritten(unsigned, tmp_path / "old.tar.gz", drop=(PROVENANCE,), files={"manifest.json": old}, resum=True)
+    proc = run_labbuild("verify", str(bundle))
+    assert proc.returncode == 0 and "no provenance (made by labbuild 0.1.0, before 0.2.0)" in proc.stdout, proc.stderr
+    assert not must_carry_provenance("0.1.9") and not must_carry_provenance("0.2.0-rc.1")
+    assert must_carry_provenance("0.2.0") and must_carry_provenance("1.0.0") and must_carry_provenance("garbage")
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"bm90IGEgc2lnbmF0dXJl\n", b"\x00" * 63],
+                         ids=["empty", "blank", "base64-not-der", "63-bytes"])
+def test_an_empty_or_garbled_signature_file_is_damage_never_signed(signed, keys, tmp_path, content):
+    bad = _rewritten(signed, tmp_path / "bad.tar.gz", files={SIGNATURE: content})
+    for key in (None, keys[1]):
+        result = verify_bundle(bad, key)
+        assert not result.ok and not result.signed and not result.signature_checked
+        assert SIGNATURE in {e.file for e in result.errors}, [e.render() for e in result.errors]
+    data = json.loads(run_labbuild("--json", "verify", str(bad)).stdout)
+    assert data["ok"] is False and data["signed"] is False
+    for args in (["verify", str(bad)], ["verify", str(bad), "--key", str(keys[1])]):
+        proc = run_labbuild(*args)
+        assert proc.returncode == 1 and "manifest.json.sig: " in proc.stderr and "Traceback" not in proc.stderr
+        assert "signed (pass --key" not in proc.stdout + proc.stderr
+
+
+def test_signature_and_provenance_must_agree_on_being_signed(signed, keys, tmp_path):
+    # the signatures stripped from a signed bundle: its provenance still says it was signed
+    unsigned_now = _rewritten(_rewritten(signed, tmp_path / "a.tar.gz", drop=(SIGNATURE,)), tmp_path / "b.tar.gz",
+                              drop=(SIGSTORE,))
+    result = verify_bundle(unsigned_now)
+    assert not result.ok and [(e.file, e.message) for e in result.errors] == [
+        (PROVENANCE, "signed, but the bundle carries no signature (manifest.json.sig)")]
+    # a signature of the right form added to an unsigned bundle: its provenance says it was not
+    plain = build_release(make_lab(tmp_path / "lab"), "1.0.0", profile="full", out_dir=tmp_path / "d").bundle
+    forged = _rewritten(plain, tmp_path / "forged.tar.gz", files={SIGNATURE: _member(signed, SIGNATURE)})
+    result = verify_bundle(forged)
+    assert not result.ok and [(e.file, e.message) for e in result.errors] == [
+        (PROVENANCE, "unsigned, but the bundle is signed (manifest.json.sig)")]

@@ -1,12 +1,18 @@
-"""Release records on the build side: where they live (``lockfiles/releases/``), the record of
-a plan just written (``make_record``) and what makes a new plan differ from a record
-(``record_differences``; empty: identical content). The record itself — the typed
-``Record``, its reader and writer — is format: ``builder.format.record``.
+"""Release records on the build side: where they live (``lockfiles/releases/``), the lock that
+serialises the releases of one version (``record_lock``), the record of a plan just written
+(``make_record``) and what makes a new plan differ from a record (``record_differences``;
+empty: identical content). The record itself — the typed ``Record``, its reader and
+writer — is format: ``builder.format.record``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import os
 from pathlib import Path
+from typing import Iterator
 
 from .. import __version__, names
 from ..errors import BundleError
@@ -57,6 +63,56 @@ def spec_record_path(root: Path, spec: str) -> tuple[Path, str, str]:
         return delta_record_path(root, profile, version, base), profile, version
     profile, version = split_spec(spec)
     return record_path(root, profile, version), profile, version
+
+
+def record_lock_path(rpath: Path) -> Path:
+    """The lock file of release record ``rpath``: ``.<record name>.lock`` beside it."""
+    return rpath.with_name(f".{rpath.stem}.lock")
+
+
+@contextlib.contextmanager
+def record_lock(rpath: Path) -> Iterator[None]:
+    """Hold the exclusive lock of release record ``rpath`` for the block.
+
+    Releases of one version (or one delta) run one at a time from the look for
+    their record to its writing: the one that finds no record is the only one
+    that writes a bundle and the record; another waits, then finds that record
+    (identical: nothing to do; different: refused). The lock file is removed on
+    the way out, so none is left among the records; a waiter that was granted
+    the lock of a file removed meanwhile takes the lock of the new one instead.
+    Records in a read-only directory are not locked when ``rpath`` exists: such a
+    release can only compare itself with the record (and restore the archive).
+    """
+    path = record_lock_path(rpath)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EROFS) and rpath.exists():
+                fd = None       # read-only records: nobody writes this one, it can only be compared
+                break
+            raise BundleError(f"{path}: cannot open ({exc.strerror})",
+                              hint="the records directory must be writable, and the lock a regular "
+                                   "file (labbuild never follows a link there)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)     # while held: a waiter sees it gone and locks the next one
+            os.close(fd)
 
 
 def make_record(plan: BundlePlan, lab: str, profile: str, version: str, archive_sha: str, tar_sha: str,

@@ -4,7 +4,8 @@
   platforms=None, sign_key=None, progress=None) -> ReleaseResult`` — renders the
   profile's closure, writes the archive into a temp file beside the output
   (fsync, rename: an interrupted release leaves nothing at the final path) and
-  records it in ``lockfiles/releases/<profile>-<version>.json``. With images it
+  records it in ``lockfiles/releases/<profile>-<version>.json``, all under the record's
+  lock (``record.record_lock``: one release of a version at a time). With images it
   calls ``builder.bundle.fetch.image_files`` and ``builder.bundle.models.add_model_files``. The lock must be fresh
   (``stale_services``) and the version SemVer 2.0. When the record exists:
   identical content is a no-op (``noop=True``; the archive is rewritten only
@@ -29,7 +30,7 @@ from .. import __version__, names
 from ..blueprint import Lab, lab_paths, load_lab
 from ..errors import BundleError, LockError, Problem
 from ..format.delta import DeltaSummary, delta_summary
-from ..format.files import is_version
+from ..format.files import is_version, version_key, version_match
 from ..format.manifest import DeltaBase, Manifest
 from ..format.record import Record
 from ..fsutil import sha256_file
@@ -52,6 +53,7 @@ from .record import (
     delta_record_path,
     make_record,
     record_differences,
+    record_lock,
     record_path,
     spec_record_path,
 )
@@ -66,23 +68,11 @@ def check_version(version: str) -> str:
     return version
 
 
-def _semver(version: str) -> re.Match:
-    """The SemVer groups of a valid version: 1-3 major.minor.patch, 5 the prerelease."""
-    return names.grammar("version")[0].fullmatch(version)
-
-
-def _semver_key(version: str) -> tuple:
-    m = _semver(version)
-    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[5]
-    pre_key = (1,) if pre is None else (0, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")])
-    return (major, minor, patch, pre_key)
-
-
 def next_version(version: str, taken: Iterable[str] = ()) -> str:
     """The next free patch version after ``version`` and every taken one (prereleases count up)."""
     versions = [v for v in {version, *taken} if is_version(v)]
-    top = max(versions, key=_semver_key)
-    m = _semver(top)
+    top = max(versions, key=version_key)
+    m = version_match(top)
     pre = m[5]
     if pre and (num := re.search(r"(\d+)$", pre)):
         return f"{m[1]}.{m[2]}.{m[3]}-{pre[:num.start()]}{int(num[1]) + 1}"
@@ -211,7 +201,11 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
 
     Same profile+version with identical content: a no-op (the archive is
     rewritten only when missing at the output path). Different content:
-    BundleError naming what differs and the next free version.
+    BundleError naming what differs and the next free version. Releases of one
+    version are serialised (``record.record_lock``, from the look for the record
+    to its writing): of two at once, one writes the bundle and the record, the
+    other then finds that record, so no bundle is ever left that its record does
+    not describe.
 
     ``since``: a delta bundle (``builder.bundle.delta``) relying on that base: a
     recorded version of ``profile`` or a base bundle file. Recorded apart from
@@ -236,36 +230,37 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         base = read_base(root, since, lab.name, profile)
     rpath = (record_path(root, profile, version) if base is None
              else delta_record_path(root, profile, version, base.manifest.version))
-    record = Record.read(rpath) if rpath.exists() else None
-    mtime = record.mtime if record is not None else source_date_epoch()
-    sources = _lab_sources(root)
-    out = Path(out_dir) if out_dir is not None else root / "dist"
-    begun: list[EarlyArchive] = []
+    with record_lock(rpath):    # held until the bundle and the record are written
+        record = Record.read(rpath) if rpath.exists() else None
+        mtime = record.mtime if record is not None else source_date_epoch()
+        sources = _lab_sources(root)
+        out = Path(out_dir) if out_dir is not None else root / "dist"
+        begun: list[EarlyArchive] = []
 
-    def early(top: str, filename: str, blobs: list[BundleFile]) -> None:
-        begun.append(EarlyArchive(names.inside(out, filename), top, filename, blobs, mtime=mtime,
-                                  progress=progress))
+        def early(top: str, filename: str, blobs: list[BundleFile]) -> None:
+            begun.append(EarlyArchive(names.inside(out, filename), top, filename, blobs, mtime=mtime,
+                                      progress=progress))
 
-    try:
-        plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
-                             sign_key=key, progress=progress, sources=sources, epoch=mtime, sbom=sbom, base=base,
-                             early=early if with_images and record is None else None)
-    except BaseException as exc:
-        for archive in begun:
-            archive.abort(exc)
-        raise
-    dest = names.inside(out, plan.filename)
-    if record is not None:
-        return _release_again(plan, record, rpath, dest, version, profile, progress)
-    if begun:
-        archive_sha, tar_sha = begun[0].finish(plan)
-    else:
-        archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
-    make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime, sources,
-                sbom=sbom, git_commit=git_commit(root)).write(rpath)
-    return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
-                         profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
-                         with_images=with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan))
+        try:
+            plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,
+                                 sign_key=key, progress=progress, sources=sources, epoch=mtime, sbom=sbom, base=base,
+                                 early=early if with_images and record is None else None)
+        except BaseException as exc:
+            for archive in begun:
+                archive.abort(exc)
+            raise
+        dest = names.inside(out, plan.filename)
+        if record is not None:
+            return _release_again(plan, record, rpath, dest, version, profile, progress)
+        if begun:
+            archive_sha, tar_sha = begun[0].finish(plan)
+        else:
+            archive_sha, tar_sha = write_archive(plan, dest, mtime=mtime, progress=progress)
+        make_record(plan, lab.name, profile, version, archive_sha, tar_sha, mtime, sources,
+                    sbom=sbom, git_commit=git_commit(root)).write(rpath)
+        return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
+                             profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
+                             with_images=with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan))
 
 
 def _load_sign_key(sign_key):

@@ -15,6 +15,16 @@ the verdict is not ok — nothing is trusted before the whole archive checked.
   memory (``.contents``), BundleError when anything is wrong.
 - ``safe_extract(path, dest, key=None) -> dest``: ``dest`` becomes the bundle's
   top directory, written only when the bundle verified.
+
+The trust state (``signed``, ``provenance``) is decided from what the checksums and
+the signature cover, never from a file's presence alone: the signature files and
+SHA256SUMS are signed by nothing, so they can be removed, emptied or added. Signed
+means manifest.json.sig holds a signature in form — an empty or garbled one is
+damage, refused, never "signed" (with or without a key). Provenance is required
+when manifest.json says labbuild ``PROVENANCE_SINCE`` or later made the bundle; in
+such a bundle the provenance is signed exactly when the manifest is (``release
+--sign`` signs both). Every reader (``verify``, install, diff, mirror, sbom, export)
+gets its verdict here.
 """
 
 from __future__ import annotations
@@ -33,18 +43,20 @@ from ..format.files import (
     IMAGE_BLOBS_PREFIX,
     MANIFEST,
     PROVENANCE,
+    PROVENANCE_SINCE,
     SIGNATURE,
     SIGSTORE,
     SUMS,
     TRUST_FILES,
     UNLISTED,
     UNSUMMED,
+    must_carry_provenance,
 )
 from ..format.manifest import Manifest, provenance_subjects
 from ..format.sums import parse_sums
 from ..limits import MAX_PROBLEMS, MAX_SMALL_FILE_BYTES
 from ..provenance import read_provenance, subject_problems
-from ..signing import load_public_key, signature_valid
+from ..signing import load_public_key, signature_form_problem, signature_valid
 from ..sigstore_bundle import parse_message_bundle, verify_message_bundle
 from .reader import ScannedBundle, read_member, scan_directory, walk_bundle
 
@@ -74,7 +86,7 @@ class VerifyResult:
     files: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False)
     contents: dict[str, bytes] = field(default_factory=dict, repr=False)   # the small files kept
     modes: dict[str, int] = field(default_factory=dict, repr=False)
-    provenance: str = "absent"              # signed | unsigned | absent (bundles before labbuild 0.2)
+    provenance: str = "absent"              # signed | unsigned | unreadable | absent (ok only before labbuild 0.2)
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -126,23 +138,40 @@ def check_contents(files: dict[str, tuple[str, int]], kept: dict[str, bytes], *,
                 problems.append(Problem(file=rel, path="", message="sha256 or size differs from manifest.json"))
         for rel in sorted(set(listed) - set(files)):
             problems.append(Problem(file=rel, path="", message="listed in manifest.json but missing"))
-    signed = SIGNATURE in kept
-    checked = False
-    if key is not None:
-        if not signed:
-            problems.append(Problem(file=SIGNATURE, path="", message="bundle is not signed",
-                                    hint="ask for a bundle made with `labbuild release --sign KEY`"))
-        elif MANIFEST in kept and signature_valid(key, kept[SIGNATURE], kept[MANIFEST]):
-            checked = True
-        else:
-            problems.append(Problem(file=SIGNATURE, path="",
-                                    message="signature does not match manifest.json for this key",
-                                    hint="the bundle was altered, or signed with another key"))
+    signature_problems, signed, checked = _signature(kept, key)
+    problems += signature_problems
     if SIGSTORE in kept and MANIFEST in kept:
         problems += _sigstore_problems(kept[SIGSTORE], kept[MANIFEST], key)
     if PROVENANCE in kept and model is not None:
-        problems += _provenance_problems(kept[PROVENANCE], model, kept[MANIFEST], key)
+        problems += _provenance_problems(kept[PROVENANCE], model, kept[MANIFEST], key, signed)
+    elif model is not None and must_carry_provenance(model.labbuild):
+        problems.append(Problem(file=PROVENANCE, path="", message=(
+            f"missing: manifest.json says labbuild {model.labbuild} made this bundle, and every bundle "
+            f"since labbuild {PROVENANCE_SINCE} carries its provenance"),
+            hint="the provenance was removed from the bundle: do not trust it; copy it again from its source"))
     return problems, model, signed, checked
+
+
+def _signature(kept: dict[str, bytes], key) -> tuple[list[Problem], bool, bool]:
+    """``(problems, signed, signature_checked)`` of manifest.json.sig. Signed means a signature
+    in form is present (an empty or garbled file is damage, reported, never "signed");
+    checked means it verified with ``key``."""
+    if SIGNATURE not in kept:
+        if key is None:
+            return [], False, False
+        return [Problem(file=SIGNATURE, path="", message="bundle is not signed",
+                        hint="ask for a bundle made with `labbuild release --sign KEY`")], False, False
+    why = signature_form_problem(kept[SIGNATURE])
+    if why is not None:
+        return [Problem(file=SIGNATURE, path="", message=why,
+                        hint="the signature file is damaged or was altered: the bundle is not signed "
+                             "by anyone; copy it again from its source")], False, False
+    if key is None:
+        return [], True, False
+    if MANIFEST in kept and signature_valid(key, kept[SIGNATURE], kept[MANIFEST]):
+        return [], True, True
+    return [Problem(file=SIGNATURE, path="", message="signature does not match manifest.json for this key",
+                    hint="the bundle was altered, or signed with another key")], True, False
 
 
 def _sigstore_problems(raw: bytes, manifest: bytes, key) -> list[Problem]:
@@ -157,14 +186,22 @@ def _sigstore_problems(raw: bytes, manifest: bytes, key) -> list[Problem]:
     return []
 
 
-def _provenance_problems(raw: bytes, manifest: Manifest, manifest_bytes: bytes, key) -> list[Problem]:
-    """The provenance must be a well-formed envelope whose subjects are this bundle; with a key, signed by it."""
+def _provenance_problems(raw: bytes, manifest: Manifest, manifest_bytes: bytes, key, signed: bool) -> list[Problem]:
+    """The provenance must be a well-formed envelope whose subjects are this bundle; with a key, signed by it.
+    labbuild signs both or neither (``release --sign``): a bundle whose manifest must carry provenance and
+    whose signature and provenance disagree on being signed had one of them swapped or stripped."""
     try:
         provenance = read_provenance(raw, key)
     except BundleError as exc:
         return [Problem(file=PROVENANCE, path="", message=exc.message, hint=exc.hint)]
-    return [Problem(file=PROVENANCE, path="subject", message=m, hint="the provenance is not this bundle's")
-            for m in subject_problems(provenance, provenance_subjects(manifest, manifest_bytes))]
+    problems = [Problem(file=PROVENANCE, path="subject", message=m, hint="the provenance is not this bundle's")
+                for m in subject_problems(provenance, provenance_subjects(manifest, manifest_bytes))]
+    if must_carry_provenance(manifest.labbuild) and provenance.signed != signed:
+        problems.append(Problem(file=PROVENANCE, path="signatures", message=(
+            "signed, but the bundle carries no signature (manifest.json.sig)" if provenance.signed
+            else "unsigned, but the bundle is signed (manifest.json.sig)"),
+            hint="labbuild signs both or neither: one of them was replaced or removed"))
+    return problems
 
 
 def _public_key(key):

@@ -88,11 +88,14 @@ def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> N
     BUNDLE is an archive or an extracted bundle directory (e.g. DIR/current).
     Every file against SHA256SUMS and manifest.json; unlisted or missing files;
     unsafe members (absolute paths, '..', links, devices, duplicates). Exit 1 on any problem.
+    Provenance is required of every bundle whose manifest.json says labbuild 0.2.0 or
+    later made it. An empty or garbled manifest.json.sig is damage, never "signed".
     A delta bundle is checked for what it carries; the blobs it relies on (from
     its base release) are listed, not checked: install checks them in the engine.
     """
     from ..bundle.verify import verify_bundle
     from ..format.delta import delta_summary
+    from ..format.files import PROVENANCE_SINCE
 
     result = verify_bundle(bundle, key)
     for problem in result.errors:
@@ -101,8 +104,9 @@ def verify(ctx: click.Context, out: Output, bundle: Path, key: Path | None) -> N
         sig = ("signature valid" if result.signature_checked
                else "signed (pass --key PUB to check the signature)" if result.signed else "unsigned")
         prov = {"signed": "provenance signed" + (" and checked" if result.signature_checked else ""),
-                "unsigned": "provenance unsigned", "absent": "no provenance (made before labbuild 0.2)"}
-        text = f"{bundle}: OK, {len(result.files)} files verified, {sig}, {prov.get(result.provenance, '')}"
+                "unsigned": "provenance unsigned",
+                "absent": f"no provenance (made by labbuild {result.manifest.labbuild}, before {PROVENANCE_SINCE})"}
+        text = f"{bundle}: OK, {len(result.files)} files verified, {sig}, {prov[result.provenance]}"
         if result.manifest is not None and result.manifest.since is not None:
             text += "\n" + delta_summary(result.manifest).render()
     else:

@@ -23,6 +23,7 @@ SUMS = "SHA256SUMS"
 SIGNATURE = "manifest.json.sig"
 SIGSTORE = "manifest.json.sigstore.json"            # the same signature as a Sigstore bundle (v0.3)
 PROVENANCE = "provenance.intoto.json"               # DSSE: in-toto Statement v1, SLSA Provenance v1
+PROVENANCE_SINCE = "0.2.0"                          # every bundle labbuild made from this version on carries it
 SBOM_DIR = "sbom"                                   # image bundles: one CycloneDX 1.6 document per image and platform
 UNSUMMED = frozenset({SUMS, SIGNATURE, SIGSTORE})   # not in SHA256SUMS (made from manifest.json after it)
 UNLISTED = frozenset({MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE})   # not in manifest["files"]
@@ -69,6 +70,27 @@ def is_version(version: object) -> bool:
     """SemVer 2.0 (the ``version`` grammar of ``builder.names``), matched in full."""
     return names.is_valid("version", version)
 
+
+def version_match(version: str) -> re.Match:
+    """The SemVer groups of a valid version: 1-3 major.minor.patch, 5 the prerelease."""
+    return names.grammar("version")[0].fullmatch(version)
+
+
+def version_key(version: str) -> tuple:
+    """A sort key of a valid version, in SemVer precedence (a prerelease sorts before its release)."""
+    m = version_match(version)
+    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[5]
+    pre_key = (1,) if pre is None else (0, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")])
+    return (major, minor, patch, pre_key)
+
+
+def must_carry_provenance(labbuild_version: str) -> bool:
+    """Whether a bundle whose manifest.json says ``labbuild_version`` made it must carry
+    ``PROVENANCE``: made by ``PROVENANCE_SINCE`` or later, or by a version that is not
+    SemVer (nothing labbuild writes: fail closed). The manifest is hashed and signed,
+    so this cannot be changed without breaking them, unlike the provenance's own
+    line in SHA256SUMS, which nothing signs."""
+    return not (is_version(labbuild_version) and version_key(labbuild_version) < version_key(PROVENANCE_SINCE))
 
 
 def safe_relative(rel: str) -> bool:

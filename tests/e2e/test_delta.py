@@ -15,11 +15,15 @@ import pytest
 
 from builder.format.files import IMAGE_BLOBS_PREFIX
 from builder.format.manifest import Manifest
+from builder.format.record import Record
 from builder.cli import main
 from builder.errors import InstallError
+from builder.fsutil import sha256_file
 from builder.install.apply import install_bundle, rollback
+from builder.signing import generate_keypair
 
 from labkit import http_get, two_service_lab
+from support.race import race
 from test_airgap import exec_in, running_image_ids
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -178,3 +182,30 @@ def test_delta_refused_when_the_base_lost_an_image(airgap, docker_engine, tmp_pa
         install_bundle(delta, target, timeout=60)
     assert api_ref in exc.value.message and "1.0.0" in exc.value.message
     assert (target / "current").resolve().name == "1.0.0"
+
+
+def test_two_delta_releases_of_one_version_at_once_make_one_bundle_and_one_record(airgap, tmp_path):
+    """A signed and an unsigned `release 1.1.0 --since 1.0.0` at once: the first is paused between
+    writing its archive and its record, the second starts then. One delta, its record, its bytes."""
+    lab = airgap
+    lab.salt = lab.name
+    two_service_lab(lab, multiarch_web=False)
+    lab.release("1.0.0")
+    lab.services["web"].version = "2"
+    lab.push(lab.services["web"])
+    lab.write()
+    lab.lock()
+    generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
+    out = tmp_path / "dist"
+    args = ["--root", str(lab.root), "release", "1.1.0", "--with-images", "--since", "1.0.0", "--out", str(out)]
+    results = race(args + ["--sign", str(tmp_path / "k.key")], args, seam="builder.bundle.release:make_record",
+                   tmp=tmp_path)
+    assert results[0][0] == 0 and "released " in results[0][1], results
+    code, _, stderr = results[1]
+    assert code == 1 and "already exists" in stderr and "signature: recorded" in stderr, results[1]
+    records = lab.root / "lockfiles" / "releases" / "delta"
+    record = Record.read(records / "all-1.1.0-since-1.0.0.json")
+    bundle = out / f"{lab.name}-all-1.1.0-since-1.0.0.tar"
+    assert [p.name for p in out.iterdir()] == [bundle.name] and record.signed_by is not None
+    assert sha256_file(bundle) == record.sha256
+    assert [p.name for p in records.iterdir()] == ["all-1.1.0-since-1.0.0.json"]     # no lock file left

@@ -159,3 +159,26 @@ def test_install_sh_checks_the_signature_with_openssl(airgap, keys, tmp_path):
     proc = subprocess.run(["dash", str(root / "install.sh"), "--dir", str(target), "--key", str(keys[1]),
                            "--no-start"], capture_output=True, text=True)
     assert "signature of manifest.json verified" in proc.stderr, proc.stderr
+
+
+def test_provenance_stripped_from_a_signed_bundle_is_refused_by_verify_and_install(airgap, keys, tmp_path, capsys,
+                                                                                   docker_engine):
+    """The review's attack: the provenance file and its (unsigned) SHA256SUMS line removed, the
+    archive packed again. manifest.json (signed) says labbuild 0.2.x made it: provenance is required."""
+    lab, bundle, root = _signed_and_unpacked(airgap, keys, tmp_path)
+    (root / PROVENANCE).unlink()
+    sums = (root / "SHA256SUMS").read_text().splitlines(keepends=True)
+    (root / "SHA256SUMS").write_text("".join(line for line in sums if not line.endswith(f"  {PROVENANCE}\n")))
+    stripped = tmp_path / bundle.name
+    subprocess.run(["tar", "-cf", str(stripped), "-C", str(root.parent), root.name], check=True)
+    for args in (["verify", str(stripped), "--key", str(keys[1])], ["verify", str(stripped)],
+                 ["verify", str(root)]):
+        assert main(args) == 1
+        captured = capsys.readouterr()
+        assert f"{PROVENANCE}: missing" in captured.err and "OK" not in captured.out, captured
+    lab.offline(docker_engine)
+    target = tmp_path / "inst"
+    assert main(["install", str(stripped), "--dir", str(target), "--key", str(keys[1])]) == 1
+    err = capsys.readouterr().err
+    assert f"{PROVENANCE}: missing" in err and "Traceback" not in err, err
+    assert not (target / "current").exists()
