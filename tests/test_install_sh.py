@@ -275,3 +275,21 @@ def test_images_that_do_not_fit_on_the_engines_disk_are_refused_before_anything_
     said_free = int(p.stderr.split(" MiB free on")[0].rsplit(", ", 1)[1])
     assert abs(said_free - free_mib) < 1024
     assert not target.exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[-1])
+def test_a_changed_file_with_a_recomputed_sums_line_is_refused(bundle_dir, tmp_path, shell):
+    """SHA256SUMS is signed by nothing: a file changed together with its SHA256SUMS line still
+    disagrees with manifest.json (which --key's signature covers), and install.sh refuses it."""
+    import hashlib
+    compose = bundle_dir / "compose.yaml"
+    compose.write_text(compose.read_text() + "# sneaky\n")
+    sums = bundle_dir / "SHA256SUMS"
+    new = hashlib.sha256(compose.read_bytes()).hexdigest()
+    sums.write_text("".join(f"{new}  compose.yaml\n" if line.endswith("  compose.yaml") else line + "\n"
+                            for line in sums.read_text().splitlines()))
+    target = tmp_path / "target"
+    p = subprocess.run([*shell, str(bundle_dir / "install.sh"), "--dir", str(target)], capture_output=True, text=True)
+    assert p.returncode == 1, p.stderr
+    assert "SHA256SUMS does not agree with manifest.json on compose.yaml: nothing was installed" in p.stderr
+    assert not target.exists()

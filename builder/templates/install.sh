@@ -7,8 +7,8 @@
 #
 # Run it from the unpacked bundle (tar -xf BUNDLE; cd BUNDLE-DIR). It does
 # what `labbuild install` does:
-#   1. sha256sum -c SHA256SUMS, and with --key the signature manifest.json.sig
-#      (openssl; manifest.json lists the sha256 of every file) — nothing is
+#   1. sha256sum -c SHA256SUMS, every sha256 manifest.json lists equal to SHA256SUMS', and
+#      with --key the signature manifest.json.sig (openssl) over manifest.json — nothing is
 #      touched before both pass
 #   1c. checks the host as `labbuild doctor` does: the engine answers, compose v2
 #      is there, every published host port is free (or held by this lab's own
@@ -124,6 +124,17 @@ function unquote(s) {
     }
     print path "=" unquote(line)
 }' manifest.json > "$WORK/manifest.flat"
+
+# SHA256SUMS is signed by nothing: every file manifest.json lists (and the signature covers
+# manifest.json) must have the same sha256 in SHA256SUMS, which `sha256sum -c` checked above.
+# Else a changed file with a recomputed SHA256SUMS line would pass, even with --key.
+if ! awk 'NR == FNR { if (match($0, /^files\..*\.sha256=/)) want[substr($0, 7, RLENGTH - 14)] = substr($0, RLENGTH + 1); next }
+          { sums[substr($0, 67)] = substr($0, 1, 64) }
+          END { for (f in want) if (sums[f] != want[f]) { print f; bad = 1 }; exit bad }' \
+        "$WORK/manifest.flat" SHA256SUMS > "$WORK/disagree"; then
+    die "SHA256SUMS does not agree with manifest.json on $(head -n 1 "$WORK/disagree"): nothing was installed" \
+        "the bundle was altered after it was released: copy it again from its source"
+fi
 
 mget() { awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }' "$WORK/manifest.flat"; }
 mlist() { awk -v k="$1" 'index($0, k ".") == 1 { v = substr($0, length(k) + 2); if (v ~ /^[0-9]+=/) { sub(/^[0-9]+=/, "", v); print v } }' "$WORK/manifest.flat"; }
