@@ -10,6 +10,7 @@ clean clone without it, only that check is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -535,3 +536,43 @@ def test_phase4_prometheus_config_passes_promtool_and_holds_no_credential(lab: L
     proc = promtool_check_config(promtool, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "promtool-secrets" / "litellm").is_file()   # the full check ran
+
+
+def test_optional_services_of_the_catalog_are_scrape_targets_only_once_started(lab: Lab, tmp_path: Path) -> None:
+    """cloudflared waits for its token in phase4: no static target (which would fire TargetDown on
+    a healthy default install), but a file_sd file install fills once it runs; promtool accepts it."""
+    import shutil
+
+    import yaml
+
+    from builder.render.observability import optional_targets, render_prometheus
+    from test_render import promtool_check_config
+
+    ri = _ri(lab, "phase4")
+    assert "cloudflared" in ri.optional
+    jobs = {j["job_name"]: j for j in yaml.safe_load(render_prometheus(ri))["scrape_configs"]}
+    assert "static_configs" not in jobs["cloudflared"]
+    assert jobs["cloudflared"]["file_sd_configs"] == [{"files": ["/prometheus/optional-targets/cloudflared.json"],
+                                                        "refresh_interval": "30s"}]
+    assert all("static_configs" in j for name, j in jobs.items() if name not in ri.optional)
+    spec = json.loads(optional_targets(ri))
+    assert spec["dir"] == "/prometheus/optional-targets" and set(spec["groups"]) == {
+        s for s in ri.optional if s in jobs}
+    assert optional_targets(_ri(lab, "phase1")) is None                 # nothing optional: no file, same bytes
+    (tmp_path / "prometheus.yml").write_text(render_prometheus(ri))
+    (tmp_path / "rules").mkdir()
+    proc = promtool_check_config(shutil.which("promtool"), tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dify_gateway_routes_socket_io_as_upstream_does_and_prometheus_has_no_lifecycle_api(lab: Lab) -> None:
+    """Issue 22's catalog fixes: Dify's /socket.io/ route with the websocket upgrade (upstream's
+    default.conf.template), Prometheus without --web.enable-lifecycle (any lab container could
+    POST /-/quit), Flowise not scraped anonymously (its /api/v1/metrics answers 401)."""
+    conf = next(f.content for f in lab.services["dify"].files if f.target.endswith("default.conf"))
+    block = conf[conf.index("location /socket.io/"):]
+    block = block[:block.index("}")]
+    assert "proxy_pass http://dify-api:5001;" in block and 'Connection "upgrade"' in block \
+        and "Upgrade $http_upgrade" in block
+    assert not any("enable-lifecycle" in arg for arg in lab.services["prometheus"].command)
+    assert lab.services["flowise"].metrics is None

@@ -95,7 +95,7 @@ def test_script_uses_no_bashisms():
 def test_manifest_flattener_agrees_with_json(bundle_dir, awk):
     if not shutil.which(awk[0]):
         pytest.skip(f"{awk[0]} missing")
-    p = subprocess.run([*awk, awk_program("manifest.json"), str(bundle_dir / "manifest.json")],
+    p = subprocess.run([*awk, awk_program('"$1"'), str(bundle_dir / "manifest.json")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     manifest = json.loads((bundle_dir / "manifest.json").read_text())

@@ -24,6 +24,7 @@ SIGNATURE = "manifest.json.sig"
 SIGSTORE = "manifest.json.sigstore.json"            # the same signature as a Sigstore bundle (v0.3)
 PROVENANCE = "provenance.intoto.json"               # DSSE: in-toto Statement v1, SLSA Provenance v1
 PROVENANCE_SINCE = "0.2.0"                          # every bundle labbuild made from this version on carries it
+OPTIONAL_TARGETS = "observability/prometheus/optional-targets.json"   # bundles with scraped optional services
 SBOM_DIR = "sbom"                                   # image bundles: one CycloneDX 1.6 document per image and platform
 UNSUMMED = frozenset({SUMS, SIGNATURE, SIGSTORE})   # not in SHA256SUMS (made from manifest.json after it)
 UNLISTED = frozenset({MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE})   # not in manifest["files"]

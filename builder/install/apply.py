@@ -81,6 +81,7 @@ from .inputs import (
 from .models import Placement, place_models
 from .pull import pull_images
 from .secrets import write_secrets
+from .targets import publish_targets
 from .unpack import unpack_bundle
 
 DEFAULT_TIMEOUT = 300.0
@@ -274,6 +275,7 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
                                             container_state=state, say=say, live=live))
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
+    publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
     bad = [r for r in result.services.values() if r.state == "unhealthy" and r.service not in optional]
     result.ok = not bad
     if bad:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..blueprint import secret_env_key
+from ..format.files import OPTIONAL_TARGETS
 from .release import ReleaseInput
 from .runbooks import service_url
 from .text import dump_yaml, template_text
@@ -80,15 +81,42 @@ def scrape_targets(ri: ReleaseInput) -> list[dict[str, Any]]:
     return out
 
 
+def optional_targets_dir(ri: ReleaseInput) -> str | None:
+    """Where install writes the scrape targets of the optional services it started, in the
+    prometheus container (its data volume, so they outlive a recreated container); None when the
+    profile has no prometheus or scrapes no optional service."""
+    if "prometheus" not in ri.services or not any(t["service"] in ri.optional for t in scrape_targets(ri)):
+        return None
+    volumes = ri.blueprint("prometheus").volumes
+    return f"{volumes[0].target.rstrip('/')}/optional-targets" if volumes else "/etc/prometheus/optional-targets"
+
+
+def optional_targets(ri: ReleaseInput) -> str | None:
+    """``observability/prometheus/optional-targets.json``: the prometheus service, the directory of
+    its file_sd files and each scraped optional service's target group. An optional service that
+    is not started is no scrape target at all (its file holds ``[]``), so it fires no
+    TargetDown; install writes its group once it starts (``install.targets``)."""
+    where = optional_targets_dir(ri)
+    if where is None:
+        return None
+    groups = {t["service"]: {"targets": [t["target"]], "labels": {"service": t["service"]}}
+              for t in scrape_targets(ri) if t["service"] in ri.optional}
+    return json.dumps({"service": "prometheus", "dir": where, "groups": groups}, sort_keys=True, indent=2) + "\n"
+
+
 def render_prometheus(ri: ReleaseInput) -> str:
     jobs = []
+    where = optional_targets_dir(ri)
     for t in scrape_targets(ri):
         job: dict[str, Any] = {"job_name": t["service"], "metrics_path": t["path"]}
         if t["params"]:
             job["params"] = {k: [v] for k, v in sorted(t["params"].items())}
         if t["bearer"]:
             job["authorization"] = {"type": "Bearer", "credentials_file": t["bearer"]}
-        job["static_configs"] = [{"targets": [t["target"]], "labels": {"service": t["service"]}}]
+        if t["service"] in ri.optional and where is not None:   # a target only once install started it
+            job["file_sd_configs"] = [{"files": [f"{where}/{t['service']}.json"], "refresh_interval": "30s"}]
+        else:
+            job["static_configs"] = [{"targets": [t["target"]], "labels": {"service": t["service"]}}]
         jobs.append(job)
     doc = {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s",
@@ -215,6 +243,8 @@ def render_observability(ri: ReleaseInput) -> dict[str, str]:
         f"{GRAFANA_DIR}/provisioning/dashboards/local-ai-lab.yml": _grafana_providers(ri),
         f"{GRAFANA_DIR}/dashboards/lab-overview.json": lab_overview_dashboard(ri),
     }
+    if (targets := optional_targets(ri)) is not None:
+        files[OPTIONAL_TARGETS] = targets
     if {"litellm", "langfuse"} & set(ri.services):
         files[f"{GRAFANA_DIR}/dashboards/tokens-and-cost.json"] = tokens_cost_dashboard(ri)
     return files

@@ -102,6 +102,7 @@ fi
 # to path=value lines once, then read values with mget.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/labbuild-install.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT INT TERM
+flatten_json() {   # $1: a canonical JSON file -> path=value lines
 awk '
 function unquote(s) {
     if (s ~ /^".*"$/) { s = substr(s, 2, length(s) - 2); gsub(/\\"/, "\"", s); gsub(/\\\\/, "\\", s) }
@@ -123,7 +124,9 @@ function unquote(s) {
         next
     }
     print path "=" unquote(line)
-}' manifest.json > "$WORK/manifest.flat"
+}' "$1"
+}
+flatten_json manifest.json > "$WORK/manifest.flat"
 
 # SHA256SUMS is signed by nothing: every file manifest.json lists (and the signature covers
 # manifest.json) must have the same sha256 in SHA256SUMS, which `sha256sum -c` checked above.
@@ -466,6 +469,32 @@ for svc in $SERVICES; do
         created|dead) up_failed "$svc is $state, not running" ;;
     esac
 done
+
+# Scrape targets of optional services (as `labbuild install` does, builder/install/targets.py):
+# each started one gets its file_sd group in the prometheus container, the others [] — a
+# service that is not started is no scrape target and fires no TargetDown.
+TARGETS="$RELEASE/observability/prometheus/optional-targets.json"
+if [ -f "$TARGETS" ]; then
+    flatten_json "$TARGETS" > "$WORK/targets.flat"
+    tget() { awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }' "$WORK/targets.flat"; }
+    tdir=$(tget dir)
+    tsvc=$(tget service)
+    case "$tdir" in /?*) ;; *) die "$TARGETS: malformed (dir)" "the bundle is damaged" ;; esac
+    valid "$GRAMMAR_NAME" "$tsvc" || die "$TARGETS: malformed (service)" "the bundle is damaged"
+    mkdir -p "$WORK/targets/${tdir##*/}"
+    for svc in $(sed -n 's/^groups\.\([^.]*\)\.targets\.0=.*/\1/p' "$WORK/targets.flat"); do
+        valid "$GRAMMAR_NAME" "$svc" || die "$TARGETS: malformed (group $svc)" "the bundle is damaged"
+        case " $WAITING " in
+            *" $svc "*) printf '[]\n' ;;
+            *) printf '[{"labels": {"service": "%s"}, "targets": ["%s"]}]\n' "$svc" "$(tget "groups.$svc.targets.0")" ;;
+        esac > "$WORK/targets/${tdir##*/}/$svc.json"
+    done
+    cid=$(docker ps -aq --filter "label=com.docker.compose.project=$LAB" --filter "label=com.docker.compose.service=$tsvc" | head -n 1)
+    [ -n "$cid" ] || up_failed "$tsvc has no container for the optional services' scrape targets"
+    tar -C "$WORK/targets" -cf - "${tdir##*/}" | docker cp - "$cid:${tdir%/*}" \
+        || up_failed "writing the optional services' scrape targets into $tsvc failed"
+    say "prometheus: optional scrape targets written to $tdir"
+fi
 
 # dependency order: a service after everything it depends on
 ORDER=""

@@ -26,6 +26,9 @@ KEY = "TUNNEL__TUNNEL_TOKEN"
 TUNNEL = '''
 [env]
 MODE = "tunnel"
+[metrics]
+port = "http"
+path = "/healthz"
 
 [secrets.TUNNEL_TOKEN]
 supplied = true
@@ -119,6 +122,11 @@ def test_optional_service_waits_for_its_input_and_starts_once_it_is_supplied(air
     assert "tunnel" not in found and found["app"].status == "running"
     assert images_present(docker_engine, lab) == sorted(lab.refs)          # installed: its image is loaded
 
+    # not started: no scrape target (an empty file_sd file), so no TargetDown for it
+    prom = lab_containers(docker_engine, lab.name)["prometheus"]
+    assert exec_in(prom, "cat /etc/prometheus/optional-targets/tunnel.json").strip() == "[]"
+    assert "/etc/prometheus/optional-targets/tunnel.json" in exec_in(prom, "cat /etc/prometheus/prometheus.yml")
+
     # status and check: not started, and why; neither fails for that reason alone
     assert main(["status", "--dir", str(target)]) == 0
     text = capsys.readouterr().out
@@ -149,6 +157,9 @@ def test_optional_service_waits_for_its_input_and_starts_once_it_is_supplied(air
     tunnel = lab_containers(docker_engine, lab.name)["tunnel"]
     assert exec_in(tunnel, "echo $TUNNEL_TOKEN").strip() == "token-from-cloudflare"
     assert http_get(lab.services["tunnel"].port, "/healthz")[0] == 200
+    prom = lab_containers(docker_engine, lab.name)["prometheus"]           # once it runs, it is a target
+    assert json.loads(exec_in(prom, "cat /etc/prometheus/optional-targets/tunnel.json")) == [
+        {"labels": {"service": "tunnel"}, "targets": ["tunnel:8080"]}]
     assert main(["--json", "status", "--dir", str(target)]) == 0
     assert json.loads(capsys.readouterr().out)["services"]["tunnel"]["health"] == "healthy"
 
@@ -191,6 +202,7 @@ def test_install_sh_stops_on_a_missing_supplied_secret_and_waits_for_optional_on
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
     assert exec_in(found["prometheus"], "cat /etc/prometheus/secrets/app") == master
     assert KEY not in env_values(target / ".env")
+    assert exec_in(found["prometheus"], "cat /etc/prometheus/optional-targets/tunnel.json").strip() == "[]"
 
     # the key arrives: the same install.sh starts it
     with open(target / ".env", "a") as fh:
@@ -200,3 +212,6 @@ def test_install_sh_stops_on_a_missing_supplied_secret_and_waits_for_optional_on
     tunnel = lab_containers(docker_engine, lab.name)["tunnel"]
     assert tunnel.status == "running"
     assert exec_in(tunnel, "echo $TUNNEL_TOKEN").strip() == "token-from-cloudflare"
+    prom = lab_containers(docker_engine, lab.name)["prometheus"]     # install.sh writes what install writes
+    assert json.loads(exec_in(prom, "cat /etc/prometheus/optional-targets/tunnel.json")) == [
+        {"labels": {"service": "tunnel"}, "targets": ["tunnel:8080"]}]
