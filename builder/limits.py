@@ -40,6 +40,20 @@ MAX_DOCKER_CONFIG_BYTES = 1 * MiB  # the Docker config.json credentials are read
 # (the three above are not in LIMITS either: a line more in the runbook would change
 # every bundle, and recorded releases must rebuild bit for bit)
 
+# The bundle files outside images/blobs/, all together (not in LIMITS either, for the same reason).
+# Each one is held in memory by the reader that needs it, and install writes them all into
+# DIR/releases/, so MAX_SMALL_FILE_BYTES alone let 30 files of 60 MiB (an 8 MB gzip of zeros)
+# cost 2 GB. Refused from manifest.json's sizes before reading, and again while reading (a
+# member bigger than manifest.json says, or the running total over the cap, stops the pass).
+MAX_SMALL_FILES_TOTAL_BYTES = 64 * MiB  # every non-blob file but the SBOMs; a release's come to ~0.2 MiB,
+                                        # an image bundle's (docker-load and OCI indexes) under 1 MiB
+MAX_SBOMS_TOTAL_BYTES = 256 * MiB       # the SBOM documents (sbom/*.cdx.json), apart: one per image and
+                                        # platform at ~0.65 KiB a package, real images 100 to a few thousand
+                                        # packages (<= 3 MiB; the build side stops at 20,000, ~13 MiB), so
+                                        # they outgrow the rest with images x platforms. 256 MiB is 80+
+                                        # documents of 3 MiB. `sbom`, `diff` and install hold them; verify
+                                        # and export hash them only
+
 LIMITS = {
     "blueprint or lab.toml": MAX_BLUEPRINT_BYTES,
     "lockfile": MAX_LOCK_BYTES,

@@ -5,23 +5,28 @@ check passed (12). The text-file classes are in tests/corpus/ (tests/test_corpus
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
+import hashlib
 import io
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
 
-from builder.bundle import reader
+from builder.bundle import reader, verify
 from builder.bundle.reader import ScannedBundle, walk_bundle
 from builder.bundle.release import build_release
 from builder.backups.backupcrypt import MAGIC
-from builder.limits import MAX_PROBLEMS
+from builder.format.sums import render_sums
+from builder.limits import MAX_PROBLEMS, MAX_SMALL_FILES_TOTAL_BYTES
 from builder.render.runbooks import limits_list
 from test_bundle_release import run_labbuild
 from test_install_backup import _manifest, _service
@@ -188,3 +193,165 @@ def test_a_key_file_that_never_ends_is_refused_not_read_into_memory(option, kind
     assert "Traceback" not in text and "internal error" not in text, text
     assert f"error: {key}" in text and "not a " in text and "hint: " in text, text
     assert not (tmp_path / "dist").exists() and not (inst / "backups").exists()
+
+
+# --------------------------------------------------------------------------- a small-file bomb (3)
+
+ZEROS = 60 << 20           # each "small file" of a bomb: 60 MiB of zeros
+BOMB_FILES = [f"config/x{i:02}.txt" for i in range(30)] + [f"sbom/s{i:02}_linux_amd64.cdx.json" for i in range(30)]
+
+
+@functools.cache
+def _zero_run() -> tuple[bytes, str, bytes]:
+    """ZEROS zero bytes, their sha256, and their raw deflate (from a fresh state, ending in a
+    full flush: a segment that may be put anywhere in a deflate stream cut by full flushes)."""
+    run = bytes(ZEROS)
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return run, hashlib.sha256(run).hexdigest(), c.compress(run) + c.flush(zlib.Z_FULL_FLUSH)
+
+
+class _GzipOfZeros:
+    """A gzip file written as a tar is: every run of ZEROS zero bytes is the same deflate segment
+    (made once), so 3.6 GB of members take a few seconds and 4 MB."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh = open(path, "wb")
+        self.fh.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff")
+        self.deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self.crc = self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(self.deflate.compress(data) + self.deflate.flush(zlib.Z_FULL_FLUSH))
+        self.crc, self.size = zlib.crc32(data, self.crc), self.size + len(data)
+
+    def zeros(self) -> None:
+        run, _, segment = _zero_run()
+        self.fh.write(segment)
+        self.crc, self.size = zlib.crc32(run, self.crc), self.size + ZEROS
+
+    def close(self) -> None:
+        self.fh.write(self.deflate.flush() + struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
+        self.fh.close()
+
+
+class _SparseTar:
+    """A plain tar (an image bundle's kind) whose zero runs are holes: 3.6 GB in no disk space."""
+
+    def __init__(self, path: Path) -> None:
+        self.fh = open(path, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def zeros(self) -> None:
+        self.fh.seek(ZEROS, os.SEEK_CUR)
+
+    def close(self) -> None:
+        self.fh.truncate(self.fh.tell())
+        self.fh.close()
+
+
+def _bomb(path: Path, kind: str) -> Path:
+    """An unsigned bundle of BOMB_FILES (60 MiB of zeros each) whose SHA256SUMS and manifest.json
+    agree with them. ``gzip``/``plain``: manifest.json lists their true sizes (first in the gzip,
+    last in the plain tar, as labbuild writes it); ``lying``: it lists 1 KiB each; ``unlisted``:
+    it does not list them (nor does SHA256SUMS)."""
+    zeros_sha = _zero_run()[1]
+    manifest = _manifest().to_json()
+    top = manifest["name"]
+    if kind != "unlisted":
+        size = 1024 if kind == "lying" else ZEROS
+        manifest["files"] = {rel: {"sha256": zeros_sha, "size": size} for rel in BOMB_FILES}
+    raw = json.dumps(manifest).encode()
+    sums = render_sums({"manifest.json": hashlib.sha256(raw).hexdigest(), **{
+        rel: zeros_sha for rel in (BOMB_FILES if kind != "unlisted" else [])}})
+    out = _SparseTar(path) if kind in ("plain", "unlisted") else _GzipOfZeros(path)
+
+    def header(name: str, size: int, dir: bool = False) -> None:
+        info = tarfile.TarInfo(f"{top}/{name}" if name else top)
+        info.size, info.mode = size, 0o755 if dir else 0o644
+        info.type = tarfile.DIRTYPE if dir else tarfile.REGTYPE
+        out.write(info.tobuf(tarfile.PAX_FORMAT))
+
+    def small(name: str, data: bytes) -> None:
+        header(name, len(data))
+        out.write(data + bytes(-len(data) % 512))
+
+    header("", 0, dir=True)
+    trust = [("manifest.json", raw), ("SHA256SUMS", sums)]
+    for name, data in trust if kind in ("gzip", "lying") else []:
+        small(name, data)
+    for rel in BOMB_FILES:
+        header(rel, ZEROS)
+        out.zeros()
+    for name, data in trust if kind in ("plain", "unlisted") else []:
+        small(name, data)
+    out.write(bytes(1024))
+    out.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> dict[str, Path]:
+    where = tmp_path_factory.mktemp("bombs")
+    made = {kind: _bomb(where / f"{kind}.tar{'.gz' if kind in ('gzip', 'lying') else ''}", kind)
+            for kind in ("gzip", "plain", "lying", "unlisted")}
+    assert all(p.stat().st_blocks * 512 < 8_000_000 for p in made.values())     # the sparse ones: on disk
+    return made
+
+
+OVER_CLAIMED = "manifest.json: files: lists 1800 MiB of files outside images/blobs/ (SBOMs apart): over the cap of 64 MiB"
+BOMB_REFUSALS = {   # what each bomb is refused with: the total and the cap, or the member that stopped reading
+    "gzip": OVER_CLAIMED,
+    "plain": OVER_CLAIMED,
+    "lying": "config/x00.txt: 62,914,560 bytes, more than the 1,024 manifest.json lists: reading stopped",
+    "unlisted": "config/x01.txt: files outside images/blobs/ (SBOMs apart) come to more than the cap of 64 MiB",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOMB_REFUSALS))
+@pytest.mark.parametrize("command", ["verify", "install", "export", "sbom"])
+def test_a_small_file_bomb_is_refused_by_every_reader_in_bounded_memory(command, kind, bombs, tmp_path, request):
+    if command == "install":
+        request.getfixturevalue("docker_engine")
+    bomb, target = bombs[kind], tmp_path / "out"
+    args = {"verify": ["verify", str(bomb)], "sbom": ["sbom", str(bomb)],
+            "install": ["install", str(bomb), "--no-start", "--dir", str(target)],
+            "export": ["export", "helm", str(bomb), "--out", str(target)]}[command]
+    proc = _labbuild_in_bounded_memory(*args)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    assert "Traceback" not in text and "internal error" not in text, text
+    assert BOMB_REFUSALS[kind] in text, text
+    assert not target.exists(), sorted(str(p) for p in target.rglob("*"))
+
+
+@pytest.mark.parametrize("kind", sorted(BOMB_REFUSALS))
+def test_a_small_file_bomb_is_read_no_further_than_the_cap(kind, bombs):
+    read: list[int] = []
+    result = verify.read_verified(bombs[kind], keep=lambda rel: True, on_bytes=read.append)
+    assert not result.ok and result.errors[0].render().startswith(BOMB_REFUSALS[kind]), result.errors
+    assert len(result.errors) == 1 and sum(len(d) for d in result.contents.values()) <= MAX_SMALL_FILES_TOTAL_BYTES
+    assert sum(read) <= MAX_SMALL_FILES_TOTAL_BYTES
+
+
+@pytest.mark.parametrize("command", ["verify", "export", "diff"])
+def test_an_extracted_bundle_with_a_sparse_file_is_refused_before_it_is_read(command, tmp_path):
+    bundle = tmp_path / "lab-x-all-1.0.0"
+    (bundle / "config").mkdir(parents=True)
+    (bundle / "sbom").mkdir()
+    (bundle / "manifest.json").write_bytes(_manifest().dumps())
+    (bundle / "lab.env").write_text("")
+    big = bundle / ("sbom/web_linux_amd64.cdx.json" if command == "diff" else "config/big.txt")
+    with open(big, "wb") as fh:
+        fh.truncate(2 << 30)                     # 2 GiB that take no disk
+    target = tmp_path / "out"
+    args = {"verify": ["verify", str(bundle)], "diff": ["diff", str(bundle), str(bundle)],
+            "export": ["export", "helm", str(bundle), "--out", str(target)]}[command]
+    proc = _labbuild_in_bounded_memory(*args)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in text and "internal error" not in text, text
+    what = "SBOM documents (sbom/*.cdx.json) come to more than the cap of 256 MiB" if command == "diff" \
+        else "files outside images/blobs/ (SBOMs apart) come to more than the cap of 64 MiB"
+    assert f"{big.relative_to(bundle)}: {what}" in text, text
+    assert not target.exists()

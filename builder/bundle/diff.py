@@ -21,7 +21,10 @@ from ..errors import BundleError
 from ..escape import parse_env_file
 from ..format.files import LAB_ENV, MANIFEST, SBOM_DIR, TRUST_FILES
 from ..format.manifest import Manifest, ManifestService
-from .inventory import ImageInventory, inventory_of, package_changes
+from ..fsutil import CapExceeded, read_capped
+from ..limits import MAX_SMALL_FILE_BYTES
+from .inventory import ImageInventory, inventory_of, is_sbom_document, package_changes
+from .reader import SizeBudget
 from .verify import read_verified
 
 
@@ -39,18 +42,21 @@ def read_bundle_view(path: str | Path) -> BundleView:
     """A verified archive, or an extracted bundle directory, as a BundleView."""
     path = Path(path)
     if path.is_dir():
-        kept = {}
-        for name in (MANIFEST, LAB_ENV):
+        kept, budget = {}, SizeBudget()      # unverified: each file's size admitted before it is read
+        rels = [MANIFEST, LAB_ENV] + [f"{SBOM_DIR}/{p.name}" for p in sorted((path / SBOM_DIR).glob("*.cdx.json"))]
+        for rel in rels:
             try:
-                kept[name] = (path / name).read_bytes()
+                size = (path / rel).stat().st_size
+                if budget.admit(rel, size) is not None:
+                    raise budget.error(path)
+                kept[rel] = read_capped(path / rel, MAX_SMALL_FILE_BYTES)
             except FileNotFoundError:
-                raise BundleError(f"{path}: no {name}", hint="pass a bundle archive or an extracted bundle") from None
-        for sbom in sorted((path / SBOM_DIR).glob("*.cdx.json")):
-            kept[f"{SBOM_DIR}/{sbom.name}"] = sbom.read_bytes()
+                raise BundleError(f"{path}: no {rel}", hint="pass a bundle archive or an extracted bundle") from None
+            except CapExceeded as exc:      # not a regular file, or too big a one
+                raise BundleError(str(exc), hint="pass a bundle archive or an extracted bundle") from None
         manifest = Manifest.loads(kept[MANIFEST], f"{path}: {MANIFEST}")
     else:
-        result = read_verified(path, keep=lambda rel: rel in TRUST_FILES or rel == LAB_ENV
-                               or rel.startswith(SBOM_DIR + "/"))
+        result = read_verified(path, keep=lambda rel: rel in TRUST_FILES or rel == LAB_ENV or is_sbom_document(rel))
         if not result.ok:
             raise BundleError(f"{path}: bundle failed verification", problems=result.errors,
                               hint="diff only verified bundles; run `labbuild verify`")

@@ -1,10 +1,11 @@
 """What software a bundle ships (read side): the components of its ``sbom/`` documents.
 
 ``read_inventory(path, service=None)`` verifies the bundle (one pass, keeping
-only the trust files and the SBOMs) and returns one ``ImageInventory`` per
-SBOM document: the service it was made for, the platform, and its components
-(name, version, purl, the layer each came from). ``package_changes(a, b)``
-compares two inventories by package (purl without version) for ``diff``.
+only the trust files and the SBOMs, within ``builder.limits``' total for SBOMs)
+and returns one ``ImageInventory`` per SBOM document: the service it was made
+for, the platform, and its components (name, version, purl, the layer each
+came from). ``package_changes(a, b)`` compares two inventories by package
+(purl without version) for ``diff``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class ImageInventory:
                 "components": list(self.components)}
 
 
+def is_sbom_document(rel: str) -> bool:
+    """Whether ``rel`` is an SBOM document ``inventory_of`` reads (the only members kept for it)."""
+    return _SBOM_NAME.fullmatch(rel) is not None
+
+
 def inventory_of(contents: dict[str, bytes]) -> list[ImageInventory]:
     """The inventories of a bundle's kept files (pure)."""
     out = []
@@ -51,7 +57,7 @@ def inventory_of(contents: dict[str, bytes]) -> list[ImageInventory]:
 
 def read_inventory(path: str | Path, service: str | None = None) -> list[ImageInventory]:
     """The SBOM inventories of a verified bundle archive (all services, or one)."""
-    result = read_verified(Path(path), keep=lambda rel: rel in TRUST_FILES or rel.startswith(SBOM_DIR + "/"))
+    result = read_verified(Path(path), keep=lambda rel: rel in TRUST_FILES or is_sbom_document(rel))
     if not result.ok:
         raise BundleError(f"{path}: bundle failed verification", problems=result.errors,
                           hint="read SBOMs only from verified bundles; run `labbuild verify`")

@@ -8,11 +8,14 @@ writes files) and then checks everything against ``SHA256SUMS``,
 ``manifest.json`` and, with a key, the signature (``check_contents``).
 Callers that consumed blobs while reading must discard what they made when
 the verdict is not ok — nothing is trusted before the whole archive checked.
+The members outside ``images/blobs/`` are held to the totals of
+``builder.limits`` (``reader.SizeBudget``): claims over them are refused before
+reading, and a member over them ends the pass unread.
 
 - ``verify_bundle(path, key=None) -> VerifyResult``: an archive or an
   extracted bundle directory; never raises for a bad bundle.
-- ``unpack(path, key=None, stream=None, on_bytes=None) -> VerifyResult``: every small file in
-  memory (``.contents``), BundleError when anything is wrong.
+- ``unpack(path, key=None, keep=every file, stream=None, on_bytes=None) -> VerifyResult``: the
+  small files kept in memory (``.contents``), BundleError when anything is wrong.
 - ``safe_extract(path, dest, key=None) -> dest``: ``dest`` becomes the bundle's
   top directory, written only when the bundle verified.
 
@@ -58,7 +61,7 @@ from ..limits import MAX_PROBLEMS, MAX_SMALL_FILE_BYTES
 from ..provenance import read_provenance, subject_problems
 from ..signing import load_public_key, signature_form_problem, signature_valid
 from ..sigstore_bundle import parse_message_bundle, verify_message_bundle
-from .reader import ScannedBundle, read_member, scan_directory, walk_bundle
+from .reader import ScannedBundle, peek_budget, read_member, scan_directory, walk_bundle
 
 SMALL_FILE_LIMIT = MAX_SMALL_FILE_BYTES   # a non-blob file larger than this is not a bundle file
 
@@ -217,6 +220,8 @@ def _capped(errors: list[Problem]) -> list[Problem]:
 
 
 def _verdict(scan: ScannedBundle, key, *, top: str | None) -> VerifyResult:
+    if scan.stopped:       # what was not read is not reported missing: the refusal says why
+        return VerifyResult(ok=False, errors=_capped(scan.problems), manifest=None, top=scan.top)
     problems, manifest, signed, checked = check_contents(scan.files, scan.kept, top=top, key=key)
     errors = _capped(scan.problems + problems)
     return VerifyResult(ok=not errors, errors=errors, manifest=manifest, signed=signed, signature_checked=checked,
@@ -245,6 +250,9 @@ def read_verified(path: Path, *, key=None, keep: Callable[[str], bool] = TRUST_F
     """
     key = _public_key(key)
     scan = ScannedBundle()
+    budget = peek_budget(Path(path))
+    if budget.refusal is not None:
+        return VerifyResult(ok=False, errors=[budget.refusal], manifest=None)
 
     def on_file(rel: str, member: tarfile.TarInfo, fh: BinaryIO) -> None:
         if blob_names and rel.startswith(IMAGE_BLOBS_PREFIX):
@@ -266,7 +274,7 @@ def read_verified(path: Path, *, key=None, keep: Callable[[str], bool] = TRUST_F
                 scan.kept[rel] = read.data
         scan.files[rel] = (read.sha256, read.size)
 
-    walk_bundle(Path(path), scan, on_file)
+    walk_bundle(Path(path), scan, on_file, budget)
     if scan.top is None and not scan.problems:
         scan.problems.append(Problem(file=str(path), path="", message="no top directory in the archive"))
     return _verdict(scan, key, top=scan.top)
@@ -296,10 +304,11 @@ def require_verified(path: str | Path, key=None) -> VerifyResult:
     return _raise_unless_ok(Path(path), verify_bundle(path, key), "failed verification")
 
 
-def unpack(path: str | Path, *, key=None, stream: StreamFactory | None = None,
-           on_bytes: Callable[[int], None] | None = None) -> VerifyResult:
-    """Verify the archive, keeping every small file in memory; BundleError when anything is wrong."""
-    result = read_verified(Path(path), key=key, keep=lambda rel: True, stream=stream, on_bytes=on_bytes)
+def unpack(path: str | Path, *, key=None, keep: Callable[[str], bool] = lambda rel: True,
+           stream: StreamFactory | None = None, on_bytes: Callable[[int], None] | None = None) -> VerifyResult:
+    """Verify the archive, keeping the small files ``keep`` says (every one unless told) in memory;
+    BundleError when anything is wrong."""
+    result = read_verified(Path(path), key=key, keep=keep, stream=stream, on_bytes=on_bytes)
     return _raise_unless_ok(Path(path), result, "failed verification: nothing was installed")
 
 

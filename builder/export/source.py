@@ -20,7 +20,7 @@ from ..bundle.release import check_version
 from ..bundle.verify import read_verified, require_verified
 from ..errors import BundleError, LockError
 from ..format.files import COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, TRUST_FILES
-from ..fsutil import sha256_bytes
+from ..fsutil import CapExceeded, read_capped, sha256_bytes
 from ..lockfile import LOCK_PATH, read_lock, stale_services
 from ..render import ReleaseInput
 
@@ -44,9 +44,17 @@ def bundle_members(path: str | Path) -> dict[str, bytes]:
             raise BundleError(f"{path}: bundle failed verification ({len(result.errors)} problem(s))",
                               problems=result.errors, hint="export only verified bundles; copy or rebuild it")
         return {rel: data for rel, data in sorted(result.contents.items()) if _wanted(rel)}
-    result = require_verified(path)
-    members = {rel: (path / rel).read_bytes() for rel in sorted(result.files) if _wanted(rel)}
-    changed = sorted(rel for rel, data in members.items() if sha256_bytes(data) != result.files[rel][0])
+    result = require_verified(path)   # its files within the totals of builder.limits
+    members, changed = {}, []
+    for rel in sorted(rel for rel in result.files if _wanted(rel)):
+        sha256, size = result.files[rel]
+        try:
+            members[rel] = read_capped(path / rel, size)     # no more than verified
+        except CapExceeded:
+            changed.append(rel)
+            continue
+        if sha256_bytes(members[rel]) != sha256:
+            changed.append(rel)
     if changed:
         raise BundleError(f"{path} changed while it was being read: {', '.join(changed)}",
                           hint="copy the bundle again and retry")

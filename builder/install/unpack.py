@@ -5,8 +5,10 @@ against manifest.json, SHA256SUMS and the signature. Image blobs for the
 host platform are fed to ``docker load`` while they are hashed; the load is
 completed only when the whole bundle verified, else aborted so the engine
 keeps nothing. The small files are held in memory (``builder.limits`` caps
-them) and the caller stages them into the install dir only after its own
-checks; blobs are not kept on disk (the engine holds them).
+each and all of them together, SBOMs apart: ``reader.SizeBudget``) and the
+caller stages them into the install dir only after its own checks; blobs are
+not kept on disk (the engine holds them). Of a base bundle only the files
+that verify it are kept.
 
 A delta bundle (``release --since``) carries only what its base lacks: before
 anything is loaded the engine must hold every base image it relies on (by
@@ -216,7 +218,7 @@ class _ImageLoader:
             return
         need = len(self.from_base - self.sent)
         self.say(f"loading {need} blob(s) of the base bundle {self.base.name} while verifying it")
-        verify.unpack(self.base, stream=self.stream_base, on_bytes=on_bytes)
+        verify.unpack(self.base, keep=TRUST_FILES.__contains__, stream=self.stream_base, on_bytes=on_bytes)
         if self.from_base - self.sent:
             raise InstallError(f"--base {self.base.name} lacks " + ", ".join(sorted(self.from_base - self.sent)),
                                hint="pass the full base bundle, not a delta")
