@@ -208,3 +208,16 @@ def test_the_engine_sends_request_bodies_in_one_mib_blocks():
     engine._send_bodies_in_big_blocks()            # idempotent: wrapped once
     conn = UnixHTTPConnection("http+docker://localhost", "/nonexistent.sock")
     assert conn.blocksize == engine.BODY_BLOCK
+
+
+def test_a_wheel_of_labbuild_holds_every_package_and_its_data(tmp_path):
+    """A non-editable install must hold every package of builder/ (the rooms moved; a fixed
+    package list in pyproject.toml missed the new ones) and the schema and templates."""
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(PACKAGE.parent)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("labbuild-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = sorted(str(p.parent.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("__init__.py"))
+    assert [p for p in packages if f"{p}/__init__.py" not in names] == []
+    assert "builder/schemas/blueprint.schema.json" in names and "builder/templates/install.sh" in names

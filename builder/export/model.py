@@ -21,6 +21,7 @@ text). Pure: no disk, no network.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ from ..format.files import (
     COMPOSE_FILE,
     LAB_ENV,
     MANIFEST,
+    OPTIONAL_TARGETS,
     SECRETS_EXAMPLE,
     runbook_path,
 )
@@ -285,10 +287,20 @@ def _probe(manifest_svc: ManifestService, compose_svc: dict) -> Probe | None:
     return None
 
 
-def _scrapes(text: str, manifest: Manifest) -> dict[str, Scrape]:
+def _scrapes(text: str, manifest: Manifest, optional: bytes | None) -> dict[str, Scrape]:
+    """Each scraped service's port, path and params. An optional service's job names its target
+    in a file_sd file that install fills (``optional-targets.json`` holds the group); in the
+    chart, discovery finds its endpoints only once it runs, so it is scraped like the others."""
     out = {}
+    groups = json.loads(optional)["groups"] if optional else {}
     for job in (yaml.safe_load(text) or {}).get("scrape_configs", []):
-        target = job["static_configs"][0]["targets"][0]
+        if "static_configs" in job:
+            target = job["static_configs"][0]["targets"][0]
+        elif job.get("job_name") in groups:
+            target = groups[job["job_name"]]["targets"][0]
+        else:
+            raise BundleError(f"{PROMETHEUS_CONFIG}: job {job.get('job_name')!r} names no target",
+                              hint="the bundle is damaged or was made by another labbuild")
         svc, port = target.rsplit(":", 1)
         name = next(p.name for p in manifest.services[svc].ports if p.container == int(port))
         params = {k: v[0] for k, v in sorted((job.get("params") or {}).items())}
@@ -317,7 +329,8 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
                 (sup.key, Secret(name=sup.key[len(env_id(svc)) + 2:], generate="supplied", length=0,
                                  description=sup.description)))
     owners = {key: SecretRef(svc, s.name) for svc, items in secrets.items() for key, s in items}
-    scrapes = _scrapes(members[PROMETHEUS_CONFIG].decode(), manifest) if PROMETHEUS_CONFIG in members else {}
+    scrapes = (_scrapes(members[PROMETHEUS_CONFIG].decode(), manifest, members.get(OPTIONAL_TARGETS))
+               if PROMETHEUS_CONFIG in members else {})
     services = {}
     for name in sorted(manifest.services):
         m, c = manifest.services[name], compose["services"][name]
