@@ -4,7 +4,7 @@ others have none.
 A recipe is a directory ``recipes/<name>/`` holding a Dockerfile (``ARG BASE`` /
 ``FROM ${BASE}``: the base image of ``base.py``) and the files it copies; a recipe
 with ``common=True`` also gets ``recipes/common/`` as ``common/`` in its build
-context (scripts shared between recipes). Its hash covers the
+context (scripts that assemble busybox-based root filesystems). Its hash covers the
 base's hash and every file of its build context (path, mode, bytes), so editing a
 recipe rebuilds it and nothing else does.
 
@@ -57,6 +57,8 @@ def file_mode(path: Path) -> int:
 RECIPES: tuple[Recipe, ...] = (
     Recipe("postgres", "docker.io/library/postgres",
            "https://github.com/docker-library/postgres/blob/master/17/trixie/Dockerfile"),
+    Recipe("redis", "docker.io/library/redis",
+           "https://github.com/redis/docker-library-redis/blob/master/alpine/Dockerfile", common=True),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"
