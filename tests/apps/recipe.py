@@ -59,6 +59,10 @@ RECIPES: tuple[Recipe, ...] = (
            "https://github.com/docker-library/postgres/blob/master/17/trixie/Dockerfile"),
     Recipe("redis", "docker.io/library/redis",
            "https://github.com/redis/docker-library-redis/blob/master/alpine/Dockerfile", common=True),
+    Recipe("prometheus", "quay.io/prometheus/prometheus",
+           "https://github.com/prometheus/prometheus/blob/main/Dockerfile", common=True),
+    Recipe("node-exporter", "quay.io/prometheus/node-exporter",
+           "https://github.com/prometheus/node_exporter/blob/master/Dockerfile", common=True),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"
