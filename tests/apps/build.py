@@ -1,0 +1,97 @@
+"""Build a recipe into the engine (or find it built), and push it to a registry.
+
+``ensure_image`` builds ``recipes/<name>/`` with ``docker build`` (the engine's
+classic builder, through the Docker SDK) FROM the base image; the build context is
+the recipe's directory, plus ``recipes/common/`` as ``common/`` for the recipes
+that assemble a busybox root filesystem. Apt runs inside the build against
+Debian's mirror. The image is tagged ``labbuild-apps/<name>:<hash>`` and labelled
+with the full recipe hash: the next run finds it and builds nothing.
+
+``push_image`` tags it ``HOST:PORT/labbuild-apps/<name>:<hash>``, pushes it (a
+loopback registry speaks plain HTTP to the engine), drops that extra tag again and
+returns ``HOST:PORT/labbuild-apps/<name>:<hash>@sha256:...``.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from collections.abc import Callable
+
+from .base import RECIPE_LABEL, AppImageError, BuiltImage, exclusive, find_image, image_ref
+from .recipe import Recipe, file_mode
+
+BUILD_TIMEOUT = 3600      # seconds the engine may stay silent during one build step
+
+
+def ensure_image(engine, recipe: Recipe, base: BuiltImage, log: Callable[[str], None] = lambda _: None) -> BuiltImage:
+    """``recipe``'s image, from the engine when this recipe (and base) was built before, else built now."""
+    digest = recipe.hash(base.recipe_hash)
+    ref = image_ref(recipe.name, digest)
+    with exclusive(recipe.name):
+        found = find_image(engine, ref, digest)
+        if found is not None:
+            return BuiltImage(ref, found.id, digest, built=False)
+        log(f"building {ref} from {recipe.directory} (FROM {base.ref})")
+        start = time.monotonic()
+        image_id = _build(engine, recipe, base, ref, digest, log)
+        return BuiltImage(ref, image_id, digest, built=True, seconds=time.monotonic() - start)
+
+
+def _context(recipe: Recipe) -> io.BytesIO:
+    """The build context as a tar (``Recipe.context_files``), modes as git keeps them, owned by root."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, path in recipe.context_files():
+            info = tar.gettarinfo(path, arcname=name)
+            info.mode, info.uid, info.gid, info.uname, info.gname = file_mode(path), 0, 0, "", ""
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+    buf.seek(0)
+    return buf
+
+
+def _build(engine, recipe: Recipe, base: BuiltImage, ref: str, digest: str, log: Callable[[str], None]) -> str:
+    import docker
+    if not (recipe.directory / "Dockerfile").is_file():
+        raise AppImageError(f"{recipe.directory}/Dockerfile is missing")
+    client = docker.from_env(timeout=BUILD_TIMEOUT)    # the same engine, with patience for long steps
+    api = client.api
+    tail: list[str] = []
+    try:
+        for chunk in api.build(fileobj=_context(recipe), custom_context=True, tag=ref, rm=True, forcerm=True,
+                               pull=False, buildargs={"BASE": base.ref}, labels={RECIPE_LABEL: digest},
+                               decode=True):
+            if "error" in chunk:
+                raise AppImageError(f"docker build of {recipe.name} failed: {chunk['error'].strip()}\n"
+                                    + "".join(tail[-30:]))
+            text = chunk.get("stream", "")
+            if text:
+                tail.append(text)
+                if text.startswith("Step "):
+                    log(f"  {recipe.name}: {text.strip()[:160]}")
+    finally:
+        client.close()
+    found = find_image(engine, ref, digest)
+    if found is None:
+        raise AppImageError(f"docker build of {recipe.name} ended without an image {ref}:\n" + "".join(tail[-30:]))
+    return found.id
+
+
+def push_image(engine, built: BuiltImage, registry: str) -> str:
+    """Push ``built`` to ``registry`` (HOST:PORT); its reference ``HOST:PORT/repo:tag@sha256:...``."""
+    local_repo, tag = built.ref.rsplit(":", 1)
+    repository = f"{registry}/{local_repo}"
+    engine.api.tag(built.image_id, repository, tag)
+    digest = None
+    try:
+        for chunk in engine.api.push(repository, tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise AppImageError(f"push of {repository}:{tag} failed: {chunk['error']}")
+            digest = (chunk.get("aux") or {}).get("Digest") or digest
+    finally:
+        engine.api.remove_image(f"{repository}:{tag}", noprune=True)   # the cache tag keeps the image
+    if not digest:
+        raise AppImageError(f"push of {repository}:{tag} reported no digest")
+    return f"{repository}:{tag}@{digest}"

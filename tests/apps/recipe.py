@@ -1,0 +1,95 @@
+"""Which applications have a recipe, which catalog services each one serves, and why the
+others have none.
+
+A recipe is a directory ``recipes/<name>/`` holding a Dockerfile (``ARG BASE`` /
+``FROM ${BASE}``: the base image of ``base.py``) and the files it copies; a recipe
+with ``common=True`` also gets ``recipes/common/`` as ``common/`` in its build
+context (scripts that assemble busybox-based root filesystems). Its hash covers the
+base's hash and every file of its build context (path, mode, bytes), so editing a
+recipe rebuilds it and nothing else does.
+
+An application is named by the last part of the image repository the catalog pins
+(``docker.io/library/postgres`` -> ``postgres``); a recipe serves every shipped
+blueprint whose ``[image] name`` is its ``upstream`` repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+COMMON_DIR = RECIPES_DIR / "common"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str          # the application, and its directory under recipes/
+    upstream: str      # the official image repository the shipped blueprints pin
+    dockerfile: str    # the official image's Dockerfile, whose contract the recipe keeps
+    common: bool = False   # builds a busybox root filesystem with recipes/common/
+
+    @property
+    def directory(self) -> Path:
+        return RECIPES_DIR / self.name
+
+    def context_files(self) -> list[tuple[str, Path]]:
+        """``(name in the build context, file)``: the recipe's files, then common/'s."""
+        out = []
+        for top, prefix in ((self.directory, ""), *([(COMMON_DIR, "common/")] if self.common else [])):
+            out += [(prefix + p.relative_to(top).as_posix(), p) for p in sorted(top.rglob("*")) if p.is_file()]
+        return out
+
+    def hash(self, base_hash: str) -> str:
+        h = hashlib.sha256(f"base {base_hash}\n".encode())
+        for name, path in self.context_files():
+            h.update(f"{name} {file_mode(path):o} {path.stat().st_size}\n".encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()
+
+
+def file_mode(path: Path) -> int:
+    """0755 or 0644, as git keeps it (a checkout's umask does not change a recipe)."""
+    return 0o755 if path.stat().st_mode & 0o100 else 0o644
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("postgres", "docker.io/library/postgres",
+           "https://github.com/docker-library/postgres/blob/master/17/trixie/Dockerfile"),
+    Recipe("redis", "docker.io/library/redis",
+           "https://github.com/redis/docker-library-redis/blob/master/alpine/Dockerfile", common=True),
+    Recipe("prometheus", "quay.io/prometheus/prometheus",
+           "https://github.com/prometheus/prometheus/blob/main/Dockerfile", common=True),
+    Recipe("node-exporter", "quay.io/prometheus/node-exporter",
+           "https://github.com/prometheus/node_exporter/blob/master/Dockerfile", common=True),
+)
+
+_ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"
+_TODO = "{} has it; no recipe written yet"
+
+# Why an application of the catalog has no recipe (keyed by application name).
+NO_RECIPE: dict[str, str] = {
+    **{app: _ELSEWHERE for app in (
+        "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
+        "grafana", "langfuse", "langfuse-worker", "minio", "ollama", "qdrant", "traefik", "vault",
+        "weaviate")},
+    "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
+    "nginx": _TODO.format("Debian (nginx)"),
+    "litellm": _TODO.format("PyPI (litellm[proxy])"),
+    "open-webui": _TODO.format("PyPI (open-webui)"),
+    "base-notebook": _TODO.format("PyPI (jupyterlab)"),
+    "n8n": _TODO.format("npm (n8n)"),
+    "node-red": _TODO.format("npm (node-red)"),
+    "flowise": _TODO.format("npm (flowise)"),
+    "code-server": _TODO.format("npm (code-server)"),
+}
+
+
+def application(repository: str) -> str:
+    """``docker.io/library/postgres`` -> ``postgres``."""
+    return repository.rsplit("/", 1)[-1]
+
+
+def recipe_for(repository: str) -> Recipe | None:
+    return next((r for r in RECIPES if r.upstream == repository), None)

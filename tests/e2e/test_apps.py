@@ -1,0 +1,270 @@
+"""The catalog's data services, run for real: shipped blueprints with only their image replaced
+by a local build of the real application (tests/apps), released as an image bundle and
+installed with no registry left to pull from.
+
+- litellm-db (PostgreSQL): healthy by the blueprint's own check (pg_isready), password auth
+  as the official image sets it up, and its rows through `labbuild backup` (the blueprint's
+  pg_dumpall), `uninstall --volumes`, `install` and `labbuild restore` (psql).
+- langfuse-redis (Redis): healthy by its `redis-cli ... ping | grep -q PONG` as user redis,
+  its password required, its AOF kept across a restart.
+- every image: the user and the tools of the official image (no curl where it has none),
+  and Prometheus and node-exporter answer their [health] and [metrics] paths when started
+  with the shipped blueprints' commands.
+
+The first run builds the base and the images (about four minutes, Debian's mirror); later
+runs find them in the engine (tests/apps/base.py) and push them to the test registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from apps.base import ensure_base
+from apps.build import ensure_image
+from apps.images import REPO, build_and_push
+from apps.recipe import RECIPES
+from apps.testlab import lock_services, make_test_lab
+from builder.blueprint import load_lab
+from builder.bundle.release import build_release
+from builder.cli import main
+from builder.install.apply import install_bundle, uninstall
+
+from labkit import path_with_venv
+from support.dockerenv import require_tool
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+PROFILE = "apps-test"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+@dataclass
+class AppsLab:
+    """One service of the shipped lab with its image built here, released and installed offline."""
+
+    engine: object
+    registry: object
+    tmp: Path
+    project: str = field(default_factory=lambda: f"apps-{uuid.uuid4().hex[:10]}")
+    target: Path | None = None
+    bundle: Path | None = None
+    refs: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def install(self, app: str, service: str) -> None:
+        start = time.monotonic()
+        built = build_and_push(self.registry.host, only=[app], engine=self.engine, log=say)
+        assert service in built.images, built.unbuilt
+        self.timings["build+push"] = time.monotonic() - start
+        ref = built.images[service]
+        self.refs.append(ref.split("@")[0])           # the tag docker load gives it
+        root = make_test_lab(self.tmp / "lab", {service: ref}, lab_name=self.project, profile=(PROFILE, [service]))
+        lock_services(root, [service])
+        self.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, with_images=True,
+                                         out_dir=self.tmp / "dist", progress=False).bundle)
+        self.registry.stop()                           # offline from here: the bundle is the only source
+        self.target = self.tmp / "inst"
+        start = time.monotonic()
+        assert install_bundle(self.bundle, self.target, timeout=120).ok
+        self.wait_healthy(service)
+        self.timings["install"] = time.monotonic() - start
+
+    def container(self, service: str):
+        (c,) = self.engine.containers.list(all=True, filters={"label": [
+            f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}"]})
+        return c
+
+    def wait_healthy(self, service: str, timeout: float = 120) -> None:
+        """Until the engine reports the blueprint's own [healthcheck] healthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.container(service)
+            health = c.attrs["State"].get("Health") or {}
+            if health.get("Status") == "healthy":
+                return
+            if time.monotonic() > deadline or c.status == "exited":
+                log = (health.get("Log") or [{}])[-1].get("Output", "")
+                raise AssertionError(f"{service} is {c.status}/{health.get('Status')}: {log}\n"
+                                     + c.logs(tail=30).decode(errors="replace"))
+            time.sleep(1)
+
+    def run(self, service: str, *argv: str, env: dict | None = None) -> tuple[int, str]:
+        code, out = self.container(service).exec_run(list(argv), environment=env)
+        return code, out.decode(errors="replace")
+
+    def env(self, key: str) -> str:
+        from builder.host.dotenv import env_values
+        return env_values((self.target / ".env").read_text())[key]
+
+    def cleanup(self) -> None:
+        if self.target is not None:
+            with contextlib.suppress(Exception):
+                uninstall(self.target, volumes=True)
+        label = {"label": f"com.docker.compose.project={self.project}"}
+        for c in self.engine.containers.list(all=True, filters=label):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+        for v in self.engine.volumes.list(filters=label):
+            with contextlib.suppress(Exception):
+                v.remove(force=True)
+        for n in self.engine.networks.list(filters=label):
+            with contextlib.suppress(Exception):
+                n.remove()
+        for ref in self.refs:                          # the cached build keeps its own tag
+            with contextlib.suppress(Exception):
+                self.engine.images.remove(ref, noprune=True)
+
+
+@pytest.fixture
+def apps_lab(docker_engine, registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    require_tool("debootstrap")          # the base image's root filesystem (tests/apps/base.py)
+    lab = AppsLab(docker_engine, registry, tmp_path)
+    yield lab
+    say(f"timings: {json.dumps({k: round(v, 1) for k, v in lab.timings.items()})}")
+    lab.cleanup()
+
+
+def cli(capsys, *args: str) -> tuple[int, dict, str]:
+    code = main(["--json", *args])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if captured.out.strip() else {}, captured.err
+
+
+DB = "litellm-db"
+SPEND = "SELECT count(*), sum(usd), md5(string_agg(key, ',' ORDER BY id)) FROM spend"
+
+
+def psql(lab: AppsLab, sql: str, db: str = "postgres") -> str:
+    """``psql`` inside the container, as the image lets a local user in (trust on the socket)."""
+    code, out = lab.run(DB, "psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db, "-At", "-c", sql)
+    assert code == 0, out
+    return out.strip()
+
+
+def password_login(lab: AppsLab, password: str) -> tuple[int, str]:
+    """Log in over TCP on the container's own address: the `host all all all scram-sha-256` rule."""
+    return lab.run(DB, "sh", "-c", 'psql -X -At -h "$(hostname -i)" -U postgres -d postgres -c "select current_user"',
+                   env={"PGPASSWORD": password})
+
+
+def test_the_real_postgres_of_litellm_db_keeps_its_rows_through_backup_uninstall_install_restore(apps_lab, capsys):
+    lab = apps_lab
+    lab.install("postgres", DB)
+    assert lab.container(DB).attrs["Config"]["Healthcheck"]["Test"] == [
+        "CMD", "pg_isready", "-U", "postgres", "-d", "postgres"]
+    assert psql(lab, "show server_version").startswith("15.")
+    assert password_login(lab, lab.env("LITELLM_DB__POSTGRES_PASSWORD")) == (0, "postgres\n")
+    assert password_login(lab, "wrong")[0] != 0
+
+    psql(lab, "CREATE DATABASE litellm")
+    psql(lab, "CREATE TABLE spend (id serial PRIMARY KEY, key text, usd numeric);"
+              "INSERT INTO spend (key, usd) SELECT 'sk-' || g, g * 0.25 FROM generate_series(1, 500) g", db="litellm")
+    psql(lab, "CREATE ROLE reader LOGIN PASSWORD 'r'")
+    rows = psql(lab, SPEND, db="litellm")
+    assert rows.startswith("500|31312.50|")
+
+    start = time.monotonic()
+    code, out, err = cli(capsys, "backup", "--dir", str(lab.target), DB)
+    assert code == 0, err
+    assert out["services"] == [DB] and out["restarted"] == {}      # exec: dumped while running
+    backup = lab.tmp / "litellm-db.backup.tar"
+    Path(out["path"]).replace(backup)
+    uninstall(lab.target, volumes=True)
+    assert not lab.engine.volumes.list(filters={"label": f"com.docker.compose.project={lab.project}"})
+
+    assert install_bundle(lab.bundle, lab.target, timeout=120).ok
+    lab.wait_healthy(DB)
+    assert psql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'litellm'") == "0"
+
+    code, out, err = cli(capsys, "restore", str(backup), "--dir", str(lab.target), "--secrets", DB)
+    assert code == 0, err
+    lab.wait_healthy(DB)
+    lab.timings["backup+uninstall+install+restore"] = time.monotonic() - start
+    assert psql(lab, SPEND, db="litellm") == rows
+    assert psql(lab, "SELECT rolname FROM pg_roles WHERE rolname = 'reader'") == "reader"
+    # --secrets brought the backup's password back: it matches the restored role again
+    assert password_login(lab, lab.env("LITELLM_DB__POSTGRES_PASSWORD"))[0] == 0
+
+
+REDIS = "langfuse-redis"
+
+
+def test_the_real_redis_of_langfuse_redis_is_healthy_by_its_shipped_check_and_keeps_its_aof(apps_lab):
+    lab = apps_lab
+    lab.install("redis", REDIS)
+    c = lab.container(REDIS)
+    assert c.attrs["Config"]["User"] == "redis"
+    cli_ = 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning'
+    assert lab.run(REDIS, "sh", "-c", f"{cli_} set lab kept && {cli_} config get appendonly") == (0, "OK\nappendonly\nyes\n")
+    code, out = lab.run(REDIS, "redis-cli", "get", "lab")
+    assert "NOAUTH" in out                                   # --requirepass holds
+    c.restart()
+    lab.wait_healthy(REDIS)
+    assert lab.run(REDIS, "sh", "-c", f"{cli_} get lab") == (0, "kept\n")
+    code, out = lab.run(REDIS, "sh", "-c", "id -u; ls /data/appendonlydir")
+    assert code == 0 and out.startswith("999\n") and "appendonly.aof" in out
+
+
+# Per image: the user it runs as, tools its official image has, and tools it has not.
+TOOLS = {
+    "postgres": ("0", ["bash", "psql", "pg_dumpall", "pg_isready", "gosu", "initdb", "locale"], ["curl", "wget"]),
+    "redis": ("0", ["sh", "wget", "nc", "grep", "redis-cli", "redis-server", "setpriv"], ["curl", "bash", "apt-get"]),
+    "prometheus": ("65534", ["sh", "wget", "promtool"], ["curl", "bash", "apt-get"]),
+    "node-exporter": ("65534", ["sh", "wget"], ["curl", "bash", "apt-get"]),
+}
+
+
+@pytest.fixture
+def local_images(docker_engine, monkeypatch):
+    monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
+    require_tool("debootstrap")
+    base = ensure_base(docker_engine, say)
+    return {r.name: ensure_image(docker_engine, r, base, say) for r in RECIPES}
+
+
+def test_each_image_has_the_user_and_tools_of_its_official_image(docker_engine, local_images):
+    assert set(TOOLS) == {r.name for r in RECIPES}
+    for app, (uid, present, absent) in TOOLS.items():
+        script = ("id -u; for t in " + " ".join(present + absent) +
+                  '; do command -v "$t" >/dev/null && echo "has $t" || echo "lacks $t"; done')
+        out = docker_engine.containers.run(local_images[app].ref, entrypoint=["/bin/sh", "-c", script],
+                                           remove=True).decode()
+        assert out.splitlines() == [uid] + [f"has {t}" for t in present] + [f"lacks {t}" for t in absent], app
+
+
+@pytest.mark.parametrize("service", ["prometheus", "node-exporter"])
+def test_prometheus_and_node_exporter_answer_health_and_metrics_with_the_shipped_command(
+        docker_engine, local_images, service):
+    bp = load_lab(REPO).services[service]
+    port = bp.port(bp.health.port).container
+    volumes = {b.source: {"bind": b.target, "mode": "ro" if b.read_only else "rw"} for b in bp.binds}
+    c = docker_engine.containers.run(local_images[service].ref, command=list(bp.command), volumes=volumes,
+                                     detach=True, labels={"org.local-ai-lab.test": "apps"})
+    try:
+        paths = (bp.health.path, bp.metrics.path)
+        deadline = time.monotonic() + 30
+        while True:                      # busybox wget inside the container: its own tools, no published port
+            code, out = c.exec_run(["sh", "-c", " && ".join(f"wget -q -O /dev/null http://127.0.0.1:{port}{p}"
+                                                            for p in paths)])
+            if code == 0:
+                break
+            assert time.monotonic() < deadline, out.decode() + c.logs(tail=20).decode()
+            time.sleep(0.5)
+        code, out = c.exec_run(["wget", "-q", "-O", "-", f"http://127.0.0.1:{port}{bp.metrics.path}"])
+        assert code == 0 and ("prometheus_tsdb_head_series" in out.decode() if service == "prometheus"
+                              else "node_filesystem_avail_bytes" in out.decode())
+    finally:
+        c.remove(force=True)
