@@ -149,6 +149,13 @@ def containers(client, project: str) -> dict[str, Any]:
     return out
 
 
+def container_health(client, project: str, service: str) -> str | None:
+    """The engine's health status (starting | healthy | unhealthy) of the service's container's
+    in-container healthcheck; None when it has no container or no healthcheck."""
+    c = containers(client, project).get(service)
+    return ((c.attrs.get("State") or {}).get("Health") or {}).get("Status") if c is not None else None
+
+
 WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
 
 

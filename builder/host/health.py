@@ -59,8 +59,13 @@ class Probe:
     request_timeout: float = 5.0
 
     @classmethod
-    def from_health(cls, service: str, health: ManifestHealth | None) -> "Probe | None":
-        """The probe of a service's manifest ``health`` entry; None when it has no host-side probe."""
+    def from_health(cls, service: str, health: ManifestHealth | None, healthcheck: bool = False) -> "Probe | None":
+        """The probe of a service's manifest ``health`` entry; without a host-side probe, the engine's
+        health status when the service has an in-container ``healthcheck`` (scheme ``container``),
+        else None."""
+        if (health is None or health.host_port is None) and healthcheck:
+            return cls(service=service, host_port=0, scheme="container",
+                       start_period=parse_duration(health.start_period if health else None, 0.0))
         if health is None or health.host_port is None:
             return None
         return cls(service=service, host_port=int(health.host_port), scheme=health.scheme or "http",
@@ -70,6 +75,8 @@ class Probe:
 
     @property
     def url(self) -> str:
+        if self.scheme == "container":
+            return "the engine's health status of its healthcheck"
         return f"{self.scheme}://127.0.0.1:{self.host_port}{self.path if self.scheme != 'tcp' else ''}"
 
 
@@ -130,13 +137,17 @@ def budget(probe: Probe, timeout: float) -> float:
 
 
 def _await_one(probe: Probe, timeout: float, container_state: Callable[[str], str | None] | None,
-               interval: float) -> HealthResult:
+               interval: float, container_health: Callable[[str], str | None] | None = None) -> HealthResult:
     """Probe one service until healthy, its budget is spent, or its container stays exited."""
     svc, started = probe.service, time.monotonic()
     limit = budget(probe, timeout)
     deadline, exited_seen = started + limit, 0
     while True:
-        ok, detail = probe_once(probe)
+        if probe.scheme == "container":
+            status = container_health(svc) if container_health else None
+            ok, detail = status == "healthy", f"the engine says {status or 'nothing yet'}"
+        else:
+            ok, detail = probe_once(probe)
         if ok:
             return HealthResult(svc, "healthy", detail, time.monotonic() - started)
         state = container_state(svc) if container_state else None
@@ -155,7 +166,8 @@ def _await_one(probe: Probe, timeout: float, container_state: Callable[[str], st
 def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, Iterable[str]], timeout: float, *,
                  container_state: Callable[[str], str | None] | None = None,
                  say: Callable[[str], None] | None = None, live: bool | None = None,
-                 interval: float = 0.5) -> dict[str, HealthResult]:
+                 interval: float = 0.5,
+                 container_health: Callable[[str], str | None] | None = None) -> dict[str, HealthResult]:
     """Await every service (see the module docstring for the timing); a result per service.
 
     ``container_state(service)`` (optional) returns the container's state
@@ -186,13 +198,15 @@ def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, It
         def start(svc: str) -> None:
             pending.remove(svc)
             probe = probes.get(svc)
+            if probe is not None and probe.scheme == "container" and container_health is None:
+                probe = None        # the caller cannot ask the engine: started is all it can tell
             if probe is None:
                 results[svc] = HealthResult(svc, "no-probe", "no [health] probe; started")
                 tell(svc, "started (no health probe)", "started (no health probe)")
                 return
             long = f" (start_period {probe.start_period:.0f}s)" if probe.start_period > timeout else ""
             bars.update(tasks[svc], description=f"{svc}: probing {probe.url}{long}")
-            running[pool.submit(_await_one, probe, timeout, container_state, interval)] = svc
+            running[pool.submit(_await_one, probe, timeout, container_state, interval, container_health)] = svc
 
         while pending or running:
             changed = True

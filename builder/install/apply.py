@@ -46,6 +46,7 @@ from ..host.engine import (
     check_image_ids,
     check_project_owner,
     check_running_images,
+    container_health,
     containers,
     docker_client,
     host_platform,
@@ -236,7 +237,8 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         say(f"{svc} is optional and not started: {not_started_detail(keys)} in {install_dir / ENV_FILE}")
     if not manifest.offline:
         pull_images(client, manifest, say=say, live=live)   # before up: no health budget includes it
-    probes = {s: Probe.from_health(s, e.health) for s, e in manifest.services.items()}
+    # a service with only an in-container healthcheck is awaited on the engine's health status
+    probes = {s: Probe.from_health(s, e.health, e.healthcheck) for s, e in manifest.services.items()}
     say(f"starting {lab} {result.version}: cd {install_dir} && docker compose up -d")
     try:
         # compose itself waits for in-container healthchecks of dependencies: allow every budget
@@ -266,13 +268,17 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
 
     # required services first; then the started optional ones, whose health never fails the install
     optional = {s for s, e in manifest.services.items() if e.optional}
+    def health(svc: str) -> str | None:
+        return container_health(client, lab, svc)
+
     result.services = wait_healthy({s: p for s, p in probes.items() if s not in optional},
                                    {s: d for s, d in depends.items() if s not in optional},
-                                   timeout, container_state=state, say=say, live=live)
+                                   timeout, container_state=state, say=say, live=live, container_health=health)
     started_optional = {s: d for s, d in depends.items() if s in optional and s not in waiting}
     if started_optional:
         result.services.update(wait_healthy({s: probes[s] for s in started_optional}, started_optional, timeout,
-                                            container_state=state, say=say, live=live))
+                                            container_state=state, say=say, live=live,
+                                            container_health=health))
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)

@@ -63,6 +63,7 @@ class Service:
     extra: str = ""                 # more blueprint TOML, appended as is
     models: list = field(default_factory=list)   # [{name, tag, digest, path?, role?}] into the volume "data"
     prelude: str = ""               # shell run before httpd starts (see httpd_image)
+    health: bool = True             # False: no [health] section (e.g. only an in-container [healthcheck])
 
 
 @dataclass
@@ -115,8 +116,8 @@ class AirgapLab:
                     + f'[image]\nname = "{self.image_name(svc.name)}"\ntag = "{svc.version}"\n'
                       f'digest = "{svc.digest}"\n\n'
                     + f'[[ports]]\nname = "http"\ncontainer = 8080\nhost = {svc.port}\n\n'
-                    + f'[health]\nport = "http"\npath = "{svc.health_path}"\n'
-                    + (f'start_period = "{svc.start_period}"\n' if svc.start_period else ""))
+                    + (f'[health]\nport = "http"\npath = "{svc.health_path}"\n'
+                       + (f'start_period = "{svc.start_period}"\n' if svc.start_period else "") if svc.health else ""))
             if svc.secret:
                 text += '\n[secrets.API_TOKEN]\ngenerate = "token"\nlength = 24\n'
                 text += '\n[secrets.DB_PASSWORD]\ngenerate = "password"\nlength = 20\n'

@@ -170,3 +170,24 @@ def test_an_online_bundle_pulls_each_image_before_up_outside_any_health_budget(a
     again: list[str] = []
     assert install_bundle(online, tmp_path / "inst", timeout=20, say=again.append, live=False).ok
     assert not any("pulling" in line for line in again)   # present by digest: nothing to pull
+
+
+def test_a_service_with_only_an_in_container_healthcheck_is_awaited_on_the_engines_health(
+        airgap, docker_engine, tmp_path):
+    """Like every shipped *-db (pg_isready in [healthcheck], no [health]): install waits until the
+    engine says healthy, instead of calling it healthy the moment it starts."""
+    lab = airgap
+    check = ('\n[healthcheck]\ntest = ["CMD-SHELL", "test -f /tmp/ready"]\ninterval = "1s"\nretries = 30\n')
+    lab.services = {"db": Service("db", free_port(), health=False, extra=check,
+                                  prelude="(/bin/busybox sleep 4; /bin/busybox touch /tmp/ready) & true")}
+    lab.push(lab.services["db"])
+    lab.write()
+    lab.lock()
+    bundle = lab.release("1.0.0")
+    lab.offline(docker_engine)
+    result = install_bundle(bundle, tmp_path / "inst", timeout=60)
+    db = result.services["db"]
+    assert result.ok and db.state == "healthy" and "the engine says healthy" in db.detail, db
+    assert db.seconds >= 2.5                                # it waited for the healthcheck, not for the start
+    (c,) = docker_engine.containers.list(filters={"label": f"com.docker.compose.project={lab.name}"})
+    assert c.attrs["State"]["Health"]["Status"] == "healthy"
