@@ -82,3 +82,32 @@ def lock(ctx: click.Context, out: Output, check: bool, update: bool, offline: bo
         out.info(f"wrote {display} ({len(result.lock.services)} service(s)"
                  + (f", {len(unverified)} unverified" if unverified else "") + ")")
     out.result(result.to_json(display))
+
+
+@click.command()
+@click.option("--major", is_flag=True,
+              help="Offer major steps too (a new major on the track is otherwise only mentioned).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same as `labbuild --json outdated`).")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+              help="Talk plain HTTP to this registry (repeatable; adds to lab.toml's insecure_registries).")
+@click.argument("services", nargs=-1)
+@pass_output
+@click.pass_context
+def outdated(ctx: click.Context, out: Output, major: bool, as_json: bool, insecure: tuple[str, ...],
+             services: tuple[str, ...]) -> None:
+    """Which pins are behind the newest tag on their track (all services, or SERVICES and their groups).
+
+    Per service: the newest tag on its track ([image] track, else the tag's own
+    shape: pre-releases, `latest` and other variants never count), the step
+    (patch, minor, major; `digest` when the same tag was re-pushed) and where
+    that tag points; models are checked for their own tag. Members of a group
+    are reported together. Unreachable registries are named, not fatal.
+    Exit 0 when nothing is behind, 1 when something is.
+    """
+    from ..outdated import check_outdated
+
+    out.json = out.json or as_json
+    report = check_outdated(out.root, services, major=major, insecure_registries=insecure)
+    out.result(report.to_json(), report.render())
+    if not report.ok:
+        ctx.exit(1)
