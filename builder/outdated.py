@@ -10,8 +10,10 @@ and per ``[[models]]`` pin. A model's tag names a size or variant
 only. A registry that cannot be reached is named in the report; the services
 behind it are "unknown", never "current".
 
-``group_members`` and ``missing_members`` are the pure group rules (pins that
-move together, ``[image] group``).
+``plan_tag_moves`` decides the tags of ``lock --update --to TAG`` and
+``--latest`` (the same choice, ``newest_tags``); ``group_members`` and
+``missing_members`` are the pure group rules (pins that move together,
+``[image] group``): a group moves whole unless ``--split``.
 
 The report is data (``OutdatedReport``); ``to_json`` and ``render`` are its two views.
 """
@@ -24,9 +26,10 @@ from pathlib import Path
 from typing import Callable
 
 from .blueprint import Lab, load_lab
-from .errors import ArgumentError, LabbuildError, RegistryError
+from .errors import ArgumentError, LabbuildError, LockError, Problem, RegistryError
 from .registry import RegistryClient, parse_image_name
-from .tracks import Choice, choose, track_of
+from .resolve import service_problem
+from .tracks import Choice, choose, fitting_tag, track_of
 
 CURRENT, BEHIND, UNKNOWN = "current", "behind", "unknown"
 DIGEST = "digest"            # the step of a tag that now points at another digest
@@ -233,6 +236,18 @@ def _choices(lab: Lab, names: list[str], answers: dict, major: bool) -> dict[str
     return out
 
 
+def newest_tags(lab: Lab, names: list[str], client: RegistryClient, *, major: bool = False) -> dict[str, str]:
+    """``lock --update --latest``: each service's newest tag on its track; LockError naming every failure."""
+    answers = _concurrently(client, {("tags", lab.services[n].image.name) for n in names})
+    choices = _choices(lab, names, answers, major)
+    failed = {n: c for n, c in choices.items() if isinstance(c, RegistryError)}
+    if failed:
+        raise LockError(f"--latest: could not list the tags of {len(failed)} service(s); no file was changed",
+                        hint="; ".join(f"{n}: {exc.message}" for n, exc in sorted(failed.items())),
+                        services={n: exc.message for n, exc in sorted(failed.items())})
+    return {n: c.newest for n, c in choices.items()}
+
+
 def outdated(lab: Lab, names: list[str], client: RegistryClient, *, major: bool = False) -> OutdatedReport:
     """The report for ``names`` (already widened to whole groups): tag lists and model tags
     first, together; then the digests of the chosen tags."""
@@ -281,3 +296,52 @@ def check_outdated(root: str | Path, services: list[str] | tuple[str, ...] = (),
         return outdated(lab, with_groups(lab, list(services)), client, major=major)
 
 
+
+# --------------------------------------------------------------------------- lock --update --to / --latest
+
+def plan_tag_moves(lab: Lab, services: list[str] | tuple[str, ...], client_of: Callable[[], RegistryClient], *,
+                   to: tuple[str, ...] = (), latest: bool = False, major: bool = False,
+                   split: bool = False) -> dict[str, str]:
+    """``{service: new tag}`` for ``lock --update --to TAG... SERVICE...`` or ``--latest``.
+
+    Offline first: unknown services, a group moved in part without ``split``, and a
+    ``--to`` tag that is not on a service's track (each service takes the one TAG on
+    its track) are refused before any registry is asked. ``--latest`` then lists tags.
+    """
+    names = sorted(services or lab.services)
+    unknown = [s for s in names if s not in lab.services]
+    if unknown:
+        raise LockError(f"--update: unknown service(s) {', '.join(unknown)}",
+                        hint="known services: " + ", ".join(sorted(lab.services)))
+    partial = missing_members(lab, names)
+    if partial and not split:
+        problems = [_group_problem(lab, g, [n for n in names if lab.services[n].image.group == g], others)
+                    for g, others in partial.items()]
+        raise LockError(f"{len(partial)} group(s) would move in part: their pins move together",
+                        problems=problems, hint="name every member (`labbuild lock --update "
+                        + ("--to TAG " if to else "--latest ") + "SERVICE...`), or pass --split to move these alone")
+    if not to:
+        return newest_tags(lab, names, client_of(), major=major) if latest else {}
+    moves, problems = {}, []
+    for n in names:
+        image = lab.services[n].image
+        fits = fitting_tag(image.tag, image.track, to)
+        if len(fits) == 1:
+            moves[n] = fits[0]
+            continue
+        track = track_of(image.tag, image.track)
+        why = LockError(f"none of {', '.join(to)} is on its track '{track}'" if not fits
+                        else f"{' and '.join(fits)} are all on its track '{track}'",
+                        hint=None if fits else "to leave the track, edit [image] tag (and track) by hand, "
+                                               f"then run `labbuild lock --update {n}`")
+        problems.append(service_problem(lab.root, lab.services[n], why, ("image", "track" if image.track else "tag")))
+    if problems:
+        raise LockError("--to: every service needs exactly one TAG on its track; no file was changed",
+                        problems=problems, hint="give one --to TAG per track (repeat --to for a group)")
+    return moves
+
+
+def _group_problem(lab: Lab, group: str, named: list[str], others: tuple[str, ...]) -> Problem:
+    why = LockError(f"it is in group {group!r} with {', '.join(others)}, which would stay behind"
+                    + (f" (also named: {', '.join(named[1:])})" if len(named) > 1 else ""))
+    return service_problem(lab.root, lab.services[named[0]], why, ("image", "group"))

@@ -1,4 +1,4 @@
-"""`labbuild outdated` against a real registry
+"""`labbuild outdated` and `lock --update --to/--latest/--split` against a real registry
 holding several tags per repository, reached through the fault proxy (which pages tag
 lists as Docker Hub does, counts requests, and can demand bearer tokens)."""
 
@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from builder.cli import main
+from builder.lockfile import read_lock
 from support import oci
 from support.dockerenv import require_tool
 from support.faultproxy import FaultProxy
@@ -193,3 +194,72 @@ def test_usage_errors_exit_2(lab, capsys):
     assert code == 2 and json.loads(out)["ok"] is False
     assert run(lab, "outdated", "--bogus", capsys=capsys)[0] == 2
 
+
+# --------------------------------------------------------------------------- lock --update --to / --latest
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((root / "blueprints" / "services").glob("*.toml"))}
+
+
+def test_moving_one_member_of_a_group_is_refused_naming_the_group(lab, proxy, capsys):
+    before = snapshot(lab)
+    code, out, err = run(lab, "lock", "--update", "--to", "1.17.2", "app", capsys=capsys)
+    assert code == 1
+    assert "app.toml:" in err and "image.group: service 'app': it is in group 'dify' with daemon" in err
+    assert "--split" in err and snapshot(lab) == before and proxy.count() == 0
+    assert not (lab / "lockfiles" / "lab.lock.json").exists()
+
+
+def test_split_moves_one_member_alone(lab, tagged, capsys):
+    code, out, err = run(lab, "lock", "--update", "--to", "1.16.0", "--split", "app", capsys=capsys)
+    assert code == 0, err
+    assert 'tag = "1.16.0"    # the version tested' in (lab / "blueprints/services/app.toml").read_text()
+    assert read_lock(lab / "lockfiles/lab.lock.json").services["app"].reference.endswith("lab/app:1.16.0")
+
+
+def test_to_moves_the_whole_group_and_keeps_every_other_byte(lab, tagged, capsys):
+    before = snapshot(lab)
+    code, out, err = run(lab, "--json", "lock", "--update", "--to", "1.17.2", "--to", "0.6.3-local", "app", "daemon",
+                         capsys=capsys)
+    assert code == 0, err
+    after = snapshot(lab)
+    for name, tag, repo in (("app.toml", "1.17.2", "lab/app"), ("daemon.toml", "0.6.3-local", "lab/daemon")):
+        old_tag = "1.15.0" if name == "app.toml" else "0.6.0-local"
+        old_digest = tagged.digests[(repo, old_tag)]
+        assert after[name] == before[name].replace(f'tag = "{old_tag}"', f'tag = "{tag}"').replace(
+            old_digest, tagged.digests[(repo, tag)])
+    assert {n: t for n, t in after.items() if n not in ("app.toml", "daemon.toml")} == \
+        {n: t for n, t in before.items() if n not in ("app.toml", "daemon.toml")}
+    data = json.loads(out)
+    assert data["pins"]["app"]["tag"] == "1.17.2" and data["pins"]["daemon"]["tag"] == "0.6.3-local"
+    lock = read_lock(lab / "lockfiles/lab.lock.json")
+    assert lock.services["daemon"].digest == tagged.digests[("lab/daemon", "0.6.3-local")]
+    assert run(lab, "lock", "--check", capsys=capsys)[0] == 0
+
+
+def test_latest_moves_to_the_newest_on_each_track(lab, tagged, capsys):
+    code, out, err = run(lab, "lock", "--update", "--latest", "app", "daemon", "db", capsys=capsys)
+    assert code == 0, err
+    tags = {n: read_lock(lab / "lockfiles/lab.lock.json").services[n].tag for n in ("app", "daemon", "db")}
+    assert tags == {"app": "1.17.2", "daemon": "0.6.3-local", "db": "17.9"}
+    code, out, err = run(lab, "lock", "--update", "--latest", "--major", "app", "daemon", capsys=capsys)
+    assert code == 0 and read_lock(lab / "lockfiles/lab.lock.json").services["app"].tag == "2.0.0"
+
+
+def test_a_to_tag_off_the_track_is_refused(lab, proxy, capsys):
+    before = snapshot(lab)
+    code, out, err = run(lab, "lock", "--update", "--to", "18.1", "db", capsys=capsys)
+    assert code == 1 and "db.toml:" in err and "none of 18.1 is on its track '^17\\.(\\d+)$'" in err
+    assert "edit [image] tag (and track) by hand" in err and snapshot(lab) == before and proxy.count() == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["--to", "1.17.2", "app"],                       # no --update
+    ["--update", "--to", "1.17.2"],                  # no SERVICE
+    ["--update", "--to", "1.17.2", "--latest", "app"],
+    ["--update", "--split", "app"],
+    ["--update", "--major", "app"],
+    ["--update", "--to", "latest", "app"],
+])
+def test_lock_move_usage_errors_exit_2(lab, args, capsys):
+    assert run(lab, "lock", *args, capsys=capsys)[0] == 2
