@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import semver
+
 from .. import __version__, names
 from ..blueprint import Lab, lab_paths, load_lab
 from ..errors import BundleError, LockError, Problem
@@ -72,17 +74,10 @@ def _semver(version: str) -> re.Match:
     return names.grammar("version")[0].fullmatch(version)
 
 
-def _semver_key(version: str) -> tuple:
-    m = _semver(version)
-    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[5]
-    pre_key = (1,) if pre is None else (0, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")])
-    return (major, minor, patch, pre_key)
-
-
 def next_version(version: str, taken: Iterable[str] = ()) -> str:
     """The next free patch version after ``version`` and every taken one (prereleases count up)."""
     versions = [v for v in {version, *taken} if is_version(v)]
-    top = max(versions, key=_semver_key)
+    top = max(versions, key=semver.Version.parse)   # SemVer 2.0 precedence, build metadata ignored
     m = _semver(top)
     pre = m[5]
     if pre and (num := re.search(r"(\d+)$", pre)):
