@@ -3,7 +3,8 @@
 Each command parses options, calls one library function, and renders its
 result as text (stderr/stdout) or, with ``--json``, as exactly one JSON
 object on stdout. Errors are rendered once, in ``main``: every
-``LabbuildError`` becomes a message and exit 1; usage errors exit 2.
+``LabbuildError`` becomes a message and exit 1; usage errors (click's, and
+``ArgumentError``) exit 2.
 
 Commands are registered lazily (``COMMANDS``) so ``labbuild --version``
 imports nothing heavy: each command's module is imported only when run.
@@ -21,7 +22,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import LabbuildError
+from .errors import ArgumentError, LabbuildError
 from .fsutil import os_hint
 
 # name -> "module:attribute" of a click.Command. Order is the help order.
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "validate": "builder.commands.validate:validate",
     "schema": "builder.commands.validate:schema",
     "lock": "builder.commands.lock:lock",
+    "outdated": "builder.commands.lock:outdated",
     "release": "builder.commands.release:release",
     "verify": "builder.commands.release:verify",
     "diff": "builder.commands.release:diff",
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
         rv = cli.main(args=argv, prog_name="labbuild", standalone_mode=False)
+    except ArgumentError as exc:
+        _render_error(exc, as_json)
+        return 2
     except LabbuildError as exc:
         _render_error(exc, as_json)
         return 1

@@ -52,6 +52,11 @@ class LabbuildError(Exception):
                 "errors": [p.to_json() for p in self.problems]}
 
 
+class ArgumentError(LabbuildError):
+    """A command's arguments name something that does not exist (an unknown SERVICE): a usage
+    error the library finds, rendered like any other but with exit 2."""
+
+
 class BlueprintError(LabbuildError):
     """Blueprints or lab.toml are invalid (carries every problem found)."""
 

@@ -37,7 +37,9 @@ MAX_SBOM_WARNINGS = 100                   # warnings listed per SBOM (the rest a
 MAX_KEY_BYTES = 16 << 10           # a PEM key file (--key, --sign, --recipient, --identity); keys are < 1 KiB
 MAX_HELPER_OUTPUT_BYTES = 1 * MiB  # what a Docker credential helper prints, stdout and stderr each
 MAX_DOCKER_CONFIG_BYTES = 1 * MiB  # the Docker config.json credentials are read from
-# (the three above are not in LIMITS either: a line more in the runbook would change
+MAX_TAG_PAGES = 1000               # pages of one repository's tag list (`Link: rel="next"`) read by `outdated`
+MAX_TAG_PAGE_BYTES = 16 * MiB      # one page of a tag list (a registry that ignores `n` sends every tag at once)
+# (the five above are not in LIMITS either: a line more in the runbook would change
 # every bundle, and recorded releases must rebuild bit for bit)
 
 # The bundle files outside images/blobs/, all together (not in LIMITS either, for the same reason).

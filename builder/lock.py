@@ -9,7 +9,8 @@ Unchanged entries are carried over as they are.
 
 ``check_lock(root)`` answers "is the lock fresh?" without network.
 ``make_lock(root, update=[...])`` first moves pins to their tags' current
-digests and rewrites the blueprints (``rewrite_digest`` keeps comments and
+digests (or, with ``to``/``latest``, to other tags on their tracks, groups
+whole) and rewrites the blueprints (``rewrite_digest`` keeps comments and
 layout) — after the new pins resolved, so a failure changes no file.
 
 Pure parts (``plan_lock``, ``unverified_record``, ``diff_locks``,
@@ -37,6 +38,7 @@ from .lockfile import (
     stale_services,
     write_lock,
 )
+from .outdated import plan_tag_moves
 from .registry import RegistryClient
 from .resolve import PinUpdate, resolve_pin_updates, resolve_services
 
@@ -100,7 +102,9 @@ class LockResult:
                 for name, rec in sorted(self.lock.services.items())
             },
             "removed": sorted(c.service for c in self.changes if c.new is None),
-            "pins": {p.service: {"old": p.old, "new": p.new} for p in self.pins},
+            # per service its image pin (a model's when only models moved); "tag": the image's new tag
+            "pins": {p.service: {"old": p.old, "new": p.new, **({"tag": p.tag} if p.tag is not None else {})}
+                     for p in sorted(self.pins, key=lambda p: p.model is None)},
         }
 
 
@@ -162,21 +166,24 @@ def diff_locks(old: Lock | None, new: Lock) -> list[Change]:
     return changes
 
 
-def rewrite_digest(text: str, new_digest: str, model: int | None = None) -> str:
-    """Set ``[image].digest`` (or ``[[models]][model].digest``) in a blueprint's TOML text,
-    keeping everything else byte for byte."""
+def rewrite_digest(text: str, new_digest: str, model: int | None = None, tag: str | None = None) -> str:
+    """Set ``[image].digest`` (or ``[[models]][model].digest``) in a blueprint's TOML text, and
+    ``[image].tag`` when ``tag`` is given, keeping everything else byte for byte."""
     # Lazy: tomlkit (~50 ms) is needed only by --update; `lock --check`, run by CI on
     # every pull request, never pays for it.
     import tomlkit
 
     doc = tomlkit.parse(text)
     table = doc["image"] if model is None else doc["models"][model]
-    item = table["digest"]
-    trivia = item.trivia
-    new = tomlkit.string(new_digest, literal=item.as_string().startswith("'"))
-    new.trivia.indent, new.trivia.comment_ws, new.trivia.comment, new.trivia.trail = (
-        trivia.indent, trivia.comment_ws, trivia.comment, trivia.trail)
-    table["digest"] = new
+    for key, value in (("digest", new_digest), ("tag", tag)):
+        if value is None:
+            continue
+        item = table[key]
+        trivia = item.trivia
+        new = tomlkit.string(value, literal=item.as_string().startswith("'"))
+        new.trivia.indent, new.trivia.comment_ws, new.trivia.comment, new.trivia.trail = (
+            trivia.indent, trivia.comment_ws, trivia.comment, trivia.trail)
+        table[key] = new
     return tomlkit.dumps(doc)
 
 
@@ -217,16 +224,20 @@ class _LazyClient:
 
 def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
               update: list[str] | tuple[str, ...] | None = None,
+              to: tuple[str, ...] = (), latest: bool = False, major: bool = False, split: bool = False,
               insecure_registries: tuple[str, ...] = (),
               client_factory: Callable[..., RegistryClient] = RegistryClient,
               progress: Callable[[str], None] = lambda _: None) -> LockResult:
     """Resolve the lab under ``root`` and write its lock when anything changed.
 
     With ``update`` (a list of services; empty means all), their tags are
-    re-resolved first and their pins moved (``--update``). No registry is
-    contacted when nothing needs resolving, and never with ``offline``.
+    re-resolved first and their pins moved (``--update``); ``to`` (tags) or
+    ``latest`` (with ``major``: also major steps) move images to other tags on
+    their tracks, a group only whole unless ``split`` (``outdated.plan_tag_moves``).
+    No registry is contacted when nothing needs resolving, and never with ``offline``.
     Everything is resolved in memory before anything is written: then the
-    moved pins' blueprints (only the ``digest`` line), then the lock,
+    moved pins' blueprints (only the ``digest`` lines, and ``tag`` lines moved by
+    ``to``/``latest``), then the lock,
     atomically. A failure raises LockError/RegistryError and changes no file.
     """
     if offline and update is not None:
@@ -239,9 +250,12 @@ def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
     try:
         pins: list[PinUpdate] = []
         if update is not None:
-            pins = resolve_pin_updates(lab, update, clients.get(), progress)
+            tags = plan_tag_moves(lab, update, clients.get, to=to, latest=latest, major=major, split=split) \
+                if to or latest else {}
+            pins = resolve_pin_updates(lab, update, clients.get(), progress, tags=tags)
             lab = with_pins(lab, {p.service: p.new for p in pins if p.model is None},
-                            {(p.service, p.model): p.new for p in pins if p.model is not None})
+                            {(p.service, p.model): p.new for p in pins if p.model is not None},
+                            {p.service: p.tag for p in pins if p.tag is not None})
         todo = plan_lock(lab, previous, offline=offline, refresh=refresh)
         carried = {n: previous.services[n] for n in lab.services
                    if previous and n in previous.services and n not in todo}
@@ -260,7 +274,7 @@ def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
         file = Path(root) / lab.services[service].path   # absolute paths stay absolute
         text = file.read_text("utf-8")
         for pin in (p for p in pins if p.service == service):
-            text = rewrite_digest(text, pin.new, pin.model)
+            text = rewrite_digest(text, pin.new, pin.model, pin.tag)
         atomic_write(file, text)
     written = _on_disk(path) != lock.dumps()
     if written:
@@ -269,14 +283,16 @@ def make_lock(root: str | Path, *, offline: bool = False, refresh: bool = False,
                       resolved=() if offline else tuple(todo), written=written, pins=tuple(pins))
 
 
-def with_pins(lab: Lab, digests: dict[str, str], models: dict[tuple[str, int], str] | None = None) -> Lab:
+def with_pins(lab: Lab, digests: dict[str, str], models: dict[tuple[str, int], str] | None = None,
+              tags: dict[str, str] | None = None) -> Lab:
     """``lab`` with the given services' ``[image].digest`` (and ``models``: ``{(service, index):
-    digest}`` of ``[[models]]`` pins) replaced, in memory."""
-    models = models or {}
+    digest}`` of ``[[models]]`` pins; ``tags``: ``[image].tag``) replaced, in memory."""
+    models, tags = models or {}, tags or {}
     services = {}
     for name, bp in lab.services.items():
         if name in digests:
-            bp = dataclasses.replace(bp, image=dataclasses.replace(bp.image, digest=digests[name]))
+            bp = dataclasses.replace(bp, image=dataclasses.replace(bp.image, digest=digests[name],
+                                                                   tag=tags.get(name, bp.image.tag)))
         if any(s == name for s, _ in models):
             bp = dataclasses.replace(bp, models=tuple(
                 dataclasses.replace(m, digest=models.get((name, i), m.digest)) for i, m in enumerate(bp.models)))

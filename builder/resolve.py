@@ -9,7 +9,7 @@ OCI registry: manifest and config re-hashed, config and layers recorded;
 ``model_record`` is the pure part); ``resolve_services`` resolves many
 concurrently and fails with one ``LockError`` naming every service that
 failed; ``resolve_pin_updates`` asks where tags (of images and models) point
-now (``lock --update``).
+now (``lock --update``; ``--to``/``--latest`` give images other tags).
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ class PinUpdate:
     old: str
     new: str
     model: int | None = None
+    tag: str | None = None     # the image's new tag (``--to``/``--latest``); None: the tag stays
 
     def render(self) -> str:
         what = f"'{self.service}'" if self.model is None else f"model {self.model} of '{self.service}'"
+        if self.tag is not None:
+            return f"Moved pin of {what}: {self.reference}@{self.old[:19]} -> {self.tag}@{self.new[:19]}"
         return f"Moved pin of {what} ({self.reference}): {self.old[:19]} -> {self.new[:19]}"
 
 
@@ -214,7 +217,7 @@ def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
                 records[name] = fut.result()
             except LabbuildError as exc:
                 where = ("models", exc.index, "digest") if isinstance(exc, ModelLockError) else ("image", "digest")
-                problems.append(_problem(lab.root, lab.services[name], exc, where))
+                problems.append(service_problem(lab.root, lab.services[name], exc, where))
                 failed[name] = exc.message
     if problems:
         raise LockError(f"{len(problems)} of {len(names)} service(s) could not be resolved; "
@@ -224,8 +227,9 @@ def resolve_services(lab: Lab, names: list[str], client: RegistryClient,
     return records
 
 
-def _problem(root: Path, bp: Blueprint, exc: LabbuildError, where: tuple = ("image", "digest")) -> Problem:
-    """A failure of one service, pointing at the blueprint line ``where`` (e.g. ``[image].digest``)."""
+def service_problem(root: Path, bp: Blueprint, exc: LabbuildError, where: tuple = ("image", "digest")) -> Problem:
+    """A failure of one service (``exc``'s message and hint), pointing at the blueprint line
+    ``where`` (e.g. ``[image].digest``)."""
     try:
         line = locate_lines((Path(root) / bp.path).read_text("utf-8")).get(where)
     except OSError:
@@ -235,13 +239,16 @@ def _problem(root: Path, bp: Blueprint, exc: LabbuildError, where: tuple = ("ima
 
 
 def resolve_pin_updates(lab: Lab, services: list[str] | tuple[str, ...], client: RegistryClient,
-                        progress: Callable[[str], None] = lambda _: None) -> list[PinUpdate]:
+                        progress: Callable[[str], None] = lambda _: None,
+                        tags: dict[str, str] | None = None) -> list[PinUpdate]:
     """The pins of ``services`` (all when empty) whose tag now points elsewhere:
-    each service's ``[image]`` and every one of its ``[[models]]``.
+    each service's ``[image]`` and every one of its ``[[models]]``. ``tags`` moves
+    images to other tags (``{service: tag}``, from ``--to``/``--latest``).
 
     Tags are resolved concurrently (HEAD, then GET); any failure raises one
     LockError naming every pin that failed.
     """
+    tags = tags or {}
     unknown = [s for s in services if s not in lab.services]
     if unknown:
         raise LockError(f"--update: unknown service(s) {', '.join(unknown)}",
@@ -253,7 +260,7 @@ def resolve_pin_updates(lab: Lab, services: list[str] | tuple[str, ...], client:
     pins: list[tuple[str, int | None, str, str, str]] = []
     for n in names:
         bp = lab.services[n]
-        pins.append((n, None, bp.image.name, bp.image.tag, bp.image.digest))
+        pins.append((n, None, bp.image.name, tags.get(n, bp.image.tag), bp.image.digest))
         pins += [(n, i, m.name, m.tag, m.digest) for i, m in enumerate(bp.models)]
     progress(f"resolving the tags of {len(names)} service(s)"
              + (f" and {len(pins) - len(names)} model(s)" if len(pins) > len(names) else ""))
@@ -266,9 +273,12 @@ def resolve_pin_updates(lab: Lab, services: list[str] | tuple[str, ...], client:
                 digests[(n, i)] = fut.result()
             except RegistryError as exc:
                 where = ("image", "tag") if i is None else ("models", i, "tag")
-                problems.append(_problem(lab.root, lab.services[n], exc, where))
+                problems.append(service_problem(lab.root, lab.services[n], exc, where))
     if problems:
         raise LockError(f"could not resolve {len(problems)} tag(s); no file was changed",
                         problems=problems, hint="fix each line above")
+    moved = {n: t for n, t in tags.items() if t != lab.services[n].image.tag}
     return [PinUpdate(service=n, reference=f"{name}:{tag}", old=old, new=digests[(n, i)], model=i)
-            for n, i, name, tag, old in pins if digests[(n, i)] != old]
+            if i is not None or n not in moved else
+            PinUpdate(service=n, reference=lab.services[n].image.reference, old=old, new=digests[(n, i)], tag=tag)
+            for n, i, name, tag, old in pins if digests[(n, i)] != old or (i is None and n in moved)]

@@ -316,3 +316,21 @@ def test_fuzz_raw_bytes_never_raise(tmp_path_factory, raw):
     (root / "blueprints/services/aa.toml").write_bytes(raw)
     (root / "blueprints/lab.toml").write_bytes(raw)
     assert isinstance(validate_paths(root), list)
+
+
+def test_image_track_and_group_load_and_are_checked(tmp_path):
+    make_lab(tmp_path, {"db": blueprint("db", host=None, tag="17.2", extra="""\
+        track = '^17\\.(\\d+)$'   # a major needs a dump and restore
+        group = "data"
+        """)})
+    image = load_lab(tmp_path).services["db"].image
+    assert (image.track, image.group) == (r"^17\.(\d+)$", "data")
+    make_lab(tmp_path, {"db": blueprint("db", host=None, tag="18.1", extra=r"track = '^17\.(\d+)$'" + "\n"),
+                        "ch": blueprint("ch", host=None, tag="25.3", extra=r"track = '^(\d+)\.(3|8$'" + "\n"),
+                        "web": blueprint("web", host=None, extra='group = "Web App"\n')})
+    problems = problems_of(tmp_path)
+    assert any("db.toml:12: image.track: the pinned tag '18.1' is not on its own track '^17\\.(\\d+)$'" in p
+               for p in problems), problems
+    assert any("ch.toml:12: image.track: '^(\\d+)\\.(3|8$' is not a regular expression: missing )" in p
+               for p in problems), problems
+    assert any("web.toml:12: image.group: 'Web App' does not match" in p for p in problems), problems

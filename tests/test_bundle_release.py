@@ -18,8 +18,10 @@ import pytest
 
 from builder import __version__
 from builder.format.files import bundle_filename
+from builder.blueprint import load_lab
 from builder.bundle.release import build_release, check_version, next_version, rebuild_release
 from builder.bundle.verify import safe_extract
+from builder.fsutil import sha256_file as sha256_of
 from builder.errors import BlueprintError, BundleError, LockError
 from builder.format.record import Record
 from builder.fsutil import sha256_file
@@ -153,6 +155,22 @@ def test_same_version_different_content_is_refused_naming_the_change_and_next_ve
     # the archive of the recorded release is untouched
     assert rebuild_release(root, "full-1.0.0", out_dir=tmp_path / "r").sha256 == \
         json.loads((root / "lockfiles/releases/full-1.0.0.json").read_text())["sha256"]
+
+
+def test_track_and_group_lines_leave_a_recorded_release_as_it_is_other_edits_do_not(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    first = build_release(root, "1.0.0", profile="full", out_dir=tmp_path / "d")
+    web = root / "blueprints/services/web.toml"
+    original = web.read_text()
+    web.write_text(original.replace('tag = "1.0"\n', "tag = \"1.0\"\ntrack = '^1\\.(\\d+)$'  # minors only\n"
+                                                     'group = "front"\n'))
+    assert load_lab(root).services["web"].image.group == "front"
+    again = build_release(root, "1.0.0", profile="full", out_dir=tmp_path / "e")
+    assert again.noop and again.sha256 == first.sha256 == sha256_of(again.bundle)
+    web.write_text(web.read_text() + "# a comment is a change of the source the provenance names\n")
+    with pytest.raises(BundleError, match="different content") as exc:
+        build_release(root, "1.0.0", profile="full", out_dir=tmp_path / "f")
+    assert [p.message for p in exc.value.problems] == ["source changed: blueprints/services/web.toml"]
 
 
 def test_rebuild_reproduces_a_past_release_after_the_blueprints_moved_on(tmp_path):

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from builder.blueprint import SECRET_REF_RE, Lab, load_lab, validate_paths
+from builder.outdated import group_members
+from builder.tracks import choose
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG_MD = REPO.parent / "shared" / "CATALOG.md"
@@ -576,3 +578,25 @@ def test_dify_gateway_routes_socket_io_as_upstream_does_and_prometheus_has_no_li
         and "Upgrade $http_upgrade" in block
     assert not any("enable-lifecycle" in arg for arg in lab.services["prometheus"].command)
     assert lab.services["flowise"].metrics is None
+
+
+def test_tracks_and_groups_where_the_tag_scheme_needs_them(lab: Lab) -> None:
+    """Dify's images and its plugin daemon move as one group (a mismatched daemon answers 400s),
+    Langfuse web and worker too; ClickHouse follows its LTS lines, MinIO its dated releases, and
+    every Postgres stays on its major (a major upgrade needs a dump and restore)."""
+    assert group_members(lab) == {
+        "dify": ("dify-api", "dify-beat", "dify-plugin-daemon", "dify-web", "dify-worker"),
+        "langfuse": ("langfuse", "langfuse-worker"),
+    }
+    track = {name: bp.image.track for name, bp in lab.services.items()}
+    assert choose("25.3", ["25.4", "25.8", "25.10", "25.8.1.5", "26.3"], track["langfuse-clickhouse"]).newest == "25.8"
+    assert choose("0.6.0-local", ["0.6.3-serverless", "0.6.3-local"], track["dify-plugin-daemon"]).newest == "0.6.3-local"
+    for minio in ("dify-minio", "langfuse-minio"):
+        tags = ["RELEASE.2025-10-15T17-29-55Z", "RELEASE.2025-10-15T17-29-55Z.fips", "latest"]
+        assert choose(lab.services[minio].image.tag, tags, track[minio]).newest == tags[0]
+    postgres = sorted(n for n, bp in lab.services.items() if bp.image.name == "docker.io/library/postgres")
+    assert postgres == ["dify-db", "flowise-db", "langfuse-db", "litellm-db"]
+    for name in postgres:
+        major = lab.services[name].image.tag.split(".")[0]
+        assert choose(lab.services[name].image.tag, ["18.1", f"{major}.99"], track[name], major=True).newest == \
+            f"{major}.99"

@@ -431,3 +431,69 @@ def test_credentialed_bearer_flow_sends_docker_config_credentials(images):
     finally:
         gate.close()
         tokens.close()
+
+
+# --------------------------------------------------------------------------- tag lists
+
+TAGS = ["1.0.0", "1.1.0", "2.0.0", "latest", "1.2.0-rc.1", "sha256-" + "a" * 64 + ".sig"]
+
+
+@pytest.fixture(scope="module")
+def tagged(images):
+    """kinds/tagged: one image under several tags."""
+    with images.reg.client() as c:
+        for tag in TAGS:
+            oci.push_image(c, "kinds/tagged", tag, images.oci)
+    return "kinds/tagged"
+
+
+def test_tag_list_follows_link_pages_to_the_end(images, tagged):
+    pages = FaultProxy(images.host, page_tags=2)
+    try:
+        with client() as c:
+            assert sorted(c.list_tags(f"{pages.host}/{tagged}")) == sorted(TAGS)
+        assert pages.count("GET", "/tags/list") == 3          # 6 tags, 2 a page
+        assert pages.count("GET", "last=") == 2               # pages 2 and 3 from the Link headers
+        assert pages.count("HEAD") == 0
+    finally:
+        pages.close()
+
+
+def test_tag_list_of_a_registry_that_ignores_n_is_one_page(proxy, tagged):
+    with client() as c:
+        assert sorted(c.list_tags(f"{proxy.host}/{tagged}")) == sorted(TAGS)
+    assert proxy.count() == 1
+
+
+def test_tag_list_behind_a_token_service(images, tagged):
+    tokens = TokenServer()
+    gate = FaultProxy(images.host, bearer=tokens, page_tags=4)
+    try:
+        with client() as c:
+            assert sorted(c.list_tags(f"{gate.host}/{tagged}")) == sorted(TAGS)
+        assert tokens.issued == 1 and gate.count("GET", "/tags/list") == 3   # one 401, then two pages
+    finally:
+        gate.close()
+        tokens.close()
+
+
+def test_tag_list_of_a_missing_repository_names_it(proxy):
+    with client() as c, pytest.raises(RegistryError, match="kinds/nothing.*not found"):
+        c.list_tags(f"{proxy.host}/kinds/nothing")
+
+
+def test_a_next_link_leaving_the_repository_is_refused(images, tagged, monkeypatch):
+    pages = FaultProxy(images.host, page_tags=2)
+    original = pages._tag_page
+
+    def elsewhere(name, path, headers):
+        status, out, data = original(name, path, headers)
+        return status, [(k, v.replace(f"/v2/{name}/", "/v2/other/repo/") if k == "Link" else v)
+                        for k, v in out], data
+
+    monkeypatch.setattr(pages, "_tag_page", elsewhere)
+    try:
+        with client() as c, pytest.raises(RegistryError, match="leaves kinds/tagged's tag list"):
+            c.list_tags(f"{pages.host}/{tagged}")
+    finally:
+        pages.close()

@@ -41,11 +41,11 @@ from .model import (
 )
 from .rules import SECRET_KEY_RE
 from .schema import blueprint_schema
-from .source import locate_lines
+from .source import UPDATE_POLICY_KEYS, locate_lines, without_update_policy
 
 __all__ = [
-    "DEFAULT_PLATFORMS", "SECRET_KEY_RE", "SECRET_REF_RE", "Bind", "Blueprint", "ConfigFile",
+    "DEFAULT_PLATFORMS", "SECRET_KEY_RE", "SECRET_REF_RE", "UPDATE_POLICY_KEYS", "Bind", "Blueprint", "ConfigFile",
     "Health", "Healthcheck", "Image", "Lab", "Metrics", "Model", "Port", "Profile", "Resources",
     "RunbookEntry", "Secret", "Volume", "When", "blueprint_schema", "env_id", "lab_paths",
-    "load_lab", "locate_lines", "secret_env_key", "setting_env_key", "validate_paths",
+    "load_lab", "locate_lines", "secret_env_key", "setting_env_key", "validate_paths", "without_update_policy",
 ]

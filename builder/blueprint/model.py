@@ -49,6 +49,8 @@ class Image:
     name: str
     tag: str
     digest: str
+    track: str | None = None   # which tags are candidates (a regex matched in full); None: the tag's own shape
+    group: str | None = None   # pins that move together (``labbuild outdated``, ``lock --update --to/--latest``)
 
     @property
     def reference(self) -> str:

@@ -17,6 +17,7 @@ import re
 from ..escape import env_value_problem
 from ..format.models import model_format
 from ..names import repository_problem
+from ..tracks import TrackError, on_track
 from .model import SECRET_REF_RE, Blueprint, secret_env_key, setting_env_key
 from .source import Collector, Source
 
@@ -42,6 +43,7 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
         out.add(src, ("image", "name"), why,
                 hint=f"name the registry, e.g. docker.io/{bp.image.name}"
                 + ("" if "/" in bp.image.name else f" or docker.io/library/{bp.image.name}"))
+    _check_track(bp, src, out)
     for kind, items, key in (("port", bp.ports, "ports"), ("volume", bp.volumes, "volumes"),
                              ("file", bp.files, "files")):
         seen: dict[str, int] = {}
@@ -98,6 +100,21 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
         if w.other == bp.name:
             out.add(src, ("when", w.other), "a service cannot be conditional on itself")
     check_models(bp, src, out)
+
+
+def _check_track(bp: Blueprint, src: Source, out: Collector) -> None:
+    """``[image] track``: a regular expression that the pinned tag itself is on."""
+    if bp.image.track is None:
+        return
+    try:
+        on = on_track(bp.image.tag, bp.image.track)
+    except TrackError as exc:
+        out.add(src, ("image", "track"), f"'{bp.image.track}' is {exc}",
+                hint="a Python regular expression matched against the whole tag, e.g. '^17\\.(\\d+)$'")
+        return
+    if not on:
+        out.add(src, ("image", "track"), f"the pinned tag {bp.image.tag!r} is not on its own track '{bp.image.track}'",
+                hint="widen the track so that it matches the tag, or drop it to follow the tag's own shape")
 
 
 def check_models(bp: Blueprint, src: Source, out: Collector) -> None:

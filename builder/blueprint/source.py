@@ -4,7 +4,8 @@ and the collector every check reports its problems to.
 ``read_toml`` never raises for bad input: an unreadable, empty, binary,
 non-UTF-8 or syntactically broken file becomes a ``Problem`` and a ``Source``
 without data. ``locate_lines`` maps key paths to lines so each problem can
-point at its line.
+point at its line. ``without_update_policy`` is a blueprint's text without the
+``[image]`` keys no bundle is made from (``track``, ``group``).
 """
 
 from __future__ import annotations
@@ -189,3 +190,25 @@ def read_toml(path: Path, display: str, out: Collector) -> Source:
     src.lines = locate_lines(text)
     return src
 
+
+
+UPDATE_POLICY_KEYS = ("track", "group")   # [image] keys that say how a pin moves; no bundle file is made from them
+
+
+def without_update_policy(text: str) -> str:
+    """``text`` without its ``[image]`` update-policy keys (``UPDATE_POLICY_KEYS``, with their
+    comments), every other byte kept; ``text`` itself when it does not parse or has none."""
+    # Lazy: tomlkit (~50 ms) is needed only when a release is made again from changed blueprints.
+    import tomlkit
+
+    try:
+        doc = tomlkit.parse(text)
+    except (tomlkit.exceptions.TOMLKitError, ValueError):
+        return text
+    image = doc.get("image")
+    if not isinstance(image, dict) or not any(k in image for k in UPDATE_POLICY_KEYS):
+        return text
+    for key in UPDATE_POLICY_KEYS:
+        if key in image:
+            del image[key]
+    return tomlkit.dumps(doc)

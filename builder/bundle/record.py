@@ -1,8 +1,9 @@
 """Release records on the build side: where they live (``lockfiles/releases/``), the lock that
 serialises the releases of one version (``record_lock``), the record of a plan just written
-(``make_record``) and what makes a new plan differ from a record (``record_differences``;
-empty: identical content). The record itself — the typed ``Record``, its reader and
-writer — is format: ``builder.format.record``.
+(``make_record``), what makes a new plan differ from a record (``record_differences``;
+empty: identical content) and whether the lab's sources are still those of a record but for
+update-policy lines (``same_release_sources``). The record itself — the typed ``Record``, its
+reader and writer — is format: ``builder.format.record``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .. import __version__, names
+from ..blueprint import without_update_policy
 from ..errors import BundleError
 from ..format.manifest import Manifest
 from ..format.record import Record
@@ -156,3 +158,13 @@ def record_differences(record: Record, plan: BundlePlan) -> list[str]:
     if not out and old.dumps() != plan.manifest_bytes:
         out.append("manifest.json changed")
     return out
+
+
+def same_release_sources(recorded: dict[str, str], current: dict[str, str]) -> bool:
+    """Whether the lab's source files are a record's, but for ``[image]`` update-policy lines
+    (``track``, ``group``): those say how pins move and no bundle file is made from them, yet
+    the provenance names every source file by its sha256. Such a lab releases the recorded
+    version again from the recorded sources, byte for byte."""
+    return recorded.keys() == current.keys() and all(
+        recorded[p] == current[p] or without_update_policy(recorded[p]) == without_update_policy(current[p])
+        for p in recorded)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+
 from .. import __version__, names
 from ..blueprint import Lab, lab_paths, load_lab
 from ..errors import BundleError, LockError, Problem
@@ -54,6 +55,7 @@ from .record import (
     make_record,
     record_differences,
     record_lock,
+    same_release_sources,
     record_path,
     spec_record_path,
 )
@@ -234,6 +236,10 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         record = Record.read(rpath) if rpath.exists() else None
         mtime = record.mtime if record is not None else source_date_epoch()
         sources = _lab_sources(root)
+        if record is not None and sources != record.sources and same_release_sources(record.sources, sources):
+            # only [image] track/group lines changed since: the recorded release stands, made from
+            # the sources it recorded (its provenance names them by sha256)
+            sources = record.sources
         out = Path(out_dir) if out_dir is not None else root / "dist"
         begun: list[EarlyArchive] = []
 
@@ -251,7 +257,7 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
             raise
         dest = names.inside(out, plan.filename)
         if record is not None:
-            return _release_again(plan, record, rpath, dest, version, profile, progress)
+            return _release_again(plan, record, rpath, dest, version, profile, progress, sources)
         if begun:
             archive_sha, tar_sha = begun[0].finish(plan)
         else:
@@ -268,9 +274,12 @@ def _load_sign_key(sign_key):
 
 
 def _release_again(plan: BundlePlan, record: Record, rpath: Path, dest: Path, version: str,
-                   profile: str, progress: Any = None) -> ReleaseResult:
-    """The record exists: no-op when the content is identical, else refuse."""
-    differences = record_differences(record, plan)
+                   profile: str, progress: Any = None, sources: dict[str, str] | None = None) -> ReleaseResult:
+    """The record exists: no-op when the content is identical, else refuse (a changed source
+    file changes the provenance, which names each by its sha256)."""
+    differences = record_differences(record, plan) + [
+        f"source changed: {path}" for path in sorted(set(record.sources) | set(sources or record.sources))
+        if record.sources.get(path) != (sources or record.sources).get(path)]
     if differences:
         taken = [p.stem[len(profile) + 1:].split("-since-")[0] for p in rpath.parent.glob(f"{profile}-*.json")]
         raise BundleError(

@@ -1,8 +1,9 @@
 """A small, sync, thread-safe client for the OCI Distribution API v2.
 
 This is the only package of labbuild that talks to registries. ``builder.lock``
-resolves pins through it; the bundle stage downloads image blobs through it
-for air-gapped bundles. One ``RegistryClient`` is shared by the threads of a
+resolves pins through it; ``builder.outdated`` lists tags through it
+(``list_tags``, following ``Link`` pages); the bundle stage downloads image
+blobs through it for air-gapped bundles. One ``RegistryClient`` is shared by the threads of a
 ``ThreadPoolExecutor``::
 
     with RegistryClient(insecure_registries=lab.insecure_registries) as client:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import random
 import re
 import threading
@@ -14,7 +15,9 @@ from typing import Callable, Iterable, Iterator
 import httpcore
 import httpx
 
+from ..names import is_valid
 from ..errors import RegistryError
+from ..limits import MAX_TAG_PAGE_BYTES, MAX_TAG_PAGES
 from .auth import Authenticator, Credentials, docker_config_path, load_credentials
 from .manifests import ACCEPT_MANIFESTS, ImageManifest, manifest_media_type
 from .names import ImageName, parse_image_name, registry_scheme
@@ -78,6 +81,11 @@ class RegistryClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def unreachable(self) -> dict[str, str]:
+        """``{registry: why}`` for every registry this client found unreachable (and now skips)."""
+        with self._lock:
+            return dict(self._dead)
+
     # -- public API
     def fetch_manifest(self, image_name: str, reference: str) -> ImageManifest:
         """The manifest or index at ``reference`` (a tag or a ``sha256:`` digest).
@@ -120,6 +128,41 @@ class RegistryClient:
             if getattr(exc, "status", None) == 404 or ref.registry in self._dead:
                 raise
         return self.fetch_manifest(image_name, tag).digest
+
+    def list_tags(self, image_name: str, page_size: int = 1000) -> list[str]:
+        """Every tag of the repository, in the order served, following ``Link: <...>; rel="next"``
+        pages (``n=page_size``; a registry that ignores ``n`` sends them all at once).
+
+        Only tags of the tag grammar are kept (a hostile registry's junk never reaches a
+        track's regex); a next link must stay on this repository's tag list.
+        """
+        ref = parse_image_name(image_name)
+        error = ErrorFactory(ref, None)
+        base = f"{registry_scheme(ref.registry, self.insecure_registries)}://{ref.registry}/v2/{ref.repository}/tags/list"
+        url = str(httpx.URL(base, params={"n": page_size}))
+        tags: dict[str, None] = {}
+        visited = {url}
+        for _ in range(MAX_TAG_PAGES):
+            with self._request(ref, "GET", "", error, url=url, read_limit=MAX_TAG_PAGE_BYTES) as resp:
+                page, following = resp.content, resp.links.get("next", {}).get("url")
+            try:
+                listed = json.loads(page).get("tags") or []
+            except (ValueError, AttributeError, RecursionError):
+                raise error("the tag list is not a JSON object", hint="is this a registry v2?") from None
+            if not isinstance(listed, list):
+                raise error("the tag list's \"tags\" is not a list", hint="is this a registry v2?")
+            tags.update((t, None) for t in listed if is_valid("tag", t))
+            if not following:
+                return list(tags)
+            url = str(httpx.URL(url).join(following))
+            if (httpx.URL(url).netloc, httpx.URL(url).path) != (httpx.URL(base).netloc, httpx.URL(base).path):
+                raise error(f"the tag list's next page {following!r} leaves {ref.repository}'s tag list",
+                            hint="the registry or a proxy in front of it rewrote the Link header")
+            if url in visited:
+                raise error(f"the tag list's next page {following!r} was read before",
+                            hint="the registry's pagination goes round in a circle")
+            visited.add(url)
+        raise error(f"the tag list has more than {MAX_TAG_PAGES} pages", hint="the registry keeps sending next links")
 
     def fetch_blob(self, image_name: str, digest: str, max_size: int = 64 << 20) -> bytes:
         """A small blob (an image config), verified against ``digest``."""

@@ -12,6 +12,11 @@ match a method and a path substring and fire ``times`` times:
 - ``alter``: flip one byte of the upstream body (same length);
 - ``strip_header``: drop response header ``name``.
 
+``page_tags=N`` pages tag lists (``GET /v2/NAME/tags/list``) the way Docker
+Hub and Distribution 3 do and Distribution 2.8 does not: at most N tags a
+page (fewer when the client asks ``n``), sorted, from ``last``, with a
+``Link: </v2/NAME/tags/list?last=...&n=...>; rel="next"`` header while more follow.
+
 ``latency`` adds a fixed delay to every request (the benchmark's WAN);
 ``max_in_flight`` is the most requests it ever served at once. ``bind``
 picks the listening address (a non-loopback one tests insecure registries).
@@ -22,6 +27,7 @@ token for the repository's pull scope, as Docker Hub does.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import struct
@@ -29,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -59,8 +66,10 @@ class Fault:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, *, latency: float = 0.0, bearer=None, bind: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, *, latency: float = 0.0, bearer=None, bind: str = "127.0.0.1",
+                 page_tags: int | None = None) -> None:
         self.upstream = upstream
+        self.page_tags = page_tags
         self.latency = latency
         self.bearer = bearer
         self.requests: list[tuple[str, str]] = []
@@ -152,7 +161,11 @@ class FaultProxy:
                 return
         if self.bearer is not None and path.startswith("/v2/") and not self._authorised(h, path):
             return
-        status, headers, data = self._forward(method, path, h.headers, body)
+        tag_list = re.match(r"^/v2/(.+)/tags/list(\?.*)?$", path)
+        if self.page_tags and method == "GET" and tag_list:
+            status, headers, data = self._tag_page(tag_list.group(1), path, h.headers)
+        else:
+            status, headers, data = self._forward(method, path, h.headers, body)
         for f in faults:
             if f.kind == "alter" and data:
                 data = data[:-2] + bytes([data[-2] ^ 0x01]) + data[-1:]
@@ -200,6 +213,20 @@ class FaultProxy:
         if h.command != "HEAD":
             h.wfile.write(payload)
         return False
+
+    def _tag_page(self, name: str, path: str, headers) -> tuple[int, list, bytes]:
+        status, upstream_headers, data = self._forward("GET", f"/v2/{name}/tags/list", headers, b"")
+        if status != 200:
+            return status, upstream_headers, data
+        query = parse_qs(urlparse(path).query)
+        size = min(self.page_tags, int(query.get("n", [self.page_tags])[0]))
+        last = query.get("last", [""])[0]
+        remaining = [t for t in sorted(json.loads(data)["tags"] or []) if t > last]
+        page = remaining[:size]
+        out = [("Content-Type", "application/json")]
+        if len(remaining) > size:
+            out.append(("Link", f'</v2/{name}/tags/list?last={page[-1]}&n={size}>; rel="next"'))
+        return 200, out, json.dumps({"name": name, "tags": page}).encode()
 
     def _forward(self, method: str, path: str, headers, body: bytes) -> tuple[int, list, bytes]:
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
