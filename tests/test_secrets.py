@@ -74,3 +74,97 @@ def test_the_manifest_reader_refuses_what_validate_refuses(tmp_path, rotation, m
     with pytest.raises(BundleError, match=r"services\.web") as exc:
         Manifest.from_json(data)
     assert message in exc.value.message
+
+
+# --------------------------------------------------------------------------- the audit log
+
+def test_audit_entries_are_appended_one_line_each_with_mode_0600_and_never_rewritten(tmp_path):
+    import json
+    import os
+    import stat
+
+    from builder.host.auditlog import read_entries, record
+
+    first = record(tmp_path, "secrets rotate", ["B__KEY", "A__KEY"], ["b", "a"], detail="rotated 2 key(s)")
+    log = tmp_path / "audit.log"
+    before = log.read_bytes()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    os.chmod(log, 0o644)                                # a looser mode is tightened at the next append
+    record(tmp_path, "install", ["C__KEY"], ["c"])
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert log.read_bytes().startswith(before)          # appended, the first line untouched
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0]) == first.to_json()
+    assert first.keys == ("A__KEY", "B__KEY") and first.services == ("a", "b") and first.outcome == "ok"
+    assert first.time.endswith("Z") and first.user and first.host
+    found = read_entries(tmp_path)
+    assert [e.command for e in found.entries] == ["secrets rotate", "install"] and found.problems == []
+
+
+def test_a_torn_last_line_is_reported_not_fatal_and_the_next_entry_starts_a_fresh_line(tmp_path):
+    from builder.host.auditlog import read_entries, record
+
+    record(tmp_path, "install", ["A__KEY"], ["a"])
+    log = tmp_path / "audit.log"
+    with open(log, "ab") as fh:                          # a crash in the middle of a write
+        fh.write(b'{"command": "secrets rotate", "keys": ["A__K')
+    found = read_entries(tmp_path)
+    assert len(found.entries) == 1
+    assert len(found.problems) == 1 and ":2: torn last line" in found.problems[0]
+    record(tmp_path, "secrets set", ["A__KEY"], ["a"])
+    found = read_entries(tmp_path)
+    assert [e.command for e in found.entries] == ["install", "secrets set"]
+    assert len(found.problems) == 1 and ":2: not an audit entry" in found.problems[0]
+
+
+def test_the_audit_log_is_never_followed_through_a_link(tmp_path):
+    from builder.errors import InstallError
+    from builder.host.auditlog import read_entries, record
+
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    (tmp_path / "audit.log").symlink_to(target)
+    with pytest.raises(InstallError, match="audit.log: cannot open the audit log"):
+        record(tmp_path, "install", [], [])
+    with pytest.raises(InstallError, match="is not a regular file"):
+        read_entries(tmp_path)
+    assert target.read_text() == ""
+
+
+def test_install_records_the_keys_it_generates_never_their_values(tmp_path):
+    from builder.host.auditlog import read_entries
+    from builder.install.secrets import write_secrets
+
+    example = "# web: generate=token length=24\nWEB__API_TOKEN=\n# db: generate=hex length=32\nDB__PW=\n"
+    added = write_secrets(tmp_path, example, ["WEB__API_TOKEN", "DB__PW"], owners={"DB__PW": "db"})
+    assert added == ["DB__PW", "WEB__API_TOKEN"]
+    [entry] = read_entries(tmp_path).entries
+    assert (entry.command, entry.keys, entry.services, entry.outcome) == ("install", ("DB__PW", "WEB__API_TOKEN"),
+                                                                           ("db", "web"), "ok")
+    log = (tmp_path / "audit.log").read_text()
+    for line in (tmp_path / ".env").read_text().splitlines():
+        assert line.split("=", 1)[1] not in log
+    assert write_secrets(tmp_path, example, ["WEB__API_TOKEN"]) == []       # nothing new: no entry
+    assert len(read_entries(tmp_path).entries) == 1
+
+
+def test_cli_audit_filters_by_time_and_reports_torn_lines(tmp_path, capsys):
+    import datetime as dt
+    import json
+
+    from builder.cli import main
+    from builder.host.auditlog import append_entry, new_entry
+
+    old = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    append_entry(tmp_path, new_entry("install", ["A__KEY"], ["a"], now=old))
+    append_entry(tmp_path, new_entry("secrets rotate", ["A__KEY"], ["a"], "rolled-back", detail="holder failed"))
+    with open(tmp_path / "audit.log", "ab") as fh:
+        fh.write(b"{\"torn")
+    assert main(["--json", "audit", "--dir", str(tmp_path), "--since", "2026-06-01"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert [(e["command"], e["outcome"]) for e in data["entries"]] == [("secrets rotate", "rolled-back")]
+    assert "torn last line" in data["problems"][0] and "warning:" in captured.err
+    assert main(["audit", "--dir", str(tmp_path), "--since", "7d"]) == 0
+    assert "secrets rotate: rolled-back  keys: A__KEY  services: a  (holder failed)" in capsys.readouterr().out
+    assert main(["audit", "--dir", str(tmp_path), "--since", "soon"]) == 2

@@ -220,6 +220,12 @@ class Manifest:
         """Every env key of the install's .env that some service needs."""
         return sorted({k for s in self.services.values() for k in s.secrets})
 
+    @property
+    def secret_owners(self) -> dict[str, str]:
+        """.env key -> the service whose secret it is (generated and supplied alike)."""
+        return {k: name for name, s in sorted(self.services.items())
+                for k in (*s.secrets, *(x.key for x in s.supplied))}
+
     def to_json(self) -> dict[str, Any]:
         def service(s: ManifestService) -> dict[str, Any]:
             d = asdict(s)
