@@ -5,7 +5,7 @@ audit log, `labbuild secrets list` and what is due — the parts that need no en
 from __future__ import annotations
 
 import pytest
-from test_inputs import PROFILES, TUNNEL
+from test_inputs import LITELLM, PROFILES, TUNNEL
 from test_render import SERVICES, make_lab, release_input
 
 from builder.errors import BundleError
@@ -168,3 +168,93 @@ def test_cli_audit_filters_by_time_and_reports_torn_lines(tmp_path, capsys):
     assert main(["audit", "--dir", str(tmp_path), "--since", "7d"]) == 0
     assert "secrets rotate: rolled-back  keys: A__KEY  services: a  (holder failed)" in capsys.readouterr().out
     assert main(["audit", "--dir", str(tmp_path), "--since", "soon"]) == 2
+
+
+# --------------------------------------------------------------------------- secrets list
+
+def fake_install(tmp_path, env: str, **overrides):
+    """An install dir holding one rendered release (manifest, compose.yaml, secrets.env.example)
+    of test_render's lab with ``overrides`` and DIR/.env = ``env`` — no engine needed."""
+    from builder.bundle.pack import manifest_services
+    from builder.render import render_text_files
+
+    root = make_lab(tmp_path / "lab", services={"tunnel": TUNNEL}, profiles=PROFILES, **overrides)
+    ri = release_input(root)
+    inst = tmp_path / "inst"
+    release = inst / "releases" / "1.0.0"
+    release.mkdir(parents=True)
+    for name, text in render_text_files(ri).items():
+        (release / name).parent.mkdir(parents=True, exist_ok=True)
+        (release / name).write_text(text)
+    m = Manifest(lab="testlab", name="testlab-full-1.0.0", version="1.0.0", profile="full", inputs="i",
+                 labbuild="t", offline=False, platforms=("linux/amd64",), services=manifest_services(ri), files={})
+    (release / "manifest.json").write_bytes(m.dumps())
+    (inst / "current").symlink_to("releases/1.0.0")
+    (inst / ".env").write_text(env)
+    return inst
+
+
+def test_secrets_list_shows_services_kind_age_policy_and_due_never_a_value(tmp_path, capsys):
+    import datetime as dt
+    import json
+    import os
+
+    from builder.cli import main
+    from builder.host.auditlog import append_entry, new_entry
+    from builder.operate.secrets import list_secrets
+
+    env = "WEB__API_TOKEN=tok-value-1\nWEB__DATA_KEY=datakey-value-2\nLITELLM__MASTER_KEY=sk-master-3\n"
+    inst = fake_install(tmp_path, env, web=DECIDED_WEB, litellm=LITELLM)
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    append_entry(inst, new_entry("install", ["WEB__API_TOKEN", "WEB__DATA_KEY"], ["web"],
+                                 now=now - dt.timedelta(days=40)))
+    append_entry(inst, new_entry("secrets rotate", ["WEB__DATA_KEY"], ["web"], "rolled-back",
+                                 now=now - dt.timedelta(days=1)))            # rolled back: the value did not change
+    mtime = (now - dt.timedelta(days=3)).timestamp()
+    os.utime(inst / ".env", (mtime, mtime))
+
+    report = list_secrets(inst, now=now)
+    by_key = {s.key: s for s in report.secrets}
+    token = by_key["WEB__API_TOKEN"]
+    assert (token.owner, token.kind, token.set_by, token.age_source, round(token.age_days)) == (
+        "web", "token", "install", "audit", 40)
+    assert token.due and token.policy.days == 30 and report.due == [token]
+    assert round(by_key["WEB__DATA_KEY"].age_days) == 40 and not by_key["WEB__DATA_KEY"].due
+    assert by_key["WEB__DATA_KEY"].policy_text == "never: the data volume is encrypted with it"
+    master = by_key["LITELLM__MASTER_KEY"]          # not in the log: at least as old as DIR/.env
+    assert (master.age_source, round(master.age_days), master.policy) == ("env-mtime", 3, None)
+    assert master.services == ("litellm", "prometheus")          # prometheus: its scrape credential
+    tunnel = by_key["TUNNEL__TUNNEL_TOKEN"]
+    assert (tunnel.kind, tunnel.present, tunnel.age_days) == ("supplied", False, None)
+
+    assert main(["--json", "secrets", "list", "--dir", str(inst)]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out)
+    assert data["due"] == ["WEB__API_TOKEN"] and not data["interrupted_rotation"]
+    assert main(["secrets", "list", "--dir", str(inst)]) == 0
+    table = capsys.readouterr().out
+    assert "rotate every 30 days, holder first" in table and "DUE" in table and ">=" in table
+    for value in ("tok-value-1", "datakey-value-2", "sk-master-3"):
+        assert value not in out and value not in table
+
+
+def test_status_and_check_warn_about_what_is_due_and_an_interrupted_rotation(tmp_path):
+    import datetime as dt
+
+    from builder.host.auditlog import append_entry, new_entry
+    from builder.operate.secrets import due_warnings
+
+    inst = fake_install(tmp_path, "WEB__API_TOKEN=abc\nWEB__DATA_KEY=def\n", web=DECIDED_WEB)
+    append_entry(inst, new_entry("install", ["WEB__API_TOKEN", "WEB__DATA_KEY"], ["web"]))
+    assert due_warnings(inst) == []
+    append_entry(inst, new_entry("restore --secrets", ["WEB__API_TOKEN"], ["web"],
+                                 now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=-31)))
+    assert due_warnings(inst) == []                     # the install after it set the value last
+    (inst / "audit.log").unlink()
+    append_entry(inst, new_entry("install", ["WEB__API_TOKEN"], ["web"],
+                                 now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=31)))
+    [warning] = due_warnings(inst)
+    assert warning.startswith("WEB__API_TOKEN (web) is due for rotation: set 31 days ago, policy 30 days")
+    assert f"labbuild secrets rotate --dir {inst} WEB__API_TOKEN" in warning
+    (inst / ".secrets-journal.json").write_text("{}")
+    assert "a rotation was interrupted" in due_warnings(inst)[1]

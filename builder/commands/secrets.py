@@ -39,3 +39,35 @@ def audit(out: Output, install_dir: Path, since: str | None) -> None:
     for problem in report.problems:
         out.info(f"warning: {problem}")
     out.result(report.to_json(), report.render_text())
+
+
+@click.group()
+def secrets() -> None:
+    """The secrets of an install after it: list them, rotate them, set supplied ones.
+
+    Values live in DIR/.env (0600) and are never printed. Every change is
+    recorded in DIR/audit.log (`labbuild audit`).
+    """
+
+
+@secrets.command("list")
+@_dir_option
+@pass_output
+def list_secrets(out: Output, install_dir: Path) -> None:
+    """Every secret of the installed release: key, services that read it, kind,
+    generated or supplied, age, rotation policy and whether it is due — never
+    a value.
+
+    The age comes from DIR/audit.log (the last install, rotate, set or restore
+    that set it); a key the log does not name is aged from DIR/.env's time
+    (shown as >=: at least that old). A secret is due when its blueprint's
+    rotate_days have passed. Exit 0.
+    """
+    from ..operate.secrets import list_secrets as read_secrets
+
+    report = read_secrets(install_dir)
+    for problem in report.problems:
+        out.info(f"warning: {problem}")
+    if report.journal:
+        out.info(f"warning: a rotation was interrupted: run labbuild secrets rotate --dir {report.dir} to finish it")
+    out.result(report.to_json(), report.render_table())
