@@ -47,6 +47,8 @@ COMMANDS: dict[str, str] = {
     "backup": "builder.commands.backup:backup",
     "restore": "builder.commands.backup:restore",
     "backups": "builder.commands.backup:backups",
+    "secrets": "builder.commands.secrets:secrets",
+    "audit": "builder.commands.secrets:audit",
     "new-service": "builder.commands.scaffold:new_service",
 }
 

@@ -90,6 +90,36 @@ def test_valid_lab_loads_into_typed_models(tmp_path):
     assert secret_env_key("open-webui", "X_KEY") == "OPEN_WEBUI__X_KEY"
 
 
+def test_rotation_decisions_load_into_the_model_and_undecided_secrets_stay_valid(tmp_path):
+    make_lab(tmp_path, {"db": blueprint("db", extra="""
+        [secrets.POSTGRES_PASSWORD]
+        generate = "hex"
+        rotate = true
+        rotate_days = 90
+        [secrets.POSTGRES_PASSWORD.holder]
+        exec = ["sh", "-c", "psql <<SQL ... \\\\getenv pw LAB_SECRET_NEW ... SQL"]
+        [secrets.ENCRYPTION_KEY]
+        generate = "hex"
+        rotate = false
+        rotate_reason = "stored credentials are encrypted with it"
+        [secrets.UNDECIDED]
+        generate = "token"
+        [secrets.TUNNEL_TOKEN]
+        supplied = true
+        description = "from the dashboard"
+        rotate = true
+        """)})
+    assert problems_of(tmp_path) == []
+    by_name = {s.name: s for s in load_lab(tmp_path).services["db"].secrets}
+    pw = by_name["POSTGRES_PASSWORD"]
+    assert (pw.rotate, pw.rotate_days, pw.rotate_reason) == (True, 90, "")
+    assert pw.holder[:2] == ("sh", "-c") and "LAB_SECRET_NEW" in pw.holder[2]
+    assert (by_name["ENCRYPTION_KEY"].rotate, by_name["ENCRYPTION_KEY"].rotate_reason) == (
+        False, "stored credentials are encrypted with it")
+    assert by_name["UNDECIDED"].rotate is None and by_name["UNDECIDED"].holder == ()
+    assert by_name["TUNNEL_TOKEN"].rotate is True and by_name["TUNNEL_TOKEN"].supplied
+
+
 def test_profile_closure_follows_extends_and_depends_on(tmp_path):
     make_lab(tmp_path, {
         "aa": blueprint("aa", host=1001), "bb": blueprint("bb", host=1002, depends_on='["aa"]'),
@@ -142,6 +172,20 @@ def test_toml_syntax_error_names_line_and_column(tmp_path):
     (lambda t: t + '[[volumes]]\nname = "dd"\ntarget = "/d"\n[[volumes]]\nname = "dd"\ntarget = "/e"\n', "duplicate volume name 'dd'"),
     (lambda t: t + '[secrets.TOKEN]\ngenerate = "uuid"\n', "'uuid' is not one of"),
     (lambda t: t + '[env]\nX = "${secret:nobody.PW}"\n', "secret reference to unknown service 'nobody'"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = false\n', "required key 'rotate_reason' is missing"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = "yes"\n', "secrets.TOKEN.rotate: expected boolean"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = true\nrotate_reason = "data is encrypted"\n',
+     "secrets.TOKEN.rotate_reason: rotate_reason explains rotate = false"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate_days = 30\n', "secrets.TOKEN.rotate_days: rotate_days needs rotate = true"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = true\nrotate_days = 0\n', "rotate_days: 0 is out of range"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = false\nrotate_reason = "encrypts the data"\n'
+               '[secrets.TOKEN.holder]\nexec = ["sh", "-c", "echo $LAB_SECRET_NEW"]\n', "holder: holder needs rotate = true"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = true\n[secrets.TOKEN.holder]\nexec = ["sh", "-c", "x"]\n',
+     "holder.exec: the holder never reads $LAB_SECRET_NEW"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = true\n[secrets.TOKEN.holder]\nexec = []\n',
+     "secrets.TOKEN.holder.exec: [] should be non-empty"),
+    (lambda t: t + '[secrets.TOKEN]\ngenerate = "hex"\nrotate = true\n[secrets.TOKEN.holder]\nrun = ["x"]\n',
+     "unknown key 'run'"),
 ])
 def test_each_bad_input_gets_a_located_message(tmp_path, mutate, expected):
     make_lab(tmp_path, {"aa": mutate(blueprint("aa"))})

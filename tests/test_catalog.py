@@ -328,6 +328,37 @@ def test_shared_secrets_have_one_owner_and_are_referenced(lab: Lab) -> None:
 
 # --------------------------------------------------------------------------- CI of the lab repository
 
+# Secrets whose data is encrypted or hashed with them (issue 24): never rotated, and the blueprint says why.
+NEVER_ROTATED = {("n8n", "N8N_ENCRYPTION_KEY"), ("langfuse-worker", "ENCRYPTION_KEY"), ("langfuse-worker", "SALT"),
+                 ("litellm", "LITELLM_SALT_KEY"), ("flowise", "FLOWISE_SECRETKEY_OVERWRITE"), ("dify-api", "SECRET_KEY")}
+
+
+def test_every_shipped_secret_has_a_rotation_decision(lab: Lab) -> None:
+    undecided = [f"{name}.{s.name}" for name, bp in sorted(lab.services.items()) for s in bp.secrets
+                 if s.rotate is None]
+    assert undecided == [], "decide [secrets.NAME] rotate = true | false (+ rotate_reason) for: " + ", ".join(undecided)
+    for name, bp in lab.services.items():
+        for s in bp.secrets:
+            assert s.rotate or len(s.rotate_reason) >= 10, f"{name}.{s.name}"
+    never = {(name, s.name) for name, bp in lab.services.items() for s in bp.secrets if s.rotate is False}
+    assert NEVER_ROTATED <= never, NEVER_ROTATED - never
+
+
+def test_postgres_passwords_rotate_in_the_server_first_with_the_value_never_in_argv(lab: Lab) -> None:
+    databases = sorted(n for n, bp in lab.services.items() if bp.image.name == "docker.io/library/postgres")
+    assert databases == ["dify-db", "flowise-db", "langfuse-db", "litellm-db"]
+    for name in databases:
+        [pw] = [s for s in lab.services[name].secrets if s.name == "POSTGRES_PASSWORD"]
+        assert pw.rotate and pw.rotate_days == 90, name
+        sh, flag, script = pw.holder
+        assert (sh, flag) == ("sh", "-c"), name
+        # psql reads the value from its own environment (\getenv) inside a quoted here-document: the shell
+        # never expands it into an argument, and the server is told not to log the statement
+        assert "\\getenv lab_secret_new LAB_SECRET_NEW" in script and "<<'SQL'" in script, name
+        assert "ALTER ROLE CURRENT_USER PASSWORD :'lab_secret_new'" in script and "ON_ERROR_STOP=1" in script, name
+        assert "$LAB_SECRET_NEW" not in script and "log_min_error_statement" in script, name
+
+
 def test_ci_workflow_runs_the_suite_validate_and_lock_check() -> None:
     import yaml
 

@@ -51,6 +51,8 @@ from ..fsutil import (
     file_error,
     read_capped,
 )
+from ..host.auditlog import record
+from ..host.dotenv import filled_keys, read_env_bytes
 from ..host.engine import (
     ChunkReader,
     check_project_owner,
@@ -225,6 +227,11 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
             health = _start_again(client, manifest, found, stopped, timeout, say)
             _note_stopped(install_dir, [])
     size = path.stat().st_size
+    if ENV_MEMBER in bm.members:            # the secrets left DIR/.env for this file: say so in the audit log
+        owners = manifest.secret_owners
+        keys = sorted(filled_keys(read_env_bytes(install_dir).decode("utf-8", "replace")) & set(owners))
+        record(install_dir, "backup" if kind == "backup" else f"{kind} before upgrade to {upgrade_to}", keys,
+               [owners[k] for k in keys], detail=f"{ENV_FILE} copied into {path}")
     say(f"wrote {path} ({_human(size)}, {len(bm.members)} members, mode 0600)")
     return BackupResult(ok=True, path=path, kind=kind, lab=manifest.lab, version=manifest.version,
                         services=services, size=size, members={n: m.size for n, m in bm.members.items()},

@@ -40,6 +40,7 @@ import docker
 from ..errors import BackupError
 from ..format.manifest import Manifest
 from ..fsutil import atomic_write, file_error
+from ..host.auditlog import check_appendable, record
 from ..host.compose import PROJECT_LABEL, VOLUME_LABEL, Project
 from ..host.dotenv import env_text, env_values, read_env, replace_values
 from ..host.engine import (
@@ -305,7 +306,11 @@ def _restore_env(install_dir: Path, saved: bytes, manifest: Manifest) -> list[st
     wanted = {k: v for k, v in saved_values.items() if k in own}
     text, changed = replace_values(read_env(install_dir), wanted)
     if changed:
+        check_appendable(install_dir)
         atomic_write(env, text, mode=0o600)
+        owners = manifest.secret_owners
+        record(install_dir, "restore --secrets", changed, [owners[k] for k in changed if k in owners],
+               detail=f"values of the backup's {ENV_MEMBER} put back into {ENV_FILE}")
     return changed
 
 

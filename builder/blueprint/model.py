@@ -101,13 +101,21 @@ class Port:
 @dataclass(frozen=True)
 class Secret:
     """A secret: generated at install (``generate``, ``length`` random characters after
-    ``prefix``), or ``supplied`` by the operator (never generated; ``generate`` is None)."""
+    ``prefix``), or ``supplied`` by the operator (never generated; ``generate`` is None).
+
+    Its rotation decision: ``rotate`` True (``secrets rotate``/``set`` may change it, every
+    ``rotate_days`` days when set; ``holder`` runs first in this service's container), False
+    (never: ``rotate_reason`` says why), or None (undecided: rotate and set refuse it)."""
     name: str
     generate: str | None = None
     length: int = 32
     description: str = ""
     prefix: str = ""
     supplied: bool = False
+    rotate: bool | None = None
+    rotate_reason: str = ""
+    rotate_days: int | None = None
+    holder: tuple[str, ...] = ()        # [secrets.NAME.holder] exec
 
 
 @dataclass(frozen=True)
@@ -358,7 +366,9 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
         privileged=s.get("privileged", False), privileged_reason=s.get("privileged_reason"),
         ports=tuple(Port(**p) for p in d.get("ports", ())),
         env=dict(d.get("env", {})),
-        secrets=tuple(Secret(name=k, **v) for k, v in sorted(d.get("secrets", {}).items())),
+        secrets=tuple(Secret(name=k, **{f: x for f, x in v.items() if f != "holder"},
+                             holder=tuple(v.get("holder", {}).get("exec", ())))
+                      for k, v in sorted(d.get("secrets", {}).items())),
         volumes=tuple(Volume(**v) for v in d.get("volumes", ())),
         binds=tuple(Bind(**b) for b in d.get("binds", ())),
         files=tuple(ConfigFile(**f) for f in d.get("files", ())),

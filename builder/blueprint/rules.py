@@ -100,6 +100,26 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
         if w.other == bp.name:
             out.add(src, ("when", w.other), "a service cannot be conditional on itself")
     check_models(bp, src, out)
+    check_rotation(bp, src, out)
+
+
+def check_rotation(bp: Blueprint, src: Source, out: Collector) -> None:
+    """``[secrets.NAME]`` rotation decisions: a reason only explains ``rotate = false``; a policy
+    and a holder only go with ``rotate = true``; a holder reads the new value from the environment."""
+    for s in bp.secrets:
+        path = ("secrets", s.name)
+        if s.rotate_reason and s.rotate is not False:
+            out.add(src, path + ("rotate_reason",), "rotate_reason explains rotate = false",
+                    hint="set rotate = false, or drop rotate_reason")
+        for key, present in (("rotate_days", s.rotate_days is not None), ("holder", bool(s.holder))):
+            if present and s.rotate is not True:
+                out.add(src, path + (key,), f"{key} needs rotate = true",
+                        hint="a value that never changes has no rotation policy or holder")
+        if s.holder and not any("LAB_SECRET_NEW" in arg for arg in s.holder):
+            out.add(src, path + ("holder", "exec"), "the holder never reads $LAB_SECRET_NEW",
+                    hint="the new value reaches the holder only in the environment variable LAB_SECRET_NEW "
+                         "(the old one in LAB_SECRET_OLD), never in argv: e.g. "
+                         'exec = ["sh", "-c", "... \\"$LAB_SECRET_NEW\\" ..."]')
 
 
 def _check_track(bp: Blueprint, src: Source, out: Collector) -> None:

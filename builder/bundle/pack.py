@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from ..blueprint import secret_env_key
 from ..errors import BundleError
 from ..format.files import (
     INSTALL_SCRIPT,
@@ -39,6 +40,7 @@ from ..format.manifest import (
     ManifestHealth,
     ManifestModel,
     ManifestPort,
+    ManifestRotation,
     ManifestService,
     ManifestSupplied,
     ManifestVolume,
@@ -131,7 +133,10 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             backup=ManifestBackup(method=bp.backup.method, dump=bp.backup.dump, restore=bp.backup.restore),
             migrations=bp.migrations,
             data_in=tuple(s for s in bp.data_in if s in ri.services),
-            wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)})))
+            wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)})),
+            rotation={secret_env_key(name, x.name): ManifestRotation(rotate=x.rotate, reason=x.rotate_reason,
+                                                                     days=x.rotate_days, holder=x.holder)
+                      for x in bp.secrets if x.rotate is not None})
     return out
 
 

@@ -107,7 +107,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
 
     Exit 1 when a service is not running, not healthy or runs an image the
     lock does not name. An optional service waiting for its supplied secret
-    shows as `not started: needs KEY` and is not a failure.
+    shows as `not started: needs KEY` and is not a failure; neither is a
+    secret due for rotation (`labbuild secrets list`), which is a warning.
     """
     from ..operate.status import status as install_status
 
@@ -122,6 +123,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
         lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
         if s.models is not None:
             lines.append(f"    models: {', '.join(s.models) or 'none'}")
+    for warning in result.warnings:
+        out.info(f"warning: {warning}")
     out.result(result.to_json(), "\n".join(lines))
     if not result.ok:
         ctx.exit(1)
@@ -183,10 +186,13 @@ def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[st
     their bind address, its health probe answers. Exit 1 on any failure —
     run it after install, after upgrade, or from cron. An optional service
     waiting for its supplied secret is skipped with `not started: needs KEY`.
+    Secrets due for rotation are warned about, never a failure.
     """
     from ..operate.check import check_install
 
     report = check_install(install_dir, project=project, services=list(services) or None, wait=wait)
+    for warning in report.warnings:
+        out.info(f"warning: {warning}")
     if out.json:
         out.result(report.to_json())
         out.info(report.render_table().splitlines()[-1])

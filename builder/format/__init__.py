@@ -57,4 +57,8 @@ their default: ``backup`` (``{"method", "dump", "restore"}``), ``migrations`` ("
 not empty): the services of the bundle whose ``[when.X]`` blocks are active for this one — the
 connections its configuration implies even where its environment names no address (Weaviate's
 Ollama modules are pointed at Ollama per collection); the chart's NetworkPolicy opens them.
+``rotation`` (only for services with a decided secret): ``{KEY: {"rotate"[, "reason", "days",
+"holder"]}}`` per .env key of the service's own secrets — whether ``labbuild secrets rotate``/``set``
+may change it, why not, after how many days it is due, and the argv run first in the service's
+container (``ManifestRotation``); an undecided secret is not listed, and rotate refuses it.
 """

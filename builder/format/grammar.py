@@ -41,6 +41,7 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
         out += [f"services.{svc}.{k}: port {n!r} is out of range (1-65535)" for k, n in ports.items()
                 if n is not None and not names.is_port(n)]
         out += model_grammar_problems(svc, s)
+        out += rotation_grammar_problems(svc, s)
     out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
     if m.since is not None:     # a delta: its base's names reach messages, install.sh and file names too
         since = m.since
@@ -77,3 +78,20 @@ def model_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
             out.append(f"{where}.format: {m.format!r} is not a known layout")
     return out
 
+
+
+def rotation_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
+    """A service's rotation decisions: each names one of its own keys, and says what validate asks."""
+    out = []
+    own = set(s.secrets) | {x.key for x in s.supplied}
+    for key, r in s.rotation.items():
+        where = f"services.{svc}.rotation.{key}"
+        if key not in own:
+            out.append(f"{where}: {key!r} is not a secret of {svc}")
+        if r.rotate and r.reason or not r.rotate and (r.days is not None or r.holder or not r.reason):
+            out.append(f"{where}: a reason goes only with rotate false; days and holder only with rotate true")
+        if r.days is not None and not 1 <= r.days <= 3650:
+            out.append(f"{where}.days: {r.days} is out of range (1-3650)")
+        if any(not arg for arg in r.holder):
+            out.append(f"{where}.holder: an empty argument")
+    return out

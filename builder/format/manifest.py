@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import BundleError
@@ -93,6 +93,34 @@ class ManifestBackup:
 
 
 @dataclass(frozen=True)
+class ManifestRotation:
+    """A secret's rotation decision (``[secrets.NAME] rotate``, ...), keyed by its .env key in
+    ``ManifestService.rotation``: only decided secrets are listed (undecided: rotate refuses)."""
+
+    rotate: bool
+    reason: str = ""                        # why it never changes (rotate False)
+    days: int | None = None                 # due this many days after it was last set (rotate True)
+    holder: tuple[str, ...] = ()            # argv run first in the owning service's container
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rotate": self.rotate}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.days is not None:
+            out["days"] = self.days
+        if self.holder:
+            out["holder"] = list(self.holder)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ManifestRotation":
+        holder = d.get("holder", [])
+        if not isinstance(holder, list):
+            raise ValueError("rotation: holder is not a list")
+        return cls(rotate=d["rotate"], reason=d.get("reason", ""), days=d.get("days"), holder=tuple(holder))
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -114,6 +142,7 @@ class ManifestService:
     migrations: str = "reversible"          # "one-way": omitted when reversible
     data_in: tuple[str, ...] = ()           # services holding the data it migrates; omitted when empty
     wired_to: tuple[str, ...] = ()          # partners of its active [when.X] blocks; omitted when empty
+    rotation: dict[str, ManifestRotation] = field(default_factory=dict)   # .env key -> decision; omitted when empty
 
 
 @dataclass(frozen=True)
@@ -191,6 +220,12 @@ class Manifest:
         """Every env key of the install's .env that some service needs."""
         return sorted({k for s in self.services.values() for k in s.secrets})
 
+    @property
+    def secret_owners(self) -> dict[str, str]:
+        """.env key -> the service whose secret it is (generated and supplied alike)."""
+        return {k: name for name, s in sorted(self.services.items())
+                for k in (*s.secrets, *(x.key for x in s.supplied))}
+
     def to_json(self) -> dict[str, Any]:
         def service(s: ManifestService) -> dict[str, Any]:
             d = asdict(s)
@@ -226,6 +261,9 @@ class Manifest:
                 d["wired_to"] = list(s.wired_to)
             else:
                 del d["wired_to"]
+            del d["rotation"]   # likewise: only services with a decided secret carry the key
+            if s.rotation:
+                d["rotation"] = {k: r.to_json() for k, r in sorted(s.rotation.items())}
             return d
         out = {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -280,7 +318,8 @@ class Manifest:
                     models=tuple(ManifestModel(**{**m, "blobs": tuple(ManifestBlob(**b) for b in m["blobs"])})
                                  for m in s.get("models", ())),
                     backup=_backup(s.get("backup")), migrations=str(s.get("migrations", "reversible")),
-                    data_in=tuple(s.get("data_in", ())), wired_to=tuple(s.get("wired_to", ())))
+                    data_in=tuple(s.get("data_in", ())), wired_to=tuple(s.get("wired_to", ())),
+                    rotation={k: ManifestRotation.from_json(r) for k, r in s.get("rotation", {}).items()})
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "since"

@@ -36,6 +36,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..errors import InstallError
 from ..format.files import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV
 from ..fsutil import atomic_write
@@ -176,6 +178,42 @@ class Project:
             if len(parts) == 2:
                 out.setdefault(parts[0], []).append(parts[1])
         return out
+
+
+_INTERPOLATED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [t for k, v in node.items() for t in (*_strings(k), *_strings(v))]
+    if isinstance(node, list):
+        return [t for v in node for t in _strings(v)]
+    return []
+
+
+def key_consumers(release: Path) -> dict[str, set[str]]:
+    """Variable -> the services of ``release``'s compose.yaml that compose gives it to: every
+    ``${VAR...}`` compose interpolates anywhere in a service (``$$`` is compose's escape, not a
+    variable), and the compose secrets a service mounts whose source is an ``environment:`` key.
+    What must be recreated when a key of DIR/.env changes."""
+    path = release / COMPOSE_FILE
+    try:
+        doc = yaml.safe_load(path.read_text("utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InstallError(f"{path}: cannot be read ({str(exc)[:200]})", hint="install the bundle again") from None
+    secret_env = {name: d.get("environment") for name, d in (doc.get("secrets") or {}).items() if isinstance(d, dict)}
+    out: dict[str, set[str]] = {}
+    for svc, body in (doc.get("services") or {}).items():
+        for text in _strings(body):
+            for var in _INTERPOLATED.findall(text.replace("$$", "")):
+                out.setdefault(var, set()).add(svc)
+        for ref in (body or {}).get("secrets") or ():
+            source = ref.get("source") if isinstance(ref, dict) else ref
+            if isinstance(secret_env.get(source), str):
+                out.setdefault(secret_env[source], set()).add(svc)
+    return out
 
 
 def hint_for(stderr: str) -> str:

@@ -1,6 +1,7 @@
 """``DIR/.env``: the install's secrets and operator overrides, which compose reads. Its one reader
 (``read_env``) and the views every command takes of its text: the keys assigned, the keys with a
-value, the raw values, and the text with some values replaced (lines kept in place).
+value, the raw values and what compose reads from them (``plain_value``; ``raw_value`` writes one),
+and the text with some values replaced or removed (other lines kept in place).
 
 One reader, one cap, one message: ``read_env`` reads at most ``MAX_ENV_BYTES``, drops a UTF-8
 byte-order mark (an editor's, which would otherwise hide the first key: install would
@@ -15,6 +16,7 @@ import re
 from pathlib import Path
 
 from ..errors import InstallError
+from ..escape import env_value
 from ..fsutil import CapExceeded, read_capped
 from ..limits import MAX_ENV_BYTES
 from .labdir import ENV_FILE
@@ -104,3 +106,30 @@ def replace_values(existing: str, wanted: dict[str, str]) -> tuple[str, list[str
         lines.append(line)
     lines += [f"{k}={wanted[k]}" for k in sorted(wanted) if k not in done]
     return "".join(line + "\n" for line in lines), changed
+
+
+def without_keys(existing: str, keys: set[str]) -> str:
+    """``existing`` .env text with every assignment of ``keys`` left out (other lines kept)."""
+    kept = [line for line in existing.splitlines() if not ((m := _ENV_LINE_RE.match(line)) and m.group(1) in keys)]
+    return "".join(line + "\n" for line in kept)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.,:/+=@%^~-]*")
+
+
+def raw_value(value: str) -> str:
+    """``value`` as the text after ``KEY=`` in DIR/.env that compose reads back as exactly
+    ``value``: as it is when it holds only letters, digits and ``_.,:/+=@%^~-`` (what install
+    generates), else quoted by ``escape.env_value``. ValueError when no quoting can carry it."""
+    return value if _PLAIN.fullmatch(value) else env_value(value)
+
+
+def plain_value(raw: str) -> str:
+    """The value compose reads from the text after ``KEY=``: single quotes literal, double quotes
+    with ``\\\\``, ``\\"`` and ``\\$`` unescaped, else up to an inline `` #`` comment, trimmed."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        return text[1:-1]
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return re.sub(r'\\([\\"$])', r"\1", text[1:-1])
+    return text.split(" #", 1)[0].strip()

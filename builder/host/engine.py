@@ -6,7 +6,8 @@ image IDs against the lock, the lab's containers, a streaming ``docker load``
 verified; see ``builder.install.unpack``), the archive API (``archive_stat``,
 ``get_archive``, ``read_archive``, ``put_archive``), pulling by digest (``pull_stream``) and
 the raw archive PUT over the engine's unix socket that sends file ranges with ``sendfile``
-(``put_archive_ranges``). No other module touches the SDK's private attributes.
+(``put_archive_ranges``), and commands run in a container with values in their environment
+(``run_exec``). No other module touches the SDK's private attributes.
 """
 
 from __future__ import annotations
@@ -322,6 +323,45 @@ def get_archive(client, container_id: str, path: str) -> tuple[Iterator[bytes], 
 def put_archive(client, container_id: str, target: str, data: Iterable[bytes] | bytes) -> None:
     """Unpack a tar (bytes or chunks) into the container's directory ``target``."""
     client.api.put_archive(container_id, target, data)
+
+
+EXEC_OUTPUT_CAP = 16 << 10
+
+
+def run_exec(client, container_id: str, argv: Iterable[str], environment: dict[str, str],
+             timeout: float = 300.0) -> tuple[int | None, str]:
+    """Run ``argv`` in the running container with ``environment`` added to the exec's own
+    environment (the API carries it in the exec's create body: never in argv, never logged);
+    return its exit code (None when it did not finish within ``timeout``) and the last
+    ``EXEC_OUTPUT_CAP`` bytes of its stdout and stderr. InstallError when the engine refuses."""
+    api = client.api
+    try:
+        exec_id = api.exec_create(container_id, list(argv), environment=dict(environment), stdout=True,
+                                  stderr=True)["Id"]
+        stream = api.exec_start(exec_id, stream=True, demux=False)
+    except docker.errors.APIError as exc:
+        raise InstallError(f"the engine refused to run {list(argv)[:1]} in container {container_id[:12]}: "
+                           f"{exc.explanation or exc}", hint="is the container running?") from None
+    output = bytearray()
+
+    def drain() -> None:
+        try:
+            for chunk in stream:
+                output.extend(chunk)
+                del output[:-EXEC_OUTPUT_CAP]
+        except Exception:  # the connection broke: the exit code below says what happened
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True, name="labbuild-exec")
+    reader.start()
+    reader.join(timeout)
+    text = bytes(output).decode("utf-8", "replace")
+    if reader.is_alive():
+        return None, text
+    try:
+        return api.exec_inspect(exec_id).get("ExitCode"), text
+    except docker.errors.APIError as exc:
+        raise InstallError(f"cannot read the exit code of {list(argv)[:1]}: {exc.explanation or exc}") from None
 
 
 def pull_stream(client, repository: str, tag: str) -> Iterator[dict]:

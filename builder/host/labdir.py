@@ -10,6 +10,10 @@
     DIR/compose.yaml          labbuild's pointer at the current release for plain `docker compose`
                               in DIR (builder.host.compose), rewritten with `current`
     DIR/.labbuild.lock        serialises labbuild commands on the same DIR
+    DIR/audit.log             one JSON line per operation on the secrets, never a value
+                              (builder.host.auditlog); only ever appended to, mode 0600
+    DIR/.secrets-journal.json while `labbuild secrets rotate|set` runs: the keys, their old
+                              and new values (mode 0600), so a re-run after a crash converges
 
 A release's ``manifest.json`` is read through ``builder.format.manifest.Manifest``,
 the one reader of that format.
@@ -39,6 +43,8 @@ ENV_FILE = ".env"
 WRAPPER = "compose.yaml"
 WRAPPER_HEAD = "# Written by labbuild"       # first words of DIR/compose.yaml: labbuild's, not the operator's
 LOCK_NAME = ".labbuild.lock"
+AUDIT_FILE = "audit.log"
+JOURNAL_FILE = ".secrets-journal.json"
 
 
 def quiet(_: str) -> None:

@@ -41,7 +41,8 @@ from ..format.files import SECRETS_EXAMPLE
 from ..format.manifest import Manifest
 from ..format.models import shipped_models
 from ..host.compose import Project, hint_for, wrapper_gpu, write_wrapper
-from ..host.dotenv import read_env
+from ..host.auditlog import record
+from ..host.dotenv import filled_keys, read_env
 from ..host.engine import (
     check_image_ids,
     check_project_owner,
@@ -114,10 +115,10 @@ class InstallResult:
                 "error": self.failure, **({"delta": self.delta} if self.delta is not None else {})}
 
 
-def _add_secrets(install_dir: Path, release: Path, manifest: Manifest) -> list[str]:
+def _add_secrets(install_dir: Path, release: Path, manifest: Manifest, command: str) -> list[str]:
     example = release / SECRETS_EXAMPLE
     text = example.read_text("utf-8") if example.exists() else ""
-    return write_secrets(install_dir, text, manifest.secret_keys)
+    return write_secrets(install_dir, text, manifest.secret_keys, owners=manifest.secret_owners, command=command)
 
 
 def _check_same_lab(install_dir: Path, manifest: Manifest) -> None:
@@ -182,7 +183,7 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     manifest = read_manifest(release)
     result = InstallResult(ok=False, dir=install_dir, lab=manifest.lab, version=manifest.version, release=release,
                            started=start, loaded=loaded)
-    result.secrets_added = _add_secrets(install_dir, release, manifest)
+    result.secrets_added = _add_secrets(install_dir, release, manifest, "install")
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
@@ -328,7 +329,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
         check_supplied(manifest, install_dir)
         one_way, snapshot = rollback_snapshot(install_dir, read_manifest(current), manifest,
                                               restore_data=restore_data)
-        result.secrets_added = _add_secrets(install_dir, previous, manifest)
+        result.secrets_added = _add_secrets(install_dir, previous, manifest, "rollback")
         _switch(install_dir, previous, manifest, wrapper_gpu(install_dir), say)
         result.previous = current.name
         say(f"rolled back {install_dir} from {current.name} to {previous.name}")
@@ -388,7 +389,11 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / name).unlink()
         shutil.rmtree(install_dir / RELEASES, ignore_errors=True)
-        if volumes:
+        if volumes and (install_dir / ENV_FILE).exists():
+            owners = read_manifest(release).secret_owners
+            keys = sorted(filled_keys(read_env(install_dir)) & set(owners))
+            record(install_dir, "uninstall --volumes", keys, [owners[k] for k in keys],
+                   detail=f"{ENV_FILE} deleted with the volumes (audit.log is kept)")
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / ENV_FILE).unlink()
     with contextlib.suppress(OSError):

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 
 from ..format.secrets_example import read_secrets_example
 from ..fsutil import atomic_write
+from ..host.auditlog import check_appendable, record
 from ..host.dotenv import env_keys, read_env
 from ..host.labdir import ENV_FILE
 
@@ -69,11 +70,14 @@ def merge_secrets(existing: str, wanted: dict[str, tuple[str, int]],
     return text, added
 
 
-def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ()) -> list[str]:
+def write_secrets(install_dir: Path, example: str, required: Iterable[str] = (), *,
+                  owners: dict[str, str] | None = None, command: str = "install") -> list[str]:
     """Add the missing secrets to ``DIR/.env`` (0600); return the keys added.
 
     ``example``: the release's secrets.env.example text; ``required``: every
     key the manifest's services name (token/32 when the example does not say).
+    Keys added are recorded in ``DIR/audit.log`` as done by ``command``, with the
+    services owning them (``owners``: key -> service; else the example's comments).
     """
     env_path = install_dir / ENV_FILE
     existing = read_env(install_dir)
@@ -81,10 +85,17 @@ def write_secrets(install_dir: Path, example: str, required: Iterable[str] = ())
     for key in required:
         wanted.setdefault(key, ("token", 32))
     text, added = merge_secrets(existing, wanted, prefixes=secret_prefixes(example))
+    if added:
+        check_appendable(install_dir)        # no secret is made that the audit log would not name
     if added or not env_path.exists():
         atomic_write(env_path, text, mode=0o600)
     else:
         os.chmod(env_path, 0o600)
+    if added:
+        said = {s.key: s.service for s in read_secrets_example(example) if s.service}
+        owners = {**said, **(owners or {})}
+        record(install_dir, command, added, [owners[k] for k in added if k in owners],
+               detail=f"generated {len(added)} secret(s) into {ENV_FILE}")
     return added
 
 

@@ -36,6 +36,7 @@ from ..host.dotenv import read_env
 from ..host.health import Probe, probe_once
 from ..host.labdir import LabDir, read_manifest
 from ..install.inputs import not_started_detail, waiting_optional
+from .secrets import due_warnings
 
 # --------------------------------------------------------------------------- the install
 
@@ -109,6 +110,7 @@ class ServiceReport:
 class CheckReport:
     install: Installation
     services: dict[str, ServiceReport] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()      # secrets due for rotation: reported, never a failure
 
     @property
     def ok(self) -> bool:
@@ -118,7 +120,7 @@ class CheckReport:
         return {"ok": self.ok, "dir": str(self.install.dir), "lab": self.install.lab,
                 "version": self.install.version, "project": self.install.project,
                 "services": {n: {"ok": s.ok, "checks": [c.to_json() for c in s.checks]}
-                             for n, s in sorted(self.services.items())}}
+                             for n, s in sorted(self.services.items())}, "warnings": list(self.warnings)}
 
     def render_table(self) -> str:
         """A text table: one row per check, then a summary line."""
@@ -222,4 +224,5 @@ def check_install(install_dir: str | Path, *, project: str | None = None, servic
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
-    return CheckReport(install=install, services=dict(sorted(reports.items())))
+    return CheckReport(install=install, services=dict(sorted(reports.items())),
+                       warnings=tuple(due_warnings(install.dir)))

@@ -1,12 +1,13 @@
 """`labbuild status`: each service of the current release — container state, one
 health probe, its image ID against the lock, the models present in its volume (services
 with ``[[models]]``). An optional service waiting for
-its supplied secrets shows as ``not started: needs KEY`` and is not a failure."""
+its supplied secrets shows as ``not started: needs KEY`` and is not a failure; secrets due for
+rotation (``operate.secrets.due_warnings``) are warnings, never a failure."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..host.labdir import LabDir, read_manifest
 from ..install.inputs import not_started_detail, waiting_optional
 from ..install.models import model_inventory
 from ..platforms import expected_image_id
+from .secrets import due_warnings
 
 
 @dataclass
@@ -55,6 +57,7 @@ class StatusResult:
     version: str
     previous: str | None
     services: dict[str, ServiceStatus]
+    warnings: list[str] = field(default_factory=list)   # secrets due for rotation; never a failure
 
     @property
     def ok(self) -> bool:
@@ -63,7 +66,7 @@ class StatusResult:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
                 "previous": self.previous,
-                "services": {n: s.to_json() for n, s in sorted(self.services.items())}}
+                "services": {n: s.to_json() for n, s in sorted(self.services.items())}, "warnings": self.warnings}
 
 
 def status(install_dir: str | os.PathLike) -> StatusResult:
@@ -94,4 +97,5 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
         out[svc] = ServiceStatus(svc, state, health, entry.image, c.attrs.get("Image") if c is not None else None,
                                  locked, detail,
                                  models=model_inventory(client, c, entry) if entry.models and c is not None else None)
-    return StatusResult(install_dir, manifest.lab, manifest.version, previous.name if previous else None, out)
+    return StatusResult(install_dir, manifest.lab, manifest.version, previous.name if previous else None, out,
+                        warnings=due_warnings(install_dir))
