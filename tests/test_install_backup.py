@@ -414,3 +414,14 @@ def test_an_opened_sealed_backup_has_no_name_on_disk(keys, tmp_path, monkeypatch
         assert sorted(p.name for p in tmp_path.iterdir()) == before     # nothing new with a name
     assert victim.read_text() == "untouched"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_sweep_in_an_operators_directory_takes_only_that_outputs_temp_files(tmp_path):
+    """backup --out ELSEWHERE (hardening round two, class 5): a killed backup's temp file of that
+    output is swept by the next backup to it; nothing else of the operator's directory is."""
+    mine = tmp_path / ".lab.backup.tar.k2j3.tmp"
+    others = [tmp_path / ".other.backup.tar.x1.tmp", tmp_path / ".lab.backup.tar.notes", tmp_path / "lab.backup.tar"]
+    for p in [mine, *others]:
+        p.write_bytes(b"x")
+    assert sweep_leftovers(tmp_path, name="lab.backup.tar") == [mine]
+    assert sorted(tmp_path.iterdir()) == sorted(others)

@@ -34,6 +34,7 @@ import os
 import posixpath
 import tempfile
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
@@ -196,6 +197,8 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.parent == backups_dir(install_dir):
         sweep_leftovers(path.parent, say)
+    else:       # --out elsewhere: a killed backup to the same file left its 0600 temp file there
+        sweep_leftovers(path.parent, say, name=path.name)
     stopped: list[str] = []
     health: dict[str, HealthResult] = {}
     done = False
@@ -239,11 +242,12 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
                         not_running=not_running)
 
 
-def sweep_leftovers(root: Path, say: Say = quiet) -> list[Path]:
+def sweep_leftovers(root: Path, say: Say = quiet, name: str | None = None) -> list[Path]:
     """Remove the temp files of backups and restores killed in ``root`` (the caller holds the DIR
-    lock, so no running labbuild owns them)."""
+    lock, so no running labbuild owns them). ``name``: in a directory of the operator's (``--out``),
+    only the temp files of that very output file (``.NAME.*.tmp``), never anything else there."""
     gone = []
-    for p in root.glob(".*"):
+    for p in root.glob(".*" if name is None else f".{glob_escape(name)}.*.tmp"):
         if p.is_file() and (p.name.endswith(".tmp") and (PLAIN_SUFFIX in p.name or SEALED_SUFFIX in p.name)
                             or p.name.endswith(".open")):
             p.unlink(missing_ok=True)

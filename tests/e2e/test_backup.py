@@ -330,6 +330,7 @@ def test_kill_9_during_backup_and_restore(airgap, docker_engine, tmp_path, capsy
     assert code == 0 and out["recovered"] == ["web"] and "interrupted backup left web stopped" in err
     assert container(docker_engine, lab.name, "web").status == "running"
     assert not (target / ".labbuild-stopped.json").exists()
+    assert [p.name for p in out_dir.iterdir()] == [final.name]         # the killed run's temp file swept
     sh(docker_engine, lab.name, "web", f"{BB} rm -rf /data/* && echo other > /data/other")
 
     # kill -9 while the volume is being written back
