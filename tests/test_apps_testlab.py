@@ -37,6 +37,8 @@ def test_every_byte_of_a_test_lab_blueprint_but_the_image_is_the_shipped_one(tmp
             line = f'{key} = "{new[key]}"\n'
             assert restored.count(line) == 1, (path.name, key)
             restored = restored.replace(line, f'{key} = "{getattr(old, key)}"\n')
+        # the [image] track (an upstream tag policy) goes with the upstream tag; nothing else differs
+        want = b"".join(line for line in want.splitlines(keepends=True) if not line.startswith(b"track = "))
         assert restored.encode() == want, path.name
     assert (root / "lockfiles" / "lab.lock.json").read_bytes() == (repo_root / "lockfiles" / "lab.lock.json").read_bytes()
 

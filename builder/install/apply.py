@@ -385,12 +385,12 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
                     removed.append(ref)
                 except docker.errors.APIError as exc:  # still used by another container: keep it
                     say(f"kept image {ref}: {exc.explanation or exc}")
+        owners = read_manifest(release).secret_owners     # read before its release dir goes
         for name in ("current", "previous", WRAPPER):
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / name).unlink()
         shutil.rmtree(install_dir / RELEASES, ignore_errors=True)
         if volumes and (install_dir / ENV_FILE).exists():
-            owners = read_manifest(release).secret_owners
             keys = sorted(filled_keys(read_env(install_dir)) & set(owners))
             record(install_dir, "uninstall --volumes", keys, [owners[k] for k in keys],
                    detail=f"{ENV_FILE} deleted with the volumes (audit.log is kept)")

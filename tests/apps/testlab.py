@@ -41,9 +41,13 @@ def split_reference(ref: str) -> dict[str, str]:
 
 
 def substitute_image(text: str, ref: str) -> str:
-    """A blueprint's text with ``[image] name/tag/digest`` set to ``ref``; nothing else changed."""
+    """A blueprint's text with ``[image] name/tag/digest`` set to ``ref`` and its update policy
+    (``track``: which upstream tags are candidates) dropped, since the local build's tag is no
+    upstream tag; nothing else changed."""
     doc = tomlkit.parse(text)
     table = doc["image"]
+    if "track" in table:
+        del table["track"]
     for key, value in split_reference(ref).items():
         old = table.item(key)
         new = tomlkit.item(value)
