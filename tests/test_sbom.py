@@ -567,3 +567,17 @@ def test_component_caps_keep_the_first_packages_by_path_and_say_so(tmp_path, mon
 def test_a_misshapen_cyclonedx_document_is_a_clear_error(document):
     with pytest.raises(BundleError, match="not a CycloneDX JSON document|component [01]: "):
         components_of(document)
+
+
+def test_a_release_says_what_its_sboms_left_out():
+    """The SBOM documents carry their warnings (labbuild:warning); the release lists them too."""
+    from builder.bundle.archive import BundleFile
+    from builder.bundle.sboms import sbom_warnings
+    from builder.sbom import ImageSubject, render_cyclonedx
+
+    subject = ImageSubject(name="example.org/web", digest="sha256:" + "a" * 64, platform="linux/amd64", tag="1")
+    data = render_cyclonedx(subject, [], epoch=0, labbuild_version="test", warnings=["lib/apk/db/installed: bad entry"])
+    clean = render_cyclonedx(subject, [], epoch=0, labbuild_version="test", warnings=[])
+    files = [BundleFile("sbom/web_linux_amd64.cdx.json", data=data), BundleFile("sbom/api_linux_amd64.cdx.json", data=clean),
+             BundleFile("compose.yaml", data=b"services: {}\n")]
+    assert sbom_warnings(files) == ["sbom/web_linux_amd64.cdx.json: lib/apk/db/installed: bad entry"]

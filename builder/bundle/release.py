@@ -59,7 +59,7 @@ from .record import (
     record_path,
     spec_record_path,
 )
-from .sboms import sbom_members
+from .sboms import sbom_members, sbom_warnings
 
 
 def check_version(version: str) -> str:
@@ -97,6 +97,7 @@ class ReleaseResult:
     with_images: bool = False
     services: tuple[str, ...] = ()
     delta: DeltaSummary | None = None
+    warnings: tuple[str, ...] = ()      # what the SBOMs left out (sbom/NAME: warning)
 
     def to_json(self) -> dict[str, Any]:
         out = {"bundle": str(self.bundle), "sha256": self.sha256, "tar_sha256": self.tar_sha256,
@@ -106,6 +107,8 @@ class ReleaseResult:
                "services": list(self.services)}
         if self.delta is not None:
             out["delta"] = self.delta.to_json()
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
@@ -266,7 +269,8 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
                     sbom=sbom, git_commit=git_commit(root)).write(rpath)
         return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
                              profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
-                             with_images=with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan))
+                             with_images=with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan),
+                             warnings=tuple(sbom_warnings(plan.files)))
 
 
 def _load_sign_key(sign_key):

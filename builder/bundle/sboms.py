@@ -10,15 +10,28 @@ timestamp from the build epoch.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from .. import __version__
+from ..format.files import SBOM_DIR
 from ..blobcache import BlobCache
 from .archive import BundleFile
 from .fetch import PendingBlob, PlannedImage
 
 SBOM_WORKERS = 2
+
+
+def sbom_warnings(files: Iterable[BundleFile]) -> list[str]:
+    """What the bundle's SBOMs say they left out (their ``labbuild:warning`` properties), one
+    line each as ``sbom/NAME: warning``: so a release says it, not only its documents."""
+    out = []
+    for f in files:
+        if f.arcname.startswith(f"{SBOM_DIR}/") and f.arcname.endswith(".cdx.json") and f.data is not None:
+            props = (json.loads(f.data).get("metadata") or {}).get("properties") or []
+            out += [f"{f.arcname}: {p.get('value')}" for p in props if p.get("name") == "labbuild:warning"]
+    return out
 
 
 def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache | None = None,

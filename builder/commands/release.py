@@ -70,6 +70,7 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
                     + (", signed" if result.signed_by else "") + f")\nsha256 {result.sha256}")
         if result.delta is not None:
             text += "\n" + result.delta.render()
+        text += "".join(f"\nwarning: {w}" for w in result.warnings)
     if out.json:
         out.info(text)
     out.result(result.to_json(), text)
