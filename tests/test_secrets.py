@@ -258,3 +258,40 @@ def test_status_and_check_warn_about_what_is_due_and_an_interrupted_rotation(tmp
     assert f"labbuild secrets rotate --dir {inst} WEB__API_TOKEN" in warning
     (inst / ".secrets-journal.json").write_text("{}")
     assert "a rotation was interrupted" in due_warnings(inst)[1]
+
+
+def test_install_and_rollback_refuse_while_a_rotation_is_unfinished(tmp_path):
+    from builder.errors import InstallError
+    from builder.install.apply import install_bundle, rollback
+
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    (inst / ".secrets-journal.json").write_text("{}")
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(b"x")
+    for run in (lambda: install_bundle(bundle, inst), lambda: rollback(inst)):
+        with pytest.raises(InstallError, match="was interrupted") as exc:
+            run()
+        assert exc.value.hint == f"finish it first: labbuild secrets rotate --dir {inst}"
+    assert sorted(p.name for p in inst.iterdir()) == [".secrets-journal.json"]
+
+
+def test_the_journal_reader_names_the_file_when_it_is_damaged(tmp_path):
+    from builder.errors import InstallError
+    from builder.operate.rotate import Change, read_journal, write_journal
+
+    path = tmp_path / ".secrets-journal.json"
+    changes = [Change("WEB__API_TOKEN", "web", "old-raw", "new value", ("sh", "-c", "x"))]
+    write_journal(path, "secrets rotate", "apply", changes)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert read_journal(path) == ("secrets rotate", "apply", changes)
+    path.write_text('{"format": 1, "phase": "sideways"}')
+    with pytest.raises(InstallError, match=r"\.secrets-journal\.json: cannot read the journal"):
+        read_journal(path)
+
+
+def test_holder_output_is_shown_with_every_value_masked():
+    from builder.operate.rotate import MASK, Change, mask
+
+    c = Change("K", "web", "'old value'", "new-value-123")
+    assert mask("set old value -> new-value-123 ('old value')", [c]) == f"set {MASK} -> {MASK} ({MASK})"

@@ -51,7 +51,15 @@ from ..host.engine import (
     running,
 )
 from ..host.health import HealthResult, Probe, wait_healthy
-from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
+from ..host.labdir import (
+    ENV_FILE,
+    Say,
+    check_no_interrupted_rotation,
+    current_release,
+    dir_lock,
+    quiet,
+    read_manifest,
+)
 from ..limits import MAX_ENV_BYTES
 from .backup import engine_call
 from .backupcrypt import decrypt_stream, is_encrypted, load_identity
@@ -93,6 +101,7 @@ def restore_backup(backup: str | os.PathLike, install_dir: str | os.PathLike, *,
         raise BackupError(f"{backup}: no such backup file", hint=f"list them: labbuild backups --dir {install_dir}")
     release = current_release(install_dir)
     manifest = read_manifest(release)
+    check_no_interrupted_rotation(install_dir)
     client = docker_client()
     with dir_lock(install_dir), opened_backup(backup, identity) as plain:
         check_project_owner(client, manifest.lab, install_dir)

@@ -160,7 +160,8 @@ def rollback(ctx: click.Context, out: Output, install_dir: Path, no_start: bool,
 def uninstall(out: Output, install_dir: Path, volumes: bool) -> None:
     """Stop and remove the installed lab: containers, networks, loaded images, releases.
 
-    Volumes and DIR/.env (data and secrets) are kept unless --volumes.
+    Volumes and DIR/.env (data and secrets) are kept unless --volumes;
+    DIR/audit.log is always kept.
     """
     from ..install.apply import uninstall as do_uninstall
 

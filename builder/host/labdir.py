@@ -129,6 +129,15 @@ def preflight(install_dir: Path) -> None:
         raise InstallError(f"{install_dir / RELEASES} is not a directory", hint="move it away")
 
 
+def check_no_interrupted_rotation(install_dir: Path) -> None:
+    """InstallError when a `labbuild secrets rotate|set` was interrupted in DIR: its journal says which
+    keys may hold which value where, and only finishing it makes them agree again."""
+    if (install_dir / JOURNAL_FILE).exists():
+        raise InstallError(f"{install_dir}: a `labbuild secrets rotate` or `set` was interrupted "
+                           f"({install_dir / JOURNAL_FILE} is there); nothing was changed",
+                           hint=f"finish it first: labbuild secrets rotate --dir {install_dir}")
+
+
 def current_release(install_dir: Path) -> Path:
     """The active release directory of ``install_dir``; InstallError when there is none."""
     release = release_link(Path(install_dir), "current")

@@ -61,6 +61,7 @@ from ..host.labdir import (
     WRAPPER,
     Say,
     activate,
+    check_no_interrupted_rotation,
     current_release,
     dir_lock,
     installed_releases,
@@ -150,6 +151,7 @@ def install_bundle(bundle: str | os.PathLike, install_dir: str | os.PathLike, *,
             raise InstallError(f"{path}: no such bundle", hint="pass the path of a .tar.gz or .tar bundle")
     gpu = wrapper_gpu(install_dir) if gpu is None else gpu
     preflight(install_dir)
+    check_no_interrupted_rotation(install_dir)
     preflight_bundle(bundle, install_dir, gpu=gpu, say=say)   # doctor: before anything is touched
     if (peeked := peek_manifest(bundle)) is not None:
         _check_same_lab(install_dir, peeked)  # before any image load: a refused bundle leaves nothing behind
@@ -307,6 +309,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
     """
     install_dir = Path(install_dir).absolute()
     preflight(install_dir)
+    check_no_interrupted_rotation(install_dir)
     current = current_release(install_dir)
     previous = release_link(install_dir, "previous")
     if previous is None or previous == current:
@@ -360,7 +363,8 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
     remove the images its bundles loaded, and the install directory's releases.
 
     ``DIR/.env`` (the secrets) is kept unless ``volumes``: the data in the
-    volumes may need them.
+    volumes may need them. ``DIR/audit.log`` is always kept (deleting the
+    secrets is its last entry).
     """
     install_dir = Path(install_dir).absolute()
     preflight(install_dir)

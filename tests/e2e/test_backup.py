@@ -129,6 +129,12 @@ def test_backup_uninstall_reinstall_restore_gives_the_same_bytes_and_secrets(air
     token = env_values(secrets)["WEB__API_TOKEN"]
     assert sh(docker_engine, lab.name, "web", "echo $API_TOKEN").strip() == token   # recreated with it
     assert http_get(lab.services["api"].port, "/healthz")[0] == 200
+    # the audit log outlived the uninstall and names every operation on the secrets, never a value
+    log = (target / "audit.log").read_text()
+    assert [(e["command"], e["outcome"]) for e in map(json.loads, log.splitlines())] == [
+        ("install", "ok"), ("backup", "ok"), ("uninstall --volumes", "ok"), ("install", "ok"),
+        ("restore --secrets", "ok")]
+    assert not [v for v in env_values(secrets).values() if v in log]
 
 
 def _flip_byte_in(path: Path, member: str) -> None:

@@ -87,10 +87,7 @@ def installed(airgap, engine, tmp_path: Path):
         "api": Service("api", free_port(), depends_on=("web",),
                        extra='\n[env]\nWEB_TOKEN = "${secret:web.API_TOKEN}"\n'),
     }
-    for svc in lab.services.values():
-        lab.push(svc)
-    lab.write()
-    lab.lock()
+    lab.update()
     bundle = lab.release("1.0.0")
     lab.offline(engine)
     target = tmp_path / "inst"
