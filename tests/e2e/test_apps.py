@@ -268,3 +268,37 @@ def test_prometheus_and_node_exporter_answer_health_and_metrics_with_the_shipped
                               else "node_filesystem_avail_bytes" in out.decode())
     finally:
         c.remove(force=True)
+
+
+KEY = "LITELLM_DB__POSTGRES_PASSWORD"
+
+
+def test_rotating_the_real_postgres_password_of_litellm_db(apps_lab, capsys):
+    """Issue 24 on the real PostgreSQL: the shipped holder (ALTER ROLE through psql's \\getenv)
+    changes the password in the database, DIR/.env follows, the old one no longer logs in; a
+    holder that fails leaves the old password working and .env byte for byte; no value in audit.log."""
+    lab = apps_lab
+    lab.install("postgres", DB)
+    old = lab.env(KEY)
+    code, out, err = cli(capsys, "secrets", "rotate", "--dir", str(lab.target), KEY)
+    assert code == 0, err
+    new = lab.env(KEY)
+    assert new != old and len(new) == len(old)
+    lab.wait_healthy(DB)
+    assert password_login(lab, new) == (0, "postgres\n")
+    assert password_login(lab, old)[0] != 0
+
+    # the holder's ALTER ROLE fails (a read-only default for the role): nothing changes anywhere
+    psql(lab, "ALTER ROLE postgres SET default_transaction_read_only = on")
+    env_before = (lab.target / ".env").read_bytes()
+    code, out, err = cli(capsys, "secrets", "rotate", "--dir", str(lab.target), KEY)
+    assert code == 1 and "read-only transaction" in (out.get("error", "") + err), (out, err)
+    assert (lab.target / ".env").read_bytes() == env_before
+    assert password_login(lab, new) == (0, "postgres\n")
+    code, out = lab.run(DB, "psql", "-X", "-U", "postgres", "-d", "postgres",
+                        "-c", "ALTER ROLE postgres RESET default_transaction_read_only",
+                        env={"PGOPTIONS": "-c default_transaction_read_only=off"})
+    assert code == 0, out
+
+    audit = (lab.target / "audit.log").read_text()
+    assert old not in audit and new not in audit and KEY in audit
