@@ -10,4 +10,5 @@ side of ``builder.bundle`` (``reader``, ``verify``) only, and stands on ``builde
 ``pull``     pulling an online bundle's images by digest before `up`
 ``models``   placing models into service volumes (the formats table says how), listing them
 ``apply``    install, upgrade, rollback, uninstall
+``targets``  the optional services' scrape targets (file_sd files) once they run
 """
