@@ -302,3 +302,44 @@ def test_rotating_the_real_postgres_password_of_litellm_db(apps_lab, capsys):
 
     audit = (lab.target / "audit.log").read_text()
     assert old not in audit and new not in audit and KEY in audit
+
+
+def _get_json(url: str) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=5) as resp:      # 127.0.0.1 only: the lab's own ports
+        return json.loads(resp.read())
+
+
+def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(apps_lab):
+    """prometheus and node-exporter from the shipped blueprints, with the real Prometheus (Debian's)
+    reading the bundle's rendered prometheus.yml and the shipped rules: every target up == 1 and
+    no alert firing or pending on a healthy lab (checked after two evaluation rounds; the rules'
+    `for:` windows are not shortened)."""
+    lab = apps_lab
+    services = ["prometheus", "node-exporter"]
+    built = build_and_push(lab.registry.host, only=services, engine=lab.engine, log=say)
+    assert set(services) <= set(built.images), built.unbuilt
+    lab.refs += [built.images[s].split("@")[0] for s in services]
+    root = make_test_lab(lab.tmp / "lab", {s: built.images[s] for s in services}, lab_name=lab.project,
+                         profile=(PROFILE, services))
+    lock_services(root, services)
+    lab.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, with_images=True, out_dir=lab.tmp / "dist",
+                                    progress=False).bundle)
+    lab.registry.stop()
+    lab.target = lab.tmp / "inst"
+    result = install_bundle(lab.bundle, lab.target, timeout=120)
+    assert result.ok, result.failure
+    api = f"http://127.0.0.1:{load_lab(root).services['prometheus'].port('http').host}/api/v1"
+    deadline = time.monotonic() + 90
+    while True:
+        targets = _get_json(f"{api}/targets")["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if health and all(h == "up" for h in health.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert health == {"prometheus": "up", "node-exporter": "up"}, targets
+    groups = _get_json(f"{api}/rules")["data"]["groups"]
+    assert [g for g in groups if g["rules"]], "the shipped rules are loaded"
+    time.sleep(35)                                             # two evaluation rounds (15 s)
+    alerts = _get_json(f"{api}/alerts")["data"]["alerts"]
+    assert alerts == [], alerts
