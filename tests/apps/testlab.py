@@ -58,10 +58,12 @@ def substitute_image(text: str, ref: str) -> str:
 
 
 def make_test_lab(dest: Path, images: Mapping[str, str], *, lab_name: str,
-                  profile: tuple[str, Iterable[str]] | None = None, source: Path = REPO) -> Path:
+                  profile: tuple[str, Iterable[str]] | None = None, optional: Iterable[str] = (),
+                  source: Path = REPO) -> Path:
     """The shipped lab under ``dest`` with ``images`` ({service: reference}) substituted.
 
-    ``profile``: ``(name, services)`` added to lab.toml (replacing one of that name).
+    ``profile``: ``(name, services)`` added to lab.toml (replacing one of that name), with
+    ``optional`` as its optional services.
     """
     dest = Path(dest)
     shutil.copytree(source / "blueprints", dest / "blueprints")
@@ -80,6 +82,8 @@ def make_test_lab(dest: Path, images: Mapping[str, str], *, lab_name: str,
         table = tomlkit.table()
         table["description"] = "test profile: only the services under test"
         table["services"] = sorted(services)
+        if optional:
+            table["optional"] = sorted(optional)
         lab["profiles"][name] = table
     lab_path.write_text(tomlkit.dumps(lab), "utf-8")
     return dest

@@ -310,18 +310,21 @@ def _get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(apps_lab):
+@pytest.mark.parametrize("optional", [False, True], ids=["static", "optional-file-sd"])
+def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(apps_lab, optional):
     """prometheus and node-exporter from the shipped blueprints, with the real Prometheus (Debian's)
     reading the bundle's rendered prometheus.yml and the shipped rules: every target up == 1 and
     no alert firing or pending on a healthy lab (checked after two evaluation rounds; the rules'
-    `for:` windows are not shortened)."""
+    `for:` windows are not shortened). ``optional``: node-exporter is an optional service of the
+    profile, so its target comes from the file_sd file install writes once it runs."""
     lab = apps_lab
     services = ["prometheus", "node-exporter"]
     built = build_and_push(lab.registry.host, only=services, engine=lab.engine, log=say)
     assert set(services) <= set(built.images), built.unbuilt
     lab.refs += [built.images[s].split("@")[0] for s in services]
     root = make_test_lab(lab.tmp / "lab", {s: built.images[s] for s in services}, lab_name=lab.project,
-                         profile=(PROFILE, services))
+                         profile=(PROFILE, ["prometheus"] if optional else services),
+                         optional=["node-exporter"] if optional else ())
     lock_services(root, services)
     lab.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, with_images=True, out_dir=lab.tmp / "dist",
                                     progress=False).bundle)
@@ -334,10 +337,12 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     while True:
         targets = _get_json(f"{api}/targets")["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
-        if health and all(h == "up" for h in health.values()) or time.monotonic() > deadline:
+        if health == {"prometheus": "up", "node-exporter": "up"} or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert health == {"prometheus": "up", "node-exporter": "up"}, targets
+    from_file = [t for t in targets if "__meta_filepath" in t["discoveredLabels"]]
+    assert [t["labels"]["job"] for t in from_file] == (["node-exporter"] if optional else [])
     groups = _get_json(f"{api}/rules")["data"]["groups"]
     assert [g for g in groups if g["rules"]], "the shipped rules are loaded"
     time.sleep(35)                                             # two evaluation rounds (15 s)
