@@ -132,8 +132,11 @@ class BundleDiff:
             if i["digest_changed"]:
                 what.append(f"digest {b['digest'][:19]}… -> {a['digest'][:19]}…")
             lines.append(f"~ image {i['service']}: " + ", ".join(what))
-        for p in self.ports:
-            lines.append(f"~ ports {p['service']}: {', '.join(p['before']) or 'none'} -> {', '.join(p['after']) or 'none'}")
+        def listed(kind: str, change: dict) -> str:
+            return (f"~ {kind} {change['service']}: {', '.join(change['before']) or 'none'} -> "
+                    f"{', '.join(change['after']) or 'none'}")
+
+        lines += [listed("ports", p) for p in self.ports]
         for e in self.env:
             if e["before"] is None:
                 lines.append(f"+ env {e['key']}={e['after']}")
@@ -146,8 +149,7 @@ class BundleDiff:
                 lines.append(f"+ secret {k} (generated at install)")
             for k in s["removed"]:
                 lines.append(f"- secret {k}")
-        for v in self.volumes:
-            lines.append(f"~ volumes {v['service']}: {', '.join(v['before']) or 'none'} -> {', '.join(v['after']) or 'none'}")
+        lines += [listed("volumes", v) for v in self.volumes]
         for m in self.models:
             if m["before"] is None:
                 lines.append(f"+ model {m['service']}: {m['model']}@{m['after'][:19]}…")
