@@ -7,6 +7,9 @@ installed with no registry left to pull from.
   pg_dumpall), `uninstall --volumes`, `install` and `labbuild restore` (psql).
 - langfuse-redis (Redis): healthy by its `redis-cli ... ping | grep -q PONG` as user redis,
   its password required, its AOF kept across a restart.
+- node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
+  port and by the image's own HEALTHCHECK (node /healthcheck.js); a flow deployed through its
+  admin API is kept in /data across a restart.
 - every image: the user and the tools of the official image (no curl where it has none),
   and Prometheus and node-exporter answer their [health] and [metrics] paths when started
   with the shipped blueprints' commands.
@@ -61,6 +64,7 @@ class AppsLab:
     bundle: Path | None = None
     refs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    health: dict = field(default_factory=dict)     # service -> the install's HealthResult
 
     def install(self, app: str, service: str) -> None:
         start = time.monotonic()
@@ -76,8 +80,11 @@ class AppsLab:
         self.registry.stop()                           # offline from here: the bundle is the only source
         self.target = self.tmp / "inst"
         start = time.monotonic()
-        assert install_bundle(self.bundle, self.target, timeout=120).ok
-        self.wait_healthy(service)
+        installed = install_bundle(self.bundle, self.target, timeout=120)
+        assert installed.ok, installed.failure
+        self.health = installed.services
+        if load_lab(REPO).services[service].healthcheck:
+            self.wait_healthy(service)       # else the install awaited the host-side [health] probe
         self.timings["install"] = time.monotonic() - start
 
     def container(self, service: str):
@@ -218,12 +225,49 @@ def test_the_real_redis_of_langfuse_redis_is_healthy_by_its_shipped_check_and_ke
     assert code == 0 and out.startswith("999\n") and "appendonly.aof" in out
 
 
+NODE_RED = "node-red"
+# A flow deployed through the admin API: GET /lab answers "kept" (http in -> change -> http response).
+LAB_FLOW = [
+    {"id": "lab-tab", "type": "tab", "label": "lab"},
+    {"id": "lab-in", "type": "http in", "z": "lab-tab", "url": "/lab", "method": "get", "wires": [["lab-set"]]},
+    {"id": "lab-set", "type": "change", "z": "lab-tab", "wires": [["lab-out"]],
+     "rules": [{"t": "set", "p": "payload", "pt": "msg", "to": "kept", "tot": "str"}]},
+    {"id": "lab-out", "type": "http response", "z": "lab-tab", "wires": []},
+]
+
+
+def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_flow_in_data(apps_lab):
+    lab = apps_lab
+    lab.install("node-red", NODE_RED)
+    bp = load_lab(REPO).services[NODE_RED]
+    assert lab.health[NODE_RED].state == "healthy"        # [health]: GET / on the published 1880
+    assert bp.healthcheck is None and bp.command is None    # the image's own entrypoint, as shipped
+    c = lab.container(NODE_RED)
+    assert c.attrs["Config"]["User"] == "node-red"
+    assert lab.run(NODE_RED, "node", "/healthcheck.js") == (0, "")    # the image's HEALTHCHECK
+    deploy = ["curl", "-fsS", "-X", "POST", "-H", "Content-Type: application/json",
+              "-H", "Node-RED-Deployment-Type: full", "--data", json.dumps(LAB_FLOW), "http://127.0.0.1:1880/flows"]
+    code, out = lab.run(NODE_RED, *deploy)
+    assert code == 0, out
+    assert lab.run(NODE_RED, "curl", "-fsS", "http://127.0.0.1:1880/lab") == (0, "kept")
+    c.restart()
+    deadline = time.monotonic() + 30
+    while lab.run(NODE_RED, "node", "/healthcheck.js")[0] != 0:
+        assert time.monotonic() < deadline, c.logs(tail=30).decode(errors="replace")
+        time.sleep(0.5)
+    assert lab.run(NODE_RED, "curl", "-fsS", "http://127.0.0.1:1880/lab") == (0, "kept")    # from /data
+    code, out = lab.run(NODE_RED, "sh", "-c", "id -u; ls /data")
+    assert code == 0 and out.startswith("1000\n") and "flows.json" in out and "settings.js" in out
+
+
 # Per image: the user it runs as, tools its official image has, and tools it has not.
 TOOLS = {
     "postgres": ("0", ["bash", "psql", "pg_dumpall", "pg_isready", "gosu", "initdb", "locale"], ["curl", "wget"]),
     "redis": ("0", ["sh", "wget", "nc", "grep", "redis-cli", "redis-server", "setpriv"], ["curl", "bash", "apt-get"]),
     "prometheus": ("65534", ["sh", "wget", "promtool"], ["curl", "bash", "apt-get"]),
     "node-exporter": ("65534", ["sh", "wget"], ["curl", "bash", "apt-get"]),
+    "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
+                 ["sudo"]),
 }
 
 
