@@ -70,6 +70,8 @@ RECIPES: tuple[Recipe, ...] = (
            "https://github.com/prometheus/node_exporter/blob/master/Dockerfile", common=True),
     Recipe("node-red", "docker.io/nodered/node-red",
            "https://github.com/node-red/node-red-docker/blob/master/.docker/Dockerfile.alpine", registries=True),
+    Recipe("base-notebook", "quay.io/jupyter/base-notebook",
+           "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile", registries=True),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"
@@ -85,7 +87,6 @@ NO_RECIPE: dict[str, str] = {
     "nginx": _TODO.format("Debian (nginx)"),
     "litellm": _TODO.format("PyPI (litellm[proxy])"),
     "open-webui": _TODO.format("PyPI (open-webui)"),
-    "base-notebook": _TODO.format("PyPI (jupyterlab)"),
     "n8n": _TODO.format("npm (n8n)"),
     "flowise": _TODO.format("npm (flowise)"),
     "code-server": _TODO.format("npm (code-server)"),

@@ -10,6 +10,8 @@ installed with no registry left to pull from.
 - node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
   port and by the image's own HEALTHCHECK (node /healthcheck.js); a flow deployed through its
   admin API is kept in /data across a restart.
+- jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
+  HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
 - every image: the user and the tools of the official image (no curl where it has none),
   and Prometheus and node-exporter answer their [health] and [metrics] paths when started
   with the shipped blueprints' commands.
@@ -260,12 +262,51 @@ def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_
     assert code == 0 and out.startswith("1000\n") and "flows.json" in out and "settings.js" in out
 
 
+JUPYTER = "jupyter"
+# A notebook saved through the contents API into work/ (the volume), as the image's own Python does it.
+SAVE_NOTEBOOK = """
+import json, os, urllib.request
+body = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+req = urllib.request.Request("http://127.0.0.1:8888/api/contents/work/kept.ipynb", method="PUT",
+                             data=json.dumps(body).encode(), headers={
+                                 "Authorization": "token " + os.environ["JUPYTER_TOKEN"],
+                                 "Content-Type": "application/json"})
+print(urllib.request.urlopen(req).status)
+"""
+
+
+def test_the_real_jupyterlab_passes_its_shipped_health_check_and_keeps_work_across_a_restart(apps_lab):
+    lab = apps_lab
+    lab.install("base-notebook", JUPYTER)
+    bp = load_lab(REPO).services[JUPYTER]
+    assert lab.health[JUPYTER].state == "healthy"          # [health]: GET /api on the published 8888
+    c = lab.container(JUPYTER)
+    assert c.attrs["Config"]["User"] == "1000"
+    assert c.attrs["Config"]["Cmd"] == list(bp.command)  # start-notebook.py under tini and start.sh
+    assert lab.run(JUPYTER, "/etc/jupyter/docker_healthcheck.py")[0] == 0      # the image's HEALTHCHECK
+    wget = ["wget", "-q", "-O", "-"]
+    code, out = lab.run(JUPYTER, *wget, f"http://127.0.0.1:8888{bp.metrics.path}")
+    assert code == 0 and "# TYPE" in out                  # --ServerApp.authenticate_prometheus=False
+    assert lab.run(JUPYTER, *wget, "http://127.0.0.1:8888/api/contents/work")[0] != 0    # the token holds
+    assert lab.run(JUPYTER, "python", "-c", SAVE_NOTEBOOK) == (0, "201\n")
+    c.restart()
+    deadline = time.monotonic() + 30
+    while lab.run(JUPYTER, "/etc/jupyter/docker_healthcheck.py")[0] != 0:
+        assert time.monotonic() < deadline, c.logs(tail=30).decode(errors="replace")
+        time.sleep(0.5)
+    code, out = lab.run(JUPYTER, "sh", "-c", 'id -u; id -g; ls -n work; wget -q -O - '
+                        '--header "Authorization: token $JUPYTER_TOKEN" http://127.0.0.1:8888/api/contents/work')
+    assert code == 0 and out.startswith("1000\n100\n") and '"name": "kept.ipynb"' in out, out
+
+
 # Per image: the user it runs as, tools its official image has, and tools it has not.
 TOOLS = {
     "postgres": ("0", ["bash", "psql", "pg_dumpall", "pg_isready", "gosu", "initdb", "locale"], ["curl", "wget"]),
     "redis": ("0", ["sh", "wget", "nc", "grep", "redis-cli", "redis-server", "setpriv"], ["curl", "bash", "apt-get"]),
     "prometheus": ("65534", ["sh", "wget", "promtool"], ["curl", "bash", "apt-get"]),
     "node-exporter": ("65534", ["sh", "wget"], ["curl", "bash", "apt-get"]),
+    "base-notebook": ("1000", ["bash", "tini", "start.sh", "start-notebook.py", "jupyter", "python", "pip",
+                               "wget", "sudo", "pandoc", "fix-permissions"], ["curl"]),
     "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
                  ["sudo"]),
 }
@@ -312,3 +353,4 @@ def test_prometheus_and_node_exporter_answer_health_and_metrics_with_the_shipped
                               else "node_filesystem_avail_bytes" in out.decode())
     finally:
         c.remove(force=True)
+
