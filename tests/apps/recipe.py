@@ -70,6 +70,8 @@ RECIPES: tuple[Recipe, ...] = (
            "https://github.com/prometheus/node_exporter/blob/master/Dockerfile", common=True),
     Recipe("node-red", "docker.io/nodered/node-red",
            "https://github.com/node-red/node-red-docker/blob/master/.docker/Dockerfile.alpine", registries=True),
+    Recipe("litellm", "ghcr.io/berriai/litellm", "https://github.com/BerriAI/litellm/blob/main/Dockerfile",
+           registries=True),
     Recipe("base-notebook", "quay.io/jupyter/base-notebook",
            "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile", registries=True),
 )
@@ -85,7 +87,6 @@ NO_RECIPE: dict[str, str] = {
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "nginx": _TODO.format("Debian (nginx)"),
-    "litellm": _TODO.format("PyPI (litellm[proxy])"),
     "open-webui": _TODO.format("PyPI (open-webui)"),
     "n8n": _TODO.format("npm (n8n)"),
     "flowise": _TODO.format("npm (flowise)"),

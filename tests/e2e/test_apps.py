@@ -10,6 +10,9 @@ installed with no registry left to pull from.
 - node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
   port and by the image's own HEALTHCHECK (node /healthcheck.js); a flow deployed through its
   admin API is kept in /data across a restart.
+- litellm (LiteLLM proxy from PyPI): started with the shipped command, config.yaml and env but no
+  database (its Prisma engines cannot be fetched here), answers [health], guards /v1/models and
+  [metrics] with the master key.
 - jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
   HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
 - every image: the user and the tools of the official image (no curl where it has none),
@@ -307,6 +310,7 @@ TOOLS = {
     "node-exporter": ("65534", ["sh", "wget"], ["curl", "bash", "apt-get"]),
     "base-notebook": ("1000", ["bash", "tini", "start.sh", "start-notebook.py", "jupyter", "python", "pip",
                                "wget", "sudo", "pandoc", "fix-permissions"], ["curl"]),
+    "litellm": ("0", ["bash", "python3", "pip", "litellm", "wget", "openssl"], ["curl"]),
     "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
                  ["sudo"]),
 }
@@ -354,3 +358,46 @@ def test_prometheus_and_node_exporter_answer_health_and_metrics_with_the_shipped
     finally:
         c.remove(force=True)
 
+
+LITELLM = "litellm"
+
+
+def test_the_real_litellm_proxy_answers_its_shipped_health_and_metrics_without_its_database(
+        docker_engine, local_images, tmp_path):
+    """A plain `docker run` with the shipped command, config.yaml and env, except DATABASE_URL: its
+    partner litellm-db is not started and the proxy's database mode needs Prisma's engines, which
+    this image cannot have (tests/apps/recipes/litellm/Dockerfile)."""
+    bp = load_lab(REPO).services[LITELLM]
+    (config,) = bp.files
+    (tmp_path / "config.yaml").write_text(config.content, "utf-8")
+    env = {k: v for k, v in bp.env.items() if "${secret:" not in v}
+    assert set(bp.env) - set(env) == {"DATABASE_URL"}
+    key = f"sk-{uuid.uuid4().hex}"
+    env |= {"LITELLM_MASTER_KEY": key, "LITELLM_SALT_KEY": uuid.uuid4().hex, "UI_PASSWORD": uuid.uuid4().hex}
+    assert {s.name for s in bp.secrets} <= set(env)
+    port = bp.port(bp.health.port).container
+    c = docker_engine.containers.run(local_images[LITELLM].ref, command=list(bp.command), environment=env,
+                                     volumes={str(tmp_path / "config.yaml"): {"bind": config.target, "mode": "ro"}},
+                                     detach=True, labels={"org.local-ai-lab.test": "apps"})
+
+    def wget(path: str, *header: str) -> tuple[int, str]:    # its own wget: the official image has no curl
+        code, out = c.exec_run(["wget", "-q", "-O", "-", *[f"--header={h}" for h in header],
+                                f"http://127.0.0.1:{port}{path}"])
+        return code, out.decode(errors="replace")
+
+    try:
+        start = time.monotonic()
+        while wget(bp.health.path)[0] != 0:
+            c.reload()
+            assert c.status == "running" and time.monotonic() - start < 90, c.logs(tail=30).decode(errors="replace")
+            time.sleep(1)
+        say(f"litellm: {bp.health.path} answered after {time.monotonic() - start:.0f} s")
+        bearer = f"Authorization: Bearer {key}"
+        code, models = wget("/v1/models", bearer)
+        assert code == 0 and "ollama/*" in models                 # the shipped config.yaml's model_list
+        assert wget("/v1/models")[0] != 0                          # master_key holds
+        assert wget(bp.metrics.path)[0] != 0                       # /metrics wants a key (since v1.84)
+        code, metrics = wget(bp.metrics.path, bearer)             # what the shipped [metrics] sends
+        assert code == 0 and "# TYPE" in metrics, metrics[:500]
+    finally:
+        c.remove(force=True)
