@@ -4,8 +4,10 @@
 classic builder, through the Docker SDK) FROM the base image; the build context is
 the recipe's directory, plus ``recipes/common/`` as ``common/`` for the recipes
 that assemble a busybox root filesystem. Apt runs inside the build against
-Debian's mirror. The image is tagged ``labbuild-apps/<name>:<hash>`` and labelled
-with the full recipe hash: the next run finds it and builds nothing.
+Debian's mirror; recipes that download from npm or PyPI also get the host's CA
+bundle (``host_ca_bundle``: this machine's egress may present its own CA). The
+image is tagged ``labbuild-apps/<name>:<hash>`` and labelled with the full recipe
+hash: the next run finds it and builds nothing.
 
 ``push_image`` tags it ``HOST:PORT/labbuild-apps/<name>:<hash>``, pushes it (a
 loopback registry speaks plain HTTP to the engine), drops that extra tag again and
@@ -15,9 +17,12 @@ returns ``HOST:PORT/labbuild-apps/<name>:<hash>@sha256:...``.
 from __future__ import annotations
 
 import io
+import os
+import ssl
 import tarfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from .base import RECIPE_LABEL, AppImageError, BuiltImage, exclusive, find_image, image_ref
 from .recipe import Recipe, file_mode
@@ -39,11 +44,21 @@ def ensure_image(engine, recipe: Recipe, base: BuiltImage, log: Callable[[str], 
         return BuiltImage(ref, image_id, digest, built=True, seconds=time.monotonic() - start)
 
 
+def host_ca_bundle() -> Path:
+    """The CA bundle the host's clients trust ($SSL_CERT_FILE, else OpenSSL's default file)."""
+    path = Path(os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile).resolve()
+    if not path.is_file():
+        raise AppImageError(f"no CA bundle at {path} for a build that downloads from npm or PyPI (set SSL_CERT_FILE)")
+    return path
+
+
 def _context(recipe: Recipe) -> io.BytesIO:
-    """The build context as a tar (``Recipe.context_files``), modes as git keeps them, owned by root."""
+    """The build context as a tar (``Recipe.context_files``, and ``host/ca-certificates.crt`` for a
+    recipe with ``registries``), modes as git keeps them, owned by root."""
+    files = recipe.context_files() + ([("host/ca-certificates.crt", host_ca_bundle())] if recipe.registries else [])
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, path in recipe.context_files():
+        for name, path in files:
             info = tar.gettarinfo(path, arcname=name)
             info.mode, info.uid, info.gid, info.uname, info.gname = file_mode(path), 0, 0, "", ""
             with open(path, "rb") as fh:

@@ -6,7 +6,11 @@ A recipe is a directory ``recipes/<name>/`` holding a Dockerfile (``ARG BASE`` /
 with ``common=True`` also gets ``recipes/common/`` as ``common/`` in its build
 context (scripts that assemble busybox-based root filesystems). Its hash covers the
 base's hash and every file of its build context (path, mode, bytes), so editing a
-recipe rebuilds it and nothing else does.
+recipe rebuilds it and nothing else does. A recipe with ``registries=True`` fetches
+from npm or PyPI over HTTPS during its build; its context also gets the host's CA
+bundle as ``host/ca-certificates.crt`` (``build.py``), for its build stage to trust
+what the host's own npm and pip trust. That file is the machine's, like its network:
+it is outside the hash and must stay out of the final image.
 
 An application is named by the last part of the image repository the catalog pins
 (``docker.io/library/postgres`` -> ``postgres``); a recipe serves every shipped
@@ -29,6 +33,7 @@ class Recipe:
     upstream: str      # the official image repository the shipped blueprints pin
     dockerfile: str    # the official image's Dockerfile, whose contract the recipe keeps
     common: bool = False   # builds a busybox root filesystem with recipes/common/
+    registries: bool = False   # its build stage downloads from npm or PyPI (gets host/ca-certificates.crt)
 
     @property
     def directory(self) -> Path:
@@ -63,6 +68,12 @@ RECIPES: tuple[Recipe, ...] = (
            "https://github.com/prometheus/prometheus/blob/main/Dockerfile", common=True),
     Recipe("node-exporter", "quay.io/prometheus/node-exporter",
            "https://github.com/prometheus/node_exporter/blob/master/Dockerfile", common=True),
+    Recipe("node-red", "docker.io/nodered/node-red",
+           "https://github.com/node-red/node-red-docker/blob/master/.docker/Dockerfile.alpine", registries=True),
+    Recipe("litellm", "ghcr.io/berriai/litellm", "https://github.com/BerriAI/litellm/blob/main/Dockerfile",
+           registries=True),
+    Recipe("base-notebook", "quay.io/jupyter/base-notebook",
+           "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile", registries=True),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"
@@ -76,11 +87,8 @@ NO_RECIPE: dict[str, str] = {
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "nginx": _TODO.format("Debian (nginx)"),
-    "litellm": _TODO.format("PyPI (litellm[proxy])"),
     "open-webui": _TODO.format("PyPI (open-webui)"),
-    "base-notebook": _TODO.format("PyPI (jupyterlab)"),
     "n8n": _TODO.format("npm (n8n)"),
-    "node-red": _TODO.format("npm (node-red)"),
     "flowise": _TODO.format("npm (flowise)"),
     "code-server": _TODO.format("npm (code-server)"),
 }

@@ -7,6 +7,14 @@ installed with no registry left to pull from.
   pg_dumpall), `uninstall --volumes`, `install` and `labbuild restore` (psql).
 - langfuse-redis (Redis): healthy by its `redis-cli ... ping | grep -q PONG` as user redis,
   its password required, its AOF kept across a restart.
+- node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
+  port and by the image's own HEALTHCHECK (node /healthcheck.js); a flow deployed through its
+  admin API is kept in /data across a restart.
+- litellm (LiteLLM proxy from PyPI): started with the shipped command, config.yaml and env but no
+  database (its Prisma engines cannot be fetched here), answers [health], guards /v1/models and
+  [metrics] with the master key.
+- jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
+  HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
 - every image: the user and the tools of the official image (no curl where it has none),
   and Prometheus and node-exporter answer their [health] and [metrics] paths when started
   with the shipped blueprints' commands.
@@ -61,6 +69,7 @@ class AppsLab:
     bundle: Path | None = None
     refs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    health: dict = field(default_factory=dict)     # service -> the install's HealthResult
 
     def install(self, app: str, service: str) -> None:
         start = time.monotonic()
@@ -76,8 +85,11 @@ class AppsLab:
         self.registry.stop()                           # offline from here: the bundle is the only source
         self.target = self.tmp / "inst"
         start = time.monotonic()
-        assert install_bundle(self.bundle, self.target, timeout=120).ok
-        self.wait_healthy(service)
+        installed = install_bundle(self.bundle, self.target, timeout=120)
+        assert installed.ok, installed.failure
+        self.health = installed.services
+        if load_lab(REPO).services[service].healthcheck:
+            self.wait_healthy(service)       # else the install awaited the host-side [health] probe
         self.timings["install"] = time.monotonic() - start
 
     def container(self, service: str):
@@ -218,12 +230,89 @@ def test_the_real_redis_of_langfuse_redis_is_healthy_by_its_shipped_check_and_ke
     assert code == 0 and out.startswith("999\n") and "appendonly.aof" in out
 
 
+NODE_RED = "node-red"
+# A flow deployed through the admin API: GET /lab answers "kept" (http in -> change -> http response).
+LAB_FLOW = [
+    {"id": "lab-tab", "type": "tab", "label": "lab"},
+    {"id": "lab-in", "type": "http in", "z": "lab-tab", "url": "/lab", "method": "get", "wires": [["lab-set"]]},
+    {"id": "lab-set", "type": "change", "z": "lab-tab", "wires": [["lab-out"]],
+     "rules": [{"t": "set", "p": "payload", "pt": "msg", "to": "kept", "tot": "str"}]},
+    {"id": "lab-out", "type": "http response", "z": "lab-tab", "wires": []},
+]
+
+
+def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_flow_in_data(apps_lab):
+    lab = apps_lab
+    lab.install("node-red", NODE_RED)
+    bp = load_lab(REPO).services[NODE_RED]
+    assert lab.health[NODE_RED].state == "healthy"        # [health]: GET / on the published 1880
+    assert bp.healthcheck is None and bp.command is None    # the image's own entrypoint, as shipped
+    c = lab.container(NODE_RED)
+    assert c.attrs["Config"]["User"] == "node-red"
+    assert lab.run(NODE_RED, "node", "/healthcheck.js") == (0, "")    # the image's HEALTHCHECK
+    deploy = ["curl", "-fsS", "-X", "POST", "-H", "Content-Type: application/json",
+              "-H", "Node-RED-Deployment-Type: full", "--data", json.dumps(LAB_FLOW), "http://127.0.0.1:1880/flows"]
+    code, out = lab.run(NODE_RED, *deploy)
+    assert code == 0, out
+    assert lab.run(NODE_RED, "curl", "-fsS", "http://127.0.0.1:1880/lab") == (0, "kept")
+    c.restart()
+    deadline = time.monotonic() + 30
+    while lab.run(NODE_RED, "node", "/healthcheck.js")[0] != 0:
+        assert time.monotonic() < deadline, c.logs(tail=30).decode(errors="replace")
+        time.sleep(0.5)
+    assert lab.run(NODE_RED, "curl", "-fsS", "http://127.0.0.1:1880/lab") == (0, "kept")    # from /data
+    code, out = lab.run(NODE_RED, "sh", "-c", "id -u; ls /data")
+    assert code == 0 and out.startswith("1000\n") and "flows.json" in out and "settings.js" in out
+
+
+JUPYTER = "jupyter"
+# A notebook saved through the contents API into work/ (the volume), as the image's own Python does it.
+SAVE_NOTEBOOK = """
+import json, os, urllib.request
+body = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+req = urllib.request.Request("http://127.0.0.1:8888/api/contents/work/kept.ipynb", method="PUT",
+                             data=json.dumps(body).encode(), headers={
+                                 "Authorization": "token " + os.environ["JUPYTER_TOKEN"],
+                                 "Content-Type": "application/json"})
+print(urllib.request.urlopen(req).status)
+"""
+
+
+def test_the_real_jupyterlab_passes_its_shipped_health_check_and_keeps_work_across_a_restart(apps_lab):
+    lab = apps_lab
+    lab.install("base-notebook", JUPYTER)
+    bp = load_lab(REPO).services[JUPYTER]
+    assert lab.health[JUPYTER].state == "healthy"          # [health]: GET /api on the published 8888
+    c = lab.container(JUPYTER)
+    assert c.attrs["Config"]["User"] == "1000"
+    assert c.attrs["Config"]["Cmd"] == list(bp.command)  # start-notebook.py under tini and start.sh
+    assert lab.run(JUPYTER, "/etc/jupyter/docker_healthcheck.py")[0] == 0      # the image's HEALTHCHECK
+    wget = ["wget", "-q", "-O", "-"]
+    code, out = lab.run(JUPYTER, *wget, f"http://127.0.0.1:8888{bp.metrics.path}")
+    assert code == 0 and "# TYPE" in out                  # --ServerApp.authenticate_prometheus=False
+    assert lab.run(JUPYTER, *wget, "http://127.0.0.1:8888/api/contents/work")[0] != 0    # the token holds
+    assert lab.run(JUPYTER, "python", "-c", SAVE_NOTEBOOK) == (0, "201\n")
+    c.restart()
+    deadline = time.monotonic() + 30
+    while lab.run(JUPYTER, "/etc/jupyter/docker_healthcheck.py")[0] != 0:
+        assert time.monotonic() < deadline, c.logs(tail=30).decode(errors="replace")
+        time.sleep(0.5)
+    code, out = lab.run(JUPYTER, "sh", "-c", 'id -u; id -g; ls -n work; wget -q -O - '
+                        '--header "Authorization: token $JUPYTER_TOKEN" http://127.0.0.1:8888/api/contents/work')
+    assert code == 0 and out.startswith("1000\n100\n") and '"name": "kept.ipynb"' in out, out
+
+
 # Per image: the user it runs as, tools its official image has, and tools it has not.
 TOOLS = {
     "postgres": ("0", ["bash", "psql", "pg_dumpall", "pg_isready", "gosu", "initdb", "locale"], ["curl", "wget"]),
     "redis": ("0", ["sh", "wget", "nc", "grep", "redis-cli", "redis-server", "setpriv"], ["curl", "bash", "apt-get"]),
     "prometheus": ("65534", ["sh", "wget", "promtool"], ["curl", "bash", "apt-get"]),
     "node-exporter": ("65534", ["sh", "wget"], ["curl", "bash", "apt-get"]),
+    "base-notebook": ("1000", ["bash", "tini", "start.sh", "start-notebook.py", "jupyter", "python", "pip",
+                               "wget", "sudo", "pandoc", "fix-permissions"], ["curl"]),
+    "litellm": ("0", ["bash", "python3", "pip", "litellm", "wget", "openssl"], ["curl"]),
+    "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
+                 ["sudo"]),
 }
 
 
@@ -348,3 +437,47 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     time.sleep(35)                                             # two evaluation rounds (15 s)
     alerts = _get_json(f"{api}/alerts")["data"]["alerts"]
     assert alerts == [], alerts
+
+
+LITELLM = "litellm"
+
+
+def test_the_real_litellm_proxy_answers_its_shipped_health_and_metrics_without_its_database(
+        docker_engine, local_images, tmp_path):
+    """A plain `docker run` with the shipped command, config.yaml and env, except DATABASE_URL: its
+    partner litellm-db is not started and the proxy's database mode needs Prisma's engines, which
+    this image cannot have (tests/apps/recipes/litellm/Dockerfile)."""
+    bp = load_lab(REPO).services[LITELLM]
+    (config,) = bp.files
+    (tmp_path / "config.yaml").write_text(config.content, "utf-8")
+    env = {k: v for k, v in bp.env.items() if "${secret:" not in v}
+    assert set(bp.env) - set(env) == {"DATABASE_URL"}
+    key = f"sk-{uuid.uuid4().hex}"
+    env |= {"LITELLM_MASTER_KEY": key, "LITELLM_SALT_KEY": uuid.uuid4().hex, "UI_PASSWORD": uuid.uuid4().hex}
+    assert {s.name for s in bp.secrets} <= set(env)
+    port = bp.port(bp.health.port).container
+    c = docker_engine.containers.run(local_images[LITELLM].ref, command=list(bp.command), environment=env,
+                                     volumes={str(tmp_path / "config.yaml"): {"bind": config.target, "mode": "ro"}},
+                                     detach=True, labels={"org.local-ai-lab.test": "apps"})
+
+    def wget(path: str, *header: str) -> tuple[int, str]:    # its own wget: the official image has no curl
+        code, out = c.exec_run(["wget", "-q", "-O", "-", *[f"--header={h}" for h in header],
+                                f"http://127.0.0.1:{port}{path}"])
+        return code, out.decode(errors="replace")
+
+    try:
+        start = time.monotonic()
+        while wget(bp.health.path)[0] != 0:
+            c.reload()
+            assert c.status == "running" and time.monotonic() - start < 90, c.logs(tail=30).decode(errors="replace")
+            time.sleep(1)
+        say(f"litellm: {bp.health.path} answered after {time.monotonic() - start:.0f} s")
+        bearer = f"Authorization: Bearer {key}"
+        code, models = wget("/v1/models", bearer)
+        assert code == 0 and "ollama/*" in models                 # the shipped config.yaml's model_list
+        assert wget("/v1/models")[0] != 0                          # master_key holds
+        assert wget(bp.metrics.path)[0] != 0                       # /metrics wants a key (since v1.84)
+        code, metrics = wget(bp.metrics.path, bearer)             # what the shipped [metrics] sends
+        assert code == 0 and "# TYPE" in metrics, metrics[:500]
+    finally:
+        c.remove(force=True)
