@@ -4,9 +4,9 @@ others have none.
 A recipe is a directory ``recipes/<name>/`` holding a Dockerfile (``ARG BASE`` /
 ``FROM ${BASE}``: the base image of ``base.py``) and the files it copies; a recipe
 with ``common=True`` also gets ``recipes/common/`` as ``common/`` in its build
-context (scripts that assemble busybox-based root filesystems). Its hash covers the
-base's hash and every file of its build context (path, mode, bytes), so editing a
-recipe rebuilds it and nothing else does. A recipe with ``registries=True`` fetches
+context (scripts shared by recipes: busybox-based root filesystems, PyPI virtual
+environments). Its hash covers the base's hash and every file of its build context
+(path, mode, bytes), so editing a recipe rebuilds it and nothing else does. A recipe with ``registries=True`` fetches
 from npm or PyPI over HTTPS during its build; its context also gets the host's CA
 bundle as ``host/ca-certificates.crt`` (``build.py``), for its build stage to trust
 what the host's own npm and pip trust. That file is the machine's, like its network:
@@ -32,7 +32,7 @@ class Recipe:
     name: str          # the application, and its directory under recipes/
     upstream: str      # the official image repository the shipped blueprints pin
     dockerfile: str    # the official image's Dockerfile, whose contract the recipe keeps
-    common: bool = False   # builds a busybox root filesystem with recipes/common/
+    common: bool = False   # its build uses the scripts of recipes/common/
     registries: bool = False   # its build stage downloads from npm or PyPI (gets host/ca-certificates.crt)
 
     @property
@@ -71,9 +71,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("node-red", "docker.io/nodered/node-red",
            "https://github.com/node-red/node-red-docker/blob/master/.docker/Dockerfile.alpine", registries=True),
     Recipe("litellm", "ghcr.io/berriai/litellm", "https://github.com/BerriAI/litellm/blob/main/Dockerfile",
-           registries=True),
+           common=True, registries=True),
     Recipe("base-notebook", "quay.io/jupyter/base-notebook",
-           "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile", registries=True),
+           "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile",
+           common=True, registries=True),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"

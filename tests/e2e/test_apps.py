@@ -19,7 +19,7 @@ installed with no registry left to pull from.
   and Prometheus and node-exporter answer their [health] and [metrics] paths when started
   with the shipped blueprints' commands.
 
-The first run builds the base and the images (about four minutes, Debian's mirror); later
+The first run builds the base and the images (about ten minutes: Debian's mirror, npm, PyPI); later
 runs find them in the engine (tests/apps/base.py) and push them to the test registry.
 """
 
