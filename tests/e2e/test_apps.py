@@ -48,7 +48,9 @@ from builder.install.apply import install_bundle, uninstall
 from labkit import path_with_venv
 from support.dockerenv import require_tool
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# one xdist worker runs these one after another: the shipped blueprints publish fixed host ports
+# (9090, 9100, 1880, 8888, ...), which two installs at once would fight over (make test: --dist loadgroup)
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("shipped-host-ports")]
 
 PROFILE = "apps-test"
 
