@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,9 +49,7 @@ from builder.install.apply import install_bundle, uninstall
 from labkit import path_with_venv
 from support.dockerenv import require_tool
 
-# one xdist worker runs these one after another: the shipped blueprints publish fixed host ports
-# (9090, 9100, 1880, 8888, ...), which two installs at once would fight over (make test: --dist loadgroup)
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("shipped-host-ports")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 PROFILE = "apps-test"
 
@@ -85,6 +84,7 @@ class AppsLab:
         self.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, with_images=True,
                                          out_dir=self.tmp / "dist", progress=False).bundle)
         self.registry.stop()                           # offline from here: the bundle is the only source
+        wait_ports_free(root, [service])
         self.target = self.tmp / "inst"
         start = time.monotonic()
         installed = install_bundle(self.bundle, self.target, timeout=120)
@@ -140,8 +140,38 @@ class AppsLab:
                 self.engine.images.remove(ref, noprune=True)
 
 
+def wait_ports_free(root: Path, services: list[str], timeout: float = 90) -> None:
+    """Until the shipped host ports of ``services`` can be bound on 127.0.0.1: a container of an
+    earlier test releases its docker-proxy a little after it is removed."""
+    import socket
+    lab_ = load_lab(root)
+    ports = [p.host for s in services for p in lab_.services[s].ports if p.host]
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"127.0.0.1:{port} stays taken (another process holds it)") from None
+            time.sleep(1)
+
+
 @pytest.fixture
-def apps_lab(docker_engine, registry, tmp_path, monkeypatch):
+def shipped_ports():
+    """One of these tests at a time, whatever xdist worker runs it: the shipped blueprints publish
+    fixed host ports (9090, 9100, 1880, 8888, ...), which two installs at once would fight over."""
+    import fcntl
+    with open(Path(tempfile.gettempdir()) / "labbuild-tests-shipped-ports.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture
+def apps_lab(docker_engine, registry, tmp_path, monkeypatch, shipped_ports):
     monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     require_tool("debootstrap")          # the base image's root filesystem (tests/apps/base.py)
@@ -420,6 +450,7 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     lab.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, with_images=True, out_dir=lab.tmp / "dist",
                                     progress=False).bundle)
     lab.registry.stop()
+    wait_ports_free(root, services)
     lab.target = lab.tmp / "inst"
     result = install_bundle(lab.bundle, lab.target, timeout=120)
     assert result.ok, result.failure
