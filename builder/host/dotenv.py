@@ -26,8 +26,9 @@ BOM = "\ufeff"
 # every COMPOSE_* setting and the engine it talks to (docs.docker.com/compose/how-tos/environment-variables/envvars/).
 COMPOSE_CONTROL = re.compile(r"COMPOSE_[A-Z0-9_]*|DOCKER_(HOST|CONTEXT|CERT_PATH|TLS_VERIFY|TLS|API_VERSION|CONFIG)")
 
-_ENV_LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=")
-_ASSIGN_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=(.*)$")
+_ENV_LINE = r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*="     # a key's assignment, as compose reads it
+_ENV_LINE_RE = re.compile(_ENV_LINE)
+_ASSIGN_RE = re.compile(_ENV_LINE + r"(.*)$")
 
 
 def filled_keys(env_text: str) -> set[str]:

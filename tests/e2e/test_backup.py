@@ -490,18 +490,8 @@ def _crafted(good: Path, out: Path, volume_tar: bytes) -> None:
 
 
 def _tar(*members: tuple[str, str, str]) -> bytes:
-    import io
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for kind, name, extra in members:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(extra)
-                tar.addfile(info, io.BytesIO(extra.encode()))
-            else:
-                info.type, info.linkname = (tarfile.SYMTYPE if kind == "sym" else tarfile.DIRTYPE), extra
-                tar.addfile(info)
-    return buf.getvalue()
+    from test_restore_paths import archive       # the one builder of crafted volume archives
+    return archive(*members).getvalue()
 
 
 @pytest.mark.parametrize("volume_tar", [
