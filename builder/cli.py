@@ -49,6 +49,7 @@ COMMANDS: dict[str, str] = {
     "backups": "builder.commands.backup:backups",
     "secrets": "builder.commands.secrets:secrets",
     "audit": "builder.commands.secrets:audit",
+    "users": "builder.commands.users:users",
     "new-service": "builder.commands.scaffold:new_service",
 }
 

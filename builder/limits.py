@@ -56,6 +56,12 @@ MAX_SBOMS_TOTAL_BYTES = 256 * MiB       # the SBOM documents (sbom/*.cdx.json), 
                                         # documents of 3 MiB. `sbom`, `diff` and install hold them; verify
                                         # and export hash them only
 
+# The front door (issue 23; not in LIMITS either, for the same reason): the provider's user file
+# in DIR/access/ (argon2id hashes ~100 bytes a user: 8 MiB is tens of thousands of users) and the
+# release's access/lab.json (roles, projects, services: a few KiB).
+MAX_USERS_FILE_BYTES = 8 * MiB
+MAX_ACCESS_JSON_BYTES = 1 * MiB
+
 LIMITS = {
     "blueprint or lab.toml": MAX_BLUEPRINT_BYTES,
     "lockfile": MAX_LOCK_BYTES,
