@@ -318,3 +318,20 @@ def test_the_user_file_is_written_through_a_temp_file_and_rename(inst, capsys, m
     assert rc == 1 and "No space left" in err and "Traceback" not in err
     assert path.read_bytes() == before and sorted(os.listdir(path.parent)) == ["users_database.yml"]
     assert audit_lines(inst)[-1]["outcome"] == "failed" and audit_lines(inst)[-1]["command"] == "users add"
+
+
+def test_the_last_user_stays_and_install_gets_a_first_admin(inst, schema, capsys):
+    from builder.operate.users import ensure_first_admin
+
+    assert run(capsys, "users", "add", "bob", "--role", "user", "--dir", str(inst))[0] == 0
+    _refused(capsys, inst, "users", "remove", "bob", expect="the provider refuses a user file without users")
+    assert ensure_first_admin(inst) is None                      # users exist: nothing to do
+
+    fresh = door_install(inst.parent / "fresh")
+    first = ensure_first_admin(fresh)
+    assert first is not None and first.password and first.users[0].role == "admin"
+    db = users_file(fresh)
+    jsonschema.validate(db, schema)
+    assert list(db["users"]) == ["admin"] and db["users"]["admin"]["groups"] == ["admin"]
+    check_digest(db["users"]["admin"]["password"], first.password)
+    assert audit_lines(fresh)[-1]["command"] == "users add"

@@ -24,8 +24,8 @@ def audit(out: Output, install_dir: Path, since: str | None) -> None:
     """Show DIR/audit.log: who created, read out, changed or restored which secrets, when, on
     which host, with which command and outcome — never a value.
 
-    Install, rollback, `secrets rotate|set`, `restore --secrets`, backups (they copy DIR/.env)
-    and `uninstall --volumes` each append one JSON line. A line a crash cut short is
+    Install, rollback, `secrets rotate|set`, `restore --secrets`, backups (they copy DIR/.env),
+    `uninstall --volumes` and every `users` change each append one JSON line. A line a crash cut short is
     reported, not fatal. Exit 0.
     """
     from ..errors import InstallError

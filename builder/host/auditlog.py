@@ -4,7 +4,8 @@ One JSON object a line (``AuditEntry``): the time (UTC), the OS user (and ``SUDO
 host, the labbuild command, the ``.env`` keys and the services touched, the outcome and what
 failed — never a value. Every labbuild command that writes secrets into ``DIR/.env`` (install,
 rollback, ``secrets rotate``/``set``, ``restore --secrets``), copies them out (``backup`` and the
-snapshots before upgrades) or deletes them (``uninstall --volumes``) appends one entry.
+snapshots before upgrades) or deletes them (``uninstall --volumes``) appends one entry, and so
+does every change of a front-door user (``users add``, ...: the user in ``detail``, no keys).
 
 The file is only ever appended to: opened with ``O_APPEND`` (no link followed), the line
 written with one ``write`` and fsynced, mode 0600 (set when it was looser). A line cut short

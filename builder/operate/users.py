@@ -8,8 +8,10 @@ a digest). The provider sees the change by itself: it watches the file (see ``ho
 no container is restarted and no one is signed out.
 
 Refused before anything is written, naming what is wrong: an unknown role or project (with the
-known ones), a bad or duplicate user name, an email another user has, and any change that would
-leave no enabled admin (removing, disabling or demoting the last one).
+known ones), a bad or duplicate user name, an email another user has, any change that would
+leave no enabled admin (removing, disabling or demoting the last one), and removing the last user
+(Authelia refuses a user file without users). ``ensure_first_admin`` gives install the first admin
+the provider needs before it starts.
 """
 
 from __future__ import annotations
@@ -186,6 +188,10 @@ def _change(install_dir: str | Path, action: str, name: str, mutate: Mutate) -> 
             raise InstallError(f"{name!r} is the last enabled admin: the lab would have no one to run it",
                                hint=f"add or enable another admin first (labbuild users add NAME --role {ADMIN} "
                                     "--dir DIR)")
+        if not users:
+            raise InstallError(f"{name!r} is the last user: the provider refuses a user file without users "
+                               "(Authelia 4.39 requires `users` to be non-empty) and would not start",
+                               hint="add another user first, or disable this one (labbuild users disable)")
         changed = json.dumps(users.get(name), sort_keys=True) != before
         path = users_path(lab.path)
         if changed:
@@ -318,3 +324,16 @@ def change_password(install_dir: str | Path, name: str, password: str | None = N
     result = _change(install_dir, "passwd", name, mutate)
     result.password = generated
     return result
+
+
+def ensure_first_admin(install_dir: str | Path, name: str = ADMIN) -> UsersResult | None:
+    """For install: when DIR has no user file (or one without users), add ``name`` as an admin
+    with a generated password (returned once in ``UsersResult.password``); None when users exist.
+
+    The provider needs it before its first start: Authelia 4.39 generates an example file and
+    stops when the file is missing, and refuses one whose ``users`` is empty (FileDatabaseModel's
+    ``valid:"required"`` in internal/authentication/file_user_provider_database.go).
+    """
+    if read_database(LabDir.at(install_dir).path):
+        return None
+    return add_user(install_dir, name, ADMIN)
