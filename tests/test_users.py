@@ -335,3 +335,47 @@ def test_the_last_user_stays_and_install_gets_a_first_admin(inst, schema, capsys
     assert list(db["users"]) == ["admin"] and db["users"]["admin"]["groups"] == ["admin"]
     check_digest(db["users"]["admin"]["password"], first.password)
     assert audit_lines(fresh)[-1]["command"] == "users add"
+
+
+def _go_reader(tmp_path: Path) -> Path:
+    """tests/support/goyaml built against Debian's gopkg.in/yaml.v3 (skips or fails per the suite's policy)."""
+    import subprocess
+
+    from support.dockerenv import require_tool
+
+    go = require_tool("go")
+    gopath = Path("/usr/share/gocode")
+    if not (gopath / "src" / "gopkg.in" / "yaml.v3").is_dir():
+        require_tool("golang-gopkg-yaml.v3-dev (gopkg.in/yaml.v3 in /usr/share/gocode)")
+    out = tmp_path / "goyaml"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(gopath), "GOCACHE": str(tmp_path / "gocache"),
+           "GOFLAGS": ""}
+    proc = subprocess.run([go, "build", "-o", str(out), "."], cwd=Path(__file__).parent / "support" / "goyaml",
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_authelias_go_yaml_reader_reads_what_labbuild_wrote(inst, tmp_path, capsys):
+    """The consumer of the user file is Go: every value labbuild wrote reads back the same there."""
+    import subprocess
+
+    reader = _go_reader(tmp_path)
+    hostile = ['Zoë "q" \'s\' & <b>', "yes", "no", "on", "null", "~", "true", "1e3", "0o17", "0x1F", "#x", ": c",
+               "- d", "  lead", "trail  ", "{f}", "[s]", "*a", "&a", "!t", "%p", "@a", "`t`", "a\\b", "é\u2028x"[:2]]
+    for i, name in enumerate(hostile):
+        rc, _, err = run(capsys, "users", "add", f"u{i}", "--role", "user", "--project", "alpha", "--display-name",
+                         name, "--email", f"u{i}@example.org", "--dir", str(inst))
+        assert rc == 0, err
+    assert run(capsys, "users", "disable", "u1", "--dir", str(inst))[0] == 0
+    proc = subprocess.run([str(reader), str(inst / "access" / "users_database.yml")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    go_users = json.loads(proc.stdout)["users"]
+    py_users = users_file(inst)["users"]
+    assert sorted(go_users) == sorted(py_users)
+    for name, details in py_users.items():
+        for key in ("password", "displayname", "email", "groups", "disabled"):
+            assert go_users[name][key] == details[key], (name, key)
+    assert [go_users[f"u{i}"]["displayname"] for i in range(len(hostile))] == hostile
+    assert go_users["u1"]["disabled"] is True and go_users["u0"]["groups"] == ["user", "alpha"]
