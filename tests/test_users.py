@@ -131,6 +131,8 @@ def test_add_set_disable_enable_passwd_remove_round_trip(inst, schema, capsys, m
 
     assert run(capsys, "users", "set", "alice", "--role", "user", "--project", "default", "--dir", str(inst))[0] == 0
     assert users_file(inst)["users"]["alice"]["groups"] == ["user", "default"]
+    rc, out, err = run(capsys, "--json", "users", "set", "alice", "--role", "user", "--dir", str(inst))
+    assert rc == 0 and json.loads(out)["changed"] is False and "nothing changed" in err     # no write, no entry
     assert run(capsys, "users", "set", "alice", "--no-projects", "--dir", str(inst))[0] == 0
     assert users_file(inst)["users"]["alice"]["groups"] == ["user"]
     assert run(capsys, "users", "disable", "alice", "--dir", str(inst))[0] == 0

@@ -162,7 +162,8 @@ def _groups(access: Access, role: str, projects: tuple[str, ...], old: list[str]
 
 def _get(users: dict[str, dict[str, Any]], name: str, path: Path) -> dict[str, Any]:
     if name not in users:
-        known = ", ".join(users) or "none yet"
+        names = list(users)
+        known = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "") or "none yet"
         raise InstallError(f"no user {name!r} in {path} (users: {known})", hint="see `labbuild users list --dir DIR`")
     return users[name]
 
