@@ -185,6 +185,10 @@ def test_node_red_signs_in_through_openid_connect_admin_deploys_analyst_reads_us
         login = httpx.get(f"{node_red.url}/auth/login").json()
         assert login["type"] == "strategy" and login.get("autoLogin") is True, login
         assert (read_flows(node_red, None), deploy(node_red, None)) == (401, 401)       # still nobody anonymous
+        grant = httpx.post(f"{node_red.url}/auth/token", data={
+            "client_id": "node-red-admin", "grant_type": "password", "scope": "*", "username": "admin",
+            "password": node_red.password})
+        assert grant.status_code >= 400 and "ccess" not in grant.text, grant.text   # the password is off now
 
         users = {"alice": ["admin", "default"], "bob": ["analyst", "default"], "carol": ["user", "default"]}
         for sub, groups in users.items():
