@@ -275,9 +275,10 @@ LAB_FLOW = [
 ]
 
 
-def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_flow_in_data(apps_lab):
+def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_flow_in_data(apps_lab, capsys):
     """And its editor is never open: the admin API refuses anonymous reads and deploys; the user
-    admin signs in with the password generated at install (DIR/.env) and deploys."""
+    admin signs in with the password generated at install (DIR/.env) and deploys; after
+    `labbuild secrets rotate` only the new password signs in."""
     lab = apps_lab
     lab.install("node-red", NODE_RED)
     bp = load_lab(REPO).services[NODE_RED]
@@ -314,6 +315,13 @@ def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_
     code, out = lab.run(NODE_RED, "sh", "-c", "id -u; ls -a /data")
     assert code == 0 and out.startswith("1000\n") and "flows.json" in out, out
     assert "settings.js" not in out.split()      # Node-RED reads the shipped one; it copies none to /data
+
+    # rotate = true: the shipped settings.js reads the password at every start (no holder)
+    code, out, err = cli(capsys, "secrets", "rotate", "--dir", str(lab.target), "NODE_RED__NODE_RED_ADMIN_PASSWORD")
+    assert code == 0, (out, err)
+    rotated = lab.env("NODE_RED__NODE_RED_ADMIN_PASSWORD")
+    assert rotated != password
+    assert token(rotated).status_code == 200 and token(password).status_code in (401, 403)
 
 
 JUPYTER = "jupyter"
