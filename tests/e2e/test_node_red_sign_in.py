@@ -76,7 +76,8 @@ def provider(lab_network, monkeypatch):
     oidc_provider_mock = pytest.importorskip("oidc_provider_mock")
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")     # plain http: the lab's TLS is Traefik's
     gateway = lab_network.attrs["IPAM"]["Config"][0]["Gateway"]
-    server = werkzeug.serving.make_server(gateway, 0, oidc_provider_mock.app(require_nonce=True), threaded=True)
+    app = oidc_provider_mock.app(require_nonce=True, require_client_registration=True)
+    server = werkzeug.serving.make_server(gateway, 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://{gateway}:{server.server_port}"
@@ -101,12 +102,20 @@ class NodeRed:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.password = uuid.uuid4().hex
+        # The client as the door registers it with Authelia: this redirect URI only, the secret sent
+        # in the token request's body (client_secret_post), the contract's scopes. The stand-in
+        # checks all three; it names the client and its secret itself.
+        client = httpx.post(f"{issuer}/oauth2/clients", json={
+            "redirect_uris": [f"{self.url}/auth/strategy/callback"], "token_endpoint_auth_method": "client_secret_post",
+            "scope": "openid profile email groups"})
+        assert client.status_code == 201, client.text
+        self.client_id = client.json()["client_id"]
         env = dict(bp.env)
         assert {s.name for s in bp.secrets} == {"NODE_RED_ADMIN_PASSWORD"}
         env |= {"NODE_RED_ADMIN_PASSWORD": self.password,
                 # what the front door's compose render fills in (the access contract's env names)
-                "NODE_RED_OIDC_ISSUER": issuer, "NODE_RED_OIDC_CLIENT_ID": SERVICE,
-                "NODE_RED_OIDC_CLIENT_SECRET": uuid.uuid4().hex, "NODE_RED_OIDC_BASE_URL": self.url}
+                "NODE_RED_OIDC_ISSUER": issuer, "NODE_RED_OIDC_CLIENT_ID": self.client_id,
+                "NODE_RED_OIDC_CLIENT_SECRET": client.json()["client_secret"], "NODE_RED_OIDC_BASE_URL": self.url}
         self.volume = engine.volumes.create(labels=LABEL)
         self.container = engine.containers.run(
             image, command=list(bp.command), environment=env, detach=True, labels=LABEL, network=network.name,
@@ -143,7 +152,8 @@ def sign_in(node_red: NodeRed, issuer: str, sub: str) -> str | None:
         assert form.status_code == 200 and str(form.url).startswith(f"{issuer}/oauth2/authorize"), form.text[:300]
         asked = form.url.params
         assert asked["redirect_uri"] == f"{node_red.url}/auth/strategy/callback"       # the contract's callback
-        assert asked["scope"].split() == ["openid", "profile", "email", "groups"] and asked["client_id"] == SERVICE
+        assert asked["scope"].split() == ["openid", "profile", "email", "groups"]
+        assert asked["client_id"] == node_red.client_id
         back = browser.post(str(form.url), data={"sub": sub})
         assert back.status_code == 200 and str(back.url).startswith(node_red.url + "/?"), (back.url, back.text[:300])
         match = re.search(r"[?&]code=(.*?)(?:$|&)", "?" + back.url.query.decode())
