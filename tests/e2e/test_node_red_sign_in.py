@@ -186,9 +186,11 @@ def test_node_red_signs_in_through_openid_connect_admin_deploys_analyst_reads_us
         assert (read_flows(node_red, None), deploy(node_red, None)) == (401, 401)
         assert "passport-openidconnect is not in /data/node_modules" in node_red.logs()
 
-        # The runbook's procedure: the strategy's node_modules copied into the volume, then a restart.
-        code, out = node_red.container.exec_run(
-            ["sh", "-c", f"mkdir -p /data/node_modules && cp -R {STRATEGY_MODULES}/. /data/node_modules/"])
+        # What the runbook's procedure leaves in the volume (npm install next to /data/package.json on a
+        # connected machine, copied back): the modules in /data/node_modules, the dependency in
+        # /data/package.json. Then a restart.
+        code, out = node_red.container.exec_run(["sh", "-c", f"cp -R {STRATEGY_MODULES}/. /data/node_modules/ && "
+                                                 "cd /data && npm pkg set dependencies.passport-openidconnect=0.1.2"])
         assert code == 0, out
         node_red.container.restart()
         node_red.wait_up()
