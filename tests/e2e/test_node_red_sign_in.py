@@ -20,6 +20,7 @@ Shown, with the real Node-RED on the other side:
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import sys
@@ -218,6 +219,9 @@ def test_node_red_signs_in_through_openid_connect_admin_deploys_analyst_reads_us
 
         assert sign_in(node_red, provider, "carol") is None
         assert "sign-in refused: carol" in node_red.logs()
+        code, sessions = node_red.container.exec_run(["cat", "/data/.sessions.json"])     # Node-RED's token store
+        users_with_tokens = {t["user"]: t["scope"] for t in json.loads(sessions).values()}
+        assert code == 0 and users_with_tokens == {"alice": "*", "bob": "read"}, sessions
         # a made-up token is no way in either
         assert (read_flows(node_red, "x" * 40), deploy(node_red, "x" * 40)) == (401, 401)
     finally:
