@@ -74,7 +74,7 @@ def lab_network(docker_engine):
 def provider(lab_network, monkeypatch):
     """oidc-provider-mock (stand-in for Authelia) on the network's gateway address: its issuer URL."""
     import werkzeug.serving
-    oidc_provider_mock = pytest.importorskip("oidc_provider_mock")
+    import oidc_provider_mock        # pyproject [test]: a dependency, so never a silent skip
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")     # plain http: the lab's TLS is Traefik's
     gateway = lab_network.attrs["IPAM"]["Config"][0]["Gateway"]
     app = oidc_provider_mock.app(require_nonce=True, require_client_registration=True)
