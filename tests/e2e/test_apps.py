@@ -8,8 +8,9 @@ installed with no registry left to pull from.
 - langfuse-redis (Redis): healthy by its `redis-cli ... ping | grep -q PONG` as user redis,
   its password required, its AOF kept across a restart.
 - node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
-  port and by the image's own HEALTHCHECK (node /healthcheck.js); a flow deployed through its
-  admin API is kept in /data across a restart.
+  port and by the image's own HEALTHCHECK (node /healthcheck.js); its admin API refuses anonymous
+  reads and deploys, and a flow deployed as admin (the password generated at install) is kept in
+  /data across a restart. Its OpenID Connect sign-in: tests/e2e/test_node_red_sign_in.py.
 - litellm (LiteLLM proxy from PyPI): started with the shipped command, config.yaml and env but no
   database (its Prisma engines cannot be fetched here), answers [health], guards /v1/models and
   [metrics] with the master key.
@@ -34,6 +35,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from apps.base import ensure_base
@@ -273,19 +275,35 @@ LAB_FLOW = [
 ]
 
 
-def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_flow_in_data(apps_lab):
+def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_flow_in_data(apps_lab, capsys):
+    """And its editor is never open: the admin API refuses anonymous reads and deploys; the user
+    admin signs in with the password generated at install (DIR/.env) and deploys; after
+    `labbuild secrets rotate` only the new password signs in."""
     lab = apps_lab
     lab.install("node-red", NODE_RED)
     bp = load_lab(REPO).services[NODE_RED]
     assert lab.health[NODE_RED].state == "healthy"        # [health]: GET / on the published 1880
-    assert bp.healthcheck is None and bp.command is None    # the image's own entrypoint, as shipped
+    assert bp.healthcheck is None                         # the image's own HEALTHCHECK
     c = lab.container(NODE_RED)
     assert c.attrs["Config"]["User"] == "node-red"
+    assert c.attrs["Config"]["Cmd"] == list(bp.command)   # --settings: the shipped settings.js
     assert lab.run(NODE_RED, "node", "/healthcheck.js") == (0, "")    # the image's HEALTHCHECK
-    deploy = ["curl", "-fsS", "-X", "POST", "-H", "Content-Type: application/json",
-              "-H", "Node-RED-Deployment-Type: full", "--data", json.dumps(LAB_FLOW), "http://127.0.0.1:1880/flows"]
-    code, out = lab.run(NODE_RED, *deploy)
-    assert code == 0, out
+    api = f"http://127.0.0.1:{bp.port('http').host}"
+    full = {"Node-RED-Deployment-Type": "full"}
+    assert httpx.get(f"{api}/auth/login").json()["type"] == "credentials"
+    assert httpx.get(f"{api}/flows").status_code == 401
+    assert httpx.post(f"{api}/flows", headers=full, json=LAB_FLOW).status_code == 401
+    password = lab.env("NODE_RED__NODE_RED_ADMIN_PASSWORD")
+    assert len(password) == 24 and password not in c.logs().decode(errors="replace")
+
+    def token(pw: str) -> httpx.Response:          # the admin API's password grant, as the editor asks
+        return httpx.post(f"{api}/auth/token", data={"client_id": "node-red-admin", "grant_type": "password",
+                                                     "scope": "*", "username": "admin", "password": pw})
+    assert token(password[:-1] + ("x" if password[-1] != "x" else "y")).status_code in (401, 403)
+    answer = token(password)
+    assert answer.status_code == 200, answer.text
+    bearer = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    assert httpx.post(f"{api}/flows", headers=full | bearer, json=LAB_FLOW).status_code in (200, 204)
     assert lab.run(NODE_RED, "curl", "-fsS", "http://127.0.0.1:1880/lab") == (0, "kept")
     c.restart()
     deadline = time.monotonic() + 30
@@ -293,8 +311,17 @@ def test_the_real_node_red_passes_its_shipped_health_check_and_keeps_a_deployed_
         assert time.monotonic() < deadline, c.logs(tail=30).decode(errors="replace")
         time.sleep(0.5)
     assert lab.run(NODE_RED, "curl", "-fsS", "http://127.0.0.1:1880/lab") == (0, "kept")    # from /data
-    code, out = lab.run(NODE_RED, "sh", "-c", "id -u; ls /data")
-    assert code == 0 and out.startswith("1000\n") and "flows.json" in out and "settings.js" in out
+    assert httpx.get(f"{api}/flows", headers=bearer).status_code == 200     # tokens are kept in /data too
+    code, out = lab.run(NODE_RED, "sh", "-c", "id -u; ls -a /data")
+    assert code == 0 and out.startswith("1000\n") and "flows.json" in out, out
+    assert "settings.js" not in out.split()      # Node-RED reads the shipped one; it copies none to /data
+
+    # rotate = true: the shipped settings.js reads the password at every start (no holder)
+    code, out, err = cli(capsys, "secrets", "rotate", "--dir", str(lab.target), "NODE_RED__NODE_RED_ADMIN_PASSWORD")
+    assert code == 0, (out, err)
+    rotated = lab.env("NODE_RED__NODE_RED_ADMIN_PASSWORD")
+    assert rotated != password
+    assert token(rotated).status_code == 200 and token(password).status_code in (401, 403)
 
 
 JUPYTER = "jupyter"
