@@ -566,9 +566,21 @@ def test_missing_ssrf_proxy_is_stated_in_the_sandbox_runbook(lab: Lab) -> None:
 
 
 def test_stale_pins_are_listed_for_lock_update() -> None:
-    for service, word in (("langfuse-clickhouse", "25.12"), ("langfuse", "v4"), ("dify-api", "1.16")):
+    for service, word in (("langfuse", "v4"), ("dify-api", "1.16")):
         text = _text(service)
         assert "STALE (issue 11)" in text and word in text
+
+
+def test_clickhouse_is_an_lts_line_langfuse_v3_and_v4_both_accept(lab: Lab) -> None:
+    """Langfuse v3 needs ClickHouse >= 24.3, v4 >= 25.12 (langfuse.com .../infrastructure/clickhouse); the pin is an
+    LTS line (YY.3 or YY.8) at least that new, and its upgrade is one-way (no downgrade once 26.x wrote data)."""
+    import re
+
+    bp = lab.services["langfuse-clickhouse"]
+    assert re.fullmatch(bp.image.track, bp.image.tag)
+    assert tuple(int(x) for x in bp.image.tag.split(".")) >= (25, 12)
+    assert bp.migrations == "one-way"
+    assert "langfuse-clickhouse" in lab.services["langfuse"].data_in
 
 
 def test_phase4_prometheus_config_passes_promtool_and_holds_no_credential(lab: Lab, tmp_path: Path) -> None:
@@ -640,7 +652,7 @@ def test_tracks_and_groups_where_the_tag_scheme_needs_them(lab: Lab) -> None:
         "langfuse": ("langfuse", "langfuse-worker"),
     }
     track = {name: bp.image.track for name, bp in lab.services.items()}
-    assert choose("25.3", ["25.4", "25.8", "25.10", "25.8.1.5", "26.3"], track["langfuse-clickhouse"]).newest == "25.8"
+    assert choose("26.3", ["26.4", "26.8", "26.10", "26.8.1.5", "27.1"], track["langfuse-clickhouse"]).newest == "26.8"
     assert choose("0.6.0-local", ["0.6.3-serverless", "0.6.3-local"], track["dify-plugin-daemon"]).newest == "0.6.3-local"
     for store in ("dify-s3", "langfuse-s3"):
         tags = ["1.0.1-preview.3", "1.1.0-rc.1", "1.0.1", "1.0.0-beta.9", "latest"]
