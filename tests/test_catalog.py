@@ -39,7 +39,7 @@ PARTS = {
     "langfuse": {"langfuse-worker", "langfuse-db", "langfuse-clickhouse", "langfuse-redis", "langfuse-s3"},
     "litellm": {"litellm-db"},
     "dify": {"dify-api", "dify-worker", "dify-web", "dify-sandbox", "dify-plugin-daemon", "dify-beat",
-             "dify-db", "dify-redis", "dify-s3"},
+             "dify-db", "dify-redis", "dify-s3", "dify-ssrf-proxy"},
     "flowise": {"flowise-db"},
 }
 
@@ -560,9 +560,25 @@ def test_s3_stores_are_a_maintained_server_not_the_archived_minio(lab: Lab) -> N
     assert lab.services["dify-s3"].command == () or not lab.services["dify-s3"].command
 
 
-def test_missing_ssrf_proxy_is_stated_in_the_sandbox_runbook(lab: Lab) -> None:
-    assert "ssrf_proxy" not in lab.services and "dify-ssrf-proxy" not in lab.services
-    assert any("SSRF" in r.title for r in lab.services["dify-sandbox"].runbook)
+def test_dify_egress_goes_through_its_ssrf_proxy_as_upstream_wires_it(lab: Lab) -> None:
+    """The sandbox's HTTP(S)_PROXY and dify-api/worker's SSRF_PROXY_HTTP(S)_URL name the squid service
+    (upstream docker-compose.yaml), and its config denies private destinations before any allow rule
+    (tests/test_ssrf_proxy.py runs it)."""
+    proxy = lab.services["dify-ssrf-proxy"]
+    url = f"http://dify-ssrf-proxy:{proxy.port('proxy').container}"
+    assert proxy.port("proxy").host is None and proxy.healthcheck is not None
+    sandbox = lab.services["dify-sandbox"]
+    assert sandbox.env["HTTP_PROXY"] == sandbox.env["HTTPS_PROXY"] == url
+    assert "dify-ssrf-proxy" in sandbox.depends_on
+    for part in ("dify-api", "dify-worker"):
+        env = lab.services[part].env
+        assert env["SSRF_PROXY_HTTP_URL"] == env["SSRF_PROXY_HTTPS_URL"] == url
+    conf = next(f.content for f in proxy.files if f.target == "/etc/squid/squid.conf").splitlines()
+    assert conf.index("http_access deny to_private_networks") < conf.index("http_access allow client_localnet")
+    assert conf.index("include /etc/squid/dify_allow_private.conf") < conf.index("http_access deny to_private_networks")
+    assert conf[-1] == "http_access deny all" and "http_port 3128" in conf
+    assert {f.target for f in proxy.files} == {"/etc/squid/squid.conf", "/etc/squid/dify_common.conf",
+                                               "/etc/squid/dify_allow_private.conf"}
 
 
 def test_stale_pins_are_listed_for_lock_update() -> None:

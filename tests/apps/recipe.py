@@ -88,6 +88,7 @@ NO_RECIPE: dict[str, str] = {
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "nginx": _TODO.format("Debian (nginx)"),
+    "squid": _TODO.format("Debian (squid)"),
     "open-webui": _TODO.format("PyPI (open-webui)"),
     "n8n": _TODO.format("npm (n8n)"),
     "flowise": _TODO.format("npm (flowise)"),
