@@ -581,10 +581,31 @@ def test_dify_egress_goes_through_its_ssrf_proxy_as_upstream_wires_it(lab: Lab) 
                                                "/etc/squid/dify_allow_private.conf"}
 
 
+def test_dify_runbook_gives_the_offline_model_provider_procedure(lab: Lab) -> None:
+    """Bundling .difypkg files is not done: the runbook carries the offline procedure instead, with the
+    settings the plugin daemon reads (Dify docs, third-party signature verification) and the marketplace's
+    download API, and the gateway's runbook points at it."""
+    from builder.render import render_runbooks
+
+    entry = next(r for r in lab.services["dify-plugin-daemon"].runbook if r.title.startswith("Model providers offline"))
+    for needle in ("https://marketplace.dify.ai/api/v1/plugins/langgenius/openai_api_compatible/0.0.56/download",
+                   "langgenius/ollama", "plugin_repackaging.sh", "--no-index --find-links=./wheels/",
+                   "dify signature sign", "THIRD_PARTY_SIGNATURE_VERIFICATION_ENABLED = \"true\"",
+                   "THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS", "/app/storage/public_keys/",
+                   "Local Package File", "http://litellm:4000/v1", "http://ollama:11434"):
+        assert needle in entry.fix, needle
+    storage = next(v.target for v in lab.services["dify-plugin-daemon"].volumes)
+    assert "/app/storage/public_keys/".startswith(storage)   # the key survives restarts in the daemon's volume
+    assert lab.services["dify-plugin-daemon"].env["FORCE_VERIFYING_SIGNATURE"] == "true"
+    page = render_runbooks(_ri(lab, "phase2"))["runbooks/dify-plugin-daemon.md"]
+    assert "1\\. Download the packages" in page and "7\\. Settings" in page   # one line per step
+    assert any("dify-plugin-daemon runbook" in r.fix for r in lab.services["dify"].runbook)
+
+
 def test_stale_pins_are_listed_for_lock_update() -> None:
-    for service, word in (("langfuse", "v4"), ("dify-api", "1.16")):
+    for service, word in (("langfuse", "v4"), ("dify-api", "1.17.1")):
         text = _text(service)
-        assert "STALE (issue 11)" in text and word in text
+        assert "STALE (issue 11" in text and word in text
 
 
 def test_clickhouse_is_an_lts_line_langfuse_v3_and_v4_both_accept(lab: Lab) -> None:
