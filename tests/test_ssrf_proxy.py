@@ -3,10 +3,11 @@
 The three [[files]] of ``dify-ssrf-proxy`` are written to a temp dir (only their absolute paths are moved
 there) and started with the squid binary found on PATH (Debian's package; the image runs Canonical's build
 of the same configuration), listening on the Docker bridge's gateway address. A container on that bridge
-(busybox wget with http_proxy, as the sandbox sends its requests) asks the proxy for an HTTP server on the
-gateway, a private address: refused with squid's ERR_ACCESS_DENIED, as upstream's default; after the
+(busybox nc sending the absolute-form request an HTTP client sends with HTTP_PROXY set, as the sandbox's
+code does) asks the proxy for an HTTP server on the gateway, a private address: refused with squid's ERR_ACCESS_DENIED, as upstream's default; after the
 allowlist lines the runbook gives are added to dify_allow_private.conf, the same request goes through.
-Skipped when squid is not installed (scripts/bootstrap.sh installs it).
+Skipped when squid is not installed (scripts/bootstrap.sh installs it); Debian bookworm has squid 5.7,
+the pinned image 6.14, and the configuration uses no directive that differs between them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from builder.blueprint import load_lab
 from support.oci import BUSYBOX
 
 REPO = Path(__file__).resolve().parents[1]
+SBIN_SQUID = Path("/usr/sbin/squid")
 
 
 def _bridge_gateway(client) -> str:
@@ -69,8 +71,7 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def squid_conf() -> Iterator[Path]:
-    squid = shutil.which("squid")
-    if not squid:
+    if not _squid():
         pytest.skip("squid is not installed (apt-get install squid; scripts/bootstrap.sh does)")
     # not under pytest's 0700 basetemp: squid drops to an unprivileged user when started as root
     tmp_path = Path(tempfile.mkdtemp(prefix="ssrf-squid-"))
@@ -88,9 +89,14 @@ def squid_conf() -> Iterator[Path]:
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+def _squid() -> str | None:
+    """squid on PATH, or where Debian puts it (/usr/sbin is not on every user's PATH)."""
+    return shutil.which("squid") or (str(SBIN_SQUID) if SBIN_SQUID.is_file() else None)
+
+
 def _prefix_paths() -> str:
     """Support-file paths of a squid unpacked under another prefix (dpkg -x): its binary's ../share/squid."""
-    prefix = Path(shutil.which("squid")).resolve().parent.parent
+    prefix = Path(_squid()).resolve().parent.parent
     share, lib = prefix / "share" / "squid", prefix / "lib" / "squid"
     if share == Path("/usr/share/squid") or not share.is_dir():
         return ""
@@ -108,7 +114,7 @@ def _start(conf: Path, addr: str) -> tuple[subprocess.Popen, int]:
              + ("cache_effective_user nobody\n" if os.geteuid() == 0 else "") + _prefix_paths())
     started = conf.with_name("started.conf")
     started.write_text(text, "utf-8")
-    proc = subprocess.Popen([shutil.which("squid"), "-N", "-f", str(started)],
+    proc = subprocess.Popen([_squid(), "-N", "-f", str(started)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
