@@ -7,7 +7,7 @@ of the same configuration), listening on the Docker bridge's gateway address. A 
 code does) asks the proxy for an HTTP server on the gateway, a private address: refused with squid's ERR_ACCESS_DENIED, as upstream's default; after the
 allowlist lines the runbook gives are added to dify_allow_private.conf, the same request goes through.
 Skipped when squid is not installed (scripts/bootstrap.sh installs it); Debian bookworm has squid 5.7,
-the pinned image 6.14, and the configuration uses no directive that differs between them.
+the pinned image 6.14 (not run here: no image pulls).
 """
 
 from __future__ import annotations
