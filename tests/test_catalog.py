@@ -36,10 +36,10 @@ ROADMAP = {
 
 # Parts the roadmap services bring along through depends_on.
 PARTS = {
-    "langfuse": {"langfuse-worker", "langfuse-db", "langfuse-clickhouse", "langfuse-redis", "langfuse-minio"},
+    "langfuse": {"langfuse-worker", "langfuse-db", "langfuse-clickhouse", "langfuse-redis", "langfuse-s3"},
     "litellm": {"litellm-db"},
     "dify": {"dify-api", "dify-worker", "dify-web", "dify-sandbox", "dify-plugin-daemon", "dify-beat",
-             "dify-db", "dify-redis", "dify-minio"},
+             "dify-db", "dify-redis", "dify-s3", "dify-ssrf-proxy"},
     "flowise": {"flowise-db"},
 }
 
@@ -191,8 +191,8 @@ def test_health_signal_everywhere_except_the_documented_exceptions(lab: Lab) -> 
 
 def test_data_lives_in_named_volumes(lab: Lab) -> None:
     stateful = {"ollama", "open-webui", "n8n", "node-red", "prometheus", "grafana", "qdrant",
-                "langfuse-db", "langfuse-clickhouse", "langfuse-redis", "langfuse-minio",
-                "litellm-db", "dify-db", "dify-redis", "dify-minio", "dify-plugin-daemon",
+                "langfuse-db", "langfuse-clickhouse", "langfuse-redis", "langfuse-s3",
+                "litellm-db", "dify-db", "dify-redis", "dify-s3", "dify-plugin-daemon",
                 "jupyter", "code-server", "weaviate", "flowise", "flowise-db", "vault"}
     for name in stateful:
         assert lab.services[name].volumes, f"{name} keeps data but has no volume"
@@ -533,22 +533,91 @@ def test_langfuse_init_keys_have_langfuse_shapes(lab: Lab) -> None:
     assert secrets["LANGFUSE_INIT_PROJECT_SECRET_KEY"].prefix == "sk-lf-"
 
 
-def test_minio_runbooks_name_the_cve_and_a_pinned_maintained_build(lab: Lab) -> None:
-    for name in ("dify-minio", "langfuse-minio"):
-        entry = next(r for r in lab.services[name].runbook if "CVE-2025-62506" in r.title + r.symptom)
-        assert "docker.io/alpine/minio" in entry.fix and "RELEASE.2025-10-15T17-29-55Z" in entry.fix
-        assert "sha256:cf23643a6cf9ce159c57643ceb88279e431262282428c9e0bf3a7ef1a97e84b4" in entry.fix
+def test_s3_stores_are_a_maintained_server_not_the_archived_minio(lab: Lab) -> None:
+    """MinIO (CVE-2025-62506, no images published any more) is gone: Dify and Langfuse store their
+    objects in RustFS, reached with its root keys, in the region it signs in, console and update check off."""
+    assert not any("minio" in bp.image.name for bp in lab.services.values())
+    stores = {"dify-s3": ("dify-api", "dify-worker", "dify-beat"), "langfuse-s3": ("langfuse", "langfuse-worker")}
+    for store, consumers in stores.items():
+        bp = lab.services[store]
+        assert bp.image.name == "docker.io/rustfs/rustfs" and "(RustFS)" in bp.description
+        assert bp.env["RUSTFS_CONSOLE_ENABLE"] == "false" and bp.env["RUSTFS_CHECK_UPDATE"] == "false"
+        assert [p.container for p in bp.ports] == [9000] and all(p.host is None for p in bp.ports)
+        keys = {s.name: s for s in bp.secrets}
+        assert set(keys) == {"RUSTFS_ACCESS_KEY", "RUSTFS_SECRET_KEY"}
+        assert all(s.rotate is False and s.rotate_reason for s in keys.values())
+        assert any("CVE-2025-62506" in r.cause and "minio" in r.title for r in bp.runbook)
+        for consumer in consumers:
+            env = lab.services[consumer].env
+            assert store in lab.services[consumer].depends_on
+            endpoint = env.get("S3_ENDPOINT") or env["LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT"]
+            assert endpoint == f"http://{store}:9000"
+            assert (env.get("S3_REGION") or env["LANGFUSE_S3_EVENT_UPLOAD_REGION"]) == "us-east-1"
+            refs = {v for v in env.values() if v.startswith(f"${{secret:{store}.")}
+            assert refs == {f"${{secret:{store}.RUSTFS_ACCESS_KEY}}", f"${{secret:{store}.RUSTFS_SECRET_KEY}}"}
+    # Langfuse does not create its bucket (upstream runs `mkdir -p /data/langfuse` before the server); Dify does.
+    assert lab.services["langfuse-s3"].command[-1].startswith("mkdir -p /data/langfuse && exec /entrypoint.sh")
+    assert lab.services["dify-s3"].command == () or not lab.services["dify-s3"].command
 
 
-def test_missing_ssrf_proxy_is_stated_in_the_sandbox_runbook(lab: Lab) -> None:
-    assert "ssrf_proxy" not in lab.services and "dify-ssrf-proxy" not in lab.services
-    assert any("SSRF" in r.title for r in lab.services["dify-sandbox"].runbook)
+def test_dify_egress_goes_through_its_ssrf_proxy_as_upstream_wires_it(lab: Lab) -> None:
+    """The sandbox's HTTP(S)_PROXY and dify-api/worker's SSRF_PROXY_HTTP(S)_URL name the squid service
+    (upstream docker-compose.yaml), and its config denies private destinations before any allow rule
+    (tests/test_ssrf_proxy.py runs it)."""
+    proxy = lab.services["dify-ssrf-proxy"]
+    url = f"http://dify-ssrf-proxy:{proxy.port('proxy').container}"
+    assert proxy.port("proxy").host is None and proxy.healthcheck is not None
+    sandbox = lab.services["dify-sandbox"]
+    assert sandbox.env["HTTP_PROXY"] == sandbox.env["HTTPS_PROXY"] == url
+    assert "dify-ssrf-proxy" in sandbox.depends_on
+    for part in ("dify-api", "dify-worker"):
+        env = lab.services[part].env
+        assert env["SSRF_PROXY_HTTP_URL"] == env["SSRF_PROXY_HTTPS_URL"] == url
+    conf = next(f.content for f in proxy.files if f.target == "/etc/squid/squid.conf").splitlines()
+    assert conf.index("http_access deny to_private_networks") < conf.index("http_access allow client_localnet")
+    assert conf.index("include /etc/squid/dify_allow_private.conf") < conf.index("http_access deny to_private_networks")
+    assert conf[-1] == "http_access deny all" and "http_port 3128" in conf
+    assert {f.target for f in proxy.files} == {"/etc/squid/squid.conf", "/etc/squid/dify_common.conf",
+                                               "/etc/squid/dify_allow_private.conf"}
+
+
+def test_dify_runbook_gives_the_offline_model_provider_procedure(lab: Lab) -> None:
+    """Bundling .difypkg files is not done: the runbook carries the offline procedure instead, with the
+    settings the plugin daemon reads (Dify docs, third-party signature verification) and the marketplace's
+    download API, and the gateway's runbook points at it."""
+    from builder.render import render_runbooks
+
+    entry = next(r for r in lab.services["dify-plugin-daemon"].runbook if r.title.startswith("Model providers offline"))
+    for needle in ("https://marketplace.dify.ai/api/v1/plugins/langgenius/openai_api_compatible/0.0.56/download",
+                   "langgenius/ollama", "plugin_repackaging.sh", "--no-index --find-links=./wheels/",
+                   "dify signature sign", "THIRD_PARTY_SIGNATURE_VERIFICATION_ENABLED = \"true\"",
+                   "THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS", "/app/storage/public_keys/",
+                   "Local Package File", "http://litellm:4000/v1", "http://ollama:11434"):
+        assert needle in entry.fix, needle
+    storage = next(v.target for v in lab.services["dify-plugin-daemon"].volumes)
+    assert "/app/storage/public_keys/".startswith(storage)   # the key survives restarts in the daemon's volume
+    assert lab.services["dify-plugin-daemon"].env["FORCE_VERIFYING_SIGNATURE"] == "true"
+    page = render_runbooks(_ri(lab, "phase2"))["runbooks/dify-plugin-daemon.md"]
+    assert "1\\. Download the packages" in page and "7\\. Settings" in page   # one line per step
+    assert any("dify-plugin-daemon runbook" in r.fix for r in lab.services["dify"].runbook)
 
 
 def test_stale_pins_are_listed_for_lock_update() -> None:
-    for service, word in (("langfuse-clickhouse", "25.12"), ("langfuse", "v4"), ("dify-api", "1.16")):
+    for service, word in (("langfuse", "v4"), ("dify-api", "1.17.1")):
         text = _text(service)
-        assert "STALE (issue 11)" in text and word in text
+        assert "STALE (issue 11" in text and word in text
+
+
+def test_clickhouse_is_an_lts_line_langfuse_v3_and_v4_both_accept(lab: Lab) -> None:
+    """Langfuse v3 needs ClickHouse >= 24.3, v4 >= 25.12 (langfuse.com .../infrastructure/clickhouse); the pin is an
+    LTS line (YY.3 or YY.8) at least that new, and its upgrade is one-way (no downgrade once 26.x wrote data)."""
+    import re
+
+    bp = lab.services["langfuse-clickhouse"]
+    assert re.fullmatch(bp.image.track, bp.image.tag)
+    assert tuple(int(x) for x in bp.image.tag.split(".")) >= (25, 12)
+    assert bp.migrations == "one-way"
+    assert "langfuse-clickhouse" in lab.services["langfuse"].data_in
 
 
 def test_phase4_prometheus_config_passes_promtool_and_holds_no_credential(lab: Lab, tmp_path: Path) -> None:
@@ -613,18 +682,18 @@ def test_dify_gateway_routes_socket_io_as_upstream_does_and_prometheus_has_no_li
 
 def test_tracks_and_groups_where_the_tag_scheme_needs_them(lab: Lab) -> None:
     """Dify's images and its plugin daemon move as one group (a mismatched daemon answers 400s),
-    Langfuse web and worker too; ClickHouse follows its LTS lines, MinIO its dated releases, and
+    Langfuse web and worker too; ClickHouse follows its LTS lines, RustFS its stable releases, and
     every Postgres stays on its major (a major upgrade needs a dump and restore)."""
     assert group_members(lab) == {
         "dify": ("dify-api", "dify-beat", "dify-plugin-daemon", "dify-web", "dify-worker"),
         "langfuse": ("langfuse", "langfuse-worker"),
     }
     track = {name: bp.image.track for name, bp in lab.services.items()}
-    assert choose("25.3", ["25.4", "25.8", "25.10", "25.8.1.5", "26.3"], track["langfuse-clickhouse"]).newest == "25.8"
+    assert choose("26.3", ["26.4", "26.8", "26.10", "26.8.1.5", "27.1"], track["langfuse-clickhouse"]).newest == "26.8"
     assert choose("0.6.0-local", ["0.6.3-serverless", "0.6.3-local"], track["dify-plugin-daemon"]).newest == "0.6.3-local"
-    for minio in ("dify-minio", "langfuse-minio"):
-        tags = ["RELEASE.2025-10-15T17-29-55Z", "RELEASE.2025-10-15T17-29-55Z.fips", "latest"]
-        assert choose(lab.services[minio].image.tag, tags, track[minio]).newest == tags[0]
+    for store in ("dify-s3", "langfuse-s3"):
+        tags = ["1.0.1-preview.3", "1.1.0-rc.1", "1.0.1", "1.0.0-beta.9", "latest"]
+        assert choose(lab.services[store].image.tag, tags, track[store]).newest == "1.0.1"
     postgres = sorted(n for n, bp in lab.services.items() if bp.image.name == "docker.io/library/postgres")
     assert postgres == ["dify-db", "flowise-db", "langfuse-db", "litellm-db"]
     for name in postgres:

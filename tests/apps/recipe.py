@@ -84,10 +84,11 @@ _TODO = "{} has it; no recipe written yet"
 NO_RECIPE: dict[str, str] = {
     **{app: _ELSEWHERE for app in (
         "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
-        "grafana", "langfuse", "langfuse-worker", "minio", "ollama", "qdrant", "traefik", "vault",
+        "grafana", "langfuse", "langfuse-worker", "ollama", "qdrant", "rustfs", "traefik", "vault",
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "nginx": _TODO.format("Debian (nginx)"),
+    "squid": _TODO.format("Debian (squid)"),
     "open-webui": _TODO.format("PyPI (open-webui)"),
     "n8n": _TODO.format("npm (n8n)"),
     "flowise": _TODO.format("npm (flowise)"),
