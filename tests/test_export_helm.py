@@ -252,10 +252,10 @@ def test_network_policy_denies_by_default_and_allows_exactly_the_declared_edges(
         declared = set(LAB.services[name].effective_depends_on(present))   # [when.X] depends_on included
         assert {d for d in declared if LAB.services[d].ports} <= edges.get(name, set()), name
     # Prometheus reaches each scraped service on its metrics port only
-    vault = policies["vault"]["spec"]["ingress"]
-    prom_rule = next(r for r in vault if r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+    openbao = policies["openbao"]["spec"]["ingress"]
+    prom_rule = next(r for r in openbao if r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
                      == "prometheus")
-    assert [p["port"] for p in prom_rule["ports"]] == [LAB.services["vault"].metrics.port]
+    assert [p["port"] for p in prom_rule["ports"]] == [LAB.services["openbao"].metrics.port]
     # egress mirrors ingress, plus DNS
     webui_egress = policies["open-webui"]["spec"]["egress"]
     assert webui_egress[0]["ports"][0] == {"port": 53, "protocol": "UDP"}
@@ -274,7 +274,7 @@ def test_an_optional_service_waiting_for_a_supplied_secret_is_left_out_until_it_
     bare = [d for d in yaml.safe_load_all(helm("template", "lab", str(phase4), "--namespace", "lab").stdout) if d]
     names = {d["metadata"]["name"] for d in bare}
     assert "cloudflared" not in workloads(bare) and not any(n.startswith("cloudflared") for n in names)
-    assert "vault" in workloads(bare) and "flowise" in workloads(bare)   # optional without supplied secrets: there
+    assert "openbao" in workloads(bare) and "flowise" in workloads(bare)   # optional without supplied secrets: there
     with_token = workloads(template(phase4))          # template() sets cloudflared's existingSecret
     env = {e["name"]: e for e in with_token["cloudflared"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TUNNEL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "cloudflared-operator",
@@ -362,14 +362,14 @@ def test_values_schema_makes_set_typos_fail(phase4, typo):
 def test_observability_uses_kubernetes_discovery_or_service_monitors(phase4, rendered):
     prom = yaml.safe_load((phase4 / "files/observability/prometheus/prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
-    assert "vault" in jobs and jobs["vault"]["params"] == {"format": ["prometheus"]}
+    assert "openbao" in jobs and jobs["openbao"]["params"] == {"format": ["prometheus"]}
     assert all(j["kubernetes_sd_configs"][0]["role"] == "endpointslice" for j in jobs.values())
     assert "prometheus" == workloads(rendered)["prometheus"]["spec"]["template"]["spec"]["serviceAccountName"]
     assert "prometheus" in by_kind(rendered, "Role")
     assert not by_kind(rendered, "ServiceMonitor")
     monitors = by_kind(template(phase4, "prometheus.serviceMonitors=true"), "ServiceMonitor")
     assert set(monitors) == set(jobs)
-    assert monitors["vault"]["spec"]["endpoints"][0] == {"port": "http", "path": "/v1/sys/metrics",
+    assert monitors["openbao"]["spec"]["endpoints"][0] == {"port": "http", "path": "/v1/sys/metrics",
                                                          "params": {"format": ["prometheus"]}}
     assert (phase4 / "runbooks" / "ollama.md").is_file()
     readme = (phase4 / "README.md").read_text()

@@ -84,7 +84,7 @@ _TODO = "{} has it; no recipe written yet"
 NO_RECIPE: dict[str, str] = {
     **{app: _ELSEWHERE for app in (
         "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
-        "grafana", "langfuse", "langfuse-worker", "minio", "ollama", "qdrant", "traefik", "vault",
+        "grafana", "langfuse", "langfuse-worker", "minio", "ollama", "openbao", "qdrant", "traefik",
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "nginx": _TODO.format("Debian (nginx)"),
