@@ -125,7 +125,12 @@ def rotate(ctx: click.Context, out: Output, install_dir: Path, keys: tuple[str, 
 
     Refused, before anything changes: keys whose blueprint says rotate =
     false (the reason is shown), keys without a decision, and supplied keys
-    (use `secrets set`). Cron or a systemd timer can run `--due` daily.
+    (use `secrets set`). Cron or a systemd timer can run `--due` daily
+    (the bundle's runbooks/README.md shows both).
+
+    When the release has OpenBao, the new values are then copied to its KV v2
+    mount (lab/<service>, a new version each); DIR/.env stays what compose
+    reads and wins when the two differ.
     """
     from ..operate.rotate import rotate as do_rotate
 
