@@ -3,8 +3,10 @@ litellm-db's password killed with SIGKILL at two moments, then run again, ends c
 password the database accepts is the one in DIR/.env, and the other one is refused.
 
 The consumer LiteLLM is not in these labs: its database mode needs Prisma's engines, which cannot be
-fetched here (test_apps.test_the_real_litellm_proxy_answers_its_shipped_health_and_metrics_without_its_database);
-the owner litellm-db is recreated and awaited like any consumer."""
+fetched here (test_apps.test_the_real_litellm_proxy_answers_its_shipped_health_and_metrics_without_its_database).
+The kill -9 tests recreate only the owner litellm-db; the last test adds a real client in its place: psql of
+the same image, logging in with LiteLLM's DATABASE_URL, recreated by the rotation and healthy only with the
+new password."""
 
 from __future__ import annotations
 
@@ -83,3 +85,81 @@ def test_kill_9_during_a_rotation_of_the_real_postgres_password_then_a_rerun_end
     assert old not in audit and new not in audit
     last = json.loads(audit.splitlines()[-1])
     assert (last["command"], last["outcome"], last["keys"]) == ("secrets rotate (resumed)", "ok", [KEY])
+
+
+# LiteLLM's database mode cannot run here (Prisma's engines), so the consumer of litellm-db's password is
+# psql of the same real PostgreSQL image, given LiteLLM's DATABASE_URL verbatim (the shipped litellm.toml's
+# [env]) and healthy only while it logs in with it: a real client whose credential is the rotated secret.
+CONSUMER = "pg-client"
+
+
+def _consumer_blueprint(ref: str) -> str:
+    from apps.testlab import split_reference
+    from builder.blueprint import load_lab
+    from test_apps import REPO as ROOT
+
+    url = load_lab(ROOT).services["litellm"].env["DATABASE_URL"]
+    assert "${secret:litellm-db.POSTGRES_PASSWORD}" in url
+    image = split_reference(ref)
+    return f'''[service]
+name = "{CONSUMER}"
+description = "test consumer of litellm-db: psql logging in with LiteLLM's DATABASE_URL"
+phase = 2
+category = "data"
+depends_on = ["litellm-db"]
+command = ["sleep", "infinity"]
+
+[image]
+name = "{image['name']}"
+tag = "{image['tag']}"
+digest = "{image['digest']}"
+
+[env]
+DATABASE_URL = {json.dumps(url)}
+
+[healthcheck]
+test = ["CMD-SHELL", "psql \\"$DATABASE_URL\\" -X -At -c 'select 1'"]
+interval = "2s"
+timeout = "5s"
+retries = 3
+start_period = "5s"
+'''
+
+
+def test_rotation_recreates_a_real_consumer_that_then_logs_in_with_the_new_password(apps_lab, capsys):
+    from apps.images import build_and_push
+    from apps.testlab import lock_services, make_test_lab
+    from builder.bundle.release import build_release
+    from builder.install.apply import install_bundle
+    from test_apps import PROFILE, say, wait_ports_free
+
+    lab = apps_lab
+    built = build_and_push(lab.registry.host, only=["postgres"], engine=lab.engine, log=say)
+    ref = built.images[DB]
+    lab.refs.append(ref.split("@")[0])
+    root = make_test_lab(lab.tmp / "lab", {DB: ref}, lab_name=lab.project, profile=(PROFILE, [DB, CONSUMER]))
+    (root / "blueprints" / "services" / f"{CONSUMER}.toml").write_text(_consumer_blueprint(ref))
+    lock_services(root, [DB, CONSUMER])
+    bundle = build_release(root, "1.0.0", profile=PROFILE, with_images=True, out_dir=lab.tmp / "dist",
+                           progress=False).bundle
+    lab.registry.stop()
+    wait_ports_free(root, [DB])
+    lab.target = lab.tmp / "inst"
+    installed = install_bundle(bundle, lab.target, timeout=120)
+    assert installed.ok, installed.failure
+    lab.wait_healthy(DB)
+    lab.wait_healthy(CONSUMER)
+    old = lab.env(KEY)
+    consumer_id = lab.container(CONSUMER).id
+
+    code, out, err = cli(capsys, "secrets", "rotate", "--dir", str(lab.target), KEY)
+    assert code == 0, err
+    assert out["services"] == sorted([CONSUMER, DB])                  # the owner and its consumer, recreated
+    new = lab.env(KEY)
+    assert new != old and lab.container(CONSUMER).id != consumer_id
+    lab.wait_healthy(CONSUMER)                                         # it logs in with the new password
+    env = dict(e.split("=", 1) for e in lab.container(CONSUMER).attrs["Config"]["Env"])
+    assert f":{new}@litellm-db:" in env["DATABASE_URL"]
+    code, output = lab.run(CONSUMER, "sh", "-c", "psql \"$DATABASE_URL\" -X -At -c 'select current_user'")
+    assert (code, output) == (0, "postgres\n")
+    assert password_login(lab, old)[0] != 0
