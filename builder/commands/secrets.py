@@ -44,10 +44,13 @@ def audit(out: Output, install_dir: Path, since: str | None) -> None:
 
 @click.group()
 def secrets() -> None:
-    """The secrets of an install after it: list them, rotate them, set supplied ones.
+    """The secrets of an install after it: list them, rotate them, set supplied ones,
+    print a daily schedule for rotating the due ones.
 
     Values live in DIR/.env (0600) and are never printed. Every change is
-    recorded in DIR/audit.log (`labbuild audit`).
+    recorded in DIR/audit.log (`labbuild audit`). With OpenBao in the profile,
+    install, rotate and set also copy them to its KV v2 mount lab/<service>;
+    DIR/.env wins.
     """
 
 
