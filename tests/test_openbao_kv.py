@@ -223,3 +223,13 @@ def test_no_openbao_in_the_release_means_no_call(manifest, tmp_path: Path):
 
     without = replace(manifest, services={k: v for k, v in manifest.services.items() if k != "openbao"})
     assert sync_openbao(tmp_path, without, command="install", say=print) is None
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b"<html>proxy error</html>", b"", b'{"auth": "x"}'])
+def test_a_malformed_login_answer_is_a_failure_not_a_traceback(body):
+    """A fault the stand-in does not produce (a proxy's page, a JSON list): httpx's MockTransport answers."""
+    import httpx
+
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=body)))
+    result = write_kv("http://127.0.0.1:1", ROLE, SECRET, {"web": {"WEB__K": "v" * 8}}, client=client)
+    assert not result.ok and "without auth.client_token" in result.failure

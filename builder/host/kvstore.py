@@ -90,11 +90,18 @@ def _masked(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _errors(resp: httpx.Response) -> str:
+def _json(resp: httpx.Response) -> dict[str, Any]:
+    """The JSON object of an answer; {} for anything else (an empty body, HTML of a proxy, a list)."""
     try:
-        errors = resp.json().get("errors") or []
+        data = resp.json()
     except ValueError:
-        errors = []
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _errors(resp: httpx.Response) -> str:
+    errors = _json(resp).get("errors")
+    errors = errors if isinstance(errors, list) else []
     return f"HTTP {resp.status_code}" + (f" ({'; '.join(str(e) for e in errors)[:200]})" if errors else "")
 
 
@@ -108,16 +115,18 @@ def write_kv(base_url: str, role_id: str, secret_id: str, data: dict[str, dict[s
         resp = http.post(f"{base_url}/v1/auth/approle/login", json={"role_id": role_id, "secret_id": secret_id})
         if resp.status_code != 200:
             raise _Failed(f"AppRole login of labbuild refused: {_errors(resp)}")
-        token = (resp.json().get("auth") or {}).get("client_token")
+        auth = _json(resp).get("auth")
+        token = auth.get("client_token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             raise _Failed("AppRole login answered without auth.client_token")
         headers = {TOKEN_HEADER: token}
         for service, fields in sorted(data.items()):
             url = f"{base_url}/v1/{MOUNT}/data/{service}"
             resp = http.get(url, headers=headers)
-            body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-            meta = ((body.get("data") or {}).get("metadata") or {}) if isinstance(body, dict) else {}
-            if resp.status_code == 200 and (body.get("data") or {}).get("data") == fields:
+            found = _json(resp).get("data")
+            found = found if isinstance(found, dict) else {}
+            meta = found.get("metadata") if isinstance(found.get("metadata"), dict) else {}
+            if resp.status_code == 200 and found.get("data") == fields:
                 result.unchanged.append(service)
                 continue
             if resp.status_code not in (200, 404):
