@@ -31,7 +31,7 @@ ROADMAP = {
     1: {"prometheus", "grafana", "cadvisor", "node-exporter", "qdrant", "langfuse"},
     2: {"litellm", "dify"},
     3: {"jupyter", "code-server", "weaviate", "flowise"},
-    4: {"vault", "traefik", "cloudflared"},
+    4: {"openbao", "traefik", "cloudflared"},
 }
 
 # Parts the roadmap services bring along through depends_on.
@@ -57,7 +57,7 @@ HOST_PORTS = {
     "qdrant": {6333}, "langfuse": {3001},
     "litellm": {4000}, "dify": {3000},
     "jupyter": {8888}, "code-server": {8443}, "weaviate": {8081}, "flowise": {3002},
-    "vault": {8200}, "traefik": {80, 443, 8082}, "cloudflared": {20241},
+    "openbao": {8200}, "traefik": {80, 443, 8082}, "cloudflared": {20241},
 }
 
 # Services without any health signal, each for a stated reason: no published
@@ -193,7 +193,7 @@ def test_data_lives_in_named_volumes(lab: Lab) -> None:
     stateful = {"ollama", "open-webui", "n8n", "node-red", "prometheus", "grafana", "qdrant",
                 "langfuse-db", "langfuse-clickhouse", "langfuse-redis", "langfuse-s3",
                 "litellm-db", "dify-db", "dify-redis", "dify-s3", "dify-plugin-daemon",
-                "jupyter", "code-server", "weaviate", "flowise", "flowise-db", "vault"}
+                "jupyter", "code-server", "weaviate", "flowise", "flowise-db", "openbao"}
     for name in stateful:
         assert lab.services[name].volumes, f"{name} keeps data but has no volume"
 

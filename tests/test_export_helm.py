@@ -252,10 +252,10 @@ def test_network_policy_denies_by_default_and_allows_exactly_the_declared_edges(
         declared = set(LAB.services[name].effective_depends_on(present))   # [when.X] depends_on included
         assert {d for d in declared if LAB.services[d].ports} <= edges.get(name, set()), name
     # Prometheus reaches each scraped service on its metrics port only
-    vault = policies["vault"]["spec"]["ingress"]
-    prom_rule = next(r for r in vault if r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+    openbao = policies["openbao"]["spec"]["ingress"]
+    prom_rule = next(r for r in openbao if r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
                      == "prometheus")
-    assert [p["port"] for p in prom_rule["ports"]] == [LAB.services["vault"].metrics.port]
+    assert [p["port"] for p in prom_rule["ports"]] == [LAB.services["openbao"].metrics.port]
     # egress mirrors ingress, plus DNS
     webui_egress = policies["open-webui"]["spec"]["egress"]
     assert webui_egress[0]["ports"][0] == {"port": 53, "protocol": "UDP"}
@@ -274,7 +274,7 @@ def test_an_optional_service_waiting_for_a_supplied_secret_is_left_out_until_it_
     bare = [d for d in yaml.safe_load_all(helm("template", "lab", str(phase4), "--namespace", "lab").stdout) if d]
     names = {d["metadata"]["name"] for d in bare}
     assert "cloudflared" not in workloads(bare) and not any(n.startswith("cloudflared") for n in names)
-    assert "vault" in workloads(bare) and "flowise" in workloads(bare)   # optional without supplied secrets: there
+    assert "openbao" in workloads(bare) and "flowise" in workloads(bare)   # optional without supplied secrets: there
     with_token = workloads(template(phase4))          # template() sets cloudflared's existingSecret
     env = {e["name"]: e for e in with_token["cloudflared"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TUNNEL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "cloudflared-operator",
@@ -362,19 +362,56 @@ def test_values_schema_makes_set_typos_fail(phase4, typo):
 def test_observability_uses_kubernetes_discovery_or_service_monitors(phase4, rendered):
     prom = yaml.safe_load((phase4 / "files/observability/prometheus/prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
-    assert "vault" in jobs and jobs["vault"]["params"] == {"format": ["prometheus"]}
+    assert "openbao" in jobs and jobs["openbao"]["params"] == {"format": ["prometheus"]}
     assert all(j["kubernetes_sd_configs"][0]["role"] == "endpointslice" for j in jobs.values())
     assert "prometheus" == workloads(rendered)["prometheus"]["spec"]["template"]["spec"]["serviceAccountName"]
     assert "prometheus" in by_kind(rendered, "Role")
     assert not by_kind(rendered, "ServiceMonitor")
     monitors = by_kind(template(phase4, "prometheus.serviceMonitors=true"), "ServiceMonitor")
     assert set(monitors) == set(jobs)
-    assert monitors["vault"]["spec"]["endpoints"][0] == {"port": "http", "path": "/v1/sys/metrics",
-                                                         "params": {"format": ["prometheus"]}}
+    assert monitors["openbao"]["spec"]["endpoints"][0] == {
+        "port": "http", "path": "/v1/sys/metrics", "params": {"format": ["prometheus"]},
+        "authorization": {"type": "Bearer", "credentials": {"name": "openbao-secrets", "key": "BAO_METRICS_TOKEN"}}}
     assert (phase4 / "runbooks" / "ollama.md").is_file()
     readme = (phase4 / "README.md").read_text()
     for word in ("helm install", "helm upgrade", "helm rollback", "labbuild mirror", "global.imageRegistry"):
         assert word in readme
+
+
+def test_openbao_is_carried_with_its_config_secrets_volumes_probe_and_scrape_token(phase4, rendered):
+    bp = LAB.services["openbao"]
+    (sts,) = [o for o in rendered if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "openbao"]
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == f"{bp.image.name}:{bp.image.tag}@{bp.image.digest}" and c["args"] == ["server"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8200, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/sys/health"       # 200 only initialised + unsealed
+    env = {e["name"]: e for e in c["env"]}
+    for s in bp.secrets:          # the seal key and self-init credentials from the chart's Secret, never values
+        assert env[s.name]["valueFrom"]["secretKeyRef"] == {"name": "openbao-secrets", "key": s.name}
+    (cm,) = [o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "openbao-files"]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/openbao/config/lab.hcl")
+    assert cm["data"][mount["subPath"]] == bp.files[0].content and mount["readOnly"] is True
+    claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
+    assert claims == {"data", "audit"} and {m["mountPath"] for m in c["volumeMounts"]} >= {"/openbao/file",
+                                                                                         "/openbao/logs"}
+    # Prometheus scrapes /v1/sys/metrics with the metrics token, mounted from openbao's Secret
+    prom = yaml.safe_load((phase4 / "files/observability/prometheus/prometheus.yml").read_text())
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "openbao")
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/secrets/openbao"}
+    ppod = workloads(rendered)["prometheus"]["spec"]["template"]["spec"]
+    creds = next(v for v in ppod["volumes"] if v["name"] == "scrape-credentials")["projected"]["sources"]
+    assert {"secret": {"name": "openbao-secrets", "items": [{"key": "BAO_METRICS_TOKEN", "path": "openbao"}]}} in creds
+    assert {"name": "scrape-credentials", "mountPath": "/etc/prometheus/secrets", "readOnly": True} in \
+        ppod["containers"][0]["volumeMounts"]
+    rules = (phase4 / "files/observability/prometheus/rules/lab-alerts.yml").read_text()
+    assert "alert: OpenBaoSealed" in rules
+    secret = by_kind(rendered, "Secret")["openbao-secrets"]
+    assert set(secret["data"]) == {s.name for s in bp.secrets}
+    assert re.fullmatch(r"[0-9a-f]{64}", base64.b64decode(secret["data"]["BAO_SEAL_KEY"]).decode())  # 32 bytes
+    # a Kubernetes volume is root's: the pod's fsGroup (OpenBao's chart: 100/1000) makes it writable
+    assert pod["securityContext"] == {"runAsUser": 100, "runAsGroup": 1000, "fsGroup": 1000}
+    assert env["SKIP_CHOWN"]["value"] == "true"
 
 
 # --------------------------------------------------------------------------- free text is data, never template code

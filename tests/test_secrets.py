@@ -295,3 +295,33 @@ def test_holder_output_is_shown_with_every_value_masked():
 
     c = Change("K", "web", "'old value'", "new-value-123")
     assert mask("set old value -> new-value-123 ('old value')", [c]) == f"set {MASK} -> {MASK} ({MASK})"
+
+
+def test_due_is_exactly_the_keys_whose_rotate_days_have_passed(tmp_path):
+    """What `secrets rotate --due` rotates (builder.operate.rotate takes list_secrets().due, minus supplied
+    keys): a key with rotate_days past, not one still inside its period, never one without rotate_days
+    or with rotate = false, whatever their age."""
+    import datetime as dt
+
+    from builder.host.auditlog import append_entry, new_entry
+    from builder.operate.secrets import list_secrets
+
+    web = DECIDED_WEB.replace('''        [secrets.DATA_KEY]''', '''        [secrets.SOON]
+        generate = "hex"
+        rotate = true
+        rotate_days = 90
+        [secrets.FREE]
+        generate = "hex"
+        rotate = true
+        [secrets.DATA_KEY]''')
+    keys = ["WEB__API_TOKEN", "WEB__DATA_KEY", "WEB__FREE", "WEB__SOON"]
+    inst = fake_install(tmp_path, "".join(f"{k}=value-{i}-abcdef\n" for i, k in enumerate(keys)), web=web)
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    append_entry(inst, new_entry("install", keys, ["web"], now=now - dt.timedelta(days=40)))
+    assert [s.key for s in list_secrets(inst, now=now).due] == ["WEB__API_TOKEN"]
+    later = now + dt.timedelta(days=60)                                 # 100 days after install
+    assert [s.key for s in list_secrets(inst, now=later).due] == ["WEB__API_TOKEN", "WEB__SOON"]
+    append_entry(inst, new_entry("secrets rotate", ["WEB__API_TOKEN"], ["web"], now=later - dt.timedelta(days=1)))
+    assert [s.key for s in list_secrets(inst, now=later).due] == ["WEB__SOON"]
+    append_entry(inst, new_entry("secrets rotate", ["WEB__SOON"], ["web"], "rolled-back", now=later))
+    assert [s.key for s in list_secrets(inst, now=later).due] == ["WEB__SOON"]     # a rollback set nothing

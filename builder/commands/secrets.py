@@ -1,4 +1,4 @@
-"""`labbuild secrets list|rotate|set` and `labbuild audit`: thin shells over builder.operate
+"""`labbuild secrets list|rotate|set|schedule` and `labbuild audit`: thin shells over builder.operate
 (secrets, rotate, audit)."""
 
 from __future__ import annotations
@@ -44,10 +44,13 @@ def audit(out: Output, install_dir: Path, since: str | None) -> None:
 
 @click.group()
 def secrets() -> None:
-    """The secrets of an install after it: list them, rotate them, set supplied ones.
+    """The secrets of an install after it: list them, rotate them, set supplied ones,
+    print a daily schedule for rotating the due ones.
 
     Values live in DIR/.env (0600) and are never printed. Every change is
-    recorded in DIR/audit.log (`labbuild audit`).
+    recorded in DIR/audit.log (`labbuild audit`). With OpenBao in the profile,
+    install, rotate and set also copy them to its KV v2 mount lab/<service>;
+    DIR/.env wins.
     """
 
 
@@ -125,7 +128,12 @@ def rotate(ctx: click.Context, out: Output, install_dir: Path, keys: tuple[str, 
 
     Refused, before anything changes: keys whose blueprint says rotate =
     false (the reason is shown), keys without a decision, and supplied keys
-    (use `secrets set`). Cron or a systemd timer can run `--due` daily.
+    (use `secrets set`). Cron or a systemd timer can run `--due` daily
+    (the bundle's runbooks/README.md shows both).
+
+    When the release has OpenBao, the new values are then copied to its KV v2
+    mount (lab/<service>, a new version each); DIR/.env stays what compose
+    reads and wins when the two differ.
     """
     from ..operate.rotate import rotate as do_rotate
 
@@ -170,3 +178,36 @@ def set_(ctx: click.Context, out: Output, install_dir: Path, key: str, timeout: 
         raise LabbuildError(f"no value for {key} on stdin", hint=f"printf %s VALUE | labbuild secrets set --dir DIR {key}")
     result = set_secret(install_dir, key, value, timeout=timeout, say=out.info)
     _render_change(ctx, out, result, "set")
+
+
+@secrets.command()
+@_dir_option
+@click.option("--labbuild", "labbuild_path", default=None, metavar="PATH",
+              help="Absolute path of labbuild for cron and systemd (default: this labbuild's, else "
+                   "/usr/local/bin/labbuild).")
+@pass_output
+def schedule(out: Output, install_dir: Path, labbuild_path: str | None) -> None:
+    """Print a cron line and a systemd service + timer that run `labbuild
+    secrets rotate --due --dir DIR` daily (automatic rotation), with DIR and
+    the labbuild path quoted for sh, cron (% escaped) and systemd (%, $, \\ and
+    " escaped). Nothing is installed: copy them to /etc/cron.d or
+    /etc/systemd/system. Exit 0.
+    """
+    import os
+    import shutil
+
+    from ..errors import LabbuildError
+    from ..host.labdir import LabDir
+    from ..schedule import DEFAULT_LABBUILD, rotation_schedule
+
+    lab_dir = LabDir.at(install_dir)
+    found = shutil.which("labbuild")
+    path = labbuild_path or (os.path.abspath(found) if found else DEFAULT_LABBUILD)
+    try:
+        plan = rotation_schedule(str(lab_dir.path), lab_dir.manifest().lab, path)
+    except ValueError as exc:
+        raise LabbuildError(str(exc), hint="install into a path without control characters") from None
+    out.result({"cron": plan.cron, "service": {"name": f"{plan.unit}.service", "text": plan.service},
+                "timer": {"name": f"{plan.unit}.timer", "text": plan.timer}},
+               f"# /etc/cron.d/{plan.lab}-secrets\n{plan.cron}\n# /etc/systemd/system/{plan.unit}.service\n"
+               f"{plan.service}\n# /etc/systemd/system/{plan.unit}.timer\n{plan.timer}")

@@ -31,7 +31,7 @@ from ..fsutil import atomic_write
 from ..render.text import dump_yaml
 from .docs import render_notes, render_readme
 from .model import PROMETHEUS_CONFIG, ChartLab, lab_model
-from .objects import FILES_DIR, lab_template, service_template
+from .objects import FILES_DIR, SCRAPE_SECRETS_DIR, lab_template, service_template
 from .source import bundle_members, profile_members
 from .values import chart_values, values_schema
 
@@ -65,6 +65,8 @@ def prometheus_config(lab: ChartLab) -> str:
         job: dict[str, Any] = {"job_name": name, "metrics_path": svc.scrape.path}
         if svc.scrape.params:
             job["params"] = {k: [v] for k, v in svc.scrape.params.items()}
+        if svc.scrape.bearer:    # the key is mounted there from the owner's Secret (objects.scrape_credentials)
+            job["authorization"] = {"type": "Bearer", "credentials_file": f"{SCRAPE_SECRETS_DIR}/{name}"}
         job["kubernetes_sd_configs"] = [{"role": "endpointslice", "namespaces": {"own_namespace": True}}]
         job["relabel_configs"] = [
             {"source_labels": ["__meta_kubernetes_service_name", "__meta_kubernetes_endpointslice_port_name"],

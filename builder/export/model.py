@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import yaml
 
@@ -115,6 +115,7 @@ class Scrape:
     port: str
     path: str
     params: dict[str, str] = field(default_factory=dict)
+    bearer: SecretRef | None = None     # [metrics] bearer_secret: Prometheus sends this secret as a Bearer token
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,10 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
     owners = {key: SecretRef(svc, s.name) for svc, items in secrets.items() for key, s in items}
     scrapes = (_scrapes(members[PROMETHEUS_CONFIG].decode(), manifest, members.get(OPTIONAL_TARGETS))
                if PROMETHEUS_CONFIG in members else {})
+    for svc, scrape in scrapes.items():   # a bearer_secret: compose's <svc>_metrics_bearer names its .env key
+        key = ((compose.get("secrets") or {}).get(f"{svc.replace('-', '_')}_metrics_bearer") or {}).get("environment")
+        if key in owners:
+            scrapes[svc] = replace(scrape, bearer=owners[key])
     services = {}
     for name in sorted(manifest.services):
         m, c = manifest.services[name], compose["services"][name]

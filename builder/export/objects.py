@@ -210,6 +210,22 @@ def _config_checksum(lab: ChartLab, svc: ChartService) -> str:
     return h.hexdigest()
 
 
+SCRAPE_SECRETS_DIR = "/etc/prometheus/secrets"     # as in the compose bundle (render.observability)
+
+
+def scrape_credentials(lab: ChartLab) -> tuple[dict, dict] | None:
+    """Prometheus' mount of every scrape credential (``[metrics] bearer_secret``): one projected volume
+    whose file ``<service>`` is that secret's key in its owner's Secret; None when there is none."""
+    sources = [{"secret": {"name": Raw(f'{{{{ include "lab.secretName" (list $ {quoted(s.scrape.bearer.service)}) '
+                                       f'| quote }}}}'),
+                           "items": [{"key": s.scrape.bearer.name, "path": name}]}}
+               for name, s in lab.services.items() if s.scrape and s.scrape.bearer]
+    if not sources:
+        return None
+    return ({"name": "scrape-credentials", "mountPath": SCRAPE_SECRETS_DIR, "readOnly": True},
+            {"name": "scrape-credentials", "projected": {"sources": sources}})
+
+
 def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
     v = values_ref(svc.name)
     image = Raw(f'{{{{ include "lab.image" (list $ {quoted(f"{svc.repository}:{svc.tag}")} '
@@ -224,6 +240,8 @@ def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
         container["ports"] = [{"name": p.name, "containerPort": p.container, "protocol": p.protocol.upper()}
                               for p in svc.ports]
     mounts, volumes = _mounts_and_volumes(lab, svc, cm_names)
+    if svc.name == "prometheus" and (creds := scrape_credentials(lab)):
+        mounts, volumes = [*mounts, creds[0]], [*volumes, creds[1]]
     if mounts:
         container["volumeMounts"] = mounts
     container[Block("resources:",
@@ -340,6 +358,9 @@ def service_monitor(lab: ChartLab, svc: ChartService) -> str:
     endpoint: dict = {"port": svc.scrape.port, "path": svc.scrape.path}
     if svc.scrape.params:
         endpoint["params"] = {k: [val] for k, val in svc.scrape.params.items()}
+    if (ref := svc.scrape.bearer) is not None:      # prometheus-operator Endpoint.authorization (SafeAuthorization)
+        endpoint["authorization"] = {"type": "Bearer", "credentials": {
+            "name": Raw(f'{{{{ include "lab.secretName" (list $ {quoted(ref.service)}) | quote }}}}'), "key": ref.name}}
     return document({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
                      "metadata": _meta(lab, svc.name),
                      "spec": {"selector": {"matchLabels": selector(svc.name)}, "endpoints": [endpoint]}},

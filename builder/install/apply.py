@@ -54,6 +54,7 @@ from ..host.engine import (
     running,
 )
 from ..host.health import HealthResult, Probe, budget, wait_healthy
+from ..host.kvstore import OPENBAO, sync_openbao
 from ..host.labdir import (
     ENV_FILE,
     LOCK_NAME,
@@ -285,6 +286,8 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
+    if (bao := result.services.get(OPENBAO)) is not None and bao.state == "healthy":
+        sync_openbao(install_dir, manifest, command="install", say=say)     # DIR/.env's values, as a copy
     bad = [r for r in result.services.values() if r.state == "unhealthy" and r.service not in optional]
     result.ok = not bad
     if bad:

@@ -11,6 +11,7 @@ from ..blueprint import Blueprint, Port, secret_env_key
 from ..escape import markdown_block, markdown_code, markdown_text
 from ..format.files import runbook_path
 from ..limits import LIMITS, MiB
+from ..schedule import rotation_schedule
 from .release import ReleaseInput, volume_name
 from .text import template_text
 
@@ -175,6 +176,7 @@ def render_runbooks(ri: ReleaseInput) -> dict[str, str]:
         compose_events=ri.compose_command("ps -a", "DIR"),
         gpu_service=gpu_service,
         limits=limits_list(),
+        rotation=rotation_schedule(f"/srv/{ri.lab.name}", ri.lab.name).markdown(),
     )
     pages = {"runbooks/README.md": text}
     for name in ri.services:

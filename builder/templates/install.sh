@@ -18,7 +18,9 @@
 #   3. docker load of images/ (host platform only) and a check that every
 #      image ID equals the locked config digest
 #   4. generates missing secrets into DIR/.env (mode 0600) from /dev/urandom;
-#      existing values are kept, values are never printed. Operator-supplied
+#      existing values are kept, values are never printed; the keys generated
+#      are recorded in DIR/audit.log (one JSON line, labbuild's format, no value).
+#      Operator-supplied
 #      secrets are never generated: when one of a required service is missing
 #      from DIR/.env it stops before step 2, naming the key; an optional
 #      service without its supplied secret is installed but not started
@@ -369,8 +371,43 @@ chmod 600 "$DIR/.env"
 random_chars() {  # $1 alphabet for tr, $2 length
     tr -dc "$1" < /dev/urandom | head -c "$2"
 }
+# DIR/audit.log: one JSON line per operation on the secrets, never a value, in the format of
+# labbuild's builder/host/auditlog.py (json.dumps(sort_keys=True): these keys in this order, ", " and
+# ": " separators). Appended (>>), 0600; a torn last line is closed off first; no symbolic link.
+AUDIT="$DIR/audit.log"
+audit_check() {
+    if [ -L "$AUDIT" ] || { [ -e "$AUDIT" ] && [ ! -f "$AUDIT" ]; }; then
+        die "$AUDIT is not a regular file: nothing was generated" "install.sh appends the audit log there: move it away"
+    fi
+}
+json_str() {  # $1 -> a JSON string literal: \ and " escaped, control characters dropped
+    printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037\177' | sed 's/\\/\\\\/g; s/"/\\"/g')"
+}
+json_list() {  # words -> a JSON array of them, sorted (byte order) and unique
+    printf '%s\n' "$@" | LC_ALL=C sort -u | awk 'NF { printf "%s\"%s\"", (n++ ? ", " : ""), $0 }'
+}
+audit_append() {  # $1 command, $2 keys, $3 services (space-separated), $4 detail; outcome ok
+    audit_check
+    sudo_part=""
+    if [ "$(id -u)" = 0 ] && [ -n "${SUDO_USER:-}" ]; then sudo_part=", \"sudo_user\": $(json_str "$SUDO_USER")"; fi
+    # shellcheck disable=SC2086
+    line="{\"command\": $(json_str "$1"), \"detail\": $(json_str "$4"), \"host\": $(json_str "$(uname -n)"),\
+ \"keys\": [$(json_list $2)], \"outcome\": \"ok\", \"services\": [$(json_list $3)]$sudo_part,\
+ \"time\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"user\": $(json_str "$(id -un 2>/dev/null || id -u)")}"
+    if [ -s "$AUDIT" ] && [ "$(tail -c 1 "$AUDIT" | od -An -c | tr -d ' ')" != '\n' ]; then line="
+$line"; fi
+    printf '%s\n' "$line" >> "$AUDIT" || die "cannot append to $AUDIT" "check the permissions of $DIR"
+    chmod 600 "$AUDIT"
+    sync "$AUDIT" 2>/dev/null || sync
+}
+owner_of() {  # KEY -> the service whose secret it is (manifest.json; the last in name order, as labbuild)
+    awk -v k="$1" 'index($0, "services.") == 1 && substr($0, length($0) - length(k)) == "=" k {
+        split($0, p, "."); if (p[3] == "secrets") s = p[2] } END { print s }' "$WORK/manifest.flat"
+}
 if [ -f secrets.env.example ]; then
     added=0
+    added_keys=""
+    audit_check
     # a secret is a KEY= line; its kind and length come from the comment on that
     # line or the comment lines just above it ("generate=token length=32", or
     # free text naming token|password|hex and a number).
@@ -398,7 +435,13 @@ if [ -f secrets.env.example ]; then
         esac
         printf '%s=%s%s\n' "$key" "$pre" "$value" >> "$DIR/.env"
         added=$((added + 1))
+        added_keys="$added_keys $key"
     done < "$WORK/secrets"
+    if [ "$added" -gt 0 ]; then
+        owners=""
+        for key in $added_keys; do owners="$owners $(owner_of "$key")"; done
+        audit_append "install" "$added_keys" "$owners" "generated $added secret(s) into .env"
+    fi
     say "secrets: $added generated into $DIR/.env (existing values kept)"
 fi
 umask 022

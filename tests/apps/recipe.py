@@ -84,7 +84,7 @@ _TODO = "{} has it; no recipe written yet"
 NO_RECIPE: dict[str, str] = {
     **{app: _ELSEWHERE for app in (
         "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
-        "grafana", "langfuse", "langfuse-worker", "ollama", "qdrant", "rustfs", "traefik", "vault",
+        "grafana", "langfuse", "langfuse-worker", "ollama", "openbao", "qdrant", "rustfs", "traefik",
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "nginx": _TODO.format("Debian (nginx)"),

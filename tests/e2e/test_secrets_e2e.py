@@ -12,6 +12,7 @@ that many seconds first: a window for kill -9).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -247,3 +248,37 @@ def test_set_takes_the_value_from_stdin_quotes_it_and_applies_it_the_same_way(ai
                               "WEB__DATA_KEY"], input="x\n", capture_output=True, text=True,
                              env={**os.environ, "PATH": path_with_venv()})
     assert refused.returncode == 1 and "must never change" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_rotate_and_set_copy_the_new_value_to_openbao_a_stand_in_here(airgap, docker_engine, tmp_path, capsys,
+                                                                        monkeypatch):
+    """The install's OpenBao is the STAND-IN of tests/test_openbao_kv.py (OpenBao cannot run here); labbuild
+    finds it where it would find port 8200 of the openbao service (``openbao_url``, patched)."""
+    import builder.host.kvstore as kvstore
+    from test_openbao_kv import ROLE, SECRET, OpenBaoStandIn
+
+    lab, target = installed(airgap, docker_engine, tmp_path)
+    bao = OpenBaoStandIn()
+    try:
+        monkeypatch.setattr(kvstore, "openbao_url", lambda manifest: bao.url)
+        with (target / ".env").open("a") as f:
+            f.write(f"{kvstore.ROLE_ID}={ROLE}\n{kvstore.SECRET_ID}={SECRET}\n")
+        code, out, err = cli(capsys, "secrets", "rotate", "--dir", str(target), "WEB__API_TOKEN")
+        assert code == 0, err
+        new = assert_consistent(docker_engine, lab, target)
+        assert bao.kv["web"][-1]["WEB__API_TOKEN"] == new and len(bao.kv["web"]) == 1
+        assert set(bao.kv) == {"web"}                     # only the owner of the changed key is written
+        assert set(bao.kv["web"][-1]) == {"WEB__API_TOKEN", "WEB__DATA_KEY", "WEB__PLAIN"}
+
+        proc_value = "set-by-operator-0123"
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((proc_value + "\n").encode())))
+        code, out, err = cli(capsys, "secrets", "set", "--dir", str(target), "WEB__API_TOKEN")
+        assert code == 0, err
+        assert [v["WEB__API_TOKEN"] for v in bao.kv["web"]] == [new, proc_value]     # versions as history
+        entries = [json.loads(line) for line in (target / "audit.log").read_text().splitlines()]
+        assert [e["command"] for e in entries if e["command"].startswith("openbao")] == [
+            "openbao kv write (secrets rotate)", "openbao kv write (secrets set)"]
+        audit_log_holds_no_value(target, (new, proc_value, SECRET))
+        assert not bao.unexpected, bao.unexpected
+    finally:
+        bao.close()
