@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import BlueprintError, Problem
+from .access import check_access, check_front_door
 from .labfile import check_optional, parse_lab
 from .model import Blueprint, Lab, build_blueprint
 from .rules import check_cross, check_service_local
@@ -40,6 +41,7 @@ def _validated_blueprints(sources: list[Source], out: Collector) -> dict[str, tu
             continue
         bp = build_blueprint(src.data, src.display)
         check_service_local(bp, src, out)
+        check_front_door(bp, src, out)
         if bp.name in result:
             other = result[bp.name][1].display
             out.add(src, ("service", "name"), f"service name {bp.name!r} is also used by {other}")
@@ -87,6 +89,8 @@ def _check_whole_lab(root: Path, out: Collector) -> tuple[dict[str, tuple[Bluepr
         parsed = parse_lab(lab_src, {f.stem: None for f in files}, out)
         if parsed is not None and len(services) == len(files):
             check_optional(lab_src, parsed["profiles"], {n: bp for n, (bp, _) in services.items()}, out)
+        if parsed is not None and parsed["access"] is not None:
+            check_access(lab_src, parsed["access"], services, out)
     return services, parsed
 
 
@@ -109,4 +113,5 @@ def load_lab(root: str | Path) -> Lab:
                              hint="run `labbuild validate` and fix each line above")
     return Lab(root=root, name=parsed["name"], default_profile=parsed["default_profile"],
                profiles=parsed["profiles"], services={n: bp for n, (bp, _) in sorted(services.items())},
-               platforms=tuple(parsed["platforms"]), insecure_registries=tuple(parsed["insecure_registries"]))
+               platforms=tuple(parsed["platforms"]), insecure_registries=tuple(parsed["insecure_registries"]),
+               access=parsed["access"])
