@@ -219,6 +219,7 @@ class FrontDoorOidc:
     callback: str
     env: dict[str, str]                      # issuer, client_id, client_secret[, base_url] -> env name
     scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    token_auth: str = "client_secret_basic"  # or "client_secret_post"
 
 
 @dataclass(frozen=True)
@@ -434,4 +435,5 @@ def _front_door(fd: dict[str, Any]) -> FrontDoor:
     return FrontDoor(port=fd["port"], host=fd["host"], roles=tuple(fd["roles"]), sign_in=fd["sign_in"],
                      oidc=None if oidc is None else FrontDoorOidc(
                          callback=oidc["callback"], env=dict(sorted(oidc["env"].items())),
-                         scopes=tuple(oidc.get("scopes", ("openid", "profile", "email", "groups")))))
+                         scopes=tuple(oidc.get("scopes", ("openid", "profile", "email", "groups"))),
+                         token_auth=oidc.get("token_auth", "client_secret_basic")))
