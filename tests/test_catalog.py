@@ -31,7 +31,7 @@ ROADMAP = {
     1: {"prometheus", "grafana", "cadvisor", "node-exporter", "qdrant", "langfuse"},
     2: {"litellm", "dify"},
     3: {"jupyter", "code-server", "weaviate", "flowise"},
-    4: {"vault", "traefik", "cloudflared"},
+    4: {"vault", "traefik", "cloudflared", "authelia"},   # authelia: the front door (roadmap 4.2, issue 23)
 }
 
 # Parts the roadmap services bring along through depends_on.
@@ -57,7 +57,7 @@ HOST_PORTS = {
     "qdrant": {6333}, "langfuse": {3001},
     "litellm": {4000}, "dify": {3000},
     "jupyter": {8888}, "code-server": {8443}, "weaviate": {8081}, "flowise": {3002},
-    "vault": {8200}, "traefik": {80, 443, 8082}, "cloudflared": {20241},
+    "vault": {8200}, "traefik": {80, 443, 8082}, "cloudflared": {20241},   # authelia: none (front door only)
 }
 
 # Services without any health signal, each for a stated reason: no published

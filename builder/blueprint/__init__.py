@@ -19,13 +19,13 @@ from __future__ import annotations
 from .load import lab_paths, load_lab, validate_paths
 from .model import (
                     DEFAULT_PLATFORMS,
-                    Access,
-                    FrontDoor,
-                    FrontDoorOidc,
                     SECRET_REF_RE,
+                    Access,
                     Bind,
                     Blueprint,
                     ConfigFile,
+                    FrontDoor,
+                    FrontDoorOidc,
                     Health,
                     Healthcheck,
                     Image,

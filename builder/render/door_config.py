@@ -2,10 +2,11 @@
 
 ``render_provider_config`` -> Authelia 4.39 ``configuration.yml``. No secret
 value is in it: with ``X_AUTHELIA_CONFIG_FILTERS=template`` Authelia expands
-``{{ env "NAME" }}`` from its environment (compose passes the generated
+``{{ mustEnv "NAME" }}`` from its environment (compose passes the generated
 ``DIR/.env`` values) and ``{{ secret "PATH" | mindent 10 "|" | msquote }}``
 reads the OIDC signing key made on the target, before it parses the YAML
-(https://www.authelia.com/reference/guides/templating/,
+(authelia/authelia docs/content/reference/guides/templating.md: ``mustEnv``, ``secret``, ``mindent``,
+``msquote``; ``env`` hides only names starting ``AUTHELIA_``/``X_AUTHELIA_``, which these are not;
 https://www.authelia.com/configuration/methods/secrets/ — the same
 ``secret | mindent | msquote`` form as the JWKS example of
 https://www.authelia.com/configuration/identity-providers/openid-connect/provider/).
@@ -56,8 +57,9 @@ PROVIDER_SECRETS = {                  # config key path -> the provider's secret
 
 
 def env_template(name: str) -> str:
-    """Authelia's template call reading environment variable ``name``."""
-    return '{{ env "' + name + '" }}'
+    """Authelia's template call reading environment variable ``name`` (``mustEnv``: an unset one stops
+    Authelia with an error instead of leaving the secret empty)."""
+    return '{{ mustEnv "' + name + '" }}'
 
 
 def _groups(roles) -> list[str]:

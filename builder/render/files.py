@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from ..format.files import ACCESS_JSON, COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV, SECRETS_EXAMPLE
-from .door import render_access_json
+from ..format.files import (
+    ACCESS_JSON,
+    COMPOSE_FILE,
+    COMPOSE_GPU_FILE,
+    LAB_ENV,
+    SECRETS_EXAMPLE,
+)
 from .compose import render_compose, render_compose_gpu
+from .door import render_access_json
 from .envfile import render_lab_env, render_secrets_example
 from .observability import render_observability
 from .release import ReleaseInput

@@ -14,6 +14,8 @@ from functools import cached_property
 from ..blueprint import Blueprint, Lab, secret_env_key
 from ..format.files import bundle_filename, bundle_top
 from ..lockfile import Lock
+from .door import door_of
+from .door_blueprints import door_blueprints
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,11 @@ class ReleaseInput:
     @cached_property
     def door(self):
         """The release's front door (``render.door.Door``), or None when the profile has no provider."""
-        from .door import door_of
         return door_of(self.lab, self.profile)
 
     @cached_property
     def door_blueprints(self) -> dict[str, Blueprint]:
         """The blueprints the front door changes in this release ({} when it is off; ``render.door``)."""
-        from .door import door_blueprints   # door reads this module's neighbours, not ReleaseInput
         return door_blueprints(self.lab, self.profile)
 
     def blueprint(self, name: str) -> Blueprint:
