@@ -64,6 +64,20 @@ def render_readme(lab: ChartLab) -> str:
             + ", ".join(f"`{n}`" for n in waiting) + ") are left out until `services.<service>.existingSecret` "
             "names a Secret holding them; the rest installs without them, as with `labbuild install`.",
             ""]),
+        *([] if not any(m.kind == "install" for s in lab.services.values() for m in s.mounts) else [
+            "The front door (the identity provider and the proxy) reads its keys and users from a Secret "
+            "`front-door` that you create before the install (its pods wait for it); make the files with "
+            "`labbuild install` on any machine, or your own CA:",
+            "",
+            "```sh",
+            f"kubectl -n {ns} create secret generic front-door --from-file=DIR/door/ca.crt "
+            "--from-file=DIR/door/lab.crt --from-file=DIR/door/lab.key --from-file=DIR/door/oidc-jwks.pem "
+            "--from-file=DIR/access/users_database.yml",
+            "```",
+            "",
+            "The chart routes nothing through it yet: its Ingress objects carry no forward-auth middleware "
+            "(not built; use the compose install for the front door).",
+            ""]),
         "Expose a service through your Ingress controller:",
         "",
         "```sh",

@@ -104,7 +104,7 @@ class Probe:
 @dataclass(frozen=True)
 class Mount:
     """A path in the container: a named volume, a bundle file or directory, or a host path."""
-    kind: str                      # volume | file | dir | host
+    kind: str                      # volume | file | dir | host | install (DIR/door/…, DIR/access: a Secret)
     name: str                      # volume name / bundle path / host path
     target: str
     read_only: bool = False
@@ -264,6 +264,10 @@ def _mounts(spec: list[str], volumes: dict[str, ManifestVolume], members: dict[s
             out.append(Mount(kind, rel, _unescape(target), True))
         elif source.startswith("/"):
             out.append(Mount("host", _unescape(source), _unescape(target), read_only))
+        elif source.startswith("../../"):
+            # the install dir's own files (the front door's DIR/door/ keys, DIR/access/ users), made on
+            # the target: in a chart they come from the operator's Secret FRONT_DOOR_SECRET
+            out.append(Mount("install", _unescape(source[len("../../"):]), _unescape(target), read_only))
         else:
             vol = volumes[source]
             out.append(Mount("volume", vol.name, vol.target, vol.read_only))

@@ -27,6 +27,9 @@ PERIOD = 10            # seconds between startup/readiness probes
 PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
+FRONT_DOOR_SECRET = "front-door"      # made by the operator: ca.crt, lab.crt, lab.key, oidc-jwks.pem, users_database.yml
+USERS_KEY = "users_database.yml"
+
 def values_ref(name: str) -> str:
     return f"(index $.Values.services {quoted(name)})"
 
@@ -195,6 +198,14 @@ def _mounts_and_volumes(lab: ChartLab, svc: ChartService, cm_names: dict[str, st
             volumes.append({"name": name, "configMap": {"name": cm_names[m.name]}})
         elif m.kind == "host":
             volumes.append({"name": name, "hostPath": {"path": m.name}})
+        elif m.kind == "install" and m.name.startswith("door/"):      # one key of the front door's Secret
+            key = m.name[len("door/"):]
+            mount["subPath"] = key
+            volumes.append({"name": name, "secret": {"secretName": FRONT_DOOR_SECRET,
+                                                     "items": [{"key": key, "path": key}]}})
+        elif m.kind == "install":                                      # the users directory
+            volumes.append({"name": name, "secret": {"secretName": FRONT_DOOR_SECRET,
+                                                     "items": [{"key": USERS_KEY, "path": USERS_KEY}]}})
         if m.read_only:
             mount["readOnly"] = True
         mounts.append(mount)

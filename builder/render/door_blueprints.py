@@ -26,13 +26,14 @@ from .door_config import render_provider_config, render_routes, render_tls
 def _ui_blueprint(door: Door, bp: Blueprint) -> Blueprint:
     fd = door.uis[bp.name]
     ports = tuple(replace(p, host=None) if p.name == fd.port else p for p in bp.ports)
-    health = None if bp.health is not None and bp.health.port == fd.port else bp.health
     env = door_env(door, bp.name)
     when = bp.when + ((When(other=door.provider, env=env),) if env else ())
     binds = bp.binds
     if fd.oidc is not None and "ca_file" in fd.oidc.env:
         binds += (Bind(source=f"{DOOR_DIR}/ca.crt", target=CA_TARGET),)
-    return replace(bp, ports=ports, health=health, when=when, binds=binds)
+    # [health] stays: Kubernetes probes the container port; the host has no port to probe (manifest
+    # health.host_port is null, so `labbuild install` waits only for a container healthcheck, if any)
+    return replace(bp, ports=ports, when=when, binds=binds)
 
 
 def _provider_blueprint(door: Door, bp: Blueprint, lab: Lab) -> Blueprint:
@@ -61,8 +62,7 @@ def _proxy_blueprint(door: Door, bp: Blueprint) -> Blueprint:
     # `traefik healthcheck --ping` asks the ping endpoint of the running proxy (doc.traefik.io/traefik/operations/cli/)
     healthcheck = bp.healthcheck or Healthcheck(test=("CMD", "traefik", "healthcheck", "--ping"),
                                                 interval="30s", timeout="5s", retries=3, start_period="20s")
-    health = bp.health if bp.health is None or bp.port(bp.health.port).host is not None else None
-    return replace(bp, command=command, files=files, binds=binds, healthcheck=healthcheck, health=health)
+    return replace(bp, command=command, files=files, binds=binds, healthcheck=healthcheck)
 
 
 def door_blueprints(lab: Lab, profile: str) -> dict[str, Blueprint]:

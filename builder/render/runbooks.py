@@ -114,7 +114,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
                            f"{prefix})")
         out.append("")
     out += ["## Health", ""]
-    if bp.health:
+    if bp.health and bp.port(bp.health.port).host is None:
+        out.append(f"- `{bp.health.path}` on port {bp.port(bp.health.port).container} inside the lab network "
+                   "(no host port behind the front door: the host does not probe it)")
+    elif bp.health:
         h = bp.health
         port = bp.port(h.port)
         target = f"{h.scheme}://{service_url(bp, port)}{h.path if h.scheme != 'tcp' else ''}"
