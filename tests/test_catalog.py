@@ -11,7 +11,6 @@ clean clone without it, only that check is skipped.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from builder.blueprint import SECRET_REF_RE, Lab, load_lab, validate_paths
 from builder.outdated import group_members
 from builder.tracks import choose
+from support.dockerenv import require_compose
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG_MD = REPO.parent / "shared" / "CATALOG.md"
@@ -381,18 +381,11 @@ def test_every_profile_renders_to_a_compose_file_compose_accepts(lab: Lab, profi
 
     import yaml
 
-    from builder.host.compose import find_compose
-    from builder.errors import InstallError
     from builder.lockfile import Lock
     from builder.render import (ReleaseInput, render_compose, render_config_files,
                                 render_lab_env, secret_keys)
 
-    try:
-        compose = find_compose()
-    except InstallError as exc:
-        if os.environ.get("LABBUILD_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"LABBUILD_REQUIRE_DOCKER=1 but {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    compose = require_compose()
     lock = Lock(lab=lab.name, inputs="catalog-test", platforms=lab.platforms, services={})
     ri = ReleaseInput(lab=lab, lock=lock, profile=profile, version="0.0.0", labbuild_version="test")
     (tmp_path / "compose.yaml").write_text(render_compose(ri))

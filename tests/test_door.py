@@ -12,10 +12,10 @@ values compose gives the container; no Authelia process runs here.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from builder.blueprint import load_lab, validate_paths
 from builder.lockfile import Lock
 from builder.render import ReleaseInput, render_text_files
 from builder.render.door import client_secret_name
+from support.dockerenv import require_compose
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO.parent / "shared" / "schemas"
@@ -161,14 +162,7 @@ def test_authelia_configuration_validates_after_expansion(phase4) -> None:
 @pytest.fixture(scope="module")
 def resolved(lab, phase4, tmp_path_factory) -> dict:
     """``docker compose config`` of the phase4 bundle's compose.yaml with generated secrets."""
-    from builder.errors import InstallError
-    from builder.host.compose import find_compose
-    try:
-        compose = find_compose()
-    except InstallError as exc:
-        if os.environ.get("LABBUILD_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"LABBUILD_REQUIRE_DOCKER=1 but {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    compose = require_compose()
     root = tmp_path_factory.mktemp("door") / "releases" / "0.0.0"
     root.mkdir(parents=True)
     for rel, text in phase4.items():
@@ -291,7 +285,7 @@ def test_bad_front_door_input_is_refused_with_file_and_key(lab_copy, file, old, 
 
 def test_a_bad_front_door_never_tracebacks_through_the_cli(lab_copy) -> None:
     _edit(lab_copy / "blueprints" / "services" / "grafana.toml", 'roles = ["admin", "analyst"]', 'roles = ["root"]')
-    proc = subprocess.run([str(Path(os.sys.executable).parent / "labbuild"), "--root", str(lab_copy), "validate"],
+    proc = subprocess.run([str(Path(sys.executable).parent / "labbuild"), "--root", str(lab_copy), "validate"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     assert "grafana.toml" in proc.stdout + proc.stderr and "unknown role 'root'" in proc.stdout + proc.stderr
