@@ -114,3 +114,27 @@ def test_install_sh_makes_the_same_material_with_openssl(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     _check(dir_, "ai.example.test")
     assert (dir_ / "door" / "ca.crt").read_bytes() == before["ca.crt"]
+
+
+def test_install_sh_refuses_a_front_door_bundle_without_openssl_before_touching_anything(lab_copy, tmp_path) -> None:
+    """The real phase4 bundle; a PATH holding every tool of the host except openssl."""
+    import tarfile
+
+    from builder.bundle.release import build_release
+    bundle = build_release(lab_copy, "9.9.9", profile="phase4", out_dir=tmp_path / "dist", progress=False).bundle
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    assert (top / "access" / "lab.json").is_file()
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for d in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for entry in sorted(Path(d).iterdir()) if Path(d).is_dir() else ():
+            if entry.name != "openssl" and not (tools / entry.name).exists():
+                (tools / entry.name).symlink_to(entry)
+    target = tmp_path / "lab"
+    proc = subprocess.run(["sh", "install.sh", "--dir", str(target)], cwd=top, capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(tools)}, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "front door needs openssl" in proc.stderr and "nothing was installed" in proc.stderr
+    assert not (target / "releases").exists() and not (target / "door").exists()
