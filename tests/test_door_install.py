@@ -138,3 +138,57 @@ def test_install_sh_refuses_a_front_door_bundle_without_openssl_before_touching_
     assert proc.returncode == 1, proc.stderr
     assert "front door needs openssl" in proc.stderr and "nothing was installed" in proc.stderr
     assert not (target / "releases").exists() and not (target / "door").exists()
+
+
+def _operator_cert(door: Path, domain: str) -> None:
+    """An operator's own CA (its key kept elsewhere) and certificate for ``domain``."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Operator CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=900))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"*.{domain}"), x509.DNSName(domain)]),
+                           critical=False).sign(ca_key, hashes.SHA256()))
+    door.mkdir(parents=True)
+    (door / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (door / "lab.crt").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (door / "lab.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+
+
+@pytest.mark.parametrize("installer", ["labbuild", "install.sh"])
+def test_an_operator_certificate_is_kept_and_a_foreign_ca_is_never_replaced(tmp_path, installer) -> None:
+    if installer == "install.sh" and shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    dir_, work = tmp_path / "lab", tmp_path / "work"
+    work.mkdir()
+    _operator_cert(dir_ / "door", "lab.localhost")
+    before = {f: (dir_ / "door" / f).read_bytes() for f in ("ca.crt", "lab.crt", "lab.key")}
+
+    def run(domain: str):
+        if installer == "labbuild":
+            return ensure_door_material(dir_, _release(tmp_path / domain, domain))
+        return _run_sh(dir_, domain, work)
+
+    out = run("lab.localhost")
+    if installer == "labbuild":
+        assert out == ["door/oidc-jwks.pem"]
+    else:
+        assert out.returncode == 0, out.stderr
+    assert {f: (dir_ / "door" / f).read_bytes() for f in before} == before    # kept as supplied
+    # another domain: the operator's CA cannot sign it here; refused, nothing replaced
+    if installer == "labbuild":
+        with pytest.raises(InstallError, match="no .*ca.key to sign a new one"):
+            run("ai.example.test")
+    else:
+        out = run("ai.example.test")
+        assert out.returncode == 1 and "ca.key to sign a new one" in out.stderr, out.stderr
+    assert {f: (dir_ / "door" / f).read_bytes() for f in before} == before

@@ -118,20 +118,24 @@ def ensure_door_material(install_dir: Path, release: Path) -> list[str]:
     access.mkdir(mode=0o700, exist_ok=True)
     now = _dt.datetime.now(_dt.timezone.utc)
     made: list[str] = []
-    if not (door / "ca.crt").is_file() or not (door / "ca.key").is_file():
-        ca_key, ca_cert = _make_ca(door, now)
-        made += [f"{DOOR_DIR}/ca.crt", f"{DOOR_DIR}/ca.key"]
-        fresh_ca = True
-    else:
-        fresh_ca = False
-    if fresh_ca or not _covers(door / "lab.crt", domain, now) or not (door / "lab.key").is_file():
-        if not fresh_ca:
+    have_ca = (door / "ca.crt").is_file() and (door / "ca.key").is_file()
+    if not (_covers(door / "lab.crt", domain, now) and (door / "lab.key").is_file()):
+        if have_ca:
             try:
                 ca_key = serialization.load_pem_private_key((door / "ca.key").read_bytes(), password=None)
                 ca_cert = x509.load_pem_x509_certificate((door / "ca.crt").read_bytes())
             except (OSError, ValueError, TypeError) as exc:
                 raise InstallError(f"{door}/ca.key or ca.crt cannot be read ({exc})",
-                                   hint=f"remove {door}/ca.* to have a new lab CA made (browsers must trust it again)") from None
+                                   hint=f"remove {door}/ca.* to have a new lab CA made "
+                                        "(browsers must trust it again)") from None
+        elif (door / "ca.crt").exists():
+            raise InstallError(f"{door}/lab.crt does not cover {domain} (or expires within 30 days) and there is "
+                               f"no {door}/ca.key to sign a new one with",
+                               hint=f"put a certificate for *.{domain} and {domain} at {door}/lab.crt (key: lab.key), "
+                                    f"or remove {door}/ca.crt to have a lab CA made")
+        else:
+            ca_key, ca_cert = _make_ca(door, now)
+            made += [f"{DOOR_DIR}/ca.crt", f"{DOOR_DIR}/ca.key"]
         _make_leaf(door, domain, ca_key, ca_cert, now)
         made += [f"{DOOR_DIR}/lab.crt", f"{DOOR_DIR}/lab.key"]
     if not (door / "oidc-jwks.pem").is_file():

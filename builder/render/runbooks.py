@@ -43,7 +43,9 @@ def _door_section(ri: ReleaseInput, name: str) -> list[str]:
                 f"- Home page: https://{door.domain}/",
                 "- Certificates: `DIR/door/ca.crt` is the lab CA made at install; trust it in the browser "
                 "(see *Known problems* below). `DIR/door/lab.crt`/`lab.key` is the wildcard certificate of "
-                f"`*.{door.domain}`; `DIR/door/oidc-jwks.pem` signs OIDC tokens. All stay across upgrades.",
+                f"`*.{door.domain}`; `DIR/door/oidc-jwks.pem` signs OIDC tokens. All stay across upgrades. "
+                "To use your own certificate, put it (and its CA as `ca.crt`) there before install: it is kept "
+                "while it covers the domain and is valid for 30 more days.",
                 ""]
     fd = door.uis[name]
     how = ("signs in with OpenID Connect against the provider itself" if fd.sign_in == "oidc"

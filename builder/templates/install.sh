@@ -427,8 +427,17 @@ if [ -n "$DOOR_DOMAIN" ]; then
     mkdir -p "$DIR/door" "$DIR/access"
     chmod 700 "$DIR/door" "$DIR/access"
     D="$DIR/door"
-    fresh_ca=0
-    if [ ! -f "$D/ca.crt" ] || [ ! -f "$D/ca.key" ]; then
+    DOOR_RE=$(printf '%s' "$DOOR_DOMAIN" | sed 's/\./\\./g')     # the domain as an ERE (dots literal)
+    covered=0
+    if [ -f "$D/lab.crt" ] && [ -f "$D/lab.key" ] \
+        && openssl x509 -in "$D/lab.crt" -noout -checkend 2592000 >/dev/null 2>&1 \
+        && openssl x509 -in "$D/lab.crt" -noout -text 2>/dev/null > "$WORK/lab.txt" \
+        && grep -Eq "DNS:\*\.$DOOR_RE(,|\$)" "$WORK/lab.txt" && grep -Eq "DNS:$DOOR_RE(,|\$)" "$WORK/lab.txt"; then
+        covered=1      # kept: made by an earlier install, or supplied by the operator
+    fi
+    if [ "$covered" = 0 ] && { [ ! -f "$D/ca.crt" ] || [ ! -f "$D/ca.key" ]; }; then
+        [ ! -f "$D/ca.crt" ] || die "$D/lab.crt does not cover $DOOR_DOMAIN (or expires within 30 days) and there is no $D/ca.key to sign a new one with" \
+            "put a certificate for *.$DOOR_DOMAIN and $DOOR_DOMAIN at $D/lab.crt (key: lab.key), or remove $D/ca.crt to have a lab CA made"
         openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -sha256 \
             -subj "/O=Local AI Lab/CN=Local AI Lab CA" -keyout "$D/.ca.key.new" -out "$D/.ca.crt.new" \
             -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
@@ -437,14 +446,7 @@ if [ -n "$DOOR_DOMAIN" ]; then
         chmod 644 "$D/.ca.crt.new"
         mv -f "$D/.ca.key.new" "$D/ca.key"
         mv -f "$D/.ca.crt.new" "$D/ca.crt"
-        fresh_ca=1
         say "front door: made the lab CA $D/ca.crt (trust it in your browser: see runbooks/authelia.md)"
-    fi
-    covered=0
-    if [ "$fresh_ca" = 0 ] && [ -f "$D/lab.crt" ] && [ -f "$D/lab.key" ] \
-        && openssl x509 -in "$D/lab.crt" -noout -checkend 2592000 >/dev/null 2>&1 \
-        && openssl x509 -in "$D/lab.crt" -noout -text 2>/dev/null | grep -F "DNS:*.$DOOR_DOMAIN" | grep -Fq "DNS:$DOOR_DOMAIN"; then
-        covered=1
     fi
     if [ "$covered" = 0 ]; then
         printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:*.%s,DNS:%s\n' \
