@@ -237,6 +237,20 @@ def test_every_ui_has_exactly_one_way_in_and_no_published_port(lab, phase4, reso
     assert fa["address"] == "http://authelia:9091/api/authz/forward-auth" and fa["trustForwardHeader"] is True
 
 
+def test_services_read_their_front_door_url(lab, resolved) -> None:
+    assert resolved["n8n"]["environment"]["WEBHOOK_URL"] == "https://n8n.lab.localhost/"
+    assert resolved["n8n"]["environment"]["N8N_EDITOR_BASE_URL"] == "https://n8n.lab.localhost/"
+    assert resolved["flowise"]["environment"]["APP_URL"] == "https://flowise.lab.localhost/"
+    assert resolved["open-webui"]["environment"]["WEBUI_URL"] == "https://webui.lab.localhost"
+    assert resolved["grafana"]["environment"]["GF_SERVER_ROOT_URL"] == "https://grafana.lab.localhost"
+    for name in ("node-red", "grafana", "langfuse", "open-webui"):      # the lab CA, mounted read-only
+        fd = lab.services[name].front_door
+        ca = resolved[name]["environment"][fd.oidc.env["ca_file"]]
+        assert ca == "/etc/lab-ca/ca.crt"
+        mount = next(v for v in resolved[name]["volumes"] if v["target"] == ca)
+        assert mount["read_only"] is True and mount["source"].endswith("/door/ca.crt")
+
+
 def test_no_secret_value_is_in_the_bundle(phase4, resolved) -> None:
     values = {v for svc in resolved.values() for v in (svc.get("environment") or {}).values()
               if isinstance(v, str) and v.startswith("gen-")}
@@ -270,6 +284,10 @@ def _edit(path: Path, old: str, new: str) -> None:
      "blueprints/services/n8n.toml: front_door.sign_in: sign_in = \"oidc\" needs a [front_door.oidc] table"),
     ("services/n8n.toml", 'host = "n8n"', 'host = "grafana"',
      "front_door.host: host 'grafana' is also the front door of"),
+    ("services/n8n.toml", 'url_env = ["WEBHOOK_URL", "N8N_EDITOR_BASE_URL"]', 'url_env = ["WEBHOOK_URL", "bad-name"]',
+     "blueprints/services/n8n.toml: front_door.url_env[1]:"),
+    ("services/langfuse.toml", 'port = "http"\nhost = "langfuse"', 'port = "http"\nhost = "langfuse"\nurl_env = ["NEXTAUTH_URL"]',
+     "blueprints/services/langfuse.toml: front_door.url_env[0]: NEXTAUTH_URL is also one of [front_door.oidc.env]"),
     ("lab.toml", 'provider = "authelia"', 'provider = "keycloak"',
      "blueprints/lab.toml: access.provider: provider 'keycloak' is not a service of the lab"),
     ("lab.toml", 'domain = "lab.localhost"', 'domain = "localhost"',

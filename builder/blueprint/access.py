@@ -89,6 +89,11 @@ def check_front_door(bp: Blueprint, src: Source, out: Collector) -> None:
     if fd.sign_in != "oidc" and fd.oidc is not None:
         out.add(src, ("front_door", "oidc"), f'[front_door.oidc] is only read with sign_in = "oidc" (here {fd.sign_in!r})',
                 hint='drop the table, or set sign_in = "oidc" if the service signs in against the provider')
+    oidc_names = set(fd.oidc.env.values()) if fd.oidc is not None else set()
+    for i, name in enumerate(fd.url_env):
+        if name in oidc_names:
+            out.add(src, ("front_door", "url_env", i), f"{name} is also one of [front_door.oidc.env]",
+                    hint="name each env variable once: base_url in [front_door.oidc.env] already carries the URL")
     if fd.host in RESERVED_HOSTS:
         out.add(src, ("front_door", "host"), f"host {fd.host!r} is the provider's own",
                 hint="https://auth.<domain>/ is the sign-in page; pick another host")

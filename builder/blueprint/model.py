@@ -230,6 +230,7 @@ class FrontDoor:
     roles: tuple[str, ...]
     sign_in: str                             # "oidc" | "forward-auth"
     oidc: FrontDoorOidc | None = None
+    url_env: tuple[str, ...] = ()            # env names set to https://<host>.<domain>/ when the door is on
 
 
 @dataclass(frozen=True)
@@ -433,6 +434,7 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
 def _front_door(fd: dict[str, Any]) -> FrontDoor:
     oidc = fd.get("oidc")
     return FrontDoor(port=fd["port"], host=fd["host"], roles=tuple(fd["roles"]), sign_in=fd["sign_in"],
+                     url_env=tuple(fd.get("url_env", ())),
                      oidc=None if oidc is None else FrontDoorOidc(
                          callback=oidc["callback"], env=dict(sorted(oidc["env"].items())),
                          scopes=tuple(oidc.get("scopes", ("openid", "profile", "email", "groups"))),

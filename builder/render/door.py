@@ -8,7 +8,7 @@ proxy. ``door_blueprints.door_blueprints`` gives the blueprints as the release r
 secrets.env.example and manifest.json all agree):
 
 - a UI service: its UI port has no host port (and no host probe); the env
-  names of ``[front_door.oidc.env]`` are filled (issuer ``https://auth.<domain>``,
+  names of ``url_env`` get ``https://<host>.<domain>/``, those of ``[front_door.oidc.env]`` are filled (issuer ``https://auth.<domain>``,
   client id = the service name, client secret = the provider's generated
   secret ``OIDC_CLIENT_<SERVICE>`` by reference, base URL, endpoints, the lab
   CA's path); with ``ca_file`` the lab CA is mounted read-only.
@@ -112,10 +112,11 @@ def door_of(lab: Lab, profile: str) -> Door | None:
 
 
 def door_env(door: Door, service: str) -> dict[str, str]:
-    """The values of ``service``'s ``[front_door.oidc.env]`` names (empty for forward-auth)."""
+    """The values of ``service``'s ``[front_door] url_env`` and ``[front_door.oidc.env]`` names."""
     fd = door.uis[service]
+    urls = {name: door.base_url(service) + "/" for name in fd.url_env}
     if fd.oidc is None:
-        return {}
+        return dict(sorted(urls.items()))
     values = {
         "issuer": door.issuer,
         "client_id": service,
@@ -127,7 +128,7 @@ def door_env(door: Door, service: str) -> dict[str, str]:
         "userinfo_url": door.issuer + "/api/oidc/userinfo",
         "ca_file": CA_TARGET,
     }
-    return {name: values[key] for key, name in sorted(fd.oidc.env.items())}
+    return dict(sorted({**urls, **{name: values[key] for key, name in fd.oidc.env.items()}}.items()))
 
 
 def render_access_json(door: Door, lab: Lab) -> str:
