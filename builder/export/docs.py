@@ -75,8 +75,11 @@ def render_readme(lab: ChartLab) -> str:
             "--from-file=DIR/access/users_database.yml",
             "```",
             "",
-            "The chart routes nothing through it yet: its Ingress objects carry no forward-auth middleware "
-            "(not built; use the compose install for the front door).",
+            "Each UI's Ingress host defaults to its front-door name. With Traefik as the cluster's ingress "
+            "controller, `--set frontDoor.traefikMiddleware=true` renders the Middleware `lab-forward-auth` "
+            "(Traefik's CRDs) and puts it on the Ingress of every forward-auth UI; the UIs that sign in with "
+            "OIDC reach the provider at `https://auth.<domain>`, which your cluster's DNS and ingress must "
+            "serve (the compose install's network aliases do not exist here).",
             ""]),
         "Expose a service through your Ingress controller:",
         "",
