@@ -111,12 +111,16 @@ def door_of(lab: Lab, profile: str) -> Door | None:
                 ui_ports={n: lab.services[n].port(fd.port).container for n, fd in uis.items()})
 
 
+def door_urls(door: Door, service: str) -> dict[str, str]:
+    """The values of ``service``'s ``[front_door] url_env`` names: its own front-door URL."""
+    return {name: door.base_url(service) + "/" for name in sorted(door.uis[service].url_env)}
+
+
 def door_env(door: Door, service: str) -> dict[str, str]:
-    """The values of ``service``'s ``[front_door] url_env`` and ``[front_door.oidc.env]`` names."""
+    """The values of ``service``'s ``[front_door.oidc.env]`` names (empty for forward-auth)."""
     fd = door.uis[service]
-    urls = {name: door.base_url(service) + "/" for name in fd.url_env}
     if fd.oidc is None:
-        return dict(sorted(urls.items()))
+        return {}
     values = {
         "issuer": door.issuer,
         "client_id": service,
@@ -128,7 +132,7 @@ def door_env(door: Door, service: str) -> dict[str, str]:
         "userinfo_url": door.issuer + "/api/oidc/userinfo",
         "ca_file": CA_TARGET,
     }
-    return dict(sorted({**urls, **{name: values[key] for key, name in fd.oidc.env.items()}}.items()))
+    return {name: values[key] for key, name in sorted(fd.oidc.env.items())}
 
 
 def render_access_json(door: Door, lab: Lab) -> str:

@@ -18,6 +18,7 @@ from .door import (
     Door,
     client_secret_name,
     door_env,
+    door_urls,
     door_of,
 )
 from .door_config import render_provider_config, render_routes, render_tls
@@ -26,14 +27,14 @@ from .door_config import render_provider_config, render_routes, render_tls
 def _ui_blueprint(door: Door, bp: Blueprint) -> Blueprint:
     fd = door.uis[bp.name]
     ports = tuple(replace(p, host=None) if p.name == fd.port else p for p in bp.ports)
-    env = door_env(door, bp.name)
+    env = door_env(door, bp.name)         # OIDC: the service talks to the provider (a [when] wiring)
     when = bp.when + ((When(other=door.provider, env=env),) if env else ())
     binds = bp.binds
     if fd.oidc is not None and "ca_file" in fd.oidc.env:
         binds += (Bind(source=f"{DOOR_DIR}/ca.crt", target=CA_TARGET),)
     # [health] stays: Kubernetes probes the container port; the host has no port to probe (manifest
     # health.host_port is null, so `labbuild install` waits only for a container healthcheck, if any)
-    return replace(bp, ports=ports, when=when, binds=binds)
+    return replace(bp, ports=ports, env={**bp.env, **door_urls(door, bp.name)}, when=when, binds=binds)
 
 
 def _provider_blueprint(door: Door, bp: Blueprint, lab: Lab) -> Blueprint:

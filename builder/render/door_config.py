@@ -22,7 +22,7 @@ file ``/config/users/users_database.yml`` watched, argon2id.
 ``render_routes`` -> Traefik v3 dynamic ``routes.yml``: one router per UI on
 ``Host(`<host>.<domain>`)`` over websecure (TLS), the forward-auth middleware
 (Authelia's ``/api/authz/forward-auth``,
-https://www.authelia.com/integration/proxies/traefik/) on forward-auth UIs
+authelia/authelia docs/content/integration/proxies/traefik.md) on forward-auth UIs
 only, ``auth.<domain>`` to the provider, ``<domain>`` to the home page.
 ``render_tls`` -> ``tls.yml``: the wildcard certificate made on the target.
 """
