@@ -317,3 +317,16 @@ def test_a_profile_with_the_provider_but_no_proxy_is_refused(lab_copy) -> None:
     with pytest.raises(BundleError, match="not 'traefik'"):
         render_text_files(_ri(lab, "phase4"))
     shutil.rmtree(lab_copy)
+
+
+def test_validating_one_blueprint_checks_its_front_door_against_lab_toml(lab_copy) -> None:
+    n8n = lab_copy / "blueprints" / "services" / "n8n.toml"
+    _edit(n8n, 'roles = ["admin", "analyst"]', 'roles = ["admin", "boss"]')
+    _edit(lab_copy / "blueprints" / "services" / "flowise.toml", 'host = "flowise"', 'host = "n8n"')
+    problems = [f"{p.file}: {p.path}: {p.message}" for p in validate_paths(lab_copy, [n8n])]
+    assert sorted(problems) == ["blueprints/services/n8n.toml: front_door.host: host 'n8n' is also the front door "
+                                "of 'flowise'",
+                                "blueprints/services/n8n.toml: front_door.roles[1]: unknown role 'boss'"]
+    # only the files asked about are reported: flowise's side of the clash is not
+    flowise = lab_copy / "blueprints" / "services" / "flowise.toml"
+    assert [p.file for p in validate_paths(lab_copy, [flowise])] == []
