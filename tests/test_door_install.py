@@ -64,6 +64,10 @@ def test_labbuild_install_makes_the_door_material_once(tmp_path) -> None:
     assert sorted(made) == sorted(f"door/{f}" for f in FILES)
     leaf = _check(dir_, "lab.localhost")
     before = {f: (dir_ / "door" / f).read_bytes() for f in FILES}
+    from builder.host.auditlog import read_entries
+    (entry,) = read_entries(dir_).entries                  # recorded: file names only, never a key
+    assert entry.command == "install" and entry.services == ("authelia",) and "door/ca.key" in entry.detail
+    assert "PRIVATE" not in (dir_ / "audit.log").read_text()
     assert ensure_door_material(dir_, rel) == []            # an upgrade keeps everything
     assert {f: (dir_ / "door" / f).read_bytes() for f in FILES} == before
     # a new domain: a new certificate from the same CA; the CA and the OIDC key stay

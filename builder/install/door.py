@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from ..errors import InstallError
 from ..format.files import ACCESS_JSON
 from ..fsutil import atomic_write
+from ..host.auditlog import record
 
 DOOR_DIR, ACCESS_DIR = "door", "access"
 DOMAIN_RE = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
@@ -107,9 +108,10 @@ def _make_leaf(door: Path, domain: str, ca_key, ca_cert, now: _dt.datetime) -> N
     atomic_write(door / "lab.crt", cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
-def ensure_door_material(install_dir: Path, release: Path) -> list[str]:
+def ensure_door_material(install_dir: Path, release: Path, command: str = "install") -> list[str]:
     """Make what the release's front door needs and DIR lacks (see the module docstring);
-    return the files made (relative to DIR). Nothing when the release has no front door."""
+    return the files made (relative to DIR), recorded in DIR/audit.log as done by ``command``
+    (file names only). Nothing when the release has no front door."""
     domain = door_domain(release)
     if domain is None:
         return []
@@ -142,4 +144,12 @@ def ensure_door_material(install_dir: Path, release: Path) -> list[str]:
         atomic_write(door / "oidc-jwks.pem", _pem_key(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
                      mode=0o600)
         made.append(f"{DOOR_DIR}/oidc-jwks.pem")
+    if made:
+        record(install_dir, command, [], [door_provider(release)], detail="front door: made " + ", ".join(made))
     return made
+
+
+def door_provider(release: Path) -> str:
+    """The front door's provider service named by the release's access/lab.json."""
+    provider = json.loads((release / ACCESS_JSON).read_text("utf-8")).get("provider")
+    return provider if isinstance(provider, str) and provider else "front-door"
