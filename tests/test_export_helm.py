@@ -242,10 +242,11 @@ def test_network_policy_denies_by_default_and_allows_exactly_the_declared_edges(
     deny = policies["local-ai-lab-default-deny"]["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
     edges = _edges(rendered)
-    assert edges["open-webui"] == {"ollama", "qdrant", "litellm"}
+    # the front door (phase4): the services that sign in with OIDC call the provider (discovery, tokens)
+    assert edges["open-webui"] == {"ollama", "qdrant", "litellm", "authelia"}
     assert edges["litellm"] == {"litellm-db", "ollama", "langfuse"}     # [when.langfuse]: wiring without depends_on
     assert edges["n8n"] == {"litellm", "ollama"}
-    assert edges["grafana"] == {"prometheus"}                          # its provisioned datasource
+    assert edges["grafana"] == {"prometheus", "authelia"}              # its provisioned datasource; OIDC
     assert "ollama" not in edges and "qdrant" not in edges             # they call nobody
     present = closure("phase4")
     for name in present:

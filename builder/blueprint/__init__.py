@@ -10,6 +10,7 @@ problems. The modules, in the order data flows through them:
 - ``model``: the typed Blueprint/Lab dataclasses and the env naming rules
 - ``rules``: the semantic rules across one blueprint and across services
 - ``labfile``: lab.toml (name, platforms, profiles)
+- ``access``: the front door: lab.toml ``[access]`` and the blueprints' ``[front_door]``
 - ``load``: the public entry points tying them together
 """
 
@@ -19,9 +20,12 @@ from .load import lab_paths, load_lab, validate_paths
 from .model import (
                     DEFAULT_PLATFORMS,
                     SECRET_REF_RE,
+                    Access,
                     Bind,
                     Blueprint,
                     ConfigFile,
+                    FrontDoor,
+                    FrontDoorOidc,
                     Health,
                     Healthcheck,
                     Image,
@@ -44,7 +48,7 @@ from .schema import blueprint_schema
 from .source import UPDATE_POLICY_KEYS, locate_lines, without_update_policy
 
 __all__ = [
-    "DEFAULT_PLATFORMS", "SECRET_KEY_RE", "SECRET_REF_RE", "UPDATE_POLICY_KEYS", "Bind", "Blueprint", "ConfigFile",
+    "Access", "DEFAULT_PLATFORMS", "FrontDoor", "FrontDoorOidc", "SECRET_KEY_RE", "SECRET_REF_RE", "UPDATE_POLICY_KEYS", "Bind", "Blueprint", "ConfigFile",
     "Health", "Healthcheck", "Image", "Lab", "Metrics", "Model", "Port", "Profile", "Resources",
     "RunbookEntry", "Secret", "Volume", "When", "blueprint_schema", "env_id", "lab_paths",
     "load_lab", "locate_lines", "secret_env_key", "setting_env_key", "validate_paths", "without_update_policy",

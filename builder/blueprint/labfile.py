@@ -1,4 +1,4 @@
-"""``blueprints/lab.toml``: the lab's name, platforms and profiles.
+"""``blueprints/lab.toml``: the lab's name, platforms, profiles and front door (``[access]``).
 
 Checked by hand (it is small and has no schema file): unknown keys, profiles
 naming blueprints that exist, ``extends`` without cycles, a known
@@ -15,11 +15,12 @@ from typing import Any
 
 from .. import names
 from ..errors import BlueprintError
+from .access import parse_access
 from .model import DEFAULT_PLATFORMS, Blueprint, Lab, Profile
 from .rules import find_cycle
 from .source import Collector, Source
 
-_LAB_KEYS = {"lab", "profiles"}
+_LAB_KEYS = {"lab", "profiles", "access"}
 _LAB_LAB_KEYS = {"name", "default_profile", "platforms", "insecure_registries", "description"}
 _PROFILE_KEYS = {"services", "extends", "description", "optional"}
 
@@ -101,8 +102,9 @@ def parse_lab(src: Source, services: dict[str, Any], out: Collector) -> dict | N
         if not names.is_valid("platform", plat):
             out.add(src, ("lab", "platforms", i), f"{plat!r} is not a platform", hint="e.g. linux/amd64")
     insecure = _str_list(src, ("lab", "insecure_registries"), lab.get("insecure_registries", []), out)
+    access = parse_access(src, d.get("access"), services, out)
     return {"name": name, "default_profile": default, "profiles": profiles,
-            "platforms": platforms or DEFAULT_PLATFORMS, "insecure_registries": insecure}
+            "platforms": platforms or DEFAULT_PLATFORMS, "insecure_registries": insecure, "access": access}
 
 
 def check_optional(src: Source, profiles: dict[str, Profile], services: dict[str, Blueprint],

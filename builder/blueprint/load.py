@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import BlueprintError, Problem
+from .access import check_access, check_front_door, parse_access
 from .labfile import check_optional, parse_lab
 from .model import Blueprint, Lab, build_blueprint
 from .rules import check_cross, check_service_local
@@ -40,6 +41,7 @@ def _validated_blueprints(sources: list[Source], out: Collector) -> dict[str, tu
             continue
         bp = build_blueprint(src.data, src.display)
         check_service_local(bp, src, out)
+        check_front_door(bp, src, out)
         if bp.name in result:
             other = result[bp.name][1].display
             out.add(src, ("service", "name"), f"service name {bp.name!r} is also used by {other}")
@@ -67,6 +69,7 @@ def validate_paths(root: Path, paths: list[Path] | None = None) -> list[Problem]
         mine = _validated_blueprints(sources, out)
         merged = {**ctx, **mine}
         check_cross(merged, set(mine), out)
+        _check_access_of(root, merged, {src.display for _, src in mine.values()}, out)
         return _sorted(out.problems)
     if not lab_file.exists() and not files:
         out.add(str(root), (), "no lab here: blueprints/lab.toml and blueprints/services/*.toml are missing",
@@ -74,6 +77,24 @@ def validate_paths(root: Path, paths: list[Path] | None = None) -> list[Problem]
         return out.problems
     _check_whole_lab(root, out)
     return _sorted(out.problems)
+
+
+def _check_access_of(root: Path, services: dict[str, tuple[Blueprint, Source]], files: set[str],
+                     out: Collector) -> None:
+    """The front-door rules across services, reported for ``files`` only (lab.toml read quietly)."""
+    lab_file, all_files = lab_paths(root)
+    if not lab_file.exists():
+        return
+    quiet = Collector()
+    lab_src = read_toml(lab_file, display_name(lab_file, root), quiet)
+    if lab_src.data is None or not isinstance(lab_src.data, dict):
+        return
+    access = parse_access(lab_src, lab_src.data.get("access"), {f.stem: None for f in all_files}, quiet)
+    if access is None:
+        return
+    found = Collector()
+    check_access(lab_src, access, services, found)
+    out.problems += [p for p in found.problems if p.file in files]
 
 
 def _check_whole_lab(root: Path, out: Collector) -> tuple[dict[str, tuple[Blueprint, Source]], dict | None]:
@@ -87,6 +108,8 @@ def _check_whole_lab(root: Path, out: Collector) -> tuple[dict[str, tuple[Bluepr
         parsed = parse_lab(lab_src, {f.stem: None for f in files}, out)
         if parsed is not None and len(services) == len(files):
             check_optional(lab_src, parsed["profiles"], {n: bp for n, (bp, _) in services.items()}, out)
+        if parsed is not None and parsed["access"] is not None:
+            check_access(lab_src, parsed["access"], services, out)
     return services, parsed
 
 
@@ -109,4 +132,5 @@ def load_lab(root: str | Path) -> Lab:
                              hint="run `labbuild validate` and fix each line above")
     return Lab(root=root, name=parsed["name"], default_profile=parsed["default_profile"],
                profiles=parsed["profiles"], services={n: bp for n, (bp, _) in sorted(services.items())},
-               platforms=tuple(parsed["platforms"]), insecure_registries=tuple(parsed["insecure_registries"]))
+               platforms=tuple(parsed["platforms"]), insecure_registries=tuple(parsed["insecure_registries"]),
+               access=parsed["access"])

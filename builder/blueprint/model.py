@@ -214,6 +214,35 @@ class RunbookEntry:
 
 
 @dataclass(frozen=True)
+class FrontDoorOidc:
+    """``[front_door.oidc]``: how the service signs in against the lab's provider."""
+    callback: str
+    env: dict[str, str]                      # issuer, client_id, client_secret[, base_url] -> env name
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    token_auth: str = "client_secret_basic"  # or "client_secret_post"
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """``[front_door]``: the service's web UI behind the lab's front door (issue 23)."""
+    port: str
+    host: str
+    roles: tuple[str, ...]
+    sign_in: str                             # "oidc" | "forward-auth"
+    oidc: FrontDoorOidc | None = None
+    url_env: tuple[str, ...] = ()            # env names set to https://<host>.<domain>/ when the door is on
+
+
+@dataclass(frozen=True)
+class Access:
+    """lab.toml ``[access]``: the front door's domain, provider, roles and projects."""
+    domain: str
+    provider: str
+    roles: dict[str, str]
+    projects: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Blueprint:
     """One validated service blueprint."""
 
@@ -247,6 +276,7 @@ class Blueprint:
     backup: Backup = Backup()
     migrations: str = "reversible"          # [upgrade] migrations: reversible | one-way
     data_in: tuple[str, ...] = ()           # [upgrade] data_in: services holding the data it migrates
+    front_door: FrontDoor | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -312,6 +342,11 @@ class Lab:
     services: dict[str, Blueprint]
     platforms: tuple[str, ...] = DEFAULT_PLATFORMS
     insecure_registries: tuple[str, ...] = ()
+    access: Access | None = None
+
+    def door_on(self, profile: str) -> bool:
+        """Whether ``profile``'s closure holds the front door's provider (lab.toml ``[access]``)."""
+        return self.access is not None and self.access.provider in self.profile_closure(profile)
 
     def _profile_chain(self, profile: str) -> list[Profile]:
         """``profile`` and every profile it extends, transitively (each once)."""
@@ -390,6 +425,17 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
                       restore=tuple(d.get("backup", {}).get("restore", ()))),
         migrations=d.get("upgrade", {}).get("migrations", "reversible"),
         data_in=tuple(d.get("upgrade", {}).get("data_in", ())),
+        front_door=_front_door(d["front_door"]) if "front_door" in d else None,
         raw=d,
     )
 
+
+
+def _front_door(fd: dict[str, Any]) -> FrontDoor:
+    oidc = fd.get("oidc")
+    return FrontDoor(port=fd["port"], host=fd["host"], roles=tuple(fd["roles"]), sign_in=fd["sign_in"],
+                     url_env=tuple(fd.get("url_env", ())),
+                     oidc=None if oidc is None else FrontDoorOidc(
+                         callback=oidc["callback"], env=dict(sorted(oidc["env"].items())),
+                         scopes=tuple(oidc.get("scopes", ("openid", "profile", "email", "groups"))),
+                         token_auth=oidc.get("token_auth", "client_secret_basic")))

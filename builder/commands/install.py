@@ -69,7 +69,9 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     the host is not ready. Verifies the bundle (and its signature with --key)
     before touching anything, unpacks it into DIR/releases/<version>/, loads its images and
     checks each image ID against the lock, generates missing secrets into
-    DIR/.env (0600, kept across upgrades), writes DIR/compose.yaml (so
+    DIR/.env (0600, kept across upgrades), makes the front door's lab CA,
+    wildcard certificate and OIDC signing key in DIR/door/ when the bundle
+    has the front door (kept across upgrades), writes DIR/compose.yaml (so
     `cd DIR && docker compose ps|logs|restart|exec` work with no flags),
     pulls an online bundle's images, places an image bundle's models into
     their services' volumes (Ollama's layout; models already there are

@@ -64,6 +64,23 @@ def render_readme(lab: ChartLab) -> str:
             + ", ".join(f"`{n}`" for n in waiting) + ") are left out until `services.<service>.existingSecret` "
             "names a Secret holding them; the rest installs without them, as with `labbuild install`.",
             ""]),
+        *([] if not any(m.kind == "install" for s in lab.services.values() for m in s.mounts) else [
+            "The front door (the identity provider and the proxy) reads its keys and users from a Secret "
+            "`front-door` that you create before the install (its pods wait for it); make the files with "
+            "`labbuild install` on any machine, or your own CA:",
+            "",
+            "```sh",
+            f"kubectl -n {ns} create secret generic front-door --from-file=DIR/door/ca.crt "
+            "--from-file=DIR/door/lab.crt --from-file=DIR/door/lab.key --from-file=DIR/door/oidc-jwks.pem "
+            "--from-file=DIR/access/users_database.yml",
+            "```",
+            "",
+            "Each UI's Ingress host defaults to its front-door name. With Traefik as the cluster's ingress "
+            "controller, `--set frontDoor.traefikMiddleware=true` renders the Middleware `lab-forward-auth` "
+            "(Traefik's CRDs) and puts it on the Ingress of every forward-auth UI; the UIs that sign in with "
+            "OIDC reach the provider at `https://auth.<domain>`, which your cluster's DNS and ingress must "
+            "serve (the compose install's network aliases do not exist here).",
+            ""]),
         "Expose a service through your Ingress controller:",
         "",
         "```sh",

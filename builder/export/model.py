@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -31,6 +32,7 @@ from ..blueprint import env_id
 from ..errors import BundleError
 from ..escape import markdown_text_plain
 from ..format.files import (
+    ACCESS_JSON,
     COMPOSE_FILE,
     LAB_ENV,
     MANIFEST,
@@ -104,7 +106,7 @@ class Probe:
 @dataclass(frozen=True)
 class Mount:
     """A path in the container: a named volume, a bundle file or directory, or a host path."""
-    kind: str                      # volume | file | dir | host
+    kind: str                      # volume | file | dir | host | install (DIR/door/…, DIR/access: a Secret)
     name: str                      # volume name / bundle path / host path
     target: str
     read_only: bool = False
@@ -168,6 +170,17 @@ class ChartLab:
     services: dict[str, ChartService]
     files: dict[str, bytes]                     # bundle files the chart mounts or ships
     edges: dict[str, dict[str, tuple[str, ...]]]   # client -> {server: port names it may connect to}
+    door: "ChartDoor | None" = None             # the front door (the bundle's access/lab.json), if on
+
+
+@dataclass(frozen=True)
+class ChartDoor:
+    """The front door as the chart sees it: the provider's forward-auth endpoint and each UI's host."""
+    domain: str
+    provider: str
+    provider_port: int
+    hosts: dict[str, str]                      # UI service -> its front-door host name (<host>.<domain>)
+    forward_auth: tuple[str, ...]              # UIs behind forward-auth (the others sign in with OIDC)
 
 
 # --------------------------------------------------------------------------- reading
@@ -265,6 +278,10 @@ def _mounts(spec: list[str], volumes: dict[str, ManifestVolume], members: dict[s
             out.append(Mount(kind, rel, _unescape(target), True))
         elif source.startswith("/"):
             out.append(Mount("host", _unescape(source), _unescape(target), read_only))
+        elif source.startswith("../../"):
+            # the install dir's own files (the front door's DIR/door/ keys, DIR/access/ users), made on
+            # the target: in a chart they come from the operator's Secret FRONT_DOOR_SECRET
+            out.append(Mount("install", _unescape(source[len("../../"):]), _unescape(target), read_only))
         else:
             vol = volumes[source]
             out.append(Mount("volume", vol.name, vol.target, vol.read_only))
@@ -371,7 +388,23 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
     edges = network_edges(services, files)
     return ChartLab(lab=manifest.lab, profile=manifest.profile, version=manifest.version,
                     labbuild=manifest.labbuild, services=services, files=dict(sorted(files.items())),
-                    edges=edges)
+                    edges=edges, door=_door(members, services))
+
+
+def _door(members: dict[str, bytes], services: dict[str, ChartService]) -> ChartDoor | None:
+    """The bundle's front door (``access/lab.json``, written by ``render.door``), or None."""
+    if ACCESS_JSON not in members:
+        return None
+    try:
+        doc = json.loads(members[ACCESS_JSON])
+        provider = doc["provider"]
+        hosts = {n: urlsplit(s["url"]).hostname for n, s in doc["services"].items() if n in services}
+        forward = tuple(sorted(n for n, s in doc["services"].items() if n in services and s["sign_in"] == "forward-auth"))
+        port = services[provider].ports[0].container
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise BundleError(f"{ACCESS_JSON}: not the front door's description ({type(exc).__name__}: {exc})",
+                          hint="the bundle is damaged; release it again") from None
+    return ChartDoor(domain=doc["domain"], provider=provider, provider_port=port, hosts=hosts, forward_auth=forward)
 
 
 # --------------------------------------------------------------------------- who talks to whom

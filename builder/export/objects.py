@@ -27,6 +27,10 @@ PERIOD = 10            # seconds between startup/readiness probes
 PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
+FRONT_DOOR_SECRET = "front-door"      # made by the operator: ca.crt, lab.crt, lab.key, oidc-jwks.pem, users_database.yml
+USERS_KEY = "users_database.yml"
+FORWARD_AUTH = "lab-forward-auth"     # the Traefik Middleware of the front door (as in the compose routes)
+
 def values_ref(name: str) -> str:
     return f"(index $.Values.services {quoted(name)})"
 
@@ -195,6 +199,14 @@ def _mounts_and_volumes(lab: ChartLab, svc: ChartService, cm_names: dict[str, st
             volumes.append({"name": name, "configMap": {"name": cm_names[m.name]}})
         elif m.kind == "host":
             volumes.append({"name": name, "hostPath": {"path": m.name}})
+        elif m.kind == "install" and m.name.startswith("door/"):      # one key of the front door's Secret
+            key = m.name[len("door/"):]
+            mount["subPath"] = key
+            volumes.append({"name": name, "secret": {"secretName": FRONT_DOOR_SECRET,
+                                                     "items": [{"key": key, "path": key}]}})
+        elif m.kind == "install":                                      # the users directory
+            volumes.append({"name": name, "secret": {"secretName": FRONT_DOOR_SECRET,
+                                                     "items": [{"key": USERS_KEY, "path": USERS_KEY}]}})
         if m.read_only:
             mount["readOnly"] = True
         mounts.append(mount)
@@ -343,7 +355,14 @@ def ingress_object(lab: ChartLab, svc: ChartService) -> str:
                                 "backend": backend}]},
             Block(f"{{{{- with {v}.ingress.host }}}}", "host: {{ . | quote }}", "{{- end }}"): None}
     meta = _meta(lab, svc.name)
-    meta[Block(f"{{{{- with (merge (dict) {v}.ingress.annotations $.Values.ingress.annotations) }}}}",
+    door = ()
+    if lab.door is not None and svc.name in lab.door.forward_auth:
+        # the front door's forward-auth: Traefik's Middleware of this release (lab_template), by reference
+        door = ("{{- $door := dict }}", "{{- if $.Values.frontDoor.traefikMiddleware }}",
+                '{{- $door = dict "traefik.ingress.kubernetes.io/router.middlewares" '
+                f'(printf "%s-{FORWARD_AUTH}@kubernetescrd" $.Release.Namespace) }}}}', "{{- end }}")
+    meta[Block(*door, f"{{{{- with (merge (dict) {v}.ingress.annotations $.Values.ingress.annotations"
+               + (" $door" if door else "") + ") }}",
                "annotations:", "  {{- toYaml . | nindent %J }}", "{{- end }}")] = None
     spec = {Block("{{- with $.Values.ingress.className }}", "ingressClassName: {{ . | quote }}", "{{- end }}"): None,
             Block(f"{{{{- with {v}.ingress.tlsSecret }}}}", "tls:", "  - secretName: {{ . | quote }}",
@@ -402,6 +421,16 @@ def lab_template(lab: ChartLab) -> str:
                       "spec": {"podSelector": {"matchLabels": {**instance, "app.kubernetes.io/part-of": lab.lab}},
                                "policyTypes": ["Ingress", "Egress"]}},
                      before=("{{- if $.Values.networkPolicy.enabled }}",), after=("{{- end }}",))]
+    if lab.door is not None:
+        d = lab.door
+        docs.append(document(
+            {"apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
+             "metadata": {"name": FORWARD_AUTH, "labels": labels(lab, d.provider)},
+             "spec": {"forwardAuth": {"address": f"http://{d.provider}:{d.provider_port}/api/authz/forward-auth",
+                                      "trustForwardHeader": True,
+                                      "authResponseHeaders": ["Remote-User", "Remote-Groups", "Remote-Email",
+                                                              "Remote-Name"]}}},
+            before=("{{- if $.Values.frontDoor.traefikMiddleware }}",), after=("{{- end }}",)))
     if "prometheus" in lab.services:
         meta = _meta(lab, "prometheus")
         docs.append(document({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}))

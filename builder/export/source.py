@@ -19,13 +19,13 @@ from ..bundle.pack import plan_bundle
 from ..bundle.release import check_version
 from ..bundle.verify import read_verified, require_verified
 from ..errors import BundleError, LockError
-from ..format.files import COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, TRUST_FILES
+from ..format.files import ACCESS_JSON, COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, TRUST_FILES
 from ..fsutil import CapExceeded, read_capped, sha256_bytes
 from ..lockfile import LOCK_PATH, read_lock, stale_services
 from ..render import ReleaseInput
 
 # The members a chart is made of (images/, sbom/, install.sh, ... are not read).
-WANTED_FILES = (COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE)
+WANTED_FILES = (COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, ACCESS_JSON)
 WANTED_DIRS = ("config/", "observability/", "runbooks/")
 
 

@@ -54,12 +54,20 @@ def service_values(svc: ChartService) -> dict[str, Any]:
 
 
 def chart_values(lab: ChartLab) -> dict[str, Any]:
+    services = {name: service_values(svc) for name, svc in lab.services.items()}
+    door: dict[str, Any] = {}
+    if lab.door is not None:      # each UI's Ingress host defaults to its front-door name
+        for name, host in lab.door.hosts.items():
+            if "ingress" in services[name]:
+                services[name]["ingress"]["host"] = host
+        door = {"frontDoor": {"traefikMiddleware": False}}
     return {
         "global": {"imageRegistry": "", "imagePullSecrets": [], "storageClass": "", "gpu": False},
         "ingress": {"className": "", "annotations": {}},
+        **door,
         "networkPolicy": {"enabled": True, "externalEgress": True},
         "prometheus": {"serviceMonitors": False},
-        "services": {name: service_values(svc) for name, svc in lab.services.items()},
+        "services": services,
     }
 
 
@@ -111,6 +119,10 @@ def values_schema(lab: ChartLab) -> dict[str, Any]:
                                                 "like `labbuild install --gpu`; needs the NVIDIA device plugin."}}),
             "ingress": _closed({"className": _STRING,
                                 "annotations": {"type": "object", "additionalProperties": _STRING}}),
+            **({} if lab.door is None else {"frontDoor": _closed({"traefikMiddleware": {
+                **_BOOL, "description": "Render a Traefik Middleware (traefik.io/v1alpha1, needs Traefik's CRDs) "
+                                        "asking the provider before every request, and reference it from the "
+                                        "Ingress of each forward-auth UI."}})}),
             "networkPolicy": _closed({"enabled": _BOOL, "externalEgress": {
                 **_BOOL, "description": "Let lab pods reach addresses outside the private ranges (the internet)."}}),
             "prometheus": _closed({"serviceMonitors": {

@@ -30,6 +30,7 @@ UNSUMMED = frozenset({SUMS, SIGNATURE, SIGSTORE})   # not in SHA256SUMS (made fr
 UNLISTED = frozenset({MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE})   # not in manifest["files"]
 TRUST_FILES = (MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE)           # what verification reads of a bundle
 
+ACCESS_JSON = "access/lab.json"                     # bundles with the front door on (issue 23)
 IMAGES_DIR = "images"
 IMAGE_BLOBS_PREFIX = "images/blobs/"
 DOCKER_LOAD_DEFAULT = "images/manifest.json"        # docker-load manifest of the first platform

@@ -74,6 +74,7 @@ from ..host.labdir import (
     safe_manifest,
     stage,
 )
+from .door import ensure_door_material
 from .doctor import gpu_services, preflight_bundle
 from .inputs import (
     check_supplied,
@@ -190,6 +191,10 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
+    door_made = ensure_door_material(install_dir, release)
+    if door_made:
+        say("front door: made " + ", ".join(door_made) + f" in {install_dir} (trust {install_dir}/door/ca.crt "
+            "in your browser: see runbooks/authelia.md)")
     old = release_link(install_dir, "current")
     if old is not None and old != release.resolve():  # an upgrade (or a downgrade): snapshot what changes
         snapshot_before_upgrade(client, install_dir, old, read_manifest(old), manifest, keep=keep_snapshots,

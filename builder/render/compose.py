@@ -11,6 +11,7 @@ from typing import Any
 
 from ..blueprint import SECRET_REF_RE, Blueprint, Port, secret_env_key, setting_env_key
 from ..errors import BundleError
+from .door import PROXY
 from .envfile import VAR_NAME_RE, compose_literal, inline_setting, with_secret_refs
 from .observability import GRAFANA_MOUNTS, PROM_MOUNTS, PROM_UID, bearer_secrets
 from .release import ReleaseInput, volume_name
@@ -130,7 +131,11 @@ def compose_service(ri: ReleaseInput, name: str) -> dict[str, Any]:
     # compose would recreate all of them instead of only the changed ones (issue 5)
     svc["labels"] = {f"{LABEL_PREFIX}.lab": ri.lab.name, f"{LABEL_PREFIX}.profile": ri.profile,
                      f"{LABEL_PREFIX}.service": name}
-    svc["networks"] = [NETWORK]
+    if ri.door is not None and name == PROXY:
+        # containers reach https://auth.<domain> (OIDC discovery, tokens) through the proxy too
+        svc["networks"] = {NETWORK: {"aliases": ri.door.aliases}}
+    else:
+        svc["networks"] = [NETWORK]
     return svc
 
 

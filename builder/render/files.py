@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from ..format.files import COMPOSE_FILE, COMPOSE_GPU_FILE, LAB_ENV, SECRETS_EXAMPLE
+from ..format.files import (
+    ACCESS_JSON,
+    COMPOSE_FILE,
+    COMPOSE_GPU_FILE,
+    LAB_ENV,
+    SECRETS_EXAMPLE,
+)
 from .compose import render_compose, render_compose_gpu
+from .door import render_access_json
 from .envfile import render_lab_env, render_secrets_example
 from .observability import render_observability
 from .release import ReleaseInput
@@ -29,4 +36,6 @@ def render_text_files(ri: ReleaseInput) -> dict[str, str]:
     files.update(render_config_files(ri))
     files.update(render_runbooks(ri))
     files.update(render_observability(ri))
+    if ri.door is not None:
+        files[ACCESS_JSON] = render_access_json(ri.door, ri.lab)
     return dict(sorted(files.items()))

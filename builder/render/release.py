@@ -14,6 +14,8 @@ from functools import cached_property
 from ..blueprint import Blueprint, Lab, secret_env_key
 from ..format.files import bundle_filename, bundle_top
 from ..lockfile import Lock
+from .door import door_of
+from .door_blueprints import door_blueprints
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,19 @@ class ReleaseInput:
         """Services optional in the profile: installed, started only once their supplied secrets exist."""
         return self.lab.optional_services(self.profile)
 
+    @cached_property
+    def door(self):
+        """The release's front door (``render.door.Door``), or None when the profile has no provider."""
+        return door_of(self.lab, self.profile)
+
+    @cached_property
+    def door_blueprints(self) -> dict[str, Blueprint]:
+        """The blueprints the front door changes in this release ({} when it is off; ``render.door``)."""
+        return door_blueprints(self.lab, self.profile)
+
     def blueprint(self, name: str) -> Blueprint:
-        return self.lab.services[name]
+        """``name``'s blueprint as this release renders it (with the front door's changes when it is on)."""
+        return self.door_blueprints.get(name) or self.lab.services[name]
 
     @cached_property
     def embedding_models(self) -> dict[str, str]:

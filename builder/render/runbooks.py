@@ -33,6 +33,29 @@ def service_url(bp: Blueprint, port: Port) -> str:
     return f"{host}:{port.host}"
 
 
+def _door_section(ri: ReleaseInput, name: str) -> list[str]:
+    """``## Front door``: where the UI is and who may open it (only when the release has the door)."""
+    door = ri.door
+    if door is None or (name not in door.uis and name != door.provider):
+        return []
+    if name == door.provider:
+        return ["## Front door", "",
+                f"- Sign-in page: {door.issuer}/ (the lab's identity provider; users: `labbuild users ... --dir DIR`)",
+                f"- Home page: https://{door.domain}/",
+                "- Certificates: `DIR/door/ca.crt` is the lab CA made at install; trust it in the browser "
+                "(see *Known problems* below). `DIR/door/lab.crt`/`lab.key` is the wildcard certificate of "
+                f"`*.{door.domain}`; `DIR/door/oidc-jwks.pem` signs OIDC tokens. All stay across upgrades. "
+                "To use your own certificate, put it (and its CA as `ca.crt`) there before install: it is kept "
+                "while it covers the domain and is valid for 30 more days.",
+                ""]
+    fd = door.uis[name]
+    how = ("signs in with OpenID Connect against the provider itself" if fd.sign_in == "oidc"
+           else "behind forward-auth: the proxy asks the provider before every request")
+    return ["## Front door", "",
+            f"- Open it at {door.base_url(name)}/ ({how}); no host port is published.",
+            "- Roles that may open it: " + ", ".join(f"`{r}`" for r in fd.roles), ""]
+
+
 def render_service_runbook(ri: ReleaseInput, name: str) -> str:
     """runbooks/<svc>.md: what the service is, where it listens, what it keeps, how to fix it."""
     bp = ri.blueprint(name)
@@ -54,6 +77,7 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
             host = service_url(bp, p) if p.host else "internal only"
             out.append(f"| {p.name} | {p.container} | {host} | {p.protocol} |")
         out.append("")
+    out += _door_section(ri, name)
     if bp.volumes or bp.binds or bp.files:
         out += ["## Data", ""]
         for v in bp.volumes:
@@ -93,7 +117,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
                            f"{prefix})")
         out.append("")
     out += ["## Health", ""]
-    if bp.health:
+    if bp.health and bp.port(bp.health.port).host is None:
+        out.append(f"- `{bp.health.path}` on port {bp.port(bp.health.port).container} inside the lab network "
+                   "(no host port behind the front door: the host does not probe it)")
+    elif bp.health:
         h = bp.health
         port = bp.port(h.port)
         target = f"{h.scheme}://{service_url(bp, port)}{h.path if h.scheme != 'tcp' else ''}"

@@ -24,6 +24,9 @@
 #      secrets are never generated: when one of a required service is missing
 #      from DIR/.env it stops before step 2, naming the key; an optional
 #      service without its supplied secret is installed but not started
+#   4b. with the front door on (access/lab.json): makes the lab CA, the wildcard
+#      certificate of the domain and the OIDC signing key in DIR/door/ (openssl;
+#      kept across upgrades) and the users directory DIR/access/
 #   5. writes DIR/compose.yaml (with --gpu: plus compose.gpu.yaml, refused
 #      without the NVIDIA runtime; neither flag: as the install was), runs
 #      docker compose up -d in DIR, then waits for every health probe.
@@ -55,7 +58,7 @@ while [ $# -gt 0 ]; do
         --no-gpu) GPU=0; shift ;;
         --timeout) [ $# -ge 2 ] || die "--timeout needs a value"; TIMEOUT=$2; shift 2 ;;
         --timeout=*) TIMEOUT=${1#--timeout=}; shift ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" "$USAGE" ;;
     esac
 done
@@ -179,6 +182,20 @@ MODELS=$(sed -n 's/^services\.\([^.]*\)\.models\.[0-9]*\.name=\(.*\)$/\1:\2/p' "
 if [ -n "$MODELS" ] && [ "$OFFLINE" = "true" ]; then
     die "this bundle ships models (${MODELS% }); install.sh cannot place them: nothing was installed" \
         "install it with labbuild: labbuild install <bundle archive> --dir $DIR (pip install labbuild; it needs no network)"
+fi
+
+# the front door's keys are made with openssl (as labbuild install makes them with Python):
+# refuse up front when it cannot, so nothing is touched
+DOOR_DOMAIN=""
+if [ -f access/lab.json ]; then
+    DOOR_DOMAIN=$(sed -n 's/^  "domain": "\([a-z0-9.-]*\)",\{0,1\}$/\1/p' access/lab.json)
+    case "$DOOR_DOMAIN" in
+        ""|.*|*.|*..*) die "access/lab.json names no front-door domain: the bundle is damaged" ;;
+        *.*) ;;
+        *) die "access/lab.json: front-door domain '$DOOR_DOMAIN' has one label only" ;;
+    esac
+    command -v openssl >/dev/null 2>&1 || die "this bundle's front door needs openssl to make its CA, certificate and OIDC key: nothing was installed" \
+        "install openssl (apt-get install openssl), or install with \`labbuild install\`"
 fi
 
 # ---------------------------------------------------------------- 1b. operator-supplied secrets
@@ -445,6 +462,58 @@ if [ -f secrets.env.example ]; then
     say "secrets: $added generated into $DIR/.env (existing values kept)"
 fi
 umask 022
+
+# ---------------------------------------------------------------- 4b. front door keys
+# door: begin (tests/test_door_install.py runs this block on its own)
+if [ -n "$DOOR_DOMAIN" ]; then
+    umask 077
+    mkdir -p "$DIR/door" "$DIR/access"
+    chmod 700 "$DIR/door" "$DIR/access"
+    D="$DIR/door"
+    DOOR_RE=$(printf '%s' "$DOOR_DOMAIN" | sed 's/\./\\./g')     # the domain as an ERE (dots literal)
+    covered=0
+    if [ -f "$D/lab.crt" ] && [ -f "$D/lab.key" ] \
+        && openssl x509 -in "$D/lab.crt" -noout -checkend 2592000 >/dev/null 2>&1 \
+        && openssl x509 -in "$D/lab.crt" -noout -text 2>/dev/null > "$WORK/lab.txt" \
+        && grep -Eq "DNS:\*\.$DOOR_RE(,|\$)" "$WORK/lab.txt" && grep -Eq "DNS:$DOOR_RE(,|\$)" "$WORK/lab.txt"; then
+        covered=1      # kept: made by an earlier install, or supplied by the operator
+    fi
+    if [ "$covered" = 0 ] && { [ ! -f "$D/ca.crt" ] || [ ! -f "$D/ca.key" ]; }; then
+        [ ! -f "$D/ca.crt" ] || die "$D/lab.crt does not cover $DOOR_DOMAIN (or expires within 30 days) and there is no $D/ca.key to sign a new one with" \
+            "put a certificate for *.$DOOR_DOMAIN and $DOOR_DOMAIN at $D/lab.crt (key: lab.key), or remove $D/ca.crt to have a lab CA made"
+        openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -sha256 \
+            -subj "/O=Local AI Lab/CN=Local AI Lab CA" -keyout "$D/.ca.key.new" -out "$D/.ca.crt.new" \
+            -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+            -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" 2>"$WORK/openssl.err" \
+            || die "openssl could not make the lab CA: $(cat "$WORK/openssl.err")"
+        chmod 644 "$D/.ca.crt.new"
+        mv -f "$D/.ca.key.new" "$D/ca.key"
+        mv -f "$D/.ca.crt.new" "$D/ca.crt"
+        say "front door: made the lab CA $D/ca.crt (trust it in your browser: see runbooks/authelia.md)"
+    fi
+    if [ "$covered" = 0 ]; then
+        printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:*.%s,DNS:%s\n' \
+            "$DOOR_DOMAIN" "$DOOR_DOMAIN" > "$WORK/leaf.ext"
+        serial=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+            -subj "/O=Local AI Lab/CN=*.$DOOR_DOMAIN" -keyout "$D/.lab.key.new" -out "$WORK/lab.csr" 2>"$WORK/openssl.err" \
+            && openssl x509 -req -in "$WORK/lab.csr" -CA "$D/ca.crt" -CAkey "$D/ca.key" -set_serial "0x$serial" \
+                -days 825 -sha256 -extfile "$WORK/leaf.ext" -out "$D/.lab.crt.new" 2>"$WORK/openssl.err" \
+            || die "openssl could not make the front door's certificate: $(cat "$WORK/openssl.err")"
+        chmod 644 "$D/.lab.crt.new"
+        mv -f "$D/.lab.key.new" "$D/lab.key"
+        mv -f "$D/.lab.crt.new" "$D/lab.crt"
+        say "front door: made the certificate of *.$DOOR_DOMAIN and $DOOR_DOMAIN ($D/lab.crt)"
+    fi
+    if [ ! -f "$D/oidc-jwks.pem" ]; then
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$D/.oidc-jwks.pem.new" 2>"$WORK/openssl.err" \
+            || die "openssl could not make the OIDC signing key: $(cat "$WORK/openssl.err")"
+        mv -f "$D/.oidc-jwks.pem.new" "$D/oidc-jwks.pem"
+        say "front door: made the OIDC signing key $D/oidc-jwks.pem"
+    fi
+    umask 022
+fi
+# door: end
 
 # ---------------------------------------------------------------- switch current
 point() {  # point DIR/$1 at $2 (relative), replacing the link in one rename where mv -T exists

@@ -45,3 +45,15 @@ def require_tool(name: str) -> str:
     if os.environ.get("LABBUILD_REQUIRE_DOCKER") == "1":
         pytest.fail(f"LABBUILD_REQUIRE_DOCKER=1 but {msg}", pytrace=False)
     pytest.skip(msg)
+
+
+def require_compose() -> tuple[str, ...]:
+    """The compose v2 command labbuild would run, skipping (or failing under CI policy) when absent."""
+    from builder.errors import InstallError
+    from builder.host.compose import find_compose
+    try:
+        return find_compose()
+    except InstallError as exc:
+        if os.environ.get("LABBUILD_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"LABBUILD_REQUIRE_DOCKER=1 but {exc}", pytrace=False)
+        pytest.skip(str(exc))
