@@ -311,8 +311,8 @@ def test_a_bad_front_door_never_tracebacks_through_the_cli(lab_copy) -> None:
 
 def test_a_profile_with_the_provider_but_no_proxy_is_refused(lab_copy) -> None:
     from builder.errors import BundleError
-    _edit(lab_copy / "blueprints" / "lab.toml", 'services = ["openbao", "traefik", "authelia"]',
-          'services = ["openbao", "authelia"]')
+    _edit(lab_copy / "blueprints" / "lab.toml", 'services = ["openbao", "traefik", "authelia", "home"]',
+          'services = ["openbao", "authelia", "home"]')
     lab = load_lab(lab_copy)
     with pytest.raises(BundleError, match="not 'traefik'"):
         render_text_files(_ri(lab, "phase4"))
@@ -330,3 +330,30 @@ def test_validating_one_blueprint_checks_its_front_door_against_lab_toml(lab_cop
     # only the files asked about are reported: flowise's side of the clash is not
     flowise = lab_copy / "blueprints" / "services" / "flowise.toml"
     assert [p.file for p in validate_paths(lab_copy, [flowise])] == []
+
+
+def test_a_profile_with_the_provider_but_no_home_page_is_refused(lab_copy) -> None:
+    from builder.errors import BundleError
+    _edit(lab_copy / "blueprints" / "lab.toml", 'services = ["openbao", "traefik", "authelia", "home"]',
+          'services = ["openbao", "traefik", "authelia"]')
+    with pytest.raises(BundleError, match="not 'home'.*") as err:
+        render_text_files(_ri(load_lab(lab_copy), "phase4"))
+    assert "https://lab.localhost/" in err.value.hint
+    shutil.rmtree(lab_copy)
+
+
+def test_the_home_page_lists_every_ui_and_is_served_with_the_runbooks(lab, phase4, resolved) -> None:
+    access = json.loads(phase4["access/lab.json"])
+    page = phase4["access/home/index.html"]
+    for name, svc in access["services"].items():
+        assert f'href="{svc["url"]}"' in page, name
+        assert f'href="runbooks/{name}.md"' in page and f"runbooks/{name}.md" in phase4, name
+    home = resolved["home"]
+    assert not home.get("ports"), "the home page is reached only through the proxy"
+    mounts = {m["target"]: m for m in home["volumes"]}
+    assert mounts["/usr/share/nginx/html"]["source"].endswith("/access/home")
+    assert mounts["/usr/share/nginx/html/runbooks"]["source"].endswith("/runbooks")
+    assert all(m.get("read_only") for m in mounts.values())
+    routes = yaml.safe_load(phase4["config/traefik/routes.yml"])["http"]
+    assert routes["routers"]["home"]["rule"] == "Host(`lab.localhost`)"
+    assert routes["routers"]["home"]["middlewares"] == ["lab-forward-auth"]

@@ -31,6 +31,7 @@ UNLISTED = frozenset({MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE})   # not 
 TRUST_FILES = (MANIFEST, SUMS, SIGNATURE, SIGSTORE, PROVENANCE)           # what verification reads of a bundle
 
 ACCESS_JSON = "access/lab.json"                     # bundles with the front door on (issue 23)
+HOME_PAGE = "access/home/index.html"                # its home page, rendered from access/lab.json
 IMAGES_DIR = "images"
 IMAGE_BLOBS_PREFIX = "images/blobs/"
 DOCKER_LOAD_DEFAULT = "images/manifest.json"        # docker-load manifest of the first platform

@@ -26,9 +26,9 @@ Paths on the target (relative to ``DIR/releases/<version>/``, where compose
 reads the release's compose.yaml): ``../../access`` and ``../../door``.
 ``render_access_json`` writes ``access/lab.json`` (the contract's shape).
 The home page at ``https://<domain>/`` is routed to the service ``home``
-(port 8080), behind forward-auth for every role; that service serves the
-bundle's ``access/home/`` and is wired apart from this module (until it is,
-the route answers 502 Bad Gateway).
+(port 8080, required in the closure), behind forward-auth for every role; it
+serves the bundle's ``access/home/index.html`` (``render.homepage``) and the
+bundle's runbooks beside it, mounted read-only by ``door_blueprints``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ def door_of(lab: Lab, profile: str) -> Door | None:
     if PROXY not in closure:
         raise BundleError(f"profile {profile!r} holds the front door's provider {lab.access.provider!r} but not {PROXY!r}",
                           hint=f"add {PROXY!r} to the profile: every UI is reached through it when the door is on")
+    if HOME_SERVICE not in closure:
+        raise BundleError(f"profile {profile!r} holds the front door's provider {lab.access.provider!r} but not {HOME_SERVICE!r}",
+                          hint=f"add {HOME_SERVICE!r} to the profile: it serves the home page at https://{lab.access.domain}/")
     provider = lab.services[lab.access.provider]
     if not provider.ports:
         raise BundleError(f"{provider.path}: the provider has no [[ports]] entry to route https://auth.<domain>/ to")

@@ -10,6 +10,7 @@ from .door import (
     CA_TARGET,
     CERTS_TARGET,
     DOOR_DIR,
+    HOME_SERVICE,
     JWKS_TARGET,
     PROXY,
     ROUTES_FILE,
@@ -18,8 +19,8 @@ from .door import (
     Door,
     client_secret_name,
     door_env,
-    door_urls,
     door_of,
+    door_urls,
 )
 from .door_config import render_provider_config, render_routes, render_tls
 
@@ -66,6 +67,16 @@ def _proxy_blueprint(door: Door, bp: Blueprint) -> Blueprint:
     return replace(bp, command=command, files=files, binds=binds, healthcheck=healthcheck)
 
 
+HOME_PAGE_DIR, HOME_ROOT = "./access/home", "/usr/share/nginx/html"
+
+
+def _home_blueprint(bp: Blueprint) -> Blueprint:
+    """The home page's server: the release's ``access/home/`` and its runbooks, read-only."""
+    binds = bp.binds + (Bind(source=HOME_PAGE_DIR, target=HOME_ROOT),
+                        Bind(source="./runbooks", target=f"{HOME_ROOT}/runbooks"))
+    return replace(bp, binds=binds)
+
+
 def door_blueprints(lab: Lab, profile: str) -> dict[str, Blueprint]:
     """The blueprints the front door changes, as the release renders them ({} when it is off)."""
     door = door_of(lab, profile)
@@ -74,4 +85,5 @@ def door_blueprints(lab: Lab, profile: str) -> dict[str, Blueprint]:
     out = {n: _ui_blueprint(door, lab.services[n]) for n in door.uis}
     out[door.provider] = _provider_blueprint(door, lab.services[door.provider], lab)
     out[PROXY] = _proxy_blueprint(door, out.get(PROXY, lab.services[PROXY]))
+    out[HOME_SERVICE] = _home_blueprint(lab.services[HOME_SERVICE])
     return out

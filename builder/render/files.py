@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 from ..format.files import (
     ACCESS_JSON,
     COMPOSE_FILE,
     COMPOSE_GPU_FILE,
+    HOME_PAGE,
     LAB_ENV,
     SECRETS_EXAMPLE,
 )
 from .compose import render_compose, render_compose_gpu
 from .door import render_access_json
 from .envfile import render_lab_env, render_secrets_example
+from .homepage import render_home
 from .observability import render_observability
 from .release import ReleaseInput
 from .runbooks import render_runbooks
@@ -37,5 +41,7 @@ def render_text_files(ri: ReleaseInput) -> dict[str, str]:
     files.update(render_runbooks(ri))
     files.update(render_observability(ri))
     if ri.door is not None:
-        files[ACCESS_JSON] = render_access_json(ri.door, ri.lab)
+        access = render_access_json(ri.door, ri.lab)
+        files[ACCESS_JSON] = access
+        files[HOME_PAGE] = render_home(json.loads(access)).decode("utf-8")
     return dict(sorted(files.items()))
