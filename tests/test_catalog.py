@@ -31,7 +31,7 @@ ROADMAP = {
     1: {"prometheus", "grafana", "cadvisor", "node-exporter", "qdrant", "langfuse"},
     2: {"litellm", "dify"},
     3: {"jupyter", "code-server", "weaviate", "flowise"},
-    4: {"openbao", "traefik", "cloudflared", "authelia"},   # authelia: the front door (roadmap 4.2, issue 23)
+    4: {"openbao", "traefik", "cloudflared", "authelia", "home"},   # authelia + home: the front door (roadmap 4.2, issue 23)
 }
 
 # Parts the roadmap services bring along through depends_on.

@@ -83,7 +83,7 @@ _TODO = "{} has it; no recipe written yet"
 # Why an application of the catalog has no recipe (keyed by application name).
 NO_RECIPE: dict[str, str] = {
     **{app: _ELSEWHERE for app in (
-        "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
+        "authelia", "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
         "grafana", "langfuse", "langfuse-worker", "ollama", "openbao", "qdrant", "rustfs", "traefik",
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
