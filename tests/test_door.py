@@ -352,7 +352,7 @@ def test_the_home_page_lists_every_ui_and_is_served_with_the_runbooks(lab, phase
     assert not home.get("ports"), "the home page is reached only through the proxy"
     mounts = {m["target"]: m for m in home["volumes"]}
     assert mounts["/usr/share/nginx/html"]["source"].endswith("/access/home")
-    assert mounts["/usr/share/nginx/html/runbooks"]["source"].endswith("/runbooks")
+    assert mounts["/usr/share/nginx/runbooks"]["source"].endswith("/runbooks")
     assert all(m.get("read_only") for m in mounts.values())
     routes = yaml.safe_load(phase4["config/traefik/routes.yml"])["http"]
     assert routes["routers"]["home"]["rule"] == "Host(`lab.localhost`)"

@@ -67,13 +67,13 @@ def _proxy_blueprint(door: Door, bp: Blueprint) -> Blueprint:
     return replace(bp, command=command, files=files, binds=binds, healthcheck=healthcheck)
 
 
-HOME_PAGE_DIR, HOME_ROOT = "./access/home", "/usr/share/nginx/html"
+HOME_PAGE_DIR, HOME_ROOT, HOME_RUNBOOKS = "./access/home", "/usr/share/nginx/html", "/usr/share/nginx/runbooks"
 
 
 def _home_blueprint(bp: Blueprint) -> Blueprint:
     """The home page's server: the release's ``access/home/`` and its runbooks, read-only."""
     binds = bp.binds + (Bind(source=HOME_PAGE_DIR, target=HOME_ROOT),
-                        Bind(source="./runbooks", target=f"{HOME_ROOT}/runbooks"))
+                        Bind(source="./runbooks", target=HOME_RUNBOOKS))   # beside, not inside, a read-only mount
     return replace(bp, binds=binds)
 
 
