@@ -33,6 +33,10 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
     for name, p in sorted(getattr(result, "models", {}).items()):
         lines.append(f"  {name}: models {', '.join(p.models)} in place ({len(p.written)} blob(s) written, "
                      f"{len(p.skipped)} already there)")
+    if getattr(result, "first_admin", None) is not None:    # shown once: labbuild keeps only its argon2id hash
+        a = result.first_admin
+        lines.append(f"  front door: first admin {a.name}, password {a.password} (shown once; change it: "
+                     f"labbuild users passwd {a.name} --dir {result.dir})")
     if result.ok:
         waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
         tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))
@@ -81,6 +85,12 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     service is missing from DIR/.env, install stops first (nothing loaded
     or written) naming the key. An optional service without its supplied
     secret is installed but not started; add the key and install again.
+
+    A release with the front door (access/lab.json) gets DIR/access/ (0700)
+    before anything starts; when it holds no users, the first admin `admin`
+    is written to DIR/access/users_database.yml (0600, argon2id) with a
+    generated password printed once on stdout (--json: first_admin). Users
+    are kept across upgrades and rollbacks (`labbuild users`).
 
     A delta bundle (`release --since`) installs offline on a host where its
     base release is installed: before anything changes, every base image it

@@ -227,3 +227,14 @@ def write_database(install_dir: Path, users: dict[str, dict[str, Any]]) -> Path:
         raise file_error(exc, getattr(exc, "filename", None) or path, "write the user file", InstallError) from None
     return path
 
+
+def add_first_admin(install_dir: Path, name: str = "admin") -> str | None:
+    """When DIR's user file is missing or has no users, write it with ``name`` as an enabled admin
+    (groups ``[admin]``) and a generated password; return that password (shown once, never
+    stored in clear). None when users exist. The caller holds DIR's lock and audits it."""
+    if read_database(install_dir):
+        return None
+    password = generate_password()
+    write_database(install_dir, {name: {"displayname": name, "password": hash_password(password), "email": "",
+                                        "groups": ["admin"], "disabled": False}})
+    return password

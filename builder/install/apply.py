@@ -73,6 +73,7 @@ from ..host.labdir import (
     safe_manifest,
     stage,
 )
+from .access import FirstAdmin, ensure_users
 from .doctor import gpu_services, preflight_bundle
 from .inputs import (
     check_supplied,
@@ -105,9 +106,10 @@ class InstallResult:
     services: dict[str, HealthResult] = field(default_factory=dict)
     failure: str | None = None
     models: dict[str, Placement] = field(default_factory=dict)
+    first_admin: FirstAdmin | None = None       # the front door's first admin, made by this run (shown once)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
+        return {**({"first_admin": self.first_admin.to_json()} if self.first_admin is not None else {}),"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
                 "release": str(self.release), "previous": self.previous, "started": self.started,
                 "images_loaded": self.loaded, "secrets_added": self.secrets_added,
                 "services": {s: r.state for s, r in sorted(self.services.items())},
@@ -193,15 +195,37 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if old is not None and old != release.resolve():  # an upgrade (or a downgrade): snapshot what changes
         snapshot_before_upgrade(client, install_dir, old, read_manifest(old), manifest, keep=keep_snapshots,
                                 restart=not start, say=say)
-    previous = _switch(install_dir, release, manifest, gpu, say)
-    if shipped_models(manifest):
-        result.models = _place_models(client, bundle, verified, install_dir, manifest, say)
-    result.previous = previous.name if previous else None
-    say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
-    if not start:
-        result.ok = True
-        return result
-    return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
+    result.first_admin = _ensure_users(install_dir, release, "install", say)
+    try:
+        previous = _switch(install_dir, release, manifest, gpu, say)
+        if shipped_models(manifest):
+            result.models = _place_models(client, bundle, verified, install_dir, manifest, say)
+        result.previous = previous.name if previous else None
+        say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
+        if not start:
+            result.ok = True
+            return result
+        return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
+    except InstallError as exc:
+        raise _lost_admin(exc, result.first_admin, install_dir) from None
+
+
+def _ensure_users(install_dir: Path, release: Path, command: str, say: Say) -> FirstAdmin | None:
+    """The front door's users directory and first admin (``builder.install.access``)."""
+    made = ensure_users(install_dir, release, command)
+    if made is not None:
+        say(f"front door: made the first admin {made.name!r} in {made.file} (its generated password is shown "
+            "once, with the result)")
+    return made
+
+
+def _lost_admin(exc: InstallError, made: FirstAdmin | None, install_dir: Path) -> InstallError:
+    """``exc``, saying how to get a password for the first admin this failed run made (it is not shown)."""
+    if made is None:
+        return exc
+    return InstallError(exc.message, hint=(exc.hint + "; " if exc.hint else "") +
+                        f"the front door's first admin {made.name!r} was made by this run: give it a new password "
+                        f"with labbuild users passwd {made.name} --dir {install_dir}")
 
 
 def _switch(install_dir: Path, release: Path, manifest: Manifest, gpu: bool, say: Say) -> Path | None:
@@ -333,6 +357,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
         one_way, snapshot = rollback_snapshot(install_dir, read_manifest(current), manifest,
                                               restore_data=restore_data)
         result.secrets_added = _add_secrets(install_dir, previous, manifest, "rollback")
+        result.first_admin = _ensure_users(install_dir, previous, "rollback", say)   # a user file is kept as it is
         _switch(install_dir, previous, manifest, wrapper_gpu(install_dir), say)
         result.previous = current.name
         say(f"rolled back {install_dir} from {current.name} to {previous.name}")
