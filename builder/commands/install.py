@@ -165,18 +165,21 @@ def rollback(ctx: click.Context, out: Output, install_dir: Path, no_start: bool,
 
 @click.command()
 @_dir_option
-@click.option("--volumes", is_flag=True, help="Also delete the lab's volumes (its data) and secrets.")
+@click.option("--volumes", is_flag=True, help="Also delete the lab's volumes (its data), secrets (DIR/.env) and "
+                                               "front-door users (DIR/access/users_database.yml).")
 @pass_output
 def uninstall(out: Output, install_dir: Path, volumes: bool) -> None:
     """Stop and remove the installed lab: containers, networks, loaded images, releases.
 
-    Volumes and DIR/.env (data and secrets) are kept unless --volumes;
-    DIR/audit.log is always kept.
+    Volumes, DIR/.env and the front door's DIR/access/users_database.yml
+    (data, secrets, users) are kept unless --volumes; DIR/audit.log is
+    always kept.
     """
     from ..install.apply import uninstall as do_uninstall
 
     result = do_uninstall(install_dir, volumes=volumes, say=out.info)
-    kept = "volumes and secrets deleted" if volumes else "volumes and DIR/.env kept (use --volumes to delete them)"
+    kept = ("volumes, secrets and users deleted" if volumes else
+            "volumes, DIR/.env and DIR/access kept (use --volumes to delete them)")
     out.result(result.to_json(), f"uninstalled {result.lab} from {result.dir}; {kept}")
 
 

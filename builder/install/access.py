@@ -26,7 +26,6 @@ A release without the front door leaves an existing ``DIR/access`` alone.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -36,10 +35,8 @@ from typing import Any
 from ..errors import InstallError
 from ..fsutil import file_error
 from ..host.auditlog import check_appendable, record
-from ..host.userdb import ACCESS_DIR, USERS_FILE, add_first_admin, read_database, read_small, users_path
-from ..limits import MAX_ACCESS_JSON_BYTES
+from ..host.userdb import ACCESS_DIR, USERS_FILE, add_first_admin, read_database, release_provider, users_path
 
-ACCESS_JSON = f"{ACCESS_DIR}/lab.json"          # in a release: written by render when the door is on
 FIRST_ADMIN = "admin"
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
@@ -54,23 +51,6 @@ class FirstAdmin:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "password": self.password, "file": str(self.file)}
-
-
-def door_provider(release: Path) -> str | None:
-    """The identity provider of ``release``'s front door, or None when the release has none."""
-    path = release / ACCESS_JSON
-    raw = read_small(path, MAX_ACCESS_JSON_BYTES, "read the front door's lab.json", "the release is damaged: "
-                                                                                    "install the bundle again")
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InstallError(f"{path}: not JSON ({str(exc)[:120]})", hint="install the bundle again") from None
-    provider = data.get("provider") if isinstance(data, dict) else None
-    if not isinstance(provider, str) or not provider:
-        raise InstallError(f"{path}: provider: missing or not a string", hint="install the bundle again")
-    return provider
 
 
 def prepare_access_dir(install_dir: Path) -> Path:
@@ -98,7 +78,7 @@ def prepare_access_dir(install_dir: Path) -> Path:
 def ensure_users(install_dir: Path, release: Path, command: str) -> FirstAdmin | None:
     """For a release with the front door: ``DIR/access`` ready and at least one user in it (see the
     module docstring); the first admin when this call made it. The caller holds DIR's lock."""
-    provider = door_provider(release)
+    provider = release_provider(release)
     if provider is None:
         return None
     prepare_access_dir(install_dir)

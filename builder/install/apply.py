@@ -73,6 +73,7 @@ from ..host.labdir import (
     safe_manifest,
     stage,
 )
+from ..host.userdb import ACCESS_DIR, USERS_FILE
 from .access import FirstAdmin, ensure_users
 from .doctor import gpu_services, preflight_bundle
 from .inputs import (
@@ -226,6 +227,18 @@ def _lost_admin(exc: InstallError, made: FirstAdmin | None, install_dir: Path) -
     return InstallError(exc.message, hint=(exc.hint + "; " if exc.hint else "") +
                         f"the front door's first admin {made.name!r} was made by this run: give it a new password "
                         f"with labbuild users passwd {made.name} --dir {install_dir}")
+
+
+def _remove_users(install_dir: Path) -> None:
+    """uninstall --volumes: delete DIR/access/users_database.yml (audited) and DIR/access when empty."""
+    path = install_dir / ACCESS_DIR / USERS_FILE
+    if (install_dir / ACCESS_DIR).is_symlink() or not (path.is_file() or path.is_symlink()):
+        return
+    record(install_dir, "uninstall --volumes", (), (), detail=f"{ACCESS_DIR}/{USERS_FILE} (the front door's "
+                                                                 "users) deleted with the volumes")
+    path.unlink()
+    with contextlib.suppress(OSError):
+        (install_dir / ACCESS_DIR).rmdir()
 
 
 def _switch(install_dir: Path, release: Path, manifest: Manifest, gpu: bool, say: Say) -> Path | None:
@@ -387,8 +400,8 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
     """Stop and remove the lab's containers and networks (and volumes with ``volumes``),
     remove the images its bundles loaded, and the install directory's releases.
 
-    ``DIR/.env`` (the secrets) is kept unless ``volumes``: the data in the
-    volumes may need them. ``DIR/audit.log`` is always kept (deleting the
+    ``DIR/.env`` (the secrets) and the front door's ``DIR/access/users_database.yml``
+    are kept unless ``volumes``: the data in the volumes may need them. ``DIR/audit.log`` is always kept (deleting the
     secrets is its last entry).
     """
     install_dir = Path(install_dir).absolute()
@@ -425,6 +438,8 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
                    detail=f"{ENV_FILE} deleted with the volumes (audit.log is kept)")
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / ENV_FILE).unlink()
+        if volumes:                 # the front door's users (password hashes) go with the secrets
+            _remove_users(install_dir)
     with contextlib.suppress(OSError):
         (install_dir / LOCK_NAME).unlink()
         install_dir.rmdir()
