@@ -170,3 +170,34 @@ def test_prepare_keeps_a_good_dir_as_it_is(inst) -> None:
     assert access == inst / "access" and stat.S_IMODE(access.stat().st_mode) == 0o700
     assert not (inst / USERS).exists()
     assert json.loads((inst / "current" / "access" / "lab.json").read_text())["provider"] == ACCESS["provider"]
+
+
+def test_status_counts_users_enabled_and_admins_never_names(inst, tmp_path, capsys, docker_engine) -> None:
+    from builder.cli import main
+    from builder.host.userdb import write_database
+    from builder.operate.status import user_counts
+
+    made = ensure_users(inst, inst / "current", "install")
+    users = yaml.safe_load((inst / USERS).read_text())["users"]
+    users["zed-analyst"] = {**users["admin"], "groups": ["analyst"]}
+    users["old-admin"] = {**users["admin"], "disabled": True}
+    write_database(inst, users)
+    warnings: list[str] = []
+    assert user_counts(inst, inst / "current", warnings) == {"users": 3, "enabled": 2, "admins": 1}
+    assert warnings == []
+    rc = main(["--json", "status", "--dir", str(inst)])     # the lab's containers do not run here: exit 1
+    out = capsys.readouterr()
+    assert rc == 1 and json.loads(out.out)["users"] == {"users": 3, "enabled": 2, "admins": 1}
+    assert "zed-analyst" not in out.out + out.err and made.password not in out.out + out.err
+    assert users["admin"]["password"] not in out.out + out.err
+    rc = main(["status", "--dir", str(inst)])
+    assert "front door: 3 user(s), 2 enabled, 1 enabled admin(s)" in capsys.readouterr().out
+
+    users["admin"]["disabled"] = True
+    write_database(inst, users)
+    assert user_counts(inst, inst / "current", warnings)["admins"] == 0
+    assert "no enabled admin" in warnings[-1]
+    (inst / USERS).write_text("users: [\n")
+    assert user_counts(inst, inst / "current", warnings) is None and "not valid YAML" in warnings[-1]
+    plain = door_install(tmp_path / "plain", access=None)
+    assert user_counts(plain, plain / "current", []) is None

@@ -119,6 +119,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
     lock does not name. An optional service waiting for its supplied secret
     shows as `not started: needs KEY` and is not a failure; neither is a
     secret due for rotation (`labbuild secrets list`), which is a warning.
+    With the front door on: how many users, enabled users and enabled
+    admins it has (never a name).
     """
     from ..operate.status import status as install_status
 
@@ -133,6 +135,9 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
         lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
         if s.models is not None:
             lines.append(f"    models: {', '.join(s.models) or 'none'}")
+    if result.users is not None:
+        u = result.users
+        lines.append(f"  front door: {u['users']} user(s), {u['enabled']} enabled, {u['admins']} enabled admin(s)")
     for warning in result.warnings:
         out.info(f"warning: {warning}")
     out.result(result.to_json(), "\n".join(lines))
