@@ -73,9 +73,9 @@ from ..host.labdir import (
     safe_manifest,
     stage,
 )
+from .doctor import gpu_services, preflight_bundle
 from ..host.userdb import ACCESS_DIR, USERS_FILE
 from .access import FirstAdmin, ensure_users
-from .doctor import gpu_services, preflight_bundle
 from .inputs import (
     check_supplied,
     not_started_detail,
