@@ -29,6 +29,7 @@ if [ "$want_system" = 1 ]; then
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v go >/dev/null || missing+=(golang-go)
+  command -v argon2 >/dev/null || missing+=(argon2)     # install.sh hashes the front door's first admin with it
   [ -d /usr/share/gocode/src/gopkg.in/yaml.v3 ] || missing+=(golang-gopkg-yaml.v3-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

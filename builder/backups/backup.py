@@ -19,7 +19,8 @@ Exec dumps run first, while everything is up; then the volume services are
 stopped together (one consistent moment for services that talk to each
 other), archived, and started again in dependency order — also when a
 capture fails, so the lab is left running as it was. ``DIR/.env`` goes in
-too. The file is written through ``fsutil.atomic_writer`` (temp file beside,
+too, and the front door's user file ``DIR/access/users_database.yml`` (password hashes) when
+there is one. The file is written through ``fsutil.atomic_writer`` (temp file beside,
 fsync, rename; mode 0600): after a kill -9 nothing is at the final path. The
 format is ``builder.backups.backupfile``; ``--recipient`` seals it
 (``builder.backups.backupcrypt``).
@@ -63,10 +64,12 @@ from ..host.engine import (
 )
 from ..host.health import HealthResult, Probe, dependency_order, wait_healthy
 from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
+from ..host.userdb import open_users_file
 from ..progress import progress_display
 from .backupcrypt import encrypt_stream, is_encrypted, load_recipient
 from .backupfile import (
     ENV_MEMBER,
+    USERS_MEMBER,
     BackupManifest,
     BackupService,
     BackupVolume,
@@ -209,6 +212,9 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
             if env.exists():
                 with open(env, "rb") as src:
                     writer.add(ENV_MEMBER, src)
+            if (users := open_users_file(install_dir)) is not None:
+                with users:
+                    writer.add(USERS_MEMBER, users)
             for svc in services:
                 if bm.services[svc].method == "exec":
                     _dump(client, found[svc], svc, entries[svc].backup.dump, writer, bars, say)
@@ -230,11 +236,13 @@ def capture(client, install_dir: Path, release_name: str, manifest: Manifest, se
             health = _start_again(client, manifest, found, stopped, timeout, say)
             _note_stopped(install_dir, [])
     size = path.stat().st_size
-    if ENV_MEMBER in bm.members:            # the secrets left DIR/.env for this file: say so in the audit log
+    copied = [f for f, m in ((ENV_FILE, ENV_MEMBER), (USERS_MEMBER, USERS_MEMBER)) if m in bm.members]
+    if copied:            # the secrets (and the users' hashes) left DIR for this file: say so in the audit log
         owners = manifest.secret_owners
-        keys = sorted(filled_keys(read_env_bytes(install_dir).decode("utf-8", "replace")) & set(owners))
+        keys = sorted(filled_keys(read_env_bytes(install_dir).decode("utf-8", "replace")) & set(owners)) \
+            if ENV_MEMBER in bm.members else []
         record(install_dir, "backup" if kind == "backup" else f"{kind} before upgrade to {upgrade_to}", keys,
-               [owners[k] for k in keys], detail=f"{ENV_FILE} copied into {path}")
+               [owners[k] for k in keys], detail=f"{' and '.join(copied)} copied into {path}")
     say(f"wrote {path} ({_human(size)}, {len(bm.members)} members, mode 0600)")
     return BackupResult(ok=True, path=path, kind=kind, lab=manifest.lab, version=manifest.version,
                         services=services, size=size, members={n: m.size for n, m in bm.members.items()},

@@ -4,6 +4,8 @@
     labbuild-backup/backup.json           BackupManifest: canonical JSON padded with spaces to the
                                           size reserved for it when the file was begun
     labbuild-backup/env/.env              DIR/.env (the install's secrets)
+    labbuild-backup/access/users_database.yml  DIR/access/users_database.yml (the front door's users:
+                                          argon2id hashes), when the install has one
     labbuild-backup/volumes/<svc>/<vol>.tar   method volume: the engine's archive of the volume
                                           (``GET /containers/{id}/archive`` of its target)
     labbuild-backup/dumps/<svc>.dump      method exec: stdout of the service's dump command
@@ -43,6 +45,7 @@ BACKUP_FORMAT = 1
 TOP = "labbuild-backup"
 MANIFEST_NAME = "backup.json"
 ENV_MEMBER = "env/.env"
+USERS_MEMBER = "access/users_database.yml"
 KINDS = ("backup", "snapshot")
 BLOCK = 512
 

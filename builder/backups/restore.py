@@ -16,13 +16,16 @@ the backed-up state. Then the services start. A service of method ``exec``
 is started if needed, waited for, and its ``restore`` command is fed the
 dump on stdin (``pg_dumpall -c --if-exists`` output drops and recreates,
 so that too can be re-run). With ``secrets``, ``DIR/.env`` gets the backup's
-values back first and compose recreates whatever uses them. Finally every
+values back first and compose recreates whatever uses them. With ``users``, the front door's user
+file ``DIR/access/users_database.yml`` gets the backup's copy back (checked first to be a user
+file the provider loads; written only there, 0600, never through a link); the provider reloads it. Finally every
 restored service must answer its health probe.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
 import socket
@@ -37,7 +40,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import docker
 
-from ..errors import BackupError
+from ..errors import BackupError, InstallError
 from ..format.manifest import Manifest
 from ..fsutil import atomic_write, file_error
 from ..host.auditlog import check_appendable, record
@@ -60,12 +63,15 @@ from ..host.labdir import (
     quiet,
     read_manifest,
 )
-from ..limits import MAX_ENV_BYTES
+from ..host.userdb import (ACCESS_DIR, open_users_file, parse_database, release_provider, users_path,
+                           write_database_bytes)
+from ..limits import MAX_ENV_BYTES, MAX_USERS_FILE_BYTES
 from .backup import engine_call
 from .backupcrypt import decrypt_stream, is_encrypted, load_identity
 from .backupfile import (
     ENV_MEMBER,
     TOP,
+    USERS_MEMBER,
     BackupManifest,
     dump_member,
     verify_backup,
@@ -83,18 +89,20 @@ class RestoreResult:
     version: str                            # the backup's lab version
     services: list[str]
     secrets_restored: list[str] = field(default_factory=list)   # keys, never values
+    users_restored: bool = False            # --users: DIR/access/users_database.yml put back (it differed)
     health: dict[str, HealthResult] = field(default_factory=dict)
     failure: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "path": str(self.path), "lab": self.lab, "backup_version": self.version,
                 "services": {s: (self.health[s].state if s in self.health else "restored") for s in self.services},
-                "secrets_restored": self.secrets_restored, "error": self.failure}
+                "secrets_restored": self.secrets_restored, "users_restored": self.users_restored,
+                "error": self.failure}
 
 
 def restore_backup(backup: str | os.PathLike, install_dir: str | os.PathLike, *, services: Iterable[str] = (),
                    secrets: bool = False, identity: str | os.PathLike | None = None, timeout: float = 300.0,
-                   say: Say = quiet) -> RestoreResult:
+                   say: Say = quiet, users: bool = False) -> RestoreResult:
     """Restore ``services`` (default: all the backup holds) of the lab in ``install_dir`` from ``backup``."""
     backup, install_dir = Path(backup), Path(install_dir).absolute()
     if not backup.is_file():
@@ -109,7 +117,7 @@ def restore_backup(backup: str | os.PathLike, install_dir: str | os.PathLike, *,
         bm = verify_backup(plain, backup)
         chosen = check_fits(bm, manifest, services, backup)
         return apply_restore(client, install_dir, release, manifest, plain, bm, chosen, secrets=secrets,
-                             timeout=timeout, say=say, shown=backup)
+                             timeout=timeout, say=say, shown=backup, users=users)
 
 
 @contextlib.contextmanager
@@ -181,7 +189,8 @@ def check_fits(bm: BackupManifest, manifest: Manifest, wanted: Iterable[str], sh
 
 
 def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, plain: Path, bm: BackupManifest,
-                  chosen: list[str], *, secrets: bool, timeout: float, say: Say, shown: Path) -> RestoreResult:
+                  chosen: list[str], *, secrets: bool, timeout: float, say: Say, shown: Path,
+                  users: bool = False) -> RestoreResult:
     """Restore ``chosen`` from the verified ``plain`` backup (the caller holds the DIR lock)."""
     lab = manifest.lab
     project = Project(name=lab, install_dir=install_dir)
@@ -196,12 +205,15 @@ def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, 
         if bm.members.get(ENV_MEMBER, None) is not None and bm.members[ENV_MEMBER].size > MAX_ENV_BYTES:
             raise BackupError(f"{shown}: member {ENV_MEMBER} is {bm.members[ENV_MEMBER].size} bytes, more than an "
                               f"install's .env may have ({MAX_ENV_BYTES})", member=ENV_MEMBER)
+        saved_users = _saved_users(install_dir, member, bm, shown, say, users)   # checked before any change
         if secrets and ENV_MEMBER in bm.members:
             result.secrets_restored = _restore_env(install_dir, member(ENV_MEMBER).read(), manifest)
             say(f"restored {len(result.secrets_restored)} changed value(s) in {install_dir / ENV_FILE}"
                 + (": " + ", ".join(result.secrets_restored) if result.secrets_restored else ""))
         elif ENV_MEMBER in bm.members:
             _warn_secrets(install_dir, member(ENV_MEMBER).read(), manifest, chosen, say)
+        if saved_users is not None:
+            result.users_restored = _restore_users(install_dir, release, saved_users, say)
         volume_services = [s for s in chosen if bm.services[s].method == "volume"]
         exec_services = [s for s in chosen if bm.services[s].method == "exec"]
         for svc in volume_services:     # every archive checked before anything is deleted
@@ -321,6 +333,60 @@ def _restore_env(install_dir: Path, saved: bytes, manifest: Manifest) -> list[st
         record(install_dir, "restore --secrets", changed, [owners[k] for k in changed if k in owners],
                detail=f"values of the backup's {ENV_MEMBER} put back into {ENV_FILE}")
     return changed
+
+
+def _saved_users(install_dir: Path, member, bm: BackupManifest, shown: Path, say: Say, wanted: bool) -> bytes | None:
+    """With ``wanted`` (--users): the backup's user file, checked to be one the provider loads (with
+    users) and DIR/access to be a real directory, before anything changes. Without: None, and a
+    note when the backup's users differ from DIR's."""
+    if not wanted:
+        if USERS_MEMBER in bm.members and bm.members[USERS_MEMBER].sha256 != _current_users_sha(install_dir):
+            say(f"note: the backup holds the front door's users ({USERS_MEMBER}), not the ones in "
+                f"{users_path(install_dir)}; --users puts them back")
+        return None
+    if USERS_MEMBER not in bm.members:
+        raise BackupError(f"{shown} holds no front-door user file ({USERS_MEMBER})", member=USERS_MEMBER,
+                          hint="restore without --users; nothing was changed")
+    if bm.members[USERS_MEMBER].size > MAX_USERS_FILE_BYTES:
+        raise BackupError(f"{shown}: member {USERS_MEMBER} is {bm.members[USERS_MEMBER].size} bytes, more than a "
+                          f"user file may have ({MAX_USERS_FILE_BYTES})", member=USERS_MEMBER)
+    raw = member(USERS_MEMBER).read(MAX_USERS_FILE_BYTES + 1)
+    try:
+        if not parse_database(raw, f"{shown}: {USERS_MEMBER}"):
+            raise BackupError(f"{shown}: member {USERS_MEMBER} has no users: the provider would not start",
+                              member=USERS_MEMBER, hint="restore without --users; nothing was changed")
+    except InstallError as exc:
+        raise BackupError(exc.message, member=USERS_MEMBER, hint="the backup's user file is damaged: restore "
+                                                                 "without --users; nothing was changed") from None
+    access, target = install_dir / ACCESS_DIR, users_path(install_dir)
+    odd = [p for p, ok in ((access, Path.is_dir), (target, Path.is_file))
+           if p.is_symlink() or (p.exists() and not ok(p))][:1]
+    if odd:
+        raise BackupError(f"{odd[0]} is a link or not what labbuild made",
+                          hint="move it away (labbuild never writes through a link); nothing was changed")
+    return raw
+
+
+def _current_users_sha(install_dir: Path) -> str | None:
+    fh = open_users_file(install_dir)
+    if fh is None:
+        return None
+    with fh:
+        return hashlib.sha256(fh.read(MAX_USERS_FILE_BYTES + 1)).hexdigest()
+
+
+def _restore_users(install_dir: Path, release: Path, raw: bytes, say: Say) -> bool:
+    """Put the backup's user file back (0600, atomic; the provider reloads it); True when it changed."""
+    if _current_users_sha(install_dir) == hashlib.sha256(raw).hexdigest():
+        say(f"{users_path(install_dir)} already holds the backup's users")
+        return False
+    check_appendable(install_dir)
+    write_database_bytes(install_dir, raw)
+    provider = release_provider(release)
+    record(install_dir, "restore --users", (), (provider,) if provider else (),
+           detail=f"the backup's {USERS_MEMBER} put back into {ACCESS_DIR}/")
+    say(f"restored the front door's users into {users_path(install_dir)} (the provider reloads it by itself)")
+    return True
 
 
 def _warn_secrets(install_dir: Path, saved: bytes, manifest: Manifest, chosen: list[str], say: Say) -> None:

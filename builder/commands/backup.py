@@ -28,7 +28,8 @@ _timeout_option = click.option("--timeout", type=click.FloatRange(min=1), defaul
 @pass_output
 def backup(out: Output, install_dir: Path, out_file: Path | None, recipient: Path | None,
            engine_archive: bool, services: tuple[str, ...], timeout: float) -> None:
-    """Back up the lab's volumes (all, or SERVICE...) and DIR/.env into one file.
+    """Back up the lab's volumes (all, or SERVICE...) and DIR/.env into one file
+    (with the front door's DIR/access/users_database.yml when there is one).
 
     Each service is captured by its blueprint's method: `volume` stops it,
     archives its volumes (from their host directories when labbuild runs as
@@ -53,26 +54,31 @@ def backup(out: Output, install_dir: Path, out_file: Path | None, recipient: Pat
 @click.argument("backup_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @_dir_option
 @click.option("--secrets", is_flag=True, help="Also put the backup's values of DIR/.env back.")
+@click.option("--users", is_flag=True,
+              help="Also put the backup's front-door users back (DIR/access/users_database.yml: who may sign "
+                   "in, roles, password hashes); users added since are gone, removed ones come back.")
 @click.option("--identity", type=click.Path(dir_okay=False, path_type=Path),
               help="X25519 private key (PEM) of an encrypted backup.")
 @click.argument("services", nargs=-1)
 @_timeout_option
 @pass_output
 @click.pass_context
-def restore(ctx: click.Context, out: Output, backup_file: Path, install_dir: Path, secrets: bool,
+def restore(ctx: click.Context, out: Output, backup_file: Path, install_dir: Path, secrets: bool, users: bool,
             identity: Path | None, services: tuple[str, ...], timeout: float) -> None:
     """Restore FILE into the lab installed in --dir (all its services, or SERVICE...).
 
     Verifies every member first and refuses a backup of another lab or of
     services this install lacks; then stops each service, replaces its volume
     contents (or feeds its dump to the restore command), starts it and waits
-    for health. Safe to run again after an interruption.
+    for health. Safe to run again after an interruption. DIR/.env (--secrets)
+    and the front door's user file (--users) are put back only when asked.
     """
     from ..backups.restore import restore_backup
 
     result = restore_backup(backup_file, install_dir, services=services, secrets=secrets, identity=identity,
-                            timeout=timeout, say=out.info)
-    what = ", ".join(result.services) or ("the secrets" if result.secrets_restored else "nothing")
+                            timeout=timeout, say=out.info, users=users)
+    what = ", ".join(result.services) or ("the secrets" if result.secrets_restored else
+                                          "the users" if result.users_restored else "nothing")
     lines = [f"restored {what} of {result.lab} (backup of {result.version}) from {result.path}"]
     if not result.services and not result.secrets_restored:
         lines.append("  the backup holds no service data" + ("" if secrets else "; --secrets restores its .env values"))

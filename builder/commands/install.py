@@ -33,6 +33,10 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
     for name, p in sorted(getattr(result, "models", {}).items()):
         lines.append(f"  {name}: models {', '.join(p.models)} in place ({len(p.written)} blob(s) written, "
                      f"{len(p.skipped)} already there)")
+    if getattr(result, "first_admin", None) is not None:    # shown once: labbuild keeps only its argon2id hash
+        a = result.first_admin
+        lines.append(f"  front door: first admin {a.name}, password {a.password} (shown once; change it: "
+                     f"labbuild users passwd {a.name} --dir {result.dir})")
     if result.ok:
         waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
         tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))
@@ -84,6 +88,12 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     or written) naming the key. An optional service without its supplied
     secret is installed but not started; add the key and install again.
 
+    A release with the front door (access/lab.json) gets DIR/access/ (0700)
+    before anything starts; when it holds no users, the first admin `admin`
+    is written to DIR/access/users_database.yml (0600, argon2id) with a
+    generated password printed once on stdout (--json: first_admin). Users
+    are kept across upgrades and rollbacks (`labbuild users`).
+
     A delta bundle (`release --since`) installs offline on a host where its
     base release is installed: before anything changes, every base image it
     relies on must be in the engine (by image ID), else it is refused naming
@@ -111,6 +121,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
     lock does not name. An optional service waiting for its supplied secret
     shows as `not started: needs KEY` and is not a failure; neither is a
     secret due for rotation (`labbuild secrets list`), which is a warning.
+    With the front door on: how many users, enabled users and enabled
+    admins it has (never a name).
     """
     from ..operate.status import status as install_status
 
@@ -125,6 +137,9 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
         lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
         if s.models is not None:
             lines.append(f"    models: {', '.join(s.models) or 'none'}")
+    if result.users is not None:
+        u = result.users
+        lines.append(f"  front door: {u['users']} user(s), {u['enabled']} enabled, {u['admins']} enabled admin(s)")
     for warning in result.warnings:
         out.info(f"warning: {warning}")
     out.result(result.to_json(), "\n".join(lines))
@@ -157,18 +172,21 @@ def rollback(ctx: click.Context, out: Output, install_dir: Path, no_start: bool,
 
 @click.command()
 @_dir_option
-@click.option("--volumes", is_flag=True, help="Also delete the lab's volumes (its data) and secrets.")
+@click.option("--volumes", is_flag=True, help="Also delete the lab's volumes (its data), secrets (DIR/.env) and "
+                                               "front-door users (DIR/access/users_database.yml).")
 @pass_output
 def uninstall(out: Output, install_dir: Path, volumes: bool) -> None:
     """Stop and remove the installed lab: containers, networks, loaded images, releases.
 
-    Volumes and DIR/.env (data and secrets) are kept unless --volumes;
-    DIR/audit.log is always kept.
+    Volumes, DIR/.env and the front door's DIR/access/users_database.yml
+    (data, secrets, users) are kept unless --volumes; DIR/audit.log is
+    always kept.
     """
     from ..install.apply import uninstall as do_uninstall
 
     result = do_uninstall(install_dir, volumes=volumes, say=out.info)
-    kept = "volumes and secrets deleted" if volumes else "volumes and DIR/.env kept (use --volumes to delete them)"
+    kept = ("volumes, secrets and users deleted" if volumes else
+            "volumes, DIR/.env and DIR/access kept (use --volumes to delete them)")
     out.result(result.to_json(), f"uninstalled {result.lab} from {result.dir}; {kept}")
 
 

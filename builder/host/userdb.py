@@ -25,22 +25,26 @@ in file order.
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import re
 import secrets
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import argon2
 import yaml
 
 from ..errors import InstallError
 from ..fsutil import CapExceeded, atomic_write, file_error, read_capped
-from ..limits import MAX_USERS_FILE_BYTES
+from ..limits import MAX_ACCESS_JSON_BYTES, MAX_USERS_FILE_BYTES
 
 ACCESS_DIR = "access"                    # DIR/access/: mounted into the provider's container
 USERS_FILE = "users_database.yml"
+ACCESS_JSON = f"{ACCESS_DIR}/lab.json"      # in a release: written by render when the front door is on
 RELOAD_SPACING = 1.0                     # seconds between two writes (Authelia's cooldown is 0.5 s)
 
 # Authelia's defaults for new argon2 digests (configuration/first-factor/file/ `password.argon2`,
@@ -109,6 +113,23 @@ def hash_password(password: str) -> str:
 
 # --------------------------------------------------------------------------- reading
 
+def release_provider(release: Path) -> str | None:
+    """The identity provider of ``release``'s front door, or None when the release has none."""
+    path = release / ACCESS_JSON
+    raw = read_small(path, MAX_ACCESS_JSON_BYTES, "read the front door's lab.json", "the release is damaged: "
+                                                                                    "install the bundle again")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InstallError(f"{path}: not JSON ({str(exc)[:120]})", hint="install the bundle again") from None
+    provider = data.get("provider") if isinstance(data, dict) else None
+    if not isinstance(provider, str) or not provider:
+        raise InstallError(f"{path}: provider: missing or not a string", hint="install the bundle again")
+    return provider
+
+
 def _where(path: Path, user: str | None, key: str | None = None) -> str:
     return f"{path}: users" + (f".{user}" if user is not None else "") + (f".{key}" if key else "")
 
@@ -154,6 +175,27 @@ def read_small(path: Path, cap: int, doing: str, too_big_hint: str) -> bytes | N
         raise file_error(exc, path, doing, InstallError) from None
 
 
+def open_users_file(install_dir: Path) -> BinaryIO | None:
+    """DIR/access/users_database.yml opened for reading (a backup copies it), never through a link;
+    None when there is none (or it is not a regular file)."""
+    path = users_path(install_dir)
+    if path.parent.is_symlink():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:            # a link: not the provider's file
+            return None
+        raise file_error(exc, path, "read the front door's user file", InstallError) from None
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fh.close()
+        return None
+    return fh
+
+
 def read_database(install_dir: Path) -> dict[str, dict[str, Any]]:
     """The users of ``DIR/access/users_database.yml`` in file order (empty when there is no file)."""
     path = users_path(install_dir)
@@ -164,6 +206,13 @@ def read_database(install_dir: Path) -> dict[str, dict[str, Any]]:
                                                                       "move it away")
     if raw is None:
         return {}
+    return parse_database(raw, path)
+
+
+def parse_database(raw: bytes, path: Path | str) -> dict[str, dict[str, Any]]:
+    """The users of a user file's bytes (``path`` names it in messages); InstallError when it is not
+    one Authelia would load (see ``check_database``)."""
+    path = Path(path)
     try:
         data = yaml.safe_load(raw.decode("utf-8")) if raw.strip() else {"users": {}}
     except UnicodeDecodeError:
@@ -205,10 +254,17 @@ def dump_database(users: dict[str, dict[str, Any]]) -> bytes:
 def write_database(install_dir: Path, users: dict[str, dict[str, Any]]) -> Path:
     """Write the user file atomically (temp file, fsync, rename; mode 0600), at least
     ``RELOAD_SPACING`` after its previous write so the provider's watcher loads both."""
+    return write_database_bytes(install_dir, dump_database(users))
+
+
+def write_database_bytes(install_dir: Path, data: bytes) -> Path:
+    """``write_database`` of bytes already checked (``parse_database``): a restore puts a backed-up
+    file back as it was, comments included. Only ever ``DIR/access/users_database.yml``, never
+    through a link."""
     path = users_path(install_dir)
-    data = dump_database(users)
     try:
-        path.parent.mkdir(mode=0o750, exist_ok=True)
+        if not path.parent.is_symlink():
+            path.parent.mkdir(mode=0o700, exist_ok=True)
         if path.parent.is_symlink() or not path.parent.is_dir():
             raise InstallError(f"{path.parent} is not a directory",
                                hint="labbuild keeps the provider's user file there: move it away")
@@ -227,3 +283,14 @@ def write_database(install_dir: Path, users: dict[str, dict[str, Any]]) -> Path:
         raise file_error(exc, getattr(exc, "filename", None) or path, "write the user file", InstallError) from None
     return path
 
+
+def add_first_admin(install_dir: Path, name: str = "admin") -> str | None:
+    """When DIR's user file is missing or has no users, write it with ``name`` as an enabled admin
+    (groups ``[admin]``) and a generated password; return that password (shown once, never
+    stored in clear). None when users exist. The caller holds DIR's lock and audits it."""
+    if read_database(install_dir):
+        return None
+    password = generate_password()
+    write_database(install_dir, {name: {"displayname": name, "password": hash_password(password), "email": "",
+                                        "groups": ["admin"], "disabled": False}})
+    return password

@@ -76,6 +76,8 @@ from ..host.labdir import (
 )
 from .door import ensure_door_material
 from .doctor import gpu_services, preflight_bundle
+from ..host.userdb import ACCESS_DIR, USERS_FILE
+from .access import FirstAdmin, ensure_users
 from .inputs import (
     check_supplied,
     not_started_detail,
@@ -107,9 +109,10 @@ class InstallResult:
     services: dict[str, HealthResult] = field(default_factory=dict)
     failure: str | None = None
     models: dict[str, Placement] = field(default_factory=dict)
+    first_admin: FirstAdmin | None = None       # the front door's first admin, made by this run (shown once)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
+        return {**({"first_admin": self.first_admin.to_json()} if self.first_admin is not None else {}),"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
                 "release": str(self.release), "previous": self.previous, "started": self.started,
                 "images_loaded": self.loaded, "secrets_added": self.secrets_added,
                 "services": {s: r.state for s, r in sorted(self.services.items())},
@@ -199,15 +202,49 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if old is not None and old != release.resolve():  # an upgrade (or a downgrade): snapshot what changes
         snapshot_before_upgrade(client, install_dir, old, read_manifest(old), manifest, keep=keep_snapshots,
                                 restart=not start, say=say)
-    previous = _switch(install_dir, release, manifest, gpu, say)
-    if shipped_models(manifest):
-        result.models = _place_models(client, bundle, verified, install_dir, manifest, say)
-    result.previous = previous.name if previous else None
-    say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
-    if not start:
-        result.ok = True
-        return result
-    return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
+    result.first_admin = _ensure_users(install_dir, release, "install", say)
+    try:
+        previous = _switch(install_dir, release, manifest, gpu, say)
+        if shipped_models(manifest):
+            result.models = _place_models(client, bundle, verified, install_dir, manifest, say)
+        result.previous = previous.name if previous else None
+        say(f"{manifest.lab} {manifest.version} is the current release in {install_dir}")
+        if not start:
+            result.ok = True
+            return result
+        return _bring_up(client, install_dir, release, manifest, result, platform, timeout, say, live)
+    except InstallError as exc:
+        raise _lost_admin(exc, result.first_admin, install_dir) from None
+
+
+def _ensure_users(install_dir: Path, release: Path, command: str, say: Say) -> FirstAdmin | None:
+    """The front door's users directory and first admin (``builder.install.access``)."""
+    made = ensure_users(install_dir, release, command)
+    if made is not None:
+        say(f"front door: made the first admin {made.name!r} in {made.file} (its generated password is shown "
+            "once, with the result)")
+    return made
+
+
+def _lost_admin(exc: InstallError, made: FirstAdmin | None, install_dir: Path) -> InstallError:
+    """``exc``, saying how to get a password for the first admin this failed run made (it is not shown)."""
+    if made is None:
+        return exc
+    return InstallError(exc.message, hint=(exc.hint + "; " if exc.hint else "") +
+                        f"the front door's first admin {made.name!r} was made by this run: give it a new password "
+                        f"with labbuild users passwd {made.name} --dir {install_dir}")
+
+
+def _remove_users(install_dir: Path) -> None:
+    """uninstall --volumes: delete DIR/access/users_database.yml (audited) and DIR/access when empty."""
+    path = install_dir / ACCESS_DIR / USERS_FILE
+    if (install_dir / ACCESS_DIR).is_symlink() or not (path.is_file() or path.is_symlink()):
+        return
+    record(install_dir, "uninstall --volumes", (), (), detail=f"{ACCESS_DIR}/{USERS_FILE} (the front door's "
+                                                                 "users) deleted with the volumes")
+    path.unlink()
+    with contextlib.suppress(OSError):
+        (install_dir / ACCESS_DIR).rmdir()
 
 
 def _switch(install_dir: Path, release: Path, manifest: Manifest, gpu: bool, say: Say) -> Path | None:
@@ -341,6 +378,7 @@ def rollback(install_dir: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT
         one_way, snapshot = rollback_snapshot(install_dir, read_manifest(current), manifest,
                                               restore_data=restore_data)
         result.secrets_added = _add_secrets(install_dir, previous, manifest, "rollback")
+        result.first_admin = _ensure_users(install_dir, previous, "rollback", say)   # a user file is kept as it is
         _switch(install_dir, previous, manifest, wrapper_gpu(install_dir), say)
         result.previous = current.name
         say(f"rolled back {install_dir} from {current.name} to {previous.name}")
@@ -370,8 +408,8 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
     """Stop and remove the lab's containers and networks (and volumes with ``volumes``),
     remove the images its bundles loaded, and the install directory's releases.
 
-    ``DIR/.env`` (the secrets) is kept unless ``volumes``: the data in the
-    volumes may need them. ``DIR/audit.log`` is always kept (deleting the
+    ``DIR/.env`` (the secrets) and the front door's ``DIR/access/users_database.yml``
+    are kept unless ``volumes``: the data in the volumes may need them. ``DIR/audit.log`` is always kept (deleting the
     secrets is its last entry).
     """
     install_dir = Path(install_dir).absolute()
@@ -408,6 +446,8 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
                    detail=f"{ENV_FILE} deleted with the volumes (audit.log is kept)")
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / ENV_FILE).unlink()
+        if volumes:                 # the front door's users (password hashes) go with the secrets
+            _remove_users(install_dir)
     with contextlib.suppress(OSError):
         (install_dir / LOCK_NAME).unlink()
         install_dir.rmdir()

@@ -2,7 +2,8 @@
 health probe, its image ID against the lock, the models present in its volume (services
 with ``[[models]]``). An optional service waiting for
 its supplied secrets shows as ``not started: needs KEY`` and is not a failure; secrets due for
-rotation (``operate.secrets.due_warnings``) are warnings, never a failure."""
+rotation (``operate.secrets.due_warnings``) are warnings, never a failure. With the front door on,
+the number of its users, enabled users and enabled admins (never a name or a hash)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InstallError
 from ..host.dotenv import read_env
 from ..host.engine import containers, docker_client, host_platform
 from ..host.health import Probe, probe_once
 from ..host.labdir import LabDir, read_manifest
+from ..host.userdb import read_database, release_provider, users_path
 from ..install.inputs import not_started_detail, waiting_optional
 from ..install.models import model_inventory
 from ..platforms import expected_image_id
@@ -58,6 +61,7 @@ class StatusResult:
     previous: str | None
     services: dict[str, ServiceStatus]
     warnings: list[str] = field(default_factory=list)   # secrets due for rotation; never a failure
+    users: dict[str, int] | None = None     # the front door's users (counts only), when the release has the door
 
     @property
     def ok(self) -> bool:
@@ -66,7 +70,8 @@ class StatusResult:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
                 "previous": self.previous,
-                "services": {n: s.to_json() for n, s in sorted(self.services.items())}, "warnings": self.warnings}
+                "services": {n: s.to_json() for n, s in sorted(self.services.items())}, "warnings": self.warnings,
+                **({"users": self.users} if self.users is not None else {})}
 
 
 def status(install_dir: str | os.PathLike) -> StatusResult:
@@ -97,5 +102,25 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
         out[svc] = ServiceStatus(svc, state, health, entry.image, c.attrs.get("Image") if c is not None else None,
                                  locked, detail,
                                  models=model_inventory(client, c, entry) if entry.models and c is not None else None)
+    warnings = due_warnings(install_dir)
     return StatusResult(install_dir, manifest.lab, manifest.version, previous.name if previous else None, out,
-                        warnings=due_warnings(install_dir))
+                        warnings=warnings, users=user_counts(install_dir, release, warnings))
+
+
+def user_counts(install_dir: Path, release: Path, warnings: list[str]) -> dict[str, int] | None:
+    """How many users the front door has, enabled, and enabled admins — never a name; None without
+    the door. A user file that cannot be read, or no enabled admin, is a warning."""
+    try:
+        if release_provider(release) is None:
+            return None
+        users = read_database(install_dir)
+    except InstallError as exc:
+        warnings.append(f"front door: {exc.message}")
+        return None
+    enabled = [d for d in users.values() if not d.get("disabled", False)]
+    counts = {"users": len(users), "enabled": len(enabled),
+              "admins": sum(1 for d in enabled if "admin" in (d.get("groups") or ()))}
+    if not counts["admins"]:
+        warnings.append(f"front door: no enabled admin in {users_path(install_dir)} "
+                        "(labbuild users add NAME --role admin --dir DIR)")
+    return counts

@@ -237,6 +237,29 @@ for svc in $SERVICES; do
     PROFILES="$PROFILES --profile $svc"
 done
 
+# ---------------------------------------------------------------- 1d. front-door users (issue 23)
+# A bundle with the front door (access/lab.json) needs a user in DIR/access/users_database.yml before
+# its identity provider starts. An existing file is kept as it is (upgrades, re-installs). Without
+# one, the first admin is made as `labbuild install` makes it, its password hashed by Debian's
+# argon2 command (package argon2; the reference implementation's CLI) in Authelia's PHC format;
+# without that command install.sh refuses here, before anything is touched.
+DOOR_USERS=""
+if [ -f access/lab.json ]; then
+    if [ -L "$DIR/access" ] || { [ -e "$DIR/access" ] && [ ! -d "$DIR/access" ]; }; then
+        die "$DIR/access is not a directory: nothing was installed" "move it away; the front door keeps its users there (links are never followed)"
+    fi
+    if [ -L "$DIR/access/users_database.yml" ] || { [ -e "$DIR/access/users_database.yml" ] && [ ! -f "$DIR/access/users_database.yml" ]; }; then
+        die "$DIR/access/users_database.yml is not a regular file: nothing was installed" "move it away; the front door's user file is written there"
+    fi
+    if [ -f "$DIR/access/users_database.yml" ]; then
+        DOOR_USERS=keep
+    else
+        command -v argon2 >/dev/null 2>&1 || die "this bundle's front door needs a first admin, whose password install.sh hashes with the argon2 command, which is not installed: nothing was installed" \
+            "install it (apt-get install argon2), or install with labbuild: labbuild install <bundle archive> --dir $DIR"
+        DOOR_USERS=make
+    fi
+fi
+
 # ---------------------------------------------------------------- compose
 if docker compose version >/dev/null 2>&1; then
     compose() { docker compose "$@"; }
@@ -544,6 +567,38 @@ case "$LAB$VERSION" in *[!A-Za-z0-9.+-]*) die "manifest.json: unexpected charact
     printf '    env_file: ["releases/%s/lab.env", ".env"]\n' "$VERSION"
 } > "$DIR/.compose.yaml.new" && mv -f "$DIR/.compose.yaml.new" "$DIR/compose.yaml"
 say "installed $LAB $VERSION into $RELEASE"
+
+# ---------------------------------------------------------------- 4c. the front door's first admin
+# users: begin (tests/test_install_sh_users.py runs this block on its own)
+# The same file `labbuild install` writes (builder.host.userdb): mode 0600 in DIR/access (0700);
+# argon2id with Authelia's defaults (t=3, m=65536 KiB, p=4, 32-byte key) over a 16-character random
+# salt; the password (24 characters of [A-Za-z0-9_-]) is printed once on stdout, never stored.
+if [ "$DOOR_USERS" = make ]; then
+    umask 077
+    mkdir -p "$DIR/access"
+    chmod 700 "$DIR/access"
+    ADMIN_PASSWORD=$(random_chars 'A-Za-z0-9_-' 24)
+    ADMIN_SALT=$(random_chars 'A-Za-z0-9' 16)
+    ADMIN_HASH=$(printf '%s' "$ADMIN_PASSWORD" | argon2 "$ADMIN_SALT" -id -t 3 -k 65536 -p 4 -l 32 -e) \
+        || die "argon2 could not hash the first admin's password" "install with labbuild install <bundle archive> --dir $DIR"
+    valid '[$]argon2id[$]v=19[$]m=65536,t=3,p=4[$][A-Za-z0-9+/]{22}[$][A-Za-z0-9+/]{43}' "$ADMIN_HASH" \
+        || die "argon2 printed no argon2id hash in Authelia's format" "install with labbuild install <bundle archive> --dir $DIR"
+    {
+        printf "# The front door's users (Authelia file backend). Managed with \`labbuild users ... --dir DIR\`;\n"
+        printf '# hand edits are kept, comments are not.\n'
+        printf 'users:\n  admin:\n    displayname: admin\n    password: "%s"\n    email: ""\n' "$ADMIN_HASH"
+        printf '    groups:\n    - admin\n    disabled: false\n'
+    } > "$DIR/access/.users_database.yml.new"
+    chmod 600 "$DIR/access/.users_database.yml.new"
+    mv -f "$DIR/access/.users_database.yml.new" "$DIR/access/users_database.yml"
+    umask 022
+    say "front door: made the first admin 'admin' in $DIR/access/users_database.yml"
+    printf 'front door: first admin admin, password %s (shown once; change it: labbuild users passwd admin --dir %s)\n' \
+        "$ADMIN_PASSWORD" "$DIR"
+elif [ "$DOOR_USERS" = keep ]; then
+    chmod 600 "$DIR/access/users_database.yml" 2>/dev/null || say "warning: cannot set the mode of $DIR/access/users_database.yml to 0600"
+fi
+# users: end
 
 [ "$START" = 1 ] || { say "not started (--no-start)"; exit 0; }
 
