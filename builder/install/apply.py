@@ -82,6 +82,7 @@ from .inputs import (
     waiting_optional,
 )
 from .models import Placement, place_models
+from .provision import Provisioned, credentials_shown, provision_services
 from .pull import pull_images
 from .secrets import write_secrets
 from .targets import publish_targets
@@ -105,6 +106,7 @@ class InstallResult:
     services: dict[str, HealthResult] = field(default_factory=dict)
     failure: str | None = None
     models: dict[str, Placement] = field(default_factory=dict)
+    provisioned: dict[str, Provisioned] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
@@ -113,6 +115,7 @@ class InstallResult:
                 "services": {s: r.state for s, r in sorted(self.services.items())},
                 "details": {s: r.detail for s, r in sorted(self.services.items())},
                 "models": {s: p.to_json() for s, p in sorted(self.models.items())},
+                "provisioned": {s: p.to_json() for s, p in sorted(self.provisioned.items())},
                 "error": self.failure, **({"delta": self.delta} if self.delta is not None else {})}
 
 
@@ -189,6 +192,8 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
+        for svc, key, value in credentials_shown(manifest, result.secrets_added, read_env(install_dir)):
+            say(f"sign-in password of {svc}, shown once (kept in {install_dir / ENV_FILE} as {key}): {value}")
     old = release_link(install_dir, "current")
     if old is not None and old != release.resolve():  # an upgrade (or a downgrade): snapshot what changes
         snapshot_before_upgrade(client, install_dir, old, read_manifest(old), manifest, keep=keep_snapshots,
@@ -285,8 +290,16 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
+    result.provisioned = provision_services(install_dir, manifest,
+                                            {s for s, r in result.services.items() if r.state == "healthy"}, say)
     bad = [r for r in result.services.values() if r.state == "unhealthy" and r.service not in optional]
-    result.ok = not bad
+    unclaimed = [p for p in result.provisioned.values() if p.state == "failed" and p.service not in optional]
+    result.ok = not bad and not unclaimed
+    if unclaimed and not bad:
+        p = unclaimed[0]
+        result.failure = (f"{p.service}: provisioning failed: {p.detail}\nits first visitor may still claim its "
+                          f"admin account: keep it unreachable and see {release / manifest.services[p.service].runbook}; "
+                          f"install again to retry")
     if bad:
         r = bad[0]
         logs = project.logs(r.service, tail=20) or "(no log output)"
