@@ -216,3 +216,76 @@ def test_provisioning_claims_the_admin_once_with_exact_values_and_logs_no_value(
     assert entries[0]["keys"] == ["APP__ADMIN_PASSWORD", "APP__INIT_PASSWORD"]
     for text in (audit, "\n".join(said)):
         assert PASSWORD not in text and INIT not in text and "Lab1-pw" not in text
+
+
+# --------------------------------------------------------------------------- through `labbuild install`
+
+BB = "/bin/busybox"
+# A busybox-httpd CGI standing in for an app's owner setup (n8n's answers): the first POST stores the
+# body in the volume and answers 200; every later one answers 400 "Instance owner already setup".
+CGI = (b"#!/bin/sh\n"
+       b"if [ -e /data/owner.json ]; then printf 'HTTP/1.0 400 Bad Request\\r\\nContent-Type: application/json"
+       b"\\r\\n\\r\\n{\"code\":400,\"message\":\"Instance owner already setup\"}'; exit 0; fi\n"
+       b"/bin/busybox head -c \"$CONTENT_LENGTH\" > /data/owner.json\n"
+       b"printf 'HTTP/1.0 200 OK\\r\\nContent-Type: application/json\\r\\n\\r\\n{\"data\":{}}'\n")
+APP = '''
+[secrets.LAB_ADMIN_PASSWORD]
+generate = "password"
+length = 24
+prefix = "Lab1-"
+description = "Password of admin@local-ai-lab.localhost"
+show = true
+rotate = false
+rotate_reason = "set once by the provisioning call"
+
+[[provision]]
+description = "claim the owner"
+port = "http"
+path = "/cgi-bin/setup"
+status = [200]
+already_status = [400]
+already_text = "Instance owner already setup"
+[provision.json]
+email = "admin@local-ai-lab.localhost"
+password = "${secret:app.LAB_ADMIN_PASSWORD}"
+'''
+
+
+def test_labbuild_install_claims_the_owner_shows_the_password_once_and_reinstalls_as_already(
+        airgap, docker_engine, tmp_path, capsys):
+    import base64
+
+    from builder.cli import main
+    from labkit import Service, free_port
+
+    lab = airgap
+    lab.salt = lab.name
+    prelude = (f"{BB} mkdir -p /www/cgi-bin && echo {base64.b64encode(CGI).decode()} | {BB} base64 -d "
+               f"> /www/cgi-bin/setup && {BB} chmod 755 /www/cgi-bin/setup")
+    lab.services = {"app": Service("app", free_port(), volume=True, extra=APP, prelude=prelude)}
+    lab.update()
+    bundle = lab.release("1.0.0")
+    lab.offline(docker_engine)
+    target = tmp_path / "inst"
+
+    code = main(["--json", "install", str(bundle), "--dir", str(target), "--timeout", "60"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["provisioned"] == {"app": {"state": "done", "detail": "/cgi-bin/setup: done"}}
+    value = dict(line.split("=", 1) for line in (target / ".env").read_text().splitlines())["APP__LAB_ADMIN_PASSWORD"]
+    assert value.startswith("Lab1-") and f"shown once (kept in {target / '.env'} as APP__LAB_ADMIN_PASSWORD): {value}" \
+        in out.err
+    (c,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
+                                                             "com.docker.compose.service=app"]})
+    rc, body = c.exec_run([BB, "cat", "/data/owner.json"])
+    assert rc == 0 and json.loads(body) == {"email": "admin@local-ai-lab.localhost", "password": value}
+
+    code = main(["--json", "install", str(bundle), "--dir", str(target), "--timeout", "60"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["provisioned"]["app"]["state"] == "already"
+    assert value not in out.err and value not in out.out          # shown once: only when generated
+    entries = [json.loads(line) for line in (target / "audit.log").read_text().splitlines()]
+    assert [(e["command"], e["keys"]) for e in entries if e["command"] == "provision"] == [
+        ("provision", ["APP__LAB_ADMIN_PASSWORD"])] * 2
+    assert value not in (target / "audit.log").read_text()
