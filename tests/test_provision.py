@@ -269,3 +269,19 @@ def test_no_generated_credential_lands_in_the_bundle_only_its_key_does(lab, tmp_
                                         "N8N__LAB_ADMIN_PASSWORD", "FLOWISE__LAB_ADMIN_PASSWORD",
                                         "DIFY_API__LAB_ADMIN_PASSWORD"}
     assert m.services["dify"].provision[0].keys == ("DIFY_API__INIT_PASSWORD",)
+
+
+def test_runbooks_list_the_provisioning_calls_and_the_passwords_shown_once(lab):
+    from builder.lockfile import LOCK_PATH, read_lock
+    from builder.render import ReleaseInput, render_runbooks
+
+    ri = ReleaseInput(lab=lab, lock=read_lock(REPO / LOCK_PATH), profile="phase3", version="0.0.0",
+                      labbuild_version="test")
+    pages = render_runbooks(ri)
+    dify = pages["runbooks/dify.md"]
+    assert "## Provisioning" in dify
+    assert "1. `POST http://127.0.0.1:3000/console/api/init`" in dify
+    assert "2. `POST http://127.0.0.1:3000/console/api/setup`" in dify
+    assert "`N8N__LAB_ADMIN_PASSWORD` → `LAB_ADMIN_PASSWORD` (password, 24 characters, starts with `Lab1-`): " \
+           "a sign-in password, printed once" in pages["runbooks/n8n.md"]
+    assert "## Provisioning" not in pages["runbooks/open-webui.md"]     # env does it there
