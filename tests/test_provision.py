@@ -53,7 +53,13 @@ DB = '''
     '''
 
 
-def _lab(tmp_path: Path, step: str = STEP, note: str = '"plain"', depends: str = '["db"]') -> Path:
+HEALTH = """
+    [health]
+    port = "http"
+    """
+
+
+def _lab(tmp_path: Path, step: str = STEP + HEALTH, note: str = '"plain"', depends: str = '["db"]') -> Path:
     return make_lab(tmp_path, {"app": blueprint("app", depends_on=depends, extra=step.format(note=note)),
                                "db": blueprint("db", host=5432, extra=DB)})
 
@@ -78,12 +84,18 @@ def test_a_provision_step_loads_into_the_model(tmp_path):
     (('description = "the admin\'s password"\n', ''), "description"),     # show needs a description
 ])
 def test_provision_refusals_name_the_key(tmp_path, change, words):
-    step = STEP.replace("[[provision]]\n", '[[provision]]\n    method = "POST"\n').replace(*change)
+    step = (STEP + HEALTH).replace("[[provision]]\n", '[[provision]]\n    method = "POST"\n').replace(*change)
     problems = problems_of(_lab(tmp_path, step))
     if words is None:
         assert problems == []
     else:
         assert problems and any(words in p for p in problems), problems
+
+
+def test_provisioning_needs_a_health_probe(tmp_path):
+    make_lab(tmp_path, {"app": blueprint("app", depends_on='["db"]', extra=STEP.format(note='"x"')),
+                        "db": blueprint("db", host=5432, extra=DB)})
+    assert any("need a [health] probe" in p for p in problems_of(tmp_path))
 
 
 def test_a_provision_port_needs_a_host_port(tmp_path):
@@ -92,7 +104,7 @@ def test_a_provision_port_needs_a_host_port(tmp_path):
         name = "http"
         container = 80
         ''' + STEP.format(note='"x"')), "db": blueprint("db", host=5432, extra=DB)})
-    assert any("has no host port to call" in p for p in problems_of(tmp_path))
+    assert any("has no host port to call" in p for p in problems_of(tmp_path))   # (and no health probe)
 
 
 def test_a_stray_placeholder_and_a_reference_to_a_service_that_may_be_absent_are_refused(tmp_path):

@@ -108,6 +108,9 @@ def check_provision(bp: Blueprint, src: Source, out: Collector) -> None:
     """``[[provision]]``: through a port published on the host; ``${`` only in secret references
     (install turns each into a DIR/.env key: any other ``${`` would be read as one)."""
     names = {p.name for p in bp.ports}
+    if bp.provision and bp.health is None:
+        out.add(src, ("provision",), "provisioning calls need a [health] probe: they run once it answers",
+                hint="add [health] with a path that answers only when the service is ready")
     for i, step in enumerate(bp.provision):
         if step.port not in names:
             out.add(src, ("provision", i, "port"), f"no port named {step.port!r}",

@@ -152,6 +152,9 @@ def _step(path: str, status: str, already: str, body: str) -> str:
     '''
 
 
+HEALTH = '\n[health]\nport = "http"\npath = "/health"\n'
+
+
 def _manifest(tmp_path, ports: list[int]) -> Manifest:
     app = blueprint("app", host=ports[0], extra='''
         [secrets.ADMIN_PASSWORD]
@@ -166,9 +169,10 @@ def _manifest(tmp_path, ports: list[int]) -> Manifest:
         + _step("/console/api/init", "[201]", 'already_status = [403]\nalready_text = "already_setup"',
                 'password = "${secret:app.INIT_PASSWORD}"')
         + _step("/console/api/setup", "[201]", 'already_status = [403]\nalready_text = "already_setup"',
-                'email = "admin@local-ai-lab.localhost"\nname = "Lab Admin"\npassword = "${secret:app.ADMIN_PASSWORD}"'))
+                'email = "admin@local-ai-lab.localhost"\nname = "Lab Admin"\npassword = "${secret:app.ADMIN_PASSWORD}"')
+        + HEALTH)
     bad = blueprint("bad", host=ports[1], depends_on='["app"]', extra=_step(
-        "/echo", "[200]", "", 'password = "${secret:app.ADMIN_PASSWORD}"'))
+        "/echo", "[200]", "", 'password = "${secret:app.ADMIN_PASSWORD}"') + HEALTH)
     lab = load_lab(make_lab(tmp_path / "lab", {"app": app, "bad": bad}))
 
     def service(name: str) -> dict:
