@@ -255,21 +255,28 @@ password = "${secret:app.LAB_ADMIN_PASSWORD}"
 '''
 
 
-def test_labbuild_install_claims_the_owner_shows_the_password_once_and_reinstalls_as_already(
-        airgap, docker_engine, tmp_path, capsys):
+def _cgi_lab(lab, engine):
+    """A one-service air-gapped lab whose app is the CGI stand-in, released with its image: (lab, bundle, port)."""
     import base64
 
-    from builder.cli import main
     from labkit import Service, free_port
 
-    lab = airgap
     lab.salt = lab.name
     prelude = (f"{BB} mkdir -p /www/cgi-bin && echo {base64.b64encode(CGI).decode()} | {BB} base64 -d "
                f"> /www/cgi-bin/setup && {BB} chmod 755 /www/cgi-bin/setup")
-    lab.services = {"app": Service("app", free_port(), volume=True, extra=APP, prelude=prelude)}
+    port = free_port()
+    lab.services = {"app": Service("app", port, volume=True, extra=APP, prelude=prelude)}
     lab.update()
     bundle = lab.release("1.0.0")
-    lab.offline(docker_engine)
+    lab.offline(engine)
+    return lab, bundle, port
+
+
+def test_labbuild_install_claims_the_owner_shows_the_password_once_and_reinstalls_as_already(
+        airgap, docker_engine, tmp_path, capsys):
+    from builder.cli import main
+
+    lab, bundle, _ = _cgi_lab(airgap, docker_engine)
     target = tmp_path / "inst"
 
     code = main(["--json", "install", str(bundle), "--dir", str(target), "--timeout", "60"])
@@ -293,3 +300,38 @@ def test_labbuild_install_claims_the_owner_shows_the_password_once_and_reinstall
     assert [(e["command"], e["keys"]) for e in entries if e["command"] == "provision"] == [
         ("provision", ["APP__LAB_ADMIN_PASSWORD"])] * 2
     assert value not in (target / "audit.log").read_text()
+
+
+def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(airgap, docker_engine, tmp_path):
+    """install.sh cannot make the calls: it says so and prints curl commands; run as printed (the
+    ${KEY} replaced by its DIR/.env value, as the message says), the command claims the owner."""
+    import subprocess
+    import tarfile
+
+    lab, bundle, port = _cgi_lab(airgap, docker_engine)
+    unpack = tmp_path / "unpack"
+    unpack.mkdir()
+    with tarfile.open(bundle) as tar:
+        tar.extractall(unpack, filter="data")
+    (top,) = unpack.iterdir()
+    target = tmp_path / "inst"
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "NOT DONE: app hands its admin account to its first visitor" in p.stderr
+    lines = p.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  curl "))
+    command = "\n".join([lines[start].strip(), lines[start + 1], lines[start + 2]])
+    assert command == (
+        f"curl -sS -b cookies.txt -c cookies.txt -X POST -H 'Content-Type: application/json' --data-binary @- "
+        f"http://127.0.0.1:{port}/cgi-bin/setup <<'BODY'\n"
+        '{"email":"admin@local-ai-lab.localhost","password":"${APP__LAB_ADMIN_PASSWORD}"}\nBODY')
+    value = dict(line.split("=", 1) for line in (target / ".env").read_text().splitlines())["APP__LAB_ADMIN_PASSWORD"]
+    assert value not in p.stderr and value not in p.stdout
+    ran = subprocess.run(["sh", "-c", command.replace("${APP__LAB_ADMIN_PASSWORD}", value)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert ran.returncode == 0 and '{"data":{}}' in ran.stdout, ran
+    (c,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
+                                                             "com.docker.compose.service=app"]})
+    rc, body = c.exec_run([BB, "cat", "/data/owner.json"])
+    assert rc == 0 and json.loads(body) == {"email": "admin@local-ai-lab.localhost", "password": value}
