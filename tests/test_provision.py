@@ -297,3 +297,20 @@ def test_runbooks_list_the_provisioning_calls_and_the_passwords_shown_once(lab):
     assert "`N8N__LAB_ADMIN_PASSWORD` → `LAB_ADMIN_PASSWORD` (password, 24 characters, starts with `Lab1-`): " \
            "a sign-in password, printed once" in pages["runbooks/n8n.md"]
     assert "## Provisioning" not in pages["runbooks/open-webui.md"]     # env does it there
+
+
+def test_the_helm_chart_says_which_admins_it_leaves_unclaimed_and_how():
+    """The chart makes no provisioning call: its NOTES.txt names each service and call (helm template
+    renders it: tests/test_export_helm.py runs the real helm over the same notes)."""
+    from builder.export.docs import render_notes
+    from builder.export.model import lab_model
+    from builder.export.source import profile_members
+
+    chart = lab_model(profile_members(REPO, "phase3", "0.0.0"))
+    notes = render_notes(chart)
+    for svc, paths in {"n8n": ["/rest/owner/setup"], "flowise": ["/api/v1/account/register"],
+                       "dify": ["/console/api/init", "/console/api/setup"]}.items():
+        assert f"NOT DONE by the chart: the admin account of {svc} stays unclaimed until these calls" in notes
+        for path in paths:
+            assert f"  POST {path}: " in notes
+    assert "of open-webui stays" not in notes and "of langfuse stays" not in notes
