@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ..blueprint import SECRET_REF_RE, secret_env_key
+from ..blueprint import SECRET_REF_RE, Blueprint, Provision, secret_env_key
 from ..errors import BundleError
 from ..format.files import (
     INSTALL_SCRIPT,
@@ -144,7 +144,7 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
     return out
 
 
-def manifest_provision(bp, step) -> ManifestProvision:
+def manifest_provision(bp: Blueprint, step: Provision) -> ManifestProvision:
     """A ``[[provision]]`` step as manifest.json ships it: ``${secret:SVC.NAME}`` becomes ``${SVC__NAME}``
     (the DIR/.env key) inside the decoded strings, and the body is JSON text made by the encoder."""
     keys: list[str] = []
