@@ -76,8 +76,8 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     pulls an online bundle's images, places an image bundle's models into
     their services' volumes (Ollama's layout; models already there are
     kept), runs `docker compose up -d` and waits
-    until every service answers its health probe. Then it makes each healthy
-    service's provisioning calls ([[provision]]: e.g. claiming the admin
+    until every service answers its health probe. The moment a service is
+    healthy it makes that service's provisioning calls ([[provision]]: e.g. claiming the admin
     account an app would hand to its first visitor, with a password
     generated into DIR/.env; answers saying it was done before count as
     done; recorded in DIR/audit.log). A sign-in password is printed once,

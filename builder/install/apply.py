@@ -279,19 +279,21 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     def health(svc: str) -> str | None:
         return container_health(client, lab, svc)
 
+    def claim(svc: str) -> None:     # an app's owner account: claimed the moment it is healthy
+        result.provisioned.update(provision_services(install_dir, manifest, {svc}, say))
+
     result.services = wait_healthy({s: p for s, p in probes.items() if s not in optional},
                                    {s: d for s, d in depends.items() if s not in optional},
-                                   timeout, container_state=state, say=say, live=live, container_health=health)
+                                   timeout, container_state=state, say=say, live=live, container_health=health,
+                                   on_healthy=claim)
     started_optional = {s: d for s, d in depends.items() if s in optional and s not in waiting}
     if started_optional:
         result.services.update(wait_healthy({s: probes[s] for s in started_optional}, started_optional, timeout,
                                             container_state=state, say=say, live=live,
-                                            container_health=health))
+                                            container_health=health, on_healthy=claim))
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
-    result.provisioned = provision_services(install_dir, manifest,
-                                            {s for s, r in result.services.items() if r.state == "healthy"}, say)
     bad = [r for r in result.services.values() if r.state == "unhealthy" and r.service not in optional]
     unclaimed = [p for p in result.provisioned.values() if p.state == "failed" and p.service not in optional]
     result.ok = not bad and not unclaimed
