@@ -204,3 +204,19 @@ def test_a_failed_service_skips_its_dependents_but_not_independent_services(slow
     results = wait_healthy(probes, {"db": [], "api": ["db"], "other": []}, timeout=1.5, live=False, interval=0.1)
     assert {s: r.state for s, r in results.items()} == {"db": "unhealthy", "api": "skipped", "other": "healthy"}
     assert "db is not healthy" in results["api"].detail
+
+
+def test_on_healthy_runs_the_moment_a_service_is_healthy_not_after_the_slowest(slow_servers):
+    """Install claims an app's owner account in on_healthy: a fast service's call must not wait for a
+    slow, unrelated one (the window in which a visitor could claim it first stays short)."""
+    fast, slow = slow_servers(0), slow_servers(1.5)
+    fast.arm()
+    slow.arm()
+    called: list[tuple[str, float]] = []
+    start = time.monotonic()
+    results = wait_healthy({"fast": Probe("fast", fast.port), "slow": Probe("slow", slow.port), "none": None},
+                           {"fast": [], "slow": [], "none": []}, timeout=5, live=False, interval=0.1,
+                           on_healthy=lambda svc: called.append((svc, time.monotonic() - start)))
+    assert results["slow"].state == results["fast"].state == "healthy"
+    assert [svc for svc, _ in called] == ["fast", "slow"]       # never for a service without a probe
+    assert called[0][1] < 1.0 <= called[1][1]

@@ -34,6 +34,7 @@ from .model import (
                     Model,
                     Port,
                     Profile,
+                    Provision,
                     Resources,
                     RunbookEntry,
                     Secret,
@@ -49,7 +50,7 @@ from .source import UPDATE_POLICY_KEYS, locate_lines, without_update_policy
 
 __all__ = [
     "Access", "DEFAULT_PLATFORMS", "FrontDoor", "FrontDoorOidc", "SECRET_KEY_RE", "SECRET_REF_RE", "UPDATE_POLICY_KEYS", "Bind", "Blueprint", "ConfigFile",
-    "Health", "Healthcheck", "Image", "Lab", "Metrics", "Model", "Port", "Profile", "Resources",
+    "Health", "Healthcheck", "Image", "Lab", "Metrics", "Model", "Port", "Profile", "Provision", "Resources",
     "RunbookEntry", "Secret", "Volume", "When", "blueprint_schema", "env_id", "lab_paths",
     "load_lab", "locate_lines", "secret_env_key", "setting_env_key", "validate_paths", "without_update_policy",
 ]

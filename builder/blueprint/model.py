@@ -116,6 +116,7 @@ class Secret:
     rotate_reason: str = ""
     rotate_days: int | None = None
     holder: tuple[str, ...] = ()        # [secrets.NAME.holder] exec
+    show: bool = False                  # a person's sign-in credential: install prints it once, when generated
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,36 @@ class When:
 
 
 @dataclass(frozen=True)
+class Provision:
+    """One ``[[provision]]`` step: an HTTP call install makes once the service is healthy.
+
+    ``json`` is the body as data (string leaves may hold ``${secret:SVC.NAME}``);
+    ``status``: it did it; ``already_status`` with ``already_text`` in the body: done before.
+    """
+    description: str
+    port: str
+    path: str
+    status: tuple[int, ...]
+    method: str = "POST"
+    json: dict[str, Any] = field(default_factory=dict)
+    already_status: tuple[int, ...] = ()
+    already_text: str = ""
+
+    def leaves(self) -> list[tuple[tuple[str, ...], str]]:
+        """``(key path, string)`` of every string leaf of ``json``."""
+        out: list[tuple[tuple[str, ...], str]] = []
+
+        def walk(obj: dict[str, Any], path: tuple[str, ...]) -> None:
+            for k, v in obj.items():
+                if isinstance(v, dict):
+                    walk(v, path + (k,))
+                else:
+                    out.append((path + (k,), v))
+        walk(self.json, ())
+        return out
+
+
+@dataclass(frozen=True)
 class RunbookEntry:
     title: str
     symptom: str
@@ -272,6 +303,7 @@ class Blueprint:
     resources: Resources | None = None
     when: tuple[When, ...] = ()
     runbook: tuple[RunbookEntry, ...] = ()
+    provision: tuple[Provision, ...] = ()   # [[provision]]: calls install makes once the service is healthy
     models: tuple[Model, ...] = ()
     backup: Backup = Backup()
     migrations: str = "reversible"          # [upgrade] migrations: reversible | one-way
@@ -419,6 +451,9 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
                         embedding_start_period=v.get("embedding", {}).get("start_period"))
                    for k, v in sorted(d.get("when", {}).items())),
         runbook=tuple(RunbookEntry(**r) for r in d.get("runbook", ())),
+        provision=tuple(Provision(**{**p, "status": tuple(p["status"]),
+                                     "already_status": tuple(p.get("already_status", ()))})
+                        for p in d.get("provision", ())),
         models=tuple(Model(**m) for m in d.get("models", ())),
         backup=Backup(method=d.get("backup", {}).get("method", "volume"),
                       dump=tuple(d.get("backup", {}).get("dump", ())),

@@ -101,6 +101,27 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
             out.add(src, ("when", w.other), "a service cannot be conditional on itself")
     check_models(bp, src, out)
     check_rotation(bp, src, out)
+    check_provision(bp, src, out)
+
+
+def check_provision(bp: Blueprint, src: Source, out: Collector) -> None:
+    """``[[provision]]``: through a port published on the host; ``${`` only in secret references
+    (install turns each into a DIR/.env key: any other ``${`` would be read as one)."""
+    names = {p.name for p in bp.ports}
+    if bp.provision and bp.health is None:
+        out.add(src, ("provision",), "provisioning calls need a [health] probe: they run once it answers",
+                hint="add [health] with a path that answers only when the service is ready")
+    for i, step in enumerate(bp.provision):
+        if step.port not in names:
+            out.add(src, ("provision", i, "port"), f"no port named {step.port!r}",
+                    hint="ports of this service: " + (", ".join(sorted(names)) or "none"))
+        elif bp.port(step.port).host is None:
+            out.add(src, ("provision", i, "port"), f"port {step.port!r} has no host port to call",
+                    hint="install calls the service through its published 127.0.0.1 port: set host = ...")
+        for path, value in step.leaves():
+            if "${" in SECRET_REF_RE.sub("", value):
+                out.add(src, ("provision", i, "json", *path), "'${' outside a ${secret:SERVICE.NAME} reference",
+                        hint="the only placeholder a provisioning body knows is ${secret:SERVICE.NAME}")
 
 
 def check_rotation(bp: Blueprint, src: Source, out: Collector) -> None:
@@ -268,6 +289,8 @@ def _check_secret_refs(bp: Blueprint, src: Source, services: dict, out: Collecto
         check({"bearer_secret": bp.metrics.bearer_secret}, ("metrics",), base)
     for w in bp.when:
         check(w.env, ("when", w.other, "env"), base | {w.other})
+    for i, step in enumerate(bp.provision):
+        check({".".join(path): value for path, value in step.leaves()}, ("provision", i, "json"), base)
 
 
 

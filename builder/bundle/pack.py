@@ -11,13 +11,14 @@ file beside ``dest``, fsync, rename) with the byte recipe of
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ..blueprint import secret_env_key
+from ..blueprint import SECRET_REF_RE, Blueprint, Provision, secret_env_key
 from ..errors import BundleError
 from ..format.files import (
     INSTALL_SCRIPT,
@@ -40,6 +41,7 @@ from ..format.manifest import (
     ManifestHealth,
     ManifestModel,
     ManifestPort,
+    ManifestProvision,
     ManifestRotation,
     ManifestService,
     ManifestSupplied,
@@ -136,8 +138,27 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)})),
             rotation={secret_env_key(name, x.name): ManifestRotation(rotate=x.rotate, reason=x.rotate_reason,
                                                                      days=x.rotate_days, holder=x.holder)
-                      for x in bp.secrets if x.rotate is not None})
+                      for x in bp.secrets if x.rotate is not None},
+            provision=tuple(manifest_provision(bp, p) for p in bp.provision),
+            show=tuple(secret_env_key(name, x.name) for x in bp.secrets if x.show))
     return out
+
+
+def manifest_provision(bp: Blueprint, step: Provision) -> ManifestProvision:
+    """A ``[[provision]]`` step as manifest.json ships it: ``${secret:SVC.NAME}`` becomes ``${SVC__NAME}``
+    (the DIR/.env key) inside the decoded strings, and the body is JSON text made by the encoder."""
+    keys: list[str] = []
+
+    def ref(m) -> str:
+        keys.append(secret_env_key(m.group(1), m.group(2)))
+        return "${" + keys[-1] + "}"
+
+    def walk(obj: dict) -> dict:
+        return {k: walk(v) if isinstance(v, dict) else SECRET_REF_RE.sub(ref, v) for k, v in obj.items()}
+    body = json.dumps(walk(step.json), ensure_ascii=True, separators=(",", ":")) if step.json else ""
+    return ManifestProvision(description=step.description, method=step.method, host_port=bp.port(step.port).host,
+                             path=step.path, body=body, keys=tuple(sorted(set(keys))), status=step.status,
+                             already_status=step.already_status, already_text=step.already_text)
 
 
 def manifest_models(bp, rec) -> tuple[ManifestModel, ...]:

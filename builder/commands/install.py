@@ -37,6 +37,8 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
         a = result.first_admin
         lines.append(f"  front door: first admin {a.name}, password {a.password} (shown once; change it: "
                      f"labbuild users passwd {a.name} --dir {result.dir})")
+    for name, p in sorted(getattr(result, "provisioned", {}).items()):
+        lines.append(f"  {name}: provisioning {p.state}" + (f" ({p.detail})" if p.state == "failed" else ""))
     if result.ok:
         waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
         tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))
@@ -80,8 +82,13 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     pulls an online bundle's images, places an image bundle's models into
     their services' volumes (Ollama's layout; models already there are
     kept), runs `docker compose up -d` and waits
-    until every service answers its health probe. Exit 0 only when all are
-    healthy, optional services aside.
+    until every service answers its health probe. The moment a service is
+    healthy it makes that service's provisioning calls ([[provision]]: e.g. claiming the admin
+    account an app would hand to its first visitor, with a password
+    generated into DIR/.env; answers saying it was done before count as
+    done; recorded in DIR/audit.log). A sign-in password is printed once,
+    when it is generated. Exit 0 only when all are healthy and provisioned,
+    optional services aside.
 
     Operator-supplied secrets are never generated: when one of a required
     service is missing from DIR/.env, install stops first (nothing loaded

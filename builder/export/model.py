@@ -144,6 +144,7 @@ class ChartService:
     wired_to: tuple[str, ...] = ()      # partners of its active [when.X] blocks (manifest.json)
     optional: bool = False              # the profile's optional: never fails an install
     scrape: Scrape | None = None
+    provision: tuple[str, ...] = ()     # "POST /path: description" of its [[provision]] steps (the chart makes none)
 
     @property
     def volumes(self) -> tuple[Mount, ...]:
@@ -382,7 +383,8 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
             cpus=format(float(res["cpus"]), "g") if res["cpus"] else None,
             gpus=None if gpus is None else (1 if gpus == "all" else int(gpus)),
             probe=_probe(m, c), depends_on=m.depends_on, wired_to=m.wired_to, scrape=scrapes.get(name),
-            optional=m.optional)
+            optional=m.optional,
+            provision=tuple(f"{p.method} {p.path}: {p.description}" for p in m.provision))
     files = {n: b for n, b in members.items()
              if n.startswith(("config/", "observability/", "runbooks/"))}
     edges = network_edges(services, files)

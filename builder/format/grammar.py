@@ -42,6 +42,7 @@ def manifest_grammar_problems(m: "Manifest") -> list[str]:
                 if n is not None and not names.is_port(n)]
         out += model_grammar_problems(svc, s)
         out += rotation_grammar_problems(svc, s)
+        out += provision_grammar_problems(svc, s)
     out += [f"files: {rel!r} is not a safe relative path" for rel in m.files if not safe_relative(rel)]
     if m.since is not None:     # a delta: its base's names reach messages, install.sh and file names too
         since = m.since
@@ -94,4 +95,25 @@ def rotation_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
             out.append(f"{where}.days: {r.days} is out of range (1-3650)")
         if any(not arg for arg in r.holder):
             out.append(f"{where}.holder: an empty argument")
+    return out
+
+
+def provision_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
+    """A service's provisioning steps: what install turns into an HTTP request to 127.0.0.1 and the
+    DIR/.env keys it reads; the sign-in keys it prints once are its own secrets."""
+    out = []
+    for i, p in enumerate(s.provision):
+        where = f"services.{svc}.provision.{i}"
+        if p.method not in ("POST", "PUT", "PATCH"):
+            out.append(f"{where}.method: {p.method[:20]!r} is not POST, PUT or PATCH")
+        if not names.is_port(p.host_port):
+            out.append(f"{where}.host_port: port {p.host_port!r} is out of range (1-65535)")
+        if not re.fullmatch(r"/[A-Za-z0-9._~/%-]{0,199}", p.path):
+            out.append(f"{where}.path: {p.path[:80]!r} is not a request path")
+        out += [f"{where}.keys: {names.problem('env_key', k)}" for k in p.keys if not names.is_valid("env_key", k)]
+        if not p.status or any(not 200 <= c <= 599 for c in (*p.status, *p.already_status)):
+            out.append(f"{where}.status: statuses are 200-599, at least one for success")
+        if any(ord(c) < 32 or ord(c) == 127 for c in p.description + p.already_text):
+            out.append(f"{where}: a control character in description or already_text")
+    out += [f"services.{svc}.show: {k!r} is not a secret of {svc}" for k in s.show if k not in s.secrets]
     return out

@@ -121,6 +121,34 @@ class ManifestRotation:
 
 
 @dataclass(frozen=True)
+class ManifestProvision:
+    """One ``[[provision]]`` step as shipped: ``body`` is the request's JSON text in which
+    ``${KEY}`` (a DIR/.env key, listed in ``keys``) stands for a secret; install fills the
+    values into the decoded strings and encodes the body again (never pastes text)."""
+
+    description: str
+    method: str
+    host_port: int
+    path: str
+    body: str                               # canonical JSON text; "" for no body
+    keys: tuple[str, ...]                   # the DIR/.env keys its body names
+    status: tuple[int, ...]                 # it did it
+    already_status: tuple[int, ...] = ()    # with already_text in the answer: done before
+    already_text: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"description": self.description, "method": self.method, "host_port": self.host_port,
+                "path": self.path, "body": self.body, "keys": list(self.keys), "status": list(self.status),
+                "already_status": list(self.already_status), "already_text": self.already_text}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ManifestProvision":
+        return cls(description=d["description"], method=d["method"], host_port=d["host_port"], path=d["path"],
+                   body=d["body"], keys=tuple(d["keys"]), status=tuple(d["status"]),
+                   already_status=tuple(d.get("already_status", ())), already_text=d.get("already_text", ""))
+
+
+@dataclass(frozen=True)
 class ManifestService:
     image: str                              # name:tag
     digest: str                             # the pin
@@ -143,6 +171,8 @@ class ManifestService:
     data_in: tuple[str, ...] = ()           # services holding the data it migrates; omitted when empty
     wired_to: tuple[str, ...] = ()          # partners of its active [when.X] blocks; omitted when empty
     rotation: dict[str, ManifestRotation] = field(default_factory=dict)   # .env key -> decision; omitted when empty
+    provision: tuple[ManifestProvision, ...] = ()   # [[provision]] steps; omitted when empty
+    show: tuple[str, ...] = ()              # .env keys of sign-in credentials printed once when generated; omitted when empty
 
 
 @dataclass(frozen=True)
@@ -264,6 +294,10 @@ class Manifest:
             del d["rotation"]   # likewise: only services with a decided secret carry the key
             if s.rotation:
                 d["rotation"] = {k: r.to_json() for k, r in sorted(s.rotation.items())}
+            for key, value in (("provision", [p.to_json() for p in s.provision]), ("show", list(s.show))):
+                del d[key]      # likewise: only services that use them carry the keys
+                if value:
+                    d[key] = value
             return d
         out = {
             "format": self.format, "lab": self.lab, "name": self.name, "version": self.version,
@@ -319,7 +353,9 @@ class Manifest:
                                  for m in s.get("models", ())),
                     backup=_backup(s.get("backup")), migrations=str(s.get("migrations", "reversible")),
                     data_in=tuple(s.get("data_in", ())), wired_to=tuple(s.get("wired_to", ())),
-                    rotation={k: ManifestRotation.from_json(r) for k, r in s.get("rotation", {}).items()})
+                    rotation={k: ManifestRotation.from_json(r) for k, r in s.get("rotation", {}).items()},
+                    provision=tuple(ManifestProvision.from_json(p) for p in s.get("provision", ())),
+                    show=tuple(s.get("show", ())))
             key = "files"
             files = {n: FileEntry(sha256=f["sha256"], size=f["size"]) for n, f in data["files"].items()}
             key = "since"

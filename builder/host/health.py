@@ -167,8 +167,12 @@ def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, It
                  container_state: Callable[[str], str | None] | None = None,
                  say: Callable[[str], None] | None = None, live: bool | None = None,
                  interval: float = 0.5,
-                 container_health: Callable[[str], str | None] | None = None) -> dict[str, HealthResult]:
+                 container_health: Callable[[str], str | None] | None = None,
+                 on_healthy: Callable[[str], None] | None = None) -> dict[str, HealthResult]:
     """Await every service (see the module docstring for the timing); a result per service.
+
+    ``on_healthy(service)`` (optional) runs the moment a probed service is healthy, in this thread,
+    before its dependents are probed (install claims an app's owner account there: no later).
 
     ``container_state(service)`` (optional) returns the container's state
     (running, exited, ...) so a container that exited fails fast instead of
@@ -233,6 +237,8 @@ def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, It
                 r = results[svc] = future.result()
                 if r.ok:
                     tell(svc, f"healthy ({r.detail}, {r.seconds:.1f}s)", "healthy")
+                    if on_healthy is not None and r.state == "healthy":
+                        on_healthy(svc)
                 else:
                     tell(svc, f"UNHEALTHY ({r.detail})", "UNHEALTHY")
     return {s: results[s] for s in order}

@@ -11,4 +11,5 @@ side of ``builder.bundle`` (``reader``, ``verify``) only, and stands on ``builde
 ``models``   placing models into service volumes (the formats table says how), listing them
 ``apply``    install, upgrade, rollback, uninstall
 ``targets``  the optional services' scrape targets (file_sd files) once they run
+``provision`` [[provision]] calls once a service is healthy (an app's owner account); sign-in passwords shown once
 """

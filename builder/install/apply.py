@@ -86,6 +86,7 @@ from .inputs import (
     waiting_optional,
 )
 from .models import Placement, place_models
+from .provision import Provisioned, credentials_shown, provision_services
 from .pull import pull_images
 from .secrets import write_secrets
 from .targets import publish_targets
@@ -110,6 +111,7 @@ class InstallResult:
     failure: str | None = None
     models: dict[str, Placement] = field(default_factory=dict)
     first_admin: FirstAdmin | None = None       # the front door's first admin, made by this run (shown once)
+    provisioned: dict[str, Provisioned] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {**({"first_admin": self.first_admin.to_json()} if self.first_admin is not None else {}),"ok": self.ok, "dir": str(self.dir), "lab": self.lab, "version": self.version,
@@ -118,6 +120,7 @@ class InstallResult:
                 "services": {s: r.state for s, r in sorted(self.services.items())},
                 "details": {s: r.detail for s, r in sorted(self.services.items())},
                 "models": {s: p.to_json() for s, p in sorted(self.models.items())},
+                "provisioned": {s: p.to_json() for s, p in sorted(self.provisioned.items())},
                 "error": self.failure, **({"delta": self.delta} if self.delta is not None else {})}
 
 
@@ -194,6 +197,8 @@ def _install_release(client, install_dir: Path, release: Path, start: bool, time
     if result.secrets_added:
         say(f"generated {len(result.secrets_added)} secret(s) into {install_dir / ENV_FILE}: "
             + ", ".join(result.secrets_added))
+        for svc, key, value in credentials_shown(manifest, result.secrets_added, read_env(install_dir)):
+            say(f"sign-in password of {svc}, shown once (kept in {install_dir / ENV_FILE} as {key}): {value}")
     door_made = ensure_door_material(install_dir, release)
     if door_made:
         say("front door: made " + ", ".join(door_made) + f" in {install_dir} (trust {install_dir}/door/ca.crt "
@@ -317,21 +322,31 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     def health(svc: str) -> str | None:
         return container_health(client, lab, svc)
 
+    def claim(svc: str) -> None:     # an app's owner account: claimed the moment it is healthy
+        result.provisioned.update(provision_services(install_dir, manifest, {svc}, say))
+
     result.services = wait_healthy({s: p for s, p in probes.items() if s not in optional},
                                    {s: d for s, d in depends.items() if s not in optional},
-                                   timeout, container_state=state, say=say, live=live, container_health=health)
+                                   timeout, container_state=state, say=say, live=live, container_health=health,
+                                   on_healthy=claim)
     started_optional = {s: d for s, d in depends.items() if s in optional and s not in waiting}
     if started_optional:
         result.services.update(wait_healthy({s: probes[s] for s in started_optional}, started_optional, timeout,
                                             container_state=state, say=say, live=live,
-                                            container_health=health))
+                                            container_health=health, on_healthy=claim))
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
     if (bao := result.services.get(OPENBAO)) is not None and bao.state == "healthy":
         sync_openbao(install_dir, manifest, command="install", say=say)     # DIR/.env's values, as a copy
     bad = [r for r in result.services.values() if r.state == "unhealthy" and r.service not in optional]
-    result.ok = not bad
+    unclaimed = [p for p in result.provisioned.values() if p.state == "failed" and p.service not in optional]
+    result.ok = not bad and not unclaimed
+    if unclaimed and not bad:
+        p = unclaimed[0]
+        result.failure = (f"{p.service}: provisioning failed: {p.detail}\nits first visitor may still claim its "
+                          f"admin account: keep it unreachable and see {release / manifest.services[p.service].runbook}; "
+                          f"install again to retry")
     if bad:
         r = bad[0]
         logs = project.logs(r.service, tail=20) or "(no log output)"

@@ -113,8 +113,19 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
                            f"({started}). Where to get it: {_md_cell(s.description)}")
             else:
                 prefix = f", starts with `{s.prefix}`" if s.prefix else ""
+                shown = (f": a sign-in password, printed once by install when it generates it — "
+                         f"{markdown_text(s.description)}" if s.show else "")
                 out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}` ({s.generate}, {s.length} characters"
-                           f"{prefix})")
+                           f"{prefix}){shown}")
+        out.append("")
+    if bp.provision:
+        out += ["## Provisioning", "",
+                f"Once `{name}` is healthy, `labbuild install` makes these calls, in order, with the values of the "
+                "keys they name from `DIR/.env` (an answer saying it was done before counts as done; each run is a "
+                "`provision` line in `DIR/audit.log`). `install.sh` prints them as curl commands instead.", ""]
+        for i, step in enumerate(bp.provision, 1):
+            out.append(f"{i}. `{step.method} http://{service_url(bp, bp.port(step.port))}{step.path}`: "
+                       f"{markdown_text(step.description)}")
         out.append("")
     out += ["## Health", ""]
     if bp.health and bp.port(bp.health.port).host is None:

@@ -30,6 +30,9 @@
 #   5. writes DIR/compose.yaml (with --gpu: plus compose.gpu.yaml, refused
 #      without the NVIDIA runtime; neither flag: as the install was), runs
 #      docker compose up -d in DIR, then waits for every health probe.
+#   6. prints the provisioning calls ([[provision]]: e.g. claiming an app's admin
+#      account with a password from DIR/.env) that `labbuild install` makes and
+#      this script cannot (no JSON HTTP client): make them, or run labbuild install.
 # A bundle that ships models ([[models]]) is refused: use `labbuild install`.
 # Exit 0 only when every service that is not optional is healthy.
 # A delta bundle (labbuild release --since) is refused: install it with
@@ -735,3 +738,26 @@ for svc in $ORDER; do
     printf 'healthy\n' >&2
 done
 say "all services of $LAB $VERSION are up"
+
+# ---------------------------------------------------------------- 6. provisioning: printed, not made
+# [[provision]] calls (an app's owner account, claimed with a password generated into DIR/.env) need a
+# JSON HTTP client with a cookie jar and values filled in without pasting them into JSON text; this
+# script has only sh and curl/wget, so it prints the calls for the operator instead (labbuild install
+# makes them itself). Until they are made, the first visitor of such a service can claim its admin.
+clean() { tr -d '\000-\037\177'; }
+for svc in $ORDER; do
+    [ -n "$(mget "services.$svc.provision.0.path")" ] || continue
+    case " $WAITING " in *" $svc "*) continue ;; esac
+    say "NOT DONE: $svc hands its admin account to its first visitor until these calls are made; install.sh"
+    say "  does not make them: run 'labbuild install' with this bundle and --dir $DIR, or make them now, in"
+    say "  order, replacing each \${KEY} in the body by the value of KEY in $DIR/.env (an answer saying"
+    say "  it was done before counts as done):"
+    i=0
+    while p=$(mget "services.$svc.provision.$i.path"); [ -n "$p" ]; do
+        say "  # $(mget "services.$svc.provision.$i.description" | clean)"
+        say "  curl -sS -b cookies.txt -c cookies.txt -X $(mget "services.$svc.provision.$i.method" | clean) -H 'Content-Type: application/json' --data-binary @- http://127.0.0.1:$(mget "services.$svc.provision.$i.host_port" | clean)$(printf '%s' "$p" | clean) <<'BODY'"
+        say "$(mget "services.$svc.provision.$i.body" | clean)"
+        say "BODY"
+        i=$((i + 1))
+    done
+done

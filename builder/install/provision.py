@@ -1,0 +1,161 @@
+"""Provisioning calls: claim what an app hands to its first visitor, right after it is healthy.
+
+A service's ``[[provision]]`` steps (manifest.json ``provision``: method, host port, path, a JSON
+body whose strings may hold ``${KEY}`` for a DIR/.env key, the statuses that mean "done now" and
+the status + text that mean "done before") run in order over HTTP to 127.0.0.1, sharing one
+cookie jar (a session an earlier step opened, e.g. Dify's init password, reaches the next).
+
+The body is decoded, each ``${KEY}`` filled into the decoded strings, and encoded again with
+``json.dumps``: a value is never pasted into JSON text. Values never reach a message or the
+audit log: an answer's excerpt shown on failure has every value used replaced by ``***``.
+Every run is one ``DIR/audit.log`` entry per service (command ``provision``; the keys it read).
+Answers that say it was done before count as done, so every install may run them again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import time
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
+from typing import Any, Callable
+
+from ..format.manifest import Manifest, ManifestProvision
+from ..host.auditlog import record
+from ..host.dotenv import env_values, plain_value, read_env
+from ..host.labdir import ENV_FILE
+
+PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+MAX_ANSWER_BYTES = 64 << 10
+RETRY_SECONDS = 60.0        # a healthy app may still answer 502/503 for a moment (n8n: "starting up")
+
+
+@dataclass
+class Provisioned:
+    """What the steps of one service did: ``done`` (made now), ``already`` (done before),
+    ``failed`` (``detail`` says which step and what came back, never a value)."""
+
+    service: str
+    state: str
+    detail: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"state": self.state, "detail": self.detail}
+
+
+class ProvisionFailed(Exception):
+    pass
+
+
+def fill_body(body: str, values: dict[str, str]) -> bytes:
+    """The request body: ``body``'s JSON decoded, every ``${KEY}`` in its strings replaced by
+    ``values[KEY]``, encoded again. ProvisionFailed naming a key that has no value."""
+    if not body:
+        return b""
+
+    def fill(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: fill(v) for k, v in obj.items()}
+        if isinstance(obj, str):
+            def one(m: re.Match) -> str:
+                if not values.get(m.group(1)):
+                    raise ProvisionFailed(f"{m.group(1)} has no value in {ENV_FILE}")
+                return values[m.group(1)]
+            return PLACEHOLDER_RE.sub(one, obj)
+        return obj
+    return json.dumps(fill(json.loads(body)), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every value of ``secrets`` replaced by ``***`` (as it is, and as a JSON string
+    holds it: an app may echo the body back), control characters dropped, short."""
+    forms = {f for s in secrets if s
+             for f in (s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1])}
+    for value in sorted(forms, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", text)[:200]
+
+
+def _call(step: ManifestProvision, data: bytes, cookies: dict[str, str],
+          timeout: float) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "labbuild-provision"}
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    conn = http.client.HTTPConnection("127.0.0.1", step.host_port, timeout=timeout)
+    try:
+        conn.request(step.method, step.path, body=data or None, headers=headers)
+        resp = conn.getresponse()
+        answer = resp.read(MAX_ANSWER_BYTES).decode("utf-8", "replace")
+        for header in resp.headers.get_all("Set-Cookie") or ():
+            try:   # the app on 127.0.0.1 set it: kept for the next step whatever its Secure flag
+                jar = SimpleCookie(header)
+            except CookieError:
+                continue
+            cookies.update({k: m.value for k, m in jar.items()})
+        return resp.status, answer
+    finally:
+        conn.close()
+
+
+def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[str, str], *,
+              timeout: float = 30.0, retry_for: float = RETRY_SECONDS,
+              sleep: Callable[[float], None] = time.sleep) -> Provisioned:
+    """Run ``steps`` in order with one cookie jar; stop at the first that fails."""
+    cookies: dict[str, str] = {}
+    states = []
+    used = [values[k] for step in steps for k in step.keys if k in values]
+    for i, step in enumerate(steps):
+        where = f"step {i + 1} ({step.method} {step.path}: {step.description})"
+        try:
+            data = fill_body(step.body, values)
+        except ProvisionFailed as exc:
+            return Provisioned(service, "failed", f"{where}: {exc}")
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                status, answer = _call(step, data, cookies, timeout)
+                seen = f"answered {status}"
+            except (OSError, http.client.HTTPException) as exc:
+                status, answer, seen = 0, "", f"{type(exc).__name__}: {redact(str(exc), used)}"
+            if (status == 0 or status >= 500) and time.monotonic() < deadline:
+                sleep(2.0)
+                continue
+            break
+        if status in step.status:
+            states.append("done")
+        elif status in step.already_status and step.already_text and step.already_text in answer:
+            states.append("already")
+        else:
+            excerpt = redact(answer, used)
+            return Provisioned(service, "failed", f"{where}: {seen}" + (f": {excerpt}" if excerpt.strip() else ""))
+    state = "already" if states and all(s == "already" for s in states) else "done"
+    return Provisioned(service, state, "; ".join(f"{s.path}: {st}" for s, st in zip(steps, states)))
+
+
+def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
+                       say: Callable[[str], None]) -> dict[str, Provisioned]:
+    """Run the steps of every service in ``healthy`` that has any; one audit entry per service."""
+    todo = {s: e.provision for s, e in sorted(manifest.services.items()) if e.provision and s in healthy}
+    if not todo:
+        return {}
+    values = {k: plain_value(v) for k, v in env_values(read_env(install_dir)).items()}
+    out: dict[str, Provisioned] = {}
+    for svc, steps in todo.items():
+        say(f"provisioning {svc}: " + "; ".join(s.description for s in steps))
+        result = run_steps(svc, steps, values)
+        keys = sorted({k for s in steps for k in s.keys})
+        record(install_dir, "provision", keys, [svc], outcome="ok" if result.state != "failed" else "failed",
+               detail=f"{svc}: {result.state}: {result.detail}")
+        say(f"  {svc}: {result.state}" + (f" ({result.detail})" if result.state == "failed" else ""))
+        out[svc] = result
+    return out
+
+
+def credentials_shown(manifest: Manifest, added: list[str], env_text: str) -> list[tuple[str, str, str]]:
+    """``(service, key, value)`` of the sign-in credentials (``show``) generated just now: printed once."""
+    values = env_values(env_text)
+    return [(svc, key, plain_value(values[key])) for svc, e in sorted(manifest.services.items())
+            for key in e.show if key in added and key in values]
