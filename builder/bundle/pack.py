@@ -158,7 +158,8 @@ def manifest_provision(bp: Blueprint, step: Provision) -> ManifestProvision:
     body = json.dumps(walk(step.json), ensure_ascii=True, separators=(",", ":")) if step.json else ""
     return ManifestProvision(description=step.description, method=step.method, host_port=bp.port(step.port).host,
                              path=step.path, body=body, keys=tuple(sorted(set(keys))), status=step.status,
-                             already_status=step.already_status, already_text=step.already_text)
+                             already_status=step.already_status, already_text=step.already_text,
+                             container_port=bp.port(step.port).container)
 
 
 def manifest_models(bp, rec) -> tuple[ManifestModel, ...]:

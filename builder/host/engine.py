@@ -150,6 +150,18 @@ def containers(client, project: str) -> dict[str, Any]:
     return out
 
 
+def container_address(client, project: str, service: str) -> str | None:
+    """The IPv4 address of the service's container on its (first) network, or None while it has none.
+    A Linux host reaches a bridge network's containers at these addresses directly: how install
+    probes and provisions a service that publishes no host port (the front door's UIs)."""
+    c = containers(client, project).get(service)
+    if c is None:
+        return None
+    c.reload()
+    networks = (c.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return next((n["IPAddress"] for _, n in sorted(networks.items()) if n.get("IPAddress")), None)
+
+
 def container_health(client, project: str, service: str) -> str | None:
     """The engine's health status (starting | healthy | unhealthy) of the service's container's
     in-container healthcheck; None when it has no container or no healthcheck."""

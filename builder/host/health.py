@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from rich.console import Console
@@ -57,27 +57,37 @@ class Probe:
     status: tuple[int, ...] = ()
     start_period: float = 0.0
     request_timeout: float = 5.0
+    # set when the port is not published: the container's address on the lab network, asked at each probe
+    address: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_health(cls, service: str, health: ManifestHealth | None, healthcheck: bool = False) -> "Probe | None":
-        """The probe of a service's manifest ``health`` entry; without a host-side probe, the engine's
+    def from_health(cls, service: str, health: ManifestHealth | None, healthcheck: bool = False, *,
+                    container_port: int | None = None,
+                    address: Callable[[], str | None] | None = None) -> "Probe | None":
+        """The probe of a service's manifest ``health`` entry; without a host port, the engine's
         health status when the service has an in-container ``healthcheck`` (scheme ``container``),
-        else None."""
+        else the health port at the container's own address when ``address`` can tell it (the
+        front door's UIs publish no port), else None."""
         if (health is None or health.host_port is None) and healthcheck:
             return cls(service=service, host_port=0, scheme="container",
                        start_period=parse_duration(health.start_period if health else None, 0.0))
-        if health is None or health.host_port is None:
+        if health is None or (health.host_port is None and (address is None or not container_port)):
             return None
-        return cls(service=service, host_port=int(health.host_port), scheme=health.scheme or "http",
-                   path=health.path or "/", status=tuple(health.status),
+        return cls(service=service, host_port=int(health.host_port or container_port or 0),
+                   scheme=health.scheme or "http", path=health.path or "/", status=tuple(health.status),
                    start_period=parse_duration(health.start_period, 0.0),
-                   request_timeout=min(parse_duration(health.timeout, 5.0), 30.0))
+                   request_timeout=min(parse_duration(health.timeout, 5.0), 30.0),
+                   address=address if health.host_port is None else None)
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1" if self.address is None else f"<{self.service}'s address>"
 
     @property
     def url(self) -> str:
         if self.scheme == "container":
             return "the engine's health status of its healthcheck"
-        return f"{self.scheme}://127.0.0.1:{self.host_port}{self.path if self.scheme != 'tcp' else ''}"
+        return f"{self.scheme}://{self.host}:{self.host_port}{self.path if self.scheme != 'tcp' else ''}"
 
 
 @dataclass
@@ -109,17 +119,20 @@ def dependency_order(depends_on: Mapping[str, Iterable[str]]) -> list[str]:
 
 def probe_once(probe: Probe) -> tuple[bool, str]:
     """One attempt: (healthy, what was seen)."""
+    host = "127.0.0.1" if probe.address is None else probe.address()
+    if host is None:
+        return False, f"{probe.url}: the container has no address on the lab network yet"
     try:
         if probe.scheme == "tcp":
-            with socket.create_connection(("127.0.0.1", probe.host_port), timeout=probe.request_timeout):
+            with socket.create_connection((host, probe.host_port), timeout=probe.request_timeout):
                 return True, "accepts connections"
         if probe.scheme == "https":
             ctx = ssl.create_default_context()
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # self-signed lab certificates
-            conn = http.client.HTTPSConnection("127.0.0.1", probe.host_port, timeout=probe.request_timeout,
+            conn = http.client.HTTPSConnection(host, probe.host_port, timeout=probe.request_timeout,
                                                context=ctx)
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", probe.host_port, timeout=probe.request_timeout)
+            conn = http.client.HTTPConnection(host, probe.host_port, timeout=probe.request_timeout)
         try:
             conn.request("GET", probe.path, headers={"User-Agent": "labbuild-health"})
             status = conn.getresponse().status

@@ -27,6 +27,7 @@ import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from ..host.engine import (
     check_image_ids,
     check_project_owner,
     check_running_images,
+    container_address,
     container_health,
     containers,
     docker_client,
@@ -289,7 +291,14 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     if not manifest.offline:
         pull_images(client, manifest, say=say, live=live)   # before up: no health budget includes it
     # a service with only an in-container healthcheck is awaited on the engine's health status
-    probes = {s: Probe.from_health(s, e.health, e.healthcheck) for s, e in manifest.services.items()}
+    # a port the front door does not publish is probed at the container's address on the lab network
+    def address(svc: str) -> str | None:
+        return container_address(client, lab, svc)
+
+    probes = {s: Probe.from_health(s, e.health, e.healthcheck, address=partial(address, s),
+                                   container_port=next((p.container for p in e.ports
+                                                        if e.health and p.name == e.health.port), None))
+              for s, e in manifest.services.items()}
     say(f"starting {lab} {result.version}: cd {install_dir} && docker compose up -d")
     try:
         # compose itself waits for in-container healthchecks of dependencies: allow every budget
@@ -323,7 +332,7 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         return container_health(client, lab, svc)
 
     def claim(svc: str) -> None:     # an app's owner account: claimed the moment it is healthy
-        result.provisioned.update(provision_services(install_dir, manifest, {svc}, say))
+        result.provisioned.update(provision_services(install_dir, manifest, {svc}, say, address=address))
 
     result.services = wait_healthy({s: p for s, p in probes.items() if s not in optional},
                                    {s: d for s, d in depends.items() if s not in optional},

@@ -80,11 +80,17 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def _call(step: ManifestProvision, data: bytes, cookies: dict[str, str],
-          timeout: float) -> tuple[int, str]:
+          timeout: float, address: Callable[[], str | None] | None) -> tuple[int, str]:
     headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "labbuild-provision"}
     if cookies:
         headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-    conn = http.client.HTTPConnection("127.0.0.1", step.host_port, timeout=timeout)
+    if step.host_port is not None:
+        host, port = "127.0.0.1", step.host_port
+    else:   # not published (the front door): the container's own address on the lab network
+        host, port = (address() if address is not None else None), step.container_port
+        if host is None or port is None:
+            raise ConnectionRefusedError("the container has no address on the lab network yet")
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(step.method, step.path, body=data or None, headers=headers)
         resp = conn.getresponse()
@@ -102,7 +108,8 @@ def _call(step: ManifestProvision, data: bytes, cookies: dict[str, str],
 
 def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[str, str], *,
               timeout: float = 30.0, retry_for: float = RETRY_SECONDS,
-              sleep: Callable[[float], None] = time.sleep) -> Provisioned:
+              sleep: Callable[[float], None] = time.sleep,
+              address: Callable[[], str | None] | None = None) -> Provisioned:
     """Run ``steps`` in order with one cookie jar; stop at the first that fails."""
     cookies: dict[str, str] = {}
     states = []
@@ -116,7 +123,7 @@ def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[s
         deadline = time.monotonic() + retry_for
         while True:
             try:
-                status, answer = _call(step, data, cookies, timeout)
+                status, answer = _call(step, data, cookies, timeout, address)
                 seen = f"answered {status}"
             except (OSError, http.client.HTTPException) as exc:
                 status, answer, seen = 0, "", f"{type(exc).__name__}: {redact(str(exc), used)}"
@@ -136,7 +143,8 @@ def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[s
 
 
 def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
-                       say: Callable[[str], None]) -> dict[str, Provisioned]:
+                       say: Callable[[str], None],
+                       address: Callable[[str], str | None] | None = None) -> dict[str, Provisioned]:
     """Run the steps of every service in ``healthy`` that has any; one audit entry per service."""
     todo = {s: e.provision for s, e in sorted(manifest.services.items()) if e.provision and s in healthy}
     if not todo:
@@ -145,7 +153,8 @@ def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
     out: dict[str, Provisioned] = {}
     for svc, steps in todo.items():
         say(f"provisioning {svc}: " + "; ".join(s.description for s in steps))
-        result = run_steps(svc, steps, values)
+        result = run_steps(svc, steps, values,
+                           address=(lambda svc=svc: address(svc)) if address is not None else None)
         keys = sorted({k for s in steps for k in s.keys})
         record(install_dir, "provision", keys, [svc], outcome="ok" if result.state != "failed" else "failed",
                detail=f"{svc}: {result.state}: {result.detail}")

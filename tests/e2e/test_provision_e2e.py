@@ -222,6 +222,50 @@ def test_provisioning_claims_the_admin_once_with_exact_values_and_logs_no_value(
         assert PASSWORD not in text and INIT not in text and "Lab1-pw" not in text
 
 
+def test_an_unpublished_port_is_probed_and_provisioned_at_the_containers_address(tmp_path, docker_engine,
+                                                                                  python_image):
+    """The front door publishes no UI port: install reaches the app at its address on the lab network."""
+    from dataclasses import replace
+    from functools import partial
+
+    from builder.format.manifest import ManifestHealth
+    from builder.host.engine import container_address
+    from builder.host.health import Probe, probe_once
+
+    project = f"prov{uuid.uuid4().hex[:8]}"
+    net = docker_engine.networks.create(f"{project}_lab")
+    address = partial(container_address, docker_engine, project)
+    health = ManifestHealth(port="http", host_port=None, path="/health", scheme="http")
+    probe = Probe.from_health("app", health, container_port=8080, address=partial(address, "app"))
+    assert probe is not None and not probe_once(probe)[0]        # no container yet: not healthy
+    c = docker_engine.containers.run(
+        python_image, ["-c", SERVER], entrypoint=["/opt/litellm/bin/python3"], detach=True, network=net.name,
+        name=f"{project}-app-1", environment={"INIT_PASSWORD": INIT},
+        labels={"com.docker.compose.project": project, "com.docker.compose.service": "app"})
+    try:
+        deadline = time.monotonic() + 30
+        while not (seen := probe_once(probe))[0]:
+            assert time.monotonic() < deadline, (seen, c.logs().decode())
+            time.sleep(0.3)
+        assert c.attrs["HostConfig"]["PortBindings"] in ({}, None)    # nothing published
+        manifest = _manifest(tmp_path, [1, 2])
+        steps = tuple(replace(p, host_port=None, container_port=8080) for p in manifest.services["app"].provision)
+        manifest.services["app"] = replace(manifest.services["app"], provision=steps)
+        inst = tmp_path / "inst"
+        inst.mkdir()
+        (inst / ".env").write_text(f"APP__ADMIN_PASSWORD=Lab1-plain\nAPP__INIT_PASSWORD={INIT}\n", "utf-8")
+        from builder.install.provision import run_steps
+        assert run_steps("app", steps, {}, retry_for=0).state == "failed"        # no address: no way to it
+        done = provision_services(inst, manifest, {"app"}, say, address=address)["app"]
+        assert done.state == "done", done.detail
+        rc, out = c.exec_run(["/opt/litellm/bin/python3", "-c",
+                              "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:8080/received').read().decode())"])
+        assert [r["path"] for r in json.loads(out)] == ["/rest/owner/setup", "/console/api/init", "/console/api/setup"]
+    finally:
+        c.remove(force=True)
+        net.remove()
+
+
 # --------------------------------------------------------------------------- through `labbuild install`
 
 BB = "/bin/busybox"
