@@ -22,6 +22,7 @@ from .model import SECRET_REF_RE, Blueprint, secret_env_key, setting_env_key
 from .source import Collector, Source
 
 SECRET_KEY_RE = re.compile(r"(_KEY|_TOKEN|_PASSWORD|_SECRET)$|^(KEY|TOKEN|PASSWORD|SECRET)$", re.I)
+FLAG_VALUES = frozenset({"true", "false"})     # a secret-looking key set to one of these is a switch
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 PUBLIC_BINDS = {"0.0.0.0", "::"}
 
@@ -190,7 +191,8 @@ def _check_env(env: dict[str, str], path: tuple, src: Source, out: Collector) ->
         if why:
             out.add(src, path + (key,), f"the value {why}",
                     hint="put multi-line or binary content into a [[files]] entry and point the setting at it")
-        if SECRET_KEY_RE.search(key) and not SECRET_REF_RE.fullmatch(value):
+        # a switch is no secret (Langfuse's AUTH_DISABLE_USERNAME_PASSWORD = "true")
+        if SECRET_KEY_RE.search(key) and value not in FLAG_VALUES and not SECRET_REF_RE.fullmatch(value):
             out.add(src, path + (key,), f"{key} looks like a secret and must not be a plain setting",
                     hint=f"declare it as [secrets.{key}] (generated at install), or set it to "
                          "${secret:SERVICE.NAME} to reuse another service's secret")

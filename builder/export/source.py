@@ -26,7 +26,7 @@ from ..render import ReleaseInput
 
 # The members a chart is made of (images/, sbom/, install.sh, ... are not read).
 WANTED_FILES = (COMPOSE_FILE, LAB_ENV, MANIFEST, SECRETS_EXAMPLE, ACCESS_JSON)
-WANTED_DIRS = ("config/", "observability/", "runbooks/")
+WANTED_DIRS = ("config/", "observability/", "runbooks/", "access/home/")   # access/home/: the front door's page
 
 
 def _wanted(rel: str) -> bool:

@@ -99,15 +99,20 @@ def rotation_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
 
 
 def provision_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
-    """A service's provisioning steps: what install turns into an HTTP request to 127.0.0.1 and the
+    """A service's provisioning steps: what install turns into an HTTP request (to 127.0.0.1, or to the
+    container's address for a port not published) and the
     DIR/.env keys it reads; the sign-in keys it prints once are its own secrets."""
     out = []
     for i, p in enumerate(s.provision):
         where = f"services.{svc}.provision.{i}"
         if p.method not in ("POST", "PUT", "PATCH"):
             out.append(f"{where}.method: {p.method[:20]!r} is not POST, PUT or PATCH")
-        if not names.is_port(p.host_port):
+        if p.host_port is not None and not names.is_port(p.host_port):
             out.append(f"{where}.host_port: port {p.host_port!r} is out of range (1-65535)")
+        if p.container_port is not None and not names.is_port(p.container_port):
+            out.append(f"{where}.container_port: port {p.container_port!r} is out of range (1-65535)")
+        if p.host_port is None and p.container_port is None:
+            out.append(f"{where}: neither host_port nor container_port: no way to the service")
         if not re.fullmatch(r"/[A-Za-z0-9._~/%-]{0,199}", p.path):
             out.append(f"{where}.path: {p.path[:80]!r} is not a request path")
         out += [f"{where}.keys: {names.problem('env_key', k)}" for k in p.keys if not names.is_valid("env_key", k)]
