@@ -163,7 +163,9 @@ def test_release_fails_atomically_when_a_background_download_fails(locked_lab, t
     with pytest.raises(RegistryError) as exc:
         build_release(lab.root, "1.0.0", with_images=True, out_dir=out, progress=False)
     assert layer in exc.value.message
-    assert not out.exists() or list(out.iterdir()) == []      # no bundle, and no temp file of the early archive
+    name = f"{lab.name}-all-1.0.0.tar"
+    # no bundle: only the hidden partial archive and its journal, which the next run resumes
+    assert sorted(p.name for p in out.iterdir()) == sorted([f".{name}.journal", f".{name}.partial"])
 
 
 def test_a_layer_that_arrives_wrong_is_fetched_again_and_packed_right(tmp_path, registry, monkeypatch):

@@ -19,7 +19,7 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from ..blobcache import Restarted
 from ..format.tar import DIRECTORY, END, padding, tar_header
@@ -177,11 +177,16 @@ class TarStream:
     must then seek and truncate, as a file does).
     """
 
-    def __init__(self, out: BinaryIO, top: str, mtime: int) -> None:
+    def __init__(self, out: BinaryIO, top: str, mtime: int, *, after: "tuple[int, Any] | None" = None) -> None:
+        """``after=(offset, sha256 object)``: the archive's first ``offset`` bytes are already
+        written (and hashed into the given object, ``bundle.direct``); ``out`` is positioned there."""
         self.top, self.mtime = top, mtime
         self._writer = _BackgroundWriter(out)
         self.hashing = HashingWriter(self._writer)
-        self.offset = _put(self.hashing, tar_header(top, kind=DIRECTORY, mtime=mtime))
+        if after is not None:
+            self.offset, self.hashing.hash = after
+        else:
+            self.offset = _put(self.hashing, tar_header(top, kind=DIRECTORY, mtime=mtime))
 
     def add(self, entries: Iterable[Entry], progress: Callable[[int], None] | None = None) -> None:
         for _, name, f in entries:

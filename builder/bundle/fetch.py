@@ -25,12 +25,14 @@ them back in ``builder.install.unpack``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import progress as shared_progress
@@ -38,11 +40,12 @@ from ..blobcache import BlobCache, Tail, hex_of
 from ..errors import BundleError
 from ..format.files import DOCKER_LOAD_DEFAULT, IMAGES_DIR
 from ..format.files import docker_load_manifest as docker_load_name
-from ..fsutil import canonical_json
+from ..fsutil import FileRange, canonical_json
 from ..lockfile import ImageRecord, Lock, PlatformRecord
 from ..platforms import match_platform
 from ..registry import RegistryClient
-from .archive import BundleFile
+from .archive import COPY_BLOCK, BundleFile
+from .located import Located, locate
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -210,6 +213,55 @@ class PendingBlob(BundleFile):
         return super().open()
 
 
+@dataclass(eq=False)
+class Slot:
+    """Where a ``DirectBlob`` lies in the archive being written, and when its bytes are there."""
+
+    future: Future = field(default_factory=Future)
+    path: Path | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class DirectBlob(PendingBlob):
+    """A blob written straight into its place in the archive (``bundle.direct``): copied from a
+    verified local file (``local``: (path, offset); ``stamp`` the file's ``located.stamp_of`` when
+    verified, None for the blob cache) or downloaded from ``repo``. ``ready`` is done once its bytes
+    are in the archive and verified; ``open`` then reads them there."""
+
+    digest: str = ""
+    repo: str = ""
+    local: tuple[Path, int] | None = None
+    stamp: tuple[int, ...] | None = None
+    slot: Slot = field(default_factory=Slot, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        pass    # neither data nor source: the bytes go into the archive
+
+    def open(self):
+        self.ready.result()
+        return io.BufferedReader(FileRange(self.slot.path, self.slot.offset, self.known_size), COPY_BLOCK)
+
+
+def direct_member(arcname: str, digest: str, size: int | None, repo: str, cache: BlobCache,
+                  located: dict[str, Located]) -> DirectBlob:
+    """The member of a blob an image bundle writes in place: from a noted bundle, the blob
+    cache (manifests, configs; layers an older labbuild cached) or the registry."""
+    local, stamp = None, None
+    if digest in located and (size is None or located[digest].size == size):
+        where = located[digest]
+        local, stamp, size = (where.path, where.offset), where.stamp, where.size
+    else:
+        cache.settle(digest)
+        if cache.has(digest, size):
+            local, size = (cache.path(digest), 0), cache.path(digest).stat().st_size
+    if size is None:
+        raise BundleError(f"{digest}: its size is not in the lock", hint="run `labbuild lock` again")
+    slot = Slot()
+    return DirectBlob(arcname, order=BLOB_ORDER, sha256_hint=hex_of(digest), ready=slot.future, known_size=size,
+                      digest=digest, repo=repo, local=local, stamp=stamp, slot=slot)
+
+
 def wait_for_downloads(files: Iterable[BundleFile]) -> None:
     """Block until every ``PendingBlob`` among ``files`` is cached (raise its error if any)."""
     for f in files:
@@ -219,7 +271,7 @@ def wait_for_downloads(files: Iterable[BundleFile]) -> None:
 
 def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[str] | None = None,
                 progress: Any = None, *, cache: BlobCache | None = None,
-                exclude: frozenset[str] = frozenset()) -> list[BundleFile]:
+                exclude: frozenset[str] = frozenset(), direct: bool = False) -> list[BundleFile]:
     """Fetch the locked images of ``services`` and return the ``images/`` members of a bundle.
 
     ``platforms``: which platforms to ship (default: the lab's). ``progress``:
@@ -238,6 +290,9 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     archive is written, and written back to disk, at the pace of the network.
     A failed download fails the member's reads and so the release (atomically).
 
+    ``direct``: nothing is downloaded here but manifests and configs; every blob comes back
+    as a ``DirectBlob`` for ``bundle.direct`` to write straight into the archive.
+
     ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
     relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
     and checked against the lock.
@@ -247,6 +302,8 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     cache = cache or BlobCache()
     blobs = {d: v for d, v in _blobs_of(plans).items() if d not in exclude}
     show = progress if isinstance(progress, bool) or progress is None else True
+    if direct:
+        return _direct_files(lab, plans, platforms, cache, blobs, exclude, show)
     client = RegistryClient(insecure_registries=tuple(lab.insecure_registries))
     users = _Users(client.close, 2)     # the layer downloads and this function: the last one closes it
     try:
@@ -265,6 +322,23 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
                                for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | (set(manifests) - exclude)):
         files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs, tails))
+    return files
+
+
+def _direct_files(lab, plans: list[PlannedImage], platforms: list[str], cache: BlobCache,
+                  blobs: dict[str, tuple[int | None, str]], exclude: frozenset[str], show) -> list[BundleFile]:
+    with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
+        manifests = _fetch_manifests(client, cache, plans)
+        _download(client, cache, {d: v for d, v in blobs.items() if _is_config(plans, d)}, show,
+                  background=False, what="image configs")
+    repos = {d: v[1] for d, v in blobs.items()}
+    repos.update({d: p.name for p in plans for d in [p.record.digest, *(r.manifest for r in p.platforms.values())]})
+    digests = sorted(set(blobs) | (set(manifests) - exclude))
+    located = locate(digests)
+    files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
+                               for name, data in layout_metadata(plans, platforms).items()]
+    files += [direct_member(f"{IMAGES_DIR}/{_blob_path(d)}", d, blobs.get(d, (None, ""))[0], repos[d], cache, located)
+              for d in digests]
     return files
 
 

@@ -1,7 +1,7 @@
 """SBOMs at release (build side): one CycloneDX 1.6 document per shipped image and platform.
 
-The layers are read from the blob cache, where ``fetch`` put them (with
-``--with-images``) or ``fetch_to_cache`` fetches them (``--sbom`` alone); the
+The layers are read where they lie: in the archive being written (``bundle.direct``,
+``--with-images``) or in the blob cache, where ``fetch_to_cache`` fetches them (``--sbom`` alone); the
 documents are bundle members under ``sbom/`` (``builder.sbom.sbom_path``),
 listed in manifest.json, so the checksums, the signature and the provenance
 cover them. Deterministic: serial from the image digest and platform,
@@ -18,7 +18,7 @@ from .. import __version__
 from ..format.files import SBOM_DIR
 from ..blobcache import BlobCache
 from .archive import BundleFile
-from .fetch import PendingBlob, PlannedImage
+from .fetch import DirectBlob, PendingBlob, PlannedImage
 
 SBOM_WORKERS = 2
 
@@ -48,6 +48,7 @@ def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache 
     cache = cache or BlobCache()
     ready = {"sha256:" + f.sha256_hint: f.ready for f in pending
              if isinstance(f, PendingBlob) and f.ready is not None and f.sha256_hint}
+    placed = {f.digest: f for f in pending if isinstance(f, DirectBlob)}   # in the archive being written
     jobs = [(plan, platform, rec) for plan in plans for platform, rec in sorted(plan.platforms.items())]
     memo = ChainMemo()      # images on the same base read it once
 
@@ -56,7 +57,10 @@ def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache 
             if layer.digest in ready:
                 ready[layer.digest].result()
         name, _, tag = plan.reference.rpartition(":")
-        layers = [Layer(digest=layer.digest, path=cache.path(layer.digest)) for layer in rec.layers]
+        layers = [Layer(digest=layer.digest, path=placed[layer.digest].slot.path,
+                        offset=placed[layer.digest].slot.offset, size=placed[layer.digest].known_size)
+                  if layer.digest in placed else Layer(digest=layer.digest, path=cache.path(layer.digest))
+                  for layer in rec.layers]
         data = generate_sbom(ImageSubject(name=name, digest=rec.manifest, platform=platform, tag=tag),
                              layers, epoch=epoch, labbuild_version=__version__, memo=memo)
         return BundleFile(sbom_path(plan.services[0], platform), data=data)
