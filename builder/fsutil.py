@@ -249,6 +249,9 @@ class FileRange(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def fileno(self) -> int:
+        return self._fd
+
     def close(self) -> None:
         if not self.closed:
             os.close(self._fd)

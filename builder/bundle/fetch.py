@@ -45,17 +45,16 @@ from ..lockfile import ImageRecord, Lock, PlatformRecord
 from ..platforms import match_platform
 from ..registry import RegistryClient
 from .archive import COPY_BLOCK, BundleFile
-from .located import Located, locate
+from .located import Located, locate, stamp_of
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
-# concurrent blob downloads: one per CPU (2..8); more only adds contention on a small host
-# blobs lead an image bundle: they can be written before the files that describe them (SBOMs,
-# manifest.json, SHA256SUMS, signatures) are known, i.e. while they download
+# blobs lead an image bundle: written before the files that describe them (SBOMs, manifest.json, ...)
 BLOB_ORDER = -1
+# concurrent blob downloads: one per CPU (2..8); more only adds contention on a small host
 FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or min(8, max(2, os.cpu_count() or 2))
 
 
@@ -224,10 +223,9 @@ class Slot:
 
 @dataclass(frozen=True)
 class DirectBlob(PendingBlob):
-    """A blob written straight into its place in the archive (``bundle.direct``): copied from a
-    verified local file (``local``: (path, offset); ``stamp`` the file's ``located.stamp_of`` when
-    verified, None for the blob cache) or downloaded from ``repo``. ``ready`` is done once its bytes
-    are in the archive and verified; ``open`` then reads them there."""
+    """A blob written straight into its place in the archive (``bundle.direct``): copied from a verified
+    local file (``local``: (path, offset); ``stamp``: ``located.stamp_of`` it, None for the blob cache)
+    or downloaded from ``repo``. Once ``ready``, ``open`` reads it where ``slot`` says."""
 
     digest: str = ""
     repo: str = ""
@@ -240,13 +238,18 @@ class DirectBlob(PendingBlob):
 
     def open(self):
         self.ready.result()
-        return io.BufferedReader(FileRange(self.slot.path, self.slot.offset, self.known_size), COPY_BLOCK)
+        reader = FileRange(self.slot.path, self.slot.offset, self.known_size)
+        if self.stamp is not None and self.local == (self.slot.path, self.slot.offset) \
+                and stamp_of(os.fstat(reader.fileno())) != self.stamp:
+            reader.close()
+            raise BundleError(f"{self.slot.path} changed while this release read {self.digest} from it",
+                              hint="run the release again (it downloads the blob)")
+        return io.BufferedReader(reader, COPY_BLOCK)
 
 
 def direct_member(arcname: str, digest: str, size: int | None, repo: str, cache: BlobCache,
                   located: dict[str, Located]) -> DirectBlob:
-    """The member of a blob an image bundle writes in place: from a noted bundle, the blob
-    cache (manifests, configs; layers an older labbuild cached) or the registry."""
+    """A blob to write in place: from a noted bundle, the blob cache (manifests, configs) or the registry."""
     local, stamp = None, None
     if digest in located and (size is None or located[digest].size == size):
         where = located[digest]
@@ -308,10 +311,10 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     users = _Users(client.close, 2)     # the layer downloads and this function: the last one closes it
     try:
         configs = {d: v for d, v in blobs.items() if _is_config(plans, d)}
+        layers, located = _not_in_bundles(cache, {d: v for d, v in blobs.items() if d not in configs})
         # the lock names every layer by digest (each is checked as it arrives): they download
         # while the manifests are fetched and checked against the lock, and the configs come in
-        pending, tails = _download(client, cache, {d: v for d, v in blobs.items() if d not in configs}, show,
-                                   background=True, what="layers", done=users.done)
+        pending, tails = _download(client, cache, layers, show, background=True, what="layers", done=users.done)
         manifests = _fetch_manifests(client, cache, plans)
         _download(client, cache, configs, show, background=False, what="image configs")
     except BaseException:
@@ -321,8 +324,16 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | (set(manifests) - exclude)):
-        files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs, tails))
+        files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs, tails,
+                                 located))
     return files
+
+
+def _not_in_bundles(cache: BlobCache, blobs: dict[str, tuple[int | None, str]]):
+    """``(blobs to download into the cache, the places of those in unchanged noted bundles)``."""
+    located = {d: w for d, w in locate(d for d, (size, _) in blobs.items() if not cache.has(d, size)).items()
+               if blobs[d][0] in (None, w.size)}
+    return {d: v for d, v in blobs.items() if d not in located}, located
 
 
 def _direct_files(lab, plans: list[PlannedImage], platforms: list[str], cache: BlobCache,
@@ -343,8 +354,17 @@ def _direct_files(lab, plans: list[PlannedImage], platforms: list[str], cache: B
 
 
 def blob_member(arcname: str, digest: str, cache: BlobCache, pending: dict[str, Future],
-                blobs: dict[str, tuple[int | None, str]], tails: dict[str, Tail] | None = None) -> BundleFile:
-    """The bundle member of a cached blob: a ``PendingBlob`` while it still downloads."""
+                blobs: dict[str, tuple[int | None, str]], tails: dict[str, Tail] | None = None,
+                located: dict[str, Located] | None = None) -> BundleFile:
+    """The bundle member of a cached blob: a ``PendingBlob`` while it still downloads; a
+    ``DirectBlob`` read where it lies when in a noted bundle (``located``)."""
+    if located and digest in located:
+        where = located[digest]
+        slot = Slot(path=where.path, offset=where.offset)
+        slot.future.set_result(where.path)
+        return DirectBlob(arcname, order=BLOB_ORDER, sha256_hint=hex_of(digest), ready=slot.future,
+                          known_size=where.size, digest=digest, local=(where.path, where.offset),
+                          stamp=where.stamp, slot=slot)
     source = cache.path(digest)
     if digest in pending:
         return PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),

@@ -31,7 +31,7 @@ from ..fsutil import canonical_json
 from ..lockfile import Lock, ModelRecord
 from ..registry import RegistryClient
 from .archive import BundleFile
-from .fetch import REF_NAME, _download, blob_member, check_manifest, direct_member
+from .fetch import REF_NAME, _download, _not_in_bundles, blob_member, check_manifest, direct_member
 from .located import locate
 
 INDEX_MEMBER = f"{IMAGES_DIR}/index.json"
@@ -123,9 +123,8 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
             client.close()
             located = locate([*blobs, *(p.record.digest for p in plans)])
         else:
-            pending, tails = _download(client, cache, {d: v for d, v in blobs.items()
-                                                       if model_blob_path(d) not in taken},
-                                       show, background=True, what="model blobs")
+            wanted, located = _not_in_bundles(cache, {d: v for d, v in blobs.items() if model_blob_path(d) not in taken})
+            pending, tails = _download(client, cache, wanted, show, background=True, what="model blobs")
     except BaseException:
         client.close()
         raise
@@ -141,5 +140,5 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
                                                   if p.record.digest == digest)
             out.append(direct_member(arcname, digest, size, repo, cache, located))
         else:
-            out.append(blob_member(arcname, digest, cache, pending, blobs, tails))
+            out.append(blob_member(arcname, digest, cache, pending, blobs, tails, located))
     return out

@@ -1,0 +1,172 @@
+"""Image bundles written in place (builder.bundle.direct): resume after kill -9, and the index of
+verified bundles a warm release copies from. Real registry, real `labbuild release` processes; the
+fault proxy in front of the registry only counts the blob downloads (and slows them, so that a
+kill lands while blobs are in flight)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from builder.bundle.fetch import FETCH_WORKERS
+from builder.bundle.located import index_path, locate
+from builder.lockfile import read_lock
+
+from e2e.labkit import AirgapLab, Service, free_port
+from support.faultproxy import FaultProxy
+
+LABBUILD = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "labbuild"
+
+
+@pytest.fixture
+def slow_lab(tmp_path, registry):
+    """web (amd64+arm64) and api, locked through a proxy adding 0.15 s to every request."""
+    proxy = FaultProxy(registry.host, latency=0.15)
+    via = SimpleNamespace(host=proxy.host, client=registry.client, stop=registry.stop)
+    lab = AirgapLab(root=tmp_path / "lab", registry=via, name=f"direct-{uuid.uuid4().hex[:8]}")
+    lab.services = {"web": Service("web", free_port(), multiarch=True),
+                    "api": Service("api", free_port(), depends_on=("web",))}
+    for svc in lab.services.values():
+        lab.push(svc)
+    lab.write()
+    lab.lock()
+    try:
+        yield lab, proxy
+    finally:
+        proxy.close()
+
+
+def sizes_of(lab) -> dict[str, int]:
+    lock = read_lock(lab.root / "lockfiles" / "lab.lock.json")
+    return {layer.digest: layer.size for rec in lock.services.values() for p in rec.platforms.values()
+            for layer in p.layers}
+
+
+def blob_gets(proxy, start: int) -> list[str]:
+    return [p.rsplit("/", 1)[-1] for m, p in proxy.requests[start:] if m == "GET" and "/blobs/sha256:" in p]
+
+
+def release(root: Path, out: Path, cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    return subprocess.Popen([str(LABBUILD), "--root", str(root), "release", "1.0.0", "--with-images",
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def fresh_root(lab, where: Path) -> Path:
+    """A copy of the lab without release records: each series releases 1.0.0 afresh."""
+    shutil.copytree(lab.root, where, ignore=shutil.ignore_patterns("dist", "releases"))
+    return where
+
+
+def journaled(out: Path) -> set[str]:
+    done = set()
+    for journal in out.glob(".*.journal"):
+        for line in journal.read_text().split("\n")[1:]:
+            parts = line.split(" ")
+            if len(parts) == 3:
+                done.add("sha256:" + parts[0])
+    return done
+
+
+def test_kill_9_at_random_points_then_resume_is_byte_identical_and_refetches_only_blobs_in_flight(slow_lab, tmp_path):
+    lab, proxy = slow_lab
+    sizes = sizes_of(lab)
+    ref_proc = release(fresh_root(lab, tmp_path / "ref"), tmp_path / "ref-out", tmp_path / "ref-cache")
+    t0 = time.monotonic()
+    assert ref_proc.wait(timeout=300) == 0, ref_proc.stderr.read().decode()
+    took = time.monotonic() - t0
+    (reference,) = (tmp_path / "ref-out").glob("*.tar")
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    resumed_blobs = 0
+    for series in range(3):
+        root = fresh_root(lab, tmp_path / f"s{series}")
+        out, cache = tmp_path / f"s{series}-out", tmp_path / f"s{series}-cache"
+        for _kill in range(2):
+            mark = len(proxy.requests)
+            proc = release(root, out, cache)
+            time.sleep(rng.uniform(0.3, max(0.4, took * 0.9)))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            started = set(blob_gets(proxy, mark))
+            done = journaled(out)
+            in_flight = started - done
+            assert len(in_flight) <= FETCH_WORKERS, (seed, in_flight)
+            mark = len(proxy.requests)
+            proc = release(root, out, cache)
+            # the next run is killed too (in the first kill of the series) or runs to the end
+            if _kill == 0:
+                time.sleep(rng.uniform(0.2, max(0.3, took * 0.5)))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=60)
+                again = set(blob_gets(proxy, mark))
+                assert not again & done, (seed, again & done)       # nothing journaled is fetched again
+                continue
+            assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+            again = blob_gets(proxy, mark)
+            assert not set(again) & done, (seed, set(again) & done)
+            refetched = [d for d in again if d in started]
+            assert sum(sizes.get(d, 0) for d in refetched) <= sum(sizes.get(d, 0) for d in in_flight), seed
+            resumed_blobs += len(done & set(sizes))
+        (bundle,) = out.glob("*.tar")
+        assert bundle.read_bytes() == reference.read_bytes(), seed
+        assert sorted(p.name for p in out.iterdir()) == [bundle.name]     # journal and partial are gone
+    print(f"seed {seed}: {resumed_blobs} layer blobs taken from journals instead of the registry")
+
+
+def test_a_warm_release_copies_from_a_noted_bundle_and_distrusts_one_changed_since(slow_lab, tmp_path):
+    lab, proxy = slow_lab
+    cache = tmp_path / "cache"
+    first = release(fresh_root(lab, tmp_path / "a"), tmp_path / "a-out", cache)
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    (bundle,) = (tmp_path / "a-out").glob("*.tar")
+    noted = locate_with(cache, sizes_of(lab))
+    assert set(noted) == set(sizes_of(lab)) and {w.path for w in noted.values()} == {bundle.resolve()}
+
+    # unchanged: every layer is copied from it, none downloaded
+    mark = len(proxy.requests)
+    warm = release(fresh_root(lab, tmp_path / "b"), tmp_path / "b-out", cache)
+    assert warm.wait(timeout=300) == 0, warm.stderr.read().decode()
+    assert not set(blob_gets(proxy, mark)) & set(sizes_of(lab))
+    (copy,) = (tmp_path / "b-out").glob("*.tar")
+    assert copy.read_bytes() == bundle.read_bytes()
+
+    # changed after it was noted (one byte of a layer, mtime put back): not trusted, fetched again
+    where = noted[max(noted, key=lambda d: noted[d].size)]
+    st = bundle.stat()
+    with open(bundle, "r+b") as fh:
+        fh.seek(where.offset + where.size // 2)
+        byte = fh.read(1)
+        fh.seek(where.offset + where.size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(bundle, ns=(st.st_atime_ns, st.st_mtime_ns))
+    expected = copy.read_bytes()
+    copy.unlink()        # the warm bundle is noted too: only the changed one may serve
+    mark = len(proxy.requests)
+    third = release(fresh_root(lab, tmp_path / "c"), tmp_path / "c-out", cache)
+    assert third.wait(timeout=300) == 0, third.stderr.read().decode()
+    (made,) = (tmp_path / "c-out").glob("*.tar")
+    assert set(blob_gets(proxy, mark)) >= set(sizes_of(lab))      # every layer of the changed bundle fetched
+    assert made.read_bytes() == expected
+
+
+def locate_with(cache: Path, sizes: dict[str, int]):
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    try:
+        assert index_path().is_file()
+        return locate(sizes)
+    finally:
+        if old is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
