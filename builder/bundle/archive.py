@@ -167,9 +167,9 @@ class TarStream:
     to 512, two zero blocks, then zeros up to a 10 KiB record), written directly:
     tarfile's stream buffer re-copies every block and cost a third of a 1 GiB image
     release. Writes go through a background thread, so hashing a block and writing
-    the previous one overlap. ``write_tar`` writes all entries at once; an image
-    release writes its blobs first, while the rest of the plan is still being made
-    (``pack.EarlyArchive``) — the same calls, so the same bytes.
+    the previous one overlap. ``write_tar`` writes all entries at once; a cold image
+    release writes its blobs in place first (``bundle.direct``) and then the rest with
+    ``after=`` — the same headers and calls, so the same bytes.
 
     A member still downloading is read as it arrives (``fetch.PendingBlob``); if its
     download starts over (``blobcache.Restarted``), its data is written again from

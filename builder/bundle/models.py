@@ -11,7 +11,8 @@ the same OCI layout as the images (``builder.bundle.fetch``):
                                 its ``name:tag`` and ``org.local-ai-lab.model.format``
 
 ``add_model_files(lab, lock, services, members)`` returns ``members`` plus the
-model blobs; blobs come through the blob cache (hashed while written, resumed
+model blobs; like image layers, blobs are written straight into the bundle
+(``bundle.direct``) or, for a rebuild, come through the blob cache (hashed while written, resumed
 after an interruption, with progress), in the background like image layers.
 Every model manifest is re-hashed and must name exactly the locked config and
 layers. ``plan_models`` is the pure part.

@@ -153,10 +153,11 @@ def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_imag
                   sbom: bool = False, base: Base | None = None, since: DeltaBase | None = None,
                   early: Callable[[str, str, list[BundleFile]], None] | None = None) -> BundlePlan:
     """Everything a release holds. Image bundles (and ``sbom``) carry an SBOM per image and
-    platform, made from the layers in the blob cache, each as soon as its image's layers are
+    platform, made from the layers where they lie, each as soon as its image's layers are
     there. A delta (``base``/``since``) carries no SBOMs: its layers are not all fetched (its
     base has them). ``early(top, filename, blobs)`` is called once an image bundle's blob
-    members are known, before they have all downloaded (``build_release`` starts writing them)."""
+    members are known, before they have downloaded (``build_release`` then writes them in place:
+    ``direct.DirectArchive``; the members are ``fetch.DirectBlob``s)."""
     ri = ReleaseInput(lab=lab, lock=lock, profile=profile, version=version,
                       labbuild_version=__version__, offline=with_images)
     missing = [s for s in ri.services if s not in lock.services]
