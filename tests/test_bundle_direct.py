@@ -5,6 +5,7 @@ kill lands while blobs are in flight)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -136,6 +137,8 @@ def test_a_warm_release_copies_from_a_noted_bundle_and_distrusts_one_changed_sin
     (bundle,) = (tmp_path / "a-out").glob("*.tar")
     noted = locate_with(cache, sizes_of(lab))
     assert set(noted) == set(sizes_of(lab)) and {w.path for w in noted.values()} == {bundle.resolve()}
+    documents = json.loads((cache / "labbuild" / "bundles.json").read_text())["bundles"][str(bundle.resolve())]
+    assert len(documents["documents"]) == 3          # web amd64 and arm64, api amd64: the SBOMs, reused below
 
     # unchanged: every layer is copied from it, none downloaded
     mark = len(proxy.requests)
@@ -145,14 +148,17 @@ def test_a_warm_release_copies_from_a_noted_bundle_and_distrusts_one_changed_sin
     (copy,) = (tmp_path / "b-out").glob("*.tar")
     assert copy.read_bytes() == bundle.read_bytes()
 
-    # changed after it was noted (one byte of a layer, mtime put back): not trusted, fetched again
+    # changed after it was noted (a byte of a layer and of an SBOM, mtime put back): not trusted,
+    # the layers are fetched again and the SBOMs made again
     where = noted[max(noted, key=lambda d: noted[d].size)]
+    sbom_at, _ = next(iter(documents["documents"].values()))
     st = bundle.stat()
-    with open(bundle, "r+b") as fh:
-        fh.seek(where.offset + where.size // 2)
-        byte = fh.read(1)
-        fh.seek(where.offset + where.size // 2)
-        fh.write(bytes([byte[0] ^ 0xFF]))
+    with open(bundle, "r+b") as fh:     # a byte of the biggest layer, and one of an SBOM's JSON
+        for at in (where.offset + where.size // 2, sbom_at + 40):
+            fh.seek(at)
+            byte = fh.read(1)
+            fh.seek(at)
+            fh.write(bytes([byte[0] ^ 0x01]))
     os.utime(bundle, ns=(st.st_atime_ns, st.st_mtime_ns))
     expected = copy.read_bytes()
     copy.unlink()        # the warm bundle is noted too: only the changed one may serve
@@ -164,12 +170,12 @@ def test_a_warm_release_copies_from_a_noted_bundle_and_distrusts_one_changed_sin
     assert made.read_bytes() == expected
 
 
-def locate_with(cache: Path, sizes: dict[str, int]):
+def locate_with(cache: Path, sizes, kind: str = "blobs"):
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(cache)
     try:
         assert index_path().is_file()
-        return locate(sizes)
+        return locate(sizes, kind)
     finally:
         if old is None:
             del os.environ["XDG_CACHE_HOME"]

@@ -188,7 +188,9 @@ class TarStream:
         else:
             self.offset = _put(self.hashing, tar_header(top, kind=DIRECTORY, mtime=mtime))
 
-    def add(self, entries: Iterable[Entry], progress: Callable[[int], None] | None = None) -> None:
+    def add(self, entries: Iterable[Entry], progress: Callable[[int], None] | None = None,
+            placed: Callable[["BundleFile", int], None] | None = None) -> None:
+        """Write ``entries``; ``placed(file, offset)`` is told where each file's data begins."""
         for _, name, f in entries:
             if f is None:
                 self.offset += _put(self.hashing, tar_header(f"{self.top}/{name}", kind=DIRECTORY, mtime=self.mtime))
@@ -196,6 +198,8 @@ class TarStream:
             size = f.size
             self.offset += _put(self.hashing, tar_header(f"{self.top}/{name}", size, mtime=self.mtime,
                                                          mode=0o755 if f.executable else 0o644))
+            if placed:
+                placed(f, self.offset)
             start = self.hashing.hash.copy()
             with f.open() as fh:
                 left = size

@@ -372,12 +372,14 @@ class DirectArchive:
             if plan.compressed or plan.top != self.top or [(k, n) for k, n, _ in entries[:len(begun)]] != begun:
                 raise BundleError(f"internal error: {plan.filename} does not begin with the blobs written in place",
                                   hint="report it; `labbuild release` again writes it in one pass")
+            documents: dict[str, tuple[int, int]] = {}     # SBOMs by sboms.document_key
             with os.fdopen(os.dup(self.fd), "r+b") as fh:
                 fh.seek(self.end)
                 with WriteBehind(fh, sync_every=SYNC_EVERY) as out:
                     stream = TarStream(out, self.top, self.mtime, after=(self.end, self._hash))
                     try:
-                        stream.add(entries[len(begun):], lambda n: self._bars.advance(self._task, n))
+                        stream.add(entries[len(begun):], lambda n: self._bars.advance(self._task, n),
+                                   lambda f, at: documents.__setitem__(getattr(f, "key", ""), (at, f.size)))
                         sha = stream.finish()
                     finally:
                         stream.close()
@@ -400,7 +402,8 @@ class DirectArchive:
         self._close()
         for r in self.blobs:
             r.blob.slot.path = self.dest
-        remember(self.dest, {r.blob.digest: (r.data, r.blob.known_size) for r in self.blobs})
+        documents.pop("", None)
+        remember(self.dest, {r.blob.digest: (r.data, r.blob.known_size) for r in self.blobs}, documents)
         return sha, sha
 
     def abort(self, exc: BaseException | None = None) -> None:

@@ -4,7 +4,10 @@ The blob cache keeps no second copy of a layer: a cold image release writes
 each blob once, straight into its bundle (``bundle.direct``), and then notes
 here where each blob lies: digest -> (bundle file, offset, size), in
 ``$XDG_CACHE_HOME/labbuild/bundles.json``. A warm release copies those ranges
-into its own archive in the kernel (``os.copy_file_range``).
+into its own archive in the kernel (``os.copy_file_range``). The bundle's SBOM
+documents are noted too, by what they were made from (``sboms.document_key``):
+a release of the same images at the same epoch takes them instead of reading
+every layer again.
 
 Trust: the blobs were hashed when the bundle was written, and a bundle is
 trusted again only while its file is provably the same one: same device,
@@ -69,14 +72,15 @@ def _current(path: str) -> tuple[int, ...] | None:
         return None
 
 
-def locate(digests: Iterable[str]) -> dict[str, Located]:
-    """The blobs among ``digests`` found in a noted bundle that is still unchanged."""
+def locate(digests: Iterable[str], kind: str = "blobs") -> dict[str, Located]:
+    """The blobs among ``digests`` found in a noted bundle that is still unchanged; with
+    ``kind="documents"``, the SBOM documents by their ``sboms.document_key``."""
     wanted = set(digests)
     found: dict[str, Located] = {}
     for path, entry in sorted(_load(index_path()).items()):
         try:
             stamp = tuple(int(x) for x in entry["stamp"])
-            blobs = {d: (int(o), int(s)) for d, (o, s) in entry["blobs"].items() if d in wanted and d not in found}
+            blobs = {d: (int(o), int(s)) for d, (o, s) in entry.get(kind, {}).items() if d in wanted and d not in found}
         except (KeyError, TypeError, ValueError):
             continue
         if blobs and _current(path) == stamp:
@@ -97,9 +101,11 @@ def _locked() -> Iterator[None]:
         os.close(fd)
 
 
-def remember(bundle: Path, blobs: Mapping[str, tuple[int, int]]) -> None:
-    """Note that ``bundle`` (just written and verified) holds ``blobs`` (digest -> (offset, size));
-    forget bundles that changed or vanished. A failure here only costs a later download."""
+def remember(bundle: Path, blobs: Mapping[str, tuple[int, int]],
+             documents: Mapping[str, tuple[int, int]] | None = None) -> None:
+    """Note that ``bundle`` (just written and verified) holds ``blobs`` (digest -> (offset, size))
+    and SBOM ``documents`` (key -> (offset, size)); forget bundles that changed or vanished. A
+    failure here only costs a later download (or SBOM)."""
     with contextlib.suppress(OSError), _locked():
         path = index_path()
         bundles = {p: e for p, e in _load(path).items()
@@ -107,5 +113,6 @@ def remember(bundle: Path, blobs: Mapping[str, tuple[int, int]]) -> None:
                    and list(_current(p)) == e.get("stamp") and p != str(bundle.resolve())}
         if blobs:
             bundles[str(bundle.resolve())] = {"stamp": list(stamp_of(os.stat(bundle))),
-                                              "blobs": {d: [o, s] for d, (o, s) in sorted(blobs.items())}}
+                                              "blobs": {d: [o, s] for d, (o, s) in sorted(blobs.items())},
+                                              "documents": {k: [o, s] for k, (o, s) in sorted((documents or {}).items())}}
         atomic_write(path, canonical_json({"version": INDEX_VERSION, "bundles": bundles}))
