@@ -58,6 +58,13 @@ from .located import remember, stamp_of
 
 JOURNAL_FORMAT = "labbuild-direct-archive 1"
 RETRIES = 3
+HASH_STEP = 32 << 20        # the committer hashes at most this much before it looks at the journal again
+TELL_EVERY = 4 << 20        # a download tells the committer (and the bar) how far it is this often
+FLUSH_EVERY = 16 << 20      # hashed bytes are sent to the disk (and out of the cache) this often
+
+
+class _Stopped(Exception):
+    """The archive was aborted: the committer ends."""
 
 
 @dataclass(frozen=True)
@@ -116,14 +123,13 @@ class DirectArchive:
         self.end = self.regions[-1].end if self.regions else len(self.first)
         self.blobs = [r for r in self.regions if r.blob is not None]
         self.resumed: set[str] = set()      # digests taken from the journal (re-hashed, not downloaded)
-        self.downloaded: dict[str, int] = {}  # digest -> bytes received (every attempt)
         self._cond = threading.Condition()
         self._verified: list[Region] = []   # waiting for the journal
         self._journaled: set[str] = set()
         self._error: BaseException | None = None
         self._stop = False
         self._hash = hashlib.sha256()
-        self._hashed_to = 0
+        self._progress: dict[str, tuple[int, int]] = {}     # digest -> (attempt, bytes written)
         dest.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -224,10 +230,9 @@ class DirectArchive:
 
     def _fill(self, r: Region, fd: int) -> None:
         b = r.blob
-        if b.digest in self.resumed and self._matches(r, fd):
+        if b.digest in self.resumed and self._matches(r, fd) or b.local is not None and self._copy(r, fd):
             self._bars.advance(self._task, b.known_size)
-            return
-        if b.local is not None and self._copy(r, fd):
+            self._wrote(b.digest, b.known_size)
             return
         self._download(r, fd)
 
@@ -258,7 +263,6 @@ class DirectArchive:
                 if n == 0:
                     return False
                 left, at = left - n, at + n
-                self._bars.advance(self._task, n)
             if b.stamp is not None and stamp_of(os.fstat(src)) != b.stamp:
                 return False        # written to while it was copied
             if b.stamp is None and not self._matches(r, fd):
@@ -270,12 +274,13 @@ class DirectArchive:
     def _download(self, r: Region, fd: int) -> None:
         b = r.blob
         problem = ""
-        h, pos = hashlib.sha256(), 0
+        h, pos, told = hashlib.sha256(), 0, 0
         for _attempt in range(RETRIES + 1):
             try:
                 with self._client.open_blob(b.repo, b.digest, offset=pos) as chunks:
-                    if not chunks.range_honoured:
-                        h, pos = hashlib.sha256(), 0
+                    if pos and not chunks.range_honoured:
+                        h, pos, told = hashlib.sha256(), 0, 0
+                        self._wrote(b.digest, 0, again=True)
                     for chunk in chunks:
                         if self._stop:
                             raise BundleError("release aborted")
@@ -285,74 +290,93 @@ class DirectArchive:
                         _pwrite_all(fd, chunk, r.data + pos)
                         h.update(chunk)
                         pos += len(chunk)
-                        self.downloaded[b.digest] = self.downloaded.get(b.digest, 0) + len(chunk)
-                        self._bars.advance(self._task, len(chunk))
+                        if pos - told >= TELL_EVERY:
+                            self._bars.advance(self._task, pos - told)
+                            self._wrote(b.digest, pos)
+                            told = pos
             except RegistryError as exc:    # keep what arrived: the next attempt asks for the rest
                 problem = exc.message
                 continue
             got = "sha256:" + h.hexdigest()
             if pos == b.known_size and got == b.digest:
+                self._bars.advance(self._task, pos - told)
+                self._wrote(b.digest, pos)
                 return
             problem = (f"got more than the expected {b.known_size} bytes" if pos > b.known_size
                        else f"got {pos} bytes hashing to {got}")
-            h, pos = hashlib.sha256(), 0        # wrong bytes: the same range is written again
+            h, pos, told = hashlib.sha256(), 0, 0        # wrong bytes: the same range is written again
+            self._wrote(b.digest, 0, again=True)
         raise RegistryError(f"{b.repo}: could not download {b.digest} intact after {RETRIES + 1} attempts: "
                             f"{problem}", hint="the registry or the network corrupts data; check it and try again")
 
     # ------------------------------------------------------------------ journal and prefix hash
 
     def _commit(self, fd: int) -> None:
-        """Journal verified blobs (after an fdatasync), and hash the archive's complete prefix."""
+        """Journal verified blobs (after an fdatasync), and hash the archive in order as it fills."""
         try:
-            regions = iter([None, *self.regions])   # None: the top directory's header
-            todo = next(regions)
-            journal = open(self.journal, "a", encoding="ascii")
-            with journal:
-                while True:
-                    with self._cond:
-                        while not self._verified and not self._stop and not self._prefix_ready(todo):
-                            self._cond.wait()
-                        if self._stop:
-                            return
-                        batch, self._verified = self._verified, []
-                    if batch:
-                        os.fdatasync(fd)
-                        journal.write("".join(f"{hex_of(r.blob.digest)} {r.data} {r.blob.known_size}\n"
-                                              for r in batch))
-                        journal.flush()
-                        with self._cond:
-                            self._journaled.update(r.blob.digest for r in batch)
-                            self._cond.notify_all()
-                    while todo is not False and self._prefix_ready(todo):
-                        self._hash_region(todo, fd)
-                        todo = next(regions, False)
-                    if todo is False:
-                        return
+            with open(self.journal, "a", encoding="ascii") as journal:
+                self._hash.update(self.first)
+                for r in self.regions:
+                    self._hash.update(r.header)
+                    if r.blob is not None:
+                        self._hash_data(r, fd, journal)
+                        self._hash.update(padding(r.blob.known_size))
+        except _Stopped:
+            pass
         except BaseException as exc:
             self._fail(exc)
         finally:
             os.close(fd)
 
-    def _prefix_ready(self, r) -> bool:
-        return r is None or (r is not False and (r.blob is None or r.blob.digest in self._journaled))
-
-    def _hash_region(self, r: Region | None, fd: int) -> None:
-        if r is None:
-            self._hash.update(self.first)
-            self._hashed_to = len(self.first)
-            return
-        self._hash.update(r.header)
-        if r.blob is not None:
-            pos, size = 0, r.blob.known_size
-            while pos < size:
-                block = os.pread(fd, min(COPY_BLOCK, size - pos), r.data + pos)
+    def _hash_data(self, r: Region, fd: int, journal) -> None:
+        """Hash ``r``'s bytes as they are written (read back from the page cache right away), from
+        the region's start again whenever its download starts over; done once it is journaled."""
+        b, start, pos, attempt, flushed = r.blob, self._hash.copy(), 0, 0, 0
+        while True:
+            with self._cond:
+                while True:
+                    if self._stop:
+                        raise _Stopped
+                    batch, self._verified = self._verified, []
+                    now, written = self._progress.get(b.digest, (0, 0))
+                    if batch or now != attempt or written > pos:
+                        break
+                    if b.digest in self._journaled and pos == b.known_size:
+                        os.posix_fadvise(fd, r.data + flushed, pos - flushed, os.POSIX_FADV_DONTNEED)
+                        return
+                    self._cond.wait()
+            if batch:
+                self._journal(batch, fd, journal)
+            if now != attempt:          # written again from its start: so is its hash
+                self._hash, pos, attempt, flushed = start.copy(), 0, now, 0
+                continue
+            end = min(written, pos + HASH_STEP)     # then look at the journal again
+            while pos < end:
+                block = os.pread(fd, min(COPY_BLOCK, end - pos), r.data + pos)
                 if not block:
                     raise OSError(f"{self.tmp}: shorter than its layout")
+                if self._progress[b.digest][0] != attempt:
+                    break
                 self._hash.update(block)
                 pos += len(block)
-            self._hash.update(padding(size))
-            os.posix_fadvise(fd, r.data, size, os.POSIX_FADV_DONTNEED)
-        self._hashed_to = r.end
+            if pos - flushed >= FLUSH_EVERY:     # hashed: start its writeback, and let it leave the cache
+                os.posix_fadvise(fd, r.data + flushed, pos - flushed, os.POSIX_FADV_DONTNEED)
+                flushed = pos
+
+    def _journal(self, batch: list[Region], fd: int, journal) -> None:
+        os.fdatasync(fd)
+        journal.write("".join(f"{hex_of(r.blob.digest)} {r.data} {r.blob.known_size}\n" for r in batch))
+        journal.flush()
+        with self._cond:
+            self._journaled.update(r.blob.digest for r in batch)
+            self._cond.notify_all()
+
+    def _wrote(self, digest: str, written: int, *, again: bool = False) -> None:
+        """A worker says how far its blob's bytes are in the file (``again``: from byte 0 anew)."""
+        with self._cond:
+            attempt, _ = self._progress.get(digest, (0, 0))
+            self._progress[digest] = (attempt + 1 if again else max(attempt, 1), written)
+            self._cond.notify_all()
 
     # ------------------------------------------------------------------ end
 
