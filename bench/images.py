@@ -22,7 +22,8 @@ With --cold-runs N only the releases are measured, N times alternating with
 skopeo: cold release, its disk peak, warm release and `cp` (and `cp` + `sync`)
 of the bundle, printing medians and the load averages; --latency S puts the
 registry behind tests/support/faultproxy.py adding S seconds per request
-(a WAN, where concurrent downloads should win).
+(a WAN, where concurrent downloads should win); BENCH_BASELINE=/path/to/labbuild
+times another labbuild (e.g. main's) in the same runs.
 
 Generated layers and the registry storage are kept in $BENCH_DIR
 (default /tmp/labbuild-bench-images) so a second run skips the generation.
@@ -54,6 +55,7 @@ import httpx  # noqa: E402
 
 BIN = REPO / ".venv" / "bin"
 WORK = Path(os.environ.get("BENCH_DIR", "/tmp/labbuild-bench-images"))
+BASELINE = os.environ.get("BENCH_BASELINE", "")   # --cold-runs: also time this labbuild executable
 MiB = 1 << 20
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -246,7 +248,7 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
     warm_out, copied = WORK / "dist-warm", WORK / "cp-copy.tar"
     write_lab(lab, source, pushed)
     run([str(BIN / "labbuild"), "--root", str(lab), "lock"])
-    ours, theirs, peaks, own_peaks, warms, cps, cp_syncs = [], [], [], [], [], [], []
+    ours, theirs, peaks, own_peaks, warms, cps, cp_syncs, baselines = [], [], [], [], [], [], [], []
     labbuild = [str(BIN / "labbuild"), "--root", str(lab), "release", "1.0.0", "--with-images"]
     try:
         for i in range(runs):
@@ -263,6 +265,18 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
             (bundle,) = out.glob("*.tar")
             peaks.append(disk.peak / bundle.stat().st_size)
             own_peaks.append(own.peak / bundle.stat().st_size)
+            if BASELINE:    # another labbuild (e.g. main's), same run, same lab: before and after
+                base_out, base_cache = WORK / "dist-baseline", WORK / "cache-baseline"
+                for d in (base_out, base_cache, lab / "lockfiles" / "releases"):
+                    shutil.rmtree(d, ignore_errors=True)
+                drop_caches()
+                wall, _ = run([BASELINE, *labbuild[1:], "--out", str(base_out)], env={"XDG_CACHE_HOME": str(base_cache)})
+                baselines.append(wall)
+                same = (base_out / bundle.name).read_bytes() == bundle.read_bytes()
+                print(f"  baseline {BASELINE}: cold {wall:.2f}s ({wall / theirs[-1]:.2f}x skopeo); "
+                      f"same bytes: {same}", flush=True)
+                for d in (base_out, base_cache):
+                    shutil.rmtree(d, ignore_errors=True)
             shutil.rmtree(lab / "lockfiles" / "releases")
             drop_caches()
             warm, _ = run([*labbuild, "--out", str(warm_out)], env={"XDG_CACHE_HOME": str(cache)})
@@ -292,6 +306,9 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
           f" its own files (dist + cache): {m(own_peaks):.3f}x (worst {max(own_peaks):.3f}x)\n"
           f"  warm release {m(warms):.2f}s vs cp {m(cps):.2f}s = {m(warms) / m(cps):.2f}x (target <= 1.2x); "
           f"vs cp+sync {m(cp_syncs):.2f}s = {m(warms) / m(cp_syncs):.2f}x; vs skopeo {m(warms) / m(theirs):.2f}x")
+    if baselines:
+        print(f"  baseline cold release {m(baselines):.2f}s = {m(baselines) / m(theirs):.2f}x skopeo; "
+              f"this one / baseline = {m(ours) / m(baselines):.2f}x")
 
 
 def main() -> None:

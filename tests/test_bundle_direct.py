@@ -22,7 +22,7 @@ from builder.bundle.fetch import FETCH_WORKERS
 from builder.bundle.located import index_path, locate
 from builder.lockfile import read_lock
 
-from e2e.labkit import AirgapLab, Service, free_port
+from e2e.labkit import AirgapLab, images_lab
 from support.faultproxy import FaultProxy
 
 LABBUILD = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "labbuild"
@@ -33,13 +33,7 @@ def slow_lab(tmp_path, registry):
     """web (amd64+arm64) and api, locked through a proxy adding 0.15 s to every request."""
     proxy = FaultProxy(registry.host, latency=0.15)
     via = SimpleNamespace(host=proxy.host, client=registry.client, stop=registry.stop)
-    lab = AirgapLab(root=tmp_path / "lab", registry=via, name=f"direct-{uuid.uuid4().hex[:8]}")
-    lab.services = {"web": Service("web", free_port(), multiarch=True),
-                    "api": Service("api", free_port(), depends_on=("web",))}
-    for svc in lab.services.values():
-        lab.push(svc)
-    lab.write()
-    lab.lock()
+    lab = images_lab(AirgapLab(root=tmp_path / "lab", registry=via, name=f"direct-{uuid.uuid4().hex[:8]}"))
     try:
         yield lab, proxy
     finally:
