@@ -100,7 +100,7 @@ class WriteBehind:
         except (AttributeError, OSError, ValueError):
             self.fd = None      # not a file (BytesIO): nothing to start
         self._kicked = self._synced = fh.tell() if self.fd is not None else 0
-        self._syncer = _Syncer(self.fd) if self.fd is not None and sync_every else None
+        self._syncer = Syncer(self.fd) if self.fd is not None and sync_every else None
 
     def write(self, data: bytes) -> int:
         n = self.fh.write(data)
@@ -138,7 +138,7 @@ class WriteBehind:
         self.close()
 
 
-class _Syncer:
+class Syncer:
     """``fdatasync`` of one file on request, from a daemon thread, on its own dup of the fd
     (so the file may be closed first). Requests while a sync runs fold into one more."""
 

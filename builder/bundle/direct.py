@@ -17,19 +17,23 @@ byte for byte what ``write_archive`` makes.
 
 Resume: beside the archive, ``.<name>.partial``, is ``.<name>.journal``: a
 first line naming the layout (top, mtime, every blob's name, size and digest)
-and one line ``<hex> <offset> <size>`` per blob whose bytes are verified and
-fdatasynced. A worker takes its next blob only once its last one is in the
+and one line ``<hex> <offset> <size>`` per blob whose bytes are written and
+verified. A worker takes its next blob only once its last one is in the
 journal, so a release killed at any moment and run again re-downloads at most
-the blobs that were in flight. Journaled blobs are hashed again from the disk
-before they are trusted (cheap next to a download). A journal of another
-layout starts the archive afresh.
+the blobs that were in flight. The journal is a claim, not a proof: journaled
+blobs are hashed again from the disk before they are kept (cheap next to a
+download), so it needs no fdatasync of its own — after a power cut, a blob
+whose bytes never reached the disk is simply fetched again. A journal of
+another layout starts the archive afresh.
 
-The record's sha256 is of the whole file. A side thread hashes the archive's
-prefix as it becomes complete: headers and padding from memory, blob bytes
-read back by ``pread`` (from the page cache: the blob was just written), after
-which their pages are released (``posix_fadvise``). That read-back costs one
-more sha256 of every byte besides the blob's own digest check; it runs beside
-the downloads instead of after them.
+The record's sha256 is of the whole file. A side thread (the committer) hashes
+the archive in order as it fills: headers and padding from memory, blob bytes
+read back by ``pread`` as soon as a worker says they are written (from the page
+cache), from the blob's start again if its download starts over. So the hash
+is done when the last byte lands; the cost is one more sha256 of every byte
+besides the blob's own digest check, on another thread. Every ``SYNC_EVERY``
+hashed bytes a side thread fdatasyncs the file (``fsutil.Syncer``), so the
+final fsync has little left.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from .. import progress as shared_progress
 from ..blobcache import hex_of
 from ..errors import BundleError, RegistryError
 from ..format.tar import DIRECTORY, padding, tar_header
-from ..fsutil import SYNC_EVERY, WriteBehind
+from ..fsutil import SYNC_EVERY, Syncer, WriteBehind
 from ..registry import RegistryClient
 from .archive import COPY_BLOCK, BundleFile, TarStream, archive_entries
 from .fetch import FETCH_WORKERS, DirectBlob
@@ -60,7 +64,6 @@ JOURNAL_FORMAT = "labbuild-direct-archive 1"
 RETRIES = 3
 HASH_STEP = 32 << 20        # the committer hashes at most this much before it looks at the journal again
 TELL_EVERY = 4 << 20        # a download tells the committer (and the bar) how far it is this often
-FLUSH_EVERY = 16 << 20      # hashed bytes are sent to the disk (and out of the cache) this often
 
 
 class _Stopped(Exception):
@@ -149,10 +152,12 @@ class DirectArchive:
         self._bars = shared_progress.acquire(None if progress is None else bool(progress))
         self._task = self._bars.add_task(f"writing {filename}", total=self.end)
         self._jobs: "queue.Queue[Region]" = queue.Queue()
-        for r in self.blobs:
+        for r in sorted(self.blobs, key=lambda r: -r.blob.known_size):    # the biggest first: the workers end together
             self._jobs.put(r)
         self._workers = [threading.Thread(target=self._work, args=(os.dup(self.fd),), daemon=True,
                                           name="labbuild-direct") for _ in range(min(FETCH_WORKERS, len(self.blobs)))]
+        self._syncer: Syncer | None = Syncer(self.fd)
+        self._unsynced = 0
         self._committer = threading.Thread(target=self._commit, args=(os.dup(self.fd),), daemon=True,
                                            name="labbuild-direct-journal")
         for t in [*self._workers, self._committer]:
@@ -204,15 +209,13 @@ class DirectArchive:
                 except queue.Empty:
                     return
                 self._fill(r, fd)
+                with contextlib.suppress(InvalidStateError):
+                    r.blob.slot.future.set_result(self.tmp)     # verified: the SBOMs may read it
                 with self._cond:                # the next blob only once this one is journaled
                     self._verified.append(r)
                     self._cond.notify_all()
                     while r.blob.digest not in self._journaled and not self._stop:
                         self._cond.wait()
-                    if self._stop:
-                        return
-                with contextlib.suppress(InvalidStateError):
-                    r.blob.slot.future.set_result(self.tmp)
         except BaseException as exc:
             self._fail(exc)
         finally:
@@ -312,7 +315,7 @@ class DirectArchive:
     # ------------------------------------------------------------------ journal and prefix hash
 
     def _commit(self, fd: int) -> None:
-        """Journal verified blobs (after an fdatasync), and hash the archive in order as it fills."""
+        """Journal verified blobs, and hash the archive in order as it fills."""
         try:
             with open(self.journal, "a", encoding="ascii") as journal:
                 self._hash.update(self.first)
@@ -331,7 +334,7 @@ class DirectArchive:
     def _hash_data(self, r: Region, fd: int, journal) -> None:
         """Hash ``r``'s bytes as they are written (read back from the page cache right away), from
         the region's start again whenever its download starts over; done once it is journaled."""
-        b, start, pos, attempt, flushed = r.blob, self._hash.copy(), 0, 0, 0
+        b, start, pos, attempt = r.blob, self._hash.copy(), 0, 0
         while True:
             with self._cond:
                 while True:
@@ -342,15 +345,15 @@ class DirectArchive:
                     if batch or now != attempt or written > pos:
                         break
                     if b.digest in self._journaled and pos == b.known_size:
-                        os.posix_fadvise(fd, r.data + flushed, pos - flushed, os.POSIX_FADV_DONTNEED)
                         return
                     self._cond.wait()
             if batch:
                 self._journal(batch, fd, journal)
             if now != attempt:          # written again from its start: so is its hash
-                self._hash, pos, attempt, flushed = start.copy(), 0, now, 0
+                self._hash, pos, attempt = start.copy(), 0, now
                 continue
             end = min(written, pos + HASH_STEP)     # then look at the journal again
+            self._unsynced += end - pos
             while pos < end:
                 block = os.pread(fd, min(COPY_BLOCK, end - pos), r.data + pos)
                 if not block:
@@ -359,12 +362,11 @@ class DirectArchive:
                     break
                 self._hash.update(block)
                 pos += len(block)
-            if pos - flushed >= FLUSH_EVERY:     # hashed: start its writeback, and let it leave the cache
-                os.posix_fadvise(fd, r.data + flushed, pos - flushed, os.POSIX_FADV_DONTNEED)
-                flushed = pos
+            if self._unsynced >= SYNC_EVERY:     # to the disk as it goes (a side thread), not all at the end
+                self._syncer.poke()
+                self._unsynced = 0
 
     def _journal(self, batch: list[Region], fd: int, journal) -> None:
-        os.fdatasync(fd)
         journal.write("".join(f"{hex_of(r.blob.digest)} {r.data} {r.blob.known_size}\n" for r in batch))
         journal.flush()
         with self._cond:
@@ -409,7 +411,10 @@ class DirectArchive:
                         stream.close()
                 fh.truncate()
                 fh.flush()
+                self._stop_syncer()
                 os.fsync(fh.fileno())
+                # on disk now: out of the page cache, so a release does not push the host's other data out
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
             if accept:
                 accept(sha, sha)
             os.replace(self.tmp, self.dest)
@@ -440,8 +445,16 @@ class DirectArchive:
         self._fail(exc or BundleError("release aborted"))
         self._close()
 
+    def _stop_syncer(self) -> None:
+        """Stop the side thread's syncs (raising the error of one that failed)."""
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            syncer.stop()
+
     def _close(self) -> None:
         if self.fd is not None:
+            with contextlib.suppress(OSError):
+                self._stop_syncer()
             fd, self.fd = self.fd, None
             os.close(fd)
             self._client.close()
