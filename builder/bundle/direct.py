@@ -233,10 +233,14 @@ class DirectArchive:
 
     def _fill(self, r: Region, fd: int) -> None:
         b = r.blob
-        if b.digest in self.resumed and self._matches(r, fd) or b.local is not None and self._copy(r, fd):
+        if b.digest in self.resumed and self._matches(r, fd):
             self._bars.advance(self._task, b.known_size)
             self._wrote(b.digest, b.known_size)
             return
+        if b.local is not None:
+            if self._copy(r, fd):
+                return
+            self._wrote(b.digest, 0, again=True)    # what was copied is void: hashed again from byte 0
         self._download(r, fd)
 
     def _matches(self, r: Region, fd: int) -> bool:
@@ -261,15 +265,19 @@ class DirectArchive:
             if b.stamp is not None and stamp_of(os.fstat(src)) != b.stamp:
                 return False
             left, at = b.known_size, 0
-            while left:
-                n = os.copy_file_range(src, fd, min(left, 1 << 30), offset + at, r.data + at)
+            while left:     # in steps, so the committer hashes behind the copy
+                n = os.copy_file_range(src, fd, min(left, HASH_STEP), offset + at, r.data + at)
                 if n == 0:
                     return False
                 left, at = left - n, at + n
+                self._bars.advance(self._task, n)
+                if b.stamp is not None:
+                    self._wrote(b.digest, at)
             if b.stamp is not None and stamp_of(os.fstat(src)) != b.stamp:
                 return False        # written to while it was copied
             if b.stamp is None and not self._matches(r, fd):
                 return False        # the blob cache's file is not what its name says
+            self._wrote(b.digest, b.known_size)
             return True
         finally:
             os.close(src)
