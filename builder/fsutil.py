@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import stat
@@ -99,7 +100,7 @@ class WriteBehind:
         except (AttributeError, OSError, ValueError):
             self.fd = None      # not a file (BytesIO): nothing to start
         self._kicked = self._synced = fh.tell() if self.fd is not None else 0
-        self._syncer = _Syncer(self.fd) if self.fd is not None and sync_every else None
+        self._syncer = Syncer(self.fd) if self.fd is not None and sync_every else None
 
     def write(self, data: bytes) -> int:
         n = self.fh.write(data)
@@ -137,7 +138,7 @@ class WriteBehind:
         self.close()
 
 
-class _Syncer:
+class Syncer:
     """``fdatasync`` of one file on request, from a daemon thread, on its own dup of the fd
     (so the file may be closed first). Requests while a sync runs fold into one more."""
 
@@ -217,3 +218,41 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class FileRange(io.RawIOBase):
+    """``size`` bytes of file ``path`` from ``offset``, read as a file of their own (read, seek,
+    tell; ``pread``, so several may share nothing): a blob inside a bundle archive."""
+
+    def __init__(self, path: str | os.PathLike, offset: int, size: int) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._start, self._size, self._pos = offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self._size - self._pos))
+        data = os.pread(self._fd, n, self._start + self._pos) if n else b""
+        buffer[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()

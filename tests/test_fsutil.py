@@ -33,7 +33,7 @@ def test_a_failed_sync_is_raised_not_lost():
     """The side thread syncs a dup of the writer's file: the error is the writer's to see
     (the final fsync on the same open file may not report it again)."""
     with open(os.devnull, "wb") as fh:       # fdatasync of a character device: EINVAL
-        syncer = fsutil._Syncer(fh.fileno())
+        syncer = fsutil.Syncer(fh.fileno())
         syncer.poke()
         for _ in range(500):                 # the sync runs in the side thread
             if syncer.error:

@@ -19,7 +19,7 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from ..blobcache import Restarted
 from ..format.tar import DIRECTORY, END, padding, tar_header
@@ -167,9 +167,9 @@ class TarStream:
     to 512, two zero blocks, then zeros up to a 10 KiB record), written directly:
     tarfile's stream buffer re-copies every block and cost a third of a 1 GiB image
     release. Writes go through a background thread, so hashing a block and writing
-    the previous one overlap. ``write_tar`` writes all entries at once; an image
-    release writes its blobs first, while the rest of the plan is still being made
-    (``pack.EarlyArchive``) — the same calls, so the same bytes.
+    the previous one overlap. ``write_tar`` writes all entries at once; a cold image
+    release writes its blobs in place first (``bundle.direct``) and then the rest with
+    ``after=`` — the same headers and calls, so the same bytes.
 
     A member still downloading is read as it arrives (``fetch.PendingBlob``); if its
     download starts over (``blobcache.Restarted``), its data is written again from
@@ -177,13 +177,20 @@ class TarStream:
     must then seek and truncate, as a file does).
     """
 
-    def __init__(self, out: BinaryIO, top: str, mtime: int) -> None:
+    def __init__(self, out: BinaryIO, top: str, mtime: int, *, after: "tuple[int, Any] | None" = None) -> None:
+        """``after=(offset, sha256 object)``: the archive's first ``offset`` bytes are already
+        written (and hashed into the given object, ``bundle.direct``); ``out`` is positioned there."""
         self.top, self.mtime = top, mtime
         self._writer = _BackgroundWriter(out)
         self.hashing = HashingWriter(self._writer)
-        self.offset = _put(self.hashing, tar_header(top, kind=DIRECTORY, mtime=mtime))
+        if after is not None:
+            self.offset, self.hashing.hash = after
+        else:
+            self.offset = _put(self.hashing, tar_header(top, kind=DIRECTORY, mtime=mtime))
 
-    def add(self, entries: Iterable[Entry], progress: Callable[[int], None] | None = None) -> None:
+    def add(self, entries: Iterable[Entry], progress: Callable[[int], None] | None = None,
+            placed: Callable[["BundleFile", int], None] | None = None) -> None:
+        """Write ``entries``; ``placed(file, offset)`` is told where each file's data begins."""
         for _, name, f in entries:
             if f is None:
                 self.offset += _put(self.hashing, tar_header(f"{self.top}/{name}", kind=DIRECTORY, mtime=self.mtime))
@@ -191,6 +198,8 @@ class TarStream:
             size = f.size
             self.offset += _put(self.hashing, tar_header(f"{self.top}/{name}", size, mtime=self.mtime,
                                                          mode=0o755 if f.executable else 0o644))
+            if placed:
+                placed(f, self.offset)
             start = self.hashing.hash.copy()
             with f.open() as fh:
                 left = size

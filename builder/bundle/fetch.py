@@ -25,12 +25,14 @@ them back in ``builder.install.unpack``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import progress as shared_progress
@@ -38,21 +40,21 @@ from ..blobcache import BlobCache, Tail, hex_of
 from ..errors import BundleError
 from ..format.files import DOCKER_LOAD_DEFAULT, IMAGES_DIR
 from ..format.files import docker_load_manifest as docker_load_name
-from ..fsutil import canonical_json
+from ..fsutil import FileRange, canonical_json
 from ..lockfile import ImageRecord, Lock, PlatformRecord
 from ..platforms import match_platform
 from ..registry import RegistryClient
-from .archive import BundleFile
+from .archive import COPY_BLOCK, BundleFile
+from .located import Located, locate, stamp_of
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
-# concurrent blob downloads: one per CPU (2..8); more only adds contention on a small host
-# blobs lead an image bundle: they can be written before the files that describe them (SBOMs,
-# manifest.json, SHA256SUMS, signatures) are known, i.e. while they download
+# blobs lead an image bundle: written before the files that describe them (SBOMs, manifest.json, ...)
 BLOB_ORDER = -1
+# concurrent blob downloads: one per CPU (2..8); more only adds contention on a small host
 FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or min(8, max(2, os.cpu_count() or 2))
 
 
@@ -210,6 +212,59 @@ class PendingBlob(BundleFile):
         return super().open()
 
 
+@dataclass(eq=False)
+class Slot:
+    """Where a ``DirectBlob`` lies in the archive being written, and when its bytes are there."""
+
+    future: Future = field(default_factory=Future)
+    path: Path | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class DirectBlob(PendingBlob):
+    """A blob written straight into its place in the archive (``bundle.direct``): copied from a verified
+    local file (``local``: (path, offset); ``stamp``: ``located.stamp_of`` it, None for the blob cache)
+    or downloaded from ``repo``. Once ``ready``, ``open`` reads it where ``slot`` says."""
+
+    digest: str = ""
+    repo: str = ""
+    local: tuple[Path, int] | None = None
+    stamp: tuple[int, ...] | None = None
+    slot: Slot = field(default_factory=Slot, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        pass    # neither data nor source: the bytes go into the archive
+
+    def open(self):
+        self.ready.result()
+        reader = FileRange(self.slot.path, self.slot.offset, self.known_size)
+        if self.stamp is not None and self.local == (self.slot.path, self.slot.offset) \
+                and stamp_of(os.fstat(reader.fileno())) != self.stamp:
+            reader.close()
+            raise BundleError(f"{self.slot.path} changed while this release read {self.digest} from it",
+                              hint="run the release again (it downloads the blob)")
+        return io.BufferedReader(reader, COPY_BLOCK)
+
+
+def direct_member(arcname: str, digest: str, size: int | None, repo: str, cache: BlobCache,
+                  located: dict[str, Located]) -> DirectBlob:
+    """A blob to write in place: from a noted bundle, the blob cache (manifests, configs) or the registry."""
+    local, stamp = None, None
+    if digest in located and (size is None or located[digest].size == size):
+        where = located[digest]
+        local, stamp, size = (where.path, where.offset), where.stamp, where.size
+    else:
+        cache.settle(digest)
+        if cache.has(digest, size):
+            local, size = (cache.path(digest), 0), cache.path(digest).stat().st_size
+    if size is None:
+        raise BundleError(f"{digest}: its size is not in the lock", hint="run `labbuild lock` again")
+    slot = Slot()
+    return DirectBlob(arcname, order=BLOB_ORDER, sha256_hint=hex_of(digest), ready=slot.future, known_size=size,
+                      digest=digest, repo=repo, local=local, stamp=stamp, slot=slot)
+
+
 def wait_for_downloads(files: Iterable[BundleFile]) -> None:
     """Block until every ``PendingBlob`` among ``files`` is cached (raise its error if any)."""
     for f in files:
@@ -219,7 +274,7 @@ def wait_for_downloads(files: Iterable[BundleFile]) -> None:
 
 def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[str] | None = None,
                 progress: Any = None, *, cache: BlobCache | None = None,
-                exclude: frozenset[str] = frozenset()) -> list[BundleFile]:
+                exclude: frozenset[str] = frozenset(), direct: bool = False) -> list[BundleFile]:
     """Fetch the locked images of ``services`` and return the ``images/`` members of a bundle.
 
     ``platforms``: which platforms to ship (default: the lab's). ``progress``:
@@ -238,6 +293,9 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     archive is written, and written back to disk, at the pace of the network.
     A failed download fails the member's reads and so the release (atomically).
 
+    ``direct``: nothing is downloaded here but manifests and configs; every blob comes back
+    as a ``DirectBlob`` for ``bundle.direct`` to write straight into the archive.
+
     ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
     relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
     and checked against the lock.
@@ -247,14 +305,16 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     cache = cache or BlobCache()
     blobs = {d: v for d, v in _blobs_of(plans).items() if d not in exclude}
     show = progress if isinstance(progress, bool) or progress is None else True
+    if direct:
+        return _direct_files(lab, plans, platforms, cache, blobs, exclude, show)
     client = RegistryClient(insecure_registries=tuple(lab.insecure_registries))
     users = _Users(client.close, 2)     # the layer downloads and this function: the last one closes it
     try:
         configs = {d: v for d, v in blobs.items() if _is_config(plans, d)}
+        layers, located = _not_in_bundles(cache, {d: v for d, v in blobs.items() if d not in configs})
         # the lock names every layer by digest (each is checked as it arrives): they download
         # while the manifests are fetched and checked against the lock, and the configs come in
-        pending, tails = _download(client, cache, {d: v for d, v in blobs.items() if d not in configs}, show,
-                                   background=True, what="layers", done=users.done)
+        pending, tails = _download(client, cache, layers, show, background=True, what="layers", done=users.done)
         manifests = _fetch_manifests(client, cache, plans)
         _download(client, cache, configs, show, background=False, what="image configs")
     except BaseException:
@@ -264,13 +324,47 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
     for digest in sorted(set(blobs) | (set(manifests) - exclude)):
-        files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs, tails))
+        files.append(blob_member(f"{IMAGES_DIR}/{_blob_path(digest)}", digest, cache, pending, blobs, tails,
+                                 located))
+    return files
+
+
+def _not_in_bundles(cache: BlobCache, blobs: dict[str, tuple[int | None, str]]):
+    """``(blobs to download into the cache, the places of those in unchanged noted bundles)``."""
+    located = {d: w for d, w in locate(d for d, (size, _) in blobs.items() if not cache.has(d, size)).items()
+               if blobs[d][0] in (None, w.size)}
+    return {d: v for d, v in blobs.items() if d not in located}, located
+
+
+def _direct_files(lab, plans: list[PlannedImage], platforms: list[str], cache: BlobCache,
+                  blobs: dict[str, tuple[int | None, str]], exclude: frozenset[str], show) -> list[BundleFile]:
+    with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
+        manifests = _fetch_manifests(client, cache, plans)
+        _download(client, cache, {d: v for d, v in blobs.items() if _is_config(plans, d)}, show,
+                  background=False, what="image configs")
+    repos = {d: v[1] for d, v in blobs.items()}
+    repos.update({d: p.name for p in plans for d in [p.record.digest, *(r.manifest for r in p.platforms.values())]})
+    digests = sorted(set(blobs) | (set(manifests) - exclude))
+    located = locate(digests)
+    files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
+                               for name, data in layout_metadata(plans, platforms).items()]
+    files += [direct_member(f"{IMAGES_DIR}/{_blob_path(d)}", d, blobs.get(d, (None, ""))[0], repos[d], cache, located)
+              for d in digests]
     return files
 
 
 def blob_member(arcname: str, digest: str, cache: BlobCache, pending: dict[str, Future],
-                blobs: dict[str, tuple[int | None, str]], tails: dict[str, Tail] | None = None) -> BundleFile:
-    """The bundle member of a cached blob: a ``PendingBlob`` while it still downloads."""
+                blobs: dict[str, tuple[int | None, str]], tails: dict[str, Tail] | None = None,
+                located: dict[str, Located] | None = None) -> BundleFile:
+    """The bundle member of a cached blob: a ``PendingBlob`` while it still downloads; a
+    ``DirectBlob`` read where it lies when in a noted bundle (``located``)."""
+    if located and digest in located:
+        where = located[digest]
+        slot = Slot(path=where.path, offset=where.offset)
+        slot.future.set_result(where.path)
+        return DirectBlob(arcname, order=BLOB_ORDER, sha256_hint=hex_of(digest), ready=slot.future,
+                          known_size=where.size, digest=digest, local=(where.path, where.offset),
+                          stamp=where.stamp, slot=slot)
     source = cache.path(digest)
     if digest in pending:
         return PendingBlob(arcname, source=source, order=BLOB_ORDER, sha256_hint=hex_of(digest),

@@ -11,7 +11,8 @@ the same OCI layout as the images (``builder.bundle.fetch``):
                                 its ``name:tag`` and ``org.local-ai-lab.model.format``
 
 ``add_model_files(lab, lock, services, members)`` returns ``members`` plus the
-model blobs; blobs come through the blob cache (hashed while written, resumed
+model blobs; like image layers, blobs are written straight into the bundle
+(``bundle.direct``) or, for a rebuild, come through the blob cache (hashed while written, resumed
 after an interruption, with progress), in the background like image layers.
 Every model manifest is re-hashed and must name exactly the locked config and
 layers. ``plan_models`` is the pure part.
@@ -31,7 +32,8 @@ from ..fsutil import canonical_json
 from ..lockfile import Lock, ModelRecord
 from ..registry import RegistryClient
 from .archive import BundleFile
-from .fetch import REF_NAME, _download, blob_member, check_manifest
+from .fetch import REF_NAME, _download, _not_in_bundles, blob_member, check_manifest, direct_member
+from .located import locate
 
 INDEX_MEMBER = f"{IMAGES_DIR}/index.json"
 FORMAT_ANNOTATION = "org.local-ai-lab.model.format"
@@ -94,11 +96,11 @@ def _check_manifest(rec: ModelRecord, data: bytes) -> None:
 
 
 def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[BundleFile],
-                    progress: Any = None, *, cache: BlobCache | None = None) -> list[BundleFile]:
+                    progress: Any = None, *, cache: BlobCache | None = None, direct: bool = False) -> list[BundleFile]:
     """``members`` (the images/ members from ``fetch.image_files``) plus every model blob.
 
     Nothing changes when no service of the closure has models. ``progress``
-    as in ``image_files``.
+    and ``direct`` as in ``image_files``.
     """
     plans = plan_models(lab, lock, services)
     if not plans:
@@ -118,9 +120,12 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
             if not cache.has(p.record.digest, p.record.size):
                 cache.put(p.record.digest, client.fetch_manifest(p.record.name, p.record.digest).data)
             _check_manifest(p.record, cache.read(p.record.digest))
-        pending, tails = _download(client, cache, {d: v for d, v in blobs.items()
-                                                   if model_blob_path(d) not in taken},
-                                   show, background=True, what="model blobs")
+        if direct:
+            client.close()
+            located = locate([*blobs, *(p.record.digest for p in plans)])
+        else:
+            wanted, located = _not_in_bundles(cache, {d: v for d, v in blobs.items() if model_blob_path(d) not in taken})
+            pending, tails = _download(client, cache, wanted, show, background=True, what="model blobs")
     except BaseException:
         client.close()
         raise
@@ -131,5 +136,10 @@ def add_model_files(lab, lock: Lock, services: Iterable[str], members: list[Bund
         if arcname in taken:      # an image ships the same bytes: once is enough
             continue
         taken.add(arcname)
-        out.append(blob_member(arcname, digest, cache, pending, blobs, tails))
+        if direct:
+            size, repo = blobs.get(digest) or next((p.record.size, p.record.name) for p in plans
+                                                  if p.record.digest == digest)
+            out.append(direct_member(arcname, digest, size, repo, cache, located))
+        else:
+            out.append(blob_member(arcname, digest, cache, pending, blobs, tails, located))
     return out

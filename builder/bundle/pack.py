@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..blueprint import SECRET_REF_RE, Blueprint, Provision, secret_env_key
-from ..errors import BundleError
 from ..format.files import (
     INSTALL_SCRIPT,
     LOCK_FILE,
@@ -67,8 +65,6 @@ from .archive import (
     DEFAULT_MTIME,
     BundleFile,
     HashingWriter,
-    TarStream,
-    archive_entries,
     gzip_writer,
     write_tar,
 )
@@ -255,72 +251,6 @@ def write_archive(plan: BundlePlan, dest: Path, *, mtime: int,
         if accept:
             accept(archive_sha, tar_sha)
     return archive_sha, tar_sha
-
-
-class EarlyArchive:
-    """An image bundle's archive begun before its plan is complete.
-
-    Blobs lead an image bundle (``fetch.BLOB_ORDER``): their names, sizes and
-    digests come from the lock, so they can be written before the files that
-    describe them (SBOMs made from the layers, manifest.json, SHA256SUMS,
-    signatures) exist. A thread writes the blob entries into the temp file
-    beside ``dest`` as their bytes arrive (``PendingBlob.open`` follows each
-    download; the file is fdatasynced every ``SYNC_EVERY`` bytes from a side
-    thread), hashing the stream as it goes; ``finish(plan)`` checks that the plan begins
-    with exactly those entries, writes the rest and the trailer, fsyncs and
-    renames — the same ``archive.TarStream`` calls as ``write_archive``, so the
-    same bytes. ``abort`` removes the temp file.
-    """
-
-    def __init__(self, dest: Path, top: str, filename: str, blobs: list[BundleFile], *, mtime: int,
-                 progress: Any = None) -> None:
-        self.top = top
-        self.head = archive_entries(blobs)
-        self._stack = contextlib.ExitStack()
-        try:
-            self._bar = self._stack.enter_context(_packing_bar(filename, sum(f.size for f in blobs), progress))
-            fh = self._stack.enter_context(atomic_writer(dest))
-            self.stream = TarStream(self._stack.enter_context(WriteBehind(fh, sync_every=SYNC_EVERY)), top, mtime)
-        except BaseException:
-            self._stack.close()
-            raise
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="labbuild-early-archive")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.stream.add(self.head, self._bar)
-        except BaseException as exc:  # handed to finish()
-            self._error = exc
-
-    def finish(self, plan: BundlePlan, accept: Callable[[str, str], None] | None = None) -> tuple[str, str]:
-        """Write the rest of ``plan``; return ``(archive sha256, tar sha256)`` (the same: not compressed)."""
-        try:
-            self._thread.join()
-            if self._error is not None:
-                raise self._error
-            entries = archive_entries(list(plan.files))
-            begun = [(key, name) for key, name, _ in self.head]
-            if plan.compressed or plan.top != self.top or [(k, n) for k, n, _ in entries[:len(begun)]] != begun:
-                raise BundleError(f"internal error: {plan.filename} does not begin with the blobs written early",
-                                  hint="report it; `labbuild release` again writes it in one pass")
-            self.stream.add(entries[len(begun):], self._bar)
-            sha = self.stream.finish()
-            if accept:
-                accept(sha, sha)
-        except BaseException as exc:
-            self.abort(exc)
-            raise
-        self._stack.close()                      # fsync, rename
-        return sha, sha
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Drop the temp file (the blob thread may still wait for a download: it ends with the process)."""
-        exc = exc or BundleError("release aborted")
-        with contextlib.suppress(BaseException):
-            self.stream.close()
-        self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
 
 @contextlib.contextmanager

@@ -48,7 +48,8 @@ from .fetch import (
     wait_for_downloads,
 )
 from .models import add_model_files
-from .pack import BundlePlan, EarlyArchive, bundle_names, plan_bundle, write_archive
+from .direct import DirectArchive
+from .pack import BundlePlan, bundle_names, plan_bundle, write_archive
 from .record import (
     RECORDS_DIR,
     delta_record_path,
@@ -117,20 +118,21 @@ def _delta_of(plan: BundlePlan) -> DeltaSummary | None:
 
 
 def _image_members(lab: Lab, lock: Lock, services: tuple[str, ...], platforms: tuple[str, ...],
-                   progress: Any, base: Base | None = None,
-                   since: DeltaBase | None = None) -> tuple[list[BundleFile], DeltaBase | None]:
+                   progress: Any, base: Base | None = None, since: DeltaBase | None = None,
+                   direct: bool = False) -> tuple[list[BundleFile], DeltaBase | None]:
     """The ``images/`` members; for a delta (``base``: a new one, ``since``: rebuilt from its
-    record) only what the base lacks, and the manifest's ``since``."""
+    record) only what the base lacks, and the manifest's ``since``. ``direct``: blobs are
+    ``fetch.DirectBlob``s, for ``direct.DirectArchive`` to write in place."""
     if base is None and since is None:
-        images = list(image_files(lab, lock, services, platforms, progress))
-        return add_model_files(lab, lock, services, images, progress), None
+        images = list(image_files(lab, lock, services, platforms, progress, direct=direct))
+        return add_model_files(lab, lock, services, images, progress, direct=direct), None
     if base is not None:
         plan = plan_delta(base, plan_images(lock, services, platforms))
         relied, base_blobs = plan.relied, base.blobs
     else:
         relied, base_blobs = since.blobs, frozenset(since.blobs)
-    members = image_files(lab, lock, services, platforms, progress, exclude=frozenset(relied))
-    members = add_model_files(lab, lock, services, members, progress)
+    members = image_files(lab, lock, services, platforms, progress, exclude=frozenset(relied), direct=direct)
+    members = add_model_files(lab, lock, services, members, progress, direct=direct)
     members, relied = delta_members(members, relied, base_blobs)
     return members, (delta_base(base, plan, relied) if base is not None else replace(since, blobs=relied))
 
@@ -151,10 +153,11 @@ def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_imag
                   sbom: bool = False, base: Base | None = None, since: DeltaBase | None = None,
                   early: Callable[[str, str, list[BundleFile]], None] | None = None) -> BundlePlan:
     """Everything a release holds. Image bundles (and ``sbom``) carry an SBOM per image and
-    platform, made from the layers in the blob cache, each as soon as its image's layers are
+    platform, made from the layers where they lie, each as soon as its image's layers are
     there. A delta (``base``/``since``) carries no SBOMs: its layers are not all fetched (its
     base has them). ``early(top, filename, blobs)`` is called once an image bundle's blob
-    members are known, before they have all downloaded (``build_release`` starts writing them)."""
+    members are known, before they have downloaded (``build_release`` then writes them in place:
+    ``direct.DirectArchive``; the members are ``fetch.DirectBlob``s)."""
     ri = ReleaseInput(lab=lab, lock=lock, profile=profile, version=version,
                       labbuild_version=__version__, offline=with_images)
     missing = [s for s in ri.services if s not in lock.services]
@@ -165,7 +168,8 @@ def _plan_release(lab: Lab, lock: Lock, profile: str, version: str, *, with_imag
     delta = None
     documents: list[BundleFile] = []
     if with_images:
-        members, delta = _image_members(lab, ri.lock, ri.services, chosen, progress, base, since)
+        members, delta = _image_members(lab, ri.lock, ri.services, chosen, progress, base, since,
+                                        direct=early is not None)
         if early is not None:   # the archive's blobs can be written now, while they download
             early(*bundle_names(ri, delta), [f for f in members if f.order == BLOB_ORDER])
         if delta is None:   # each image's SBOM as soon as its layers are in, while the rest download
@@ -244,11 +248,11 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
             # the sources it recorded (its provenance names them by sha256)
             sources = record.sources
         out = Path(out_dir) if out_dir is not None else root / "dist"
-        begun: list[EarlyArchive] = []
+        begun: list[DirectArchive] = []
 
         def early(top: str, filename: str, blobs: list[BundleFile]) -> None:
-            begun.append(EarlyArchive(names.inside(out, filename), top, filename, blobs, mtime=mtime,
-                                      progress=progress))
+            begun.append(DirectArchive(names.inside(out, filename), top, filename, blobs, mtime=mtime,
+                                       progress=progress, insecure_registries=tuple(lab.insecure_registries)))
 
         try:
             plan = _plan_release(lab, lock, profile, version, with_images=with_images, platforms=platforms,

@@ -42,6 +42,12 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
     Every bundle carries provenance.intoto.json (SLSA Provenance v1, signed with
     --sign); image bundles carry one CycloneDX SBOM per image and platform.
 
+    With images, each blob is written once, straight into the .tar. An
+    interrupted release leaves DIR/.<bundle>.partial and .journal: the same
+    command again resumes them, fetching only the blobs that were in flight.
+    Blobs inside bundles written earlier (unchanged since) are copied, not
+    downloaded.
+
     With --since BASE: DIR/<lab>-<profile>-<VERSION>-since-<BASE>.tar, a delta
     carrying only the blobs (layers, configs, manifests) the base release
     lacks, recorded in lockfiles/releases/delta/. Install it with

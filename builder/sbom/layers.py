@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from ..errors import BundleError
+from ..fsutil import FileRange
 from ..limits import (MAX_SBOM_IMAGE_BYTES, MAX_SBOM_LAYER_BYTES, MAX_SBOM_METADATA_BYTES, MAX_SBOM_TAR_HEADER_BYTES,
                       MAX_SBOM_WARNINGS)
 
@@ -67,6 +68,8 @@ class Layer:
 
     digest: str
     path: Path
+    offset: int = 0              # where the blob starts in ``path`` (a bundle archive being written)
+    size: int | None = None      # its length there; None: the whole file
 
 
 @dataclass(frozen=True)
@@ -350,7 +353,8 @@ def _scan_layer(layer: Layer, wanted: Callable[[str], bool], merged: MergedFiles
         return False
 
     try:
-        fh = open(layer.path, "rb")
+        fh = (open(layer.path, "rb") if layer.size is None
+              else io.BufferedReader(FileRange(layer.path, layer.offset, layer.size), 1 << 20))
     except OSError as exc:
         raise BundleError(f"layer {layer.digest}: cannot read {layer.path}: {exc.strerror}") from None
     with fh, _open_tar(fh, layer) as tar:

@@ -196,6 +196,17 @@ def one_service_lab(lab: AirgapLab) -> AirgapLab:
     return lab
 
 
+def images_lab(lab: AirgapLab) -> AirgapLab:
+    """web (amd64+arm64 index) <- api (amd64), sharing the busybox base layer; pushed and locked."""
+    lab.services = {"web": Service("web", free_port(), multiarch=True),
+                    "api": Service("api", free_port(), depends_on=("web",))}
+    for svc in lab.services.values():
+        lab.push(svc)
+    lab.write()
+    lab.lock()
+    return lab
+
+
 def two_service_lab(lab: AirgapLab, *, multiarch_web: bool = True) -> AirgapLab:
     """web (multi-arch index, secret, volume) <- api (single platform, depends on web)."""
     lab.services = {

@@ -1,0 +1,180 @@
+"""Image bundles written in place (builder.bundle.direct): resume after kill -9, and the index of
+verified bundles a warm release copies from. Real registry, real `labbuild release` processes; the
+fault proxy in front of the registry only counts the blob downloads (and slows them, so that a
+kill lands while blobs are in flight)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from builder.bundle.fetch import FETCH_WORKERS
+from builder.bundle.located import index_path, locate
+from builder.lockfile import read_lock
+
+from e2e.labkit import AirgapLab, images_lab
+from support.faultproxy import FaultProxy
+
+LABBUILD = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "labbuild"
+
+
+@pytest.fixture
+def slow_lab(tmp_path, registry):
+    """web (amd64+arm64) and api, locked through a proxy adding 0.15 s to every request."""
+    proxy = FaultProxy(registry.host, latency=0.15)
+    via = SimpleNamespace(host=proxy.host, client=registry.client, stop=registry.stop)
+    lab = images_lab(AirgapLab(root=tmp_path / "lab", registry=via, name=f"direct-{uuid.uuid4().hex[:8]}"))
+    try:
+        yield lab, proxy
+    finally:
+        proxy.close()
+
+
+def sizes_of(lab) -> dict[str, int]:
+    lock = read_lock(lab.root / "lockfiles" / "lab.lock.json")
+    return {layer.digest: layer.size for rec in lock.services.values() for p in rec.platforms.values()
+            for layer in p.layers}
+
+
+def blob_gets(proxy, start: int) -> list[str]:
+    return [p.rsplit("/", 1)[-1] for m, p in proxy.requests[start:] if m == "GET" and "/blobs/sha256:" in p]
+
+
+def release(root: Path, out: Path, cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    return subprocess.Popen([str(LABBUILD), "--root", str(root), "release", "1.0.0", "--with-images",
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def killed(proc: subprocess.Popen) -> None:
+    """kill -9, then let the proxy log what the process sent before it died (a request still in
+    the socket's buffer is read after the death)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    time.sleep(0.6)
+
+
+def fresh_root(lab, where: Path) -> Path:
+    """A copy of the lab without release records: each series releases 1.0.0 afresh."""
+    shutil.copytree(lab.root, where, ignore=shutil.ignore_patterns("dist", "releases"))
+    return where
+
+
+def journaled(out: Path) -> set[str]:
+    done = set()
+    for journal in out.glob(".*.journal"):
+        for line in journal.read_text().split("\n")[1:]:
+            parts = line.split(" ")
+            if len(parts) == 3:
+                done.add("sha256:" + parts[0])
+    return done
+
+
+def test_kill_9_at_random_points_then_resume_is_byte_identical_and_refetches_only_blobs_in_flight(slow_lab, tmp_path):
+    lab, proxy = slow_lab
+    sizes = sizes_of(lab)
+    for digest in sizes:        # each layer takes a while to come: kills land while layers are in flight
+        proxy.add("delay", f"/blobs/{digest}", method="GET", seconds=0.5, times=1000)
+    ref_proc = release(fresh_root(lab, tmp_path / "ref"), tmp_path / "ref-out", tmp_path / "ref-cache")
+    t0 = time.monotonic()
+    assert ref_proc.wait(timeout=300) == 0, ref_proc.stderr.read().decode()
+    took = time.monotonic() - t0
+    (reference,) = (tmp_path / "ref-out").glob("*.tar")
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    kills = resumed = 0
+    for series in range(3):
+        root = fresh_root(lab, tmp_path / f"s{series}")
+        out, cache = tmp_path / f"s{series}-out", tmp_path / f"s{series}-cache"
+        done: set[str] = set()          # journaled by the runs so far
+        in_flight: set[str] = set()     # fetched by the last killed run but not journaled
+        for attempt in range(4):        # up to three kills, then a run to the end
+            mark = len(proxy.requests)
+            proc = release(root, out, cache)
+            if attempt < 3:
+                time.sleep(rng.uniform(0.3, max(0.4, took)))
+                killed(proc)
+            else:
+                assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+            fetched = set(blob_gets(proxy, mark)) & set(sizes)   # layers (configs go through the blob cache)
+            assert not fetched & done, (seed, fetched & done)      # nothing journaled is fetched again
+            refetched = fetched & in_flight
+            assert sum(sizes[d] for d in refetched) <= sum(sizes[d] for d in in_flight), seed
+            if proc.returncode != -signal.SIGKILL:
+                break                   # it ended before the kill
+            kills += 1
+            if list(out.glob("*.tar")):     # killed after the rename (writing the record): nothing in flight
+                done, in_flight = set(), set()
+                continue
+            done = journaled(out)
+            in_flight = fetched - done
+            assert len(in_flight) <= FETCH_WORKERS, (seed, in_flight)
+            resumed += len(done & set(sizes))
+        (bundle,) = out.glob("*.tar")
+        assert bundle.read_bytes() == reference.read_bytes(), seed
+        assert sorted(p.name for p in out.iterdir()) == [bundle.name]     # journal and partial are gone
+    print(f"seed {seed}: {kills} kills, {resumed} layer blobs taken from journals instead of the registry")
+
+
+def test_a_warm_release_copies_from_a_noted_bundle_and_distrusts_one_changed_since(slow_lab, tmp_path):
+    lab, proxy = slow_lab
+    cache = tmp_path / "cache"
+    first = release(fresh_root(lab, tmp_path / "a"), tmp_path / "a-out", cache)
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    (bundle,) = (tmp_path / "a-out").glob("*.tar")
+    noted = locate_with(cache, sizes_of(lab))
+    assert set(noted) == set(sizes_of(lab)) and {w.path for w in noted.values()} == {bundle.resolve()}
+    documents = json.loads((cache / "labbuild" / "bundles.json").read_text())["bundles"][str(bundle.resolve())]
+    assert len(documents["documents"]) == 3          # web amd64 and arm64, api amd64: the SBOMs, reused below
+
+    # unchanged: every layer is copied from it, none downloaded
+    mark = len(proxy.requests)
+    warm = release(fresh_root(lab, tmp_path / "b"), tmp_path / "b-out", cache)
+    assert warm.wait(timeout=300) == 0, warm.stderr.read().decode()
+    assert not set(blob_gets(proxy, mark)) & set(sizes_of(lab))
+    (copy,) = (tmp_path / "b-out").glob("*.tar")
+    assert copy.read_bytes() == bundle.read_bytes()
+
+    # changed after it was noted (a byte of a layer and of an SBOM, mtime put back): not trusted,
+    # the layers are fetched again and the SBOMs made again
+    where = noted[max(noted, key=lambda d: noted[d].size)]
+    sbom_at, _ = next(iter(documents["documents"].values()))
+    st = bundle.stat()
+    with open(bundle, "r+b") as fh:     # a byte of the biggest layer, and one of an SBOM's JSON
+        for at in (where.offset + where.size // 2, sbom_at + 40):
+            fh.seek(at)
+            byte = fh.read(1)
+            fh.seek(at)
+            fh.write(bytes([byte[0] ^ 0x01]))
+    os.utime(bundle, ns=(st.st_atime_ns, st.st_mtime_ns))
+    expected = copy.read_bytes()
+    copy.unlink()        # the warm bundle is noted too: only the changed one may serve
+    mark = len(proxy.requests)
+    third = release(fresh_root(lab, tmp_path / "c"), tmp_path / "c-out", cache)
+    assert third.wait(timeout=300) == 0, third.stderr.read().decode()
+    (made,) = (tmp_path / "c-out").glob("*.tar")
+    assert set(blob_gets(proxy, mark)) >= set(sizes_of(lab))      # every layer of the changed bundle fetched
+    assert made.read_bytes() == expected
+
+
+def locate_with(cache: Path, sizes, kind: str = "blobs"):
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    try:
+        assert index_path().is_file()
+        return locate(sizes, kind)
+    finally:
+        if old is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
