@@ -115,7 +115,8 @@ def test_access_json_has_the_contract_shape(lab, phase4) -> None:
     assert set(doc["services"]) == expected and len(expected) >= 14
     for name, svc in doc["services"].items():
         fd = lab.services[name].front_door
-        assert set(svc) == {"description", "url", "roles", "sign_in", "runbook"}
+        assert set(svc) == {"description", "url", "roles", "sign_in", "runbook", "projects_note"}
+        assert svc["projects_note"] == {"what": fd.projects.what, "isolation": fd.projects.isolation}
         assert svc["url"] == f"https://{fd.host}.lab.localhost/"
         assert svc["runbook"] == f"runbooks/{name}.md" and svc["runbook"] in phase4
         assert svc["roles"] == list(fd.roles) and svc["sign_in"] == fd.sign_in

@@ -220,3 +220,17 @@ def test_the_page_in_headless_chromium_at_desktop_and_phone_width(tmp_path, serv
     desk = [int(x) for x in probe.attrs["body.data-desk"].split()]
     assert phone[0] <= phone[1] and phone[2] == 1, phone          # no sideways scrolling; one column
     assert desk[0] <= desk[1] and desk[2] >= 3, desk              # several columns on a desktop
+
+
+def test_a_services_projects_note_is_shown_escaped_and_only_when_given():
+    doc = access()
+    doc["services"]["grafana"]["projects_note"] = {"what": HOSTILE, "isolation": "none </details><b>x</b>"}
+    parsed = _Page(render_home(doc).decode())
+    assert "script" not in parsed.tags and "img" not in parsed.tags and "b" not in parsed.tags
+    assert parsed.tags.count("details") == 1 and parsed.tags.count("summary") == 1
+    text = "".join(parsed.text)
+    assert HOSTILE in text and "Isolation: none </details><b>x</b>" in text
+    assert "<details" not in render_home(access()).decode()
+    doc["services"]["grafana"]["projects_note"] = "a string"
+    with pytest.raises(BlueprintError, match=r"services\.grafana\.projects_note: must be a mapping"):
+        render_home(doc)

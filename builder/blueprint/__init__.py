@@ -25,7 +25,7 @@ from .model import (
                     Blueprint,
                     ConfigFile,
                     FrontDoor,
-                    FrontDoorOidc,
+                    FrontDoorOidc, FrontDoorProjects,
                     Health,
                     Healthcheck,
                     Image,
@@ -49,7 +49,7 @@ from .schema import blueprint_schema
 from .source import UPDATE_POLICY_KEYS, locate_lines, without_update_policy
 
 __all__ = [
-    "Access", "DEFAULT_PLATFORMS", "FrontDoor", "FrontDoorOidc", "SECRET_KEY_RE", "SECRET_REF_RE", "UPDATE_POLICY_KEYS", "Bind", "Blueprint", "ConfigFile",
+    "Access", "DEFAULT_PLATFORMS", "FrontDoor", "FrontDoorOidc", "FrontDoorProjects", "SECRET_KEY_RE", "SECRET_REF_RE", "UPDATE_POLICY_KEYS", "Bind", "Blueprint", "ConfigFile",
     "Health", "Healthcheck", "Image", "Lab", "Metrics", "Model", "Port", "Profile", "Provision", "Resources",
     "RunbookEntry", "Secret", "Volume", "When", "blueprint_schema", "env_id", "lab_paths",
     "load_lab", "locate_lines", "secret_env_key", "setting_env_key", "validate_paths", "without_update_policy",

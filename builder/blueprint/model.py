@@ -254,6 +254,13 @@ class FrontDoorOidc:
 
 
 @dataclass(frozen=True)
+class FrontDoorProjects:
+    """``[front_door.projects]``: what a lab project (a provider group) is in this service."""
+    what: str
+    isolation: str
+
+
+@dataclass(frozen=True)
 class FrontDoor:
     """``[front_door]``: the service's web UI behind the lab's front door (issue 23)."""
     port: str
@@ -262,6 +269,7 @@ class FrontDoor:
     sign_in: str                             # "oidc" | "forward-auth"
     oidc: FrontDoorOidc | None = None
     url_env: tuple[str, ...] = ()            # env names set to https://<host>.<domain>/ when the door is on
+    projects: FrontDoorProjects | None = None  # what a lab project is here and what it isolates
 
 
 @dataclass(frozen=True)
@@ -465,11 +473,11 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
     )
 
 
-
 def _front_door(fd: dict[str, Any]) -> FrontDoor:
     oidc = fd.get("oidc")
     return FrontDoor(port=fd["port"], host=fd["host"], roles=tuple(fd["roles"]), sign_in=fd["sign_in"],
                      url_env=tuple(fd.get("url_env", ())),
+                     projects=FrontDoorProjects(**fd["projects"]) if "projects" in fd else None,
                      oidc=None if oidc is None else FrontDoorOidc(
                          callback=oidc["callback"], env=dict(sorted(oidc["env"].items())),
                          scopes=tuple(oidc.get("scopes", ("openid", "profile", "email", "groups"))),

@@ -143,6 +143,8 @@ def render_access_json(door: Door, lab: Lab) -> str:
     doc = {"domain": door.domain, "provider": door.provider, "roles": door.access.roles,
            "projects": door.access.projects,
            "services": {n: {"description": lab.services[n].description, "url": door.base_url(n) + "/",
-                            "roles": list(fd.roles), "sign_in": fd.sign_in, "runbook": runbook_path(n)}
+                            "roles": list(fd.roles), "sign_in": fd.sign_in, "runbook": runbook_path(n),
+                            **({"projects_note": {"what": fd.projects.what, "isolation": fd.projects.isolation}}
+                               if fd.projects is not None else {})}
                         for n, fd in door.uis.items()}}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"

@@ -3,7 +3,8 @@
 One self-contained HTML page (inline CSS, no script, no font or image fetched; a
 Content-Security-Policy that allows nothing else) listing the profile's services from
 ``access/lab.json`` (the front-door contract's shape): each with its link, what it is for, the
-roles that may open it, how it signs in, and a link to its runbook. The runbook links are
+roles that may open it, how it signs in, what a project is there (a collapsed
+``<details>``, when lab.json has its ``projects_note``), and a link to its runbook. The runbook links are
 relative (``runbooks/<svc>.md`` by default: the page is served with the bundle's runbooks next to
 it). The layout is a grid of cards that becomes one column on a phone-width screen.
 
@@ -107,11 +108,19 @@ def _card(name: str, svc: Mapping[str, Any], roles: list[str], runbook_base: str
     sign_in = SIGN_IN.get(kind, kind)
     runbook = runbook_base + quote(name, safe="") + ".md"
     description = _text(svc, "description", path)
+    note = svc.get("projects_note")
+    if note is not None and not isinstance(note, Mapping):
+        raise _problem(f"{path}.projects_note", "must be a mapping")
+    projects = ("" if note is None else
+                f'<details class="meta"><summary>Projects here</summary>'
+                f'<p>{_e(_text(note, "what", path + ".projects_note"))}</p>'
+                f'<p>Isolation: {_e(_text(note, "isolation", path + ".projects_note"))}</p></details>\n')
     return (f'<li class="card" id="svc-{_e(name)}">\n'
             f'<h2><a href="{_e(url)}">{_e(name)}</a></h2>\n'
             f'<p class="desc">{_e(description)}</p>\n'
             f'<p class="meta">Open to: {chips}</p>\n'
             + (f'<p class="meta">Sign-in: {_e(sign_in)}</p>\n' if sign_in else "")
+            + projects
             + f'<p class="links"><a class="open" href="{_e(url)}">Open {_e(name)}</a>'
             f'<a class="runbook" href="{_e(runbook)}">Runbook</a></p>\n'
             "</li>\n")

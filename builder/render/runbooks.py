@@ -47,6 +47,8 @@ def _door_section(ri: ReleaseInput, name: str) -> list[str]:
                 f"`*.{door.domain}`; `DIR/door/oidc-jwks.pem` signs OIDC tokens. All stay across upgrades. "
                 "To use your own certificate, put it (and its CA as `ca.crt`) there before install: it is kept "
                 "while it covers the domain and is valid for 30 more days.",
+                "- Projects: groups of this provider; what each service makes of them is in "
+                "[README.md](README.md#projects-what-each-service-isolates).",
                 ""]
     fd = door.uis[name]
     how = ("signs in with OpenID Connect against the provider itself" if fd.sign_in == "oidc"
@@ -54,6 +56,31 @@ def _door_section(ri: ReleaseInput, name: str) -> list[str]:
     return ["## Front door", "",
             f"- Open it at {door.base_url(name)}/ ({how}); no host port is published.",
             "- Roles that may open it: " + ", ".join(f"`{r}`" for r in fd.roles), ""]
+
+
+PROJECTS_HEADING = "## Projects: what each service isolates"
+
+
+def projects_section(ri: ReleaseInput) -> list[str]:
+    """The README's projects table (only with the door): per UI, what a lab project is there and
+    what that keeps apart, from each blueprint's ``[front_door.projects]``; every cell escaped."""
+    door = ri.door
+    if door is None:
+        return []
+    names = ", ".join(f"`{p}`" for p in door.access.projects) or "none yet"
+    out = [PROJECTS_HEADING, "",
+           f"A project is a group of the identity provider ([{door.provider}]({door.provider}.md)); this lab's "
+           f"projects (lab.toml `[access.projects]`): {names}. Put a user in one with `labbuild users add NAME --project P --dir DIR` (or `users set`). What that "
+           "group means differs service by service: most free editions cannot keep projects apart at all, and "
+           "the front door only decides who reaches a service, not what they see inside it.", "",
+           "| service | sign-in | roles | what a project is there | isolation |", "|---|---|---|---|---|"]
+    for name, fd in door.uis.items():
+        how = "OpenID Connect" if fd.sign_in == "oidc" else "forward-auth"
+        what, isolation = ((fd.projects.what, fd.projects.isolation) if fd.projects is not None
+                           else ("not stated by its blueprint", "unknown: assume none"))
+        out.append(f"| [{name}]({name}.md) | {how} | {_md_cell(', '.join(fd.roles))} | {_md_cell(what)} "
+                   f"| {_md_cell(isolation)} |")
+    return out + [""]
 
 
 def render_service_runbook(ri: ReleaseInput, name: str) -> str:
@@ -207,7 +234,7 @@ def render_runbooks(ri: ReleaseInput) -> dict[str, str]:
                         and ri.blueprint(n).resources.gpus is not None), "<gpu service>")
     text = Template(template_text("runbooks/README.md")).substitute(
         lab=ri.lab.name, version=ri.version, profile=ri.profile, top=ri.top, archive=ri.filename,
-        services_table="\n".join(rows),
+        services_table="\n".join(rows + (["", *projects_section(ri)] if ri.door is not None else [])).rstrip("\n"),
         compose_up=ri.compose_command("up -d", "DIR"),
         compose_ps=ri.compose_command("ps", "DIR"),
         compose_logs=ri.compose_command("logs --tail 200 SERVICE", "DIR"),
