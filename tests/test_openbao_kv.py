@@ -190,13 +190,16 @@ def test_payloads_group_dotenv_by_owner_and_keep_openbaos_own_keys_out(manifest)
     assert got["litellm-db"] == {"LITELLM_DB__POSTGRES_PASSWORD": "v-litellm_db__postgres_password"}
     assert {k for f in got.values() for k in f} == {k for k, o in manifest.secret_owners.items() if o != "openbao"}
     assert payloads(manifest, env, ["litellm-db"]) == {"litellm-db": got["litellm-db"]}
-    assert openbao_url(manifest) == "http://127.0.0.1:8200"
+    # phase4 holds the front door: OpenBao's UI port is not published, so labbuild asks its address
+    assert openbao_url(manifest) is None
+    assert openbao_url(manifest, lambda: "172.18.0.5") == "http://172.18.0.5:8200"
+    assert openbao_url(manifest, lambda: None) is None
 
 
 def test_sync_writes_dotenvs_values_and_records_it_in_the_audit_log(manifest, bao, tmp_path: Path, monkeypatch):
     import builder.host.kvstore as kvstore
 
-    monkeypatch.setattr(kvstore, "openbao_url", lambda m: bao.url)        # the stand-in instead of port 8200
+    monkeypatch.setattr(kvstore, "openbao_url", lambda m, address=None: bao.url)        # the stand-in instead of port 8200
     values = {k: f"value-{i:04d}-of-{k.lower()}" for i, k in enumerate(sorted(manifest.secret_owners))}
     values[ROLE_ID], values[SECRET_ID] = ROLE, SECRET
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))

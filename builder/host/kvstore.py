@@ -57,14 +57,19 @@ class KVResult:
         return {"ok": self.ok, "written": self.written, "unchanged": self.unchanged, "error": self.failure}
 
 
-def openbao_url(manifest: Manifest) -> str | None:
-    """Where labbuild reaches the install's OpenBao from the host; None when it has none."""
+def openbao_url(manifest: Manifest, address: Callable[[], str | None] | None = None) -> str | None:
+    """Where labbuild reaches the install's OpenBao from the host; None when it has none. Without a
+    published port (the front door publishes none for its UIs) it is the container's own address on
+    the lab network, which ``address`` tells (None while it has none)."""
     entry = manifest.services.get(OPENBAO)
     if entry is None:
         return None
-    port = next((p for p in entry.ports if p.name == "http" and p.host), None)
+    port = next((p for p in entry.ports if p.name == "http"), None)
     if port is None:
         return None
+    if not port.host:
+        host = address() if address is not None else None
+        return f"http://{host}:{port.container}" if host else None
     host = "127.0.0.1" if port.bind in ("", "0.0.0.0") else port.bind
     return f"http://{'[' + host + ']' if ':' in host else host}:{port.host}"
 
@@ -154,13 +159,19 @@ class _Failed(Exception):
 
 
 def sync_openbao(install_dir: Path, manifest: Manifest, *, services: Iterable[str] | None = None,
-                 command: str, say: Callable[[str], None], client: httpx.Client | None = None) -> KVResult | None:
+                 command: str, say: Callable[[str], None], client: httpx.Client | None = None,
+                 address: Callable[[], str | None] | None = None) -> KVResult | None:
     """Copy ``DIR/.env``'s secrets (of ``services``' owners; all when None) to the install's OpenBao and
     record it in ``DIR/audit.log``; None when the release has no OpenBao. Never raises for OpenBao's
     answers: a failure is said, recorded, and left for the next write."""
-    base = openbao_url(manifest)
-    if base is None:
+    if OPENBAO not in manifest.services:
         return None
+    base = openbao_url(manifest, address)
+    if base is None:
+        result = KVResult(ok=False, failure=f"{OPENBAO} has no published port and no address on the lab network")
+        say(f"warning: the lab's secrets were not written to OpenBao: {result.failure}; DIR/.env is unchanged and wins")
+        record(install_dir, f"openbao kv write ({command})", [], [], "failed", detail=result.failure)
+        return result
     env_text = read_env(install_dir)
     values = env_values(env_text)
     data = payloads(manifest, env_text, services)

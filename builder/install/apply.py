@@ -347,7 +347,8 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
     if (bao := result.services.get(OPENBAO)) is not None and bao.state == "healthy":
-        sync_openbao(install_dir, manifest, command="install", say=say)     # DIR/.env's values, as a copy
+        sync_openbao(install_dir, manifest, command="install", say=say,     # DIR/.env's values, as a copy
+                     address=partial(container_address, client, lab, OPENBAO))
     bad = [r for r in result.services.values() if r.state == "unhealthy" and r.service not in optional]
     unclaimed = [p for p in result.provisioned.values() if p.state == "failed" and p.service not in optional]
     result.ok = not bad and not unclaimed

@@ -44,9 +44,9 @@ from ..fsutil import atomic_write, canonical_json
 from ..host.auditlog import check_appendable, record
 from ..host.compose import Project, key_consumers
 from ..host.dotenv import env_values, plain_value, raw_value, read_env, replace_values, without_keys
-from ..host.engine import check_project_owner, containers, docker_client, run_exec
+from ..host.engine import check_project_owner, container_address, containers, docker_client, run_exec
 from ..host.health import Probe, wait_healthy
-from ..host.kvstore import sync_openbao
+from ..host.kvstore import OPENBAO, sync_openbao
 from ..host.labdir import ENV_FILE, JOURNAL_FILE, LabDir, Say, dir_lock, preflight, quiet
 from ..install.inputs import startable_optional
 from ..install.secrets import generate_secret
@@ -301,7 +301,8 @@ def run_change(inst: Install, command: str, changes: list[Change], *, started: s
     record(inst.dir, shown, keys, sorted(set(owners) | set(result.services)), result.outcome,
            detail=result.failure or "")
     if result.ok:        # the lab's OpenBao, if any, gets DIR/.env's new values (a copy: .env wins)
-        sync_openbao(inst.dir, inst.manifest, services=owners, command=command, say=inst.say)
+        sync_openbao(inst.dir, inst.manifest, services=owners, command=command, say=inst.say,
+                     address=lambda: container_address(inst.client, inst.manifest.lab, OPENBAO))
     return result
 
 

@@ -260,7 +260,7 @@ def test_rotate_and_set_copy_the_new_value_to_openbao_a_stand_in_here(airgap, do
     lab, target = installed(airgap, docker_engine, tmp_path)
     bao = OpenBaoStandIn()
     try:
-        monkeypatch.setattr(kvstore, "openbao_url", lambda manifest: bao.url)
+        monkeypatch.setattr(kvstore, "openbao_url", lambda manifest, address=None: bao.url)
         with (target / ".env").open("a") as f:
             f.write(f"{kvstore.ROLE_ID}={ROLE}\n{kvstore.SECRET_ID}={SECRET}\n")
         code, out, err = cli(capsys, "secrets", "rotate", "--dir", str(target), "WEB__API_TOKEN")
