@@ -15,6 +15,11 @@ it is outside the hash and must stay out of the final image.
 An application is named by the last part of the image repository the catalog pins
 (``docker.io/library/postgres`` -> ``postgres``); a recipe serves every shipped
 blueprint whose ``[image] name`` is its ``upstream`` repository.
+
+One recipe is no application: ``ollama-standin`` is a protocol stand-in for Ollama (canned
+answers to /api/tags, /api/chat, /api/embed; the one stand-in issue 22 allows). Its
+``stand_in`` says so; ``images`` publishes it for the "ollama" service and names it under
+"stand_ins", and Ollama itself stays under "unbuilt".
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Recipe:
     dockerfile: str    # the official image's Dockerfile, whose contract the recipe keeps
     common: bool = False   # its build uses the scripts of recipes/common/
     registries: bool = False   # its build stage downloads from npm or PyPI (gets host/ca-certificates.crt)
+    stand_in: str = ""     # set for a protocol stand-in (not the application): what it is
 
     @property
     def directory(self) -> Path:
@@ -75,6 +81,9 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("base-notebook", "quay.io/jupyter/base-notebook",
            "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile",
            common=True, registries=True),
+    Recipe("ollama-standin", "docker.io/ollama/ollama", "https://github.com/ollama/ollama/blob/main/Dockerfile",
+           stand_in="a protocol stand-in, not Ollama: canned answers to /, /api/version, /api/tags, /api/chat and "
+                    "/api/embed (tests/apps/recipes/ollama-standin)"),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"

@@ -10,9 +10,11 @@ installed with no registry left to pull from.
 - node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
   port and by the image's own HEALTHCHECK (node /healthcheck.js); a flow deployed through its
   admin API is kept in /data across a restart.
-- litellm (LiteLLM proxy from PyPI): started with the shipped command, config.yaml and env but no
-  database (its Prisma engines cannot be fetched here), answers [health], guards /v1/models and
-  [metrics] with the master key.
+- litellm (LiteLLM proxy from PyPI) beside a test lab whose "ollama" is the Ollama protocol
+  stand-in (tests/apps/recipes/ollama-standin: canned answers, not Ollama): the shipped command,
+  config.yaml and env but no database (its Prisma engines cannot be fetched here); answers
+  [health], guards /v1/models, /health and [metrics] with the master key, and routes a chat
+  completion for ollama/qwen2.5:0.5b to the stand-in, whose canned answer comes back.
 - jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
   HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
 - every image: the user and the tools of the official image (no curl where it has none),
@@ -345,6 +347,7 @@ TOOLS = {
     "litellm": ("0", ["bash", "python3", "pip", "litellm", "wget", "openssl"], ["curl"]),
     "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
                  ["sudo"]),
+    "ollama-standin": ("0", ["ollama", "python3"], ["curl", "wget"]),     # ollama/ollama's: ubuntu, ca-certificates
 }
 
 
@@ -473,44 +476,107 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
 
 
 LITELLM = "litellm"
+OLLAMA = "ollama"
+# An HTTP call from inside the litellm container, with its own Python (the official image has no curl):
+# prints the status line, then the body.
+CALL = """
+import sys, urllib.error, urllib.request
+method, url, key, body = sys.argv[1:5]
+req = urllib.request.Request(url, method=method, data=body.encode() or None,
+                             headers={"Content-Type": "application/json", **({"Authorization": "Bearer " + key} if key else {})})
+try:
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        print(resp.status); print(resp.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code); print(exc.read().decode())
+"""
 
 
-def test_the_real_litellm_proxy_answers_its_shipped_health_and_metrics_without_its_database(
-        docker_engine, local_images, tmp_path):
-    """A plain `docker run` with the shipped command, config.yaml and env, except DATABASE_URL: its
-    partner litellm-db is not started and the proxy's database mode needs Prisma's engines, which
-    this image cannot have (tests/apps/recipes/litellm/Dockerfile)."""
-    bp = load_lab(REPO).services[LITELLM]
+def test_the_real_litellm_routes_a_chat_through_the_shipped_wiring_to_the_ollama_stand_in(apps_lab, tmp_path):
+    """A test lab of the shipped blueprints with "ollama" served by the Ollama protocol stand-in
+    (tests/apps/recipes/ollama-standin: canned answers, not Ollama), installed and healthy by the
+    shipped [health] (GET /api/version). The real LiteLLM proxy runs on that lab's network with
+    the shipped command, config.yaml and env (OLLAMA_API_BASE=http://ollama:11434) and a master
+    key made as install makes it, except DATABASE_URL: its database mode needs Prisma's engines,
+    which this image cannot have, and with DATABASE_URL set it exits at start, so it is run beside
+    the lab rather than installed into it (its profile needs litellm-db). A chat completion for
+    ollama/qwen2.5:0.5b with the master key comes back with the stand-in's canned answer.
+
+    The lab is released as a plain bundle and pulls the stand-in from the test registry: the shipped
+    ollama blueprint's [[models]] come from registry.ollama.ai, unreachable here, so no image bundle
+    of it can be made (testlab.lock_services)."""
+    from builder.install.secrets import generate_secret
+
+    lab = apps_lab
+    built = build_and_push(lab.registry.host, only=["ollama-standin"], engine=lab.engine, log=say)
+    litellm = ensure_image(lab.engine, next(r for r in RECIPES if r.name == LITELLM), ensure_base(lab.engine, say), say)
+    assert set(built.stand_ins) == {OLLAMA} and OLLAMA in built.unbuilt, built.to_json()   # named: not Ollama
+    lab.refs.append(built.images[OLLAMA].split("@")[0])
+    root = make_test_lab(lab.tmp / "lab", {OLLAMA: built.images[OLLAMA]}, lab_name=lab.project,
+                         profile=(PROFILE, [OLLAMA]))
+    lock_services(root, [OLLAMA])
+    lab.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, out_dir=lab.tmp / "dist", progress=False).bundle)
+    wait_ports_free(root, [OLLAMA])
+    lab.target = lab.tmp / "inst"
+    installed = install_bundle(lab.bundle, lab.target, timeout=120)
+    assert installed.ok, installed.failure
+    assert installed.services[OLLAMA].state == "healthy"              # [health]: GET /api/version on 11434
+    tags = _get_json("http://127.0.0.1:11434/api/tags")
+    assert {m["name"] for m in tags["models"]} == {"qwen2.5:0.5b", "nomic-embed-text:v1.5"}
+
+    bp = load_lab(root).services[LITELLM]
     (config,) = bp.files
     (tmp_path / "config.yaml").write_text(config.content, "utf-8")
     env = {k: v for k, v in bp.env.items() if "${secret:" not in v}
-    assert set(bp.env) - set(env) == {"DATABASE_URL"}
-    key = f"sk-{uuid.uuid4().hex}"
-    env |= {"LITELLM_MASTER_KEY": key, "LITELLM_SALT_KEY": uuid.uuid4().hex, "UI_PASSWORD": uuid.uuid4().hex}
-    assert {s.name for s in bp.secrets} <= set(env)
+    assert set(bp.env) - set(env) == {"DATABASE_URL"} and env["OLLAMA_API_BASE"] == "http://ollama:11434"
+    env |= {s.name: s.prefix + generate_secret(s.generate, s.length) for s in bp.secrets}   # as install makes them
+    key = env["LITELLM_MASTER_KEY"]
+    assert key.startswith("sk-") and len(key) == 51
+    (network,) = lab.container(OLLAMA).attrs["NetworkSettings"]["Networks"]
     port = bp.port(bp.health.port).container
-    c = docker_engine.containers.run(local_images[LITELLM].ref, command=list(bp.command), environment=env,
-                                     volumes={str(tmp_path / "config.yaml"): {"bind": config.target, "mode": "ro"}},
-                                     detach=True, labels={"org.local-ai-lab.test": "apps"})
+    c = lab.engine.containers.run(litellm.ref, command=list(bp.command), environment=env,
+                                  network=network, detach=True, labels={"org.local-ai-lab.test": "apps"},
+                                  volumes={str(tmp_path / "config.yaml"): {"bind": config.target, "mode": "ro"}})
 
-    def wget(path: str, *header: str) -> tuple[int, str]:    # its own wget: the official image has no curl
-        code, out = c.exec_run(["wget", "-q", "-O", "-", *[f"--header={h}" for h in header],
-                                f"http://127.0.0.1:{port}{path}"])
-        return code, out.decode(errors="replace")
+    def call(path: str, *, key: str = "", body: dict | None = None) -> tuple[int, str]:
+        code, out = c.exec_run(["python3", "-c", CALL, "POST" if body is not None else "GET",
+                                f"http://127.0.0.1:{port}{path}", key, json.dumps(body) if body is not None else ""])
+        assert code == 0, out.decode(errors="replace")
+        status, _, text = out.decode(errors="replace").partition("\n")
+        return int(status), text
 
     try:
         start = time.monotonic()
-        while wget(bp.health.path)[0] != 0:
+        while c.exec_run(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{bp.health.path}"])[0] != 0:
             c.reload()
             assert c.status == "running" and time.monotonic() - start < 90, c.logs(tail=30).decode(errors="replace")
             time.sleep(1)
-        say(f"litellm: {bp.health.path} answered after {time.monotonic() - start:.0f} s")
-        bearer = f"Authorization: Bearer {key}"
-        code, models = wget("/v1/models", bearer)
-        assert code == 0 and "ollama/*" in models                 # the shipped config.yaml's model_list
-        assert wget("/v1/models")[0] != 0                          # master_key holds
-        assert wget(bp.metrics.path)[0] != 0                       # /metrics wants a key (since v1.84)
-        code, metrics = wget(bp.metrics.path, bearer)             # what the shipped [metrics] sends
-        assert code == 0 and "# TYPE" in metrics, metrics[:500]
+        lab.timings["litellm up"] = time.monotonic() - start
+        status, models = call("/v1/models", key=key)
+        assert status == 200 and "ollama/*" in models                # the shipped config.yaml's model_list
+        # master_key holds. Refused with 500, not 401, for a request without a key: with no database the
+        # proxy's key lookup fails on its missing Prisma client (the answer with litellm-db is 401)
+        assert call("/v1/models")[0] == 500 and call("/v1/models", key="sk-wrong")[0] >= 400
+        assert call(bp.metrics.path)[0] == 401                       # /metrics wants a key (since v1.84)
+        status, metrics = call(bp.metrics.path, key=key)             # what the shipped [metrics] sends
+        assert status == 200 and "# TYPE" in metrics, metrics[:500]
+        assert call("/health")[0] == 500
+        status, health = call("/health", key=key)
+        # LiteLLM answers, but cannot health-check a wildcard entry such as the shipped "ollama/*"
+        # (litellm/litellm_core_utils/health_check_helpers.py, ahealth_check_wildcard_models)
+        (endpoint,) = json.loads(health)["unhealthy_endpoints"]
+        assert status == 200 and endpoint["model"] == "ollama_chat/*" and "wildcard" in endpoint["error"], health
+
+        question = f"hello from the lab {uuid.uuid4().hex[:8]}"
+        status, answer = call("/v1/chat/completions", key=key, body={
+            "model": "ollama/qwen2.5:0.5b", "messages": [{"role": "user", "content": question}]})
+        assert status == 200, answer
+        assert json.loads(answer)["choices"][0]["message"]["content"] == f"stand-in reply to: {question}"
+        assert call("/v1/chat/completions", body={"model": "ollama/qwen2.5:0.5b", "messages": [
+            {"role": "user", "content": "no key"}]})[0] == 500
+        seen = [json.loads(line) for line in lab.container(OLLAMA).logs().decode().splitlines()
+                if line.startswith('{"standin"')]
+        chats = [r["body"] for r in seen if r["path"] == "/api/chat"]
+        assert [(b["model"], b["messages"][-1]["content"]) for b in chats] == [("qwen2.5:0.5b", question)], seen
     finally:
         c.remove(force=True)
