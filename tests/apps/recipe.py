@@ -81,6 +81,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("base-notebook", "quay.io/jupyter/base-notebook",
            "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile",
            common=True, registries=True),
+    Recipe("n8n", "docker.io/n8nio/n8n", "https://github.com/n8n-io/n8n/blob/master/docker/images/n8n/Dockerfile",
+           registries=True),
+    Recipe("nginx", "docker.io/library/nginx",
+           "https://github.com/nginx/docker-nginx/blob/master/stable/alpine-slim/Dockerfile"),
     Recipe("ollama-standin", "docker.io/ollama/ollama", "https://github.com/ollama/ollama/blob/main/Dockerfile",
            stand_in="a protocol stand-in, not Ollama: canned answers to /, /api/version, /api/tags, /api/chat and "
                     "/api/embed (tests/apps/recipes/ollama-standin)"),
@@ -96,9 +100,13 @@ NO_RECIPE: dict[str, str] = {
         "grafana", "langfuse", "langfuse-worker", "minio", "ollama", "qdrant", "traefik", "vault",
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
-    "nginx": _TODO.format("Debian (nginx)"),
-    "open-webui": _TODO.format("PyPI (open-webui)"),
-    "n8n": _TODO.format("npm (n8n)"),
+    # open-webui 0.11.0's wheel requires accelerate, sentence-transformers and transformers, hence torch;
+    # PyPI's Linux torch is the CUDA build with its nvidia-* wheels (several GB), while the official image
+    # takes the CPU build from download.pytorch.org (open-webui/open-webui Dockerfile, USE_CUDA=false),
+    # which is no registry reachable here
+    "open-webui": "PyPI has it, but open-webui 0.11.0 requires torch (through accelerate, sentence-transformers, "
+                  "transformers): PyPI's Linux torch is the CUDA build pulling several GB of nvidia-* wheels, and "
+                  "the CPU build the official image installs comes from download.pytorch.org, not reachable here",
     "flowise": _TODO.format("npm (flowise)"),
     "code-server": _TODO.format("npm (code-server)"),
 }

@@ -17,6 +17,10 @@ installed with no registry left to pull from.
   completion for ollama/qwen2.5:0.5b to the stand-in, whose canned answer comes back.
 - jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
   HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
+- n8n (from npm), in the Prometheus test's profile: healthy by the shipped [health] (GET /healthz),
+  as user node under tini, its [metrics] scraped up, no alert firing.
+- dify (the gateway, nginx from Debian): the shipped default.conf loads in the real nginx and sends
+  each route to its upstream (named by nginx's own error log; no Dify runs here).
 - every image: the user and the tools of the official image (no curl where it has none),
   and Prometheus and node-exporter answer their [health] and [metrics] paths when started
   with the shipped blueprints' commands.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -347,7 +352,9 @@ TOOLS = {
     "litellm": ("0", ["bash", "python3", "pip", "litellm", "wget", "openssl"], ["curl"]),
     "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
                  ["sudo"]),
-    "ollama-standin": ("0", ["ollama", "python3"], ["curl", "wget"]),     # ollama/ollama's: ubuntu, ca-certificates
+    "n8n": ("1000", ["sh", "node", "npm", "n8n", "tini", "git", "ssh", "openssl", "gm", "jq", "wget"], ["curl"]),
+    "ollama-standin": ("0", ["ollama", "python3"], ["curl", "wget"]),
+    "nginx": ("0", ["sh", "nginx", "envsubst", "curl", "wget"], ["bash"]),     # ollama/ollama's: ubuntu, ca-certificates
 }
 
 
@@ -434,15 +441,20 @@ def _get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-@pytest.mark.parametrize("optional", [False, True], ids=["static", "optional-file-sd"])
+N8N = "n8n"
+
+
+@pytest.mark.parametrize("optional", [False, True], ids=["static-with-n8n", "optional-file-sd"])
 def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(apps_lab, optional):
     """prometheus and node-exporter from the shipped blueprints, with the real Prometheus (Debian's)
     reading the bundle's rendered prometheus.yml and the shipped rules: every target up == 1 and
     no alert firing or pending on a healthy lab (checked after two evaluation rounds; the rules'
     `for:` windows are not shortened). ``optional``: node-exporter is an optional service of the
-    profile, so its target comes from the file_sd file install writes once it runs."""
+    profile, so its target comes from the file_sd file install writes once it runs. Without it, the
+    profile also holds the real n8n (from npm): healthy by the shipped [health] (GET /healthz on the
+    published 5678), its [metrics] scraped up, as the official image's user, without curl."""
     lab = apps_lab
-    services = ["prometheus", "node-exporter"]
+    services = ["prometheus", "node-exporter"] + ([] if optional else [N8N])
     built = build_and_push(lab.registry.host, only=services, engine=lab.engine, log=say)
     assert set(services) <= set(built.images), built.unbuilt
     lab.refs += [built.images[s].split("@")[0] for s in services]
@@ -455,17 +467,28 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     lab.registry.stop()
     wait_ports_free(root, services)
     lab.target = lab.tmp / "inst"
-    result = install_bundle(lab.bundle, lab.target, timeout=120)
+    start = time.monotonic()
+    result = install_bundle(lab.bundle, lab.target, timeout=180)
     assert result.ok, result.failure
+    lab.timings["install"] = time.monotonic() - start
+    jobs = {s: "up" for s in services}
+    if not optional:
+        assert result.services[N8N].state == "healthy"            # [health]: GET /healthz on 5678
+        c = lab.container(N8N)
+        assert c.attrs["Config"]["User"] == "node" and c.attrs["Config"]["Entrypoint"] == [
+            "tini", "--", "/docker-entrypoint.sh"]
+        code, out = c.exec_run(["sh", "-c", "id -u; ls -a /home/node/.n8n; command -v curl || echo no curl"])
+        assert code == 0 and out.decode().startswith("1000\n") and "config" in out.decode() \
+            and out.decode().endswith("no curl\n"), out.decode()
     api = f"http://127.0.0.1:{load_lab(root).services['prometheus'].port('http').host}/api/v1"
     deadline = time.monotonic() + 90
     while True:
         targets = _get_json(f"{api}/targets")["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
-        if health == {"prometheus": "up", "node-exporter": "up"} or time.monotonic() > deadline:
+        if health == jobs or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert health == {"prometheus": "up", "node-exporter": "up"}, targets
+    assert health == jobs, targets
     from_file = [t for t in targets if "__meta_filepath" in t["discoveredLabels"]]
     assert [t["labels"]["job"] for t in from_file] == (["node-exporter"] if optional else [])
     groups = _get_json(f"{api}/rules")["data"]["groups"]
@@ -473,6 +496,62 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     time.sleep(35)                                             # two evaluation rounds (15 s)
     alerts = _get_json(f"{api}/alerts")["data"]["alerts"]
     assert alerts == [], alerts
+
+
+DIFY = "dify"
+# path asked of the gateway -> the upstream (service, port) the shipped default.conf sends it to
+DIFY_ROUTES = {
+    "/health": ("dify-api", 5001), "/console/api/setup": ("dify-api", 5001), "/api/meta": ("dify-api", 5001),
+    "/v1/chat-messages": ("dify-api", 5001), "/files/x": ("dify-api", 5001), "/mcp/server": ("dify-api", 5001),
+    "/triggers/x": ("dify-api", 5001), "/socket.io/?EIO=4": ("dify-api", 5001),
+    "/e/hook": ("dify-plugin-daemon", 5002), "/apps": ("dify-web", 3000),
+}
+
+
+def test_the_real_nginx_loads_the_shipped_dify_gateway_and_sends_each_route_to_its_upstream(
+        docker_engine, local_images, tmp_path):
+    """The shipped dify gateway (its default.conf, its image's command) in the real nginx (Debian's),
+    on a network of this test where dify-api, dify-web and dify-plugin-daemon are the names of three
+    idle containers: no Dify runs here and nothing listens, so each request fails with 502, and
+    nginx's own error log names the upstream it tried (its address and port). nginx resolves every
+    upstream name at start, so the config loads only with all three names present."""
+    bp = load_lab(REPO).services[DIFY]
+    (conf,) = bp.files
+    (tmp_path / "default.conf").write_text(conf.content, "utf-8")
+    labels = {"org.local-ai-lab.test": "apps"}
+    net = docker_engine.networks.create(f"apps-dify-{uuid.uuid4().hex[:8]}", labels=labels)
+    ref = local_images["nginx"].ref
+    made = []
+    try:
+        address = {}
+        for name in ("dify-api", "dify-web", "dify-plugin-daemon"):
+            idle = docker_engine.containers.create(ref, entrypoint=["sleep", "infinity"], labels=labels,
+                                                   network=net.name)
+            made.append(idle)
+            idle.start()
+            net.disconnect(idle)
+            net.connect(idle, aliases=[name])
+            idle.reload()
+            address[idle.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]] = name
+        gateway = docker_engine.containers.create(
+            ref, labels=labels, network=net.name, volumes={str(tmp_path / "default.conf"): {
+                "bind": conf.target, "mode": "ro"}}, **({"command": list(bp.command)} if bp.command else {}))
+        made.append(gateway)
+        gateway.start()
+        port = bp.port(bp.health.port).container
+        for path in DIFY_ROUTES:
+            code, out = gateway.exec_run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                          f"http://127.0.0.1:{port}{path}"])
+            assert out.decode() == "502", (path, out.decode(), gateway.logs(tail=20).decode(errors="replace"))
+        tried = {}
+        for m in re.finditer(r'request: "GET (\S+) HTTP/1.1", upstream: "http://([0-9.]+):(\d+)',
+                             gateway.logs(stdout=False).decode(errors="replace")):
+            tried.setdefault(m[1], (address.get(m[2], m[2]), int(m[3])))
+        assert tried == DIFY_ROUTES
+    finally:
+        for c in made:
+            c.remove(force=True)
+        net.remove()
 
 
 LITELLM = "litellm"
