@@ -86,8 +86,8 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("nginx", "docker.io/library/nginx",
            "https://github.com/nginx/docker-nginx/blob/master/stable/alpine-slim/Dockerfile"),
     Recipe("ollama-standin", "docker.io/ollama/ollama", "https://github.com/ollama/ollama/blob/main/Dockerfile",
-           stand_in="a protocol stand-in, not Ollama: canned answers to /, /api/version, /api/tags, /api/chat and "
-                    "/api/embed (tests/apps/recipes/ollama-standin)"),
+           stand_in="a protocol stand-in, not Ollama: canned answers to /, /api/version, /api/tags, /api/chat, /api/embed "
+                    "and /api/show (tests/apps/recipes/ollama-standin)"),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"
