@@ -25,8 +25,9 @@ installed with no registry left to pull from.
   and Prometheus and node-exporter answer their [health] and [metrics] paths when started
   with the shipped blueprints' commands.
 
-The first run builds the base and the images (about ten minutes: Debian's mirror, npm, PyPI); later
-runs find them in the engine (tests/apps/base.py) and push them to the test registry.
+The first run builds the base and the images (about ten minutes: Debian's mirror, npm, PyPI; n8n
+about seventeen more); later runs find them in the engine (tests/apps/base.py) and push them to the
+test registry.
 """
 
 from __future__ import annotations
