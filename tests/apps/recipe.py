@@ -74,6 +74,8 @@ RECIPES: tuple[Recipe, ...] = (
            "https://github.com/prometheus/prometheus/blob/main/Dockerfile", common=True),
     Recipe("node-exporter", "quay.io/prometheus/node-exporter",
            "https://github.com/prometheus/node_exporter/blob/master/Dockerfile", common=True),
+    Recipe("nginx", "docker.io/library/nginx",
+           "https://github.com/nginxinc/docker-nginx/blob/master/stable/alpine-slim/Dockerfile", common=True),
     Recipe("node-red", "docker.io/nodered/node-red",
            "https://github.com/node-red/node-red-docker/blob/master/.docker/Dockerfile.alpine", registries=True),
     Recipe("litellm", "ghcr.io/berriai/litellm", "https://github.com/BerriAI/litellm/blob/main/Dockerfile",
@@ -83,8 +85,6 @@ RECIPES: tuple[Recipe, ...] = (
            common=True, registries=True),
     Recipe("n8n", "docker.io/n8nio/n8n", "https://github.com/n8n-io/n8n/blob/master/docker/images/n8n/Dockerfile",
            registries=True),
-    Recipe("nginx", "docker.io/library/nginx",
-           "https://github.com/nginx/docker-nginx/blob/master/stable/alpine-slim/Dockerfile"),
     Recipe("ollama-standin", "docker.io/ollama/ollama", "https://github.com/ollama/ollama/blob/main/Dockerfile",
            stand_in="a protocol stand-in, not Ollama: canned answers to /, /api/version, /api/tags, /api/chat, /api/embed "
                     "and /api/show (tests/apps/recipes/ollama-standin)"),
@@ -96,10 +96,11 @@ _TODO = "{} has it; no recipe written yet"
 # Why an application of the catalog has no recipe (keyed by application name).
 NO_RECIPE: dict[str, str] = {
     **{app: _ELSEWHERE for app in (
-        "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
-        "grafana", "langfuse", "langfuse-worker", "minio", "ollama", "qdrant", "traefik", "vault",
+        "authelia", "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
+        "grafana", "langfuse", "langfuse-worker", "ollama", "openbao", "qdrant", "rustfs", "traefik",
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
+    "squid": _TODO.format("Debian (squid)"),
     # open-webui 0.11.0's wheel requires accelerate, sentence-transformers and transformers, hence torch;
     # PyPI's Linux torch is the CUDA build with its nvidia-* wheels (several GB), while the official image
     # takes the CPU build from download.pytorch.org (open-webui/open-webui Dockerfile, USE_CUDA=false),
