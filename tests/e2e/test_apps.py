@@ -10,14 +10,15 @@ installed with no registry left to pull from.
 - node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
   port and by the image's own HEALTHCHECK (node /healthcheck.js); a flow deployed through its
   admin API is kept in /data across a restart.
-- litellm (LiteLLM proxy from PyPI) beside a test lab whose "ollama" is the Ollama protocol
-  stand-in (tests/apps/recipes/ollama-standin: canned answers, not Ollama): the shipped command,
-  config.yaml and env but no database (its Prisma engines cannot be fetched here); answers
-  [health], guards /v1/models, /health and [metrics] with the master key, and routes a chat
-  completion for ollama/qwen2.5:0.5b to the stand-in, whose canned answer comes back.
+- litellm (LiteLLM proxy from PyPI): started with the shipped command, config.yaml and env but no
+  database (its Prisma engines cannot be fetched here), answers [health], guards /v1/models and
+  [metrics] with the master key.
+  Beside a test lab whose "ollama" is the Ollama protocol stand-in (tests/apps/recipes/ollama-standin:
+  canned answers, not Ollama), it routes a chat completion for ollama/qwen2.5:0.5b to the stand-in,
+  whose canned answer comes back.
 - jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
   HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
-- n8n (from npm), in the Prometheus test's profile: healthy by the shipped [health] (GET /healthz),
+- n8n (from npm), in the Prometheus test's profile: healthy by the shipped [health] (/healthz/readiness),
   as user node under tini, its [metrics] scraped up, no alert firing.
 - dify (the gateway, nginx from Debian): the shipped default.conf loads in the real nginx and sends
   each route to its upstream (named by nginx's own error log; no Dify runs here).
@@ -355,7 +356,7 @@ TOOLS = {
                  ["sudo"]),
     "n8n": ("1000", ["sh", "node", "npm", "n8n", "tini", "git", "ssh", "openssl", "gm", "jq", "wget"], ["curl"]),
     "ollama-standin": ("0", ["ollama", "python3"], ["curl", "wget"]),
-    "nginx": ("0", ["sh", "nginx", "envsubst", "curl", "wget"], ["bash"]),     # ollama/ollama's: ubuntu, ca-certificates
+    "nginx": ("0", ["sh", "wget", "nginx"], ["curl", "bash", "apt-get"]),     # ollama/ollama's: ubuntu, ca-certificates
 }
 
 
@@ -452,7 +453,7 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     no alert firing or pending on a healthy lab (checked after two evaluation rounds; the rules'
     `for:` windows are not shortened). ``optional``: node-exporter is an optional service of the
     profile, so its target comes from the file_sd file install writes once it runs. Without it, the
-    profile also holds the real n8n (from npm): healthy by the shipped [health] (GET /healthz on the
+    profile also holds the real n8n (from npm): healthy by the shipped [health] (GET /healthz/readiness on the
     published 5678), its [metrics] scraped up, as the official image's user, without curl."""
     lab = apps_lab
     services = ["prometheus", "node-exporter"] + ([] if optional else [N8N])
@@ -474,10 +475,15 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     lab.timings["install"] = time.monotonic() - start
     jobs = {s: "up" for s in services}
     if not optional:
-        assert result.services[N8N].state == "healthy"            # [health]: GET /healthz on 5678
+        assert result.services[N8N].state == "healthy"            # [health]: GET /healthz/readiness on 5678
         c = lab.container(N8N)
         assert c.attrs["Config"]["User"] == "node" and c.attrs["Config"]["Entrypoint"] == [
             "tini", "--", "/docker-entrypoint.sh"]
+        # healthy means ready: the owner-setup call install's provisioning makes reaches n8n itself (an empty
+        # body: 400), not the "n8n is starting up" placeholder that answers 200 to anything until then
+        code, out = c.exec_run(["wget", "-S", "-O", "-", "--header", "Content-Type: application/json",
+                                "--post-data", "{}", "http://127.0.0.1:5678/rest/owner/setup"])
+        assert "HTTP/1.1 400" in out.decode() and "starting up" not in out.decode(), out.decode()
         code, out = c.exec_run(["sh", "-c", "id -u; ls -a /home/node/.n8n; command -v curl || echo no curl"])
         assert code == 0 and out.decode().startswith("1000\n") and "config" in out.decode() \
             and out.decode().endswith("no curl\n"), out.decode()
@@ -526,8 +532,8 @@ def test_the_real_nginx_loads_the_shipped_dify_gateway_and_sends_each_route_to_i
     try:
         address = {}
         for name in ("dify-api", "dify-web", "dify-plugin-daemon"):
-            idle = docker_engine.containers.create(ref, entrypoint=["sleep", "infinity"], labels=labels,
-                                                   network=net.name)
+            idle = docker_engine.containers.create(ref, entrypoint=["sh", "-c", "while :; do sleep 3600; done"],
+                                                   labels=labels, network=net.name)
             made.append(idle)
             idle.start()
             net.disconnect(idle)
@@ -540,10 +546,11 @@ def test_the_real_nginx_loads_the_shipped_dify_gateway_and_sends_each_route_to_i
         made.append(gateway)
         gateway.start()
         port = bp.port(bp.health.port).container
-        for path in DIFY_ROUTES:
-            code, out = gateway.exec_run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                          f"http://127.0.0.1:{port}{path}"])
-            assert out.decode() == "502", (path, out.decode(), gateway.logs(tail=20).decode(errors="replace"))
+        for path in DIFY_ROUTES:             # its own wget (the official image has no curl); -S: the status line
+            code, out = gateway.exec_run(["wget", "-S", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"])
+            status = re.search(r"HTTP/1\.1 (\d+)", out.decode(errors="replace"))
+            assert status and status[1] == "502", (path, out.decode(errors="replace"),
+                                                    gateway.logs(tail=20).decode(errors="replace"))
         tried = {}
         for m in re.finditer(r'request: "GET (\S+) HTTP/1.1", upstream: "http://([0-9.]+):(\d+)',
                              gateway.logs(stdout=False).decode(errors="replace")):
