@@ -96,11 +96,10 @@ _TODO = "{} has it; no recipe written yet"
 # Why an application of the catalog has no recipe (keyed by application name).
 NO_RECIPE: dict[str, str] = {
     **{app: _ELSEWHERE for app in (
-        "authelia", "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
-        "grafana", "langfuse", "langfuse-worker", "ollama", "openbao", "qdrant", "rustfs", "traefik",
+        "clickhouse-server", "cloudflared", "dify-api", "dify-plugin-daemon", "dify-sandbox", "dify-web",
+        "grafana", "langfuse", "langfuse-worker", "minio", "ollama", "qdrant", "traefik", "vault",
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
-    "squid": _TODO.format("Debian (squid)"),
     # open-webui 0.11.0's wheel requires accelerate, sentence-transformers and transformers, hence torch;
     # PyPI's Linux torch is the CUDA build with its nvidia-* wheels (several GB), while the official image
     # takes the CPU build from download.pytorch.org (open-webui/open-webui Dockerfile, USE_CUDA=false),
