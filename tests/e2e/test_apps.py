@@ -598,7 +598,7 @@ def test_the_real_litellm_routes_a_chat_through_the_shipped_wiring_to_the_ollama
     built = build_and_push(lab.registry.host, only=["ollama-standin"], engine=lab.engine, log=say)
     litellm = ensure_image(lab.engine, next(r for r in RECIPES if r.name == LITELLM), ensure_base(lab.engine, say), say)
     assert set(built.stand_ins) == {OLLAMA} and OLLAMA in built.unbuilt, built.to_json()   # named: not Ollama
-    lab.refs.append(built.images[OLLAMA].split("@")[0])
+    lab.refs += [built.images[OLLAMA].split("@")[0], built.images[OLLAMA]]    # compose pulls it by digest
     root = make_test_lab(lab.tmp / "lab", {OLLAMA: built.images[OLLAMA]}, lab_name=lab.project,
                          profile=(PROFILE, [OLLAMA]))
     lock_services(root, [OLLAMA])
