@@ -5,8 +5,11 @@ the registry and prints, for every shipped catalog service a build serves, the
 reference to pin (``HOST:PORT/labbuild-apps/<app>:<hash>@sha256:...``), and for
 every application of the catalog without an image, why:
 
-    {"images": {service: ref}, "unbuilt": {application: reason}}
+    {"images": {service: ref}, "unbuilt": {application: reason}, "stand_ins": {service: what}}
 
+A protocol stand-in (``Recipe.stand_in``: ollama-standin) is published under "images" for the
+services it serves, so a test lab can be assembled with it, and named under "stand_ins"; the
+application it stands in for stays under "unbuilt" with its reason.
 (with ``--json``; as text lines without). Exit 1 when a recipe failed to build or
 push; applications that have no recipe do not fail it. Progress goes to stderr.
 ``build_and_push`` is the same as a function, for tests.
@@ -34,9 +37,11 @@ class ImagesResult:
     unbuilt: dict[str, str] = field(default_factory=dict)      # application -> why it has no image
     failed: list[str] = field(default_factory=list)            # recipes that did not build or push
     builds: dict[str, BuiltImage] = field(default_factory=dict)   # application -> its local image
+    stand_ins: dict[str, str] = field(default_factory=dict)   # catalog service -> what stands in for it
 
     def to_json(self) -> dict:
-        return {"images": dict(sorted(self.images.items())), "unbuilt": dict(sorted(self.unbuilt.items()))}
+        return {"images": dict(sorted(self.images.items())), "unbuilt": dict(sorted(self.unbuilt.items())),
+                "stand_ins": dict(sorted(self.stand_ins.items()))}
 
 
 def catalog_images(root: Path = REPO) -> dict[str, str]:
@@ -55,7 +60,7 @@ def build_and_push(registry: str, *, only: Iterable[str] = (), engine=None,
     services = catalog_images(root)
     result = ImagesResult()
     recipes = [r for r in RECIPES if not only or r.name in only]
-    with_recipe = {r.upstream for r in RECIPES}
+    with_recipe = {r.upstream for r in RECIPES if not r.stand_in}
     for repository in sorted(set(services.values()) - with_recipe):
         app = application(repository)
         result.unbuilt[app] = NO_RECIPE.get(app, "no recipe yet")
@@ -79,6 +84,8 @@ def build_and_push(registry: str, *, only: Iterable[str] = (), engine=None,
         log(f"{recipe.name}: {'built in %.0f s' % built.seconds if built.built else 'cached'}; pushed {ref}")
         result.builds[recipe.name] = built
         result.images.update({s: ref for s in served})
+        if recipe.stand_in:
+            result.stand_ins.update({s: recipe.stand_in for s in served})
     return result
 
 
@@ -95,6 +102,7 @@ def _engine():
 def render_text(result: ImagesResult) -> str:
     lines = [f"{svc}  {ref}" for svc, ref in sorted(result.images.items())]
     lines += [f"unbuilt {app}: {why}" for app, why in sorted(result.unbuilt.items())]
+    lines += [f"stand-in {svc}: {what}" for svc, what in sorted(result.stand_ins.items())]
     return "\n".join(lines)
 
 

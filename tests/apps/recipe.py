@@ -15,6 +15,11 @@ it is outside the hash and must stay out of the final image.
 An application is named by the last part of the image repository the catalog pins
 (``docker.io/library/postgres`` -> ``postgres``); a recipe serves every shipped
 blueprint whose ``[image] name`` is its ``upstream`` repository.
+
+One recipe is no application: ``ollama-standin`` is a protocol stand-in for Ollama (canned
+answers to /api/tags, /api/chat, /api/embed; the one stand-in issue 22 allows). Its
+``stand_in`` says so; ``images`` publishes it for the "ollama" service and names it under
+"stand_ins", and Ollama itself stays under "unbuilt".
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Recipe:
     dockerfile: str    # the official image's Dockerfile, whose contract the recipe keeps
     common: bool = False   # its build uses the scripts of recipes/common/
     registries: bool = False   # its build stage downloads from npm or PyPI (gets host/ca-certificates.crt)
+    stand_in: str = ""     # set for a protocol stand-in (not the application): what it is
 
     @property
     def directory(self) -> Path:
@@ -77,6 +83,11 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("base-notebook", "quay.io/jupyter/base-notebook",
            "https://github.com/jupyter/docker-stacks/blob/main/images/base-notebook/Dockerfile",
            common=True, registries=True),
+    Recipe("n8n", "docker.io/n8nio/n8n", "https://github.com/n8n-io/n8n/blob/master/docker/images/n8n/Dockerfile",
+           registries=True),
+    Recipe("ollama-standin", "docker.io/ollama/ollama", "https://github.com/ollama/ollama/blob/main/Dockerfile",
+           stand_in="a protocol stand-in, not Ollama: canned answers to /, /api/version, /api/tags, /api/chat, /api/embed "
+                    "and /api/show (tests/apps/recipes/ollama-standin)"),
 )
 
 _ELSEWHERE = "no Debian, PyPI or npm package of it can be fetched here (DESIGN.md, Test environment)"
@@ -90,8 +101,13 @@ NO_RECIPE: dict[str, str] = {
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "squid": _TODO.format("Debian (squid)"),
-    "open-webui": _TODO.format("PyPI (open-webui)"),
-    "n8n": _TODO.format("npm (n8n)"),
+    # open-webui 0.11.0's wheel requires accelerate, sentence-transformers and transformers, hence torch;
+    # PyPI's Linux torch is the CUDA build with its nvidia-* wheels (several GB), while the official image
+    # takes the CPU build from download.pytorch.org (open-webui/open-webui Dockerfile, USE_CUDA=false),
+    # which is no registry reachable here
+    "open-webui": "PyPI has it, but open-webui 0.11.0 requires torch (through accelerate, sentence-transformers, "
+                  "transformers): PyPI's Linux torch is the CUDA build pulling several GB of nvidia-* wheels, and "
+                  "the CPU build the official image installs comes from download.pytorch.org, not reachable here",
     "flowise": _TODO.format("npm (flowise)"),
     "code-server": _TODO.format("npm (code-server)"),
 }

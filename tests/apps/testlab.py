@@ -15,11 +15,16 @@ of it.
 ``lock_services(root, services)`` resolves those services' images into the lock and
 carries every other entry as shipped. The shipped lock was written offline
 (unverified pins): ``labbuild lock`` would try to verify them all against registries
-this machine cannot reach, so only the substituted ones are resolved.
+this machine cannot reach, so only the substituted ones are resolved. The same holds for
+the models a blueprint ships (``[[models]]``: ollama's come from registry.ollama.ai): a
+substituted service keeps its shipped, unverified model entries and only its image is
+resolved; such a lab can be released as a plain bundle, not as an image bundle (release
+refuses unverified models there, as it should).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -94,11 +99,15 @@ def lock_services(root: Path, services: Iterable[str]) -> None:
     from builder.blueprint import load_lab
     from builder.lockfile import Lock, inputs_hash, read_lock, write_lock
     from builder.registry import RegistryClient
-    from builder.resolve import resolve_services
+    from builder.resolve import resolve_image, resolve_services
 
     lab = load_lab(root)
     previous = read_lock(Path(root) / LOCK)
+    with_models = sorted(s for s in services if lab.services[s].models)
     with RegistryClient(insecure_registries=lab.insecure_registries) as client:
-        fresh = resolve_services(lab, sorted(services), client)
+        fresh = resolve_services(lab, sorted(set(services) - set(with_models)), client)
+        for name in with_models:     # the image only; the shipped model entries as they are
+            fresh[name] = dataclasses.replace(resolve_image(client, lab.services[name].image, tuple(lab.platforms)),
+                                              models=previous.services[name].models)
     write_lock(Path(root) / LOCK, Lock(lab=lab.name, inputs=inputs_hash(lab), platforms=tuple(lab.platforms),
                                        services=dict(sorted({**previous.services, **fresh}.items()))))

@@ -14,20 +14,29 @@ installed with no registry left to pull from.
 - litellm (LiteLLM proxy from PyPI): started with the shipped command, config.yaml and env but no
   database (its Prisma engines cannot be fetched here), answers [health], guards /v1/models and
   [metrics] with the master key.
+  Beside a test lab whose "ollama" is the Ollama protocol stand-in (tests/apps/recipes/ollama-standin:
+  canned answers, not Ollama), it routes a chat completion for ollama/qwen2.5:0.5b to the stand-in,
+  whose canned answer comes back.
 - jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
   HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
+- n8n (from npm), in the Prometheus test's profile: healthy by the shipped [health] (/healthz/readiness),
+  as user node under tini, its [metrics] scraped up, no alert firing.
+- dify (the gateway, nginx from Debian): the shipped default.conf loads in the real nginx and sends
+  each route to its upstream (named by nginx's own error log; no Dify runs here).
 - every image: the user and the tools of the official image (no curl where it has none),
   and Prometheus and node-exporter answer their [health] and [metrics] paths when started
   with the shipped blueprints' commands.
 
-The first run builds the base and the images (about ten minutes: Debian's mirror, npm, PyPI); later
-runs find them in the engine (tests/apps/base.py) and push them to the test registry.
+The first run builds the base and the images (about ten minutes: Debian's mirror, npm, PyPI; n8n
+about seventeen more); later runs find them in the engine (tests/apps/base.py) and push them to the
+test registry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -372,6 +381,9 @@ TOOLS = {
     "litellm": ("0", ["bash", "python3", "pip", "litellm", "wget", "openssl"], ["curl"]),
     "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
                  ["sudo"]),
+    "n8n": ("1000", ["sh", "node", "npm", "n8n", "tini", "git", "ssh", "openssl", "gm", "jq", "wget"], ["curl"]),
+    "ollama-standin": ("0", ["ollama", "python3"], ["curl", "wget"]),
+    "nginx": ("0", ["sh", "wget", "nginx"], ["curl", "bash", "apt-get"]),     # ollama/ollama's: ubuntu, ca-certificates
 }
 
 
@@ -458,15 +470,20 @@ def _get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-@pytest.mark.parametrize("optional", [False, True], ids=["static", "optional-file-sd"])
+N8N = "n8n"
+
+
+@pytest.mark.parametrize("optional", [False, True], ids=["static-with-n8n", "optional-file-sd"])
 def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(apps_lab, optional):
     """prometheus and node-exporter from the shipped blueprints, with the real Prometheus (Debian's)
     reading the bundle's rendered prometheus.yml and the shipped rules: every target up == 1 and
     no alert firing or pending on a healthy lab (checked after two evaluation rounds; the rules'
     `for:` windows are not shortened). ``optional``: node-exporter is an optional service of the
-    profile, so its target comes from the file_sd file install writes once it runs."""
+    profile, so its target comes from the file_sd file install writes once it runs. Without it, the
+    profile also holds the real n8n (from npm): healthy by the shipped [health] (GET /healthz/readiness on the
+    published 5678), its [metrics] scraped up, as the official image's user, without curl."""
     lab = apps_lab
-    services = ["prometheus", "node-exporter"]
+    services = ["prometheus", "node-exporter"] + ([] if optional else [N8N])
     built = build_and_push(lab.registry.host, only=services, engine=lab.engine, log=say)
     assert set(services) <= set(built.images), built.unbuilt
     lab.refs += [built.images[s].split("@")[0] for s in services]
@@ -479,17 +496,33 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     lab.registry.stop()
     wait_ports_free(root, services)
     lab.target = lab.tmp / "inst"
-    result = install_bundle(lab.bundle, lab.target, timeout=120)
+    start = time.monotonic()
+    result = install_bundle(lab.bundle, lab.target, timeout=180)
     assert result.ok, result.failure
+    lab.timings["install"] = time.monotonic() - start
+    jobs = {s: "up" for s in services}
+    if not optional:
+        assert result.services[N8N].state == "healthy"            # [health]: GET /healthz/readiness on 5678
+        c = lab.container(N8N)
+        assert c.attrs["Config"]["User"] == "node" and c.attrs["Config"]["Entrypoint"] == [
+            "tini", "--", "/docker-entrypoint.sh"]
+        # healthy means ready: the owner-setup call install's provisioning makes reaches n8n itself (an empty
+        # body: 400), not the "n8n is starting up" placeholder that answers 200 to anything until then
+        code, out = c.exec_run(["wget", "-S", "-O", "-", "--header", "Content-Type: application/json",
+                                "--post-data", "{}", "http://127.0.0.1:5678/rest/owner/setup"])
+        assert "HTTP/1.1 400" in out.decode() and "starting up" not in out.decode(), out.decode()
+        code, out = c.exec_run(["sh", "-c", "id -u; ls -a /home/node/.n8n; command -v curl || echo no curl"])
+        assert code == 0 and out.decode().startswith("1000\n") and "config" in out.decode() \
+            and out.decode().endswith("no curl\n"), out.decode()
     api = f"http://127.0.0.1:{load_lab(root).services['prometheus'].port('http').host}/api/v1"
     deadline = time.monotonic() + 90
     while True:
         targets = _get_json(f"{api}/targets")["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
-        if health == {"prometheus": "up", "node-exporter": "up"} or time.monotonic() > deadline:
+        if health == jobs or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert health == {"prometheus": "up", "node-exporter": "up"}, targets
+    assert health == jobs, targets
     from_file = [t for t in targets if "__meta_filepath" in t["discoveredLabels"]]
     assert [t["labels"]["job"] for t in from_file] == (["node-exporter"] if optional else [])
     groups = _get_json(f"{api}/rules")["data"]["groups"]
@@ -499,45 +532,165 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     assert alerts == [], alerts
 
 
-LITELLM = "litellm"
+DIFY = "dify"
+# path asked of the gateway -> the upstream (service, port) the shipped default.conf sends it to
+DIFY_ROUTES = {
+    "/health": ("dify-api", 5001), "/console/api/setup": ("dify-api", 5001), "/api/meta": ("dify-api", 5001),
+    "/v1/chat-messages": ("dify-api", 5001), "/files/x": ("dify-api", 5001), "/mcp/server": ("dify-api", 5001),
+    "/triggers/x": ("dify-api", 5001), "/socket.io/?EIO=4": ("dify-api", 5001),
+    "/e/hook": ("dify-plugin-daemon", 5002), "/apps": ("dify-web", 3000),
+}
 
 
-def test_the_real_litellm_proxy_answers_its_shipped_health_and_metrics_without_its_database(
+def test_the_real_nginx_loads_the_shipped_dify_gateway_and_sends_each_route_to_its_upstream(
         docker_engine, local_images, tmp_path):
-    """A plain `docker run` with the shipped command, config.yaml and env, except DATABASE_URL: its
-    partner litellm-db is not started and the proxy's database mode needs Prisma's engines, which
-    this image cannot have (tests/apps/recipes/litellm/Dockerfile)."""
-    bp = load_lab(REPO).services[LITELLM]
+    """The shipped dify gateway (its default.conf, its image's command) in the real nginx (Debian's),
+    on a network of this test where dify-api, dify-web and dify-plugin-daemon are the names of three
+    idle containers: no Dify runs here and nothing listens, so each request fails with 502, and
+    nginx's own error log names the upstream it tried (its address and port). nginx resolves every
+    upstream name at start, so the config loads only with all three names present."""
+    bp = load_lab(REPO).services[DIFY]
+    (conf,) = bp.files
+    (tmp_path / "default.conf").write_text(conf.content, "utf-8")
+    labels = {"org.local-ai-lab.test": "apps"}
+    net = docker_engine.networks.create(f"apps-dify-{uuid.uuid4().hex[:8]}", labels=labels)
+    ref = local_images["nginx"].ref
+    made = []
+    try:
+        address = {}
+        for name in ("dify-api", "dify-web", "dify-plugin-daemon"):
+            idle = docker_engine.containers.create(ref, entrypoint=["sh", "-c", "while :; do sleep 3600; done"],
+                                                   labels=labels, network=net.name)
+            made.append(idle)
+            idle.start()
+            net.disconnect(idle)
+            net.connect(idle, aliases=[name])
+            idle.reload()
+            address[idle.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]] = name
+        gateway = docker_engine.containers.create(
+            ref, labels=labels, network=net.name, volumes={str(tmp_path / "default.conf"): {
+                "bind": conf.target, "mode": "ro"}}, **({"command": list(bp.command)} if bp.command else {}))
+        made.append(gateway)
+        gateway.start()
+        port = bp.port(bp.health.port).container
+        for path in DIFY_ROUTES:             # its own wget (the official image has no curl); -S: the status line
+            code, out = gateway.exec_run(["wget", "-S", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"])
+            status = re.search(r"HTTP/1\.1 (\d+)", out.decode(errors="replace"))
+            assert status and status[1] == "502", (path, out.decode(errors="replace"),
+                                                    gateway.logs(tail=20).decode(errors="replace"))
+        tried = {}
+        for m in re.finditer(r'request: "GET (\S+) HTTP/1.1", upstream: "http://([0-9.]+):(\d+)',
+                             gateway.logs(stdout=False).decode(errors="replace")):
+            tried.setdefault(m[1], (address.get(m[2], m[2]), int(m[3])))
+        assert tried == DIFY_ROUTES
+    finally:
+        for c in made:
+            c.remove(force=True)
+        net.remove()
+
+
+LITELLM = "litellm"
+OLLAMA = "ollama"
+# An HTTP call from inside the litellm container, with its own Python (the official image has no curl):
+# prints the status line, then the body.
+CALL = """
+import sys, urllib.error, urllib.request
+method, url, key, body = sys.argv[1:5]
+req = urllib.request.Request(url, method=method, data=body.encode() or None,
+                             headers={"Content-Type": "application/json", **({"Authorization": "Bearer " + key} if key else {})})
+try:
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        print(resp.status); print(resp.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code); print(exc.read().decode())
+"""
+
+
+def test_the_real_litellm_routes_a_chat_through_the_shipped_wiring_to_the_ollama_stand_in(apps_lab, tmp_path):
+    """A test lab of the shipped blueprints with "ollama" served by the Ollama protocol stand-in
+    (tests/apps/recipes/ollama-standin: canned answers, not Ollama), installed and healthy by the
+    shipped [health] (GET /api/version). The real LiteLLM proxy runs on that lab's network with
+    the shipped command, config.yaml and env (OLLAMA_API_BASE=http://ollama:11434) and a master
+    key made as install makes it, except DATABASE_URL: its database mode needs Prisma's engines,
+    which this image cannot have, and with DATABASE_URL set it exits at start, so it is run beside
+    the lab rather than installed into it (its profile needs litellm-db). A chat completion for
+    ollama/qwen2.5:0.5b with the master key comes back with the stand-in's canned answer.
+
+    The lab is released as a plain bundle and pulls the stand-in from the test registry: the shipped
+    ollama blueprint's [[models]] come from registry.ollama.ai, unreachable here, so no image bundle
+    of it can be made (testlab.lock_services)."""
+    from builder.install.secrets import generate_secret
+
+    lab = apps_lab
+    built = build_and_push(lab.registry.host, only=["ollama-standin"], engine=lab.engine, log=say)
+    litellm = ensure_image(lab.engine, next(r for r in RECIPES if r.name == LITELLM), ensure_base(lab.engine, say), say)
+    assert set(built.stand_ins) == {OLLAMA} and OLLAMA in built.unbuilt, built.to_json()   # named: not Ollama
+    lab.refs += [built.images[OLLAMA].split("@")[0], built.images[OLLAMA]]    # compose pulls it by digest
+    root = make_test_lab(lab.tmp / "lab", {OLLAMA: built.images[OLLAMA]}, lab_name=lab.project,
+                         profile=(PROFILE, [OLLAMA]))
+    lock_services(root, [OLLAMA])
+    lab.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, out_dir=lab.tmp / "dist", progress=False).bundle)
+    wait_ports_free(root, [OLLAMA])
+    lab.target = lab.tmp / "inst"
+    installed = install_bundle(lab.bundle, lab.target, timeout=120)
+    assert installed.ok, installed.failure
+    assert installed.services[OLLAMA].state == "healthy"              # [health]: GET /api/version on 11434
+    tags = _get_json("http://127.0.0.1:11434/api/tags")
+    assert {m["name"] for m in tags["models"]} == {"qwen2.5:0.5b", "nomic-embed-text:v1.5"}
+
+    bp = load_lab(root).services[LITELLM]
     (config,) = bp.files
     (tmp_path / "config.yaml").write_text(config.content, "utf-8")
     env = {k: v for k, v in bp.env.items() if "${secret:" not in v}
-    assert set(bp.env) - set(env) == {"DATABASE_URL"}
-    key = f"sk-{uuid.uuid4().hex}"
-    env |= {"LITELLM_MASTER_KEY": key, "LITELLM_SALT_KEY": uuid.uuid4().hex, "UI_PASSWORD": uuid.uuid4().hex}
-    assert {s.name for s in bp.secrets} <= set(env)
+    assert set(bp.env) - set(env) == {"DATABASE_URL"} and env["OLLAMA_API_BASE"] == "http://ollama:11434"
+    env |= {s.name: s.prefix + generate_secret(s.generate, s.length) for s in bp.secrets}   # as install makes them
+    key = env["LITELLM_MASTER_KEY"]
+    assert key.startswith("sk-") and len(key) == 51
+    (network,) = lab.container(OLLAMA).attrs["NetworkSettings"]["Networks"]
     port = bp.port(bp.health.port).container
-    c = docker_engine.containers.run(local_images[LITELLM].ref, command=list(bp.command), environment=env,
-                                     volumes={str(tmp_path / "config.yaml"): {"bind": config.target, "mode": "ro"}},
-                                     detach=True, labels={"org.local-ai-lab.test": "apps"})
+    c = lab.engine.containers.run(litellm.ref, command=list(bp.command), environment=env,
+                                  network=network, detach=True, labels={"org.local-ai-lab.test": "apps"},
+                                  volumes={str(tmp_path / "config.yaml"): {"bind": config.target, "mode": "ro"}})
 
-    def wget(path: str, *header: str) -> tuple[int, str]:    # its own wget: the official image has no curl
-        code, out = c.exec_run(["wget", "-q", "-O", "-", *[f"--header={h}" for h in header],
-                                f"http://127.0.0.1:{port}{path}"])
-        return code, out.decode(errors="replace")
+    def call(path: str, *, key: str = "", body: dict | None = None) -> tuple[int, str]:
+        code, out = c.exec_run(["python3", "-c", CALL, "POST" if body is not None else "GET",
+                                f"http://127.0.0.1:{port}{path}", key, json.dumps(body) if body is not None else ""])
+        assert code == 0, out.decode(errors="replace")
+        status, _, text = out.decode(errors="replace").partition("\n")
+        return int(status), text
 
     try:
         start = time.monotonic()
-        while wget(bp.health.path)[0] != 0:
+        while c.exec_run(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{bp.health.path}"])[0] != 0:
             c.reload()
             assert c.status == "running" and time.monotonic() - start < 90, c.logs(tail=30).decode(errors="replace")
             time.sleep(1)
-        say(f"litellm: {bp.health.path} answered after {time.monotonic() - start:.0f} s")
-        bearer = f"Authorization: Bearer {key}"
-        code, models = wget("/v1/models", bearer)
-        assert code == 0 and "ollama/*" in models                 # the shipped config.yaml's model_list
-        assert wget("/v1/models")[0] != 0                          # master_key holds
-        assert wget(bp.metrics.path)[0] != 0                       # /metrics wants a key (since v1.84)
-        code, metrics = wget(bp.metrics.path, bearer)             # what the shipped [metrics] sends
-        assert code == 0 and "# TYPE" in metrics, metrics[:500]
+        lab.timings["litellm up"] = time.monotonic() - start
+        status, models = call("/v1/models", key=key)
+        assert status == 200 and "ollama/*" in models                # the shipped config.yaml's model_list
+        # master_key holds. Refused with 500, not 401, for a request without a key: with no database the
+        # proxy's key lookup fails on its missing Prisma client (the answer with litellm-db is 401)
+        assert call("/v1/models")[0] == 500 and call("/v1/models", key="sk-wrong")[0] >= 400
+        assert call(bp.metrics.path)[0] == 401                       # /metrics wants a key (since v1.84)
+        status, metrics = call(bp.metrics.path, key=key)             # what the shipped [metrics] sends
+        assert status == 200 and "# TYPE" in metrics, metrics[:500]
+        assert call("/health")[0] == 500
+        status, health = call("/health", key=key)
+        # LiteLLM answers, but cannot health-check a wildcard entry such as the shipped "ollama/*"
+        # (litellm/litellm_core_utils/health_check_helpers.py, ahealth_check_wildcard_models)
+        (endpoint,) = json.loads(health)["unhealthy_endpoints"]
+        assert status == 200 and endpoint["model"] == "ollama_chat/*" and "wildcard" in endpoint["error"], health
+
+        question = f"hello from the lab {uuid.uuid4().hex[:8]}"
+        status, answer = call("/v1/chat/completions", key=key, body={
+            "model": "ollama/qwen2.5:0.5b", "messages": [{"role": "user", "content": question}]})
+        assert status == 200, answer
+        assert json.loads(answer)["choices"][0]["message"]["content"] == f"stand-in reply to: {question}"
+        assert call("/v1/chat/completions", body={"model": "ollama/qwen2.5:0.5b", "messages": [
+            {"role": "user", "content": "no key"}]})[0] == 500
+        seen = [json.loads(line) for line in lab.container(OLLAMA).logs().decode().splitlines()
+                if line.startswith('{"standin"')]
+        chats = [r["body"] for r in seen if r["path"] == "/api/chat"]
+        assert [(b["model"], b["messages"][-1]["content"]) for b in chats] == [("qwen2.5:0.5b", question)], seen
     finally:
         c.remove(force=True)
