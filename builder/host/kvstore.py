@@ -164,10 +164,10 @@ def sync_openbao(install_dir: Path, manifest: Manifest, *, services: Iterable[st
     """Copy ``DIR/.env``'s secrets (of ``services``' owners; all when None) to the install's OpenBao and
     record it in ``DIR/audit.log``; None when the release has no OpenBao. Never raises for OpenBao's
     answers: a failure is said, recorded, and left for the next write."""
-    if OPENBAO not in manifest.services:
-        return None
     base = openbao_url(manifest, address)
     if base is None:
+        if OPENBAO not in manifest.services:
+            return None
         result = KVResult(ok=False, failure=f"{OPENBAO} has no published port and no address on the lab network")
         say(f"warning: the lab's secrets were not written to OpenBao: {result.failure}; DIR/.env is unchanged and wins")
         record(install_dir, f"openbao kv write ({command})", [], [], "failed", detail=result.failure)

@@ -157,6 +157,7 @@ def wait_ports_free(root: Path, services: list[str], timeout: float = 90) -> Non
     import socket
     lab_ = load_lab(root)
     ports = [p.host for s in services for p in lab_.services[s].ports if p.host]
+    _lock_ports(ports)
     deadline = time.monotonic() + timeout
     for port in ports:
         while True:
@@ -171,14 +172,37 @@ def wait_ports_free(root: Path, services: list[str], timeout: float = 90) -> Non
             time.sleep(1)
 
 
+_HELD: list = []      # the port locks this test holds (taken by wait_ports_free, released by shipped_ports)
+
+
 @pytest.fixture
 def shipped_ports():
-    """One of these tests at a time, whatever xdist worker runs it: the shipped blueprints publish
-    fixed host ports (9090, 9100, 1880, 8888, ...), which two installs at once would fight over."""
-    import fcntl
-    with open(Path(tempfile.gettempdir()) / "labbuild-tests-shipped-ports.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    """The shipped blueprints publish fixed host ports (9090, 9100, 1880, 8888, ...), which two installs at
+    once would fight over: a test holds one lock per host port its lab publishes (``wait_ports_free``
+    takes them, whatever xdist worker runs it) until it ends, so tests of other services run beside it."""
+    try:
         yield
+    finally:
+        while _HELD:
+            _HELD.pop().close()        # closing the file releases its flock
+
+
+def _lock_ports(ports: list[int], timeout: float = 1200) -> None:
+    """One exclusive flock per port, in ascending order (no two tests wait on each other in a circle)."""
+    import fcntl
+    deadline = time.monotonic() + timeout
+    for port in sorted(set(ports)):
+        fh = open(Path(tempfile.gettempdir()) / f"labbuild-tests-port-{port}.lock", "w")
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    fh.close()
+                    raise AssertionError(f"127.0.0.1:{port} stayed locked by another test for {timeout:.0f} s") from None
+                time.sleep(0.5)
+        _HELD.append(fh)
 
 
 @pytest.fixture
