@@ -39,12 +39,12 @@ import argon2
 import yaml
 
 from ..errors import InstallError
+from ..format.files import ACCESS_JSON
 from ..fsutil import CapExceeded, atomic_write, file_error, read_capped
 from ..limits import MAX_ACCESS_JSON_BYTES, MAX_USERS_FILE_BYTES
 
 ACCESS_DIR = "access"                    # DIR/access/: mounted into the provider's container
 USERS_FILE = "users_database.yml"
-ACCESS_JSON = f"{ACCESS_DIR}/lab.json"      # in a release: written by render when the front door is on
 RELOAD_SPACING = 1.0                     # seconds between two writes (Authelia's cooldown is 0.5 s)
 
 # Authelia's defaults for new argon2 digests (configuration/first-factor/file/ `password.argon2`,
@@ -113,17 +113,26 @@ def hash_password(password: str) -> str:
 
 # --------------------------------------------------------------------------- reading
 
-def release_provider(release: Path) -> str | None:
-    """The identity provider of ``release``'s front door, or None when the release has none."""
+def read_release_access(release: Path) -> tuple[Path, Any] | None:
+    """``(path, parsed JSON)`` of ``release``'s access/lab.json (the front door, written by render), or
+    None when the release has none: the one reader of it on the install side, capped, never half-trusted."""
     path = release / ACCESS_JSON
     raw = read_small(path, MAX_ACCESS_JSON_BYTES, "read the front door's lab.json", "the release is damaged: "
                                                                                     "install the bundle again")
     if raw is None:
         return None
     try:
-        data = json.loads(raw)
+        return path, json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise InstallError(f"{path}: not JSON ({str(exc)[:120]})", hint="install the bundle again") from None
+
+
+def release_provider(release: Path) -> str | None:
+    """The identity provider of ``release``'s front door, or None when the release has none."""
+    found = read_release_access(release)
+    if found is None:
+        return None
+    path, data = found
     provider = data.get("provider") if isinstance(data, dict) else None
     if not isinstance(provider, str) or not provider:
         raise InstallError(f"{path}: provider: missing or not a string", hint="install the bundle again")

@@ -22,7 +22,6 @@ cover the domain.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import re
 from pathlib import Path
 
@@ -32,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ..errors import InstallError
-from ..format.files import ACCESS_JSON
 from ..fsutil import atomic_write
 from ..host.auditlog import record
+from ..host.userdb import read_release_access
 
 DOOR_DIR, ACCESS_DIR = "door", "access"
 DOMAIN_RE = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
@@ -43,12 +42,13 @@ RENEW_BEFORE = _dt.timedelta(days=30)
 
 def door_domain(release: Path) -> str | None:
     """The front door's domain of a staged release, or None when it has no front door."""
-    path = release / ACCESS_JSON
-    if not path.is_file():
+    found = read_release_access(release)
+    if found is None:
         return None
+    path, data = found
     try:
-        domain = json.loads(path.read_text("utf-8"))["domain"]
-    except (ValueError, KeyError, TypeError) as exc:
+        domain = data["domain"]
+    except (KeyError, TypeError) as exc:
         raise InstallError(f"{path}: not the front door's lab.json ({exc})",
                            hint="the bundle is damaged or not made by labbuild; rebuild it") from None
     if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
@@ -151,5 +151,6 @@ def ensure_door_material(install_dir: Path, release: Path, command: str = "insta
 
 def door_provider(release: Path) -> str:
     """The front door's provider service named by the release's access/lab.json."""
-    provider = json.loads((release / ACCESS_JSON).read_text("utf-8")).get("provider")
+    found = read_release_access(release)
+    provider = found[1].get("provider") if found is not None and isinstance(found[1], dict) else None
     return provider if isinstance(provider, str) and provider else "front-door"

@@ -22,13 +22,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InstallError
+from ..format.files import ACCESS_JSON
 from ..host.auditlog import check_appendable, record
 from ..host.labdir import LabDir, dir_lock, preflight
-from ..host.userdb import (ACCESS_DIR, generate_password, hash_password, name_problem, password_problem,
-                           read_database, read_small, text_problem, users_path, write_database)
-from ..limits import MAX_ACCESS_JSON_BYTES
+from ..host.userdb import (
+    generate_password,
+    hash_password,
+    name_problem,
+    password_problem,
+    read_database,
+    read_release_access,
+    text_problem,
+    users_path,
+    write_database,
+)
 
-ACCESS_JSON = "lab.json"                 # DIR/current/access/lab.json
 ADMIN = "admin"
 
 
@@ -45,17 +53,12 @@ class Access:
 def read_access(install_dir: Path) -> Access:
     """The current release's roles and projects; InstallError when it has no front door."""
     release = LabDir.at(install_dir).current
-    path = release / ACCESS_DIR / ACCESS_JSON
-    raw = read_small(path, MAX_ACCESS_JSON_BYTES, "read the front door's roles",
-                     "the release is damaged: install the bundle again")
-    if raw is None:
-        raise InstallError(f"the installed release {release.name} has no front door ({path} is missing)",
+    found = read_release_access(release)
+    if found is None:
+        raise InstallError(f"the installed release {release.name} has no front door ({release / ACCESS_JSON} is missing)",
                            hint="users exist only behind the front door: install a release whose profile includes "
                                 "the identity provider ([access] provider in blueprints/lab.toml)")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InstallError(f"{path}: not JSON ({str(exc)[:120]})", hint="install the bundle again") from None
+    path, data = found
     for key in ("roles", "projects"):
         value = data.get(key) if isinstance(data, dict) else None
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
