@@ -375,8 +375,13 @@ def test_shipped_postgres_services_dump_with_pg_dumpall_clean_if_exists_and_rest
         assert dump[0] == "pg_dumpall" and "-c" in dump and "--if-exists" in dump, name
         assert dump[dump.index("-U") + 1] == "$POSTGRES_USER" and "POSTGRES_USER" in bp.env, name
         assert not {"-f", "--file", "-t"} & set(dump), name      # the dump goes to stdout, unchanged
-        assert restore[0] == "psql" and restore[restore.index("-f") + 1] == "-", name
-        assert restore[restore.index("-d") + 1] == "postgres" and restore[restore.index("-U") + 1] == "$POSTGRES_USER"
+        # strict: every psql stops at the first SQL error (exit 3); sessions ended first; the dump read last, from stdin
+        assert bp.backup.restore == lab.services["litellm-db"].backup.restore, name
+        psqls = [restore[i:restore.index("-d", i) + 2] for i, word in enumerate(restore) if word == "psql"]
+        assert len(psqls) == 2 and all(p[1:6] == ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U"] for p in psqls), psqls
+        assert all(p[-3:] == ["$POSTGRES_USER", "-d", "postgres"] for p in psqls), psqls
+        assert "pg_terminate_backend(pid)" in restore[restore.index("-c") + 1] and restore[-2:] == ["-f", "-"]
+        assert restore[restore.index("sed") + 2].startswith("1,/^\\\\connect /{"), restore   # the roles part only
 
 
 def test_shipped_one_way_services_name_data_services_they_depend_on():

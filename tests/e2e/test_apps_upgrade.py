@@ -16,6 +16,12 @@ shared base image of tests/apps with perl answering the one call labbuild makes 
 /health/liveliness on the port the shipped command names. It writes nothing to the database. The rows --
 LiteLLM's tables, its ``_prisma_migrations`` and what a newer LiteLLM's migration changes -- are written
 with the real ``psql`` inside litellm-db, in the database the shipped DATABASE_URL names (``postgres``).
+
+The shipped restore command on its own, in the real PostgreSQL (the second test): over a running server with
+other sessions open on two of its databases it ends them and gives exactly the dump's rows back (before, one
+open session kept its database, the dump's rows were appended to it and psql still exited 0), keeps a row
+whose text is a line the command leaves out of the dump's roles part, and stops at an error, failing the
+restore through labbuild's own feeding of the command (``builder.backups.restore._feed``).
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ from pathlib import Path
 import pytest
 
 from apps.base import BuiltImage, ensure_base
-from apps.build import push_image
-from apps.images import build_and_push
+from apps.build import ensure_image, push_image
+from apps.images import REPO, build_and_push
+from apps.recipe import RECIPES
 from apps.testlab import LOCK, lock_services, make_test_lab, substitute_image
+from builder.blueprint import load_lab
 from builder.bundle.release import build_release
 from builder.install.apply import install_bundle
 
+from support.dockerenv import require_tool
 from test_apps import DB, PROFILE, AppsLab, apps_lab, cli, psql, say, shipped_ports, wait_ports_free  # noqa: F401
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -197,3 +206,59 @@ def test_an_upgrade_of_litellm_rolls_back_only_with_the_real_postgres_rows_of_be
     assert state(lab) == before                                    # every column and row of before the upgrade
     assert psql(lab, "SELECT count(*) FROM pg_tables WHERE tablename = 'LiteLLM_HealthCheckTable'") == "0"
     lab.timings["install+upgrade+rollback"] = time.monotonic() - start
+
+
+def test_the_shipped_postgres_restore_ends_other_sessions_gives_the_dump_back_exactly_and_stops_at_an_error(
+        docker_engine):
+    from builder.backups.restore import _feed
+    from builder.errors import BackupError
+
+    require_tool("debootstrap")          # the base image's root filesystem (tests/apps/base.py)
+    image = ensure_image(docker_engine, next(r for r in RECIPES if r.name == "postgres"),
+                         ensure_base(docker_engine, say), say)
+    bp = load_lab(REPO).services[DB]
+    c = docker_engine.containers.run(image.ref, environment={**bp.env, "POSTGRES_PASSWORD": "x"}, detach=True,
+                                     labels={"org.local-ai-lab.test": "apps"})
+
+    def sql(text: str, db: str = "postgres") -> str:
+        code, out = c.exec_run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db, "-At",
+                                "-c", text])
+        assert code == 0, out.decode(errors="replace")
+        return out.decode().strip()
+
+    try:
+        deadline = time.monotonic() + 90          # past the entrypoint's first-start server, then pg_isready
+        while b"init process complete" not in c.logs() or c.exec_run(list(bp.healthcheck.test[1:]))[0] != 0:
+            c.reload()
+            assert c.status == "running" and time.monotonic() < deadline, c.logs(tail=20).decode(errors="replace")
+            time.sleep(0.5)
+        sql("CREATE TABLE t (id int)")
+        sql("INSERT INTO t VALUES (1), (2)")
+        sql("CREATE DATABASE other")
+        sql("CREATE ROLE reader LOGIN PASSWORD 'r'")
+        sql("CREATE TABLE o (line text); INSERT INTO o VALUES ('CREATE ROLE postgres;')", db="other")
+        code, (dump, err) = c.exec_run(list(bp.backup.dump), demux=True)
+        assert code == 0, err
+        assert b"\nCREATE ROLE postgres;\n" in dump and b"\nDROP ROLE IF EXISTS postgres;\n" in dump
+
+        sql("INSERT INTO t VALUES (3); CREATE TABLE newer (a int)")
+        for db in ("postgres", "other"):           # someone's sessions, left open
+            c.exec_run(["psql", "-X", "-U", "postgres", "-d", db, "-c", "SELECT pg_sleep(120)"], detach=True)
+        deadline = time.monotonic() + 20
+        while sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%'") != "2":
+            assert time.monotonic() < deadline, "the sessions never started"
+            time.sleep(0.2)
+
+        _feed(docker_engine, c, DB, bp.backup.restore, io.BytesIO(dump), 60, say)
+        assert sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t") == "1,2"
+        assert sql("SELECT count(*) FROM pg_tables WHERE tablename = 'newer'") == "0"
+        assert sql("SELECT line FROM o", db="other") == "CREATE ROLE postgres;"
+        assert sql("SELECT rolname FROM pg_roles WHERE rolname = 'reader'") == "reader"
+        assert sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%'") == "0"
+
+        sql("INSERT INTO t VALUES (4)")
+        with pytest.raises(BackupError, match=r"restore command exited 3: .*no_such_function"):
+            _feed(docker_engine, c, DB, bp.backup.restore, io.BytesIO(dump + b"SELECT no_such_function();\n"), 60, say)
+        assert sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t") == "1,2"   # all before the error went in
+    finally:
+        c.remove(force=True)
