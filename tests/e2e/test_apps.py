@@ -4,7 +4,9 @@ installed with no registry left to pull from.
 
 - litellm-db (PostgreSQL): healthy by the blueprint's own check (pg_isready), password auth
   as the official image sets it up, and its rows through `labbuild backup` (the blueprint's
-  pg_dumpall), `uninstall --volumes`, `install` and `labbuild restore` (psql).
+  pg_dumpall), `uninstall --volumes`, `install` and `labbuild restore` (psql). Through an upgrade of
+  LiteLLM and `rollback --restore-data`, and the restore over a server with sessions open:
+  tests/e2e/test_apps_upgrade.py.
 - langfuse-redis (Redis): healthy by its `redis-cli ... ping | grep -q PONG` as user redis,
   its password required, its AOF kept across a restart.
 - node-red (Node-RED from npm): healthy by the shipped [health] probe through its published
