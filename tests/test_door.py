@@ -144,7 +144,7 @@ def test_authelia_configuration_validates_after_expansion(phase4) -> None:
     assert _validate(doc, schema) == []
     assert doc["access_control"]["default_policy"] == "deny"
     assert doc["authentication_backend"]["file"] == {
-        "path": "/config/users/users_database.yml", "watch": True,
+        "path": "/access/users_database.yml", "watch": True,
         "password": {"algorithm": "argon2", "argon2": {"variant": "argon2id"}}}
     assert doc["session"]["cookies"][0]["domain"] == "lab.localhost"
     assert doc["identity_providers"]["oidc"]["jwks"][0]["key"].startswith("-----BEGIN PRIVATE KEY-----\n")

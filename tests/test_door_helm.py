@@ -1,7 +1,9 @@
 """The front door in the Helm export (issue 23): the provider and its configuration ship, the
 install dir's keys and users come from the operator's Secret `front-door`, each UI's Ingress host
 is its front-door name, and (opt-in, Traefik's CRDs) a forward-auth Middleware guards exactly the
-forward-auth UIs. Real `helm template` and `helm lint --strict`."""
+forward-auth UIs; with `frontDoor.proxyClusterIP` the OIDC clients' pods reach the issuer
+https://auth.<domain> through the lab's proxy (hostAliases, NetworkPolicy edges). Real `helm template`,
+`helm lint --strict` and kubernetes-validate."""
 
 from __future__ import annotations
 
@@ -86,3 +88,44 @@ def test_the_install_dir_material_comes_from_the_front_door_secret(chart) -> Non
     assert "mustEnv" in text and "$plaintext$" in text          # the provider's config, templates in place of secrets
     secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "authelia-secrets")
     assert {"OIDC_CLIENT_NODE_RED", "SESSION_SECRET"} <= set(secret.get("data") or secret.get("stringData") or {})
+
+
+def test_oidc_clients_reach_the_issuer_through_the_labs_proxy_in_the_cluster(chart, tmp_path) -> None:
+    """``frontDoor.proxyClusterIP``: the proxy's Service takes the address and exactly the OIDC clients'
+    pods resolve auth.<domain> to it (hostAliases); their NetworkPolicies let them reach its HTTPS
+    port (the edge the compose install has through the proxy's network aliases). Checked with the
+    real `helm template`, the values schema, and kubernetes-validate (1.37, strict)."""
+    from test_export_helm import validate
+
+    oidc = sorted(n for n, s in _access()["services"].items() if s["sign_in"] == "oidc")
+    assert oidc == ["grafana", "langfuse", "node-red", "open-webui"]
+    docs = _template(chart, "frontDoor.proxyClusterIP=10.96.0.80", "services.authelia.ingress.enabled=true",
+                     "services.home.ingress.enabled=true")
+    validate(docs, tmp_path / "objects.yaml")
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert services["traefik"]["spec"]["clusterIP"] == "10.96.0.80"
+    assert all("clusterIP" not in s["spec"] for n, s in services.items() if n != "traefik")
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    aliased = {n: p["hostAliases"] for n, p in pods.items() if "hostAliases" in p}
+    assert aliased == {n: [{"ip": "10.96.0.80", "hostnames": ["auth.lab.localhost"]}] for n in oidc}
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    https = [{"port": "websecure", "protocol": "TCP"}]
+    into_proxy = {r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: r["ports"]
+                  for r in policies["traefik"]["ingress"] if "from" in r}
+    for name in oidc:
+        assert into_proxy[name] == https, name
+        out = [e for e in policies[name]["egress"] if "to" in e and "podSelector" in e["to"][0]]
+        assert {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik",
+                                                        "app.kubernetes.io/instance": "lab"}}}],
+                "ports": https} in out, name
+    ingresses = {d["metadata"]["name"]: d["spec"]["rules"][0]["host"] for d in docs if d["kind"] == "Ingress"}
+    assert ingresses == {"authelia": "auth.lab.localhost", "home": "lab.localhost"}    # the issuer's and the home page's
+
+    plain = _template(chart)                           # not set: nothing of it
+    assert not any("hostAliases" in d["spec"]["template"]["spec"] for d in plain if d["kind"] in ("Deployment", "StatefulSet"))
+    assert "clusterIP" not in next(d for d in plain if d["kind"] == "Service" and d["metadata"]["name"] == "traefik")["spec"]
+    proc = subprocess.run([require_tool("helm"), "template", "lab", str(chart), "--set",
+                           "frontDoor.proxyClusterIP=auth.example"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "proxyClusterIP" in proc.stderr      # values.schema.json refuses a name
+    readme = (chart / "README.md").read_text()
+    assert "--set frontDoor.proxyClusterIP=" in readme and "rewrite name auth.lab.localhost traefik." in readme

@@ -242,11 +242,12 @@ def test_network_policy_denies_by_default_and_allows_exactly_the_declared_edges(
     deny = policies["local-ai-lab-default-deny"]["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
     edges = _edges(rendered)
-    # the front door (phase4): the services that sign in with OIDC call the provider (discovery, tokens)
-    assert edges["open-webui"] == {"ollama", "qdrant", "litellm", "authelia"}
+    # the front door (phase4): the services that sign in with OIDC call the provider (discovery, tokens),
+    # at https://auth.<domain>, which the lab's proxy answers (frontDoor.proxyClusterIP): traefik too
+    assert edges["open-webui"] == {"ollama", "qdrant", "litellm", "authelia", "traefik"}
     assert edges["litellm"] == {"litellm-db", "ollama", "langfuse"}     # [when.langfuse]: wiring without depends_on
     assert edges["n8n"] == {"litellm", "ollama"}
-    assert edges["grafana"] == {"prometheus", "authelia"}              # its provisioned datasource; OIDC
+    assert edges["grafana"] == {"prometheus", "authelia", "traefik"}   # its provisioned datasource; OIDC
     assert "ollama" not in edges and "qdrant" not in edges             # they call nobody
     present = closure("phase4")
     for name in present:

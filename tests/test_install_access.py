@@ -22,6 +22,7 @@ from test_users import ACCESS, audit_lines, check_digest, door_install
 
 from builder.errors import InstallError
 from builder.install.access import ensure_users, prepare_access_dir
+from builder.render.door import USERS_TARGET
 
 USERS = Path("access") / "users_database.yml"
 
@@ -149,14 +150,14 @@ def test_a_root_container_reads_the_0600_file_through_the_directory_mount(inst, 
     os.chown(inst / "access", 4242, 4242)                   # an operator's uid, not root
     os.chown(inst / USERS, 4242, 4242)
     name = f"labbuild-test-access-{uuid.uuid4().hex[:8]}"
-    mount = {str(inst / "access"): {"bind": "/config/users", "mode": "ro"}}
+    mount = {str(inst / "access"): {"bind": USERS_TARGET, "mode": "ro"}}    # as the release mounts it
     try:
-        out = docker_engine.containers.run(base, ["cat", "/config/users/users_database.yml"], name=name,
+        out = docker_engine.containers.run(base, ["cat", f"{USERS_TARGET}/users_database.yml"], name=name,
                                            network_mode="none", volumes=mount, remove=False)
         assert out == (inst / USERS).read_bytes()
         assert made.password.encode() not in out
         with pytest.raises(Exception) as denied:
-            docker_engine.containers.run(base, ["cat", "/config/users/users_database.yml"], name=name + "-u",
+            docker_engine.containers.run(base, ["cat", f"{USERS_TARGET}/users_database.yml"], name=name + "-u",
                                          network_mode="none", volumes=mount, user="5151:5151", remove=False)
         assert "Permission denied" in str(denied.value)
     finally:

@@ -47,7 +47,8 @@ def test_installation_reads_ports_and_health_through_the_one_manifest_model():
     web = inst.services["web"]
     assert [(p.name, p.host, p.bind) for p in web.ports] == [("http", 8081, "127.0.0.1"), ("v6", 8082, "::1")]
     assert web.health == Probe(service="web", host_port=8082, path="/ready", scheme="http", status=(200, 204),
-                               start_period=30.0, request_timeout=30.0)
+                               start_period=30.0, request_timeout=30.0, container_port=81, bind="::1")
+    assert web.health.url == "http://[::1]:8082/ready"          # where the port is published, not 127.0.0.1
     assert inst.services["worker"].health is None and inst.services["worker"].ports == ()
     assert installation(manifest, Path("m"), Path("/i"), project="cli").project == "cli"
 

@@ -81,6 +81,71 @@ def test_probe_from_manifest():
     assert Probe.from_health("w", None) is None
 
 
+def test_service_endpoint_is_the_published_port_else_the_containers_address():
+    from builder.host.engine import service_endpoint
+
+    def never() -> str:
+        raise AssertionError("a published port needs no container address")
+    assert service_endpoint(8080, 80, never) == ("127.0.0.1", 8080)
+    assert service_endpoint(8080, 80, never, "0.0.0.0") == ("127.0.0.1", 8080)
+    assert service_endpoint(8080, 80, never, "::") == ("::1", 8080)
+    assert service_endpoint(8080, 80, never, "192.0.2.7") == ("192.0.2.7", 8080)
+    assert service_endpoint(None, 80, lambda: "172.18.0.5") == ("172.18.0.5", 80)
+    assert service_endpoint(None, 80, lambda: None) is None           # no address yet
+    assert service_endpoint(None, None, lambda: "172.18.0.5") is None
+    assert service_endpoint(None, 80, None) is None
+
+
+def test_probe_of_an_installed_service_dials_where_its_port_is(http_server):
+    from builder.format.manifest import ManifestPort, ManifestService
+
+    def entry(port: ManifestPort, health_port: int | None, healthcheck: bool = False) -> ManifestService:
+        return ManifestService(image="r/x:1", digest="sha256:" + "0" * 64, verified=False, config_digests={},
+                               ports=(port,), health=ManifestHealth(port=port.name, host_port=health_port, path="/ok",
+                                                                    scheme="http"),
+                               depends_on=(), volumes=(), secrets=(), runbook="runbooks/x.md", healthcheck=healthcheck)
+    published = entry(ManifestPort("http", 80, http_server, "127.0.0.1", "tcp"), http_server)
+    assert probe_once(Probe.of("x", published, lambda: "192.0.2.1")) == (True, f"http://127.0.0.1:{http_server}/ok answered 200")
+    hidden = entry(ManifestPort("http", http_server, None, "127.0.0.1", "tcp"), None)
+    assert Probe.of("x", hidden) is None                  # nothing can tell its address
+    probe = Probe.of("x", hidden, lambda: "127.0.0.1")    # the container's address (here: this host's server)
+    assert probe.url == f"http://<x's address>:{http_server}/ok"
+    assert probe_once(probe) == (True, f"http://127.0.0.1:{http_server}/ok answered 200")
+    waiting = Probe.of("x", hidden, lambda: None)
+    assert probe_once(waiting) == (False, f"http://<x's address>:{http_server}/ok: the container has no address "
+                                          "on the lab network yet")
+    engine = Probe.of("x", entry(ManifestPort("http", 80, None, "127.0.0.1", "tcp"), None, healthcheck=True))
+    assert engine.scheme == "container"
+    assert probe_once(engine, {"x": "healthy"}.get) == (True, "the engine says healthy")
+    assert probe_once(engine, {"x": "starting"}.get) == (False, "the engine says starting")
+    assert probe_once(engine) == (False, "the engine says nothing yet")
+
+
+def test_a_port_published_on_ipv6_loopback_is_probed_there():
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+    try:
+        server = V6Server(("::1", 0), Handler)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert probe_once(Probe("v6", port, bind="::1")) == (True, f"http://[::1]:{port}/ answered 204")
+        assert not probe_once(Probe("v6", port))[0]             # 127.0.0.1 is not where it listens
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class SlowServer:
     """A real HTTP server on 127.0.0.1 that answers 503 until ``ready_after`` seconds after
     ``arm()``, then 200; it records when each request arrived."""

@@ -2,7 +2,7 @@
 
 Authelia cannot run here (its image is not reachable), so a **stand-in** plays its watcher: a
 container of the test base image (tests/apps/base.py) mounts DIR/access the way the rendered
-compose file mounts it for the provider (the directory, at /config/users) and runs a Perl loop
+compose file mounts it for the provider (the directory, read-only at /access: builder.render.door.USERS_TARGET) and runs a Perl loop
 doing what Authelia 4.39's FileWatcher does (internal/service/file_watcher.go): an inotify watch
 on the file's directory with fsnotify's mask (backend_inotify.go v1.10.1), events filtered by the
 file's base name, a reload on Create (IN_CREATE or IN_MOVED_TO) or Write (IN_MODIFY), skipped
@@ -26,6 +26,7 @@ import pytest
 from test_users import door_install
 
 from builder.operate.users import add_user, remove_user
+from builder.render.door import USERS_TARGET
 
 REPO = Path(__file__).resolve().parents[1]
 LABBUILD = [str(Path(sys.executable).with_name("labbuild"))]
@@ -40,7 +41,7 @@ my ($init1, $add, $clock) = @{$nr{$arch}} or die "unknown arch $arch";
 sub now { my $ts = "\0" x 16; syscall($clock, 1, $ts) == 0 or die "clock_gettime: $!";
           my ($s, $ns) = unpack("qq", $ts); return $s + $ns / 1e9; }
 my $next = 0;       # Authelia's timeoutReload: no reload before it (0.5 s after the last one)
-my $dir = "/config/users";
+my $dir = "@TARGET@";
 my $fd = syscall($init1, 0);
 die "inotify_init1: $!" if $fd < 0;
 # fsnotify's watch mask: MODIFY|ATTRIB|MOVED_FROM|MOVED_TO|CREATE|DELETE|DELETE_SELF|MOVE_SELF
@@ -95,13 +96,13 @@ def test_the_stand_in_watcher_reloads_every_change_through_the_mounted_directory
     access = inst / "access"
     name = f"labbuild-test-users-standin-{uuid.uuid4().hex[:8]}"
     dir_mount = docker_engine.containers.run(
-        base_image, ["perl", "-e", WATCHER], name=name, detach=True, network_mode="none",
-        volumes={str(access): {"bind": "/config/users", "mode": "ro"}})
+        base_image, ["perl", "-e", WATCHER.replace("@TARGET@", USERS_TARGET)], name=name, detach=True, network_mode="none",
+        volumes={str(access): {"bind": USERS_TARGET, "mode": "ro"}})
     file_mount = docker_engine.containers.run(
         base_image, ["sleep", "600"], name=name + "-file", detach=True, network_mode="none",
         volumes={str(access / "users_database.yml"): {"bind": "/config/users_database.yml", "mode": "ro"}})
     try:
-        _wait_for(dir_mount, "watching /config/users")
+        _wait_for(dir_mount, f"watching {USERS_TARGET}")
         _labbuild("users", "add", "alice", "--role", "analyst", "--project", "default", "--dir", str(inst))
         _wait_for(dir_mount, "reload: root alice")
         # two changes back to back, in one process (no interpreter start between them): without

@@ -211,7 +211,9 @@ def check(ctx: click.Context, out: Output, install_dir: Path, services: tuple[st
     """Testinfra health checks of every service of an install.
 
     Per service: its container is running, its published ports listen on
-    their bind address, its health probe answers. Exit 1 on any failure —
+    their bind address, its health probe answers (at the container's address
+    on the lab network when the front door publishes no port; the engine's
+    health status for an in-container healthcheck). Exit 1 on any failure —
     run it after install, after upgrade, or from cron. An optional service
     waiting for its supplied secret is skipped with `not started: needs KEY`.
     Secrets due for rotation are warned about, never a failure.

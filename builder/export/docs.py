@@ -4,6 +4,7 @@ text from the ``ChartLab``."""
 
 from __future__ import annotations
 
+from ..render.door import PROXY
 from .model import ChartLab
 from .yamltext import template_text
 
@@ -30,6 +31,39 @@ def _services(lab: ChartLab) -> list[str]:
         rows.append(f"| {name} | {kind} | {ports} | {_cell(vols)} | {_cell(secrets)} | {_cell(talks)} "
                     f"| [runbooks/{name}.md](runbooks/{name}.md) |")
     return rows
+
+
+def _oidc_in_cluster(lab: ChartLab, ns: str) -> list[str]:
+    """How the OIDC clients' pods reach the issuer the browser uses (README, front door)."""
+    d = lab.door
+    if d is None or not d.oidc:
+        return []
+    clients = ", ".join(f"`{n}`" for n in d.oidc)
+    return [
+        f"The UIs that sign in with OpenID Connect ({clients}) also call the provider from their pods "
+        f"(token, user info, signing keys) at `https://{d.issuer_host}`, the issuer the browser uses. It cannot "
+        "be the provider's Service instead: Authelia takes the issuer of every answer from the request's host "
+        "(`IssuerURL` in internal/middlewares/authelia_context.go, Authelia v4.39.15: `X-Forwarded-Proto` and "
+        f"`X-Forwarded-Host`, else the `Host` header), so a call to `http://{d.provider}:{d.provider_port}` "
+        "gets tokens of another issuer, which a client must refuse (OpenID Connect Core 1.0, 3.1.3.7: the `iss` "
+        "claim must match the issuer exactly). In the compose install the lab's proxy answers that name on the "
+        "lab network; here it must too. Either pick a free address of the cluster's Service range (kubeadm's "
+        "default is 10.96.0.0/12, k3s' 10.43.0.0/16) at the first install (a Service's address cannot change: "
+        f"to add it later, `kubectl -n {ns} delete service {PROXY}` first, then `helm upgrade ... --set` it):",
+        "",
+        "```sh",
+        f"helm install {lab.lab} . --namespace {ns} --create-namespace --set frontDoor.proxyClusterIP=10.96.0.80",
+        "```",
+        "",
+        f"— the lab's `{PROXY}` Service takes that address and those pods resolve `{d.issuer_host}` to it "
+        "(`hostAliases`; their NetworkPolicies let them reach its HTTPS port, where it serves the front-door "
+        "certificate of the `front-door` Secret, which they trust through the lab CA) — or make the cluster's "
+        f"DNS answer the name, e.g. CoreDNS: `rewrite name {d.issuer_host} {PROXY}.{ns}.svc.cluster.local`.",
+        "",
+        "Not done by the chart: the `front-door` Secret (above), Traefik's CRDs for the Middleware, and DNS "
+        "names for the browser (your ingress controller's address for every front-door host).",
+        "",
+    ]
 
 
 def render_readme(lab: ChartLab) -> str:
@@ -75,12 +109,12 @@ def render_readme(lab: ChartLab) -> str:
             "--from-file=DIR/access/users_database.yml",
             "```",
             "",
-            "Each UI's Ingress host defaults to its front-door name. With Traefik as the cluster's ingress "
+            "Each UI's Ingress host defaults to its front-door name, the provider's to the issuer's host and "
+            "the home page's to the domain. With Traefik as the cluster's ingress "
             "controller, `--set frontDoor.traefikMiddleware=true` renders the Middleware `lab-forward-auth` "
-            "(Traefik's CRDs) and puts it on the Ingress of every forward-auth UI; the UIs that sign in with "
-            "OIDC reach the provider at `https://auth.<domain>`, which your cluster's DNS and ingress must "
-            "serve (the compose install's network aliases do not exist here).",
-            ""]),
+            "(Traefik's CRDs) and puts it on the Ingress of every forward-auth UI.",
+            "",
+            *_oidc_in_cluster(lab, ns)]),
         "Expose a service through your Ingress controller:",
         "",
         "```sh",

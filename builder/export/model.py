@@ -43,6 +43,7 @@ from ..format.files import (
 from ..format.manifest import Manifest, ManifestService, ManifestVolume
 from ..format.secrets_example import read_secrets_example
 from ..render import parse_env_file
+from ..render.door import PROXY
 from ..render.observability import PROM_DIR
 
 PROMETHEUS_CONFIG = f"{PROM_DIR}/prometheus.yml"
@@ -182,6 +183,16 @@ class ChartDoor:
     provider_port: int
     hosts: dict[str, str]                      # UI service -> its front-door host name (<host>.<domain>)
     forward_auth: tuple[str, ...]              # UIs behind forward-auth (the others sign in with OIDC)
+
+    @property
+    def issuer_host(self) -> str:
+        """The provider's host name: the OIDC issuer is ``https://auth.<domain>`` (``render.door``)."""
+        return f"auth.{self.domain}"
+
+    @property
+    def oidc(self) -> tuple[str, ...]:
+        """The UIs that sign in with OIDC: their server side calls the issuer, through the proxy."""
+        return tuple(n for n in sorted(self.hosts) if n not in self.forward_auth)
 
 
 # --------------------------------------------------------------------------- reading
@@ -387,10 +398,11 @@ def lab_model(members: dict[str, bytes]) -> ChartLab:
             provision=tuple(f"{p.method} {p.path}: {p.description}" for p in m.provision))
     files = {n: b for n, b in members.items()
              if n.startswith(("config/", "observability/", "runbooks/"))}
-    edges = network_edges(services, files)
+    door = _door(members, services)
+    edges = door_edges(network_edges(services, files), door, services)
     return ChartLab(lab=manifest.lab, profile=manifest.profile, version=manifest.version,
                     labbuild=manifest.labbuild, services=services, files=dict(sorted(files.items())),
-                    edges=edges, door=_door(members, services))
+                    edges=edges, door=door)
 
 
 def _door(members: dict[str, bytes], services: dict[str, ChartService]) -> ChartDoor | None:
@@ -410,6 +422,23 @@ def _door(members: dict[str, bytes], services: dict[str, ChartService]) -> Chart
 
 
 # --------------------------------------------------------------------------- who talks to whom
+
+def door_edges(edges: dict[str, dict[str, tuple[str, ...]]], door: ChartDoor | None,
+               services: dict[str, ChartService]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``edges`` plus, with the front door on, each OIDC client's connection to the proxy's HTTPS
+    port: its server side calls ``https://auth.<domain>`` (token, userinfo, keys), which the proxy
+    answers (compose: the proxy's network aliases; a cluster: ``frontDoor.proxyClusterIP``). The
+    URL names no service, so ``network_edges`` cannot see it."""
+    proxy = services.get(PROXY)
+    https = next((p.name for p in proxy.ports if p.container == 443), None) if proxy is not None else None
+    if door is None or https is None:
+        return edges
+    out = dict(edges)
+    for name in door.oidc:
+        ports = tuple(sorted({*out.get(name, {}).get(PROXY, ()), https}))
+        out[name] = dict(sorted({**out.get(name, {}), PROXY: ports}.items()))
+    return out
+
 
 def _mentions(text: str, host: str) -> bool:
     """Does ``text`` address ``host`` (``//host``, ``@host`` or ``host:PORT``)?"""

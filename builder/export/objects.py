@@ -19,6 +19,7 @@ import hashlib
 import math
 import re
 
+from ..render.door import PROXY
 from .model import ChartLab, ChartService, Mount, SecretRef
 from .yamltext import Block, Raw, document, emitted, quoted
 
@@ -273,6 +274,10 @@ def workload(lab: ChartLab, svc: ChartService, cm_names: dict[str, str]) -> str:
         if svc.run_as[1] is not None:
             ctx.update(runAsGroup=svc.run_as[1], fsGroup=svc.run_as[1])
         pod["securityContext"] = ctx
+    if lab.door is not None and svc.name in lab.door.oidc and PROXY in lab.services:
+        # its server side calls https://auth.<domain> (the issuer the browser uses): the lab's proxy answers
+        pod[Block("{{- with $.Values.frontDoor.proxyClusterIP }}", "hostAliases:", "  - ip: {{ . | quote }}",
+                  "    hostnames:", f"      - {quoted(lab.door.issuer_host)}", "{{- end }}")] = None
     pod["containers"] = [container]
     if volumes:
         pod["volumes"] = volumes
@@ -312,8 +317,11 @@ def values_key(name: str) -> str:
 def service_object(lab: ChartLab, svc: ChartService) -> str:
     ports = [{"name": p.name, "port": p.container, "targetPort": p.name, "protocol": p.protocol.upper()}
              for p in svc.ports]
+    spec: dict = {"type": "ClusterIP"}
+    if lab.door is not None and svc.name == PROXY:       # the address the OIDC clients' hostAliases name
+        spec[Block("{{- with $.Values.frontDoor.proxyClusterIP }}", "clusterIP: {{ . | quote }}", "{{- end }}")] = None
     return document({"apiVersion": "v1", "kind": "Service", "metadata": _meta(lab, svc.name),
-                     "spec": {"type": "ClusterIP", "selector": selector(svc.name), "ports": ports}})
+                     "spec": {**spec, "selector": selector(svc.name), "ports": ports}})
 
 
 def _port_refs(lab: ChartLab, server: str, names: tuple[str, ...]) -> list[dict]:

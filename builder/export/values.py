@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..render.door import HOME_SERVICE, PROXY
 from .model import ChartLab, ChartService
 from .objects import values_key
 
@@ -56,11 +57,12 @@ def service_values(svc: ChartService) -> dict[str, Any]:
 def chart_values(lab: ChartLab) -> dict[str, Any]:
     services = {name: service_values(svc) for name, svc in lab.services.items()}
     door: dict[str, Any] = {}
-    if lab.door is not None:      # each UI's Ingress host defaults to its front-door name
-        for name, host in lab.door.hosts.items():
-            if "ingress" in services[name]:
+    if lab.door is not None:      # each UI's Ingress host defaults to its front-door name, the provider's too
+        d = lab.door
+        for name, host in {**d.hosts, d.provider: d.issuer_host, HOME_SERVICE: d.domain}.items():
+            if "ingress" in services.get(name, {}):
                 services[name]["ingress"]["host"] = host
-        door = {"frontDoor": {"traefikMiddleware": False}}
+        door = {"frontDoor": {"traefikMiddleware": False, "proxyClusterIP": ""}}
     return {
         "global": {"imageRegistry": "", "imagePullSecrets": [], "storageClass": "", "gpu": False},
         "ingress": {"className": "", "annotations": {}},
@@ -119,10 +121,17 @@ def values_schema(lab: ChartLab) -> dict[str, Any]:
                                                 "like `labbuild install --gpu`; needs the NVIDIA device plugin."}}),
             "ingress": _closed({"className": _STRING,
                                 "annotations": {"type": "object", "additionalProperties": _STRING}}),
-            **({} if lab.door is None else {"frontDoor": _closed({"traefikMiddleware": {
-                **_BOOL, "description": "Render a Traefik Middleware (traefik.io/v1alpha1, needs Traefik's CRDs) "
-                                        "asking the provider before every request, and reference it from the "
-                                        "Ingress of each forward-auth UI."}})}),
+            **({} if lab.door is None else {"frontDoor": _closed({
+                "traefikMiddleware": {
+                    **_BOOL, "description": "Render a Traefik Middleware (traefik.io/v1alpha1, needs Traefik's CRDs) "
+                                            "asking the provider before every request, and reference it from the "
+                                            "Ingress of each forward-auth UI."},
+                "proxyClusterIP": {
+                    **_STRING, "pattern": r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:]*)?$",
+                    "description": f"A free address of the cluster's Service range: the lab's {PROXY} Service takes "
+                                   f"it, and the pods of the UIs that sign in with OpenID Connect resolve "
+                                   f"{lab.door.issuer_host} to it (hostAliases), so their server-side calls reach "
+                                   "the provider at the issuer URL the browser uses. Empty: your DNS must."}})}),
             "networkPolicy": _closed({"enabled": _BOOL, "externalEgress": {
                 **_BOOL, "description": "Let lab pods reach addresses outside the private ranges (the internet)."}}),
             "prometheus": _closed({"serviceMonitors": {

@@ -34,6 +34,8 @@ from ..format.tar import END
 from ..platforms import expected_image_id
 from .compose import PROJECT_LABEL, SERVICE_LABEL
 
+LOOPBACK = "127.0.0.1"
+
 # docker-py's unix-socket connection sends a request body (docker load, put_archive) in urllib3's
 # default 16 KiB blocks: a GiB load stream then costs ~0.7 CPU-s and ~1 s more than in 1 MiB
 # blocks (measured against the engine here). ``blocksize`` is urllib3's own connection setting;
@@ -160,6 +162,24 @@ def container_address(client, project: str, service: str) -> str | None:
     c.reload()
     networks = (c.attrs.get("NetworkSettings") or {}).get("Networks") or {}
     return next((n["IPAddress"] for _, n in sorted(networks.items()) if n.get("IPAddress")), None)
+
+
+def service_endpoint(published: int | None, container_port: int | None,
+                     address: Callable[[], str | None] | None, bind: str = "") -> tuple[str, int] | None:
+    """Where the host reaches one port of a service, as ``(host, port)``: its published port on
+    ``bind`` (127.0.0.1 when it binds every interface), else -- the front door publishes no UI port
+    -- ``container_port`` at the container's own address on the lab network, ``address()`` asked now
+    (a container made again has another). None while neither can be told. The one place that
+    choice is made: health probes (install, status, check), provisioning calls, OpenBao's KV copy."""
+    if published:
+        return (LOOPBACK if bind in ("", "0.0.0.0") else "::1" if bind == "::" else bind), published
+    host = address() if address is not None and container_port else None
+    return (host, container_port) if host and container_port else None
+
+
+def addresses(client, project: str) -> Callable[[str], str | None]:
+    """``service -> container_address(...)``: what ``service_endpoint`` asks, per service."""
+    return lambda service: container_address(client, project, service)
 
 
 def container_health(client, project: str, service: str) -> str | None:

@@ -2,8 +2,11 @@
 
 Each service's ``[health]`` (rendered into the bundle's manifest.json, read as
 ``builder.format.manifest.ManifestHealth``)
-is probed from the host through its published 127.0.0.1 port: HTTP(S) wants
-one of ``status`` (default any 2xx), ``tcp`` wants a connection.
+is probed from the host through its published port (on 127.0.0.1, or the port's bind
+address) or, when the port is not published (the front door's UIs), at the container's own
+address on the lab network (``host.engine.service_endpoint``): HTTP(S) wants one of ``status``
+(default any 2xx), ``tcp`` wants a connection. A service with only an in-container healthcheck is
+asked through the engine's health status (scheme ``container``).
 
 Timing (issue 11): a service is probed only once every service it depends on
 is healthy (or has no probe); from that moment it has its own budget of
@@ -33,7 +36,8 @@ from typing import Callable, Iterable, Mapping
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ..format.manifest import ManifestHealth
+from ..format.manifest import ManifestHealth, ManifestService
+from .engine import service_endpoint
 
 _DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -51,43 +55,57 @@ class Probe:
     """How to ask one service whether it is healthy."""
 
     service: str
-    host_port: int
+    host_port: int | None                # published on the host; None: not published (or scheme "container")
     scheme: str = "http"
     path: str = "/"
     status: tuple[int, ...] = ()
     start_period: float = 0.0
     request_timeout: float = 5.0
-    # set when the port is not published: the container's address on the lab network, asked at each probe
+    container_port: int | None = None    # asked at the container's address when host_port is None
+    bind: str = ""                       # the published port's bind address ("" and 0.0.0.0: 127.0.0.1)
+    # the container's address on the lab network, asked at each probe (the front door's UIs publish no port)
     address: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_health(cls, service: str, health: ManifestHealth | None, healthcheck: bool = False, *,
-                    container_port: int | None = None,
+                    container_port: int | None = None, bind: str = "",
                     address: Callable[[], str | None] | None = None) -> "Probe | None":
         """The probe of a service's manifest ``health`` entry; without a host port, the engine's
         health status when the service has an in-container ``healthcheck`` (scheme ``container``),
         else the health port at the container's own address when ``address`` can tell it (the
         front door's UIs publish no port), else None."""
         if (health is None or health.host_port is None) and healthcheck:
-            return cls(service=service, host_port=0, scheme="container",
+            return cls(service=service, host_port=None, scheme="container",
                        start_period=parse_duration(health.start_period if health else None, 0.0))
         if health is None or (health.host_port is None and (address is None or not container_port)):
             return None
-        return cls(service=service, host_port=int(health.host_port or container_port or 0),
-                   scheme=health.scheme or "http", path=health.path or "/", status=tuple(health.status),
+        return cls(service=service, host_port=health.host_port, scheme=health.scheme or "http",
+                   path=health.path or "/", status=tuple(health.status),
                    start_period=parse_duration(health.start_period, 0.0),
                    request_timeout=min(parse_duration(health.timeout, 5.0), 30.0),
-                   address=address if health.host_port is None else None)
+                   container_port=container_port, bind=bind if health.host_port else "", address=address)
 
-    @property
-    def host(self) -> str:
-        return "127.0.0.1" if self.address is None else f"<{self.service}'s address>"
+    @classmethod
+    def of(cls, service: str, entry: ManifestService,
+           address: Callable[[], str | None] | None = None) -> "Probe | None":
+        """The probe of an installed service (its manifest entry) -- what install awaits and
+        ``status``/``check`` ask once: its health port, published or at the container's address."""
+        port = next((p for p in entry.ports if entry.health and p.name == entry.health.port), None)
+        return cls.from_health(service, entry.health, entry.healthcheck,
+                               container_port=port.container if port else None,
+                               bind=port.bind if port is not None and port.host else "", address=address)
+
+    def _url(self, host: str, port: int | None) -> str:
+        host = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{host}:{port}{self.path if self.scheme != 'tcp' else ''}"
 
     @property
     def url(self) -> str:
         if self.scheme == "container":
             return "the engine's health status of its healthcheck"
-        return f"{self.scheme}://{self.host}:{self.host_port}{self.path if self.scheme != 'tcp' else ''}"
+        if self.host_port:
+            return self._url(service_endpoint(self.host_port, None, None, self.bind)[0], self.host_port)
+        return self._url(f"<{self.service}'s address>", self.container_port)
 
 
 @dataclass
@@ -117,31 +135,36 @@ def dependency_order(depends_on: Mapping[str, Iterable[str]]) -> list[str]:
     return order
 
 
-def probe_once(probe: Probe) -> tuple[bool, str]:
-    """One attempt: (healthy, what was seen)."""
-    host = "127.0.0.1" if probe.address is None else probe.address()
-    if host is None:
+def probe_once(probe: Probe, container_health: Callable[[str], str | None] | None = None) -> tuple[bool, str]:
+    """One attempt: (healthy, what was seen). Scheme ``container`` asks ``container_health(service)``
+    (the engine's health status of the in-container healthcheck)."""
+    if probe.scheme == "container":
+        status = container_health(probe.service) if container_health is not None else None
+        return status == "healthy", f"the engine says {status or 'nothing yet'}"
+    where = service_endpoint(probe.host_port, probe.container_port, probe.address, probe.bind)
+    if where is None:
         return False, f"{probe.url}: the container has no address on the lab network yet"
+    host, port = where
+    url = probe._url(host, port)
     try:
         if probe.scheme == "tcp":
-            with socket.create_connection((host, probe.host_port), timeout=probe.request_timeout):
-                return True, "accepts connections"
+            with socket.create_connection((host, port), timeout=probe.request_timeout):
+                return True, f"{url} accepts connections"
         if probe.scheme == "https":
             ctx = ssl.create_default_context()
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # self-signed lab certificates
-            conn = http.client.HTTPSConnection(host, probe.host_port, timeout=probe.request_timeout,
-                                               context=ctx)
+            conn = http.client.HTTPSConnection(host, port, timeout=probe.request_timeout, context=ctx)
         else:
-            conn = http.client.HTTPConnection(host, probe.host_port, timeout=probe.request_timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=probe.request_timeout)
         try:
             conn.request("GET", probe.path, headers={"User-Agent": "labbuild-health"})
             status = conn.getresponse().status
         finally:
             conn.close()
     except (OSError, http.client.HTTPException) as exc:
-        return False, f"{probe.url}: {type(exc).__name__}: {exc}" if str(exc) else f"{probe.url}: {type(exc).__name__}"
+        return False, f"{url}: {type(exc).__name__}: {exc}" if str(exc) else f"{url}: {type(exc).__name__}"
     ok = status in probe.status if probe.status else 200 <= status < 300
-    return ok, f"{probe.url} answered {status}"
+    return ok, f"{url} answered {status}"
 
 
 def budget(probe: Probe, timeout: float) -> float:
@@ -156,11 +179,7 @@ def _await_one(probe: Probe, timeout: float, container_state: Callable[[str], st
     limit = budget(probe, timeout)
     deadline, exited_seen = started + limit, 0
     while True:
-        if probe.scheme == "container":
-            status = container_health(svc) if container_health else None
-            ok, detail = status == "healthy", f"the engine says {status or 'nothing yet'}"
-        else:
-            ok, detail = probe_once(probe)
+        ok, detail = probe_once(probe, container_health)
         if ok:
             return HealthResult(svc, "healthy", detail, time.monotonic() - started)
         state = container_state(svc) if container_state else None

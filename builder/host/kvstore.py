@@ -38,6 +38,7 @@ import httpx
 from ..format.manifest import Manifest
 from .auditlog import record
 from .dotenv import env_values, plain_value, read_env
+from .engine import service_endpoint
 
 OPENBAO = "openbao"
 MOUNT = "lab"
@@ -67,11 +68,11 @@ def openbao_url(manifest: Manifest, address: Callable[[], str | None] | None = N
     port = next((p for p in entry.ports if p.name == "http"), None)
     if port is None:
         return None
-    if not port.host:
-        host = address() if address is not None else None
-        return f"http://{host}:{port.container}" if host else None
-    host = "127.0.0.1" if port.bind in ("", "0.0.0.0") else port.bind
-    return f"http://{'[' + host + ']' if ':' in host else host}:{port.host}"
+    where = service_endpoint(port.host, port.container, address, port.bind)
+    if where is None:
+        return None
+    host, number = where
+    return f"http://{'[' + host + ']' if ':' in host else host}:{number}"
 
 
 def payloads(manifest: Manifest, env_text: str, services: Iterable[str] | None = None) -> dict[str, dict[str, str]]:

@@ -8,7 +8,9 @@ user's groups are ``[role] + projects`` (the front-door contract); groups that a
 by hand) are kept.
 
 The file lives in the install dir, not in a release: ``DIR/access/`` is mounted into the
-provider's container as a directory and the rendered configuration says ``watch: true``.
+provider's container as a directory (read-only, at ``/access``: outside the ``/config`` that the
+provider's entrypoint chowns, so the file stays the operator's) and the rendered configuration
+says ``watch: true``.
 Authelia's watcher (internal/service/file_watcher.go, v4.39) watches the file's directory with
 fsnotify and reloads on a Create or Write event naming the file; fsnotify reports inotify's
 IN_MOVED_TO as Create (backend_inotify.go, v1.10.1), so the atomic rename that
@@ -30,8 +32,10 @@ import json
 import os
 import re
 import secrets
+import shlex
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -69,6 +73,28 @@ HEADER = ("# The front door's users (Authelia file backend). Managed with `labbu
 
 def users_path(install_dir: Path) -> Path:
     return Path(install_dir) / ACCESS_DIR / USERS_FILE
+
+
+def users_error(exc: OSError, path: Path, doing: str) -> InstallError:
+    """``file_error`` for ``DIR/access`` or its user file. Denied because the directory belongs to
+    another uid, the hint says how to take it back: a release that mounted it under the provider's
+    ``/config`` had it chowned to root by the provider's entrypoint (see ``render.door.USERS_TARGET``)."""
+    err = file_error(exc, path, doing, InstallError)
+    if exc.errno not in (errno.EACCES, errno.EPERM):
+        return err
+    access = path if path.name == ACCESS_DIR else path.parent
+    try:
+        owner = access.lstat().st_uid
+    except OSError:
+        return err
+    uid, gid = os.geteuid(), os.getegid()
+    if owner == uid:
+        return err
+    return InstallError(err.message, hint=(
+        f"{access} belongs to uid {owner}, not to you (uid {uid}); the front door's provider of an earlier "
+        "release did that (its entrypoint chowns /config, where that release mounted the directory; "
+        f"releases now mount it read-only elsewhere). Take it back once: sudo chown -R {uid}:{gid} "
+        f"{shlex.quote(str(access))} (or run labbuild as uid {owner})"))
 
 
 def name_problem(name: str) -> str | None:
@@ -171,9 +197,10 @@ def check_database(path: Path, data: Any) -> dict[str, dict[str, Any]]:
     return users
 
 
-def read_small(path: Path, cap: int, doing: str, too_big_hint: str) -> bytes | None:
+def read_small(path: Path, cap: int, doing: str, too_big_hint: str,
+               error: Callable[[OSError, Path, str], InstallError] | None = None) -> bytes | None:
     """The bytes of the regular file ``path`` (None when it does not exist); InstallError when it
-    is larger than ``cap`` or cannot be read."""
+    is larger than ``cap`` or cannot be read (``error`` makes it, default ``file_error``)."""
     try:
         return read_capped(path, cap)
     except FileNotFoundError:
@@ -181,7 +208,7 @@ def read_small(path: Path, cap: int, doing: str, too_big_hint: str) -> bytes | N
     except CapExceeded:
         raise InstallError(f"{path}: larger than {cap} bytes or not a regular file", hint=too_big_hint) from None
     except OSError as exc:
-        raise file_error(exc, path, doing, InstallError) from None
+        raise (error or (lambda e, p, d: file_error(e, p, d, InstallError)))(exc, path, doing) from None
 
 
 def open_users_file(install_dir: Path) -> BinaryIO | None:
@@ -197,7 +224,7 @@ def open_users_file(install_dir: Path) -> BinaryIO | None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:            # a link: not the provider's file
             return None
-        raise file_error(exc, path, "read the front door's user file", InstallError) from None
+        raise users_error(exc, path, "read the front door's user file") from None
     fh = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         fh.close()
@@ -208,11 +235,15 @@ def open_users_file(install_dir: Path) -> BinaryIO | None:
 def read_database(install_dir: Path) -> dict[str, dict[str, Any]]:
     """The users of ``DIR/access/users_database.yml`` in file order (empty when there is no file)."""
     path = users_path(install_dir)
-    if path.is_symlink():
+    try:
+        link = path.is_symlink()
+    except OSError as exc:                   # DIR/access not searchable: someone else's
+        raise users_error(exc, path, "read the user file") from None
+    if link:
         raise InstallError(f"{path} is a link", hint="labbuild never follows links in the install dir: "
                                                     "replace it with the file's content")
     raw = read_small(path, MAX_USERS_FILE_BYTES, "read the user file", "it is not a user file labbuild wrote: "
-                                                                      "move it away")
+                                                                      "move it away", users_error)
     if raw is None:
         return {}
     return parse_database(raw, path)
@@ -289,7 +320,7 @@ def write_database_bytes(install_dir: Path, data: bytes) -> Path:
                 time.sleep(wait)
         atomic_write(path, data, mode=0o600)
     except OSError as exc:
-        raise file_error(exc, getattr(exc, "filename", None) or path, "write the user file", InstallError) from None
+        raise users_error(exc, Path(getattr(exc, "filename", None) or path), "write the user file") from None
     return path
 
 

@@ -13,13 +13,15 @@ from the directory ``DIR/access`` mounted into its container. Before anything st
   file missing it writes an example file and exits, and it refuses a file whose ``users`` is empty.
 
 Who reads the file: the official image (authelia/authelia Dockerfile at v4.39.15: ``ENV PUID=0
-PGID=0``; entrypoint.sh: when the container runs as uid 0 it runs ``chown -R "${PUID}:${PGID}"
-/config`` and then ``su-exec "${PUID}:${PGID}" authelia``) runs Authelia as root unless told
-otherwise, and root in a container with Docker's default capabilities (CAP_DAC_OVERRIDE) reads a
-0600 file whatever its owner. So labbuild keeps the file 0600 and the directory 0700, owned by
-the user who runs labbuild, and changes no ownership itself. (Side effect of that entrypoint:
-after the provider's first start the directory and file belong to root; a labbuild run as root
-is unaffected, see the report of issue 23 for a non-root operator.)
+PGID=0``; entrypoint.sh: when the container runs as uid 0 with the default command it runs
+``chown -R "${PUID}:${PGID}" /config`` and then ``su-exec "${PUID}:${PGID}" authelia``) runs
+Authelia as root unless told otherwise, and root in a container with Docker's default
+capabilities (CAP_DAC_OVERRIDE) reads a 0600 file whatever its owner. So labbuild keeps the file
+0600 and the directory 0700, owned by the user who runs labbuild, and changes no ownership
+itself. The release mounts the directory read-only at ``/access``, outside ``/config``
+(``render.door.USERS_TARGET``), so the entrypoint's chown never reaches it and a non-root
+operator keeps writing it. A directory an earlier release had mounted under ``/config`` may
+belong to root already: ``users_error`` then says how to take it back (``sudo chown``).
 
 A release without the front door leaves an existing ``DIR/access`` alone.
 """
@@ -33,9 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstallError
-from ..fsutil import file_error
 from ..host.auditlog import check_appendable, record
-from ..host.userdb import ACCESS_DIR, USERS_FILE, add_first_admin, read_database, release_provider, users_path
+from ..host.userdb import (
+    ACCESS_DIR,
+    USERS_FILE,
+    add_first_admin,
+    read_database,
+    release_provider,
+    users_error,
+    users_path,
+)
 
 FIRST_ADMIN = "admin"
 DIR_MODE, FILE_MODE = 0o700, 0o600
@@ -70,8 +79,8 @@ def prepare_access_dir(install_dir: Path) -> Path:
         if st is not None and stat.S_IMODE(st.st_mode) != FILE_MODE:
             os.chmod(path, FILE_MODE)           # it holds password hashes: never group- or world-readable
     except OSError as exc:
-        raise file_error(exc, getattr(exc, "filename", None) or access, "prepare the front door's users directory",
-                         InstallError) from None
+        raise users_error(exc, Path(getattr(exc, "filename", None) or access),
+                          "prepare the front door's users directory") from None
     return access
 
 

@@ -45,6 +45,7 @@ from ..host.compose import Project, hint_for, wrapper_gpu, write_wrapper
 from ..host.auditlog import record
 from ..host.dotenv import filled_keys, read_env
 from ..host.engine import (
+    addresses,
     check_image_ids,
     check_project_owner,
     check_running_images,
@@ -292,13 +293,8 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         pull_images(client, manifest, say=say, live=live)   # before up: no health budget includes it
     # a service with only an in-container healthcheck is awaited on the engine's health status
     # a port the front door does not publish is probed at the container's address on the lab network
-    def address(svc: str) -> str | None:
-        return container_address(client, lab, svc)
-
-    probes = {s: Probe.from_health(s, e.health, e.healthcheck, address=partial(address, s),
-                                   container_port=next((p.container for p in e.ports
-                                                        if e.health and p.name == e.health.port), None))
-              for s, e in manifest.services.items()}
+    address = addresses(client, lab)
+    probes = {s: Probe.of(s, e, partial(address, s)) for s, e in manifest.services.items()}
     say(f"starting {lab} {result.version}: cd {install_dir} && docker compose up -d")
     try:
         # compose itself waits for in-container healthchecks of dependencies: allow every budget

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ..format.manifest import Manifest, ManifestProvision
 from ..host.auditlog import record
 from ..host.dotenv import env_values, plain_value, read_env
+from ..host.engine import service_endpoint
 from ..host.labdir import ENV_FILE
 
 PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
@@ -84,12 +85,10 @@ def _call(step: ManifestProvision, data: bytes, cookies: dict[str, str],
     headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "labbuild-provision"}
     if cookies:
         headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-    if step.host_port is not None:
-        host, port = "127.0.0.1", step.host_port
-    else:   # not published (the front door): the container's own address on the lab network
-        host, port = (address() if address is not None else None), step.container_port
-        if host is None or port is None:
-            raise ConnectionRefusedError("the container has no address on the lab network yet")
+    where = service_endpoint(step.host_port, step.container_port, address)    # not published: the container's address
+    if where is None:
+        raise ConnectionRefusedError("the container has no address on the lab network yet")
+    host, port = where
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(step.method, step.path, body=data or None, headers=headers)

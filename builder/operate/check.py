@@ -11,7 +11,10 @@ An install (made by ``labbuild install --dir DIR``) is ``DIR/current`` ->
   ``host.socket(...).is_listening``);
 * ``health``: the health probe answers from the host (HTTP status in the
   accepted set, default 2xx; or a TCP connect) — the probe ``install`` waits
-  for (``builder.health.probe_once``), asked once.
+  for (``Probe.of``, ``builder.host.health.probe_once``), asked once: at the
+  published port, or, for a port the front door does not publish, at the
+  container's address on the lab network; a service with only an in-container
+  healthcheck by the engine's health status.
 
 The checks call testinfra's host API directly rather than generating a
 pytest module and running pytest: the result stays data (one ``Check`` per
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cache, partial
 from pathlib import Path
+from typing import Callable
 
 import testinfra
 
@@ -33,6 +38,7 @@ from ..errors import InstallError
 from ..format.manifest import Manifest, ManifestPort
 from ..host.compose import PROJECT_LABEL, SERVICE_LABEL
 from ..host.dotenv import read_env
+from ..host.engine import container_address, container_health, docker_client
 from ..host.health import Probe, probe_once
 from ..host.labdir import LabDir, read_manifest
 from ..install.inputs import not_started_detail, waiting_optional
@@ -60,23 +66,27 @@ class Installation:
     waiting: dict[str, list[str]] = field(default_factory=dict)   # optional service -> missing supplied keys
 
 
+Address = Callable[[str, str], "str | None"]     # (project, service) -> the container's address
+
+
 def installation(manifest: Manifest, release: Path, install_dir: Path, project: str | None = None,
-                 env_text: str = "") -> Installation:
-    """An ``Installation`` from a release's manifest and the install's .env text (pure; no I/O)."""
+                 env_text: str = "", address: Address | None = None) -> Installation:
+    """An ``Installation`` from a release's manifest and the install's .env text (pure; no I/O:
+    ``address`` is asked only when a probe runs)."""
+    project = project or manifest.lab
     services = {name: InstalledService(name=name, image=s.image,
                                        ports=tuple(p for p in s.ports if p.host is not None),
-                                       health=Probe.from_health(name, s.health))
+                                       health=Probe.of(name, s, partial(address, project, name) if address else None))
                 for name, s in sorted(manifest.services.items())}
     return Installation(dir=install_dir, release=release, lab=manifest.lab, version=manifest.version,
-                        project=project or manifest.lab, services=services,
-                        waiting=waiting_optional(manifest, env_text))
+                        project=project, services=services, waiting=waiting_optional(manifest, env_text))
 
 
-def read_install(install_dir: str | Path, project: str | None = None) -> Installation:
+def read_install(install_dir: str | Path, project: str | None = None, address: Address | None = None) -> Installation:
     """Read the install at ``install_dir`` (its ``current`` release); InstallError when it is not one."""
     lab_dir = LabDir(Path(install_dir).expanduser())
     release = lab_dir.current
-    return installation(read_manifest(release), release, lab_dir.path, project, read_env(lab_dir.path))
+    return installation(read_manifest(release), release, lab_dir.path, project, read_env(lab_dir.path), address)
 
 
 # --------------------------------------------------------------------------- results
@@ -165,22 +175,24 @@ def _listening_check(host, port: ManifestPort) -> Check:
                  "listening" if listening else f"nothing listens on {port.bind}:{port.host}")
 
 
-def _health_check(probe: Probe) -> Check:
-    ok, detail = probe_once(probe)
+def _health_check(probe: Probe, engine_health: Callable[[str], str | None] | None) -> Check:
+    ok, detail = probe_once(probe, engine_health)
     if not ok and probe.status:
         detail += f" (accepted: {', '.join(map(str, probe.status))})"
     return Check("health", "pass" if ok else "fail", detail)
 
 
-def check_service(host, install: Installation, service: InstalledService) -> ServiceReport:
-    """Run the template's checks for one installed service."""
+def check_service(host, install: Installation, service: InstalledService,
+                  engine_health: Callable[[str], str | None] | None = None) -> ServiceReport:
+    """Run the template's checks for one installed service (``engine_health(service)``: the engine's
+    health status, for a service probed only by its in-container healthcheck)."""
     checks = [_container_check(host, install.project, service.name)]
     if service.name in install.waiting and checks[0].status == "fail":
         # optional and waiting for its supplied secrets: reported, not a failure
         return ServiceReport(service.name, (Check("container", "skip",
                                                   "not started: " + not_started_detail(install.waiting[service.name])),))
     checks += [_listening_check(host, p) for p in service.ports]
-    checks.append(_health_check(service.health) if service.health
+    checks.append(_health_check(service.health, engine_health) if service.health
                   else Check("health", "skip", "no health probe in the blueprint"))
     return ServiceReport(service.name, tuple(checks))
 
@@ -206,7 +218,8 @@ def check_install(install_dir: str | Path, *, project: str | None = None, servic
     With ``wait`` > 0, failing services are re-checked until they pass or
     ``wait`` seconds have passed (for use right after install or upgrade).
     """
-    install = read_install(install_dir, project)
+    engine = cache(docker_client)        # the SDK client, made when a probe first needs the engine
+    install = read_install(install_dir, project, lambda p, s: container_address(engine(), p, s))
     wanted = services or sorted(install.services)
     unknown = [s for s in wanted if s not in install.services]
     if unknown:
@@ -219,7 +232,8 @@ def check_install(install_dir: str | Path, *, project: str | None = None, servic
     pending = list(wanted)
     while True:
         for name in pending:
-            reports[name] = check_service(host, install, install.services[name])
+            reports[name] = check_service(host, install, install.services[name],
+                                          lambda s: container_health(engine(), install.project, s))
         pending = [n for n in pending if not reports[n].ok]
         if not pending or time.monotonic() >= deadline:
             break

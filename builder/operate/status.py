@@ -1,20 +1,23 @@
 """`labbuild status`: each service of the current release — container state, one
-health probe, its image ID against the lock, the models present in its volume (services
-with ``[[models]]``). An optional service waiting for
-its supplied secrets shows as ``not started: needs KEY`` and is not a failure; secrets due for
-rotation (``operate.secrets.due_warnings``) are warnings, never a failure. With the front door on,
-the number of its users, enabled users and enabled admins (never a name or a hash)."""
+health probe (at its published port, or at the container's address for a port the front door
+does not publish; the engine's health status for a service with only an in-container
+healthcheck), its image ID against the lock, the models present in its volume (services with
+``[[models]]``). An optional service waiting for its supplied secrets shows as ``not started:
+needs KEY`` and is not a failure; secrets due for rotation (``operate.secrets.due_warnings``) are
+warnings, never a failure. With the front door on, the number of its users, enabled users and
+enabled admins (never a name or a hash)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstallError
 from ..host.dotenv import read_env
-from ..host.engine import containers, docker_client, host_platform
+from ..host.engine import addresses, container_health, containers, docker_client, host_platform
 from ..host.health import Probe, probe_once
 from ..host.labdir import LabDir, read_manifest
 from ..host.userdb import read_database, release_provider, users_path
@@ -82,6 +85,7 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
     client = docker_client()
     platform = host_platform(client)
     found = containers(client, manifest.lab)
+    address, engine_health = addresses(client, manifest.lab), partial(container_health, client, manifest.lab)
     previous = lab_dir.previous
     waiting = waiting_optional(manifest, read_env(install_dir))
     out: dict[str, ServiceStatus] = {}
@@ -89,7 +93,7 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
         c = found.get(svc)
         locked = expected_image_id(entry.config_digests, platform)
         state = c.status if c is not None else "missing"
-        probe = Probe.from_health(svc, entry.health)
+        probe = Probe.of(svc, entry, partial(address, svc))     # unpublished: at the container's address
         if svc in waiting and state != "running":
             state, health, detail = "not started", "not-started", not_started_detail(waiting[svc])
         elif state != "running":
@@ -97,7 +101,7 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
         elif probe is None:
             health, detail = "no-probe", ""
         else:
-            ok, detail = probe_once(probe)
+            ok, detail = probe_once(probe, engine_health)
             health = "healthy" if ok else "unhealthy"
         out[svc] = ServiceStatus(svc, state, health, entry.image, c.attrs.get("Image") if c is not None else None,
                                  locked, detail,

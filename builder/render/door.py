@@ -14,8 +14,9 @@ secrets.env.example and manifest.json all agree):
   CA's path); with ``ca_file`` the lab CA is mounted read-only.
 - the provider: one generated secret per OIDC client (DIR/.env, never in a
   bundle), its rendered configuration (``config/<provider>/configuration.yml``,
-  ``door_config``), the users directory ``DIR/access`` and the OIDC signing key
-  ``DIR/door/oidc-jwks.pem`` (made on the target at install).
+  ``door_config``), the users directory ``DIR/access`` (read-only at ``/access``,
+  outside the ``/config`` its entrypoint chowns, see ``USERS_TARGET``) and the OIDC
+  signing key ``DIR/door/oidc-jwks.pem`` (made on the target at install, read-only).
 - the proxy: ``routes.yml`` replaced by the door's routers (websecure only, web
   redirects), ``tls.yml`` naming the wildcard certificate ``DIR/door/lab.crt``
   made on the target, no ``--api.insecure`` (its dashboard is a forward-auth
@@ -45,7 +46,13 @@ HOME_SERVICE, HOME_PORT = "home", 8080
 ACCESS_DIR = "../../access"          # DIR/access: the provider's users file (labbuild users)
 DOOR_DIR = "../../door"              # DIR/door: lab CA, wildcard certificate, OIDC signing key (install makes them)
 CA_TARGET = "/etc/lab-ca/ca.crt"
-USERS_TARGET = "/config/users"
+# Outside /config: the official image's entrypoint.sh (authelia/authelia v4.39.15) runs, as uid 0 with
+# the default command, `chown -R "${PUID}:${PGID}" /config` (Dockerfile: PUID=0 PGID=0) before
+# `su-exec`. A writable host directory under /config would become root's, and a non-root operator's
+# `labbuild users` could no longer write it. Mounted read-only too: Authelia writes the file only
+# for a password change or reset in its portal (FileUserProvider.ChangePassword/UpdatePassword),
+# both disabled in the lab, and a read-only mount is never chowned (EROFS).
+USERS_TARGET = "/access"
 JWKS_TARGET = "/config/keys/oidc-jwks.pem"
 CERTS_TARGET = "/etc/traefik/certs"
 ROUTES_FILE, TLS_FILE = "routes.yml", "tls.yml"

@@ -44,7 +44,7 @@ def _provider_blueprint(door: Door, bp: Blueprint, lab: Lab) -> Blueprint:
                description=f"OIDC client secret of {n} (the provider and {n} both read it)", rotate=False,
                rotate_reason="the provider and the service must change it together; labbuild has no holder for both yet")
         for n in door.oidc_clients)
-    binds = bp.binds + (Bind(source=ACCESS_DIR, target=USERS_TARGET, read_only=False),
+    binds = bp.binds + (Bind(source=ACCESS_DIR, target=USERS_TARGET, read_only=True),
                         Bind(source=f"{DOOR_DIR}/oidc-jwks.pem", target=JWKS_TARGET))
     files = bp.files + (ConfigFile(name="configuration.yml", target="/config/configuration.yml",
                                    content=render_provider_config(door, lab)),)

@@ -17,7 +17,7 @@ client per ``sign_in = "oidc"`` service (client id = service name, secret
 an authorization policy of its roles); forward-auth rules per host and role
 (``group:<role>``), ``default_policy: deny``; the session cookie on the
 domain; SQLite on the provider's volume; the filesystem notifier; the users
-file ``/config/users/users_database.yml`` watched, argon2id.
+file ``/access/users_database.yml`` watched (``door.USERS_TARGET``), argon2id.
 
 ``render_routes`` -> Traefik v3 dynamic ``routes.yml``: one router per UI on
 ``Host(`<host>.<domain>`)`` over websecure (TLS), the forward-auth middleware
