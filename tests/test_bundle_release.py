@@ -25,7 +25,7 @@ from builder.fsutil import sha256_file as sha256_of
 from builder.errors import BlueprintError, BundleError, LockError
 from builder.format.record import Record
 from builder.fsutil import sha256_file
-from builder.lockfile import LOCK_PATH, read_lock, write_lock
+from builder.lockfile import LOCK_PATH, read_lock
 from builder.signing import generate_keypair
 from support.race import race
 from test_render import SERVICES, compose_config, digest, make_lab, promtool_check_config

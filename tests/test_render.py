@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -24,8 +23,7 @@ import yaml
 from builder.blueprint import load_lab
 from builder.lockfile import (LOCK_PATH, ImageRecord, LayerRecord, Lock, PlatformRecord,
                               inputs_hash, write_lock)
-from builder.render import (ReleaseInput, env_file_value, parse_env_file, render_compose,
-                            render_lab_env, render_observability, render_runbooks,
+from builder.render import (ReleaseInput, env_file_value, parse_env_file, render_lab_env, render_observability, render_runbooks,
                             render_secrets_example, render_text_files)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import py_compile
-import re
 import shutil
 import subprocess
 import sys

@@ -14,7 +14,6 @@ import time
 import pytest
 
 from builder.cli import main
-from builder.errors import InstallError
 from builder.install.apply import install_bundle
 
 from labkit import Service, free_port, http_get

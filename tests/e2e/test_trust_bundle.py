@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
