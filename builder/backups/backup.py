@@ -62,7 +62,7 @@ from ..host.engine import (
     docker_client,
     get_archive,
 )
-from ..host.health import HealthResult, Probe, dependency_order, wait_healthy
+from ..host.health import HealthResult, await_installed, dependency_order
 from ..host.labdir import ENV_FILE, Say, current_release, dir_lock, quiet, read_manifest
 from ..host.userdb import open_users_file
 from ..progress import progress_display
@@ -424,8 +424,8 @@ def _start_again(client, manifest: Manifest, found: dict, stopped: list[str], ti
     for svc in dependency_order(depends):
         say(f"{svc}: starting again")
         engine_call(found[svc].start, svc, None, "start the container again")
-    probes = {s: Probe.from_health(s, manifest.services[s].health) for s in stopped}
-    return wait_healthy(probes, depends, timeout, say=say, live=False)
+    return await_installed(client, manifest.lab, {s: manifest.services[s] for s in stopped}, depends, timeout,
+                           say=say)
 
 
 # --------------------------------------------------------------------------- listing

@@ -34,6 +34,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
@@ -47,13 +48,14 @@ from ..host.auditlog import check_appendable, record
 from ..host.compose import PROJECT_LABEL, VOLUME_LABEL, Project
 from ..host.dotenv import env_text, env_values, read_env, replace_values
 from ..host.engine import (
+    addresses,
     check_project_owner,
     containers,
     docker_client,
     put_archive,
     running,
 )
-from ..host.health import HealthResult, Probe, wait_healthy
+from ..host.health import HealthResult, Probe, await_installed
 from ..host.labdir import (
     ENV_FILE,
     Say,
@@ -260,9 +262,9 @@ def apply_restore(client, install_dir: Path, release: Path, manifest: Manifest, 
         elif clients:
             project.run("up", "-d", "--no-deps", *clients)
         started = sorted(set(started) | set(clients))
-    probes = {s: Probe.from_health(s, manifest.services[s].health) for s in started}
     depends = {s: [d for d in manifest.services[s].depends_on if d in started] for s in started}
-    result.health = wait_healthy(probes, depends, timeout, say=say, live=False)
+    result.health = await_installed(client, lab, {s: manifest.services[s] for s in started}, depends, timeout,
+                                    say=say)
     bad = [r for r in result.health.values() if not r.ok]
     result.ok = not bad
     if bad:
@@ -410,9 +412,9 @@ def _wait_running(client, lab: str, svc: str, manifest: Manifest, timeout: float
     """Until ``svc`` runs and (when it has a container healthcheck) reports healthy."""
     deadline = time.monotonic() + timeout
     entry = manifest.services[svc]
-    probe = Probe.from_health(svc, entry.health)
-    if probe is not None:
-        r = wait_healthy({svc: probe}, {svc: []}, timeout, say=say, live=False)[svc]
+    probe = Probe.of(svc, entry, partial(addresses(client, lab), svc))
+    if probe is not None and probe.scheme != "container":      # a health port, published or not
+        r = await_installed(client, lab, {svc: entry}, {svc: []}, timeout, say=say)[svc]
         if not r.ok:
             raise BackupError(f"{svc}: not healthy, cannot feed its restore command: {r.detail}", service=svc)
         return

@@ -31,13 +31,14 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Mapping
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..format.manifest import ManifestHealth, ManifestService
-from .engine import service_endpoint
+from .engine import addresses, container_health, service_endpoint
 
 _DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -274,3 +275,17 @@ def wait_healthy(probes: Mapping[str, Probe | None], depends_on: Mapping[str, It
                 else:
                     tell(svc, f"UNHEALTHY ({r.detail})", "UNHEALTHY")
     return {s: results[s] for s in order}
+
+
+def await_installed(client, lab: str, entries: Mapping[str, ManifestService],
+                    depends_on: Mapping[str, Iterable[str]], timeout: float, *,
+                    say: Callable[[str], None] | None = None,
+                    container_state: Callable[[str], str | None] | None = None) -> dict[str, HealthResult]:
+    """``wait_healthy`` for services of an installed lab, probed as install probes them (``Probe.of``):
+    a port the front door leaves unpublished at the container's address, a service with only an
+    in-container healthcheck on the engine's health status. What backup, restore and rotate await
+    after they start services again."""
+    address = addresses(client, lab)
+    probes = {s: Probe.of(s, e, partial(address, s)) for s, e in entries.items()}
+    return wait_healthy(probes, depends_on, timeout, container_state=container_state, say=say, live=False,
+                        container_health=partial(container_health, client, lab))

@@ -45,7 +45,7 @@ from ..host.auditlog import check_appendable, record
 from ..host.compose import Project, key_consumers
 from ..host.dotenv import env_values, plain_value, raw_value, read_env, replace_values, without_keys
 from ..host.engine import check_project_owner, container_address, containers, docker_client, run_exec
-from ..host.health import Probe, wait_healthy
+from ..host.health import await_installed
 from ..host.kvstore import OPENBAO, sync_openbao
 from ..host.labdir import ENV_FILE, JOURNAL_FILE, LabDir, Say, dir_lock, preflight, quiet
 from ..install.inputs import startable_optional
@@ -225,12 +225,12 @@ def _await(inst: Install, services: list[str]) -> None:
         c = containers(inst.client, m.lab).get(svc)
         return "missing" if c is None else c.status
 
-    probes = {s: Probe.from_health(s, m.services[s].health) for s in services}
     depends = {s: [d for d in m.services[s].depends_on if d in services] for s in services}
-    results = wait_healthy(probes, depends, inst.timeout, container_state=state, say=inst.say, live=False)
+    results = await_installed(inst.client, m.lab, {s: m.services[s] for s in services}, depends, inst.timeout,
+                              say=inst.say, container_state=state)
     bad = [r for r in results.values() if not r.ok]
     deadline = time.monotonic() + inst.timeout
-    for svc in [s for s in services if probes[s] is None and s not in {r.service for r in bad}]:
+    for svc in [s for s in services if results[s].state == "no-probe"]:
         while True:      # no host-side probe: its container must run (and be healthy, when it checks itself)
             c = containers(inst.client, m.lab).get(svc)
             health = ((c.attrs.get("State") or {}).get("Health") or {}).get("Status") if c is not None else None

@@ -1,4 +1,4 @@
-"""`labbuild check` and `labbuild status` behind the front door: a service whose health port is not
+"""`labbuild check`, `labbuild status` (and what backup, restore and rotate await) behind the front door: a service whose health port is not
 published is probed at its container's address on the lab network, as install awaits it
 (``Probe.of`` and ``host.engine.service_endpoint``), and a service with only an in-container
 healthcheck by the engine's health status — on the real engine, with real containers of the
@@ -21,6 +21,8 @@ from apps.base import ensure_base
 from apps.build import ensure_image
 from apps.recipe import RECIPES
 from builder.cli import main
+from builder.host.labdir import read_manifest
+from builder.host.health import await_installed
 from labkit import path_with_venv
 from support.dockerenv import require_tool
 
@@ -104,6 +106,12 @@ def test_check_and_status_probe_unpublished_ports_at_the_containers_address(tmp_
         assert rc == 1
         assert {n: s["health"] for n, s in status.items()} == {"web": "healthy", "engine": "healthy", "mute": "unhealthy"}
         assert status["web"]["detail"] == f"http://{web_ip}:80/ answered 200"
+
+        # what backup, restore and rotate await after starting services again: the same probes
+        entries = read_manifest(inst / "current").services
+        results = await_installed(docker_engine, lab, entries, {s: [] for s in entries}, 2.0)
+        assert {s: r.state for s, r in results.items()} == {"web": "healthy", "engine": "healthy", "mute": "unhealthy"}
+        assert results["web"].detail == f"http://{web_ip}:80/ answered 200"
 
         made[0].stop(timeout=2)                                   # web down: its check fails, not skipped
         rc = main(["--json", "check", "--dir", str(inst), "--service", "web"])
