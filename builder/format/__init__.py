@@ -61,10 +61,12 @@ Ollama modules are pointed at Ollama per collection); the chart's NetworkPolicy 
 "holder"]}}`` per .env key of the service's own secrets — whether ``labbuild secrets rotate``/``set``
 may change it, why not, after how many days it is due, and the argv run first in the service's
 container (``ManifestRotation``); an undecided secret is not listed, and rotate refuses it.
-``provision`` (only for services with ``[[provision]]``): ``[{"description", "method", "host_port",
-"path", "body", "keys", "status", "already_status", "already_text"[, "container_port"]}]`` (``host_port``
+``provision`` (only for services with ``[[provision]]`` or an active ``[[when.X.provision]]``):
+``[{"description", "method", "host_port", "path", "body", "keys", "status", "already_status",
+"already_text"[, "container_port"][, "bearer"]}]`` (``host_port``
 null: a port the front door does not publish, reached at the container's address) — the HTTP calls install makes
 once the service is healthy (``ManifestProvision``); ``body`` is JSON text whose strings hold
-``${KEY}`` for the DIR/.env keys listed in ``keys``, never a value. ``show`` (when not empty): the
+``${KEY}`` for the DIR/.env keys listed in ``keys``, never a value; ``bearer`` (when present) is
+one of those keys, sent as ``Authorization: Bearer`` (``method`` GET: a check, no body). ``show`` (when not empty): the
 .env keys of sign-in passwords that install prints once, when it generates them.
 """
