@@ -116,7 +116,8 @@ def test_litellm_registers_the_key_of_each_app_in_the_profile_then_checks_it_wit
     rotation = services["litellm"].rotation
     for app in APPS:                                            # rotated by a holder that re-registers it
         policy = rotation[APPS[app][0]]
-        assert policy.rotate and policy.holder == ("python3", "/app/lab_app_key.py", APPS[app][1], "LAB_SECRET_NEW")
+        assert policy.rotate and policy.holder == ("python3", "/app/lab_app_key.py", APPS[app][1], "LAB_SECRET_NEW",
+                                                 "LAB_SECRET_OLD")
     assert rotation[MASTER].rotate and not rotation[MASTER].holder
 
 

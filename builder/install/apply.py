@@ -354,10 +354,7 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     result.ok = not bad and not unclaimed
     if unclaimed and not bad:
         p = unclaimed[0]
-        result.failure = (f"{p.service}: provisioning failed: {p.detail}\nwhat these calls set up is not in place "
-                          f"(an app's admin account may still be claimed by its first visitor: keep it unreachable; "
-                          f"an app's own key is not accepted yet): see {release / manifest.services[p.service].runbook}, "
-                          f"Provisioning; install again to retry")
+        result.failure = p.failure(release / manifest.services[p.service].runbook)
     if bad:
         r = bad[0]
         logs = project.logs(r.service, tail=20) or "(no log output)"

@@ -47,6 +47,12 @@ class Provisioned:
     def to_json(self) -> dict[str, str]:
         return {"state": self.state, "detail": self.detail}
 
+    def failure(self, runbook: Path) -> str:
+        """What install says when these steps failed: which step, the answer, what is missing, what to do."""
+        return (f"{self.service}: provisioning failed: {self.detail}\nwhat these calls set up is not in place (an "
+                f"app's admin account may still be claimed by its first visitor: keep it unreachable; an app's own "
+                f"key is not accepted yet): see {runbook}, Provisioning; install again to retry")
+
 
 class ProvisionFailed(Exception):
     pass
@@ -152,7 +158,8 @@ def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[s
 
 def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
                        say: Callable[[str], None],
-                       address: Callable[[str], str | None] | None = None) -> dict[str, Provisioned]:
+                       address: Callable[[str], str | None] | None = None,
+                       retry_for: float = RETRY_SECONDS) -> dict[str, Provisioned]:
     """Run the steps of every service in ``healthy`` that has any; one audit entry per service."""
     todo = {s: e.provision for s, e in sorted(manifest.services.items()) if e.provision and s in healthy}
     if not todo:
@@ -161,7 +168,7 @@ def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
     out: dict[str, Provisioned] = {}
     for svc, steps in todo.items():
         say(f"provisioning {svc}: " + "; ".join(s.description for s in steps))
-        result = run_steps(svc, steps, values,
+        result = run_steps(svc, steps, values, retry_for=retry_for,
                            address=(lambda svc=svc: address(svc)) if address is not None else None)
         keys = sorted({k for s in steps for k in s.keys})
         record(install_dir, "provision", keys, [svc], outcome="ok" if result.state != "failed" else "failed",
