@@ -131,7 +131,9 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             backup=ManifestBackup(method=bp.backup.method, dump=bp.backup.dump, restore=bp.backup.restore),
             migrations=bp.migrations,
             data_in=tuple(s for s in bp.data_in if s in ri.services),
-            wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)})),
+            # a block that only provisions (litellm registering an app's key) connects nothing to the app
+            wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)
+                                   if w.env or w.files or w.depends_on or w.embedding_env or not w.provision})),
             rotation={secret_env_key(name, x.name): ManifestRotation(rotate=x.rotate, reason=x.rotate_reason,
                                                                      days=x.rotate_days, holder=x.holder)
                       for x in bp.secrets if x.rotate is not None},

@@ -56,7 +56,8 @@ their default: ``backup`` (``{"method", "dump", "restore"}``), ``migrations`` ("
 ``data_in`` (the services holding the data a one-way service migrates). ``wired_to`` (when
 not empty): the services of the bundle whose ``[when.X]`` blocks are active for this one — the
 connections its configuration implies even where its environment names no address (Weaviate's
-Ollama modules are pointed at Ollama per collection); the chart's NetworkPolicy opens them.
+Ollama modules are pointed at Ollama per collection); the chart's NetworkPolicy opens them. A block
+that holds only ``[[when.X.provision]]`` calls (LiteLLM registering X's key) implies none.
 ``rotation`` (only for services with a decided secret): ``{KEY: {"rotate"[, "reason", "days",
 "holder"]}}`` per .env key of the service's own secrets — whether ``labbuild secrets rotate``/``set``
 may change it, why not, after how many days it is due, and the argv run first in the service's
