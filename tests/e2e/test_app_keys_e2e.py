@@ -14,6 +14,11 @@ the step, with no value in any message or in DIR/audit.log; the holder `secrets 
 re-registers a new value, is safe to run twice and with the values swapped, and puts the old value
 back when the new one is refused.
 
+Installed: a test lab of the shipped blueprints with the real litellm-db and the real JupyterLab
+(tests/apps) and "litellm" served by the stand-in: install registers JupyterLab's key, JupyterLab
+calls with it; `labbuild secrets rotate LITELLM__JUPYTER_KEY` re-registers it through the shipped
+holder and recreates JupyterLab, which then calls with the new key while the old one is refused.
+
 Against the REAL LiteLLM proxy (no database): what can be shown without DB mode: /key/generate
 answers 500 "DB not connected", install's provisioning reports that step and what to do (no crash,
 no value), the app's key is refused, the master key still lists the models (the operator's and
@@ -46,6 +51,7 @@ from builder.lockfile import LOCK_PATH, read_lock
 from builder.render import ReleaseInput, render_text_files
 from labkit import path_with_venv
 from support.dockerenv import require_tool
+from test_apps import PROFILE, apps_lab, shipped_ports, wait_ports_free  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.docker]
 
@@ -243,3 +249,102 @@ def test_the_real_litellm_without_its_database_refuses_keys_and_install_says_whi
     finally:
         c.remove(force=True)
         net.remove()
+
+
+# An HTTP call from inside a container with its own Python: prints the status, then the body.
+CALL = """
+import os, sys, urllib.error, urllib.request
+url, key = sys.argv[1], os.environ.get(sys.argv[2], sys.argv[2])
+req = urllib.request.Request(url, headers={"Authorization": "Bearer " + key} if key else {})
+try:
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        print(resp.status); print(resp.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code); print(exc.read().decode())
+"""
+
+STANDIN_DOCKERFILE = """\
+# A PROTOCOL STAND-IN FOR LITELLM'S KEY API, NOT LITELLM (tests/support/litellm_keys.py), in the
+# tests/apps litellm image: its Python, its paths (/app), the shipped command's arguments ignored.
+FROM {base}
+COPY litellm_keys.py /standin/litellm_keys.py
+ENV LITELLM_STANDIN_STATE=/standin-state/keys.json
+LABEL org.local-ai-lab.test.stand-in="litellm: its virtual-key API only, not LiteLLM"
+ENTRYPOINT ["/opt/litellm/bin/python3", "/standin/litellm_keys.py"]
+"""
+
+
+@pytest.mark.slow
+def test_rotating_an_apps_key_re_registers_it_and_the_real_jupyterlab_calls_with_the_new_one(apps_lab, capsys):
+    """An installed test lab of the shipped blueprints: the real litellm-db (PostgreSQL) and the real
+    JupyterLab (tests/apps), and "litellm" served by the stand-in of LiteLLM's key API (its key table
+    on a volume the test adds, where LiteLLM keeps it in litellm-db). `labbuild install` registers
+    JupyterLab's own key (the only app of the profile) and JupyterLab calls LiteLLM with it; then
+    `labbuild secrets rotate LITELLM__JUPYTER_KEY` runs the shipped holder in the litellm container,
+    recreates litellm and jupyter, and JupyterLab calls with the new key while the old one is refused."""
+    from apps.base import BuiltImage
+    from apps.build import push_image
+    from apps.images import build_and_push
+    from apps.testlab import lock_services, make_test_lab
+    from builder.bundle.release import build_release
+    from builder.cli import main
+    from builder.install.apply import install_bundle
+
+    lab = apps_lab
+    built = build_and_push(lab.registry.host, only=["postgres", "base-notebook"], engine=lab.engine, log=say)
+    (recipe,) = [r for r in RECIPES if r.name == "litellm"]
+    base = ensure_image(lab.engine, recipe, ensure_base(lab.engine, say), say)
+    ctx = lab.tmp / "standin"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(STANDIN_DOCKERFILE.format(base=base.ref))
+    (ctx / "litellm_keys.py").write_bytes(STANDIN.read_bytes())
+    tag = f"labbuild-test/litellm-keys-standin:{uuid.uuid4().hex[:12]}"
+    image, _ = lab.engine.images.build(path=str(ctx), tag=tag, rm=True, labels={"org.local-ai-lab.test": "app-keys"})
+    try:
+        ref = push_image(lab.engine, BuiltImage(tag, image.id, "", built=True), lab.registry.host)
+    finally:
+        lab.engine.images.remove(tag, noprune=True)
+    lab.refs.append(ref.split("@")[0])
+    services = {"litellm": ref, "litellm-db": built.images["litellm-db"], "jupyter": built.images["jupyter"]}
+    root = make_test_lab(lab.tmp / "lab", services, lab_name=lab.project, profile=(PROFILE, ["litellm", "jupyter"]))
+    bp = root / "blueprints" / "services" / "litellm.toml"        # the stand-in's key table survives a restart
+    bp.write_text(bp.read_text() + '\n[[volumes]]\nname = "standin"\ntarget = "/standin-state"\n')
+    lock_services(root, list(services))
+    lab.bundle = Path(build_release(root, "1.0.0", profile=PROFILE, with_images=True, out_dir=lab.tmp / "dist",
+                                    progress=False).bundle)
+    lab.registry.stop()
+    wait_ports_free(root, list(services))
+    lab.target = lab.tmp / "inst"
+    installed = install_bundle(lab.bundle, lab.target, timeout=240)
+    assert installed.ok, installed.failure
+    assert installed.provisioned["litellm"].state == "done", installed.provisioned
+    assert "/key/generate: done; /v1/models: done" == installed.provisioned["litellm"].detail
+
+    def from_jupyter(key_var: str = "OPENAI_API_KEY") -> tuple[int, str]:
+        code, out = lab.run("jupyter", "python3", "-c", CALL, "http://litellm:4000/v1/models", key_var)
+        assert code == 0, out
+        status, _, body = out.partition("\n")
+        return int(status), body
+
+    def keys() -> dict:
+        code, out = lab.run("litellm", "python3", "-c", CALL, "http://127.0.0.1:4000/standin/keys", "")
+        return json.loads(out.partition("\n")[2])
+
+    old, master = lab.env("LITELLM__JUPYTER_KEY"), lab.env(MASTER)
+    env = dict(e.split("=", 1) for e in lab.container("jupyter").attrs["Config"]["Env"])
+    assert env["OPENAI_API_KEY"] == old != master and master not in env.values()
+    assert {a: k["key"] for a, k in keys().items()} == {"jupyter": old}      # only the app of this profile
+    assert from_jupyter()[0] == 200                                           # JupyterLab's own key works
+
+    code = main(["--json", "secrets", "rotate", "--dir", str(lab.target), "LITELLM__JUPYTER_KEY"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    new = lab.env("LITELLM__JUPYTER_KEY")
+    assert new != old and new.startswith("sk-") and new not in out.out + out.err
+    env = dict(e.split("=", 1) for e in lab.container("jupyter").attrs["Config"]["Env"])
+    assert env["OPENAI_API_KEY"] == new                                       # jupyter was recreated
+    assert {a: k["key"] for a, k in keys().items()} == {"jupyter": new}       # re-registered, the old one gone
+    assert from_jupyter()[0] == 200
+    with_old = lab.run("jupyter", "python3", "-c", CALL, "http://litellm:4000/v1/models", "OLD",
+                       env={"OLD": old})[1]
+    assert with_old.startswith("401"), with_old

@@ -22,7 +22,9 @@ Errors have LiteLLM's ProxyException shape: ``{"error": {"message", "type", "par
 ``GET /standin/keys`` (no key) lists what is registered, as ``{alias: {"key", "key_type",
 "metadata"}}``, and ``GET /standin/calls`` every call received (path, bearer, body), so tests see
 what the proxy would hold. Run it as a script (``python3 litellm_keys.py``: port 4000 and the master
-key from ``$LITELLM_MASTER_KEY``, as the proxy reads them), or in a thread with ``serve``.
+key from ``$LITELLM_MASTER_KEY``, as the proxy reads them; its arguments, the proxy's, are ignored),
+or in a thread with ``serve``. With ``$LITELLM_STANDIN_STATE`` (a file path) the key table survives a
+restart of the container, as LiteLLM's does in its database (litellm-db).
 """
 
 from __future__ import annotations
@@ -42,11 +44,20 @@ def _error(message: str, kind: str, code: int, param: str = "None") -> dict:
 
 
 class State:
-    def __init__(self, master: str) -> None:
-        self.master = master
+    def __init__(self, master: str, path: str = "") -> None:
+        self.master, self.path = master, path
         self.keys: dict[str, dict] = {}       # key value -> {"key_alias", "key_type", "metadata"}
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                self.keys = json.load(fh)
         self.calls: list[dict] = []
         self.lock = threading.Lock()
+
+    def save(self) -> None:
+        if self.path:
+            with open(self.path + ".tmp", "w", encoding="utf-8") as fh:
+                json.dump(self.keys, fh)
+            os.replace(self.path + ".tmp", self.path)
 
 
 def handler(state: State) -> type[BaseHTTPRequestHandler]:
@@ -119,6 +130,7 @@ def handler(state: State) -> type[BaseHTTPRequestHandler]:
                                                 "database unique-constraint error)", "internal_server_error", 500))
             state.keys[value] = {"key_alias": alias, "key_type": body.get("key_type", "default"),
                                  "metadata": body.get("metadata") or {}}
+            state.save()
             self._answer(200, {"key": value, "key_alias": alias, "key_name": f"sk-...{value[-4:]}",
                                "token": "stand-in", "metadata": body.get("metadata") or {}})
 
@@ -133,6 +145,7 @@ def handler(state: State) -> type[BaseHTTPRequestHandler]:
                 return self._answer(404, {"detail": {"error": "No keys found"}})
             for k in gone:
                 del state.keys[k]
+            state.save()
             self._answer(200, {"deleted_keys": body.get("keys") or body.get("key_aliases")})
 
         def log_message(self, *args) -> None:
@@ -150,4 +163,5 @@ def serve(master: str, host: str = "127.0.0.1", port: int = 0) -> tuple[Threadin
 
 if __name__ == "__main__":
     ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "4000"))),
-                        handler(State(os.environ["LITELLM_MASTER_KEY"]))).serve_forever()
+                        handler(State(os.environ["LITELLM_MASTER_KEY"],
+                                      os.environ.get("LITELLM_STANDIN_STATE", "")))).serve_forever()
