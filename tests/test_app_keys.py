@@ -148,23 +148,30 @@ def test_the_runbooks_say_which_key_each_app_holds_and_no_app_is_told_to_use_the
             assert MASTER not in text, page
 
 
-def test_install_sh_prints_the_bearer_and_the_get_checks(releases, tmp_path):
-    """Section 6 of install.sh, run under dash over the flattened phase3 manifest: the calls it prints
-    carry the bearer as ${KEY} to fill in, the GET checks have no body."""
+def _install_sh_calls(releases, profile: str, tmp_path: Path) -> str:
+    """Section 6 of install.sh, run under dash over the flattened manifest of ``profile``."""
     if not shutil.which("dash"):
         pytest.skip("dash missing")
-    ri, files, services = releases["phase3"]
-    m = Manifest(lab="lab", name="x", version="0.0.0", profile="phase3", inputs="i", labbuild="t", offline=False,
+    _, _, services = releases[profile]
+    m = Manifest(lab="lab", name="x", version="0.0.0", profile=profile, inputs="i", labbuild="t", offline=False,
                  platforms=("linux/amd64",), services=services, files={})
     (tmp_path / "manifest.json").write_bytes(m.dumps())
     flat = subprocess.run(["awk", awk_program('"$1"'), str(tmp_path / "manifest.json")],
                           capture_output=True, text=True, check=True).stdout
     (tmp_path / "manifest.flat").write_text(flat)
+
+    mget = SCRIPT[SCRIPT.index("\nmget() {") + 1:SCRIPT.index("\n", SCRIPT.index("\nmget() {") + 1) + 1]
+    valid = SCRIPT[SCRIPT.index("\nvalid() {") + 1:SCRIPT.index("\n}\n", SCRIPT.index("\nvalid() {")) + 3]
     section = SCRIPT[SCRIPT.index("# ---------------------------------------------------------------- 6. provisioning"):]
-    preamble = ('WORK=' + str(tmp_path) + '; DIR=/srv/lab; ORDER="litellm n8n"; WAITING=""\n'
-                "say() { printf '%s\\n' \"$*\"; }\n"
-                + SCRIPT[SCRIPT.index("mget() {"):SCRIPT.index("\n", SCRIPT.index("mget() {"))] + "\n")
-    out = subprocess.run(["dash", "-c", preamble + section], capture_output=True, text=True, check=True).stdout
+    preamble = ('WORK=' + str(tmp_path) + '; DIR=/srv/lab; LAB=lab; ORDER="litellm n8n"; WAITING=""\n'
+                "say() { printf '%s\\n' \"$*\"; }\n" + mget + valid)
+    return subprocess.run(["dash", "-c", preamble + section], capture_output=True, text=True, check=True).stdout
+
+
+def test_install_sh_prints_the_bearer_and_the_get_checks(releases, tmp_path):
+    """The calls install.sh prints (it makes none) carry the bearer as ${KEY} to fill in; the GET
+    checks have no body."""
+    out = _install_sh_calls(releases, "phase3", tmp_path)
     assert "NOT DONE: litellm is not set up until these calls are made" in out
     assert ("curl -sS -b cookies.txt -c cookies.txt -X POST -H 'Content-Type: application/json' "
             "-H 'Authorization: Bearer ${LITELLM__LITELLM_MASTER_KEY}' --data-binary @- "
@@ -175,7 +182,17 @@ def test_install_sh_prints_the_bearer_and_the_get_checks(releases, tmp_path):
     assert out.count("/key/generate") == 5 and out.count("/v1/models") == 5
     assert "NOT DONE: n8n is not set up" in out and "/rest/owner/setup" in out      # its owner claim, no bearer
     n8n = out[out.index("NOT DONE: n8n"):]
-    assert "Authorization: Bearer" not in n8n
+    assert "Authorization: Bearer" not in n8n and "ADDR" not in out
+
+
+def test_install_sh_prints_the_containers_address_behind_the_front_door(releases, tmp_path):
+    """phase4 (the door on) publishes no port of litellm or n8n: the calls go to $ADDR, which the
+    printed docker command finds (not "127.0.0.1:null")."""
+    out = _install_sh_calls(releases, "phase4", tmp_path)
+    assert "null" not in out and "127.0.0.1" not in out
+    assert "-H 'Authorization: Bearer ${LITELLM__LITELLM_MASTER_KEY}' --data-binary @- http://$ADDR:4000/key/generate" in out
+    assert "label=com.docker.compose.project=lab --filter label=com.docker.compose.service=litellm" in out
+    assert "http://$ADDR:5678/rest/owner/setup" in out
 
 
 # --------------------------------------------------------------------------- the format

@@ -759,11 +759,18 @@ for svc in $ORDER; do
         b=$(mget "services.$svc.provision.$i.bearer" | clean)
         auth=""
         [ -z "$b" ] || auth=" -H 'Authorization: Bearer \${$b}'"
+        hp=$(mget "services.$svc.provision.$i.host_port" | clean)
+        if valid '[0-9]{1,5}' "$hp"; then
+            url="http://127.0.0.1:$hp$(printf '%s' "$p" | clean)"
+        else   # behind the front door no port is published: the container's address on the lab network
+            say "  # (no host port: set ADDR to $svc's address, e.g. ADDR=\$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' \$(docker ps -q --filter label=com.docker.compose.project=$LAB --filter label=com.docker.compose.service=$svc) | cut -d' ' -f1))"
+            url="http://\$ADDR:$(mget "services.$svc.provision.$i.container_port" | clean)$(printf '%s' "$p" | clean)"
+        fi
         say "  # $(mget "services.$svc.provision.$i.description" | clean)"
         if [ "$m" = GET ]; then
-            say "  curl -sS -b cookies.txt -c cookies.txt$auth http://127.0.0.1:$(mget "services.$svc.provision.$i.host_port" | clean)$(printf '%s' "$p" | clean)"
+            say "  curl -sS -b cookies.txt -c cookies.txt$auth $url"
         else
-            say "  curl -sS -b cookies.txt -c cookies.txt -X $m -H 'Content-Type: application/json'$auth --data-binary @- http://127.0.0.1:$(mget "services.$svc.provision.$i.host_port" | clean)$(printf '%s' "$p" | clean) <<'BODY'"
+            say "  curl -sS -b cookies.txt -c cookies.txt -X $m -H 'Content-Type: application/json'$auth --data-binary @- $url <<'BODY'"
             say "$(mget "services.$svc.provision.$i.body" | clean)"
             say "BODY"
         fi
