@@ -264,7 +264,7 @@ def test_conditional_wiring_targets_exist_and_are_not_static_dependencies(lab: L
         for w in bp.when:
             assert w.other in lab.services, f"{name}: when.{w.other}"
             assert w.other not in bp.depends_on, f"{name}: when.{w.other} is also a static dependency"
-            assert w.env or w.depends_on or w.files, f"{name}: when.{w.other} does nothing"
+            assert w.env or w.depends_on or w.files or w.provision, f"{name}: when.{w.other} does nothing"
 
 
 def _env(lab: Lab, service: str, profile: str) -> dict[str, str]:
@@ -281,7 +281,7 @@ def test_open_webui_uses_qdrant_and_litellm_only_when_present(lab: Lab) -> None:
     assert "OPENAI_API_BASE_URL" not in p1
     p2 = _env(lab, "open-webui", "phase2")
     assert p2["OPENAI_API_BASE_URL"] == "http://litellm:4000/v1"
-    assert p2["OPENAI_API_KEY"] == "${secret:litellm.LITELLM_MASTER_KEY}"
+    assert p2["OPENAI_API_KEY"] == "${secret:litellm.OPEN_WEBUI_KEY}"      # its own key (tests/test_app_keys.py)
     bp = lab.services["open-webui"]
     assert "litellm" not in bp.effective_depends_on(lab.profile_closure("phase1"))
     assert "litellm" in bp.effective_depends_on(lab.profile_closure("phase2"))
@@ -290,7 +290,7 @@ def test_open_webui_uses_qdrant_and_litellm_only_when_present(lab: Lab) -> None:
 def test_n8n_and_dify_are_wired_through_litellm_and_qdrant(lab: Lab) -> None:
     assert "CREDENTIALS_OVERWRITE_DATA" not in _env(lab, "n8n", "phase1")
     overwrite = _env(lab, "n8n", "phase2")["CREDENTIALS_OVERWRITE_DATA"]
-    assert "http://litellm:4000/v1" in overwrite and "${secret:litellm.LITELLM_MASTER_KEY}" in overwrite
+    assert "http://litellm:4000/v1" in overwrite and "${secret:litellm.N8N_KEY}" in overwrite
     for part in ("dify-api", "dify-worker"):
         env = _env(lab, part, "phase2")
         assert env["VECTOR_STORE"] == "qdrant"

@@ -204,6 +204,7 @@ class When:
     # [when.OTHER.embedding]: only in offline bundles where OTHER ships an embedding model
     embedding_env: dict[str, str] = field(default_factory=dict)
     embedding_start_period: str | None = None
+    provision: tuple["Provision", ...] = ()   # [[when.OTHER.provision]]: after [[provision]], only with OTHER
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ class Provision:
     """One ``[[provision]]`` step: an HTTP call install makes once the service is healthy.
 
     ``json`` is the body as data (string leaves may hold ``${secret:SVC.NAME}``);
-    ``status``: it did it; ``already_status`` with ``already_text`` in the body: done before.
+    ``status``: it did it; ``already_status`` with ``already_text`` in the body: done before;
+    ``bearer``: ``${secret:SVC.NAME}`` sent as ``Authorization: Bearer <value>``.
     """
     description: str
     port: str
@@ -221,6 +223,7 @@ class Provision:
     json: dict[str, Any] = field(default_factory=dict)
     already_status: tuple[int, ...] = ()
     already_text: str = ""
+    bearer: str = ""
 
     def leaves(self) -> list[tuple[tuple[str, ...], str]]:
         """``(key path, string)`` of every string leaf of ``json``."""
@@ -343,6 +346,10 @@ class Blueprint:
             files.update({f.name: f for f in w.files})
         return tuple(files[f.name] for f in self.files)
 
+    def effective_provision(self, present: Iterable[str]) -> tuple["Provision", ...]:
+        """``[[provision]]`` then the steps of each active ``[[when.X.provision]]`` (in X's order)."""
+        return self.provision + tuple(p for w in self.active_when(present) for p in w.provision)
+
     def effective_env(self, present: Iterable[str], embeddings: dict[str, str] | None = None) -> dict[str, str]:
         """``[env]`` plus the active ``[when.X.env]``; with ``embeddings`` (service -> the Ollama
         name of the embedding model it ships in this offline bundle) also ``[when.X.embedding.env]``."""
@@ -456,12 +463,11 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
         when=tuple(When(other=k, env=dict(v.get("env", {})), depends_on=v.get("depends_on", False),
                         files=tuple(ConfigFile(**f) for f in v.get("files", ())),
                         embedding_env=dict(v.get("embedding", {}).get("env", {})),
-                        embedding_start_period=v.get("embedding", {}).get("start_period"))
+                        embedding_start_period=v.get("embedding", {}).get("start_period"),
+                        provision=_provisions(v.get("provision", ())))
                    for k, v in sorted(d.get("when", {}).items())),
         runbook=tuple(RunbookEntry(**r) for r in d.get("runbook", ())),
-        provision=tuple(Provision(**{**p, "status": tuple(p["status"]),
-                                     "already_status": tuple(p.get("already_status", ()))})
-                        for p in d.get("provision", ())),
+        provision=_provisions(d.get("provision", ())),
         models=tuple(Model(**m) for m in d.get("models", ())),
         backup=Backup(method=d.get("backup", {}).get("method", "volume"),
                       dump=tuple(d.get("backup", {}).get("dump", ())),
@@ -471,6 +477,11 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
         front_door=_front_door(d["front_door"]) if "front_door" in d else None,
         raw=d,
     )
+
+
+def _provisions(steps: Any) -> tuple[Provision, ...]:
+    return tuple(Provision(**{**p, "status": tuple(p["status"]), "already_status": tuple(p.get("already_status", ()))})
+                 for p in steps)
 
 
 def _front_door(fd: dict[str, Any]) -> FrontDoor:

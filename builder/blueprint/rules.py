@@ -106,23 +106,30 @@ def check_service_local(bp: Blueprint, src: Source, out: Collector) -> None:
 
 
 def check_provision(bp: Blueprint, src: Source, out: Collector) -> None:
-    """``[[provision]]``: through a port published on the host; ``${`` only in secret references
-    (install turns each into a DIR/.env key: any other ``${`` would be read as one)."""
+    """``[[provision]]`` and ``[[when.X.provision]]``: through a port of this service; ``${`` only in
+    secret references (install turns each into a DIR/.env key: any other ``${`` would be read as one);
+    a GET carries no body."""
     names = {p.name for p in bp.ports}
-    if bp.provision and bp.health is None:
-        out.add(src, ("provision",), "provisioning calls need a [health] probe: they run once it answers",
+    blocks = [(("provision",), bp.provision)] + [(("when", w.other, "provision"), w.provision)
+                                                 for w in bp.when if w.provision]
+    if any(steps for _, steps in blocks) and bp.health is None:
+        out.add(src, blocks[0][0] if bp.provision else blocks[-1][0],
+                "provisioning calls need a [health] probe: they run once it answers",
                 hint="add [health] with a path that answers only when the service is ready")
-    for i, step in enumerate(bp.provision):
-        if step.port not in names:
-            out.add(src, ("provision", i, "port"), f"no port named {step.port!r}",
-                    hint="ports of this service: " + (", ".join(sorted(names)) or "none"))
-        elif bp.port(step.port).host is None:
-            out.add(src, ("provision", i, "port"), f"port {step.port!r} has no host port to call",
-                    hint="install calls the service through its published 127.0.0.1 port: set host = ...")
-        for path, value in step.leaves():
-            if "${" in SECRET_REF_RE.sub("", value):
-                out.add(src, ("provision", i, "json", *path), "'${' outside a ${secret:SERVICE.NAME} reference",
-                        hint="the only placeholder a provisioning body knows is ${secret:SERVICE.NAME}")
+    for where, steps in blocks:
+        for i, step in enumerate(steps):
+            if step.port not in names:
+                out.add(src, (*where, i, "port"), f"no port named {step.port!r}",
+                        hint="ports of this service: " + (", ".join(sorted(names)) or "none"))
+            elif bp.port(step.port).host is None:
+                out.add(src, (*where, i, "port"), f"port {step.port!r} has no host port to call",
+                        hint="install calls the service through its published 127.0.0.1 port: set host = ...")
+            if step.method == "GET" and step.json:
+                out.add(src, (*where, i, "json"), "a GET call carries no body", hint="drop json, or use POST")
+            for path, value in step.leaves():
+                if "${" in SECRET_REF_RE.sub("", value):
+                    out.add(src, (*where, i, "json", *path), "'${' outside a ${secret:SERVICE.NAME} reference",
+                            hint="the only placeholder a provisioning body knows is ${secret:SERVICE.NAME}")
 
 
 def check_rotation(bp: Blueprint, src: Source, out: Collector) -> None:
@@ -291,8 +298,12 @@ def _check_secret_refs(bp: Blueprint, src: Source, services: dict, out: Collecto
         check({"bearer_secret": bp.metrics.bearer_secret}, ("metrics",), base)
     for w in bp.when:
         check(w.env, ("when", w.other, "env"), base | {w.other})
-    for i, step in enumerate(bp.provision):
-        check({".".join(path): value for path, value in step.leaves()}, ("provision", i, "json"), base)
+    for where, steps, allowed in ((("provision",), bp.provision, base),
+                                  *((("when", w.other, "provision"), w.provision, base | {w.other}) for w in bp.when)):
+        for i, step in enumerate(steps):
+            check({".".join(path): value for path, value in step.leaves()}, (*where, i, "json"), allowed)
+            if step.bearer:
+                check({"bearer": step.bearer}, (*where, i), allowed)
 
 
 

@@ -131,11 +131,13 @@ def manifest_services(ri: ReleaseInput) -> dict[str, ManifestService]:
             backup=ManifestBackup(method=bp.backup.method, dump=bp.backup.dump, restore=bp.backup.restore),
             migrations=bp.migrations,
             data_in=tuple(s for s in bp.data_in if s in ri.services),
-            wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)})),
+            # a block that only provisions (litellm registering an app's key) connects nothing to the app
+            wired_to=tuple(sorted({w.other for w in bp.active_when(ri.services)
+                                   if w.env or w.files or w.depends_on or w.embedding_env or not w.provision})),
             rotation={secret_env_key(name, x.name): ManifestRotation(rotate=x.rotate, reason=x.rotate_reason,
                                                                      days=x.rotate_days, holder=x.holder)
                       for x in bp.secrets if x.rotate is not None},
-            provision=tuple(manifest_provision(bp, p) for p in bp.provision),
+            provision=tuple(manifest_provision(bp, p) for p in bp.effective_provision(ri.services)),
             show=tuple(secret_env_key(name, x.name) for x in bp.secrets if x.show))
     return out
 
@@ -152,10 +154,11 @@ def manifest_provision(bp: Blueprint, step: Provision) -> ManifestProvision:
     def walk(obj: dict) -> dict:
         return {k: walk(v) if isinstance(v, dict) else SECRET_REF_RE.sub(ref, v) for k, v in obj.items()}
     body = json.dumps(walk(step.json), ensure_ascii=True, separators=(",", ":")) if step.json else ""
+    bearer = SECRET_REF_RE.sub(ref, step.bearer)[2:-1] if step.bearer else ""    # the DIR/.env key
     return ManifestProvision(description=step.description, method=step.method, host_port=bp.port(step.port).host,
                              path=step.path, body=body, keys=tuple(sorted(set(keys))), status=step.status,
                              already_status=step.already_status, already_text=step.already_text,
-                             container_port=bp.port(step.port).container)
+                             container_port=bp.port(step.port).container, bearer=bearer)
 
 
 def manifest_models(bp, rec) -> tuple[ManifestModel, ...]:

@@ -85,7 +85,8 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     until every service answers its health probe. The moment a service is
     healthy it makes that service's provisioning calls ([[provision]]: e.g. claiming the admin
     account an app would hand to its first visitor, with a password
-    generated into DIR/.env; answers saying it was done before count as
+    generated into DIR/.env; registering each app's own LiteLLM key with
+    the master key; answers saying it was done before count as
     done; recorded in DIR/audit.log). A sign-in password is printed once,
     when it is generated. Exit 0 only when all are healthy and provisioned,
     optional services aside.

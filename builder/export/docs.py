@@ -228,8 +228,8 @@ def render_notes(lab: ChartLab) -> str:
             f"  kubectl -n {{{{ .Release.Namespace }}}} get pods -l app.kubernetes.io/instance={{{{ .Release.Name }}}}\n\n"
             "Secrets were generated into the <service>-secrets Secrets and are kept across upgrades.\n"
             "See the chart's README.md (install, upgrade, rollback, air-gapped) and runbooks/.\n"
-            + "".join(f"\nNOT DONE by the chart: the admin account of {template_text(s.name)} stays unclaimed "
-                      "until these calls are made (runbooks/" + template_text(s.name) + ".md, Provisioning; "
-                      "labbuild install makes them on a compose host):\n"
+            + "".join(f"\nNOT DONE by the chart: {template_text(s.name)} is not set up until these calls are made "
+                      "(an admin account stays unclaimed, or apps' own keys are refused; runbooks/"
+                      + template_text(s.name) + ".md, Provisioning; labbuild install makes them on a compose host):\n"
                       + "".join(f"  {template_text(step)}\n" for step in s.provision)
                       for s in lab.services.values() if s.provision))

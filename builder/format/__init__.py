@@ -56,15 +56,18 @@ their default: ``backup`` (``{"method", "dump", "restore"}``), ``migrations`` ("
 ``data_in`` (the services holding the data a one-way service migrates). ``wired_to`` (when
 not empty): the services of the bundle whose ``[when.X]`` blocks are active for this one — the
 connections its configuration implies even where its environment names no address (Weaviate's
-Ollama modules are pointed at Ollama per collection); the chart's NetworkPolicy opens them.
+Ollama modules are pointed at Ollama per collection); the chart's NetworkPolicy opens them. A block
+that holds only ``[[when.X.provision]]`` calls (LiteLLM registering X's key) implies none.
 ``rotation`` (only for services with a decided secret): ``{KEY: {"rotate"[, "reason", "days",
 "holder"]}}`` per .env key of the service's own secrets — whether ``labbuild secrets rotate``/``set``
 may change it, why not, after how many days it is due, and the argv run first in the service's
 container (``ManifestRotation``); an undecided secret is not listed, and rotate refuses it.
-``provision`` (only for services with ``[[provision]]``): ``[{"description", "method", "host_port",
-"path", "body", "keys", "status", "already_status", "already_text"[, "container_port"]}]`` (``host_port``
+``provision`` (only for services with ``[[provision]]`` or an active ``[[when.X.provision]]``):
+``[{"description", "method", "host_port", "path", "body", "keys", "status", "already_status",
+"already_text"[, "container_port"][, "bearer"]}]`` (``host_port``
 null: a port the front door does not publish, reached at the container's address) — the HTTP calls install makes
 once the service is healthy (``ManifestProvision``); ``body`` is JSON text whose strings hold
-``${KEY}`` for the DIR/.env keys listed in ``keys``, never a value. ``show`` (when not empty): the
+``${KEY}`` for the DIR/.env keys listed in ``keys``, never a value; ``bearer`` (when present) is
+one of those keys, sent as ``Authorization: Bearer`` (``method`` GET: a check, no body). ``show`` (when not empty): the
 .env keys of sign-in passwords that install prints once, when it generates them.
 """

@@ -105,8 +105,12 @@ def provision_grammar_problems(svc: str, s: "ManifestService") -> list[str]:
     out = []
     for i, p in enumerate(s.provision):
         where = f"services.{svc}.provision.{i}"
-        if p.method not in ("POST", "PUT", "PATCH"):
-            out.append(f"{where}.method: {p.method[:20]!r} is not POST, PUT or PATCH")
+        if p.method not in ("POST", "PUT", "PATCH", "GET"):
+            out.append(f"{where}.method: {p.method[:20]!r} is not POST, PUT, PATCH or GET")
+        if p.method == "GET" and p.body:
+            out.append(f"{where}.body: a GET call carries no body")
+        if p.bearer and p.bearer not in p.keys:
+            out.append(f"{where}.bearer: {p.bearer[:60]!r} is not one of the step's keys")
         if p.host_port is not None and not names.is_port(p.host_port):
             out.append(f"{where}.host_port: port {p.host_port!r} is out of range (1-65535)")
         if p.container_port is not None and not names.is_port(p.container_port):

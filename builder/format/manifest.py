@@ -136,19 +136,21 @@ class ManifestProvision:
     already_status: tuple[int, ...] = ()    # with already_text in the answer: done before
     already_text: str = ""
     container_port: int | None = None       # the port in the container: used when host_port is None
+    bearer: str = ""                        # a DIR/.env key (in ``keys``) sent as Authorization: Bearer; omitted when ""
 
     def to_json(self) -> dict[str, Any]:
         return {"description": self.description, "method": self.method, "host_port": self.host_port,
                 "path": self.path, "body": self.body, "keys": list(self.keys), "status": list(self.status),
                 "already_status": list(self.already_status), "already_text": self.already_text,
-                **({"container_port": self.container_port} if self.container_port is not None else {})}
+                **({"container_port": self.container_port} if self.container_port is not None else {}),
+                **({"bearer": self.bearer} if self.bearer else {})}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ManifestProvision":
         return cls(description=d["description"], method=d["method"], host_port=d["host_port"], path=d["path"],
                    body=d["body"], keys=tuple(d["keys"]), status=tuple(d["status"]),
                    already_status=tuple(d.get("already_status", ())), already_text=d.get("already_text", ""),
-                   container_port=d.get("container_port"))
+                   container_port=d.get("container_port"), bearer=d.get("bearer", ""))
 
 
 @dataclass(frozen=True)

@@ -350,9 +350,7 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     result.ok = not bad and not unclaimed
     if unclaimed and not bad:
         p = unclaimed[0]
-        result.failure = (f"{p.service}: provisioning failed: {p.detail}\nits first visitor may still claim its "
-                          f"admin account: keep it unreachable and see {release / manifest.services[p.service].runbook}; "
-                          f"install again to retry")
+        result.failure = p.failure(release / manifest.services[p.service].runbook)
     if bad:
         r = bad[0]
         logs = project.logs(r.service, tail=20) or "(no log output)"

@@ -1,8 +1,10 @@
-"""Provisioning calls: claim what an app hands to its first visitor, right after it is healthy.
+"""Provisioning calls: claim what an app hands to its first visitor, or register what another app
+needs (an app's own LiteLLM key), right after the service is healthy.
 
 A service's ``[[provision]]`` steps (manifest.json ``provision``: method, host port, path, a JSON
 body whose strings may hold ``${KEY}`` for a DIR/.env key, the statuses that mean "done now" and
-the status + text that mean "done before") run in order over HTTP to 127.0.0.1, sharing one
+the status + text that mean "done before"; optionally a DIR/.env key sent as the bearer token, e.g.
+LiteLLM's master key to register an app's own key) run in order over HTTP to 127.0.0.1, sharing one
 cookie jar (a session an earlier step opened, e.g. Dify's init password, reaches the next).
 
 The body is decoded, each ``${KEY}`` filled into the decoded strings, and encoded again with
@@ -46,6 +48,12 @@ class Provisioned:
     def to_json(self) -> dict[str, str]:
         return {"state": self.state, "detail": self.detail}
 
+    def failure(self, runbook: Path) -> str:
+        """What install says when these steps failed: which step, the answer, what is missing, what to do."""
+        return (f"{self.service}: provisioning failed: {self.detail}\nwhat these calls set up is not in place (an "
+                f"app's admin account may still be claimed by its first visitor: keep it unreachable; an app's own "
+                f"key is not accepted yet): see {runbook}, Provisioning; install again to retry")
+
 
 class ProvisionFailed(Exception):
     pass
@@ -80,9 +88,13 @@ def redact(text: str, secrets: list[str]) -> str:
     return re.sub(r"[\x00-\x1f\x7f]+", " ", text)[:200]
 
 
-def _call(step: ManifestProvision, data: bytes, cookies: dict[str, str],
-          timeout: float, address: Callable[[], str | None] | None) -> tuple[int, str]:
-    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "labbuild-provision"}
+def _call(step: ManifestProvision, data: bytes, cookies: dict[str, str], timeout: float,
+          address: Callable[[], str | None] | None, bearer: str = "") -> tuple[int, str]:
+    headers = {"Accept": "application/json", "User-Agent": "labbuild-provision"}
+    if step.method != "GET":
+        headers["Content-Type"] = "application/json"
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
     if cookies:
         headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
     where = service_endpoint(step.host_port, step.container_port, address)    # not published: the container's address
@@ -117,12 +129,14 @@ def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[s
         where = f"step {i + 1} ({step.method} {step.path}: {step.description})"
         try:
             data = fill_body(step.body, values)
+            if step.bearer and not values.get(step.bearer):
+                raise ProvisionFailed(f"{step.bearer} has no value in {ENV_FILE}")
         except ProvisionFailed as exc:
             return Provisioned(service, "failed", f"{where}: {exc}")
         deadline = time.monotonic() + retry_for
         while True:
             try:
-                status, answer = _call(step, data, cookies, timeout, address)
+                status, answer = _call(step, data, cookies, timeout, address, values.get(step.bearer, ""))
                 seen = f"answered {status}"
             except (OSError, http.client.HTTPException) as exc:
                 status, answer, seen = 0, "", f"{type(exc).__name__}: {redact(str(exc), used)}"
@@ -143,7 +157,8 @@ def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[s
 
 def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
                        say: Callable[[str], None],
-                       address: Callable[[str], str | None] | None = None) -> dict[str, Provisioned]:
+                       address: Callable[[str], str | None] | None = None,
+                       retry_for: float = RETRY_SECONDS) -> dict[str, Provisioned]:
     """Run the steps of every service in ``healthy`` that has any; one audit entry per service."""
     todo = {s: e.provision for s, e in sorted(manifest.services.items()) if e.provision and s in healthy}
     if not todo:
@@ -152,7 +167,7 @@ def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
     out: dict[str, Provisioned] = {}
     for svc, steps in todo.items():
         say(f"provisioning {svc}: " + "; ".join(s.description for s in steps))
-        result = run_steps(svc, steps, values,
+        result = run_steps(svc, steps, values, retry_for=retry_for,
                            address=(lambda svc=svc: address(svc)) if address is not None else None)
         keys = sorted({k for s in steps for k in s.keys})
         record(install_dir, "provision", keys, [svc], outcome="ok" if result.state != "failed" else "failed",

@@ -7,7 +7,7 @@ import shlex
 from string import Template
 from typing import Any
 
-from ..blueprint import Blueprint, Port, secret_env_key
+from ..blueprint import SECRET_REF_RE, Blueprint, Port, secret_env_key
 from ..escape import markdown_block, markdown_code, markdown_text
 from ..format.files import runbook_path
 from ..limits import LIMITS, MiB
@@ -145,14 +145,16 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
                 out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}` ({s.generate}, {s.length} characters"
                            f"{prefix}){shown}")
         out.append("")
-    if bp.provision:
+    if steps := bp.effective_provision(ri.services):
         out += ["## Provisioning", "",
                 f"Once `{name}` is healthy, `labbuild install` makes these calls, in order, with the values of the "
                 "keys they name from `DIR/.env` (an answer saying it was done before counts as done; each run is a "
                 "`provision` line in `DIR/audit.log`). `install.sh` prints them as curl commands instead.", ""]
-        for i, step in enumerate(bp.provision, 1):
-            out.append(f"{i}. `{step.method} http://{service_url(bp, bp.port(step.port))}{step.path}`: "
-                       f"{markdown_text(step.description)}")
+        for i, step in enumerate(steps, 1):
+            m = SECRET_REF_RE.fullmatch(step.bearer)
+            out.append(f"{i}. `{step.method} http://{service_url(bp, bp.port(step.port))}{step.path}`"
+                       + (f" with `{secret_env_key(m.group(1), m.group(2))}` as the bearer token" if m else "")
+                       + f": {markdown_text(step.description)}")
         out.append("")
     out += ["## Health", ""]
     if bp.health and bp.port(bp.health.port).host is None:

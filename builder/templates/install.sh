@@ -740,24 +740,40 @@ done
 say "all services of $LAB $VERSION are up"
 
 # ---------------------------------------------------------------- 6. provisioning: printed, not made
-# [[provision]] calls (an app's owner account, claimed with a password generated into DIR/.env) need a
-# JSON HTTP client with a cookie jar and values filled in without pasting them into JSON text; this
-# script has only sh and curl/wget, so it prints the calls for the operator instead (labbuild install
-# makes them itself). Until they are made, the first visitor of such a service can claim its admin.
+# [[provision]] calls (an app's owner account, claimed with a password generated into DIR/.env; an app's
+# own LiteLLM key, registered with the master key) need a JSON HTTP client with a cookie jar and values
+# filled in without pasting them into JSON text; this script has only sh and curl/wget, so it prints the
+# calls for the operator instead (labbuild install makes them itself). Until they are made, the first
+# visitor of such a service can claim its admin, and an app's own key is refused.
 clean() { tr -d '\000-\037\177'; }
 for svc in $ORDER; do
     [ -n "$(mget "services.$svc.provision.0.path")" ] || continue
     case " $WAITING " in *" $svc "*) continue ;; esac
-    say "NOT DONE: $svc hands its admin account to its first visitor until these calls are made; install.sh"
-    say "  does not make them: run 'labbuild install' with this bundle and --dir $DIR, or make them now, in"
-    say "  order, replacing each \${KEY} in the body by the value of KEY in $DIR/.env (an answer saying"
-    say "  it was done before counts as done):"
+    say "NOT DONE: $svc is not set up until these calls are made (an admin account left to its first visitor,"
+    say "  or apps' keys it does not accept yet); install.sh does not make them: run 'labbuild install' with"
+    say "  this bundle and --dir $DIR, or make them now, in order, replacing each \${KEY} (in the body and the"
+    say "  Authorization header) by the value of KEY in $DIR/.env (an answer saying it was done before counts as done):"
     i=0
     while p=$(mget "services.$svc.provision.$i.path"); [ -n "$p" ]; do
+        m=$(mget "services.$svc.provision.$i.method" | clean)
+        b=$(mget "services.$svc.provision.$i.bearer" | clean)
+        auth=""
+        [ -z "$b" ] || auth=" -H 'Authorization: Bearer \${$b}'"
+        hp=$(mget "services.$svc.provision.$i.host_port" | clean)
+        if valid '[0-9]{1,5}' "$hp"; then
+            url="http://127.0.0.1:$hp$(printf '%s' "$p" | clean)"
+        else   # behind the front door no port is published: the container's address on the lab network
+            say "  # (no host port: set ADDR to $svc's address, e.g. ADDR=\$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' \$(docker ps -q --filter label=com.docker.compose.project=$LAB --filter label=com.docker.compose.service=$svc) | cut -d' ' -f1))"
+            url="http://\$ADDR:$(mget "services.$svc.provision.$i.container_port" | clean)$(printf '%s' "$p" | clean)"
+        fi
         say "  # $(mget "services.$svc.provision.$i.description" | clean)"
-        say "  curl -sS -b cookies.txt -c cookies.txt -X $(mget "services.$svc.provision.$i.method" | clean) -H 'Content-Type: application/json' --data-binary @- http://127.0.0.1:$(mget "services.$svc.provision.$i.host_port" | clean)$(printf '%s' "$p" | clean) <<'BODY'"
-        say "$(mget "services.$svc.provision.$i.body" | clean)"
-        say "BODY"
+        if [ "$m" = GET ]; then
+            say "  curl -sS -b cookies.txt -c cookies.txt$auth $url"
+        else
+            say "  curl -sS -b cookies.txt -c cookies.txt -X $m -H 'Content-Type: application/json'$auth --data-binary @- $url <<'BODY'"
+            say "$(mget "services.$svc.provision.$i.body" | clean)"
+            say "BODY"
+        fi
         i=$((i + 1))
     done
 done

@@ -665,7 +665,7 @@ def test_the_real_litellm_routes_a_chat_through_the_shipped_wiring_to_the_ollama
     assert {m["name"] for m in tags["models"]} == {"qwen2.5:0.5b", "nomic-embed-text:v1.5"}
 
     bp = load_lab(root).services[LITELLM]
-    (config,) = bp.files
+    config = next(f for f in bp.files if f.name == "config.yaml")    # (and lab_app_key.py, the key holder)
     (tmp_path / "config.yaml").write_text(config.content, "utf-8")
     env = {k: v for k, v in bp.env.items() if "${secret:" not in v}
     assert set(bp.env) - set(env) == {"DATABASE_URL"} and env["OLLAMA_API_BASE"] == "http://ollama:11434"

@@ -362,7 +362,8 @@ def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(ai
     p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert "NOT DONE: app hands its admin account to its first visitor" in p.stderr
+    assert "NOT DONE: app is not set up until these calls are made (an admin account left to its first visitor" \
+        in p.stderr
     lines = p.stderr.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("  curl "))
     command = "\n".join([lines[start].strip(), lines[start + 1], lines[start + 2]])
