@@ -6,8 +6,11 @@ header depends only on its name, size, mode and the archive mtime, and the
 lock gives every blob's size, so the offset of every blob is known before its
 first byte arrives. ``DirectArchive`` lays the head out (directory headers,
 blob headers, zero padding: ``ftruncate`` makes the file that long, sparse),
-then ``FETCH_WORKERS`` threads fill it with ``pwrite``: a blob is downloaded
-into its place and hashed as it streams, or copied in the kernel
+then ``FETCH_WORKERS`` threads fill it with ``pwrite``, taking the blobs in
+archive order (so the committer below hashes right behind them; taking the
+biggest first left it the whole prefix to hash after the last copy): a blob is
+downloaded into its place and hashed as it streams (a manifest through the
+manifests API, then held to the lock where it lies), or copied in the kernel
 (``os.copy_file_range``) from a verified bundle (``located``) or the blob
 cache. A blob whose bytes hash wrong is written again over the same range,
 so a byte flipped on the wire never reaches the bundle. Once the plan is
@@ -152,7 +155,7 @@ class DirectArchive:
         self._bars = shared_progress.acquire(None if progress is None else bool(progress))
         self._task = self._bars.add_task(f"writing {filename}", total=self.end)
         self._jobs: "queue.Queue[Region]" = queue.Queue()
-        for r in sorted(self.blobs, key=lambda r: -r.blob.known_size):    # the biggest first: the workers end together
+        for r in self.blobs:    # in archive order: the committer hashes right behind the writes
             self._jobs.put(r)
         self._workers = [threading.Thread(target=self._work, args=(os.dup(self.fd),), daemon=True,
                                           name="labbuild-direct") for _ in range(min(FETCH_WORKERS, len(self.blobs)))]
@@ -209,6 +212,8 @@ class DirectArchive:
                 except queue.Empty:
                     return
                 self._fill(r, fd)
+                if r.blob.check is not None:    # a manifest, held to the lock where it now lies
+                    r.blob.check(os.pread(fd, r.blob.known_size, r.data))
                 with contextlib.suppress(InvalidStateError):
                     r.blob.slot.future.set_result(self.tmp)     # verified: the SBOMs may read it
                 with self._cond:                # the next blob only once this one is journaled
@@ -284,6 +289,15 @@ class DirectArchive:
 
     def _download(self, r: Region, fd: int) -> None:
         b = r.blob
+        if b.manifest:      # small, through the manifests API, which checks its digest
+            data = self._client.fetch_manifest(b.repo, b.digest).data
+            if len(data) != b.known_size:
+                raise RegistryError(f"{b.repo}: manifest {b.digest} has {len(data)} bytes, the lock says "
+                                    f"{b.known_size}", hint="the lock is damaged; run `labbuild lock` again")
+            _pwrite_all(fd, data, r.data)
+            self._bars.advance(self._task, len(data))
+            self._wrote(b.digest, len(data))
+            return
         problem = ""
         h, pos, told = hashlib.sha256(), 0, 0
         for _attempt in range(RETRIES + 1):

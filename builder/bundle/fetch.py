@@ -26,7 +26,6 @@ them back in ``builder.install.unpack``.
 from __future__ import annotations
 
 import io
-import json
 import os
 import queue
 import threading
@@ -43,7 +42,7 @@ from ..fsutil import FileRange
 from ..lockfile import Lock
 from ..registry import RegistryClient
 from .archive import COPY_BLOCK, BundleFile
-from .imageplan import INDEX_TYPES, PlannedImage, _blob_path, _blobs_of, _check_manifest, layout_metadata, plan_images
+from .imageplan import PlannedImage, _blob_path, _blobs_of, layout_metadata, manifests_to_fetch, plan_images
 from .located import Located, locate, stamp_of
 
 # blobs lead an image bundle: written before the files that describe them (SBOMs, manifest.json, ...)
@@ -98,6 +97,8 @@ class DirectBlob(PendingBlob):
     local: tuple[Path, int] | None = None
     stamp: tuple[int, ...] | None = None
     slot: Slot = field(default_factory=Slot, compare=False, repr=False)
+    manifest: bool = False      # fetched through the manifests API (``RegistryClient.fetch_manifest``)
+    check: Callable[[bytes], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         pass    # neither data nor source: the bytes go into the archive
@@ -114,8 +115,10 @@ class DirectBlob(PendingBlob):
 
 
 def direct_member(arcname: str, digest: str, size: int | None, repo: str, cache: BlobCache,
-                  located: dict[str, Located]) -> DirectBlob:
-    """A blob to write in place: from a noted bundle, the blob cache (manifests, configs) or the registry."""
+                  located: dict[str, Located], *, manifest: bool = False,
+                  check: Callable[[bytes], None] | None = None) -> DirectBlob:
+    """A blob to write in place: from a noted bundle, the blob cache or the registry (``manifest``:
+    through the manifests API); ``check``: what its bytes must pass once in place."""
     local, stamp = None, None
     if digest in located and (size is None or located[digest].size == size):
         where = located[digest]
@@ -128,7 +131,7 @@ def direct_member(arcname: str, digest: str, size: int | None, repo: str, cache:
         raise BundleError(f"{digest}: its size is not in the lock", hint="run `labbuild lock` again")
     slot = Slot()
     return DirectBlob(arcname, order=BLOB_ORDER, sha256_hint=hex_of(digest), ready=slot.future, known_size=size,
-                      digest=digest, repo=repo, local=local, stamp=stamp, slot=slot)
+                      digest=digest, repo=repo, local=local, stamp=stamp, slot=slot, manifest=manifest, check=check)
 
 
 def wait_for_downloads(files: Iterable[BundleFile]) -> None:
@@ -159,8 +162,9 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     archive is written, and written back to disk, at the pace of the network.
     A failed download fails the member's reads and so the release (atomically).
 
-    ``direct``: nothing is downloaded here but manifests and configs; every blob comes back
-    as a ``DirectBlob`` for ``bundle.direct`` to write straight into the archive.
+    ``direct``: nothing is downloaded here (with a lock that gives every size); every blob,
+    manifests and configs too, comes back as a ``DirectBlob`` for ``bundle.direct`` to write
+    straight into the archive, the layers starting at once (``_direct_files``).
 
     ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
     relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
@@ -204,18 +208,25 @@ def _not_in_bundles(cache: BlobCache, blobs: dict[str, tuple[int | None, str]]):
 
 def _direct_files(lab, plans: list[PlannedImage], platforms: list[str], cache: BlobCache,
                   blobs: dict[str, tuple[int | None, str]], exclude: frozenset[str], show) -> list[BundleFile]:
-    with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
-        manifests = _fetch_manifests(client, cache, plans)
-        _download(client, cache, {d: v for d, v in blobs.items() if _is_config(plans, d)}, show,
-                  background=False, what="image configs")
-    repos = {d: v[1] for d, v in blobs.items()}
-    repos.update({d: p.name for p in plans for d in [p.record.digest, *(r.manifest for r in p.platforms.values())]})
+    """The members of ``images/`` with every blob a ``DirectBlob``. The lock gives every blob's size,
+    so nothing is fetched here: manifests and configs download into the archive with the layers
+    (manifests through the manifests API, each held to the lock once in place). A lock without
+    manifest or config sizes (written by an older labbuild) has them fetched into the cache first."""
+    manifests = manifests_to_fetch(plans)
+    if any(m.size is None for m in manifests.values()) or any(v[0] is None for v in blobs.values()):
+        with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
+            _fetch_manifests(client, cache, plans)
+            _download(client, cache, {d: v for d, v in blobs.items() if _is_config(plans, d)}, show,
+                      background=False, what="image configs")
     digests = sorted(set(blobs) | (set(manifests) - exclude))
     located = locate(digests)
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
-    files += [direct_member(f"{IMAGES_DIR}/{_blob_path(d)}", d, blobs.get(d, (None, ""))[0], repos[d], cache, located)
-              for d in digests]
+    for d in digests:
+        m = manifests.get(d)
+        size, repo = (m.size, m.name) if m else blobs[d]
+        files.append(direct_member(f"{IMAGES_DIR}/{_blob_path(d)}", d, size, repo, cache, located,
+                                   manifest=m is not None, check=m.check if m else None))
     return files
 
 
@@ -338,29 +349,9 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
 
 def _fetch_manifests(client, cache: BlobCache, plans: list[PlannedImage]) -> set[str]:
     """Fetch (or reuse) every pinned manifest/index and platform manifest; check them against the lock."""
-    digests: set[str] = set()
-
-    def get(name: str, digest: str) -> bytes:
+    wanted = manifests_to_fetch(plans)
+    for digest, m in wanted.items():
         if not cache.has(digest):
-            m = client.fetch_manifest(name, digest)
-            cache.put(digest, m.data)  # re-hashes: a registry never gets trusted
-        digests.add(digest)
-        return cache.read(digest)
-
-    for plan in plans:
-        top = get(plan.name, plan.record.digest)
-        if plan.record.media_type in INDEX_TYPES:
-            try:
-                listed = {d["digest"] for d in json.loads(top)["manifests"]}
-            except (ValueError, KeyError, TypeError) as exc:
-                raise BundleError(f"{plan.reference}: index {plan.record.digest} is malformed ({exc})") from None
-        else:
-            listed = {plan.record.digest}
-        for platform, rec in sorted(plan.platforms.items()):
-            if rec.manifest not in listed:
-                raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} is not in the pinned "
-                                  f"{plan.record.digest}", hint="the lock is damaged; run `labbuild lock` again")
-            _check_manifest(plan, platform, get(plan.name, rec.manifest))
-    return digests
-
-
+            cache.put(digest, client.fetch_manifest(m.name, digest).data)  # re-hashes: a registry never gets trusted
+        m.check(cache.read(digest))
+    return set(wanted)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from functools import partial
+from typing import Any, Callable, Iterable
 
 from ..blobcache import hex_of
 from ..errors import BundleError
@@ -151,3 +152,50 @@ def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
     rec = plan.platforms[platform]
     check_manifest(data, f"{plan.reference} ({platform}): manifest {rec.manifest}", rec.config,
                    [layer.digest for layer in rec.layers])
+
+
+def _check_index(plan: PlannedImage, data: bytes) -> None:
+    """The fetched pinned index must list every chosen platform's locked manifest."""
+    try:
+        listed = {d["digest"] for d in json.loads(data)["manifests"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{plan.reference}: index {plan.record.digest} is malformed ({exc})") from None
+    for platform, rec in sorted(plan.platforms.items()):
+        if rec.manifest not in listed:
+            raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} is not in the pinned "
+                              f"{plan.record.digest}", hint="the lock is damaged; run `labbuild lock` again")
+
+
+@dataclass(frozen=True)
+class ManifestToFetch:
+    """A pinned manifest or index, or a platform manifest: where to fetch it, its size (None: not
+    in the lock) and the checks its bytes must pass against the lock."""
+
+    name: str
+    size: int | None
+    checks: tuple[Callable[[bytes], None], ...]
+
+    def check(self, data: bytes) -> None:
+        for check in self.checks:
+            check(data)
+
+
+def manifests_to_fetch(plans: list[PlannedImage]) -> dict[str, ManifestToFetch]:
+    """Every manifest ``plans`` ship (pinned ones, then each chosen platform's) by digest."""
+    out: dict[str, ManifestToFetch] = {}
+
+    def add(name: str, digest: str, size: int, check: Callable[[bytes], None] | None) -> None:
+        prior = out.get(digest)
+        checks = (prior.checks if prior else ()) + ((check,) if check else ())
+        out[digest] = ManifestToFetch(prior.name if prior else name, (prior.size if prior else None) or size or None,
+                                      checks)
+
+    for plan in plans:
+        index = plan.record.media_type in INDEX_TYPES
+        add(plan.name, plan.record.digest, plan.record.size, partial(_check_index, plan) if index else None)
+        for platform, rec in sorted(plan.platforms.items()):
+            if not index and rec.manifest != plan.record.digest:
+                raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} is not in the pinned "
+                                  f"{plan.record.digest}", hint="the lock is damaged; run `labbuild lock` again")
+            add(plan.name, rec.manifest, rec.manifest_size, partial(_check_manifest, plan, platform))
+    return out
