@@ -31,13 +31,12 @@ another layout starts the archive afresh.
 
 The record's sha256 is of the whole file. A side thread (the committer) hashes
 the archive in order as it fills: headers and padding from memory, blob bytes
-hashed where they lie (a read-only ``mmap`` of the file: the page cache, no copy)
-as soon as a worker says they are written, from the blob's start again if its
-download starts over. So the hash
-is done when the last byte lands; the cost is one more sha256 of every byte
-besides the blob's own digest check, on another thread. Every ``SYNC_EVERY``
-hashed bytes a side thread fdatasyncs the file (``fsutil.Syncer``), so the
-final fsync has little left.
+where they lie (a read-only ``mmap``: the page cache, no copy) as soon as a
+worker says they are written, from the blob's start again if its download
+starts over. So the hash is done when the last byte lands; the cost is one
+more sha256 of every byte besides the blob's own digest check, on another
+thread. Every ``SYNC_EVERY`` hashed bytes a side thread fdatasyncs the file
+(``fsutil.Syncer``), so the final fsync has little left.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ from .. import progress as shared_progress
 from ..blobcache import hex_of
 from ..errors import BundleError, RegistryError
 from ..format.tar import DIRECTORY, padding, tar_header
-from ..fsutil import SYNC_EVERY, Syncer, WriteBehind
+from ..fsutil import SYNC_EVERY, Syncer, WriteBehind, drop_cached
 from ..registry import RegistryClient
 from .archive import COPY_BLOCK, BundleFile, TarStream, archive_entries
 from .fetch import FETCH_WORKERS, DirectBlob
@@ -216,7 +215,7 @@ class DirectArchive:
                 except queue.Empty:
                     return
                 self._fill(r, fd)
-                if r.blob.check is not None:    # a manifest, held to the lock where it now lies
+                if r.blob.check is not None:    # a manifest (held to the lock) or config, where it now lies
                     r.blob.check(os.pread(fd, r.blob.known_size, r.data))
                 with contextlib.suppress(InvalidStateError):
                     r.blob.slot.future.set_result(self.tmp)     # verified: the SBOMs may read it
@@ -343,8 +342,7 @@ class DirectArchive:
     def _commit(self, fd: int) -> None:
         """Journal verified blobs, and hash the archive in order as it fills."""
         try:
-            # the archive's bytes are hashed where they lie in the page cache (a read-only map of the
-            # laid-out file): no copy into user space, 0.12 CPU-s less per GiB than pread
+            # hashed where they lie in the page cache: no copy into user space (0.12 CPU-s/GiB less than pread)
             with open(self.journal, "a", encoding="ascii") as journal, \
                     mmap.mmap(fd, self.end, prot=mmap.PROT_READ) as mapped, memoryview(mapped) as view:
                 self._hash.update(self.first)
@@ -450,8 +448,9 @@ class DirectArchive:
                 fh.flush()
                 self._stop_syncer()
                 os.fsync(fh.fileno())
-                # on disk now: out of the page cache, so a release does not push the host's other data out
-                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                # on disk now: out of the page cache, on a side thread (0.14 s/GiB) while the rename goes on
+                dropper = threading.Thread(target=drop_cached, args=(os.dup(fh.fileno()),), daemon=True)
+                dropper.start()
             if accept:
                 accept(sha, sha)
             os.replace(self.tmp, self.dest)
@@ -470,6 +469,7 @@ class DirectArchive:
             r.blob.slot.path = self.dest
         documents.pop("", None)
         remember(self.dest, {r.blob.digest: (r.data, r.blob.known_size) for r in self.blobs}, documents)
+        dropper.join()
         return sha, sha
 
     def abort(self, exc: BaseException | None = None) -> None:

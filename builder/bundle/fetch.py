@@ -31,6 +31,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -226,9 +227,19 @@ def _direct_files(lab, plans: list[PlannedImage], platforms: list[str], cache: B
     for d in digests:
         m = manifests.get(d)
         size, repo = (m.size, m.name) if m else blobs[d]
+        small = m is not None or _is_config(plans, d)
         files.append(direct_member(f"{IMAGES_DIR}/{_blob_path(d)}", d, size, repo, cache, located,
-                                   manifest=m is not None, check=m.check if m else None))
+                                   manifest=m is not None,
+                                   check=partial(_cached, cache, d, m.check if m else None) if small else None))
     return files
+
+
+def _cached(cache: BlobCache, digest: str, check: Callable[[bytes], None] | None, data: bytes) -> None:
+    """A manifest (held to the lock by ``check``) or config in place: kept in the blob cache too, so
+    a rebuild of the release needs no network for it (its layers are found in the bundle)."""
+    if check is not None:
+        check(data)
+    cache.put(digest, data)
 
 
 def blob_member(arcname: str, digest: str, cache: BlobCache, pending: dict[str, Future],
