@@ -198,14 +198,19 @@ class DiskSampler:
         self.final = self.used() - self.base
 
 
+CPU: list[float] = [0.0]     # CPU seconds (user + system) of the last ``run``: on a shared machine wall times
+                             # are noisy, CPU seconds much less so
+
+
 def run(cmd: list[str], env: dict | None = None, quiet: bool = True) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS bytes of the process)."""
+    """Run ``cmd``; return (wall seconds, peak RSS bytes of the process); its CPU seconds go to ``CPU[0]``."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    CPU[0] = usage.ru_utime + usage.ru_stime
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed ({code}):\n{stderr.decode()[-3000:]}")
@@ -235,11 +240,14 @@ def drop_caches(*files: Path) -> None:
 
 
 def skopeo_copy(host: str, pushed: dict[str, dict], layout: Path) -> float:
-    """Seconds for `skopeo copy` of every pushed image from ``host`` into the OCI ``layout`` (the peer)."""
-    t = time.perf_counter()
+    """Seconds for `skopeo copy` of every pushed image from ``host`` into the OCI ``layout`` (the peer);
+    its CPU seconds (all three copies) go to ``CPU[0]``."""
+    t, cpu = time.perf_counter(), 0.0
     for name, p in sorted(pushed.items()):
         run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
              f"docker://{host}/{p['repo']}:1", f"oci:{layout}:{name}"])
+        cpu += CPU[0]
+    CPU[0] = cpu
     return time.perf_counter() - t
 
 
@@ -256,12 +264,14 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
     write_lab(lab, source, pushed)
     run([str(BIN / "labbuild"), "--root", str(lab), "lock"])
     ours, theirs, peaks, own_peaks, warms, cps, cp_syncs, baselines = [], [], [], [], [], [], [], []
+    cpu: dict[str, list[float]] = {"skopeo": [], "cold": [], "warm": [], "cp": [], "baseline": []}
     labbuild = [str(BIN / "labbuild"), "--root", str(lab), "release", "1.0.0", "--with-images"]
     try:
         for i in range(runs):
             shutil.rmtree(layout, ignore_errors=True)
             drop_caches()
             theirs.append(skopeo_copy(source.host, pushed, layout))
+            cpu["skopeo"].append(CPU[0])
             shutil.rmtree(layout, ignore_errors=True)
             for d in (out, cache, warm_out, lab / "lockfiles" / "releases"):
                 shutil.rmtree(d, ignore_errors=True)
@@ -269,6 +279,7 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
             with DiskSampler(WORK) as disk, DiskSampler(WORK, only=(out, cache)) as own:
                 wall, _ = run([*labbuild, "--out", str(out)], env={"XDG_CACHE_HOME": str(cache)})
             ours.append(wall)
+            cpu["cold"].append(CPU[0])
             (bundle,) = out.glob("*.tar")
             peaks.append(disk.peak / bundle.stat().st_size)
             own_peaks.append(own.peak / bundle.stat().st_size)
@@ -279,8 +290,9 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
                 drop_caches()
                 wall, _ = run([BASELINE, *labbuild[1:], "--out", str(base_out)], env={"XDG_CACHE_HOME": str(base_cache)})
                 baselines.append(wall)
+                cpu["baseline"].append(CPU[0])
                 same = (base_out / bundle.name).read_bytes() == bundle.read_bytes()
-                print(f"  baseline {BASELINE}: cold {wall:.2f}s ({wall / theirs[-1]:.2f}x skopeo); "
+                print(f"  baseline {BASELINE}: cold {wall:.2f}s, {CPU[0]:.2f} CPU-s ({wall / theirs[-1]:.2f}x skopeo); "
                       f"same bytes: {same}", flush=True)
                 for d in (base_out, base_cache):
                     shutil.rmtree(d, ignore_errors=True)
@@ -288,18 +300,21 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
             drop_caches(bundle)
             warm, _ = run([*labbuild, "--out", str(warm_out)], env={"XDG_CACHE_HOME": str(cache)})
             warms.append(warm)
+            cpu["warm"].append(CPU[0])
             copied.unlink(missing_ok=True)
             drop_caches(bundle)
             t = time.perf_counter()
             run(["cp", str(bundle), str(copied)])
             cps.append(time.perf_counter() - t)
+            cpu["cp"].append(CPU[0])
             run(["sync", str(copied)])
             cp_syncs.append(time.perf_counter() - t)
             copied.unlink()
             print(f"run {i + 1}: skopeo {theirs[-1]:.2f}s, cold release {ours[-1]:.2f}s "
                   f"({ours[-1] / theirs[-1]:.2f}x), disk peak {peaks[-1]:.3f}x the bundle (its own files "
                   f"{own_peaks[-1]:.3f}x); warm {warm:.2f}s, "
-                  f"cp {cps[-1]:.2f}s, cp+sync {cp_syncs[-1]:.2f}s (load {os.getloadavg()[0]:.1f})", flush=True)
+                  f"cp {cps[-1]:.2f}s, cp+sync {cp_syncs[-1]:.2f}s (load {os.getloadavg()[0]:.1f}); CPU-s: "
+                  + ", ".join(f"{k} {v[-1]:.2f}" for k, v in cpu.items() if v), flush=True)
     finally:
         if proxy:
             proxy.close()
@@ -313,9 +328,10 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
           f" its own files (dist + cache): {m(own_peaks):.3f}x (worst {max(own_peaks):.3f}x)\n"
           f"  warm release {m(warms):.2f}s vs cp {m(cps):.2f}s = {m(warms) / m(cps):.2f}x (target <= 1.2x); "
           f"vs cp+sync {m(cp_syncs):.2f}s = {m(warms) / m(cp_syncs):.2f}x; vs skopeo {m(warms) / m(theirs):.2f}x")
+    print("  CPU seconds (user + system), medians: " + ", ".join(f"{k} {m(v):.2f}" for k, v in cpu.items() if v))
     if baselines:
         print(f"  baseline cold release {m(baselines):.2f}s = {m(baselines) / m(theirs):.2f}x skopeo; "
-              f"this one / baseline = {m(ours) / m(baselines):.2f}x")
+              f"this one / baseline = {m(ours) / m(baselines):.2f}x (CPU {m(cpu['cold']) / m(cpu['baseline']):.2f}x)")
 
 
 def main() -> None:
@@ -327,6 +343,10 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every registry request")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    # byte-compiled, as an installed labbuild is (pip compiles a wheel's modules): with
+    # PYTHONDONTWRITEBYTECODE set, an editable checkout would compile every module on every run
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "builder")], check=True,
+                   stdout=subprocess.DEVNULL)
     env_path = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
     t = time.perf_counter()

@@ -256,3 +256,12 @@ class FileRange(io.RawIOBase):
         if not self.closed:
             os.close(self._fd)
         super().close()
+
+
+def drop_cached(fd: int) -> None:
+    """Drop a written and fsynced file's pages from the page cache (so writing a large file
+    does not push the host's other data out); closes ``fd``."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.bundle.fetch import FETCH_WORKERS
+from builder.blobcache import BlobCache
+from builder.blueprint import load_lab
+from builder.bundle.fetch import FETCH_WORKERS, DirectBlob, image_files
 from builder.bundle.located import index_path, locate
 from builder.lockfile import read_lock
 
@@ -178,3 +181,55 @@ def locate_with(cache: Path, sizes, kind: str = "blobs"):
             del os.environ["XDG_CACHE_HOME"]
         else:
             os.environ["XDG_CACHE_HOME"] = old
+
+
+def test_every_blob_starts_at_once_and_a_lock_without_sizes_still_gives_the_same_bundle(slow_lab, tmp_path):
+    """Layers need not wait for manifests and configs (issue 16's early start): the lock gives every
+    size, so planning the members of a cold release asks the registry nothing, and the release
+    fetches each manifest once, through the manifests API, into the archive. A lock without
+    manifest and config sizes (an older labbuild's) has them fetched first: the same images/ and
+    sbom/ members (the bundle's lock.json, and so its manifest, differ by those sizes)."""
+    lab, proxy = slow_lab
+    root = fresh_root(lab, tmp_path / "a")
+    lock = read_lock(root / "lockfiles" / "lab.lock.json")
+    wanted = {d for rec in lock.services.values() for d in [rec.digest, *(p.manifest for p in rec.platforms.values())]}
+    blobs = {d for rec in lock.services.values() for p in rec.platforms.values()
+             for d in [p.config, *(layer.digest for layer in p.layers)]}
+    mark = len(proxy.requests)
+    members = image_files(load_lab(root), lock, sorted(lock.services), progress=False,
+                          cache=BlobCache(tmp_path / "planning-cache"), direct=True)
+    assert proxy.requests[mark:] == []
+    assert {f.digest for f in members if isinstance(f, DirectBlob) and f.manifest} == wanted
+    assert {f.digest for f in members if isinstance(f, DirectBlob) and not f.manifest} == blobs
+
+    mark = len(proxy.requests)
+    first = release(root, tmp_path / "a-out", tmp_path / "a-cache")
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    (bundle,) = (tmp_path / "a-out").glob("*.tar")
+    gets = [p for m, p in proxy.requests[mark:] if m == "GET"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in gets if "/manifests/" in p) == sorted(wanted)
+    assert sorted(blob_gets(proxy, mark)) == sorted(blobs)          # each once, nothing else asked
+    assert all((tmp_path / "a-cache" / "labbuild" / "blobs" / "sha256" / d[7:]).is_file() for d in wanted)
+
+    old = fresh_root(lab, tmp_path / "b")
+    data = json.loads((old / "lockfiles" / "lab.lock.json").read_text())
+    for rec in data["services"].values():
+        for p in rec["platforms"].values():
+            p.pop("manifest_size", None)
+            p.pop("config_size", None)
+    (old / "lockfiles" / "lab.lock.json").write_text(json.dumps(data, indent=2))
+    mark = len(proxy.requests)
+    second = release(old, tmp_path / "b-out", tmp_path / "b-cache")
+    assert second.wait(timeout=300) == 0, second.stderr.read().decode()
+    order = [p for m, p in proxy.requests[mark:] if m == "GET"]
+    last_manifest = max(i for i, p in enumerate(order) if "/manifests/" in p)
+    assert all("/manifests/" not in p for p in order[last_manifest + 1:]) and \
+        not {p.rsplit("/", 1)[-1] for p in order[:last_manifest]} & set(sizes_of(lab))   # manifests first, then layers
+    assert members_of(tmp_path / "b-out" / bundle.name) == members_of(bundle)
+
+
+def members_of(bundle: Path) -> dict[str, bytes]:
+    """The images/ and sbom/ members of an image bundle, with their bytes."""
+    with tarfile.open(bundle) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
+                if m.isfile() and m.name.split("/")[1] in ("images", "sbom")}

@@ -26,164 +26,31 @@ them back in ``builder.install.unpack``.
 from __future__ import annotations
 
 import io
-import json
 import os
 import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import progress as shared_progress
 from ..blobcache import BlobCache, Tail, hex_of
 from ..errors import BundleError
-from ..format.files import DOCKER_LOAD_DEFAULT, IMAGES_DIR
-from ..format.files import docker_load_manifest as docker_load_name
-from ..fsutil import FileRange, canonical_json
-from ..lockfile import ImageRecord, Lock, PlatformRecord
-from ..platforms import match_platform
+from ..format.files import IMAGES_DIR
+from ..fsutil import FileRange
+from ..lockfile import Lock
 from ..registry import RegistryClient
 from .archive import COPY_BLOCK, BundleFile
+from .imageplan import PlannedImage, _blob_path, _blobs_of, layout_metadata, manifests_to_fetch, plan_images
 from .located import Located, locate, stamp_of
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
-REF_NAME = "org.opencontainers.image.ref.name"
-CONTAINERD_NAME = "io.containerd.image.name"
 # blobs lead an image bundle: written before the files that describe them (SBOMs, manifest.json, ...)
 BLOB_ORDER = -1
-# concurrent blob downloads: one per CPU (2..8); more only adds contention on a small host
-FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or min(8, max(2, os.cpu_count() or 2))
-
-
-# --------------------------------------------------------------------------- planning (pure)
-
-@dataclass(frozen=True)
-class PlannedImage:
-    """One image to ship: its pin and the locked records of the chosen platforms."""
-
-    reference: str                              # name:tag
-    record: ImageRecord
-    platforms: dict[str, PlatformRecord]        # chosen platform -> locked record
-    services: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-
-def plan_images(lock: Lock, services: Iterable[str], platforms: Iterable[str]) -> list[PlannedImage]:
-    """Which images and platforms go into ``images/``; BundleError when the lock cannot say.
-
-    Unverified (pins-only) lock entries are refused: their config digests are
-    unknown, so an install could not prove it runs the locked image.
-    """
-    platforms = list(platforms)
-    by_ref: dict[str, PlannedImage] = {}
-    for svc in sorted(services):
-        rec = lock.services.get(svc)
-        if rec is None:
-            raise BundleError(f"service {svc!r} is not in the lock", hint="run `labbuild lock`")
-        if not rec.verified or not rec.platforms:
-            raise BundleError(
-                f"{svc}: the lock entry for {rec.reference} is unverified (pins only): its layers and "
-                "image IDs were never fetched", hint="run `labbuild lock` with the registry reachable, then release again")
-        chosen = {}
-        for p in platforms:
-            key = match_platform(p, rec.platforms)
-            if key is not None:
-                chosen[key] = rec.platforms[key]
-        if not chosen:
-            raise BundleError(
-                f"{svc}: {rec.reference} has no image for {', '.join(platforms)}",
-                hint="locked platforms: " + ", ".join(sorted(rec.platforms)) + "; choose one with --platform")
-        prior = by_ref.get(rec.reference)
-        if prior is not None:
-            if prior.record.digest != rec.digest:
-                raise BundleError(f"{rec.reference} is locked to two digests ({', '.join(prior.services)} vs {svc})",
-                                  hint="pin every service using this tag to the same digest")
-            by_ref[rec.reference] = PlannedImage(rec.reference, rec, prior.platforms, prior.services + (svc,))
-        else:
-            by_ref[rec.reference] = PlannedImage(rec.reference, rec, chosen, (svc,))
-    return [by_ref[r] for r in sorted(by_ref)]
-
-
-def _blob_path(digest: str) -> str:
-    return f"blobs/sha256/{hex_of(digest)}"
-
-
-def docker_load_manifest(plans: list[PlannedImage], platform: str) -> list[dict[str, Any]]:
-    """The docker-load ``manifest.json`` entries for ``platform`` (images lacking it are left out)."""
-    entries = []
-    for plan in plans:
-        key = match_platform(platform, plan.platforms)
-        if key is None:
-            continue
-        rec = plan.platforms[key]
-        entries.append({"Config": _blob_path(rec.config), "RepoTags": [plan.reference],
-                        "Layers": [_blob_path(l.digest) for l in rec.layers]})
-    return entries
-
-
-def _inside_images(arcname: str) -> str:
-    return arcname.removeprefix(IMAGES_DIR + "/")
-
-
-def layout_metadata(plans: list[PlannedImage], platforms: list[str]) -> dict[str, bytes]:
-    """The small files of ``images/`` (arcname relative to images/ -> bytes)."""
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": plan.record.media_type,
-            "digest": plan.record.digest,
-            "size": plan.record.size,
-            "annotations": {REF_NAME: plan.reference, CONTAINERD_NAME: plan.reference},
-        } for plan in plans],
-    }
-    files = {
-        "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}).encode(),
-        "index.json": canonical_json(index).encode(),
-    }
-    shipped = [p for p in platforms if any(match_platform(p, plan.platforms) for plan in plans)]
-    for p in shipped:
-        files[_inside_images(docker_load_name(p))] = canonical_json(docker_load_manifest(plans, p)).encode()
-    files[_inside_images(DOCKER_LOAD_DEFAULT)] = files[_inside_images(docker_load_name(shipped[0]))]
-    return files
-
-
-def _blobs_of(plans: list[PlannedImage]) -> dict[str, tuple[int | None, str]]:
-    """Every config and layer digest -> (size, image name to fetch it from)."""
-    blobs: dict[str, tuple[int | None, str]] = {}
-    for plan in plans:
-        for rec in plan.platforms.values():
-            blobs.setdefault(rec.config, (rec.config_size or None, plan.name))
-            for layer in rec.layers:
-                blobs.setdefault(layer.digest, (layer.size, plan.name))
-    return blobs
-
-
-def check_manifest(data: bytes, what: str, config: str | None, layers: list[str]) -> None:
-    """A fetched manifest (image or model) must name exactly the locked ``config`` and ``layers``;
-    ``what`` names it in the BundleError (``<reference> ... manifest <digest>``)."""
-    try:
-        m = json.loads(data)
-        got_config = m["config"]["digest"]
-        got_layers = [layer["digest"] for layer in m["layers"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{what} is malformed ({exc})") from None
-    if config is None or got_config != config or got_layers != layers:
-        raise BundleError(f"{what} does not match the lock",
-                          hint="the lock is damaged or was edited by hand; run `labbuild lock` again")
-
-
-def _check_manifest(plan: PlannedImage, platform: str, data: bytes) -> None:
-    """The fetched platform manifest must name exactly the locked config and layers."""
-    rec = plan.platforms[platform]
-    check_manifest(data, f"{plan.reference} ({platform}): manifest {rec.manifest}", rec.config,
-                   [layer.digest for layer in rec.layers])
+# concurrent blob downloads: one per CPU, at least 4 (each request first waits out the network's
+# latency: through a 50 ms-per-request proxy, 4 took 8.2 s where 2 took 9.9, and no longer locally), at most 8
+FETCH_WORKERS = int(os.environ.get("LABBUILD_FETCH_WORKERS", "0") or 0) or min(8, max(4, os.cpu_count() or 2))
 
 
 # --------------------------------------------------------------------------- fetching (network)
@@ -232,6 +99,8 @@ class DirectBlob(PendingBlob):
     local: tuple[Path, int] | None = None
     stamp: tuple[int, ...] | None = None
     slot: Slot = field(default_factory=Slot, compare=False, repr=False)
+    manifest: bool = False      # fetched through the manifests API (``RegistryClient.fetch_manifest``)
+    check: Callable[[bytes], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         pass    # neither data nor source: the bytes go into the archive
@@ -248,8 +117,10 @@ class DirectBlob(PendingBlob):
 
 
 def direct_member(arcname: str, digest: str, size: int | None, repo: str, cache: BlobCache,
-                  located: dict[str, Located]) -> DirectBlob:
-    """A blob to write in place: from a noted bundle, the blob cache (manifests, configs) or the registry."""
+                  located: dict[str, Located], *, manifest: bool = False,
+                  check: Callable[[bytes], None] | None = None) -> DirectBlob:
+    """A blob to write in place: from a noted bundle, the blob cache or the registry (``manifest``:
+    through the manifests API); ``check``: what its bytes must pass once in place."""
     local, stamp = None, None
     if digest in located and (size is None or located[digest].size == size):
         where = located[digest]
@@ -262,7 +133,7 @@ def direct_member(arcname: str, digest: str, size: int | None, repo: str, cache:
         raise BundleError(f"{digest}: its size is not in the lock", hint="run `labbuild lock` again")
     slot = Slot()
     return DirectBlob(arcname, order=BLOB_ORDER, sha256_hint=hex_of(digest), ready=slot.future, known_size=size,
-                      digest=digest, repo=repo, local=local, stamp=stamp, slot=slot)
+                      digest=digest, repo=repo, local=local, stamp=stamp, slot=slot, manifest=manifest, check=check)
 
 
 def wait_for_downloads(files: Iterable[BundleFile]) -> None:
@@ -293,8 +164,9 @@ def image_files(lab, lock: Lock, services: Iterable[str], platforms: Iterable[st
     archive is written, and written back to disk, at the pace of the network.
     A failed download fails the member's reads and so the release (atomically).
 
-    ``direct``: nothing is downloaded here but manifests and configs; every blob comes back
-    as a ``DirectBlob`` for ``bundle.direct`` to write straight into the archive.
+    ``direct``: nothing is downloaded here (with a lock that gives every size); every blob,
+    manifests and configs too, comes back as a ``DirectBlob`` for ``bundle.direct`` to write
+    straight into the archive, the layers starting at once (``_direct_files``).
 
     ``exclude``: blob digests neither downloaded nor shipped (a delta bundle's
     relied-on blobs, ``builder.bundle.delta``); manifests are still fetched
@@ -338,19 +210,36 @@ def _not_in_bundles(cache: BlobCache, blobs: dict[str, tuple[int | None, str]]):
 
 def _direct_files(lab, plans: list[PlannedImage], platforms: list[str], cache: BlobCache,
                   blobs: dict[str, tuple[int | None, str]], exclude: frozenset[str], show) -> list[BundleFile]:
-    with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
-        manifests = _fetch_manifests(client, cache, plans)
-        _download(client, cache, {d: v for d, v in blobs.items() if _is_config(plans, d)}, show,
-                  background=False, what="image configs")
-    repos = {d: v[1] for d, v in blobs.items()}
-    repos.update({d: p.name for p in plans for d in [p.record.digest, *(r.manifest for r in p.platforms.values())]})
+    """The members of ``images/`` with every blob a ``DirectBlob``. The lock gives every blob's size,
+    so nothing is fetched here: manifests and configs download into the archive with the layers
+    (manifests through the manifests API, each held to the lock once in place). A lock without
+    manifest or config sizes (written by an older labbuild) has them fetched into the cache first."""
+    manifests = manifests_to_fetch(plans)
+    if any(m.size is None for m in manifests.values()) or any(v[0] is None for v in blobs.values()):
+        with RegistryClient(insecure_registries=tuple(lab.insecure_registries)) as client:
+            _fetch_manifests(client, cache, plans)
+            _download(client, cache, {d: v for d, v in blobs.items() if _is_config(plans, d)}, show,
+                      background=False, what="image configs")
     digests = sorted(set(blobs) | (set(manifests) - exclude))
     located = locate(digests)
     files: list[BundleFile] = [BundleFile(f"{IMAGES_DIR}/{name}", data=data)
                                for name, data in layout_metadata(plans, platforms).items()]
-    files += [direct_member(f"{IMAGES_DIR}/{_blob_path(d)}", d, blobs.get(d, (None, ""))[0], repos[d], cache, located)
-              for d in digests]
+    for d in digests:
+        m = manifests.get(d)
+        size, repo = (m.size, m.name) if m else blobs[d]
+        small = m is not None or _is_config(plans, d)
+        files.append(direct_member(f"{IMAGES_DIR}/{_blob_path(d)}", d, size, repo, cache, located,
+                                   manifest=m is not None,
+                                   check=partial(_cached, cache, d, m.check if m else None) if small else None))
     return files
+
+
+def _cached(cache: BlobCache, digest: str, check: Callable[[bytes], None] | None, data: bytes) -> None:
+    """A manifest (held to the lock by ``check``) or config in place: kept in the blob cache too, so
+    a rebuild of the release needs no network for it (its layers are found in the bundle)."""
+    if check is not None:
+        check(data)
+    cache.put(digest, data)
 
 
 def blob_member(arcname: str, digest: str, cache: BlobCache, pending: dict[str, Future],
@@ -472,29 +361,9 @@ def _download(client, cache: BlobCache, blobs: dict[str, tuple[int | None, str]]
 
 def _fetch_manifests(client, cache: BlobCache, plans: list[PlannedImage]) -> set[str]:
     """Fetch (or reuse) every pinned manifest/index and platform manifest; check them against the lock."""
-    digests: set[str] = set()
-
-    def get(name: str, digest: str) -> bytes:
+    wanted = manifests_to_fetch(plans)
+    for digest, m in wanted.items():
         if not cache.has(digest):
-            m = client.fetch_manifest(name, digest)
-            cache.put(digest, m.data)  # re-hashes: a registry never gets trusted
-        digests.add(digest)
-        return cache.read(digest)
-
-    for plan in plans:
-        top = get(plan.name, plan.record.digest)
-        if plan.record.media_type in INDEX_TYPES:
-            try:
-                listed = {d["digest"] for d in json.loads(top)["manifests"]}
-            except (ValueError, KeyError, TypeError) as exc:
-                raise BundleError(f"{plan.reference}: index {plan.record.digest} is malformed ({exc})") from None
-        else:
-            listed = {plan.record.digest}
-        for platform, rec in sorted(plan.platforms.items()):
-            if rec.manifest not in listed:
-                raise BundleError(f"{plan.reference} ({platform}): manifest {rec.manifest} is not in the pinned "
-                                  f"{plan.record.digest}", hint="the lock is damaged; run `labbuild lock` again")
-            _check_manifest(plan, platform, get(plan.name, rec.manifest))
-    return digests
-
-
+            cache.put(digest, client.fetch_manifest(m.name, digest).data)  # re-hashes: a registry never gets trusted
+        m.check(cache.read(digest))
+    return set(wanted)

@@ -32,7 +32,8 @@ from ..fsutil import canonical_json
 from ..lockfile import Lock, ModelRecord
 from ..registry import RegistryClient
 from .archive import BundleFile
-from .fetch import REF_NAME, _download, _not_in_bundles, blob_member, check_manifest, direct_member
+from .fetch import _download, _not_in_bundles, blob_member, direct_member
+from .imageplan import REF_NAME, check_manifest
 from .located import locate
 
 INDEX_MEMBER = f"{IMAGES_DIR}/index.json"

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
 from .. import __version__
-from ..format.files import SBOM_DIR
+from ..format.files import SBOM_DIR, sbom_path
 from ..blobcache import BlobCache
 from .archive import BundleFile
 from ..fsutil import FileRange
@@ -72,19 +73,17 @@ def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache 
     (``fetch.PendingBlob``); each image's document is made, in a small pool,
     as soon as its own layers are in the cache, while the others download.
     Without it the layers must all be in the cache already."""
-    # Lazy: the SBOM pipeline (cyclonedx, jsonschema: ~0.3 s) loads here, while the layers
-    # download, not before a release asks for its first byte
-    from ..sbom import ChainMemo, ImageSubject, Layer, generate_sbom, sbom_path
     cache = cache or BlobCache()
     ready = {"sha256:" + f.sha256_hint: f.ready for f in pending
              if isinstance(f, PendingBlob) and f.ready is not None and f.sha256_hint}
     placed = {f.digest: f for f in pending if isinstance(f, DirectBlob)}   # in the archive being written
     jobs = [(plan, platform, rec) for plan in plans for platform, rec in sorted(plan.platforms.items())]
-    memo = ChainMemo()      # images on the same base read it once
+    memo: list = []      # a ChainMemo, once a document is made: images on the same base read it once
     keys = {(plan.reference, platform): document_key(*plan.reference.rpartition(":")[::2], rec.manifest, platform,
                                                      [layer.digest for layer in rec.layers], epoch)
             for plan, platform, rec in jobs}
     noted = locate(keys.values(), kind="documents")
+    memo_lock = threading.Lock()
 
     def document(plan: PlannedImage, platform: str, rec) -> BundleFile:
         key = keys[(plan.reference, platform)]
@@ -94,13 +93,18 @@ def sbom_members(plans: Iterable[PlannedImage], *, epoch: int, cache: BlobCache 
         for layer in rec.layers:
             if layer.digest in ready:
                 ready[layer.digest].result()
+        # Lazy: the SBOM pipeline (cyclonedx, jsonschema: ~0.3 CPU-s) loads only when a document is
+        # made (a warm release finds every one noted in a bundle), and while the layers download
+        from ..sbom import ChainMemo, ImageSubject, Layer, generate_sbom
+        with memo_lock:
+            memo[:] = memo or [ChainMemo()]
         name, _, tag = plan.reference.rpartition(":")
         layers = [Layer(digest=layer.digest, path=placed[layer.digest].slot.path,
                         offset=placed[layer.digest].slot.offset, size=placed[layer.digest].known_size)
                   if layer.digest in placed else Layer(digest=layer.digest, path=cache.path(layer.digest))
                   for layer in rec.layers]
         data = generate_sbom(ImageSubject(name=name, digest=rec.manifest, platform=platform, tag=tag),
-                             layers, epoch=epoch, labbuild_version=__version__, memo=memo)
+                             layers, epoch=epoch, labbuild_version=__version__, memo=memo[0])
         return SbomFile(sbom_path(plan.services[0], platform), data=data, key=key)
 
     if not ready or len(jobs) < 2:

@@ -35,6 +35,17 @@ HOME_PAGE = "access/home/index.html"                # its home page, rendered fr
 IMAGES_DIR = "images"
 IMAGE_BLOBS_PREFIX = "images/blobs/"
 DOCKER_LOAD_DEFAULT = "images/manifest.json"        # docker-load manifest of the first platform
+_UNSAFE_SBOM_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sbom_path(name: str, platform: str) -> str:
+    """Where a bundle keeps an image's SBOM: ``sbom/<name>_<os>_<arch>[_<variant>].cdx.json``.
+
+    ``name`` is the service (or any image name; characters outside
+    ``[A-Za-z0-9._-]`` become ``-``); the platform is spelt as in the
+    bundle's other per-platform files (``builder.platforms.platform_file``).
+    """
+    return f"{SBOM_DIR}/{_UNSAFE_SBOM_NAME.sub('-', name)}_{platform_file(platform)}.cdx.json"
 
 
 def runbook_path(service: str) -> str:

@@ -22,13 +22,12 @@ is no readable tarball is a BundleError.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..limits import MAX_SBOM_IMAGE_COMPONENTS, MAX_SBOM_LAYER_COMPONENTS
-from ..platforms import platform_file
+from ..format.files import sbom_path
 from .cyclonedx import ImageSubject, components_of, render_cyclonedx, sbom_serial, validation_problem
 from .layers import ChainMemo, Layer, MergedFiles, read_layers
 from .packages import OS_RELEASE, Distro, Package, Skipped, is_metadata_path, package_entries, parse_os_release
@@ -36,8 +35,6 @@ from .packages import OS_RELEASE, Distro, Package, Skipped, is_metadata_path, pa
 __all__ = ["ChainMemo", "ImageScan", "ImageSubject", "Layer", "Package", "components_of", "generate_sbom", "render_cyclonedx",
            "sbom_path", "sbom_serial", "scan_image", "validation_problem"]
 
-SBOM_DIR = "sbom"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass
@@ -101,13 +98,3 @@ def generate_sbom(image: ImageSubject, layers: Iterable[Layer], *, epoch: int, l
     scan = scan_image(layers, memo)
     return render_cyclonedx(image, scan.packages, epoch=epoch, labbuild_version=labbuild_version,
                             warnings=scan.warnings)
-
-
-def sbom_path(name: str, platform: str) -> str:
-    """Where a bundle keeps an image's SBOM: ``sbom/<name>_<os>_<arch>[_<variant>].cdx.json``.
-
-    ``name`` is the service (or any image name; characters outside
-    ``[A-Za-z0-9._-]`` become ``-``); the platform is spelt as in the
-    bundle's other per-platform files (``builder.platforms.platform_file``).
-    """
-    return f"{SBOM_DIR}/{_UNSAFE.sub('-', name)}_{platform_file(platform)}.cdx.json"
