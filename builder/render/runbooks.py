@@ -138,6 +138,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
                            if name in ri.optional else "install stops until it is set")
                 out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}`: supplied by you, never generated "
                            f"({started}). Where to get it: {_md_cell(s.description)}")
+            elif s.derive:
+                out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}`: the {s.derive} hash of "
+                           f"`{secret_env_key(name, s.source)}`, made by install when it is missing (delete the "
+                           f"line and install again after changing that password)")
             else:
                 prefix = f", starts with `{s.prefix}`" if s.prefix else ""
                 shown = (f": a sign-in password, printed once by install when it generates it — "

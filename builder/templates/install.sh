@@ -19,7 +19,8 @@
 #      image ID equals the locked config digest
 #   4. generates missing secrets into DIR/.env (mode 0600) from /dev/urandom;
 #      existing values are kept, values are never printed; the keys generated
-#      are recorded in DIR/audit.log (one JSON line, labbuild's format, no value).
+#      are recorded in DIR/audit.log (one JSON line, labbuild's format, no value);
+#      a derived secret (derive=bcrypt) is the bcrypt hash of another, by mkpasswd.
 #      Operator-supplied
 #      secrets are never generated: when one of a required service is missing
 #      from DIR/.env it stops before step 2, naming the key; an optional
@@ -206,6 +207,18 @@ fi
 # generated. Missing for a service that is not optional: stop now, before
 # anything is loaded or written. Missing for an optional service: install it,
 # but do not start it (WAITING) until the key is in DIR/.env.
+env_value() {  # KEY -> the value DIR/.env gives it last (quotes around it removed), as compose reads it
+    [ -f "$DIR/.env" ] || return 0
+    awk -v k="$1" '
+        { line = $0; sub(/^[ \t]*(export[ \t]+)?/, "", line)
+          if (index(line, k "=") != 1) next
+          v = substr(line, length(k) + 2)
+          if (v ~ /^'"'"'.*'"'"'[ \t]*$/) { sub(/[ \t]*$/, "", v); v = substr(v, 2, length(v) - 2) }
+          else if (v ~ /^".*"[ \t]*$/) { sub(/[ \t]*$/, "", v); v = substr(v, 2, length(v) - 2); gsub(/\\\$/, "$", v); gsub(/\\"/, "\"", v); gsub(/\\\\/, "\\", v) }
+          else { sub(/ #.*/, "", v); gsub(/^[ \t]+|[ \t]+$/, "", v) }
+          val = v }
+        END { printf "%s", val }' "$DIR/.env"
+}
 env_has() {  # KEY -> 0 when DIR/.env assigns it a non-empty value
     [ -f "$DIR/.env" ] || return 1
     awk -v k="$1" '
@@ -454,10 +467,16 @@ if [ -f secrets.env.example ]; then
     # a secret is a KEY= line; its kind and length come from the comment on that
     # line or the comment lines just above it ("generate=token length=32", or
     # free text naming token|password|hex and a number).
+    # A derived secret ("derive=bcrypt from=KEY") is no random value: it is made below from
+    # KEY's value, once that exists; a derive= this script does not know is left out.
     awk '
         /^[ \t]*#/ { c = c " " $0; next }
         /^[A-Za-z_][A-Za-z0-9_.]*=/ {
             k = $0; sub(/=.*/, "", k); t = c " " $0; c = ""
+            if (t ~ /derive=/) {
+                if (match(t, /derive=bcrypt from=[A-Za-z_][A-Za-z0-9_]*/)) { print k, "bcrypt", 0, substr(t, RSTART + 19, RLENGTH - 19) }
+                next
+            }
             kind = "token"; if (t ~ /password/) kind = "password"; else if (t ~ /hex/) kind = "hex"
             if (match(t, /generate[ =:]*(token|password|hex)/)) { kind = substr(t, RSTART, RLENGTH); sub(/generate[ =:]*/, "", kind) }
             len = 32
@@ -470,6 +489,7 @@ if [ -f secrets.env.example ]; then
         { c = "" }' secrets.env.example > "$WORK/secrets"
     while read -r key kind len pre; do
         grep -q "^$key=" "$DIR/.env" && continue
+        [ "$kind" != bcrypt ] || continue
         [ "$pre" != "-" ] || pre=""
         case "$kind" in
             password) value=$(random_chars 'A-Za-z0-9' "$len") ;;
@@ -477,6 +497,28 @@ if [ -f secrets.env.example ]; then
             *) value=$(random_chars 'A-Za-z0-9_-' "$len") ;;
         esac
         printf '%s=%s%s\n' "$key" "$pre" "$value" >> "$DIR/.env"
+        added=$((added + 1))
+        added_keys="$added_keys $key"
+    done < "$WORK/secrets"
+    # derived: the bcrypt hash ($2b$, cost 10, as labbuild install makes it with pyca/bcrypt) of
+    # the source's value, by mkpasswd (Debian package whois; libxcrypt's bcrypt), read from stdin:
+    # never in argv. Single-quoted in .env: a hash holds $, which compose would interpolate.
+    while read -r key kind len src; do
+        [ "$kind" = bcrypt ] || continue
+        grep -q "^$key=" "$DIR/.env" && continue
+        value=$(env_value "$src")
+        [ -n "$value" ] || continue
+        # by its path: busybox sh would run its own mkpasswd applet, which has no bcrypt
+        mkpasswd=""
+        for d in $(printf '%s' "$PATH" | tr ':' ' '); do [ -x "$d/mkpasswd" ] && { mkpasswd="$d/mkpasswd"; break; }; done
+        [ -n "$mkpasswd" ] || die "$key is the bcrypt hash of $src, which install.sh makes with mkpasswd, and it is not installed" \
+            "install it (apt-get install whois), then run install.sh again; or install with labbuild install <bundle archive> --dir $DIR"
+        [ "$(printf '%s' "$value" | wc -c)" -le 72 ] || die "$src is longer than the 72 bytes bcrypt reads" "shorten it in $DIR/.env, then run install.sh again"
+        value=$(printf '%s' "$value" | "$mkpasswd" -m bcrypt -R 10 -s) || die "$mkpasswd could not make the bcrypt hash $key" \
+            "install.sh needs the mkpasswd of Debian's whois package (libxcrypt; busybox's has no bcrypt): apt-get install whois; or install with labbuild install <bundle archive> --dir $DIR"
+        valid '[$]2[aby][$]10[$][./A-Za-z0-9]{53}' "$value" || die "mkpasswd printed no bcrypt hash for $key" \
+            "install with labbuild install <bundle archive> --dir $DIR"
+        printf "%s='%s'\n" "$key" "$value" >> "$DIR/.env"
         added=$((added + 1))
         added_keys="$added_keys $key"
     done < "$WORK/secrets"
