@@ -39,6 +39,8 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
                      f"labbuild users passwd {a.name} --dir {result.dir})")
     for name, p in sorted(getattr(result, "provisioned", {}).items()):
         lines.append(f"  {name}: provisioning {p.state}" + (f" ({p.detail})" if p.state == "failed" else ""))
+        if getattr(p, "warning", ""):
+            lines.append(f"  WARNING: {p.warning}")
     if result.ok:
         waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
         tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))

@@ -41,7 +41,7 @@ from ..format.delta import delta_summary
 from ..format.files import SECRETS_EXAMPLE
 from ..format.manifest import Manifest
 from ..format.models import shipped_models
-from ..host.compose import Project, hint_for, wrapper_gpu, write_wrapper
+from ..host.compose import UNPUBLISHED_FILE, Project, hint_for, wrapper_gpu, wrapper_unpublished, write_wrapper
 from ..host.auditlog import record
 from ..host.dotenv import filled_keys, read_env
 from ..host.engine import (
@@ -89,6 +89,7 @@ from .inputs import (
 )
 from .models import Placement, place_models
 from .provision import Provisioned, credentials_shown, provision_services
+from .unpublished import pending_claims, publish, unpublished_view
 from .pull import pull_images
 from .secrets import write_secrets
 from .targets import publish_targets
@@ -258,7 +259,10 @@ def _switch(install_dir: Path, release: Path, manifest: Manifest, gpu: bool, say
     """Make ``release`` current and point DIR/compose.yaml at it; return what was current."""
     gpu = gpu and bool(gpu_services(manifest))
     previous = activate(install_dir, release)
-    write_wrapper(install_dir, manifest.lab, release, gpu)
+    pending = pending_claims(install_dir, manifest)
+    write_wrapper(install_dir, manifest.lab, release, gpu, pending)
+    if pending:
+        say(f"{', '.join(pending)}: no host port until install has claimed the admin (DIR/unpublished.yaml)")
     if gpu:
         say("GPU reservations on for: " + ", ".join(gpu_services(manifest)))
     return previous
@@ -295,10 +299,14 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     def address(svc: str) -> str | None:
         return container_address(client, lab, svc)
 
-    probes = {s: Probe.from_health(s, e.health, e.healthcheck, address=partial(address, s),
-                                   container_port=next((p.container for p in e.ports
-                                                        if e.health and p.name == e.health.port), None))
-              for s, e in manifest.services.items()}
+    def probes_of(m: Manifest) -> dict:
+        return {s: Probe.from_health(s, e.health, e.healthcheck, address=partial(address, s),
+                                     container_port=next((p.container for p in e.ports
+                                                          if e.health and p.name == e.health.port), None))
+                for s, e in m.services.items()}
+    unpublished = wrapper_unpublished(install_dir)      # until claimed: reached at the container's address
+    published, manifest = manifest, unpublished_view(manifest, unpublished)
+    probes = probes_of(manifest)
     say(f"starting {lab} {result.version}: cd {install_dir} && docker compose up -d")
     try:
         # compose itself waits for in-container healthchecks of dependencies: allow every budget
@@ -343,6 +351,11 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         result.services.update(wait_healthy({s: probes[s] for s in started_optional}, started_optional, timeout,
                                             container_state=state, say=say, live=live,
                                             container_health=health, on_healthy=claim))
+    if now := [s for s in unpublished if s in result.provisioned and result.provisioned[s].state != "failed"]:
+        publish(install_dir, published, release, wrapper_gpu(install_dir), now, project, say)
+        result.services.update(wait_healthy({s: probes_of(published)[s] for s in now}, {s: [] for s in now},
+                                            timeout, container_state=state, say=say, live=live,
+                                            container_health=health))
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
@@ -354,9 +367,10 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     result.ok = not bad and not unclaimed
     if unclaimed and not bad:
         p = unclaimed[0]
-        result.failure = (f"{p.service}: provisioning failed: {p.detail}\nits first visitor may still claim its "
-                          f"admin account: keep it unreachable and see {release / manifest.services[p.service].runbook}; "
-                          f"install again to retry")
+        shut = (f"{p.service} publishes no host port until it succeeds (DIR/unpublished.yaml)" if p.service in unpublished
+                else "its first visitor may still claim its admin account: keep it unreachable")
+        result.failure = (f"{p.service}: provisioning failed: {p.detail}\n{shut}; see "
+                          f"{release / manifest.services[p.service].runbook}; install again to retry")
     if bad:
         r = bad[0]
         logs = project.logs(r.service, tail=20) or "(no log output)"
@@ -461,7 +475,7 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
                 except docker.errors.APIError as exc:  # still used by another container: keep it
                     say(f"kept image {ref}: {exc.explanation or exc}")
         owners = read_manifest(release).secret_owners     # read before its release dir goes
-        for name in ("current", "previous", WRAPPER):
+        for name in ("current", "previous", WRAPPER, UNPUBLISHED_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / name).unlink()
         shutil.rmtree(install_dir / RELEASES, ignore_errors=True)

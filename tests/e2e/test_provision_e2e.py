@@ -11,7 +11,8 @@ it decodes, so the test sees what the app would get.
 
 Shown: the steps run in order with one cookie jar; every free-text value (quotes, backslashes,
 non-ASCII) reaches the app as exactly that string (the body is made by the JSON encoder); a second
-run counts the "already set up" answers as done; a failure names the step and shows the answer with
+run counts the "already set up" answers as done (with a loud warning in an install dir whose
+DIR/audit.log holds no record that labbuild made it: a first visitor may own it); a failure names the step and shows the answer with
 every value used replaced by ***; DIR/audit.log records each run with its keys and never a value.
 """
 
@@ -207,6 +208,21 @@ def test_provisioning_claims_the_admin_once_with_exact_values_and_logs_no_value(
 
     again = provision_services(inst, manifest, {"app"}, said.append)
     assert again["app"].state == "already", again["app"].detail
+    assert again["app"].warning == "" and not [s for s in said if "WARNING" in s]   # labbuild made it itself
+
+    # another install dir (no record that labbuild made it) finds the admin taken: said loudly, every time
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".env").write_text((inst / ".env").read_text("utf-8"), "utf-8")
+    for _ in range(2):
+        heard: list[str] = []
+        taken = provision_services(other, manifest, {"app"}, heard.append)["app"]
+        assert taken.state == "already" and "app was set up before, but not by labbuild" in taken.warning
+        assert str(other / "current" / "runbooks" / "app.md") in taken.warning
+        assert taken.to_json()["warning"] == taken.warning
+        assert [h for h in heard if h.startswith("WARNING: app was set up before")]
+    details = [json.loads(line)["detail"] for line in (other / "audit.log").read_text().splitlines()]
+    assert details and all(d.startswith("app: already: ") and d.endswith("(not made by labbuild)") for d in details)
 
     failed = provision_services(inst, manifest, {"bad"}, said.append)["bad"]
     assert failed.state == "failed" and "step 1 (POST /echo" in failed.detail and "answered 422" in failed.detail
