@@ -145,3 +145,51 @@ def test_a_provisioned_service_is_unpublished_until_install_has_claimed_it(airga
     (c2,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
                                                               "com.docker.compose.service=app"]})
     assert c2.id == c.id and wrapper_unpublished(target) == ("bad",)
+
+
+def test_install_sh_keeps_it_unpublished_prints_the_calls_to_its_address_and_publishes_when_claimed(
+        airgap, docker_engine, tmp_path):
+    """The same under install.sh (dash), which makes no call itself: healthy at the container's address,
+    the printed call goes there, and `install.sh --claimed app` publishes the port."""
+    import subprocess
+    import tarfile
+
+    lab = airgap
+    app = Service("app", free_port(), volume=True, prelude=PRELUDE)
+    app.extra = PROVISION.format(email=ADMIN, name="app")
+    lab.services = {"app": app}
+    lab.update()
+    bundle = lab.release("1.0.0")
+    lab.offline(docker_engine)
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    target = tmp_path / "inst-sh"
+
+    def run_sh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60", *args],
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    p = run_sh()
+    assert p.returncode == 0, p.stderr
+    assert bindings(docker_engine, lab.name, "app") == {}
+    (c,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
+                                                             "com.docker.compose.service=app"]})
+    ip = next(iter(c.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    assert f"app: waiting for http://{ip}:8080/healthz healthy" in p.stderr
+    assert "NOT DONE: app publishes no host port until these calls are made" in p.stderr
+    assert f"http://{ip}:8080/cgi-bin/setup <<'BODY'" in p.stderr
+    assert f"sh install.sh --dir {target} --claimed app" in p.stderr
+    with pytest.raises(OSError):
+        post(app.port, "visitor@example.com")
+    # the operator makes the printed call (from this host, at the container's address)
+    conn = http.client.HTTPConnection(ip, 8080, timeout=5)
+    conn.request("POST", "/cgi-bin/setup", body=json.dumps({"email": ADMIN}))
+    assert conn.getresponse().status == 200
+    conn.close()
+    p = run_sh("--claimed", "app")
+    assert p.returncode == 0, p.stderr
+    assert "app: recorded as claimed" in p.stderr and "app: its admin was claimed before" in p.stderr
+    assert "8080/tcp" in bindings(docker_engine, lab.name, "app") and wrapper_unpublished(target) == ()
+    assert post(app.port, "visitor@example.com") == 400
+    assert json.loads(owner(docker_engine, lab.name, "app"))["email"] == ADMIN
