@@ -88,9 +88,12 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     healthy it makes that service's provisioning calls ([[provision]]: e.g. claiming the admin
     account an app would hand to its first visitor, with a password
     generated into DIR/.env; answers saying it was done before count as
-    done; recorded in DIR/audit.log). A sign-in password is printed once,
-    when it is generated. Exit 0 only when all are healthy and provisioned,
-    optional services aside.
+    done, with a WARNING when DIR/audit.log has no record that labbuild made
+    it; recorded in DIR/audit.log). Until its calls have succeeded once, such
+    a service publishes no host port (DIR/unpublished.yaml): it is probed
+    and called at its container's address, then recreated with its ports.
+    A sign-in password is printed once, when it is generated. Exit 0 only
+    when all are healthy and provisioned, optional services aside.
 
     Operator-supplied secrets are never generated: when one of a required
     service is missing from DIR/.env, install stops first (nothing loaded

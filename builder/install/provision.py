@@ -178,7 +178,7 @@ def unclaimed_warning(service: str, steps: tuple[ManifestProvision, ...], runboo
             f"provision record of it): its admin account may belong to whoever reached it first, and the "
             f"password in {ENV_FILE} may not open it. Check who owns it (sign in as the admin named in "
             f"'{what}' with the password in {ENV_FILE}); if that fails, the account is not yours: see "
-            f"{runbook} ('Who owns {service}?')")
+            f"{runbook} (\"install warns '{service} was set up before, but not by labbuild'\")")
 
 
 def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],

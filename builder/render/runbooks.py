@@ -153,7 +153,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
         out += ["## Provisioning", "",
                 f"Once `{name}` is healthy, `labbuild install` makes these calls, in order, with the values of the "
                 "keys they name from `DIR/.env` (an answer saying it was done before counts as done; each run is a "
-                "`provision` line in `DIR/audit.log`). `install.sh` prints them as curl commands instead.", ""]
+                "`provision` line in `DIR/audit.log`). Until they have succeeded once, the service publishes no host "
+                "port (`DIR/unpublished.yaml`): install makes them at its container's address, then publishes it. "
+                "`install.sh` prints them as curl commands to that address instead; after making them, publish it "
+                f"with `sh install.sh --dir DIR --claimed {name}`.", ""]
         for i, step in enumerate(bp.provision, 1):
             out.append(f"{i}. `{step.method} http://{service_url(bp, bp.port(step.port))}{step.path}`: "
                        f"{markdown_text(step.description)}")
