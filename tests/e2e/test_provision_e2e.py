@@ -378,13 +378,18 @@ def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(ai
     p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert "NOT DONE: app hands its admin account to its first visitor" in p.stderr
+    # until the call is made the app publishes no host port: the call goes to its container's address
+    assert "NOT DONE: app publishes no host port until these calls are made" in p.stderr
+    (c,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
+                                                             "com.docker.compose.service=app"]})
+    assert not c.attrs["HostConfig"]["PortBindings"]
+    ip = next(iter(c.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
     lines = p.stderr.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("  curl "))
     command = "\n".join([lines[start].strip(), lines[start + 1], lines[start + 2]])
     assert command == (
         f"curl -sS -b cookies.txt -c cookies.txt -X POST -H 'Content-Type: application/json' --data-binary @- "
-        f"http://127.0.0.1:{port}/cgi-bin/setup <<'BODY'\n"
+        f"http://{ip}:8080/cgi-bin/setup <<'BODY'\n"
         '{"email":"admin@local-ai-lab.localhost","password":"${APP__LAB_ADMIN_PASSWORD}"}\nBODY')
     value = dict(line.split("=", 1) for line in (target / ".env").read_text().splitlines())["APP__LAB_ADMIN_PASSWORD"]
     assert value not in p.stderr and value not in p.stdout
@@ -395,3 +400,8 @@ def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(ai
                                                              "com.docker.compose.service=app"]})
     rc, body = c.exec_run([BB, "cat", "/data/owner.json"])
     assert rc == 0 and json.loads(body) == {"email": "admin@local-ai-lab.localhost", "password": value}
+    # published once the operator says it is claimed
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60", "--claimed", "app"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
