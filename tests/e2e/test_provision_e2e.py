@@ -361,6 +361,18 @@ def test_labbuild_install_claims_the_owner_shows_the_password_once_and_reinstall
         ("provision", ["APP__LAB_ADMIN_PASSWORD"])] * 2
     assert value not in (target / "audit.log").read_text()
 
+    # a lab whose admin labbuild did not make (an earlier release's install.sh, say): no provision record.
+    # The test drops them from audit.log, which labbuild itself never rewrites.
+    (target / "audit.log").write_text("".join(line + "\n" for line in (target / "audit.log").read_text().splitlines()
+                                              if '"command": "provision"' not in line))
+    code = main(["install", str(bundle), "--dir", str(target), "--timeout", "60"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "app: no host port until install has claimed the admin" in out.err      # unpublished again meanwhile
+    assert "WARNING: app was set up before, but not by labbuild in this install dir" in out.out
+    assert "publishing app now that install has claimed the admin" in out.err
+    assert httpx.get(f"http://127.0.0.1:{lab.services['app'].port}/healthz", timeout=5).status_code == 200
+
 
 def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(airgap, docker_engine, tmp_path):
     """install.sh cannot make the calls: it says so and prints curl commands; run as printed (the
