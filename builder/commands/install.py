@@ -146,7 +146,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
         if s.health == "not-started":
             lines.append(f"  {name}: not started: {s.detail} (optional; add it to {result.dir}/.env and run install again)")
             continue
-        lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
+        lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.detail and s.health in (
+            "unhealthy", "no-probe") else ""))
         if s.models is not None:
             lines.append(f"    models: {', '.join(s.models) or 'none'}")
     if result.users is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstallError
+from ..host.compose import wrapper_unpublished
 from ..host.dotenv import read_env
 from ..host.engine import containers, docker_client, host_platform
 from ..host.health import Probe, probe_once
@@ -84,18 +85,20 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
     found = containers(client, manifest.lab)
     previous = lab_dir.previous
     waiting = waiting_optional(manifest, read_env(install_dir))
+    unpublished = wrapper_unpublished(install_dir)
     out: dict[str, ServiceStatus] = {}
     for svc, entry in sorted(manifest.services.items()):
         c = found.get(svc)
         locked = expected_image_id(entry.config_digests, platform)
         state = c.status if c is not None else "missing"
-        probe = Probe.from_health(svc, entry.health)
+        probe = Probe.from_health(svc, entry.health) if svc not in unpublished else None
         if svc in waiting and state != "running":
             state, health, detail = "not started", "not-started", not_started_detail(waiting[svc])
         elif state != "running":
             health, detail = "not-running", ""
         elif probe is None:
-            health, detail = "no-probe", ""
+            health, detail = "no-probe", ("no host port until install has claimed its admin (DIR/unpublished.yaml)"
+                                          if svc in unpublished else "")
         else:
             ok, detail = probe_once(probe)
             health = "healthy" if ok else "unhealthy"

@@ -136,6 +136,10 @@ def test_a_provisioned_service_is_unpublished_until_install_has_claimed_it(airga
     assert bindings(docker_engine, lab.name, "bad") == {}
     with pytest.raises(OSError):
         post(bad.port, "visitor@example.com")
+    from builder.operate.status import status as install_status
+    status = install_status(target).services
+    assert (status["app"].health, status["bad"].health) == ("healthy", "no-probe")
+    assert "no host port until install has claimed its admin" in status["bad"].detail
 
     # the next install: app was claimed here before, so it is published from the start (no recreate)
     (c,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
