@@ -30,6 +30,7 @@ if [ "$want_system" = 1 ]; then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v go >/dev/null || missing+=(golang-go)
   command -v argon2 >/dev/null || missing+=(argon2)     # install.sh hashes the front door's first admin with it
+  command -v mkpasswd >/dev/null || missing+=(whois)    # mkpasswd: install.sh makes bcrypt-derived secrets (n8n's owner)
   [ -d /usr/share/gocode/src/gopkg.in/yaml.v3 ] || missing+=(golang-gopkg-yaml.v3-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

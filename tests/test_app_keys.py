@@ -163,7 +163,7 @@ def _install_sh_calls(releases, profile: str, tmp_path: Path) -> str:
     mget = SCRIPT[SCRIPT.index("\nmget() {") + 1:SCRIPT.index("\n", SCRIPT.index("\nmget() {") + 1) + 1]
     valid = SCRIPT[SCRIPT.index("\nvalid() {") + 1:SCRIPT.index("\n}\n", SCRIPT.index("\nvalid() {")) + 3]
     section = SCRIPT[SCRIPT.index("# ---------------------------------------------------------------- 6. provisioning"):]
-    preamble = ('WORK=' + str(tmp_path) + '; DIR=/srv/lab; LAB=lab; ORDER="litellm n8n"; WAITING=""\n'
+    preamble = ('WORK=' + str(tmp_path) + '; DIR=/srv/lab; LAB=lab; ORDER="litellm flowise"; WAITING=""\n'
                 "say() { printf '%s\\n' \"$*\"; }\n" + mget + valid)
     return subprocess.run(["dash", "-c", preamble + section], capture_output=True, text=True, check=True).stdout
 
@@ -180,19 +180,19 @@ def test_install_sh_prints_the_bearer_and_the_get_checks(releases, tmp_path):
     assert ("curl -sS -b cookies.txt -c cookies.txt -H 'Authorization: Bearer ${LITELLM__OPEN_WEBUI_KEY}' "
             "http://127.0.0.1:4000/v1/models\n") in out
     assert out.count("/key/generate") == 5 and out.count("/v1/models") == 5
-    assert "NOT DONE: n8n is not set up" in out and "/rest/owner/setup" in out      # its owner claim, no bearer
-    n8n = out[out.index("NOT DONE: n8n"):]
-    assert "Authorization: Bearer" not in n8n and "ADDR" not in out
+    assert "NOT DONE: flowise is not set up" in out and "/api/v1/account/register" in out   # its admin claim, no bearer
+    flowise = out[out.index("NOT DONE: flowise"):]
+    assert "Authorization: Bearer" not in flowise and "ADDR" not in out
 
 
 def test_install_sh_prints_the_containers_address_behind_the_front_door(releases, tmp_path):
-    """phase4 (the door on) publishes no port of litellm or n8n: the calls go to $ADDR, which the
+    """phase4 (the door on) publishes no port of litellm or flowise: the calls go to $ADDR, which the
     printed docker command finds (not "127.0.0.1:null")."""
     out = _install_sh_calls(releases, "phase4", tmp_path)
     assert "null" not in out and "127.0.0.1" not in out
     assert "-H 'Authorization: Bearer ${LITELLM__LITELLM_MASTER_KEY}' --data-binary @- http://$ADDR:4000/key/generate" in out
     assert "label=com.docker.compose.project=lab --filter label=com.docker.compose.service=litellm" in out
-    assert "http://$ADDR:5678/rest/owner/setup" in out
+    assert "http://$ADDR:3000/api/v1/account/register" in out
 
 
 # --------------------------------------------------------------------------- the format

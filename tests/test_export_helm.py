@@ -10,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import bcrypt
 import pytest
 import tomlkit
 import yaml
@@ -346,6 +347,10 @@ def test_secrets_are_generated_once_kept_and_replaceable_by_an_existing_secret(p
             if s.supplied:          # never generated: the operator's existingSecret holds it
                 continue
             value = base64.b64decode(generated[f"{name}-secrets"]["data"][s.name]).decode()
+            if s.derive:            # the bcrypt hash of the value stored beside it (n8n's owner)
+                source = base64.b64decode(generated[f"{name}-secrets"]["data"][s.source])
+                assert bcrypt.checkpw(source, value.encode()), (name, s.name)
+                continue
             assert value.startswith(s.prefix) and len(value) == len(s.prefix) + s.length, (name, s.name)
             random_part = value[len(s.prefix):]
             assert re.fullmatch("[0-9a-f]+" if s.generate == "hex" else "[A-Za-z0-9]+", random_part), (name, s.name)

@@ -12,6 +12,7 @@ import re
 import textwrap
 from pathlib import Path
 
+import bcrypt
 import pytest
 from test_blueprint import blueprint, make_lab, problems_of
 
@@ -194,6 +195,25 @@ def test_langfuse_and_open_webui_get_their_admin_from_env_and_close_sign_up(lab)
     assert "main.py:348-352" in text and "utils/auth.py:525" in text     # the upstream source, cited
 
 
+def test_n8n_gets_its_owner_from_env_with_a_hash_derived_at_install(lab):
+    """n8n 2.35.5 sets its owner from env before its routes serve: no provisioning call, no window."""
+    bp = lab.services["n8n"]
+    assert not bp.provision
+    env = bp.env
+    assert (env["N8N_INSTANCE_OWNER_MANAGED_BY_ENV"], env["N8N_INSTANCE_OWNER_EMAIL"]) == ("true", ADMIN)
+    assert env["N8N_INSTANCE_OWNER_PASSWORD_HASH"] == "${secret:n8n.LAB_ADMIN_PASSWORD_HASH}"
+    derived = _secret(lab, "n8n", "LAB_ADMIN_PASSWORD_HASH")
+    assert (derived.derive, derived.source, derived.generate, derived.rotate) == ("bcrypt", "LAB_ADMIN_PASSWORD",
+                                                                                    None, False)
+    secret = _secret(lab, "n8n", "LAB_ADMIN_PASSWORD")
+    assert secret.show and secret.rotate is False and secret.prefix == "Lab1-"
+    for _ in range(300):
+        value = secret.prefix + generate_secret(secret.generate, secret.length)
+        assert RULES["n8n"](value) and len(value.encode()) <= 72, value     # bcrypt reads 72 bytes
+    text = (REPO / "blueprints" / "services" / "n8n.toml").read_text()
+    assert "owner.instance-settings-loader.js" in text and "instance-settings-loader.config.js" in text
+
+
 # the apps' own password rules (upstream sources cited in the blueprints)
 RULES = {
     "n8n": lambda p: 8 <= len(p) <= 64 and re.search(r"\d", p) and re.search(r"[A-Z]", p),
@@ -201,7 +221,6 @@ RULES = {
     "dify-api": lambda p: re.fullmatch(r"(?=.*[a-zA-Z])(?=.*\d).{8,}", p),
 }
 PROVISIONED = {   # service with [[provision]] -> (paths in order, service owning the admin password)
-    "n8n": (["/rest/owner/setup"], "n8n"),
     "flowise": (["/api/v1/account/register"], "flowise"),
     "dify": (["/console/api/init", "/console/api/setup"], "dify-api"),
 }
@@ -232,7 +251,7 @@ def test_n8n_flowise_and_dify_claim_their_admin_by_provisioning_calls(lab, servi
 def test_every_app_that_hands_out_its_first_admin_is_covered(lab):
     """Each first-visitor app: either env (Langfuse, Open WebUI) or provisioning calls; and every shown
     secret is a generated one with a rotation decision."""
-    covered_by_env = {"langfuse", "open-webui"}
+    covered_by_env = {"langfuse", "open-webui", "n8n"}
     assert covered_by_env | set(PROVISIONED) == {"langfuse", "open-webui", "n8n", "flowise", "dify"}
     shown = {(svc, s.name) for svc, bp in lab.services.items() for s in bp.secrets if s.show}
     assert shown == {("langfuse", "LANGFUSE_INIT_USER_PASSWORD"), ("open-webui", "WEBUI_ADMIN_PASSWORD"),
@@ -258,7 +277,7 @@ def test_no_generated_credential_lands_in_the_bundle_only_its_key_does(lab, tmp_
     from builder.lockfile import LOCK_PATH, read_lock
     from builder.render import ReleaseInput, render_text_files
     from builder.format.files import SECRETS_EXAMPLE
-    from builder.host.dotenv import env_values
+    from builder.host.dotenv import env_values, plain_value
 
     ri = ReleaseInput(lab=lab, lock=read_lock(REPO / LOCK_PATH), profile="phase3", version="0.0.0",
                       labbuild_version="test")
@@ -272,7 +291,10 @@ def test_no_generated_credential_lands_in_the_bundle_only_its_key_does(lab, tmp_
                 "DIFY_API__INIT_PASSWORD", "OPEN_WEBUI__WEBUI_ADMIN_PASSWORD"):
         assert key in added and len(values[key]) >= 24
         assert values[key].startswith("Lab1-") or key.startswith("OPEN_WEBUI")
-        assert f"${{{key}}}" in files["manifest.json"] or key.startswith("OPEN_WEBUI")
+        assert f"${{{key}}}" in files["manifest.json"] or key.startswith(("OPEN_WEBUI", "N8N"))
+    assert "N8N__LAB_ADMIN_PASSWORD_HASH" in added      # derived from the password just generated
+    assert bcrypt.checkpw(values["N8N__LAB_ADMIN_PASSWORD"].encode(),
+                          plain_value(values["N8N__LAB_ADMIN_PASSWORD_HASH"]).encode())
     for rel, text in files.items():
         for key in added:
             assert values[key] not in text, (rel, key)
@@ -308,7 +330,7 @@ def test_the_helm_chart_says_which_admins_it_leaves_unclaimed_and_how():
 
     chart = lab_model(profile_members(REPO, "phase3", "0.0.0"))
     notes = render_notes(chart)
-    for svc, paths in {"n8n": ["/rest/owner/setup"], "flowise": ["/api/v1/account/register"],
+    for svc, paths in {"flowise": ["/api/v1/account/register"],
                        "dify": ["/console/api/init", "/console/api/setup"]}.items():
         assert f"NOT DONE by the chart: {svc} is not set up until these calls are made" in notes
         for path in paths:
@@ -317,3 +339,4 @@ def test_the_helm_chart_says_which_admins_it_leaves_unclaimed_and_how():
     assert "NOT DONE by the chart: litellm is not set up" in notes          # the apps' own keys (issue 23)
     for app in ("open-webui", "n8n", "jupyter", "dify", "flowise"):
         assert "  POST /key/generate: register " in notes and f"(alias {app})" in notes
+    assert "of open-webui stays" not in notes and "of langfuse stays" not in notes and "of n8n stays" not in notes

@@ -101,7 +101,9 @@ class Port:
 @dataclass(frozen=True)
 class Secret:
     """A secret: generated at install (``generate``, ``length`` random characters after
-    ``prefix``), or ``supplied`` by the operator (never generated; ``generate`` is None).
+    ``prefix``), ``derive``d at install from another generated secret of the service (``source``:
+    its bcrypt hash; ``generate`` is None), or ``supplied`` by the operator (never generated;
+    ``generate`` is None).
 
     Its rotation decision: ``rotate`` True (``secrets rotate``/``set`` may change it, every
     ``rotate_days`` days when set; ``holder`` runs first in this service's container), False
@@ -117,6 +119,8 @@ class Secret:
     rotate_days: int | None = None
     holder: tuple[str, ...] = ()        # [secrets.NAME.holder] exec
     show: bool = False                  # a person's sign-in credential: install prints it once, when generated
+    derive: str | None = None           # made at install from the secret ``source`` of this service (bcrypt)
+    source: str = ""                    # [secrets.NAME] from: the NAME it is derived from
 
 
 @dataclass(frozen=True)
@@ -448,7 +452,7 @@ def build_blueprint(d: dict[str, Any], path: str) -> Blueprint:
         privileged=s.get("privileged", False), privileged_reason=s.get("privileged_reason"),
         ports=tuple(Port(**p) for p in d.get("ports", ())),
         env=dict(d.get("env", {})),
-        secrets=tuple(Secret(name=k, **{f: x for f, x in v.items() if f != "holder"},
+        secrets=tuple(Secret(name=k, **{"source" if f == "from" else f: x for f, x in v.items() if f != "holder"},
                              holder=tuple(v.get("holder", {}).get("exec", ())))
                       for k, v in sorted(d.get("secrets", {}).items())),
         volumes=tuple(Volume(**v) for v in d.get("volumes", ())),

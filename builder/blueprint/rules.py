@@ -144,6 +144,14 @@ def check_rotation(bp: Blueprint, src: Source, out: Collector) -> None:
             if present and s.rotate is not True:
                 out.add(src, path + (key,), f"{key} needs rotate = true",
                         hint="a value that never changes has no rotation policy or holder")
+        if s.derive:
+            base = next((b for b in bp.secrets if b.name == s.source), None)
+            if base is None or base.generate is None:
+                out.add(src, path + ("from",), f"{s.source!r} is no generated [secrets.NAME] of this service",
+                        hint="derive from a secret with generate = ... declared in this blueprint")
+            elif base.rotate is not False:
+                out.add(src, path + ("from",), f"{s.source!r} may be rotated, and {s.name} would keep the old hash",
+                        hint=f"set rotate = false (with rotate_reason) on [secrets.{s.source}]")
         if s.holder and not any("LAB_SECRET_NEW" in arg for arg in s.holder):
             out.add(src, path + ("holder", "exec"), "the holder never reads $LAB_SECRET_NEW",
                     hint="the new value reaches the holder only in the environment variable LAB_SECRET_NEW "

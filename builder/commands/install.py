@@ -39,6 +39,8 @@ def _render_install(ctx: click.Context, out: Output, result, verb: str) -> None:
                      f"labbuild users passwd {a.name} --dir {result.dir})")
     for name, p in sorted(getattr(result, "provisioned", {}).items()):
         lines.append(f"  {name}: provisioning {p.state}" + (f" ({p.detail})" if p.state == "failed" else ""))
+        if getattr(p, "warning", ""):
+            lines.append(f"  WARNING: {p.warning}")
     if result.ok:
         waiting = [n for n, r in result.services.items() if r.state in ("not-started", "unhealthy")]
         tail = ("every required service is healthy; optional, not healthy or not started: " + ", ".join(sorted(waiting))
@@ -86,10 +88,13 @@ def install(ctx: click.Context, out: Output, bundle: Path, install_dir: Path, ke
     healthy it makes that service's provisioning calls ([[provision]]: e.g. claiming the admin
     account an app would hand to its first visitor, with a password
     generated into DIR/.env; registering each app's own LiteLLM key with
-    the master key; answers saying it was done before count as
-    done; recorded in DIR/audit.log). A sign-in password is printed once,
-    when it is generated. Exit 0 only when all are healthy and provisioned,
-    optional services aside.
+    the master key; answers saying it was done before count as done, with
+    a WARNING when DIR/audit.log has no record that labbuild made it;
+    recorded in DIR/audit.log). Until its calls have succeeded once, such
+    a service publishes no host port (DIR/unpublished.yaml): it is probed
+    and called at its container's address, then recreated with its ports.
+    A sign-in password is printed once, when it is generated. Exit 0 only
+    when all are healthy and provisioned, optional services aside.
 
     Operator-supplied secrets are never generated: when one of a required
     service is missing from DIR/.env, install stops first (nothing loaded
@@ -142,7 +147,8 @@ def status(ctx: click.Context, out: Output, install_dir: Path) -> None:
         if s.health == "not-started":
             lines.append(f"  {name}: not started: {s.detail} (optional; add it to {result.dir}/.env and run install again)")
             continue
-        lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.health == "unhealthy" else ""))
+        lines.append(f"  {name}: {s.state}, {s.health}, {image}" + (f" ({s.detail})" if s.detail and s.health in (
+            "unhealthy", "no-probe") else ""))
         if s.models is not None:
             lines.append(f"    models: {', '.join(s.models) or 'none'}")
     if result.users is not None:

@@ -78,10 +78,11 @@ class EnvVar:
 @dataclass(frozen=True)
 class Secret:
     name: str                      # the key inside the service's Secret
-    generate: str                  # token | password | hex | supplied
+    generate: str                  # token | password | hex | supplied | bcrypt (derived)
     length: int
     description: str = ""
     prefix: str = ""               # fixed text before the random part (LiteLLM's sk-)
+    derive_from: str = ""          # generate "bcrypt": the hash of this Secret's key derive_from
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,8 @@ def _secrets(text: str) -> dict[str, list[tuple[str, Secret]]]:
         if s.service is not None:
             out.setdefault(s.service, []).append(
                 (s.key, Secret(name=s.key[len(env_id(s.service)) + 2:], generate=s.generate, length=s.length,
-                               description=s.description, prefix=s.prefix)))
+                               description=s.description, prefix=s.prefix,
+                               derive_from=s.derive_from[len(env_id(s.service)) + 2:] if s.derive_from else "")))
     return out
 
 

@@ -74,23 +74,33 @@ def _meta(lab: ChartLab, name: str, object_name: str | None = None, **extra) -> 
 # --------------------------------------------------------------------------- secrets and files
 
 def secret_object(lab: ChartLab, svc: ChartService) -> str:
+    """The service's Secret. Each generated value (kept from the Secret in the cluster, else random)
+    is made once into ``$values`` before the object, so that a derived one (bcrypt) hashes the
+    very value stored beside it (Sprig's ``bcrypt``, cost 10, as install)."""
     data = {}
+    made = []
     for s in svc.secrets:
         if s.generate == "supplied":
             why = (f"{svc.name} needs the secret {s.name}, which only its issuer can supply: "
                    f"create a Secret holding it and set services.{svc.name}.existingSecret")
             data[s.name] = Raw(f"{{{{ fail {quoted(why)} }}}}")
+        elif s.derive_from:
+            data[s.name] = Raw(f'{{{{ if hasKey (dig "data" dict ($existing | default dict)) {quoted(s.name)} }}}}'
+                               f'{{{{ index $existing.data {quoted(s.name)} | quote }}}}{{{{ else }}}}'
+                               f'{{{{ index $values {quoted(s.derive_from)} | b64dec | bcrypt | b64enc | quote }}}}'
+                               '{{ end }}')
         else:
-            data[s.name] = Raw(f'{{{{ include "lab.secretValue" (dict "existing" $existing "key" {quoted(s.name)} '
-                               f'"generate" {quoted(s.generate)} "length" {int(s.length)} "prefix" {quoted(s.prefix)}) '
-                               '| quote }}')
+            made.append(f'{{{{- $_ := set $values {quoted(s.name)} (include "lab.secretValue" (dict "existing" '
+                        f'$existing "key" {quoted(s.name)} "generate" {quoted(s.generate)} "length" {int(s.length)} '
+                        f'"prefix" {quoted(s.prefix)})) }}}}')
+            data[s.name] = Raw(f'{{{{ index $values {quoted(s.name)} | quote }}}}')
     obj = {"apiVersion": "v1", "kind": "Secret",
            "metadata": _meta(lab, svc.name, f"{svc.name}-secrets",
                              annotations={"helm.sh/resource-policy": "keep"}),
            "type": "Opaque", "data": data}
     return document(obj, before=(f"{{{{- if not {values_ref(svc.name)}.existingSecret }}}}",
                                  '{{- $existing := lookup "v1" "Secret" $.Release.Namespace '
-                                 f'{quoted(svc.name + "-secrets")} }}}}'),
+                                 f'{quoted(svc.name + "-secrets")} }}}}', "{{- $values := dict }}", *made),
                     after=("{{- end }}",))
 
 

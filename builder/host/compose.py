@@ -85,6 +85,8 @@ def find_compose() -> tuple[str, ...]:
 
 MIN_VERSION = (2, 24)                 # include with several paths
 _GPU_MARK = "# labbuild: gpu=on"
+_UNPUBLISHED_MARK = "# labbuild: unpublished until provisioned:"
+UNPUBLISHED_FILE = "unpublished.yaml"
 _OWN_VARS = ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_ENV_FILES", "COMPOSE_PROFILES",
              "COMPOSE_DISABLE_ENV_FILE", "COMPOSE_PATH_SEPARATOR")
 
@@ -95,22 +97,48 @@ def compose_version() -> tuple[int, ...]:
     return _compose()[1]
 
 
-def render_wrapper(lab: str, release_rel: str, gpu: bool) -> str:
-    """The text of ``DIR/compose.yaml`` for ``release_rel`` (``releases/<version>``), every value JSON-quoted."""
-    paths = [f"{release_rel}/{COMPOSE_FILE}"] + ([f"{release_rel}/{COMPOSE_GPU_FILE}"] if gpu else [])
+def render_wrapper(lab: str, release_rel: str, gpu: bool, unpublished: tuple[str, ...] = ()) -> str:
+    """The text of ``DIR/compose.yaml`` for ``release_rel`` (``releases/<version>``), every value JSON-quoted;
+    with ``unpublished``, ``DIR/unpublished.yaml`` is merged last (builder/install/unpublished.py)."""
+    paths = ([f"{release_rel}/{COMPOSE_FILE}"] + ([f"{release_rel}/{COMPOSE_GPU_FILE}"] if gpu else [])
+             + ([UNPUBLISHED_FILE] if unpublished else []))
     return (f"{WRAPPER_HEAD} on every install, upgrade and rollback; do not edit (put your\n"
             "# settings into .env, which wins over the release's lab.env). Run: docker compose ps\n"
             + (_GPU_MARK + "\n" if gpu else "")
+            + (f"{_UNPUBLISHED_MARK} {' '.join(unpublished)}\n" if unpublished else "")
             + f"name: {json.dumps(lab)}\n"
             "include:\n"
             f"  - path: {json.dumps(paths)}\n"
             f"    env_file: {json.dumps([f'{release_rel}/{LAB_ENV}', ENV_FILE])}\n")
 
 
-def write_wrapper(install_dir: Path, lab: str, release: Path, gpu: bool) -> None:
-    """Point ``DIR/compose.yaml`` at ``release`` (atomically); GPU override included when ``gpu``."""
+def render_unpublished(services: tuple[str, ...]) -> str:
+    """``DIR/unpublished.yaml``: each of ``services`` with its host ports reset (service names are
+    the blueprint grammar: plain YAML keys)."""
+    return ("# Written by labbuild: these services publish no host port until install has claimed their\n"
+            "# admin account (builder/install/unpublished.py); do not edit.\nservices:\n"
+            + "".join(f"  {svc}:\n    ports: !reset []\n" for svc in services))
+
+
+def write_wrapper(install_dir: Path, lab: str, release: Path, gpu: bool, unpublished: tuple[str, ...] = ()) -> None:
+    """Point ``DIR/compose.yaml`` at ``release`` (atomically); GPU override included when ``gpu``; the
+    ports of ``unpublished`` reset by ``DIR/unpublished.yaml`` (written first; removed when none)."""
     rel = os.path.relpath(release.resolve(), install_dir.resolve())
-    atomic_write(install_dir / WRAPPER, render_wrapper(lab, Path(rel).as_posix(), gpu), mode=0o644)
+    if unpublished:
+        atomic_write(install_dir / UNPUBLISHED_FILE, render_unpublished(unpublished), mode=0o644)
+    atomic_write(install_dir / WRAPPER, render_wrapper(lab, Path(rel).as_posix(), gpu, unpublished), mode=0o644)
+    if not unpublished:
+        (install_dir / UNPUBLISHED_FILE).unlink(missing_ok=True)
+
+
+def wrapper_unpublished(install_dir: Path) -> tuple[str, ...]:
+    """The services ``DIR/compose.yaml`` keeps unpublished (its mark line)."""
+    try:
+        lines = (install_dir / WRAPPER).read_text("utf-8").splitlines()
+    except OSError:
+        return ()
+    return next((tuple(line[len(_UNPUBLISHED_MARK):].split()) for line in lines
+                 if line.startswith(_UNPUBLISHED_MARK + " ")), ())
 
 
 def wrapper_gpu(install_dir: Path) -> bool:

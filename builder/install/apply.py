@@ -41,7 +41,7 @@ from ..format.delta import delta_summary
 from ..format.files import SECRETS_EXAMPLE
 from ..format.manifest import Manifest
 from ..format.models import shipped_models
-from ..host.compose import Project, hint_for, wrapper_gpu, write_wrapper
+from ..host.compose import UNPUBLISHED_FILE, Project, hint_for, wrapper_gpu, wrapper_unpublished, write_wrapper
 from ..host.auditlog import record
 from ..host.dotenv import filled_keys, read_env
 from ..host.engine import (
@@ -90,6 +90,7 @@ from .inputs import (
 )
 from .models import Placement, place_models
 from .provision import Provisioned, credentials_shown, provision_services
+from .unpublished import pending_claims, publish, unpublished_view
 from .pull import pull_images
 from .secrets import write_secrets
 from .targets import publish_targets
@@ -259,7 +260,10 @@ def _switch(install_dir: Path, release: Path, manifest: Manifest, gpu: bool, say
     """Make ``release`` current and point DIR/compose.yaml at it; return what was current."""
     gpu = gpu and bool(gpu_services(manifest))
     previous = activate(install_dir, release)
-    write_wrapper(install_dir, manifest.lab, release, gpu)
+    pending = pending_claims(install_dir, manifest)
+    write_wrapper(install_dir, manifest.lab, release, gpu, pending)
+    if pending:
+        say(f"{', '.join(pending)}: no host port until install has claimed the admin (DIR/unpublished.yaml)")
     if gpu:
         say("GPU reservations on for: " + ", ".join(gpu_services(manifest)))
     return previous
@@ -294,7 +298,12 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     # a service with only an in-container healthcheck is awaited on the engine's health status
     # a port the front door does not publish is probed at the container's address on the lab network
     address = addresses(client, lab)
-    probes = {s: Probe.of(s, e, partial(address, s)) for s, e in manifest.services.items()}
+
+    def probes_of(m: Manifest) -> dict:
+        return {s: Probe.of(s, e, partial(address, s)) for s, e in m.services.items()}
+    unpublished = wrapper_unpublished(install_dir)      # until claimed: reached at the container's address
+    published, manifest = manifest, unpublished_view(manifest, unpublished)
+    probes = probes_of(manifest)
     say(f"starting {lab} {result.version}: cd {install_dir} && docker compose up -d")
     try:
         # compose itself waits for in-container healthchecks of dependencies: allow every budget
@@ -339,6 +348,11 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
         result.services.update(wait_healthy({s: probes[s] for s in started_optional}, started_optional, timeout,
                                             container_state=state, say=say, live=live,
                                             container_health=health, on_healthy=claim))
+    if now := [s for s in unpublished if s in result.provisioned and result.provisioned[s].state != "failed"]:
+        publish(install_dir, published, release, wrapper_gpu(install_dir), now, project, say)
+        result.services.update(wait_healthy({s: probes_of(published)[s] for s in now}, {s: [] for s in now},
+                                            timeout, container_state=state, say=say, live=live,
+                                            container_health=health))
     for svc, keys in waiting.items():
         result.services[svc] = HealthResult(svc, "not-started", not_started_detail(keys))
     publish_targets(client, release, lab, set(manifest.services) - set(waiting), say)
@@ -350,7 +364,7 @@ def _bring_up(client, install_dir: Path, release: Path, manifest: Manifest, resu
     result.ok = not bad and not unclaimed
     if unclaimed and not bad:
         p = unclaimed[0]
-        result.failure = p.failure(release / manifest.services[p.service].runbook)
+        result.failure = p.failure(release / manifest.services[p.service].runbook, p.service in unpublished)
     if bad:
         r = bad[0]
         logs = project.logs(r.service, tail=20) or "(no log output)"
@@ -455,7 +469,7 @@ def uninstall(install_dir: str | os.PathLike, *, volumes: bool = False, say: Say
                 except docker.errors.APIError as exc:  # still used by another container: keep it
                     say(f"kept image {ref}: {exc.explanation or exc}")
         owners = read_manifest(release).secret_owners     # read before its release dir goes
-        for name in ("current", "previous", WRAPPER):
+        for name in ("current", "previous", WRAPPER, UNPUBLISHED_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (install_dir / name).unlink()
         shutil.rmtree(install_dir / RELEASES, ignore_errors=True)

@@ -11,7 +11,9 @@ The body is decoded, each ``${KEY}`` filled into the decoded strings, and encode
 ``json.dumps``: a value is never pasted into JSON text. Values never reach a message or the
 audit log: an answer's excerpt shown on failure has every value used replaced by ``***``.
 Every run is one ``DIR/audit.log`` entry per service (command ``provision``; the keys it read).
-Answers that say it was done before count as done, so every install may run them again.
+Answers that say it was done before count as done, so every install may run them again; when
+DIR/audit.log holds no record that labbuild itself once made it ("done"), such an answer comes with
+a loud warning (``Provisioned.warning``): a first visitor may own that admin account.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..format.manifest import Manifest, ManifestProvision
-from ..host.auditlog import record
+from ..host.auditlog import read_entries, record
 from ..host.dotenv import env_values, plain_value, read_env
 from ..host.engine import service_endpoint
-from ..host.labdir import ENV_FILE
+from ..host.labdir import AUDIT_FILE, ENV_FILE
 
 PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 MAX_ANSWER_BYTES = 64 << 10
@@ -44,15 +46,18 @@ class Provisioned:
     service: str
     state: str
     detail: str = ""
+    warning: str = ""        # "already", yet labbuild never made it: who did is unknown (see unclaimed_warning)
 
     def to_json(self) -> dict[str, str]:
-        return {"state": self.state, "detail": self.detail}
+        return {"state": self.state, "detail": self.detail, **({"warning": self.warning} if self.warning else {})}
 
-    def failure(self, runbook: Path) -> str:
-        """What install says when these steps failed: which step, the answer, what is missing, what to do."""
-        return (f"{self.service}: provisioning failed: {self.detail}\nwhat these calls set up is not in place (an "
-                f"app's admin account may still be claimed by its first visitor: keep it unreachable; an app's own "
-                f"key is not accepted yet): see {runbook}, Provisioning; install again to retry")
+    def failure(self, runbook: Path, unpublished: bool = False) -> str:
+        """What install says when these steps failed: which step, the answer, what is missing, what to do.
+        ``unpublished``: the service publishes no host port until they succeed (DIR/unpublished.yaml)."""
+        shut = (f"{self.service} publishes no host port until they succeed (DIR/unpublished.yaml)" if unpublished
+                else "an app's admin account may still be claimed by its first visitor: keep it unreachable")
+        return (f"{self.service}: provisioning failed: {self.detail}\nwhat these calls set up is not in place "
+                f"({shut}; an app's own key is not accepted yet): see {runbook}, Provisioning; install again to retry")
 
 
 class ProvisionFailed(Exception):
@@ -155,6 +160,42 @@ def run_steps(service: str, steps: tuple[ManifestProvision, ...], values: dict[s
     return Provisioned(service, state, "; ".join(f"{s.path}: {st}" for s, st in zip(steps, states)))
 
 
+def _provision_records(install_dir: Path) -> list:
+    """DIR/audit.log's ``provision`` entries with outcome ok since the volumes were last deleted
+    (``uninstall --volumes``: what was provisioned went with them; audit.log is never rewritten)."""
+    out: list = []
+    for e in read_entries(install_dir).entries:
+        if e.command == "uninstall --volumes":
+            out = []
+        elif e.command == "provision" and e.outcome == "ok":
+            out.append(e)
+    return out
+
+
+def provisioned_before(install_dir: Path) -> set[str]:
+    """The services whose steps once ended "done" or "already" in this install dir (and its volumes)."""
+    return {e.detail.split(":", 1)[0] for e in _provision_records(install_dir)}
+
+
+def made_by_labbuild(install_dir: Path) -> set[str]:
+    """The services whose steps labbuild itself once ran to "done" in this install dir: DIR/audit.log's
+    ``provision`` entries (outcome ok, detail ``SERVICE: done: ...``), which are never rewritten."""
+    return {e.detail.split(":", 1)[0] for e in _provision_records(install_dir)
+            if re.match(r"[a-z][a-z0-9-]*: done: ", e.detail)}
+
+
+def unclaimed_warning(service: str, steps: tuple[ManifestProvision, ...], runbook: str) -> str:
+    """What to say when ``service`` answers "done before" and no record says labbuild did it: a first
+    visitor (or someone running install.sh's printed calls) made its admin, with a password labbuild
+    does not know."""
+    what = "; ".join(s.description for s in steps)
+    return (f"{service} was set up before, but not by labbuild in this install dir ({AUDIT_FILE} has no "
+            f"provision record of it): its admin account may belong to whoever reached it first, and the "
+            f"password in {ENV_FILE} may not open it. Check who owns it (sign in as the admin named in "
+            f"'{what}' with the password in {ENV_FILE}); if that fails, the account is not yours: see "
+            f"{runbook} (\"install warns '{service} was set up before, but not by labbuild'\")")
+
+
 def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
                        say: Callable[[str], None],
                        address: Callable[[str], str | None] | None = None,
@@ -164,14 +205,18 @@ def provision_services(install_dir: Path, manifest: Manifest, healthy: set[str],
     if not todo:
         return {}
     values = {k: plain_value(v) for k, v in env_values(read_env(install_dir)).items()}
+    ours = made_by_labbuild(install_dir)
     out: dict[str, Provisioned] = {}
     for svc, steps in todo.items():
         say(f"provisioning {svc}: " + "; ".join(s.description for s in steps))
         result = run_steps(svc, steps, values, retry_for=retry_for,
                            address=(lambda svc=svc: address(svc)) if address is not None else None)
+        if result.state == "already" and svc not in ours:
+            result.warning = unclaimed_warning(svc, steps, str(install_dir / "current" / manifest.services[svc].runbook))
+            say(f"WARNING: {result.warning}")
         keys = sorted({k for s in steps for k in s.keys})
         record(install_dir, "provision", keys, [svc], outcome="ok" if result.state != "failed" else "failed",
-               detail=f"{svc}: {result.state}: {result.detail}")
+               detail=f"{svc}: {result.state}: {result.detail}" + (" (not made by labbuild)" if result.warning else ""))
         say(f"  {svc}: {result.state}" + (f" ({result.detail})" if result.state == "failed" else ""))
         out[svc] = result
     return out

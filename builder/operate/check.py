@@ -39,9 +39,11 @@ from ..format.manifest import Manifest, ManifestPort
 from ..host.compose import PROJECT_LABEL, SERVICE_LABEL
 from ..host.dotenv import read_env
 from ..host.engine import container_address, container_health, docker_client
+from ..host.compose import wrapper_unpublished
 from ..host.health import Probe, probe_once
 from ..host.labdir import LabDir, read_manifest
 from ..install.inputs import not_started_detail, waiting_optional
+from ..install.unpublished import unpublished_view
 from .secrets import due_warnings
 
 # --------------------------------------------------------------------------- the install
@@ -86,7 +88,9 @@ def read_install(install_dir: str | Path, project: str | None = None, address: A
     """Read the install at ``install_dir`` (its ``current`` release); InstallError when it is not one."""
     lab_dir = LabDir(Path(install_dir).expanduser())
     release = lab_dir.current
-    return installation(read_manifest(release), release, lab_dir.path, project, read_env(lab_dir.path), address)
+    # a service install has not yet claimed publishes no host port (DIR/unpublished.yaml): probed at its address
+    manifest = unpublished_view(read_manifest(release), wrapper_unpublished(lab_dir.path))
+    return installation(manifest, release, lab_dir.path, project, read_env(lab_dir.path), address)
 
 
 # --------------------------------------------------------------------------- results

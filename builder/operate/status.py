@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstallError
+from ..host.compose import wrapper_unpublished
 from ..host.dotenv import read_env
 from ..host.engine import addresses, container_health, containers, docker_client, host_platform
 from ..host.health import Probe, probe_once
@@ -23,6 +24,7 @@ from ..host.labdir import LabDir, read_manifest
 from ..host.userdb import read_database, release_provider, users_path
 from ..install.inputs import not_started_detail, waiting_optional
 from ..install.models import model_inventory
+from ..install.unpublished import unpublished_view
 from ..platforms import expected_image_id
 from .secrets import due_warnings
 
@@ -88,21 +90,27 @@ def status(install_dir: str | os.PathLike) -> StatusResult:
     address, engine_health = addresses(client, manifest.lab), partial(container_health, client, manifest.lab)
     previous = lab_dir.previous
     waiting = waiting_optional(manifest, read_env(install_dir))
+    unpublished = wrapper_unpublished(install_dir)
+    view = unpublished_view(manifest, unpublished)
     out: dict[str, ServiceStatus] = {}
     for svc, entry in sorted(manifest.services.items()):
         c = found.get(svc)
         locked = expected_image_id(entry.config_digests, platform)
         state = c.status if c is not None else "missing"
-        probe = Probe.of(svc, entry, partial(address, svc))     # unpublished: at the container's address
+        # unpublished (the front door, or until install has claimed its admin): at the container's address
+        probe = Probe.of(svc, view.services[svc], partial(address, svc))
         if svc in waiting and state != "running":
             state, health, detail = "not started", "not-started", not_started_detail(waiting[svc])
         elif state != "running":
             health, detail = "not-running", ""
         elif probe is None:
-            health, detail = "no-probe", ""
+            health, detail = "no-probe", ("no host port until install has claimed its admin (DIR/unpublished.yaml)"
+                                          if svc in unpublished else "")
         else:
             ok, detail = probe_once(probe, engine_health)
             health = "healthy" if ok else "unhealthy"
+            if svc in unpublished:
+                detail += " (no host port until install has claimed its admin: DIR/unpublished.yaml)"
         out[svc] = ServiceStatus(svc, state, health, entry.image, c.attrs.get("Image") if c is not None else None,
                                  locked, detail,
                                  models=model_inventory(client, c, entry) if entry.models and c is not None else None)

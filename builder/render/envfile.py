@@ -85,7 +85,8 @@ def render_secrets_example(ri: ReleaseInput) -> str:
     """secrets.env.example: the name of every secret, never a value.
 
     A generated secret is a ``KEY=`` line under ``# svc: generate=KIND
-    length=N [prefix=P]``. A supplied one (the operator puts it into
+    length=N [prefix=P]``; a derived one (made at install from another) under ``# svc:
+    derive=bcrypt from=SVC__KEY``. A supplied one (the operator puts it into
     DIR/.env; install never generates it) is a commented ``#KEY=`` line, so
     no parser generates it, under ``# svc: supplied ...: where to get it``.
     """
@@ -100,6 +101,10 @@ def render_secrets_example(ri: ReleaseInput) -> str:
                         else "install stops until it is set")
                 supplied += ["", f"# {name}: supplied by the operator, never generated ({when}){desc}",
                              f"#{secret_env_key(name, s.name)}="]
+                continue
+            if s.derive:
+                lines += ["", f"# {name}: derive={s.derive} from={secret_env_key(name, s.source)}{desc}",
+                          f"{secret_env_key(name, s.name)}="]
                 continue
             prefix = f" prefix={s.prefix}" if s.prefix else ""
             lines.append("")

@@ -138,6 +138,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
                            if name in ri.optional else "install stops until it is set")
                 out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}`: supplied by you, never generated "
                            f"({started}). Where to get it: {_md_cell(s.description)}")
+            elif s.derive:
+                out.append(f"- `{secret_env_key(name, s.name)}` → `{s.name}`: the {s.derive} hash of "
+                           f"`{secret_env_key(name, s.source)}`, made by install when it is missing (delete the "
+                           f"line and install again after changing that password)")
             else:
                 prefix = f", starts with `{s.prefix}`" if s.prefix else ""
                 shown = (f": a sign-in password, printed once by install when it generates it — "
@@ -149,7 +153,10 @@ def render_service_runbook(ri: ReleaseInput, name: str) -> str:
         out += ["## Provisioning", "",
                 f"Once `{name}` is healthy, `labbuild install` makes these calls, in order, with the values of the "
                 "keys they name from `DIR/.env` (an answer saying it was done before counts as done; each run is a "
-                "`provision` line in `DIR/audit.log`). `install.sh` prints them as curl commands instead.", ""]
+                "`provision` line in `DIR/audit.log`). Until they have succeeded once, the service publishes no host "
+                "port (`DIR/unpublished.yaml`): install makes them at its container's address, then publishes it. "
+                "`install.sh` prints them as curl commands to that address instead; after making them, publish it "
+                f"with `sh install.sh --dir DIR --claimed {name}`.", ""]
         for i, step in enumerate(steps, 1):
             m = SECRET_REF_RE.fullmatch(step.bearer)
             out.append(f"{i}. `{step.method} http://{service_url(bp, bp.port(step.port))}{step.path}`"

@@ -4,6 +4,7 @@
 # tar and the POSIX tools (awk, sed, tr, head). No Python, no network.
 #
 #   sh install.sh --dir DIR [--key PUB] [--gpu|--no-gpu] [--no-start] [--timeout SECONDS]
+#                 [--claimed SERVICE]...
 #
 # Run it from the unpacked bundle (tar -xf BUNDLE; cd BUNDLE-DIR). It does
 # what `labbuild install` does:
@@ -19,7 +20,8 @@
 #      image ID equals the locked config digest
 #   4. generates missing secrets into DIR/.env (mode 0600) from /dev/urandom;
 #      existing values are kept, values are never printed; the keys generated
-#      are recorded in DIR/audit.log (one JSON line, labbuild's format, no value).
+#      are recorded in DIR/audit.log (one JSON line, labbuild's format, no value);
+#      a derived secret (derive=bcrypt) is the bcrypt hash of another, by mkpasswd.
 #      Operator-supplied
 #      secrets are never generated: when one of a required service is missing
 #      from DIR/.env it stops before step 2, naming the key; an optional
@@ -33,6 +35,9 @@
 #   6. prints the provisioning calls ([[provision]]: e.g. claiming an app's admin
 #      account with a password from DIR/.env) that `labbuild install` makes and
 #      this script cannot (no JSON HTTP client): make them, or run labbuild install.
+#      Until they succeeded such a service publishes no host port (DIR/unpublished.yaml,
+#      as labbuild install keeps it): the calls go to its container's address; then
+#      run install.sh again with --claimed SERVICE to publish it.
 # A bundle that ships models ([[models]]) is refused: use `labbuild install`.
 # Exit 0 only when every service that is not optional is healthy.
 # A delta bundle (labbuild release --since) is refused: install it with
@@ -49,7 +54,8 @@ KEY=""
 START=1
 TIMEOUT=300
 GPU=""
-USAGE="usage: sh install.sh --dir DIR [--key PUB] [--gpu|--no-gpu] [--no-start] [--timeout SECONDS]"
+CLAIMED=""
+USAGE="usage: sh install.sh --dir DIR [--key PUB] [--gpu|--no-gpu] [--no-start] [--timeout SECONDS] [--claimed SERVICE]..."
 while [ $# -gt 0 ]; do
     case "$1" in
         --dir) [ $# -ge 2 ] || die "--dir needs a value"; DIR=$2; shift 2 ;;
@@ -57,11 +63,13 @@ while [ $# -gt 0 ]; do
         --key) [ $# -ge 2 ] || die "--key needs a value"; KEY=$2; shift 2 ;;
         --key=*) KEY=${1#--key=}; shift ;;
         --no-start) START=0; shift ;;
+        --claimed) [ $# -ge 2 ] || die "--claimed needs a service"; CLAIMED="$CLAIMED $2"; shift 2 ;;
+        --claimed=*) CLAIMED="$CLAIMED ${1#--claimed=}"; shift ;;
         --gpu) GPU=1; shift ;;
         --no-gpu) GPU=0; shift ;;
         --timeout) [ $# -ge 2 ] || die "--timeout needs a value"; TIMEOUT=$2; shift 2 ;;
         --timeout=*) TIMEOUT=${1#--timeout=}; shift ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" "$USAGE" ;;
     esac
 done
@@ -206,6 +214,18 @@ fi
 # generated. Missing for a service that is not optional: stop now, before
 # anything is loaded or written. Missing for an optional service: install it,
 # but do not start it (WAITING) until the key is in DIR/.env.
+env_value() {  # KEY -> the value DIR/.env gives it last (quotes around it removed), as compose reads it
+    [ -f "$DIR/.env" ] || return 0
+    awk -v k="$1" '
+        { line = $0; sub(/^[ \t]*(export[ \t]+)?/, "", line)
+          if (index(line, k "=") != 1) next
+          v = substr(line, length(k) + 2)
+          if (v ~ /^'"'"'.*'"'"'[ \t]*$/) { sub(/[ \t]*$/, "", v); v = substr(v, 2, length(v) - 2) }
+          else if (v ~ /^".*"[ \t]*$/) { sub(/[ \t]*$/, "", v); v = substr(v, 2, length(v) - 2); gsub(/\\\$/, "$", v); gsub(/\\"/, "\"", v); gsub(/\\\\/, "\\", v) }
+          else { sub(/ #.*/, "", v); gsub(/^[ \t]+|[ \t]+$/, "", v) }
+          val = v }
+        END { printf "%s", val }' "$DIR/.env"
+}
 env_has() {  # KEY -> 0 when DIR/.env assigns it a non-empty value
     [ -f "$DIR/.env" ] || return 1
     awk -v k="$1" '
@@ -454,10 +474,16 @@ if [ -f secrets.env.example ]; then
     # a secret is a KEY= line; its kind and length come from the comment on that
     # line or the comment lines just above it ("generate=token length=32", or
     # free text naming token|password|hex and a number).
+    # A derived secret ("derive=bcrypt from=KEY") is no random value: it is made below from
+    # KEY's value, once that exists; a derive= this script does not know is left out.
     awk '
         /^[ \t]*#/ { c = c " " $0; next }
         /^[A-Za-z_][A-Za-z0-9_.]*=/ {
             k = $0; sub(/=.*/, "", k); t = c " " $0; c = ""
+            if (t ~ /derive=/) {
+                if (match(t, /derive=bcrypt from=[A-Za-z_][A-Za-z0-9_]*/)) { print k, "bcrypt", 0, substr(t, RSTART + 19, RLENGTH - 19) }
+                next
+            }
             kind = "token"; if (t ~ /password/) kind = "password"; else if (t ~ /hex/) kind = "hex"
             if (match(t, /generate[ =:]*(token|password|hex)/)) { kind = substr(t, RSTART, RLENGTH); sub(/generate[ =:]*/, "", kind) }
             len = 32
@@ -470,6 +496,7 @@ if [ -f secrets.env.example ]; then
         { c = "" }' secrets.env.example > "$WORK/secrets"
     while read -r key kind len pre; do
         grep -q "^$key=" "$DIR/.env" && continue
+        [ "$kind" != bcrypt ] || continue
         [ "$pre" != "-" ] || pre=""
         case "$kind" in
             password) value=$(random_chars 'A-Za-z0-9' "$len") ;;
@@ -477,6 +504,28 @@ if [ -f secrets.env.example ]; then
             *) value=$(random_chars 'A-Za-z0-9_-' "$len") ;;
         esac
         printf '%s=%s%s\n' "$key" "$pre" "$value" >> "$DIR/.env"
+        added=$((added + 1))
+        added_keys="$added_keys $key"
+    done < "$WORK/secrets"
+    # derived: the bcrypt hash ($2b$, cost 10, as labbuild install makes it with pyca/bcrypt) of
+    # the source's value, by mkpasswd (Debian package whois; libxcrypt's bcrypt), read from stdin:
+    # never in argv. Single-quoted in .env: a hash holds $, which compose would interpolate.
+    while read -r key kind len src; do
+        [ "$kind" = bcrypt ] || continue
+        grep -q "^$key=" "$DIR/.env" && continue
+        value=$(env_value "$src")
+        [ -n "$value" ] || continue
+        # by its path: busybox sh would run its own mkpasswd applet, which has no bcrypt
+        mkpasswd=""
+        for d in $(printf '%s' "$PATH" | tr ':' ' '); do [ -x "$d/mkpasswd" ] && { mkpasswd="$d/mkpasswd"; break; }; done
+        [ -n "$mkpasswd" ] || die "$key is the bcrypt hash of $src, which install.sh makes with mkpasswd, and it is not installed" \
+            "install it (apt-get install whois), then run install.sh again; or install with labbuild install <bundle archive> --dir $DIR"
+        [ "$(printf '%s' "$value" | wc -c)" -le 72 ] || die "$src is longer than the 72 bytes bcrypt reads" "shorten it in $DIR/.env, then run install.sh again"
+        value=$(printf '%s' "$value" | "$mkpasswd" -m bcrypt -R 10 -s) || die "$mkpasswd could not make the bcrypt hash $key" \
+            "install.sh needs the mkpasswd of Debian's whois package (libxcrypt; busybox's has no bcrypt): apt-get install whois; or install with labbuild install <bundle archive> --dir $DIR"
+        valid '[$]2[aby][$]10[$][./A-Za-z0-9]{53}' "$value" || die "mkpasswd printed no bcrypt hash for $key" \
+            "install with labbuild install <bundle archive> --dir $DIR"
+        printf "%s='%s'\n" "$key" "$value" >> "$DIR/.env"
         added=$((added + 1))
         added_keys="$added_keys $key"
     done < "$WORK/secrets"
@@ -555,20 +604,65 @@ if [ -L "$DIR/current" ]; then
     [ "$old" = "releases/$VERSION" ] || point previous "$old"
 fi
 point current "releases/$VERSION"
+# unpublished: begin (tests/test_unpublished_install_sh.py runs this block on its own)
+# No window for a first visitor (as builder/install/unpublished.py): a service whose [[provision]]
+# calls never succeeded in this DIR (DIR/audit.log: a "provision" entry with outcome ok since the last
+# `uninstall --volumes`) publishes no host port: DIR/unpublished.yaml resets its ports. --claimed SVC:
+# the operator made its calls; recorded in DIR/audit.log as labbuild records "done before".
+provisioned_before() {
+    [ -f "$AUDIT" ] || return 0
+    awk 'index($0, "\"command\": \"uninstall --volumes\"") { list = ""; next }
+         index($0, "\"command\": \"provision\"") && index($0, "\"outcome\": \"ok\"") && match($0, /"services": \["[a-z][a-z0-9-]*"\]/) {
+             list = list " " substr($0, RSTART + 14, RLENGTH - 16) }
+         END { print list }' "$AUDIT"
+}
+for svc in $CLAIMED; do
+    valid "$GRAMMAR_NAME" "$svc" || die "--claimed $svc: not a service name" "name a service the calls were printed for"
+    [ -n "$(mget "services.$svc.provision.0.path")" ] || die "--claimed $svc: this bundle has no provisioning calls for a service of that name" \
+        "name a service the calls were printed for"
+    audit_check
+    audit_append "provision" "$(mlist "services.$svc.provision.0.keys" | tr '\n' ' ')" "$svc" "$svc: already: claimed by the operator's calls (install.sh --claimed)"
+    say "$svc: recorded as claimed in $AUDIT: its port is published"
+done
+BEFORE=" $(provisioned_before) "
+UNPUBLISHED=""
+for svc in $SERVICES; do
+    [ -n "$(mget "services.$svc.provision.0.path")" ] || continue
+    case "$BEFORE" in *" $svc "*) continue ;; esac
+    i=0
+    ok=1
+    while [ -n "$(mget "services.$svc.provision.$i.path")" ]; do
+        hp=$(mget "services.$svc.provision.$i.host_port"); cp=$(mget "services.$svc.provision.$i.container_port")
+        { [ -n "$hp" ] && [ "$hp" != null ] && [ -n "$cp" ] && [ "$cp" != null ]; } || ok=0
+        i=$((i + 1))
+    done
+    [ "$ok" = 0 ] || UNPUBLISHED="$UNPUBLISHED $svc"
+done
+UNPUBLISHED=${UNPUBLISHED# }
+if [ -n "$UNPUBLISHED" ]; then
+    {
+        printf '# Written by labbuild: these services publish no host port until install has claimed their\n'
+        printf '# admin account (builder/install/unpublished.py); do not edit.\nservices:\n'
+        for svc in $UNPUBLISHED; do printf '  %s:\n    ports: !reset []\n' "$svc"; done
+    } > "$DIR/.unpublished.yaml.new" && mv -f "$DIR/.unpublished.yaml.new" "$DIR/unpublished.yaml"
+    say "$(echo "$UNPUBLISHED" | sed 's/ /, /g'): no host port until install has claimed the admin (DIR/unpublished.yaml)"
+fi
+# unpublished: end
 # DIR/compose.yaml: plain `docker compose` in DIR finds this release (same file as labbuild writes)
 case "$LAB$VERSION" in *[!A-Za-z0-9.+-]*) die "manifest.json: unexpected characters in lab or version" ;; esac
 {
     printf '# Written by labbuild on every install, upgrade and rollback; do not edit (put your\n'
     printf "# settings into .env, which wins over the release's lab.env). Run: docker compose ps\n"
     [ "$GPU" = 0 ] || printf '%s\n' "$GPU_MARK"
+    [ -z "$UNPUBLISHED" ] || printf '# labbuild: unpublished until provisioned: %s\n' "$UNPUBLISHED"
     printf 'name: "%s"\ninclude:\n' "$LAB"
-    if [ "$GPU" = 1 ]; then
-        printf '  - path: ["releases/%s/compose.yaml", "releases/%s/compose.gpu.yaml"]\n' "$VERSION" "$VERSION"
-    else
-        printf '  - path: ["releases/%s/compose.yaml"]\n' "$VERSION"
-    fi
+    paths='"releases/'"$VERSION"'/compose.yaml"'
+    [ "$GPU" != 1 ] || paths="$paths"', "releases/'"$VERSION"'/compose.gpu.yaml"'
+    [ -z "$UNPUBLISHED" ] || paths="$paths"', "unpublished.yaml"'
+    printf '  - path: [%s]\n' "$paths"
     printf '    env_file: ["releases/%s/lab.env", ".env"]\n' "$VERSION"
 } > "$DIR/.compose.yaml.new" && mv -f "$DIR/.compose.yaml.new" "$DIR/compose.yaml"
+[ -n "$UNPUBLISHED" ] || rm -f "$DIR/unpublished.yaml"
 say "installed $LAB $VERSION into $RELEASE"
 
 # ---------------------------------------------------------------- 4c. the front door's first admin
@@ -683,16 +777,17 @@ while [ -n "$left" ]; do
     left=$next
 done
 
-probe() {  # scheme host_port path accepted-statuses -> 0 when healthy
+probe() {  # scheme port path accepted-statuses [host: 127.0.0.1] -> 0 when healthy
+    h=${5:-127.0.0.1}
     if [ "$1" = tcp ]; then
-        if command -v nc >/dev/null 2>&1; then nc -z -w 2 127.0.0.1 "$2" >/dev/null 2>&1; return; fi
-        rc=0; curl -s -o /dev/null --max-time 2 "telnet://127.0.0.1:$2" </dev/null >/dev/null 2>&1 || rc=$?
+        if command -v nc >/dev/null 2>&1; then nc -z -w 2 "$h" "$2" >/dev/null 2>&1; return; fi
+        rc=0; curl -s -o /dev/null --max-time 2 "telnet://$h:$2" </dev/null >/dev/null 2>&1 || rc=$?
         [ $rc -ne 7 ] && [ $rc -ne 28 ]; return
     fi
     if command -v curl >/dev/null 2>&1; then
-        code=$(curl -k -s -o /dev/null -w '%{http_code}' --max-time 5 "$1://127.0.0.1:$2$3" 2>/dev/null) || code=000
+        code=$(curl -k -s -o /dev/null -w '%{http_code}' --max-time 5 "$1://$h:$2$3" 2>/dev/null) || code=000
     elif command -v wget >/dev/null 2>&1; then
-        code=$(wget -S -q -O /dev/null -T 5 --no-check-certificate "$1://127.0.0.1:$2$3" 2>&1 | awk '/^ *HTTP\//{c=$2} END{print c+0}')
+        code=$(wget -S -q -O /dev/null -T 5 --no-check-certificate "$1://$h:$2$3" 2>&1 | awk '/^ *HTTP\//{c=$2} END{print c+0}')
     else
         die "neither curl nor wget is installed: cannot probe health" "install curl, or check the services yourself"
     fi
@@ -704,6 +799,17 @@ probe() {  # scheme host_port path accepted-statuses -> 0 when healthy
     return 1
 }
 
+container_ip() {  # SERVICE -> its container's address on the lab network
+    docker ps -q --filter "label=com.docker.compose.project=$LAB" --filter "label=com.docker.compose.service=$1" \
+        | head -n 1 | xargs -r docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' | awk '{ print $1 }'
+}
+container_port() {  # SERVICE PORT-NAME -> the port's number in the container
+    i=0
+    while n=$(mget "services.$1.ports.$i.name"); [ -n "$n" ]; do
+        [ "$n" != "$2" ] || { mget "services.$1.ports.$i.container"; return; }
+        i=$((i + 1))
+    done
+}
 deadline=$(( $(date +%s) + TIMEOUT ))
 for svc in $ORDER; do
     case " $WAITING " in *" $svc "*) say "  $svc: not started: optional, needs its supplied secret (see above)"; continue ;; esac
@@ -716,8 +822,12 @@ for svc in $ORDER; do
     scheme=$(mget "services.$svc.health.scheme"); [ -n "$scheme" ] && [ "$scheme" != null ] || scheme=http
     path=$(mget "services.$svc.health.path"); [ -n "$path" ] && [ "$path" != null ] || path=/
     statuses=$(mlist "services.$svc.health.status" | tr '\n' ' ')
-    printf '  %s: waiting for %s://127.0.0.1:%s%s ' "$svc" "$scheme" "$port" "$path" >&2
-    until probe "$scheme" "$port" "$path" "$statuses"; do
+    host=127.0.0.1
+    case " $UNPUBLISHED " in *" $svc "*)      # no host port yet: its address on the lab network
+        host=$(container_ip "$svc"); port=$(container_port "$svc" "$(mget "services.$svc.health.port")") ;;
+    esac
+    printf '  %s: waiting for %s://%s:%s%s ' "$svc" "$scheme" "$host" "$port" "$path" >&2
+    until probe "$scheme" "$port" "$path" "$statuses" "$host"; do
         if [ "$(date +%s)" -ge "$deadline" ] && [ "$optional" = true ]; then
             printf 'not healthy (optional: does not fail the install)\n' >&2
             continue 2
@@ -743,16 +853,26 @@ say "all services of $LAB $VERSION are up"
 # [[provision]] calls (an app's owner account, claimed with a password generated into DIR/.env; an app's
 # own LiteLLM key, registered with the master key) need a JSON HTTP client with a cookie jar and values
 # filled in without pasting them into JSON text; this script has only sh and curl/wget, so it prints the
-# calls for the operator instead (labbuild install makes them itself). Until they are made, the first
-# visitor of such a service can claim its admin, and an app's own key is refused.
+# calls for the operator instead (labbuild install makes them itself). Until they succeeded, such a
+# service publishes no host port (DIR/unpublished.yaml): the calls go to its container's address, and
+# `install.sh --claimed SERVICE` publishes it afterwards; an app's own key is refused until then.
 clean() { tr -d '\000-\037\177'; }
 for svc in $ORDER; do
     [ -n "$(mget "services.$svc.provision.0.path")" ] || continue
     case " $WAITING " in *" $svc "*) continue ;; esac
-    say "NOT DONE: $svc is not set up until these calls are made (an admin account left to its first visitor,"
-    say "  or apps' keys it does not accept yet); install.sh does not make them: run 'labbuild install' with"
-    say "  this bundle and --dir $DIR, or make them now, in order, replacing each \${KEY} (in the body and the"
-    say "  Authorization header) by the value of KEY in $DIR/.env (an answer saying it was done before counts as done):"
+    case "$BEFORE" in *" $svc "*) say "$svc: its calls succeeded before (DIR/audit.log)"; continue ;; esac
+    case " $UNPUBLISHED " in
+        *" $svc "*) say "NOT DONE: $svc publishes no host port until these calls are made (an admin account goes to"
+                    say "  whoever calls first; apps' keys are not accepted yet); install.sh does not make them: run"
+                    say "  'labbuild install' with this bundle and --dir $DIR, or make them now from this host, in order,"
+                    say "  replacing each \${KEY} (in the body and the Authorization header) by the value of KEY in"
+                    say "  $DIR/.env (an answer saying it was done before counts as done), then publish it:"
+                    say "  sh install.sh --dir $DIR --claimed $svc" ;;
+        *) say "NOT DONE: $svc is not set up until these calls are made (an admin account left to its first visitor,"
+           say "  or apps' keys it does not accept yet); install.sh does not make them: run 'labbuild install' with"
+           say "  this bundle and --dir $DIR, or make them now, in order, replacing each \${KEY} (in the body and the"
+           say "  Authorization header) by the value of KEY in $DIR/.env (an answer saying it was done before counts as done):" ;;
+    esac
     i=0
     while p=$(mget "services.$svc.provision.$i.path"); [ -n "$p" ]; do
         m=$(mget "services.$svc.provision.$i.method" | clean)
@@ -760,11 +880,14 @@ for svc in $ORDER; do
         auth=""
         [ -z "$b" ] || auth=" -H 'Authorization: Bearer \${$b}'"
         hp=$(mget "services.$svc.provision.$i.host_port" | clean)
-        if valid '[0-9]{1,5}' "$hp"; then
+        cport=$(mget "services.$svc.provision.$i.container_port" | clean)
+        if case " $UNPUBLISHED " in *" $svc "*) true ;; *) false ;; esac; then   # until claimed: its address
+            url="http://$(container_ip "$svc" | clean):$cport$(printf '%s' "$p" | clean)"
+        elif valid '[0-9]{1,5}' "$hp"; then
             url="http://127.0.0.1:$hp$(printf '%s' "$p" | clean)"
         else   # behind the front door no port is published: the container's address on the lab network
             say "  # (no host port: set ADDR to $svc's address, e.g. ADDR=\$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' \$(docker ps -q --filter label=com.docker.compose.project=$LAB --filter label=com.docker.compose.service=$svc) | cut -d' ' -f1))"
-            url="http://\$ADDR:$(mget "services.$svc.provision.$i.container_port" | clean)$(printf '%s' "$p" | clean)"
+            url="http://\$ADDR:$cport$(printf '%s' "$p" | clean)"
         fi
         say "  # $(mget "services.$svc.provision.$i.description" | clean)"
         if [ "$m" = GET ]; then

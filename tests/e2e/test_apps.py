@@ -532,8 +532,9 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
         c = lab.container(N8N)
         assert c.attrs["Config"]["User"] == "node" and c.attrs["Config"]["Entrypoint"] == [
             "tini", "--", "/docker-entrypoint.sh"]
-        # healthy means ready: the owner-setup call install's provisioning makes reaches n8n itself (an empty
-        # body: 400), not the "n8n is starting up" placeholder that answers 200 to anything until then
+        # healthy means ready: an owner-setup call reaches n8n itself (an empty body: 400), not the "n8n is
+        # starting up" placeholder that answers 200 to anything until then (the owner itself comes from env:
+        # tests/e2e/test_n8n_owner.py)
         code, out = c.exec_run(["wget", "-S", "-O", "-", "--header", "Content-Type: application/json",
                                 "--post-data", "{}", "http://127.0.0.1:5678/rest/owner/setup"])
         assert "HTTP/1.1 400" in out.decode() and "starting up" not in out.decode(), out.decode()

@@ -11,7 +11,8 @@ it decodes, so the test sees what the app would get.
 
 Shown: the steps run in order with one cookie jar; every free-text value (quotes, backslashes,
 non-ASCII) reaches the app as exactly that string (the body is made by the JSON encoder); a second
-run counts the "already set up" answers as done; a failure names the step and shows the answer with
+run counts the "already set up" answers as done (with a loud warning in an install dir whose
+DIR/audit.log holds no record that labbuild made it: a first visitor may own it); a failure names the step and shows the answer with
 every value used replaced by ***; DIR/audit.log records each run with its keys and never a value.
 """
 
@@ -207,6 +208,21 @@ def test_provisioning_claims_the_admin_once_with_exact_values_and_logs_no_value(
 
     again = provision_services(inst, manifest, {"app"}, said.append)
     assert again["app"].state == "already", again["app"].detail
+    assert again["app"].warning == "" and not [s for s in said if "WARNING" in s]   # labbuild made it itself
+
+    # another install dir (no record that labbuild made it) finds the admin taken: said loudly, every time
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".env").write_text((inst / ".env").read_text("utf-8"), "utf-8")
+    for _ in range(2):
+        heard: list[str] = []
+        taken = provision_services(other, manifest, {"app"}, heard.append)["app"]
+        assert taken.state == "already" and "app was set up before, but not by labbuild" in taken.warning
+        assert str(other / "current" / "runbooks" / "app.md") in taken.warning
+        assert taken.to_json()["warning"] == taken.warning
+        assert [h for h in heard if h.startswith("WARNING: app was set up before")]
+    details = [json.loads(line)["detail"] for line in (other / "audit.log").read_text().splitlines()]
+    assert details and all(d.startswith("app: already: ") and d.endswith("(not made by labbuild)") for d in details)
 
     failed = provision_services(inst, manifest, {"bad"}, said.append)["bad"]
     assert failed.state == "failed" and "step 1 (POST /echo" in failed.detail and "answered 422" in failed.detail
@@ -345,6 +361,18 @@ def test_labbuild_install_claims_the_owner_shows_the_password_once_and_reinstall
         ("provision", ["APP__LAB_ADMIN_PASSWORD"])] * 2
     assert value not in (target / "audit.log").read_text()
 
+    # a lab whose admin labbuild did not make (an earlier release's install.sh, say): no provision record.
+    # The test drops them from audit.log, which labbuild itself never rewrites.
+    (target / "audit.log").write_text("".join(line + "\n" for line in (target / "audit.log").read_text().splitlines()
+                                              if '"command": "provision"' not in line))
+    code = main(["install", str(bundle), "--dir", str(target), "--timeout", "60"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "app: no host port until install has claimed the admin" in out.err      # unpublished again meanwhile
+    assert "WARNING: app was set up before, but not by labbuild in this install dir" in out.out
+    assert "publishing app now that install has claimed the admin" in out.err
+    assert httpx.get(f"http://127.0.0.1:{lab.services['app'].port}/healthz", timeout=5).status_code == 200
+
 
 def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(airgap, docker_engine, tmp_path):
     """install.sh cannot make the calls: it says so and prints curl commands; run as printed (the
@@ -362,14 +390,18 @@ def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(ai
     p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert "NOT DONE: app is not set up until these calls are made (an admin account left to its first visitor" \
-        in p.stderr
+    # until the call is made the app publishes no host port: the call goes to its container's address
+    assert "NOT DONE: app publishes no host port until these calls are made" in p.stderr
+    (c,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
+                                                             "com.docker.compose.service=app"]})
+    assert not c.attrs["HostConfig"]["PortBindings"]
+    ip = next(iter(c.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
     lines = p.stderr.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("  curl "))
     command = "\n".join([lines[start].strip(), lines[start + 1], lines[start + 2]])
     assert command == (
         f"curl -sS -b cookies.txt -c cookies.txt -X POST -H 'Content-Type: application/json' --data-binary @- "
-        f"http://127.0.0.1:{port}/cgi-bin/setup <<'BODY'\n"
+        f"http://{ip}:8080/cgi-bin/setup <<'BODY'\n"
         '{"email":"admin@local-ai-lab.localhost","password":"${APP__LAB_ADMIN_PASSWORD}"}\nBODY')
     value = dict(line.split("=", 1) for line in (target / ".env").read_text().splitlines())["APP__LAB_ADMIN_PASSWORD"]
     assert value not in p.stderr and value not in p.stdout
@@ -380,3 +412,8 @@ def test_install_sh_prints_the_calls_and_the_printed_command_claims_the_owner(ai
                                                              "com.docker.compose.service=app"]})
     rc, body = c.exec_run([BB, "cat", "/data/owner.json"])
     assert rc == 0 and json.loads(body) == {"email": "admin@local-ai-lab.localhost", "password": value}
+    # published once the operator says it is claimed
+    p = subprocess.run(["dash", str(top / "install.sh"), "--dir", str(target), "--timeout", "60", "--claimed", "app"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
