@@ -54,7 +54,7 @@ class Provisioned:
     def failure(self, runbook: Path, unpublished: bool = False) -> str:
         """What install says when these steps failed: which step, the answer, what is missing, what to do.
         ``unpublished``: the service publishes no host port until they succeed (DIR/unpublished.yaml)."""
-        shut = (f"{self.service} publishes no host port until they succeed (DIR/unpublished.yaml)" if unpublished
+        shut = (f"{self.service} publishes no host port until it succeeds (DIR/unpublished.yaml)" if unpublished
                 else "an app's admin account may still be claimed by its first visitor: keep it unreachable")
         return (f"{self.service}: provisioning failed: {self.detail}\nwhat these calls set up is not in place "
                 f"({shut}; an app's own key is not accepted yet): see {runbook}, Provisioning; install again to retry")

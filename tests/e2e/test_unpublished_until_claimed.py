@@ -138,8 +138,10 @@ def test_a_provisioned_service_is_unpublished_until_install_has_claimed_it(airga
         post(bad.port, "visitor@example.com")
     from builder.operate.status import status as install_status
     status = install_status(target).services
-    assert (status["app"].health, status["bad"].health) == ("healthy", "no-probe")
+    # still unpublished: probed at its container's address, and status says why it has no host port
+    assert (status["app"].health, status["bad"].health) == ("healthy", "healthy")
     assert "no host port until install has claimed its admin" in status["bad"].detail
+    assert "127.0.0.1" not in status["bad"].detail
 
     # the next install: app was claimed here before, so it is published from the start (no recreate)
     (c,) = docker_engine.containers.list(filters={"label": [f"com.docker.compose.project={lab.name}",
@@ -193,7 +195,7 @@ def test_install_sh_keeps_it_unpublished_prints_the_calls_to_its_address_and_pub
     conn.close()
     p = run_sh("--claimed", "app")
     assert p.returncode == 0, p.stderr
-    assert "app: recorded as claimed" in p.stderr and "app: its admin was claimed before" in p.stderr
+    assert "app: recorded as claimed" in p.stderr and "app: its calls succeeded before" in p.stderr
     assert "8080/tcp" in bindings(docker_engine, lab.name, "app") and wrapper_unpublished(target) == ()
     assert post(app.port, "visitor@example.com") == 400
     assert json.loads(owner(docker_engine, lab.name, "app"))["email"] == ADMIN
