@@ -74,6 +74,9 @@ def build_and_push(registry: str, *, only: Iterable[str] = (), engine=None,
         return result
     for recipe in recipes:
         served = sorted(s for s, repo in services.items() if repo == recipe.upstream)
+        if recipe.missing():
+            result.unbuilt[application(recipe.upstream)] = recipe.missing()
+            continue
         try:
             built = ensure_image(engine, recipe, base, log)
             ref = push_image(engine, built, registry)

@@ -408,6 +408,8 @@ TOOLS = {
     "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
                  ["sudo"]),
     "n8n": ("1000", ["sh", "node", "npm", "n8n", "tini", "git", "ssh", "openssl", "gm", "jq", "wget"], ["curl"]),
+    # the HEALTHCHECK's curl and jq; python:3.11-slim-bookworm and upstream's apt step bring no wget
+    "open-webui": ("0", ["bash", "python", "pip", "uvicorn", "curl", "jq", "pandoc", "nc", "ffmpeg"], ["wget", "sudo"]),
     "ollama-standin": ("0", ["ollama", "python3"], ["curl", "wget"]),
     "nginx": ("0", ["sh", "wget", "nginx"], ["curl", "bash", "apt-get"]),     # ollama/ollama's: ubuntu, ca-certificates
 }
