@@ -28,15 +28,17 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from apps.images import REPO, build_and_push
 from apps.testlab import lock_services, make_test_lab
 from builder.blueprint import load_lab
 from builder.bundle.release import build_release
 from builder.install.apply import install_bundle
-from test_apps import PROFILE, AppsLab, apps_lab, say, shipped_ports, wait_ports_free  # noqa: F401
 
-import pytest
+from labkit import path_with_venv
+from support.dockerenv import require_tool
+from test_apps import PROFILE, AppsLab, apps_lab, say, shipped_ports, wait_ports_free  # noqa: F401
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -114,3 +116,20 @@ def test_the_real_open_webui_lists_the_stand_ins_models_for_its_generated_admin_
     seen = [json.loads(line) for line in lab.container(OLLAMA).logs().decode().splitlines()
             if line.startswith('{"standin"')]
     assert any(r["path"] == "/api/tags" for r in seen), seen       # the list came from the stand-in
+
+
+def test_without_the_cpu_torch_wheel_on_disk_open_webui_is_named_unbuilt_not_failed(docker_engine, monkeypatch, tmp_path):
+    import dataclasses
+
+    import apps.images
+    from apps.recipe import RECIPES
+    monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
+    require_tool("debootstrap")
+    (recipe,) = [r for r in RECIPES if r.name == SERVICE]
+    ((name, _),) = recipe.host_files
+    absent = str(tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
+    monkeypatch.setattr(apps.images, "RECIPES", tuple(
+        dataclasses.replace(r, host_files=((name, absent),)) if r is recipe else r for r in RECIPES))
+    result = build_and_push("127.0.0.1:9", only=[SERVICE], engine=docker_engine, log=say)
+    assert result.failed == [] and SERVICE not in result.images
+    assert result.unbuilt[SERVICE].startswith(f"{absent} not on this machine"), result.unbuilt
