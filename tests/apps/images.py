@@ -11,7 +11,8 @@ A protocol stand-in (``Recipe.stand_in``: ollama-standin) is published under "im
 services it serves, so a test lab can be assembled with it, and named under "stand_ins"; the
 application it stands in for stays under "unbuilt" with its reason.
 (with ``--json``; as text lines without). Exit 1 when a recipe failed to build or
-push; applications that have no recipe do not fail it. Progress goes to stderr.
+push; applications that have no recipe, and a recipe whose host file (``Recipe.host_files``)
+is absent on this machine (named under "unbuilt"), do not fail it. Progress goes to stderr.
 ``build_and_push`` is the same as a function, for tests.
 """
 
@@ -74,6 +75,9 @@ def build_and_push(registry: str, *, only: Iterable[str] = (), engine=None,
         return result
     for recipe in recipes:
         served = sorted(s for s, repo in services.items() if repo == recipe.upstream)
+        if recipe.missing():
+            result.unbuilt[application(recipe.upstream)] = recipe.missing()
+            continue
         try:
             built = ensure_image(engine, recipe, base, log)
             ref = push_image(engine, built, registry)

@@ -12,6 +12,12 @@ bundle as ``host/ca-certificates.crt`` (``build.py``), for its build stage to tr
 what the host's own npm and pip trust. That file is the machine's, like its network:
 it is outside the hash and must stay out of the final image.
 
+A recipe may also take files of this machine that no registry reachable here serves
+(``host_files``: the CPU build of torch in /opt/wheels for open-webui). They are in its
+build context under the name given and inside its hash (their bytes, like the recipe's
+own); when one is absent the recipe is not built and ``images`` names it under "unbuilt"
+with the path (``Recipe.missing``).
+
 An application is named by the last part of the image repository the catalog pins
 (``docker.io/library/postgres`` -> ``postgres``); a recipe serves every shipped
 blueprint whose ``[image] name`` is its ``upstream`` repository.
@@ -40,6 +46,7 @@ class Recipe:
     common: bool = False   # its build uses the scripts of recipes/common/
     registries: bool = False   # its build stage downloads from npm or PyPI (gets host/ca-certificates.crt)
     stand_in: str = ""     # set for a protocol stand-in (not the application): what it is
+    host_files: tuple[tuple[str, str], ...] = ()   # (name in the build context, file on this machine)
 
     @property
     def directory(self) -> Path:
@@ -50,7 +57,13 @@ class Recipe:
         out = []
         for top, prefix in ((self.directory, ""), *([(COMMON_DIR, "common/")] if self.common else [])):
             out += [(prefix + p.relative_to(top).as_posix(), p) for p in sorted(top.rglob("*")) if p.is_file()]
-        return out
+        return out + [(name, Path(path)) for name, path in self.host_files]
+
+    def missing(self) -> str:
+        """Why this recipe cannot be built on this machine ("" when it can): a host file absent."""
+        absent = [path for _, path in self.host_files if not Path(path).is_file()]
+        return (f"{', '.join(absent)} not on this machine: the build takes it from this disk, "
+                "no registry reachable here serves it") if absent else ""
 
     def hash(self, base_hash: str) -> str:
         h = hashlib.sha256(f"base {base_hash}\n".encode())
@@ -85,6 +98,10 @@ RECIPES: tuple[Recipe, ...] = (
            common=True, registries=True),
     Recipe("n8n", "docker.io/n8nio/n8n", "https://github.com/n8n-io/n8n/blob/master/docker/images/n8n/Dockerfile",
            registries=True),
+    Recipe("open-webui", "ghcr.io/open-webui/open-webui",
+           "https://github.com/open-webui/open-webui/blob/main/Dockerfile", common=True, registries=True,
+           host_files=(("wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+                        "/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"),)),
     Recipe("ollama-standin", "docker.io/ollama/ollama", "https://github.com/ollama/ollama/blob/main/Dockerfile",
            stand_in="a protocol stand-in, not Ollama: canned answers to /, /api/version, /api/tags, /api/chat, /api/embed "
                     "and /api/show (tests/apps/recipes/ollama-standin)"),
@@ -101,13 +118,6 @@ NO_RECIPE: dict[str, str] = {
         "weaviate")},
     "cadvisor": "not in Debian bookworm, PyPI or npm; no recipe",
     "squid": _TODO.format("Debian (squid)"),
-    # open-webui 0.11.0's wheel requires accelerate, sentence-transformers and transformers, hence torch;
-    # PyPI's Linux torch is the CUDA build with its nvidia-* wheels (several GB), while the official image
-    # takes the CPU build from download.pytorch.org (open-webui/open-webui Dockerfile, USE_CUDA=false),
-    # which is no registry reachable here
-    "open-webui": "PyPI has it, but open-webui 0.11.0 requires torch (through accelerate, sentence-transformers, "
-                  "transformers): PyPI's Linux torch is the CUDA build pulling several GB of nvidia-* wheels, and "
-                  "the CPU build the official image installs comes from download.pytorch.org, not reachable here",
     "flowise": _TODO.format("npm (flowise)"),
     "code-server": _TODO.format("npm (code-server)"),
 }

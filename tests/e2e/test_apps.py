@@ -19,6 +19,9 @@ installed with no registry left to pull from.
   Beside a test lab whose "ollama" is the Ollama protocol stand-in (tests/apps/recipes/ollama-standin:
   canned answers, not Ollama), it routes a chat completion for ollama/qwen2.5:0.5b to the stand-in,
   whose canned answer comes back.
+- open-webui (Open WebUI from PyPI, CPU torch): beside the Ollama stand-in, its generated admin signs in
+  and lists the stand-in's models, sign-up refused: tests/e2e/test_open_webui.py; its OpenID Connect
+  role mapping: tests/e2e/test_open_webui_sign_in.py.
 - jupyter (JupyterLab from PyPI): healthy by the shipped [health] probe and by the image's own
   HEALTHCHECK, its [metrics] open, its token required, a notebook in work/ kept across a restart.
 - n8n (from npm), in the Prometheus test's profile: healthy by the shipped [health] (/healthz/readiness),
@@ -408,6 +411,8 @@ TOOLS = {
     "node-red": ("1000", ["bash", "node", "npm", "npx", "yarn", "curl", "wget", "git", "ssh", "ping", "openssl"],
                  ["sudo"]),
     "n8n": ("1000", ["sh", "node", "npm", "n8n", "tini", "git", "ssh", "openssl", "gm", "jq", "wget"], ["curl"]),
+    # the HEALTHCHECK's curl and jq; python:3.11-slim-bookworm and upstream's apt step bring no wget
+    "open-webui": ("0", ["bash", "python", "pip", "uvicorn", "curl", "jq", "pandoc", "nc", "ffmpeg"], ["wget", "sudo"]),
     "ollama-standin": ("0", ["ollama", "python3"], ["curl", "wget"]),
     "nginx": ("0", ["sh", "wget", "nginx"], ["curl", "bash", "apt-get"]),     # ollama/ollama's: ubuntu, ca-certificates
 }
