@@ -11,13 +11,17 @@ hash: the next run finds it and builds nothing.
 
 ``push_image`` tags it ``HOST:PORT/labbuild-apps/<name>:<hash>``, pushes it (a
 loopback registry speaks plain HTTP to the engine), drops that extra tag again and
-returns ``HOST:PORT/labbuild-apps/<name>:<hash>@sha256:...``.
+returns ``HOST:PORT/labbuild-apps/<name>:<hash>@sha256:...``; given the registry's storage
+directory (the tests' own registries), it pushes each image once and links that result into the
+next registry's storage instead.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import ssl
 import tarfile
 import time
@@ -94,10 +98,65 @@ def _build(engine, recipe: Recipe, base: BuiltImage, ref: str, digest: str, log:
     return found.id
 
 
-def push_image(engine, built: BuiltImage, registry: str) -> str:
-    """Push ``built`` to ``registry`` (HOST:PORT); its reference ``HOST:PORT/repo:tag@sha256:...``."""
+PUSHED = Path(os.environ.get("LABBUILD_APPS_PUSHED", Path.home() / ".cache" / "labbuild-tests" / "pushed"))
+V2 = Path("docker/registry/v2")          # the Distribution registry's filesystem layout, under its root
+
+
+def _blob(root: Path, digest: str) -> Path:
+    algo, hexa = digest.split(":", 1)
+    return root / "blobs" / algo / hexa[:2] / hexa / "data"
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file under ``src`` to the same path under ``dst`` (copied across devices)."""
+    for path in src.rglob("*"):
+        if path.is_dir():
+            continue
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+
+
+def _keep_pushed(storage: Path, repository: str, digest: str, entry: Path) -> None:
+    """Save what one push wrote into a registry's storage -- the repository's links, the manifest,
+    config and layer blobs -- as ``entry`` (hard links), so the next registry gets it without a push."""
+    v2 = storage / V2
+    manifest = json.loads(_blob(v2, digest).read_bytes())
+    blobs = [digest, manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+    tmp = entry.with_name(f"{entry.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _link_tree(v2 / "repositories" / repository, tmp / "v2" / "repositories" / repository)
+    for d in blobs:
+        target = _blob(tmp / "v2", d)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(_blob(v2, d), target)
+    (tmp / "digest").write_text(digest)
+    for old in entry.parent.glob(entry.name.rsplit("-", 1)[0] + "-*"):   # earlier builds of this recipe
+        if old != entry and ".tmp-" not in old.name:
+            shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(entry)
+    except OSError:                     # another worker kept it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def push_image(engine, built: BuiltImage, registry: str, storage: Path | None = None) -> str:
+    """Push ``built`` to ``registry`` (HOST:PORT); its reference ``HOST:PORT/repo:tag@sha256:...``.
+
+    ``storage``: the root directory of that registry's filesystem storage (a test's own registry).
+    Then the push is done once per image: its result is kept under ``PUSHED`` and hard-linked into
+    the next registry's storage, which serves it like a push (Distribution reads its storage on each
+    request) -- ``docker push`` compresses every layer again each time, minutes for the larger apps."""
     local_repo, tag = built.ref.rsplit(":", 1)
     repository = f"{registry}/{local_repo}"
+    entry = PUSHED / f"{local_repo.rsplit('/', 1)[-1]}-{built.image_id.split(':')[-1][:32]}"
+    if storage is not None and (entry / "digest").is_file():
+        _link_tree(entry / "v2", storage / V2)
+        return f"{repository}:{tag}@{(entry / 'digest').read_text()}"
     engine.api.tag(built.image_id, repository, tag)
     digest = None
     try:
@@ -109,4 +168,7 @@ def push_image(engine, built: BuiltImage, registry: str) -> str:
         engine.api.remove_image(f"{repository}:{tag}", noprune=True)   # the cache tag keeps the image
     if not digest:
         raise AppImageError(f"push of {repository}:{tag} reported no digest")
+    if storage is not None:
+        PUSHED.mkdir(parents=True, exist_ok=True)
+        _keep_pushed(storage, local_repo, digest, entry)
     return f"{repository}:{tag}@{digest}"

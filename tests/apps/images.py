@@ -52,8 +52,10 @@ def catalog_images(root: Path = REPO) -> dict[str, str]:
 
 
 def build_and_push(registry: str, *, only: Iterable[str] = (), engine=None,
-                   log: Callable[[str], None] = lambda _: None, root: Path = REPO) -> ImagesResult:
-    """Build every recipe (or those named in ``only``), push each to ``registry``."""
+                   log: Callable[[str], None] = lambda _: None, root: Path = REPO,
+                   storage: Path | None = None) -> ImagesResult:
+    """Build every recipe (or those named in ``only``), push each to ``registry`` (``storage``: its
+    storage directory, when it is a test's own registry: see ``build.push_image``)."""
     only = set(only)
     unknown = only - {r.name for r in RECIPES}
     if unknown:
@@ -80,7 +82,7 @@ def build_and_push(registry: str, *, only: Iterable[str] = (), engine=None,
             continue
         try:
             built = ensure_image(engine, recipe, base, log)
-            ref = push_image(engine, built, registry)
+            ref = push_image(engine, built, registry, storage)
         except AppImageError as exc:
             result.unbuilt[recipe.name] = str(exc)
             result.failed.append(recipe.name)

@@ -291,7 +291,8 @@ def test_rotating_an_apps_key_re_registers_it_and_the_real_jupyterlab_calls_with
     from builder.install.apply import install_bundle
 
     lab = apps_lab
-    built = build_and_push(lab.registry.host, only=["postgres", "base-notebook"], engine=lab.engine, log=say)
+    built = build_and_push(lab.registry.host, only=["postgres", "base-notebook"], engine=lab.engine, log=say,
+                           storage=lab.registry.storage)
     (recipe,) = [r for r in RECIPES if r.name == "litellm"]
     base = ensure_image(lab.engine, recipe, ensure_base(lab.engine, say), say)
     ctx = lab.tmp / "standin"

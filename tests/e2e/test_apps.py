@@ -90,7 +90,8 @@ class AppsLab:
 
     def install(self, app: str, service: str) -> None:
         start = time.monotonic()
-        built = build_and_push(self.registry.host, only=[app], engine=self.engine, log=say)
+        built = build_and_push(self.registry.host, only=[app], engine=self.engine, log=say,
+                               storage=self.registry.storage)
         assert service in built.images, built.unbuilt
         self.timings["build+push"] = time.monotonic() - start
         ref = built.images[service]
@@ -515,7 +516,8 @@ def test_the_real_prometheus_scrapes_every_started_service_and_fires_no_alert(ap
     published 5678), its [metrics] scraped up, as the official image's user, without curl."""
     lab = apps_lab
     services = ["prometheus", "node-exporter"] + ([] if optional else [N8N])
-    built = build_and_push(lab.registry.host, only=services, engine=lab.engine, log=say)
+    built = build_and_push(lab.registry.host, only=services, engine=lab.engine, log=say,
+                           storage=lab.registry.storage)
     assert set(services) <= set(built.images), built.unbuilt
     lab.refs += [built.images[s].split("@")[0] for s in services]
     root = make_test_lab(lab.tmp / "lab", {s: built.images[s] for s in services}, lab_name=lab.project,
@@ -657,7 +659,8 @@ def test_the_real_litellm_routes_a_chat_through_the_shipped_wiring_to_the_ollama
     from builder.install.secrets import generate_secret
 
     lab = apps_lab
-    built = build_and_push(lab.registry.host, only=["ollama-standin"], engine=lab.engine, log=say)
+    built = build_and_push(lab.registry.host, only=["ollama-standin"], engine=lab.engine, log=say,
+                           storage=lab.registry.storage)
     litellm = ensure_image(lab.engine, next(r for r in RECIPES if r.name == LITELLM), ensure_base(lab.engine, say), say)
     assert set(built.stand_ins) == {OLLAMA} and OLLAMA in built.unbuilt, built.to_json()   # named: not Ollama
     lab.refs += [built.images[OLLAMA].split("@")[0], built.images[OLLAMA]]    # compose pulls it by digest

@@ -134,7 +134,8 @@ def test_rotation_recreates_a_real_consumer_that_then_logs_in_with_the_new_passw
     from test_apps import PROFILE, say, wait_ports_free
 
     lab = apps_lab
-    built = build_and_push(lab.registry.host, only=["postgres"], engine=lab.engine, log=say)
+    built = build_and_push(lab.registry.host, only=["postgres"], engine=lab.engine, log=say,
+                           storage=lab.registry.storage)
     ref = built.images[DB]
     lab.refs.append(ref.split("@")[0])
     root = make_test_lab(lab.tmp / "lab", {DB: ref}, lab_name=lab.project, profile=(PROFILE, [DB, CONSUMER]))

@@ -141,7 +141,8 @@ def state(lab: AppsLab) -> list[str]:
 def test_an_upgrade_of_litellm_rolls_back_only_with_the_real_postgres_rows_of_before_it(apps_lab, capsys):
     lab = apps_lab
     start = time.monotonic()
-    built = build_and_push(lab.registry.host, only=["postgres"], engine=lab.engine, log=say)
+    built = build_and_push(lab.registry.host, only=["postgres"], engine=lab.engine, log=say,
+                           storage=lab.registry.storage)
     assert DB in built.images, built.unbuilt
     base = ensure_base(lab.engine, say)
     tag = lab.project

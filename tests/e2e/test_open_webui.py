@@ -50,7 +50,8 @@ STAND_IN_MODELS = {"qwen2.5:0.5b", "nomic-embed-text:v1.5"}      # tests/apps/re
 def install_with_stand_in(lab: AppsLab) -> tuple[str, object]:
     """The test lab [ollama (stand-in), open-webui] installed; Open WebUI's base URL and blueprint."""
     start = time.monotonic()
-    built = build_and_push(lab.registry.host, only=[OLLAMA + "-standin", SERVICE], engine=lab.engine, log=say)
+    built = build_and_push(lab.registry.host, only=[OLLAMA + "-standin", SERVICE], engine=lab.engine, log=say,
+                           storage=lab.registry.storage)
     assert not built.failed and SERVICE in built.images, built.to_json()
     assert set(built.stand_ins) == {OLLAMA} and OLLAMA in built.unbuilt and SERVICE not in built.unbuilt
     lab.timings["build+push"] = time.monotonic() - start
