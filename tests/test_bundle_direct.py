@@ -233,3 +233,25 @@ def members_of(bundle: Path) -> dict[str, bytes]:
     with tarfile.open(bundle) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
                 if m.isfile() and m.name.split("/")[1] in ("images", "sbom")}
+
+
+def test_a_partial_archive_truncated_mid_release_is_a_clean_error_naming_it(slow_lab, tmp_path):
+    """Something outside labbuild cuts the partial archive short while a release fills it: the
+    release ends with exit 1 and a message naming the file, not a signal (a read through a map of a
+    truncated file is SIGBUS) nor a traceback. One layer is held back by the proxy so the release is
+    still writing when the file is cut."""
+    lab, proxy = slow_lab
+    held = min(sizes_of(lab))       # first in archive order: never the last region
+    proxy.add("delay", f"/blobs/{held}", method="GET", seconds=4, times=1000)
+    out = tmp_path / "out"
+    proc = release(fresh_root(lab, tmp_path / "a"), out, tmp_path / "cache")
+    deadline = time.monotonic() + 120
+    while not journaled(out) - {held}:      # laid out and some blob written: mid-release
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+        time.sleep(0.05)
+    (partial,) = out.glob(".*.partial")
+    os.truncate(partial, 1000)
+    assert proc.wait(timeout=120) == 1
+    err = proc.stderr.read().decode()
+    assert partial.name in err and "truncated" in err and "Traceback" not in err, err
+
