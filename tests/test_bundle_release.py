@@ -412,3 +412,15 @@ def test_every_profile_of_the_shipped_lab_releases_offline_and_real_tools_accept
             (offline / name).write_text(text)
         services = compose_config(offline, secrets, f"shipped-off-{profile}")["services"]
         assert all(s["pull_policy"] == "never" and "@" not in s["image"] for s in services.values())
+
+
+def test_reuse_from_asks_for_images_on_the_command_line_and_its_env_setting_leaves_other_releases_alone(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    refused = run_labbuild("--root", str(root), "release", "1.0.0", "--reuse-from", str(shelf))
+    assert refused.returncode == 2 and "--reuse-from reuses image blobs: add --with-images" in refused.stderr
+    env = {**os.environ, "LABBUILD_REUSE_FROM": str(shelf)}
+    done = run_labbuild("--root", str(root), "release", "1.0.0", "--out", str(tmp_path / "dist"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (tmp_path / "dist").iterdir()] == [f"testlab-{load_lab(root).default_profile}-1.0.0.tar.gz"]
