@@ -246,7 +246,7 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
     if reuse_from:
         if not with_images:
             raise BundleError("--reuse-from reuses image blobs", hint="add --with-images")
-        _, reuse_warnings = index_directories(Path(d) for d in reuse_from)
+        _, reuse_warnings = index_directories((Path(d) for d in reuse_from), progress)
     rpath = (record_path(root, profile, version) if base is None
              else delta_record_path(root, profile, version, base.manifest.version))
     with record_lock(rpath):    # held until the bundle and the record are written

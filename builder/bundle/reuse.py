@@ -27,9 +27,10 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..errors import BundleError
+from ..progress import progress_display
 from ..format.files import IMAGE_BLOBS_PREFIX
 from .located import noted, remember, stamp_of
 from .reader import BlobRanges
@@ -48,15 +49,18 @@ def bundles_in(directory: Path) -> list[Path]:
     return [p for p in entries if p.name.endswith(".tar") and not p.name.startswith(".") and p.is_file()]
 
 
-def index_directories(directories: Iterable[Path]) -> tuple[int, list[str]]:
-    """Index every bundle of ``directories`` not yet noted unchanged; ``(bundles now noted, warnings)``."""
+def index_directories(directories: Iterable[Path], progress: Any = None) -> tuple[int, list[str]]:
+    """Index every bundle of ``directories`` not yet noted unchanged; ``(bundles now noted, warnings)``.
+    ``progress``: a bar a bundle verified (None: when stderr is a terminal)."""
     count, warnings = 0, []
     for directory in directories:
         for path in bundles_in(Path(directory)):
             if noted(path):
                 count += 1
                 continue
-            why = _index(path)
+            with progress_display(None if progress is None else bool(progress)) as bars:
+                task = bars.add_task(f"verifying {path.name} to reuse it", total=_size(path))
+                why = _index(path, lambda n: bars.advance(task, n))
             if why is None:
                 count += 1
             else:
@@ -64,11 +68,18 @@ def index_directories(directories: Iterable[Path]) -> tuple[int, list[str]]:
     return count, warnings
 
 
-def _index(path: Path) -> str | None:
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None     # gone: _index says so
+
+
+def _index(path: Path, on_bytes) -> str | None:
     """Verify ``path`` and note its blobs; the reason it was not noted, or None."""
     try:
         before = stamp_of(os.stat(path))
-        result = read_verified(path)
+        result = read_verified(path, on_bytes=on_bytes)
         if not result.ok:
             first = result.errors[0]
             return (f"it fails verification: {first.file}: {first.message}"
