@@ -233,3 +233,79 @@ def members_of(bundle: Path) -> dict[str, bytes]:
     with tarfile.open(bundle) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
                 if m.isfile() and m.name.split("/")[1] in ("images", "sbom")}
+
+
+def test_a_partial_archive_truncated_mid_release_is_a_clean_error_naming_it(slow_lab, tmp_path):
+    """Something outside labbuild cuts the partial archive short while a release fills it: the
+    release ends with exit 1 and a message naming the file, not a signal (a read through a map of a
+    truncated file is SIGBUS) nor a traceback. One layer is held back by the proxy so the release is
+    still writing when the file is cut."""
+    lab, proxy = slow_lab
+    held = min(sizes_of(lab))       # first in archive order: never the last region
+    proxy.add("delay", f"/blobs/{held}", method="GET", seconds=4, times=1000)
+    out = tmp_path / "out"
+    proc = release(fresh_root(lab, tmp_path / "a"), out, tmp_path / "cache")
+    deadline = time.monotonic() + 120
+    while not journaled(out) - {held}:      # laid out and some blob written: mid-release
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+        time.sleep(0.05)
+    (partial,) = out.glob(".*.partial")
+    os.truncate(partial, 1000)
+    assert proc.wait(timeout=120) == 1
+    err = proc.stderr.read().decode()
+    assert partial.name in err and "truncated" in err and "Traceback" not in err, err
+    assert not list(out.glob("*.tar"))      # main before this exited 0 with a bundle its record's sha256 denied
+
+
+def release_reusing(root: Path, out: Path, cache: Path, *dirs: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    reuse = [arg for d in dirs for arg in ("--reuse-from", str(d))]
+    return subprocess.run([str(LABBUILD), "--root", str(root), "release", "1.0.0", "--with-images",
+                           "--out", str(out), *reuse], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_bundles_in_a_named_directory_are_verified_then_reused_and_a_tampered_one_is_skipped(slow_lab, tmp_path):
+    """`release --reuse-from DIR`: a bundle copied there (another file, in no index) serves every
+    blob once it verified — a release with the registry stopped succeeds, byte for byte a cold one;
+    a tampered bundle is skipped with a warning naming it and its blobs are downloaded; files that
+    are not bundles are ignored (a *.tar that is not one is a warning too)."""
+    lab, proxy = slow_lab
+    cold = release(fresh_root(lab, tmp_path / "a"), tmp_path / "a-out", tmp_path / "a-cache")
+    assert cold.wait(timeout=300) == 0, cold.stderr.read().decode()
+    (reference,) = (tmp_path / "a-out").glob("*.tar")
+    expected = reference.read_bytes()
+    noted = locate_with(tmp_path / "a-cache", sizes_of(lab))
+    biggest = noted[max(noted, key=lambda d: noted[d].size)]
+
+    shelf = tmp_path / "from-ci"
+    shelf.mkdir()
+    shutil.copyfile(reference, shelf / reference.name)
+    (shelf / "notes.txt").write_text("not a bundle\n")
+    (shelf / "old").mkdir()
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    bad = tampered / reference.name
+    data = bytearray(expected)
+    data[biggest.offset + biggest.size // 2] ^= 0x01
+    bad.write_bytes(bytes(data))
+    (tampered / "junk.tar").write_bytes(b"not a tar archive\n" * 64)
+
+    mark = len(proxy.requests)
+    run = release_reusing(fresh_root(lab, tmp_path / "c"), tmp_path / "c-out", tmp_path / "c-cache", tampered)
+    assert run.returncode == 0, run.stderr
+    assert f"warning: {bad}: not reused (it fails verification: images/blobs/sha256/" in run.stdout, run.stdout
+    assert f"warning: {tampered / 'junk.tar'}: not reused" in run.stdout, run.stdout
+    assert set(blob_gets(proxy, mark)) >= set(sizes_of(lab))       # the tampered bundle's layers downloaded
+    assert (tmp_path / "c-out" / reference.name).read_bytes() == expected
+    index = json.loads((tmp_path / "c-cache" / "labbuild" / "bundles.json").read_text())["bundles"]
+    assert str(bad.resolve()) not in index
+
+    proxy.close()       # the registry is out of reach: every blob must come from the shelf
+    control = release_reusing(fresh_root(lab, tmp_path / "e"), tmp_path / "e-out", tmp_path / "e-cache")
+    assert control.returncode == 1 and "Traceback" not in control.stderr, control.stderr     # without it: no way
+    run = release_reusing(fresh_root(lab, tmp_path / "d"), tmp_path / "d-out", tmp_path / "d-cache", shelf)
+    assert run.returncode == 0, run.stderr
+    assert "warning" not in run.stdout, run.stdout          # notes.txt and old/ ignored
+    assert (tmp_path / "d-out" / reference.name).read_bytes() == expected
+    index = json.loads((tmp_path / "d-cache" / "labbuild" / "bundles.json").read_text())["bundles"]
+    assert set(index[str((shelf / reference.name).resolve())]["blobs"]) >= set(sizes_of(lab))

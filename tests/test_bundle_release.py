@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -412,3 +413,52 @@ def test_every_profile_of_the_shipped_lab_releases_offline_and_real_tools_accept
             (offline / name).write_text(text)
         services = compose_config(offline, secrets, f"shipped-off-{profile}")["services"]
         assert all(s["pull_policy"] == "never" and "@" not in s["image"] for s in services.values())
+
+
+def test_reuse_from_asks_for_images_on_the_command_line_and_its_env_setting_leaves_other_releases_alone(tmp_path):
+    root = make_lab(tmp_path / "lab")
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    refused = run_labbuild("--root", str(root), "release", "1.0.0", "--reuse-from", str(shelf))
+    assert refused.returncode == 2 and "--reuse-from reuses image blobs: add --with-images" in refused.stderr
+    env = {**os.environ, "LABBUILD_REUSE_FROM": str(shelf)}
+    done = run_labbuild("--root", str(root), "release", "1.0.0", "--out", str(tmp_path / "dist"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (tmp_path / "dist").iterdir()] == [f"testlab-{load_lab(root).default_profile}-1.0.0.tar.gz"]
+
+
+def test_a_bundle_that_verifies_but_names_a_blob_by_another_digest_is_not_reused(tmp_path, monkeypatch):
+    """`labbuild verify` holds a blob to SHA256SUMS and manifest.json, not to its own name: a bundle
+    whose maker put other bytes under a blob's name verifies, but reuse (release --reuse-from) takes
+    a blob by its name, so it checks the name too and refuses the bundle. The same bundle with the
+    right bytes under that name is noted."""
+    from builder.bundle.archive import BundleFile
+    from builder.bundle.located import locate
+    from builder.bundle.pack import plan_bundle, write_archive
+    from builder.bundle.reuse import index_directories
+    from builder.bundle.verify import verify_bundle
+    from builder.render import ReleaseInput
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = make_lab(tmp_path / "lab")
+    lab = load_lab(root)
+    ri = ReleaseInput(lab=lab, lock=read_lock(root / LOCK_PATH), profile=lab.default_profile, version="1.0.0",
+                      labbuild_version=__version__, offline=True)
+    blob = b"the bytes of a layer\n"
+    right = hashlib.sha256(blob).hexdigest()
+    wrong = hashlib.sha256(b"another layer\n").hexdigest()
+    for name, where in ((wrong, "bad"), (right, "good")):
+        plan = plan_bundle(ri, platforms=("linux/amd64",),
+                           image_members=[BundleFile(f"images/blobs/sha256/{name}", data=blob)])
+        (tmp_path / where).mkdir()
+        write_archive(plan, tmp_path / where / plan.filename, mtime=315532800)
+        assert verify_bundle(tmp_path / where / plan.filename).ok
+    count, warnings = index_directories([tmp_path / "bad"], progress=False)
+    assert count == 0 and len(warnings) == 1 and f"images/blobs/sha256/{wrong}: its bytes do not hash to its name" \
+        in warnings[0] and str(tmp_path / "bad") in warnings[0], warnings
+    assert locate(["sha256:" + wrong]) == {}
+    assert index_directories([tmp_path / "good"], progress=False) == (1, [])
+    (where,) = locate(["sha256:" + right]).values()
+    with open(where.path, "rb") as fh:
+        fh.seek(where.offset)
+        assert fh.read(where.size) == blob

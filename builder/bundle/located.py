@@ -1,4 +1,5 @@
-"""Where verified blobs already lie on disk: inside image bundles this labbuild wrote.
+"""Where verified blobs already lie on disk: inside image bundles this labbuild wrote, or
+verified in a directory the maintainer named (``reuse``: ``release --reuse-from DIR``).
 
 The blob cache keeps no second copy of a layer: a cold image release writes
 each blob once, straight into its bundle (``bundle.direct``), and then notes
@@ -89,6 +90,13 @@ def locate(digests: Iterable[str], kind: str = "blobs") -> dict[str, Located]:
     return found
 
 
+def noted(bundle: Path) -> bool:
+    """Whether ``bundle`` is in the index and unchanged since it was noted."""
+    path = str(bundle.resolve())
+    entry = _load(index_path()).get(path)
+    return isinstance(entry, dict) and _current(path) is not None and list(_current(path)) == entry.get("stamp")
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     path = index_path()
@@ -102,17 +110,18 @@ def _locked() -> Iterator[None]:
 
 
 def remember(bundle: Path, blobs: Mapping[str, tuple[int, int]],
-             documents: Mapping[str, tuple[int, int]] | None = None) -> None:
+             documents: Mapping[str, tuple[int, int]] | None = None, *, stamp: tuple[int, ...] | None = None) -> None:
     """Note that ``bundle`` (just written and verified) holds ``blobs`` (digest -> (offset, size))
     and SBOM ``documents`` (key -> (offset, size)); forget bundles that changed or vanished. A
-    failure here only costs a later download (or SBOM)."""
+    failure here only costs a later download (or SBOM). ``stamp``: the file's when it was
+    verified (default: now); a file changed since is never trusted by it."""
     with contextlib.suppress(OSError), _locked():
         path = index_path()
         bundles = {p: e for p, e in _load(path).items()
                    if isinstance(e, dict) and _current(p) is not None
                    and list(_current(p)) == e.get("stamp") and p != str(bundle.resolve())}
         if blobs:
-            bundles[str(bundle.resolve())] = {"stamp": list(stamp_of(os.stat(bundle))),
+            bundles[str(bundle.resolve())] = {"stamp": list(stamp or stamp_of(os.stat(bundle))),
                                               "blobs": {d: [o, s] for d, (o, s) in sorted(blobs.items())},
                                               "documents": {k: [o, s] for k, (o, s) in sorted((documents or {}).items())}}
         atomic_write(path, canonical_json({"version": INDEX_VERSION, "bundles": bundles}))

@@ -49,6 +49,7 @@ from .fetch import (
 )
 from .models import add_model_files
 from .direct import DirectArchive
+from .reuse import index_directories
 from .pack import BundlePlan, bundle_names, plan_bundle, write_archive
 from .record import (
     RECORDS_DIR,
@@ -203,8 +204,12 @@ def _lab_sources(root: Path) -> dict[str, str]:
 def build_release(root: str | Path, version: str, *, profile: str | None = None,
                   out_dir: str | Path | None = None, with_images: bool = False,
                   platforms: Iterable[str] | None = None, sign_key: str | Path | None = None,
-                  progress: Any = None, sbom: bool = False, since: str | None = None) -> ReleaseResult:
+                  progress: Any = None, sbom: bool = False, since: str | None = None,
+                  reuse_from: Iterable[str | Path] = ()) -> ReleaseResult:
     """Build, write and record release ``version`` of ``profile`` (see the module docstring).
+
+    ``reuse_from``: directories of image bundles (``reuse``) whose verified blobs are copied
+    instead of downloaded; a bundle there that fails verification is a warning, not an error.
 
     ``sbom``: without images, fetch the layers anyway to ship ``sbom/`` (image bundles always do).
 
@@ -237,6 +242,11 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         if not with_images:
             raise BundleError("--since builds a delta of an image bundle", hint="add --with-images")
         base = read_base(root, since, lab.name, profile)
+    reuse_warnings: list[str] = []
+    if reuse_from:
+        if not with_images:
+            raise BundleError("--reuse-from reuses image blobs", hint="add --with-images")
+        _, reuse_warnings = index_directories((Path(d) for d in reuse_from), progress)
     rpath = (record_path(root, profile, version) if base is None
              else delta_record_path(root, profile, version, base.manifest.version))
     with record_lock(rpath):    # held until the bundle and the record are written
@@ -274,7 +284,7 @@ def build_release(root: str | Path, version: str, *, profile: str | None = None,
         return ReleaseResult(bundle=dest, sha256=archive_sha, tar_sha256=tar_sha, version=version,
                              profile=profile, noop=False, record=rpath, signed_by=plan.signed_by,
                              with_images=with_images, services=tuple(plan.manifest.services), delta=_delta_of(plan),
-                             warnings=tuple(sbom_warnings(plan.files)))
+                             warnings=(*reuse_warnings, *sbom_warnings(plan.files)))
 
 
 def _load_sign_key(sign_key):

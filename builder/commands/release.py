@@ -29,10 +29,16 @@ from ..cli import Output, pass_output
 @click.option("--rebuild", metavar="PROFILE-VERSION",
               help="Rebuild a recorded release from lockfiles/releases/ and check its sha256 "
                    "(a delta: delta/PROFILE-VERSION-since-BASE).")
+@click.option("--reuse-from", "reuse_from", multiple=True, metavar="DIR", envvar="LABBUILD_REUSE_FROM",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="With --with-images: copy blobs from the image bundles (*.tar) in DIR instead of "
+                   "downloading them (repeatable; or LABBUILD_REUSE_FROM=DIR[:DIR...]). Each bundle is "
+                   "verified first; one that fails is skipped with a warning.")
 @pass_output
-def release(out: Output, version: str | None, profile: str | None, with_images: bool,
+@click.pass_context
+def release(ctx: click.Context, out: Output, version: str | None, profile: str | None, with_images: bool,
             platforms: tuple[str, ...], out_dir: Path | None, sign_key: Path | None, sbom: bool,
-            since: str | None, rebuild: str | None) -> None:
+            since: str | None, rebuild: str | None, reuse_from: tuple[Path, ...]) -> None:
     """Build the immutable, reproducible bundle VERSION (SemVer) of a profile.
 
     Writes DIR/<lab>-<profile>-<VERSION>.tar.gz (.tar with images) and records
@@ -46,7 +52,8 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
     interrupted release leaves DIR/.<bundle>.partial and .journal: the same
     command again resumes them, fetching only the blobs that were in flight.
     Blobs inside bundles written earlier (unchanged since) are copied, not
-    downloaded.
+    downloaded; so are those of the bundles in each --reuse-from DIR (e.g. copied
+    from CI), once each verified as `labbuild verify` does.
 
     With --since BASE: DIR/<lab>-<profile>-<VERSION>-since-<BASE>.tar, a delta
     carrying only the blobs (layers, configs, manifests) the base release
@@ -55,8 +62,11 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
     """
     from ..bundle.release import build_release, rebuild_release
 
+    if reuse_from and ctx.get_parameter_source("reuse_from") is not click.core.ParameterSource.COMMANDLINE \
+            and (rebuild or not with_images):
+        reuse_from = ()         # LABBUILD_REUSE_FROM set for image releases: nothing to reuse here
     if rebuild:
-        if version or profile or with_images or platforms or sbom or since:
+        if version or profile or with_images or platforms or sbom or since or reuse_from:
             raise click.UsageError("--rebuild takes only --out and --sign: the rest comes from the record")
         result = rebuild_release(out.root, rebuild, out_dir=out_dir, sign_key=sign_key)
         text = f"reproduced {result.bundle} (sha256 {result.sha256})"
@@ -65,8 +75,11 @@ def release(out: Output, version: str | None, profile: str | None, with_images: 
             raise click.UsageError("VERSION is required (or --rebuild PROFILE-VERSION)")
         if since and not with_images:
             raise click.UsageError("--since builds a delta of an image bundle: add --with-images")
+        if reuse_from and not with_images:
+            raise click.UsageError("--reuse-from reuses image blobs: add --with-images")
         result = build_release(out.root, version, profile=profile, out_dir=out_dir, with_images=with_images,
-                               platforms=platforms or None, sign_key=sign_key, sbom=sbom, since=since)
+                               platforms=platforms or None, sign_key=sign_key, sbom=sbom, since=since,
+                               reuse_from=reuse_from)
         if result.noop:
             text = (f"release {result.profile} {result.version} already recorded with identical content: nothing to do"
                     + (f" (archive written to {result.bundle})" if result.restored else f" ({result.bundle})"))
