@@ -194,18 +194,6 @@ def test_the_chart_makes_the_front_door_secret_when_none_is_given(chart, tmp_pat
     jsonschema.validate(users, json.loads(USERS_SCHEMA.read_text()))     # Authelia's own schema of the file
 
 
-def test_the_chart_keeps_the_front_door_secret_across_upgrades(chart) -> None:
-    """`lookup` of the Secret in the cluster: each value is read back, not made again. No cluster
-    here, so this reads the template: every generated value is behind a `hasKey $old` of the
-    looked-up Secret, and the certificate is kept while the domain annotation matches."""
-    text = (chart / "templates" / "front-door.yaml").read_text()
-    assert 'lookup "v1" "Secret" $.Release.Namespace "front-door"' in text
-    for key in ("ca.crt", "oidc-jwks.pem", "users_database.yml"):
-        assert f'{{{{- if hasKey $old "{key}" }}}}' in text or f'(hasKey $old "{key}")' in text, key
-    assert '(index $oldNotes "labbuild/front-door-domain" | default "") "lab.localhost"' in text
-    assert text.count("genPrivateKey") == 3 and text.count("randAlphaNum") == 1
-
-
 def test_an_existing_front_door_secret_is_mounted_and_nothing_is_made(chart) -> None:
     docs = _template(chart, "frontDoor.existingSecret=my-door")
     assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "front-door"]
