@@ -144,10 +144,39 @@ def _door_secret(docs: list[dict]) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in secret["data"].items()}
 
 
+def _tls_handshake(data: dict[str, bytes], host: str, where: Path) -> None:
+    """A real TLS handshake (Python's ssl: OpenSSL; the default client context plus X.509 strict, as
+    Python 3.13 makes it by default): a server with lab.crt/lab.key, a client trusting only ca.crt,
+    asking for ``host``."""
+    import socket
+    import ssl
+    import threading
+    for name in ("lab.crt", "lab.key", "ca.crt"):
+        (where / name).write_bytes(data[name])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(where / "lab.crt", where / "lab.key")
+    client_ctx = ssl.create_default_context(cafile=str(where / "ca.crt"))
+    client_ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def serve() -> None:
+            conn, _ = listener.accept()
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(b"ok")
+            except (ssl.SSLError, OSError):
+                pass
+        threading.Thread(target=serve, daemon=True).start()
+        with socket.create_connection(listener.getsockname(), timeout=10) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname=host) as tls:
+                assert tls.recv(2) == b"ok", host
+
+
 def test_the_chart_makes_the_front_door_secret_when_none_is_given(chart, tmp_path) -> None:
     """`helm template` has no cluster (its `lookup` is empty): the Secret is made fresh, and it is what
     the compose install makes: a CA-signed P-256 wildcard certificate of the domain, an RSA signing key,
     and a users file Authelia's schema accepts whose bcrypt digest verifies the stored password."""
+    import ssl
+
     import bcrypt
     import jsonschema
     from cryptography import x509
@@ -175,6 +204,10 @@ def test_the_chart_makes_the_front_door_secret_when_none_is_given(chart, tmp_pat
         assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
         same = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         assert key.public_key().public_bytes(*same) == cert.public_key().public_bytes(*same), key_name
+    for host in ("node-red.lab.localhost", "lab.localhost"):
+        _tls_handshake(data, host, tmp_path)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _tls_handshake(data, "lab.example", tmp_path)
     jwks = serialization.load_pem_private_key(data["oidc-jwks.pem"], password=None)
     assert isinstance(jwks, rsa.RSAPrivateKey) and jwks.key_size >= 2048    # RS256 (Sprig: RSA 4096)
     users = yaml.safe_load(data["users_database.yml"])

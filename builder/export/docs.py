@@ -113,7 +113,10 @@ def render_readme(lab: ChartLab) -> str:
             f"kubectl -n {ns} get secret front-door -o jsonpath='{{.data.ca\\.crt}}' | base64 -d > lab-ca.crt",
             "```",
             "",
-            "The user file lives in the Secret: add users by editing its `users_database.yml` (Authelia's file "
+            f"Once read, the key may be removed (`kubectl -n {ns} patch secret front-door --type=json "
+            "-p '[{\"op\":\"remove\",\"path\":\"/data/admin-password\"}]'`); an upgrade does not make it "
+            "again, and the users file is kept as it is. The user file lives in the Secret: add users by "
+            "editing its `users_database.yml` (Authelia's file "
             "format) and restarting the provider. To bring your own "
             "certificates and users instead, create a Secret with the keys `ca.crt`, `lab.crt`, `lab.key`, "
             "`oidc-jwks.pem` and `users_database.yml` (e.g. from a compose install dir) and name it at the first "
