@@ -19,8 +19,10 @@ the first ``helm install`` with Sprig's functions instead, so the chart installs
   Sprig's ``bcrypt`` (golang.org/x/crypto/bcrypt, cost 10: ``$2a$10$...``), not argon2id (Sprig
   has none): Authelia's file backend reads bcrypt digests (docs/content/reference/guides/
   passwords.md, "Identification": Bcrypt; its 4.39 user-database schema's PasswordDigest pattern
-  allows ``$2a$``/``$2b$``/``$2y$``; go-crypt/crypt algorithm/bcrypt/decoder.go registers the
-  ``2a`` identifier with the standard variant).
+  allows ``$2a$``/``$2b$``/``$2y$``). Authelia decodes each user's digest with go-crypt's
+  ``crypt.NewDefaultDecoder()`` (``DecodePasswordDigest`` in internal/configuration/schema), which
+  registers bcrypt whatever ``password.algorithm`` says (that one is for new digests), and
+  go-crypt's algorithm/bcrypt/decoder.go registers the ``2a`` identifier as the standard variant.
 
 Each value is read back from the Secret in the cluster (``lookup``) and kept, so an upgrade never
 changes a key or the admin's password; ``helm.sh/resource-policy: keep`` keeps it after an
