@@ -60,7 +60,7 @@ def _oidc_in_cluster(lab: ChartLab, ns: str) -> list[str]:
         "certificate of the `front-door` Secret, which they trust through the lab CA) — or make the cluster's "
         f"DNS answer the name, e.g. CoreDNS: `rewrite name {d.issuer_host} {PROXY}.{ns}.svc.cluster.local`.",
         "",
-        "Not done by the chart: the `front-door` Secret (above), Traefik's CRDs for the Middleware, and DNS "
+        "Not done by the chart: Traefik's CRDs for the Middleware, and DNS "
         "names for the browser (your ingress controller's address for every front-door host).",
         "",
     ]
@@ -99,14 +99,34 @@ def render_readme(lab: ChartLab) -> str:
             "names a Secret holding them; the rest installs without them, as with `labbuild install`.",
             ""]),
         *([] if not any(m.kind == "install" for s in lab.services.values() for m in s.mounts) else [
-            "The front door (the identity provider and the proxy) reads its keys and users from a Secret "
-            "`front-door` that you create before the install (its pods wait for it); make the files with "
-            "`labbuild install` on any machine, or your own CA:",
+            "The front door (the identity provider and the proxy) reads its keys and users from the Secret "
+            "`front-door`, which the chart makes at the first install, as `labbuild install` does on a compose "
+            "host: a lab CA and the wildcard certificate of the domain it signs (ECDSA P-256), the provider's "
+            "OIDC signing key (RSA 4096) and the user file with a first admin `admin` (group `admin`, a bcrypt "
+            "digest of a generated password). The Secret is looked up and kept on every upgrade (the certificate "
+            "is signed again by the same CA when the domain changed or it is within 30 days of its end) and "
+            "after an uninstall (`helm.sh/resource-policy: keep`). The admin's password is stored in it under "
+            "`admin-password` and shown nowhere else; read it once, and take the CA for your browser:",
             "",
             "```sh",
-            f"kubectl -n {ns} create secret generic front-door --from-file=DIR/door/ca.crt "
+            f"kubectl -n {ns} get secret front-door -o jsonpath='{{.data.admin-password}}' | base64 -d; echo",
+            f"kubectl -n {ns} get secret front-door -o jsonpath='{{.data.ca\\.crt}}' | base64 -d > lab-ca.crt",
+            "```",
+            "",
+            f"Once read, the key may be removed (`kubectl -n {ns} patch secret front-door --type=json "
+            "-p '[{\"op\":\"remove\",\"path\":\"/data/admin-password\"}]'`); an upgrade does not make it "
+            "again, and the users file is kept as it is. The user file lives in the Secret: add users by "
+            "editing its `users_database.yml` (Authelia's file "
+            "format) and restarting the provider. To bring your own "
+            "certificates and users instead, create a Secret with the keys `ca.crt`, `lab.crt`, `lab.key`, "
+            "`oidc-jwks.pem` and `users_database.yml` (e.g. from a compose install dir) and name it at the first "
+            "install; the chart then makes nothing:",
+            "",
+            "```sh",
+            f"kubectl -n {ns} create secret generic my-front-door --from-file=DIR/door/ca.crt "
             "--from-file=DIR/door/lab.crt --from-file=DIR/door/lab.key --from-file=DIR/door/oidc-jwks.pem "
             "--from-file=DIR/access/users_database.yml",
+            f"helm install {chart} . -n {ns} --set frontDoor.existingSecret=my-front-door",
             "```",
             "",
             "Each UI's Ingress host defaults to its front-door name, the provider's to the issuer's host and "
@@ -162,6 +182,11 @@ def render_readme(lab: ChartLab) -> str:
         "| `networkPolicy.enabled` | `true` | default deny, then exactly the edges below |",
         "| `networkPolicy.externalEgress` | `true` | pods may reach public addresses (model downloads, APIs) |",
         "| `prometheus.serviceMonitors` | `false` | ServiceMonitors for the Prometheus Operator |",
+        *([] if lab.door is None else [
+            "| `frontDoor.existingSecret` | `\"\"` | your Secret of the front door's keys and users; empty: made "
+            "once and kept |",
+            "| `frontDoor.traefikMiddleware` | `false` | the forward-auth Middleware (Traefik's CRDs) |",
+            "| `frontDoor.proxyClusterIP` | `\"\"` | the proxy Service's address, resolved by the OIDC clients |"]),
         "| `services.<svc>.env` | lab.env | non-secret settings (literal) |",
         "| `global.gpu` | `false` | request each service's `gpus` as `nvidia.com/gpu` (needs the NVIDIA device plugin) |",
         "| `services.<svc>.resources` | `[resources]` | Kubernetes resources (memory, cpu) |",
@@ -228,8 +253,30 @@ def render_notes(lab: ChartLab) -> str:
             f"  kubectl -n {{{{ .Release.Namespace }}}} get pods -l app.kubernetes.io/instance={{{{ .Release.Name }}}}\n\n"
             "Secrets were generated into the <service>-secrets Secrets and are kept across upgrades.\n"
             "See the chart's README.md (install, upgrade, rollback, air-gapped) and runbooks/.\n"
+            + _door_notes(lab)
             + "".join(f"\nNOT DONE by the chart: {template_text(s.name)} is not set up until these calls are made "
                       "(an admin account stays unclaimed, or apps' own keys are refused; runbooks/"
                       + template_text(s.name) + ".md, Provisioning; labbuild install makes them on a compose host):\n"
                       + "".join(f"  {template_text(step)}\n" for step in s.provision)
                       for s in lab.services.values() if s.provision))
+
+
+def _door_notes(lab: ChartLab) -> str:
+    """NOTES.txt on the front door: where the first admin's password is (never the password itself)."""
+    d = lab.door
+    if d is None:
+        return ""
+    ns, ca_key = "{{ .Release.Namespace }}", "ca\\.crt"      # kubectl's JSONPath: a dot in a key escaped
+
+    def get(key: str) -> str:
+        return template_text(f"get secret front-door -o jsonpath='{{.data.{key}}}' | base64 -d")
+    return ("{{- if .Values.frontDoor.existingSecret }}\n\n"
+            "The front door reads its keys and users from your Secret {{ .Values.frontDoor.existingSecret }}.\n"
+            "{{- else }}\n\n"
+            f"The front door: https://{template_text(d.domain)}/ (sign-in at https://{template_text(d.issuer_host)}/). "
+            "The chart made its Secret front-door (kept across upgrades): a lab CA, the certificate of "
+            f"*.{template_text(d.domain)} and a first admin. Read the admin's password once:\n"
+            f"  kubectl -n {ns} {get('admin-password')}; echo\n"
+            f"and trust the lab CA in your browser (runbooks/{template_text(d.provider)}.md):\n"
+            f"  kubectl -n {ns} {get(ca_key)} > lab-ca.crt\n"
+            "{{- end }}\n")

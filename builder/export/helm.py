@@ -30,6 +30,7 @@ from ..errors import ExportError
 from ..fsutil import atomic_write
 from ..render.text import dump_yaml
 from .docs import render_notes, render_readme
+from .frontdoor import door_secret_template
 from .model import PROMETHEUS_CONFIG, ChartLab, lab_model
 from .objects import FILES_DIR, SCRAPE_SECRETS_DIR, lab_template, service_template
 from .source import bundle_members, profile_members
@@ -104,6 +105,8 @@ def render_chart(lab: ChartLab) -> dict[str, bytes]:
         "templates/NOTES.txt": render_notes(lab),
         "templates/lab.yaml": lab_template(lab),
     }
+    if lab.door is not None:
+        files["templates/front-door.yaml"] = door_secret_template(lab)
     for name in lab.services:
         files[f"templates/{name}.yaml"] = service_template(lab, name)
     for path, data in lab.files.items():

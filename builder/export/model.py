@@ -294,7 +294,7 @@ def _mounts(spec: list[str], volumes: dict[str, ManifestVolume], members: dict[s
             out.append(Mount("host", _unescape(source), _unescape(target), read_only))
         elif source.startswith("../../"):
             # the install dir's own files (the front door's DIR/door/ keys, DIR/access/ users), made on
-            # the target: in a chart they come from the operator's Secret FRONT_DOOR_SECRET
+            # the target: in a chart they come from the Secret FRONT_DOOR_SECRET (made by the chart, or the operator's)
             out.append(Mount("install", _unescape(source[len("../../"):]), _unescape(target), read_only))
         else:
             vol = volumes[source]

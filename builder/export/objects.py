@@ -28,8 +28,10 @@ PERIOD = 10            # seconds between startup/readiness probes
 PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
-FRONT_DOOR_SECRET = "front-door"      # made by the operator: ca.crt, lab.crt, lab.key, oidc-jwks.pem, users_database.yml
+FRONT_DOOR_SECRET = "front-door"      # ca.crt, lab.crt, lab.key, oidc-jwks.pem, users_database.yml: made by the
+                                     # chart (frontdoor.py) unless frontDoor.existingSecret names the operator's
 USERS_KEY = "users_database.yml"
+_DOOR_SECRET_NAME = Raw(f"{{{{ $.Values.frontDoor.existingSecret | default {quoted(FRONT_DOOR_SECRET)} | quote }}}}")
 FORWARD_AUTH = "lab-forward-auth"     # the Traefik Middleware of the front door (as in the compose routes)
 
 def values_ref(name: str) -> str:
@@ -213,10 +215,10 @@ def _mounts_and_volumes(lab: ChartLab, svc: ChartService, cm_names: dict[str, st
         elif m.kind == "install" and m.name.startswith("door/"):      # one key of the front door's Secret
             key = m.name[len("door/"):]
             mount["subPath"] = key
-            volumes.append({"name": name, "secret": {"secretName": FRONT_DOOR_SECRET,
+            volumes.append({"name": name, "secret": {"secretName": _DOOR_SECRET_NAME,
                                                      "items": [{"key": key, "path": key}]}})
         elif m.kind == "install":                                      # the users directory
-            volumes.append({"name": name, "secret": {"secretName": FRONT_DOOR_SECRET,
+            volumes.append({"name": name, "secret": {"secretName": _DOOR_SECRET_NAME,
                                                      "items": [{"key": USERS_KEY, "path": USERS_KEY}]}})
         if m.read_only:
             mount["readOnly"] = True

@@ -62,7 +62,7 @@ def chart_values(lab: ChartLab) -> dict[str, Any]:
         for name, host in {**d.hosts, d.provider: d.issuer_host, HOME_SERVICE: d.domain}.items():
             if "ingress" in services.get(name, {}):
                 services[name]["ingress"]["host"] = host
-        door = {"frontDoor": {"traefikMiddleware": False, "proxyClusterIP": ""}}
+        door = {"frontDoor": {"existingSecret": "", "traefikMiddleware": False, "proxyClusterIP": ""}}
     return {
         "global": {"imageRegistry": "", "imagePullSecrets": [], "storageClass": "", "gpu": False},
         "ingress": {"className": "", "annotations": {}},
@@ -122,6 +122,12 @@ def values_schema(lab: ChartLab) -> dict[str, Any]:
             "ingress": _closed({"className": _STRING,
                                 "annotations": {"type": "object", "additionalProperties": _STRING}}),
             **({} if lab.door is None else {"frontDoor": _closed({
+                "existingSecret": {
+                    **_STRING, "pattern": r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+                    "description": "A Secret of yours holding the front door's ca.crt, lab.crt, lab.key, "
+                                   "oidc-jwks.pem and users_database.yml. Empty: the chart makes the Secret "
+                                   "front-door once (a lab CA, the wildcard certificate of the domain, the OIDC "
+                                   "signing key and a first admin) and keeps it."},
                 "traefikMiddleware": {
                     **_BOOL, "description": "Render a Traefik Middleware (traefik.io/v1alpha1, needs Traefik's CRDs) "
                                             "asking the provider before every request, and reference it from the "
