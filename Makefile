@@ -3,7 +3,7 @@
 VENV      := .venv
 LABBUILD  := $(VENV)/bin/labbuild
 PYTEST    := $(VENV)/bin/pytest
-VERSION   ?= 0.4.0
+VERSION   ?= 0.5.0
 INSTALL_DIR ?= $(HOME)/local-ai-lab
 
 .PHONY: help venv demo test bench validate clean install-profile install-base
@@ -20,13 +20,13 @@ $(LABBUILD): pyproject.toml
 	@touch $(LABBUILD)
 
 # The main job on the shipped lab, offline: check, then build the default
-# profile's release 0.4.0 (recorded in lockfiles/releases/, so this reproduces
+# profile's release 0.5.0 (recorded in lockfiles/releases/, so this reproduces
 # its recorded sha256 byte for byte) and verify it.
 demo: venv
 	$(LABBUILD) validate
 	$(LABBUILD) lock --check
-	$(LABBUILD) release 0.4.0 --out dist
-	$(LABBUILD) verify dist/local-ai-lab-phase1-0.4.0.tar.gz
+	$(LABBUILD) release 0.5.0 --out dist
+	$(LABBUILD) verify dist/local-ai-lab-phase1-0.5.0.tar.gz
 
 test:
 	scripts/bootstrap.sh

@@ -6,4 +6,4 @@ semantic rules) -> ``lock`` (resolve through ``registry``) -> ``bundle``
 plus ``scaffold`` for contributors. ``cli`` is the thin shell around them.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
