@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import RECIPE_LABEL, AppImageError, BuiltImage, exclusive, find_image, image_ref
-from .recipe import Recipe, file_mode
+from .base import RECIPE_LABEL, AppImageError, BuiltImage, ensure_base, exclusive, find_image, image_ref
+from .recipe import RECIPES, Recipe, file_mode
 
 BUILD_TIMEOUT = 3600      # seconds the engine may stay silent during one build step
 
@@ -46,6 +46,12 @@ def ensure_image(engine, recipe: Recipe, base: BuiltImage, log: Callable[[str], 
         start = time.monotonic()
         image_id = _build(engine, recipe, base, ref, digest, log)
         return BuiltImage(ref, image_id, digest, built=True, seconds=time.monotonic() - start)
+
+
+def recipe_image(engine, name: str, log: Callable[[str], None] = lambda _: None) -> BuiltImage:
+    """The image of the recipe named ``name`` on the base image: found built, else built now."""
+    (recipe,) = [r for r in RECIPES if r.name == name]
+    return ensure_image(engine, recipe, ensure_base(engine, log), log)
 
 
 def host_ca_bundle() -> Path:

@@ -36,9 +36,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apps.base import ensure_base
-from apps.build import ensure_image
-from apps.recipe import RECIPES
+from apps.build import recipe_image
 from builder.blueprint import load_lab
 from builder.bundle.pack import manifest_services
 from builder.format.files import SECRETS_EXAMPLE
@@ -87,8 +85,7 @@ def release(tmp_path):
 def litellm_image(docker_engine, monkeypatch):
     monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
     require_tool("debootstrap")
-    (recipe,) = [r for r in RECIPES if r.name == "litellm"]
-    return ensure_image(docker_engine, recipe, ensure_base(docker_engine, say), say).ref
+    return recipe_image(docker_engine, "litellm", say).ref
 
 
 def _run(engine, image: str, inst: Path, env: dict[str, str], **kw):
@@ -293,8 +290,7 @@ def test_rotating_an_apps_key_re_registers_it_and_the_real_jupyterlab_calls_with
     lab = apps_lab
     built = build_and_push(lab.registry.host, only=["postgres", "base-notebook"], engine=lab.engine, log=say,
                            storage=lab.registry.storage)
-    (recipe,) = [r for r in RECIPES if r.name == "litellm"]
-    base = ensure_image(lab.engine, recipe, ensure_base(lab.engine, say), say)
+    base = recipe_image(lab.engine, "litellm", say)
     ctx = lab.tmp / "standin"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(STANDIN_DOCKERFILE.format(base=base.ref))

@@ -53,7 +53,7 @@ import httpx
 import pytest
 
 from apps.base import ensure_base
-from apps.build import ensure_image
+from apps.build import ensure_image, recipe_image
 from apps.images import REPO, build_and_push
 from apps.recipe import RECIPES
 from apps.testlab import lock_services, make_test_lab
@@ -661,7 +661,7 @@ def test_the_real_litellm_routes_a_chat_through_the_shipped_wiring_to_the_ollama
     lab = apps_lab
     built = build_and_push(lab.registry.host, only=["ollama-standin"], engine=lab.engine, log=say,
                            storage=lab.registry.storage)
-    litellm = ensure_image(lab.engine, next(r for r in RECIPES if r.name == LITELLM), ensure_base(lab.engine, say), say)
+    litellm = recipe_image(lab.engine, LITELLM, say)
     assert set(built.stand_ins) == {OLLAMA} and OLLAMA in built.unbuilt, built.to_json()   # named: not Ollama
     lab.refs += [built.images[OLLAMA].split("@")[0], built.images[OLLAMA]]    # compose pulls it by digest
     root = make_test_lab(lab.tmp / "lab", {OLLAMA: built.images[OLLAMA]}, lab_name=lab.project,

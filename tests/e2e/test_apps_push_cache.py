@@ -12,9 +12,7 @@ import httpx
 import pytest
 
 import apps.build as build
-from apps.base import ensure_base
-from apps.build import ensure_image, push_image
-from apps.recipe import RECIPES
+from apps.build import push_image, recipe_image
 from labkit import path_with_venv
 from support.dockerenv import require_tool
 from support.registry import start_registry
@@ -29,8 +27,7 @@ def test_an_image_pushed_once_is_served_by_the_next_registry_without_a_push(dock
     require_tool("debootstrap")
     require_tool("docker-registry")
     monkeypatch.setattr(build, "PUSHED", tmp_path / "pushed")
-    (recipe,) = [r for r in RECIPES if r.name == "redis"]
-    built = ensure_image(docker_engine, recipe, ensure_base(docker_engine))
+    built = recipe_image(docker_engine, "redis")
     repo, tag = built.ref.rsplit(":", 1)
 
     first = start_registry(tmp_path / "r1")

@@ -34,9 +34,8 @@ from pathlib import Path
 import pytest
 
 from apps.base import BuiltImage, ensure_base
-from apps.build import ensure_image, push_image
+from apps.build import push_image, recipe_image
 from apps.images import REPO, build_and_push
-from apps.recipe import RECIPES
 from apps.testlab import LOCK, lock_services, make_test_lab, substitute_image
 from builder.blueprint import load_lab
 from builder.bundle.release import build_release
@@ -215,8 +214,7 @@ def test_the_shipped_postgres_restore_ends_other_sessions_gives_the_dump_back_ex
     from builder.errors import BackupError
 
     require_tool("debootstrap")          # the base image's root filesystem (tests/apps/base.py)
-    image = ensure_image(docker_engine, next(r for r in RECIPES if r.name == "postgres"),
-                         ensure_base(docker_engine, say), say)
+    image = recipe_image(docker_engine, "postgres", say)
     bp = load_lab(REPO).services[DB]
     c = docker_engine.containers.run(image.ref, environment={**bp.env, "POSTGRES_PASSWORD": "x"}, detach=True,
                                      labels={"org.local-ai-lab.test": "apps"})

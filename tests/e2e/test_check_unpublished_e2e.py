@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.base import ensure_base
-from apps.build import ensure_image
-from apps.recipe import RECIPES
+from apps.build import recipe_image
 from builder.cli import main
 from builder.host.labdir import read_manifest
 from builder.host.health import await_installed
@@ -37,8 +35,7 @@ def say(text: str) -> None:
 def nginx_image(docker_engine, monkeypatch):
     monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
     require_tool("debootstrap")
-    (recipe,) = [r for r in RECIPES if r.name == "nginx"]
-    return ensure_image(docker_engine, recipe, ensure_base(docker_engine, say), say).ref
+    return recipe_image(docker_engine, "nginx", say).ref
 
 
 def _service(port: dict, health: dict | None, healthcheck: bool = False) -> dict:

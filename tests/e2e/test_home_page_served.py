@@ -21,9 +21,7 @@ from builder.blueprint import load_lab
 from builder.lockfile import Lock
 from builder.render import ReleaseInput, render_text_files
 from support.dockerenv import require_compose
-from apps.base import ensure_base
-from apps.build import ensure_image
-from apps.recipe import RECIPES
+from apps.build import recipe_image
 from test_homepage import _chromium, _Page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,8 +48,7 @@ def _release(tmp_path: Path) -> tuple[Path, dict]:
 
 def test_the_home_page_is_served_by_nginx_as_the_release_wires_it(tmp_path, docker_engine) -> None:
     root, home = _release(tmp_path)
-    recipe = next(r for r in RECIPES if r.name == "nginx")
-    image = ensure_image(docker_engine, recipe, ensure_base(docker_engine, lambda _: None), lambda _: None)
+    image = recipe_image(docker_engine, "nginx")
     access = json.loads((root / "access" / "lab.json").read_text())
     mounts = [f"{m['source']}:{m['target']}:ro" for m in home["volumes"]]
     name = f"home-test-{uuid.uuid4().hex[:8]}"

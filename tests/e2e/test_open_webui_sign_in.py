@@ -30,10 +30,8 @@ import uuid
 import httpx
 import pytest
 
-from apps.base import ensure_base
-from apps.build import ensure_image
+from apps.build import recipe_image
 from apps.images import REPO
-from apps.recipe import RECIPES
 from builder.blueprint import load_lab
 from builder.install.secrets import generate_secret
 
@@ -51,8 +49,7 @@ LABEL = {"org.local-ai-lab.test": "open-webui-sign-in"}
 def webui_image(docker_engine, monkeypatch):
     monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
     require_tool("debootstrap")
-    (recipe,) = [r for r in RECIPES if r.name == SERVICE]
-    return ensure_image(docker_engine, recipe, ensure_base(docker_engine, say), say).ref
+    return recipe_image(docker_engine, SERVICE, say).ref
 
 
 class OpenWebUI:

@@ -27,9 +27,7 @@ import uuid
 import httpx
 import pytest
 
-from apps.base import ensure_base
-from apps.build import ensure_image
-from apps.recipe import RECIPES
+from apps.build import recipe_image
 from builder.blueprint import load_lab
 from builder.bundle.pack import manifest_provision
 from builder.format.manifest import Manifest
@@ -112,8 +110,7 @@ def _free_ports(n: int) -> list[int]:
 def python_image(docker_engine, monkeypatch):
     monkeypatch.setenv("PATH", path_with_venv() + ":/usr/sbin:/sbin")
     require_tool("debootstrap")
-    (recipe,) = [r for r in RECIPES if r.name == "litellm"]     # its Python runs the stand-in
-    return ensure_image(docker_engine, recipe, ensure_base(docker_engine, say), say).ref
+    return recipe_image(docker_engine, "litellm", say).ref     # its Python runs the stand-in
 
 
 @pytest.fixture
