@@ -30,7 +30,7 @@ demo: venv
 
 test:
 	scripts/bootstrap.sh
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PYTEST) -n 2 -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PYTEST) -n 2 --dist worksteal -q
 
 bench: venv
 	scripts/bootstrap.sh

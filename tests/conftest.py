@@ -52,7 +52,10 @@ def lab_copy(tmp_path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Nightly fuzz rounds run only when asked for (`-m nightly`)."""
+    """The slow end-to-end tests run first, so the suite's last minutes are short tests that
+    `make test`'s workers (`--dist worksteal`) share out, not one long test while the other
+    worker idles; nightly fuzz rounds run only when asked for (`-m nightly`)."""
+    items.sort(key=lambda item: "slow" not in item.keywords)     # stable: each module keeps its order
     if "nightly" in (config.getoption("-m") or ""):
         return
     skip = pytest.mark.skip(reason="nightly fuzz round: run with `pytest -m nightly`")
