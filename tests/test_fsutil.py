@@ -52,3 +52,24 @@ def test_without_sync_every_there_is_no_side_thread(tmp_path):
         out.write(b"x" * 10000)
         assert out._syncer is None
         out.close()
+
+
+def test_a_file_range_reads_only_its_range_by_read_readinto_seek_and_through_a_buffer(tmp_path):
+    """``FileRange`` stands for a blob inside a bundle: whatever way it is read (``read(n)``,
+    ``read()``, ``readinto``, after a seek, past its end, through io.BufferedReader and
+    tarfile's reads), it gives exactly its bytes and never one of its neighbours'."""
+    import io
+    data = os.urandom(3 * 4096 + 17)
+    path = tmp_path / "archive"
+    path.write_bytes(b"H" * 1000 + data + b"T" * 1000)
+    r = fsutil.FileRange(path, 1000, len(data))
+    assert r.read(10) == data[:10] and r.tell() == 10
+    buf = bytearray(5000)
+    assert r.readinto(buf) == 5000 and bytes(buf) == data[10:5010]
+    assert r.read() == data[5010:] and r.read(1) == b"" and r.readinto(buf) == 0
+    r.seek(-7, io.SEEK_END)
+    assert r.read(100) == data[-7:]
+    r.seek(0)
+    with io.BufferedReader(r, buffer_size=1000) as buffered:
+        assert buffered.read() == data
+    assert r.closed
