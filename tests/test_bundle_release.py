@@ -427,11 +427,11 @@ def test_reuse_from_asks_for_images_on_the_command_line_and_its_env_setting_leav
     assert [p.name for p in (tmp_path / "dist").iterdir()] == [f"testlab-{load_lab(root).default_profile}-1.0.0.tar.gz"]
 
 
-def test_a_bundle_that_verifies_but_names_a_blob_by_another_digest_is_not_reused(tmp_path, monkeypatch):
-    """`labbuild verify` holds a blob to SHA256SUMS and manifest.json, not to its own name: a bundle
-    whose maker put other bytes under a blob's name verifies, but reuse (release --reuse-from) takes
-    a blob by its name, so it checks the name too and refuses the bundle. The same bundle with the
-    right bytes under that name is noted."""
+def test_a_bundle_naming_a_blob_by_another_digest_fails_verify_and_is_not_reused(tmp_path, monkeypatch):
+    """A bundle whose maker put other bytes under a blob's name, with SHA256SUMS and manifest.json
+    agreeing with those bytes: `labbuild verify` (without --key nothing else would notice) names the
+    blob and fails, and reuse (release --reuse-from, which takes a blob by its name) refuses the
+    bundle. The same bundle with the right bytes under that name verifies and is noted."""
     from builder.bundle.archive import BundleFile
     from builder.bundle.located import locate
     from builder.bundle.pack import plan_bundle, write_archive
@@ -452,9 +452,15 @@ def test_a_bundle_that_verifies_but_names_a_blob_by_another_digest_is_not_reused
                            image_members=[BundleFile(f"images/blobs/sha256/{name}", data=blob)])
         (tmp_path / where).mkdir()
         write_archive(plan, tmp_path / where / plan.filename, mtime=315532800)
-        assert verify_bundle(tmp_path / where / plan.filename).ok
+    bad = tmp_path / "bad" / plan.filename
+    result = verify_bundle(bad)
+    assert not result.ok and [(e.file, e.message) for e in result.errors] == [
+        (f"images/blobs/sha256/{wrong}", f"its bytes hash to sha256:{right}, not to the digest its name says")]
+    assert verify_bundle(tmp_path / "good" / plan.filename).ok
+    cli = run_labbuild("verify", str(bad))
+    assert cli.returncode == 1 and f"sha256/{wrong}" in cli.stdout + cli.stderr and "Traceback" not in cli.stderr
     count, warnings = index_directories([tmp_path / "bad"], progress=False)
-    assert count == 0 and len(warnings) == 1 and f"images/blobs/sha256/{wrong}: its bytes do not hash to its name" \
+    assert count == 0 and len(warnings) == 1 and f"images/blobs/sha256/{wrong}: its bytes hash to sha256:{right}" \
         in warnings[0] and str(tmp_path / "bad") in warnings[0], warnings
     assert locate(["sha256:" + wrong]) == {}
     assert index_directories([tmp_path / "good"], progress=False) == (1, [])

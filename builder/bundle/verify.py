@@ -223,10 +223,19 @@ def _verdict(scan: ScannedBundle, key, *, top: str | None) -> VerifyResult:
     if scan.stopped:       # what was not read is not reported missing: the refusal says why
         return VerifyResult(ok=False, errors=_capped(scan.problems), manifest=None, top=scan.top)
     problems, manifest, signed, checked = check_contents(scan.files, scan.kept, top=top, key=key)
-    errors = _capped(scan.problems + problems)
+    errors = _capped(scan.problems + _misnamed_blobs(scan.files) + problems)
     return VerifyResult(ok=not errors, errors=errors, manifest=manifest, signed=signed, signature_checked=checked,
                         top=scan.top, files=scan.files, contents=scan.kept, modes=scan.modes,
                         provenance=_provenance_state(scan.kept.get(PROVENANCE)))
+
+
+def _misnamed_blobs(files: dict[str, tuple[str, int]]) -> list[Problem]:
+    """An image blob is named by its digest: bytes hashing to anything else are a swapped blob,
+    even when SHA256SUMS was rewritten to match them (without ``--key`` nothing else would say so)."""
+    blobs = IMAGE_BLOBS_PREFIX + "sha256/"
+    return [Problem(file=rel, path="", message=f"its bytes hash to sha256:{sha}, not to the digest its name says",
+                    hint="the blob was replaced or damaged; copy or rebuild the bundle")
+            for rel, (sha, _) in sorted(files.items()) if rel.startswith(blobs) and rel[len(blobs):] != sha]
 
 
 def _provenance_state(raw: bytes | None) -> str:
