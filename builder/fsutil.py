@@ -237,16 +237,22 @@ class FileRange(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (all that is left when ``n`` < 0), read straight into the bytes
         returned: io.RawIOBase's read would fill a bytearray and copy it again."""
+        self._open()
         left = self._size - self._pos
         data = os.pread(self._fd, left if n < 0 else min(n, left), self._start + self._pos) if left > 0 else b""
         self._pos += len(data)
         return data
 
     def readinto(self, buffer) -> int:
+        self._open()
         n = max(0, min(len(buffer), self._size - self._pos))
         got = os.preadv(self._fd, [memoryview(buffer)[:n]], self._start + self._pos) if n else 0
         self._pos += got
         return got
+
+    def _open(self) -> None:
+        if self.closed:     # its fd number may belong to another file by now
+            raise ValueError("read of a closed FileRange")
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]

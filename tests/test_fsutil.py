@@ -73,3 +73,10 @@ def test_a_file_range_reads_only_its_range_by_read_readinto_seek_and_through_a_b
     with io.BufferedReader(r, buffer_size=1000) as buffered:
         assert buffered.read() == data
     assert r.closed
+    other = os.open(path, os.O_RDONLY)     # may take the closed range's fd number
+    try:
+        for read in (lambda: r.read(10), lambda: r.readinto(buf)):
+            with pytest.raises(ValueError):
+                read()
+    finally:
+        os.close(other)
