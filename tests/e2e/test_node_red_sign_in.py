@@ -89,8 +89,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class NodeRed:
+class AppContainer:
+    """A real application's container (``self.container``, on ``self.url``) and its volume
+    (``self.volume``), as the sign-in tests run them: ``wait_up`` polls ``url + UP_PATH`` until it
+    answers 200, failing with the app's log once the container stops or ``UP_TIMEOUT`` passes."""
+
+    UP_PATH, UP_TIMEOUT, UP_POLL, LOG_TAIL = "/", 60.0, 0.5, 40
+
+    def wait_up(self) -> None:
+        deadline = time.monotonic() + self.UP_TIMEOUT
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}{self.UP_PATH}", timeout=5).status_code == 200:
+                    return
+            self.container.reload()
+            assert self.container.status == "running" and time.monotonic() < deadline, self.logs()
+            time.sleep(self.UP_POLL)
+
+    def logs(self) -> str:
+        return self.container.logs(tail=self.LOG_TAIL).decode(errors="replace")
+
+    def remove(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.remove(force=True)
+        with contextlib.suppress(Exception):
+            self.volume.remove(force=True)
+
+
+class NodeRed(AppContainer):
     """The real Node-RED image run as compose would run the shipped blueprint, with the door's env."""
+
+    UP_PATH = "/auth/login"
 
     def __init__(self, engine, image: str, network, issuer: str, tmp_path):
         bp = load_lab(REPO).services[SERVICE]
@@ -121,24 +150,6 @@ class NodeRed:
             volumes={str(tmp_path / settings.name): {"bind": settings.target, "mode": "ro"},
                      self.volume.name: {"bind": "/data", "mode": "rw"}})
 
-    def wait_up(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/auth/login", timeout=5).status_code == 200:
-                    return
-            self.container.reload()
-            assert self.container.status == "running" and time.monotonic() < deadline, self.logs()
-            time.sleep(0.5)
-
-    def logs(self) -> str:
-        return self.container.logs(tail=40).decode(errors="replace")
-
-    def remove(self) -> None:
-        with contextlib.suppress(Exception):
-            self.container.remove(force=True)
-        with contextlib.suppress(Exception):
-            self.volume.remove(force=True)
 
 
 def sign_in(node_red: NodeRed, issuer: str, sub: str) -> str | None:

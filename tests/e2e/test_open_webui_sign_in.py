@@ -22,8 +22,6 @@ OAUTH_ROLES_CLAIM=groups, OAUTH_ALLOWED_ROLES=admin,analyst,user, OAUTH_ADMIN_RO
 
 from __future__ import annotations
 
-import contextlib
-import time
 import urllib.parse
 import uuid
 
@@ -37,7 +35,7 @@ from builder.install.secrets import generate_secret
 
 from labkit import path_with_venv
 from support.dockerenv import require_tool
-from test_node_red_sign_in import free_port, lab_network, provider, say  # noqa: F401
+from test_node_red_sign_in import AppContainer, free_port, lab_network, provider, say  # noqa: F401
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -52,8 +50,10 @@ def webui_image(docker_engine, monkeypatch):
     return recipe_image(docker_engine, SERVICE, say).ref
 
 
-class OpenWebUI:
+class OpenWebUI(AppContainer):
     """The real Open WebUI run as compose would run the shipped blueprint with the front door on."""
+
+    UP_PATH, UP_TIMEOUT, UP_POLL, LOG_TAIL = "/health", 600.0, 1.0, 60
 
     def __init__(self, engine, image: str, network, issuer: str):
         bp = load_lab(REPO).services[SERVICE]
@@ -83,24 +83,6 @@ class OpenWebUI:
             ports={f"{port}/tcp": ("127.0.0.1", self.port)},
             volumes={self.volume.name: {"bind": bp.volumes[0].target, "mode": "rw"}})
 
-    def wait_up(self, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return
-            self.container.reload()
-            assert self.container.status == "running" and time.monotonic() < deadline, self.logs()
-            time.sleep(1)
-
-    def logs(self) -> str:
-        return self.container.logs(tail=60).decode(errors="replace")
-
-    def remove(self) -> None:
-        with contextlib.suppress(Exception):
-            self.container.remove(force=True)
-        with contextlib.suppress(Exception):
-            self.volume.remove(force=True)
 
 
 def sign_in(webui: OpenWebUI, issuer: str, sub: str) -> tuple[str | None, str]:
