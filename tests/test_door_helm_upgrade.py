@@ -9,7 +9,6 @@ the Secret the previous render made. Helm, the template (the exported chart's ow
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 import threading
@@ -22,6 +21,7 @@ from cryptography import x509
 
 from builder.export.helm import export_helm
 from support.dockerenv import require_tool
+from support.jsonhttp import send_json
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET_PATH = "/api/v1/namespaces/door/secrets/front-door"
@@ -51,12 +51,7 @@ class KubeStandIn:
                     answers[path] = outer.secret
                 body = answers.get(path, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                           "reason": "NotFound", "code": 404})
-                data = json.dumps(body).encode()
-                self.send_response(200 if path in answers else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200 if path in answers else 404, body)
 
             def log_message(self, *args) -> None:
                 pass

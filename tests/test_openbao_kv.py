@@ -27,6 +27,7 @@ import pytest
 
 from builder.host.auditlog import read_entries
 from builder.host.kvstore import ROLE_ID, SECRET_ID, openbao_url, payloads, sync_openbao, write_kv
+from support.jsonhttp import send_json
 
 ROLE, SECRET = "role-" + "1" * 32, "secret-" + "2" * 48
 
@@ -46,14 +47,6 @@ class OpenBaoStandIn:
             def log_message(self, *args) -> None:
                 pass
 
-            def _send(self, code: int, body: dict | None) -> None:
-                raw = json.dumps(body).encode() if body is not None else b""
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
             def _body(self) -> dict:
                 data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
                 assert isinstance(data, dict), "a JSON object"
@@ -63,13 +56,13 @@ class OpenBaoStandIn:
                 outer.calls.append(("GET", self.path, None))
                 if not self.path.startswith("/v1/lab/data/"):
                     outer.unexpected.append(f"GET {self.path}")
-                    return self._send(405, {"errors": ["unsupported by the stand-in"]})
+                    return send_json(self, 405, {"errors": ["unsupported by the stand-in"]})
                 if self.headers.get("X-Vault-Token") != outer.token:
-                    return self._send(403, {"errors": ["permission denied"]})
+                    return send_json(self, 403, {"errors": ["permission denied"]})
                 versions = outer.kv.get(self.path.removeprefix("/v1/lab/data/"))
                 if not versions:
-                    return self._send(404, {"errors": []})
-                self._send(200, {"data": {"data": versions[-1], "metadata": {
+                    return send_json(self, 404, {"errors": []})
+                send_json(self, 200, {"data": {"data": versions[-1], "metadata": {
                     "created_time": "2026-12-07T00:00:00Z", "custom_metadata": None, "deletion_time": "",
                     "destroyed": False, "version": len(versions)}}})
 
@@ -78,33 +71,33 @@ class OpenBaoStandIn:
                     body = self._body()
                 except (ValueError, AssertionError) as exc:
                     outer.unexpected.append(f"POST {self.path}: body {exc}")
-                    return self._send(400, {"errors": ["bad body"]})
+                    return send_json(self, 400, {"errors": ["bad body"]})
                 outer.calls.append(("POST", self.path, body))
                 if self.path == "/v1/auth/approle/login":
                     # approle.mdx: role_id (string, required), secret_id (string, required)
                     if set(body) != {"role_id", "secret_id"} or not all(isinstance(v, str) for v in body.values()):
                         outer.unexpected.append(f"login body keys {sorted(body)}")
-                        return self._send(400, {"errors": ["missing role_id or secret_id"]})
+                        return send_json(self, 400, {"errors": ["missing role_id or secret_id"]})
                     if (body["role_id"], body["secret_id"]) != (outer.role_id, outer.secret_id):
-                        return self._send(400, {"errors": ["invalid role or secret ID"]})
-                    return self._send(200, {"auth": {"client_token": outer.token, "policies": ["default", "labbuild"],
+                        return send_json(self, 400, {"errors": ["invalid role or secret ID"]})
+                    return send_json(self, 200, {"auth": {"client_token": outer.token, "policies": ["default", "labbuild"],
                                                      "lease_duration": 900, "renewable": True}})
                 if not self.path.startswith("/v1/lab/data/"):
                     outer.unexpected.append(f"POST {self.path}")
-                    return self._send(405, {"errors": ["unsupported by the stand-in"]})
+                    return send_json(self, 405, {"errors": ["unsupported by the stand-in"]})
                 if self.headers.get("X-Vault-Token") != outer.token:
-                    return self._send(403, {"errors": ["permission denied"]})
+                    return send_json(self, 403, {"errors": ["permission denied"]})
                 # kv-v2.mdx: data (Map, required), options (Map, optional) with cas (int)
                 data, options = body.get("data"), body.get("options", {})
                 if (set(body) - {"data", "options"} or not isinstance(data, dict) or not isinstance(options, dict)
                         or set(options) - {"cas"} or not all(isinstance(v, str) for v in data.values())):
                     outer.unexpected.append(f"write body {sorted(body)}")
-                    return self._send(400, {"errors": ["bad write body"]})
+                    return send_json(self, 400, {"errors": ["bad write body"]})
                 versions = outer.kv.setdefault(self.path.removeprefix("/v1/lab/data/"), [])
                 if "cas" in options and (not isinstance(options["cas"], int) or options["cas"] != len(versions)):
-                    return self._send(400, {"errors": ["check-and-set parameter did not match the current version"]})
+                    return send_json(self, 400, {"errors": ["check-and-set parameter did not match the current version"]})
                 versions.append(dict(data))
-                self._send(200, {"data": {"created_time": "2026-12-07T00:00:00Z", "custom_metadata": None,
+                send_json(self, 200, {"data": {"created_time": "2026-12-07T00:00:00Z", "custom_metadata": None,
                                           "deletion_time": "", "destroyed": False, "version": len(versions)}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

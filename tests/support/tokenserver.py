@@ -11,13 +11,13 @@ tokens handed out (to check the client's per-scope cache).
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
 from .faultproxy import QuietServer
+from .jsonhttp import send_json
 from urllib.parse import parse_qs, urlparse
 
 
@@ -63,7 +63,7 @@ class TokenServer:
         url = urlparse(h.path)
         query = parse_qs(url.query)
         if url.path != "/token" or query.get("service", [""])[0] != self.service:
-            return self._reply(h, 400, {"error": "bad request"})
+            return send_json(h, 400, {"error": "bad request"})
         if self.users is not None:
             auth = h.headers.get("Authorization", "")
             try:
@@ -73,19 +73,11 @@ class TokenServer:
             if not auth.startswith("Basic ") or self.users.get(user) != password:
                 with self._lock:
                     self.refused += 1
-                return self._reply(h, 401, {"error": "invalid credentials"})
+                return send_json(h, 401, {"error": "invalid credentials"})
         token = secrets.token_hex(16)
         scope = query.get("scope", [""])[0]
         with self._lock:
             self._tokens[token] = (scope, time.time() + self.expires_in)
             self.issued += 1
-        self._reply(h, 200, {"token": token, "expires_in": self.expires_in})
+        send_json(h, 200, {"token": token, "expires_in": self.expires_in})
 
-    @staticmethod
-    def _reply(h: BaseHTTPRequestHandler, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
