@@ -37,7 +37,7 @@ from typing import Iterable
 from ..errors import BundleError
 from ..format.files import (
     DOCKER_LOAD_DEFAULT,
-    IMAGE_BLOBS_PREFIX,
+    IMAGE_SHA256_BLOBS,
     IMAGES_DIR,
     LOCK_FILE,
     MANIFEST,
@@ -163,8 +163,7 @@ def plan_delta(base: Base, plans: Iterable[PlannedImage]) -> DeltaPlan:
 
 
 def _digest_of(arcname: str) -> str | None:
-    prefix = IMAGE_BLOBS_PREFIX + "sha256/"
-    return "sha256:" + arcname[len(prefix):] if arcname.startswith(prefix) else None
+    return "sha256:" + arcname[len(IMAGE_SHA256_BLOBS):] if arcname.startswith(IMAGE_SHA256_BLOBS) else None
 
 
 def delta_members(files: Iterable[BundleFile], relied: dict[str, int],

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from ..errors import BundleError, Problem
-from ..format.files import IMAGE_BLOBS_PREFIX, MANIFEST, SBOM_DIR
+from ..format.files import IMAGE_BLOBS_PREFIX, IMAGE_SHA256_BLOBS, MANIFEST, SBOM_DIR
 from ..format.manifest import Manifest
 from ..fsutil import CapExceeded, read_capped, sha256_file
 from ..limits import (
@@ -397,7 +397,7 @@ class BlobRanges:
             tar = tarfile.open(self.path, mode="r:" if self.plain else "r:gz")
             for member in tar:
                 parts = member.name.split("/", 1)
-                if member.isreg() and len(parts) == 2 and parts[1].startswith("images/blobs/sha256/"):
+                if member.isreg() and len(parts) == 2 and parts[1].startswith(IMAGE_SHA256_BLOBS):
                     digest = "sha256:" + parts[1].rsplit("/", 1)[1]
                     self.ranges[digest] = (member.offset_data, member.size)
                     self._members[digest] = member

@@ -30,13 +30,10 @@ from typing import Any, Iterable
 
 from ..errors import BundleError
 from ..progress import progress_display
-from ..format.files import IMAGE_BLOBS_PREFIX
+from ..format.files import IMAGE_SHA256_BLOBS
 from .located import noted, remember, stamp_of
 from .reader import BlobRanges
 from .verify import read_verified
-
-BLOBS = IMAGE_BLOBS_PREFIX + "sha256/"
-
 
 def bundles_in(directory: Path) -> list[Path]:
     """The candidate image bundles in ``directory``: its regular ``*.tar`` files, by name."""
@@ -83,7 +80,7 @@ def _index(path: Path, on_bytes) -> str | None:
             first = result.errors[0]
             return (f"it fails verification: {first.file}: {first.message}"
                     + (f" and {len(result.errors) - 1} more problem(s)" if len(result.errors) > 1 else ""))
-        blobs = {rel: sha for rel, (sha, _) in result.files.items() if rel.startswith(BLOBS)}
+        blobs = {rel: sha for rel, (sha, _) in result.files.items() if rel.startswith(IMAGE_SHA256_BLOBS)}
         ranges = BlobRanges(path)
         ranges.close()
         verified = {"sha256:" + sha for sha in blobs.values()}

@@ -44,6 +44,7 @@ from ..errors import BundleError, Problem
 from ..format.delta import delta_summary
 from ..format.files import (
     IMAGE_BLOBS_PREFIX,
+    IMAGE_SHA256_BLOBS,
     MANIFEST,
     PROVENANCE,
     PROVENANCE_SINCE,
@@ -232,10 +233,10 @@ def _verdict(scan: ScannedBundle, key, *, top: str | None) -> VerifyResult:
 def _misnamed_blobs(files: dict[str, tuple[str, int]]) -> list[Problem]:
     """An image blob is named by its digest: bytes hashing to anything else are a swapped blob,
     even when SHA256SUMS was rewritten to match them (without ``--key`` nothing else would say so)."""
-    blobs = IMAGE_BLOBS_PREFIX + "sha256/"
     return [Problem(file=rel, path="", message=f"its bytes hash to sha256:{sha}, not to the digest its name says",
                     hint="the blob was replaced or damaged; copy or rebuild the bundle")
-            for rel, (sha, _) in sorted(files.items()) if rel.startswith(blobs) and rel[len(blobs):] != sha]
+            for rel, (sha, _) in sorted(files.items())
+            if rel.startswith(IMAGE_SHA256_BLOBS) and rel[len(IMAGE_SHA256_BLOBS):] != sha]
 
 
 def _provenance_state(raw: bytes | None) -> str:

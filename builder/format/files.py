@@ -34,6 +34,7 @@ ACCESS_JSON = "access/lab.json"                     # bundles with the front doo
 HOME_PAGE = "access/home/index.html"                # its home page, rendered from access/lab.json
 IMAGES_DIR = "images"
 IMAGE_BLOBS_PREFIX = "images/blobs/"
+IMAGE_SHA256_BLOBS = IMAGE_BLOBS_PREFIX + "sha256/"   # + a blob's hex digest: its path in a bundle
 DOCKER_LOAD_DEFAULT = "images/manifest.json"        # docker-load manifest of the first platform
 _UNSAFE_SBOM_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -13,7 +13,7 @@ from ..errors import BundleError
 from ..fsutil import canonical_json
 from ..limits import MAX_MANIFEST_BYTES
 from ..typecheck import field_problems, summarize
-from .files import BUNDLE_FORMAT, IMAGE_BLOBS_PREFIX, MANIFEST
+from .files import BUNDLE_FORMAT, IMAGE_SHA256_BLOBS, MANIFEST
 from .grammar import manifest_grammar_problems
 
 
@@ -247,8 +247,8 @@ class Manifest:
     @property
     def carried_blobs(self) -> dict[str, int]:
         """Blob digest -> size of every blob under images/blobs/ this bundle carries."""
-        return {"sha256:" + n[len(IMAGE_BLOBS_PREFIX) + len("sha256/"):]: f.size
-                for n, f in self.files.items() if n.startswith(IMAGE_BLOBS_PREFIX + "sha256/")}
+        return {"sha256:" + n[len(IMAGE_SHA256_BLOBS):]: f.size
+                for n, f in self.files.items() if n.startswith(IMAGE_SHA256_BLOBS)}
 
     @property
     def secret_keys(self) -> list[str]:
