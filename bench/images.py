@@ -239,13 +239,6 @@ def drop_caches(*files: Path) -> None:
             os.close(fd)
 
 
-def start_up(cmd: list[str]) -> float:
-    """Wall seconds of ``cmd``: a process's start, paid once per release before its first byte."""
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
-
-
 def skopeo_copy(host: str, pushed: dict[str, dict], layout: Path) -> float:
     """Seconds for `skopeo copy` of every pushed image from ``host`` into the OCI ``layout`` (the peer);
     its CPU seconds (all three copies) go to ``CPU[0]``."""
@@ -338,7 +331,7 @@ def cold_runs(registry, pushed: dict[str, dict], runs: int, latency: float) -> N
         for d in (out, cache, layout, warm_out):
             shutil.rmtree(d, ignore_errors=True)
     m = median
-    starts = {tool: m(start_up(cmd) for _ in range(5)) for tool, cmd in (
+    starts = {tool: m(run(cmd)[0] for _ in range(5)) for tool, cmd in (     # paid once per release
         ("labbuild", [str(BIN / "python"), "-c", "import builder.cli, builder.bundle.release"]),
         ("skopeo", ["skopeo", "--version"]))}
     print(f"latency {latency * 1000:.0f} ms/request, median of {runs} (load averages {os.getloadavg()}):\n"
